@@ -1,0 +1,41 @@
+# The two commands: `make run` starts the exchange, `make test` runs the whole suite.
+# Both create .venv and install the pinned dependencies on first use.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format typecheck manage clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $$(scripts/find-python) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m exchange.run
+
+# Lint, type-check, then pytest beside embedded Postgres and Redis (under var/test) unless
+# DATABASE_URL / REDIS_URL point at real ones. ARGS passes options to pytest.
+test: $(STAMP) lint typecheck
+	$(PY) -m exchange.embedded --var var/test -- $(VENV)/bin/pytest $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy's Django plugin imports the settings, which need service URLs; it never connects.
+typecheck: $(STAMP)
+	DATABASE_URL=postgres://mypy@localhost/mypy REDIS_URL=redis://localhost:6379/0 $(VENV)/bin/mypy .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# `make manage ARGS="createsuperuser"`: manage.py beside the embedded services of `make run`.
+manage: $(STAMP)
+	$(PY) manage.py $(ARGS)
+
+clean:
+	rm -rf var/test .pytest_cache .mypy_cache .ruff_cache

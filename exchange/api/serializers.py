@@ -1,0 +1,43 @@
+from rest_framework import serializers
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.CharField()
+
+
+class CheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+
+
+class ReadinessSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="`ready`")
+    checks = serializers.DictField(child=CheckSerializer(), help_text="database, redis, worker")
+
+
+class JWKSerializer(serializers.Serializer):
+    kty = serializers.CharField()
+    crv = serializers.CharField()
+    x = serializers.CharField()
+    kid = serializers.CharField(help_text="RFC 7638 thumbprint (SHA-256, base64url)")
+    alg = serializers.CharField()
+    use = serializers.CharField()
+
+
+class JWKSSerializer(serializers.Serializer):
+    keys = JWKSerializer(many=True)
+
+
+class WellKnownSerializer(serializers.Serializer):
+    exchange_id = serializers.CharField()
+    name = serializers.CharField()
+    api_version = serializers.CharField()
+    api_root = serializers.URLField()
+    jwks = JWKSSerializer()
+    signal_types = serializers.ListField(child=serializers.DictField())
+
+
+class ProblemTypeSerializer(serializers.Serializer):
+    type = serializers.URLField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()

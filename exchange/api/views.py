@@ -1,0 +1,86 @@
+"""Unauthenticated endpoints: health, readiness, the exchange's public identity, problem types."""
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from exchange import health
+from exchange.actions.identity import get_identity, published_jwks
+from exchange.api.serializers import (
+    HealthSerializer,
+    ProblemTypeSerializer,
+    ReadinessSerializer,
+    WellKnownSerializer,
+)
+from exchange.problems import (
+    PROBLEM_CONTENT_TYPE,
+    PROBLEM_TYPES,
+    Problem,
+    problem_body,
+    problem_type_uri,
+)
+
+
+class PublicView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+
+class HealthzView(PublicView):
+    @extend_schema(operation_id="healthz", responses=HealthSerializer, tags=["health"])
+    def get(self, request: Request) -> Response:
+        """Liveness: the process answers. Checks nothing else."""
+        return Response({"status": "ok"})
+
+
+class ReadyzView(PublicView):
+    @extend_schema(
+        operation_id="readyz",
+        tags=["health"],
+        responses={
+            200: ReadinessSerializer,
+            503: OpenApiResponse(description="problem document naming what failed"),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        """Readiness: Postgres, Redis and at least one Celery worker heartbeat are reachable."""
+        checks = health.readiness()
+        report = {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}
+        failed = [c for c in checks if not c.ok]
+        headers = {"Cache-Control": "no-store"}
+        if not failed:
+            return Response({"status": "ready", "checks": report}, headers=headers)
+        detail = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        body = problem_body("not-ready", detail, failed=[c.name for c in failed], checks=report)
+        return Response(body, status=503, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+class WellKnownView(PublicView):
+    @extend_schema(
+        operation_id="well_known_hashx", responses=WellKnownSerializer, tags=["identity"]
+    )
+    def get(self, request: Request) -> Response:
+        """The exchange's identity: id, name, API version, public keys (JWKS), signal types."""
+        identity = get_identity()
+        body = {
+            "exchange_id": identity.exchange_id,
+            "name": settings.HASHX_EXCHANGE_NAME,
+            "api_version": settings.HASHX_API_VERSION,
+            "api_root": f"{settings.HASHX_PUBLIC_URL}/api/{settings.HASHX_API_VERSION}/",
+            "jwks": published_jwks(),
+            "signal_types": [],
+        }
+        return Response(body, headers={"Cache-Control": "public, max-age=300"})
+
+
+class ProblemTypeView(PublicView):
+    @extend_schema(operation_id="problem_type", tags=["identity"], responses=ProblemTypeSerializer)
+    def get(self, request: Request, slug: str) -> Response:
+        """What a problem document's ``type`` means."""
+        if slug not in PROBLEM_TYPES:
+            raise Problem("not-found", f"No problem type {slug!r}.")
+        status, title = PROBLEM_TYPES[slug]
+        return Response({"type": problem_type_uri(slug), "title": title, "status": status})

@@ -1,0 +1,49 @@
+"""The Celery app. The beat schedule lives here and nowhere else (STYLE.md)."""
+
+import os
+import socket
+from typing import Any
+
+from celery import Celery, bootsteps
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange.settings")
+
+app = Celery("exchange")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {}
+
+
+class Heartbeat(bootsteps.StartStopStep):
+    """Writes ``hashx:worker-heartbeat:<hostname>`` to Redis every few seconds; /readyz reads it.
+
+    A consumer step: it starts once the worker is connected to the broker and consuming, and
+    stops while that connection is lost. The key expires after three missed beats, so a killed
+    worker drops out on its own; a worker that stops cleanly deletes it at once.
+    """
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        self.tref: Any = None
+
+    def start(self, worker: Any) -> None:
+        from exchange.health import beat_worker_heartbeat, worker_heartbeat_interval
+
+        name = worker.hostname or socket.gethostname()
+        beat_worker_heartbeat(name)
+        self.tref = worker.timer.call_repeatedly(
+            worker_heartbeat_interval(), beat_worker_heartbeat, (name,), priority=10
+        )
+
+    def stop(self, worker: Any) -> None:
+        from exchange.health import clear_worker_heartbeat
+
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+        clear_worker_heartbeat(worker.hostname or socket.gethostname())
+
+
+app.steps["consumer"].add(Heartbeat)

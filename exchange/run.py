@@ -1,0 +1,187 @@
+"""``make run``: the whole exchange in one terminal.
+
+Starts embedded PostgreSQL and Redis when ``DATABASE_URL`` / ``REDIS_URL`` are unset, runs
+``manage.py bootstrap`` (migrate, static files, identity, superuser), then supervises three
+children: web (gunicorn), worker (Celery) and beat (Celery beat). Their output is interleaved
+with a name prefix. A child that exits on its own is reported and restarted with back-off;
+Ctrl-C (or SIGTERM) stops all children, then the embedded services, and leaves no process behind.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import IO
+
+from exchange import embedded
+
+log = logging.getLogger("hashx.run")
+
+_print_lock = threading.Lock()
+_COLOURS = {"web": "36", "worker": "33", "beat": "35", "run": "32"}
+_STOP_GRACE_SECONDS = 20
+_MAX_BACKOFF_SECONDS = 30
+# A child that ran this long before exiting gets its back-off reset.
+_STABLE_SECONDS = 60
+
+
+def say(name: str, line: str) -> None:
+    prefix = f"{name:>6} |"
+    if sys.stdout.isatty():
+        prefix = f"\033[{_COLOURS.get(name, '0')}m{prefix}\033[0m"
+    with _print_lock:
+        sys.stdout.write(f"{prefix} {line.rstrip()}\n")
+        sys.stdout.flush()
+
+
+def _pump(name: str, stream: IO[bytes]) -> None:
+    for raw in iter(stream.readline, b""):
+        say(name, raw.decode("utf-8", "replace"))
+    stream.close()
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    pump: threading.Thread | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        # Own session: a terminal Ctrl-C reaches only the supervisor, which stops children in order.
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        assert self.process.stdout is not None
+        self.pump = threading.Thread(
+            target=_pump, args=(self.name, self.process.stdout), daemon=True
+        )
+        self.pump.start()
+        say("run", f"started {self.name} (pid {self.process.pid})")
+
+
+def children(port: int) -> list[Child]:
+    py = sys.executable
+    bind = os.environ.get("HASHX_BIND", "127.0.0.1")
+    return [
+        Child("web", [
+            py, "-m", "gunicorn", "exchange.wsgi:application",
+            "--bind", f"{bind}:{port}",
+            "--workers", os.environ.get("WEB_CONCURRENCY", "2"),
+            "--access-logfile", "-",
+            "--graceful-timeout", "10",
+        ]),
+        Child("worker", [
+            py, "-m", "celery", "-A", "exchange", "worker",
+            "--loglevel", os.environ.get("LOG_LEVEL", "INFO"),
+            "--concurrency", os.environ.get("HASHX_WORKER_CONCURRENCY", "2"),
+            "--hostname", "worker@%h",
+        ]),
+        Child("beat", [
+            py, "-m", "celery", "-A", "exchange", "beat",
+            "--loglevel", os.environ.get("LOG_LEVEL", "INFO"),
+            "--pidfile", "",
+        ]),
+    ]  # fmt: skip
+
+
+class Supervisor:
+    def __init__(self, kids: list[Child]) -> None:
+        self.kids = kids
+        self.stopping = threading.Event()
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopping.is_set():
+            say("run", f"{signal.Signals(signum).name}: stopping web, worker and beat")
+        self.stopping.set()
+
+    def watch(self) -> None:
+        for kid in self.kids:
+            kid.start()
+        while not self.stopping.wait(0.25):
+            now = time.monotonic()
+            for kid in self.kids:
+                if kid.restart_at is not None:
+                    if now >= kid.restart_at:
+                        kid.start()
+                    continue
+                assert kid.process is not None
+                code = kid.process.poll()
+                if code is None:
+                    continue
+                kid.failures = 1 if now - kid.started_at > _STABLE_SECONDS else kid.failures + 1
+                delay = min(2 ** (kid.failures - 1), _MAX_BACKOFF_SECONDS)
+                say(
+                    "run",
+                    f"!! {kid.name} exited unexpectedly with code {code}; restarting in {delay} s",
+                )
+                kid.restart_at = now + delay
+
+    def stop_all(self) -> int:
+        running = [k for k in self.kids if k.process is not None and k.process.poll() is None]
+        for kid in running:
+            assert kid.process is not None
+            kid.process.terminate()
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        for kid in running:
+            assert kid.process is not None
+            try:
+                kid.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say("run", f"{kid.name} did not stop within {_STOP_GRACE_SECONDS} s; killing it")
+                os.killpg(kid.process.pid, signal.SIGKILL)
+                kid.process.wait()
+        for kid in self.kids:
+            if kid.pump is not None:
+                kid.pump.join(timeout=2)
+        say("run", "web, worker and beat stopped")
+        return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="   run | %(message)s", stream=sys.stdout)
+    port = int(os.environ.get("PORT", "8000"))
+    base = embedded.var_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    supervisor = Supervisor(children(port))
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    with embedded.services(base) as started:
+        for name, url in started.items():
+            say("run", f"embedded {name.split('_')[0].lower()} at {url}")
+        say("run", "bootstrap: migrate, static files, identity, superuser")
+        bootstrap = subprocess.run(
+            [sys.executable, "manage.py", "bootstrap"], cwd=embedded.REPO_ROOT
+        )
+        if bootstrap.returncode != 0:
+            say("run", f"!! bootstrap failed with code {bootstrap.returncode}; not starting")
+            return bootstrap.returncode
+        if supervisor.stopping.is_set():
+            return 0
+        public = os.environ.get("HASHX_PUBLIC_URL", f"http://127.0.0.1:{port}")
+        say("run", f"serving {public}  (admin: {public}/admin/, API docs: {public}/api/v1/docs)")
+        try:
+            supervisor.watch()
+        finally:
+            code = supervisor.stop_all()
+        if started:
+            say("run", "stopping embedded services")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from exchange.api import views
+from exchange.problems import api_not_found
+
+api_v1 = [
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("healthz", views.HealthzView.as_view(), name="healthz"),
+    path("readyz", views.ReadyzView.as_view(), name="readyz"),
+    path(".well-known/hashx", views.WellKnownView.as_view(), name="well-known"),
+    path("problems/<slug:slug>", views.ProblemTypeView.as_view(), name="problem-type"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    # Anything else under /api/ is a problem document 404, never an HTML page.
+    re_path(r"^api/", api_not_found),
+]
+
+handler500 = "exchange.problems.server_error"

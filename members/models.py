@@ -1,0 +1,1 @@
+"""Organisations and their signing keys: built by the members issue."""

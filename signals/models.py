@@ -1,0 +1,1 @@
+"""Signal types, sets, entries, change feed: built by the signals issue."""

@@ -1,0 +1,124 @@
+"""Shared fixtures: a DRF client and real Celery worker processes against the test database.
+
+The suite runs beside real PostgreSQL and Redis: `make test` starts embedded ones under
+var/test unless DATABASE_URL / REDIS_URL name real services.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from exchange.health import HEARTBEAT_PREFIX
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests do not run collectstatic: serve static files unhashed, as DEBUG does.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+def test_database_url() -> str:
+    """DATABASE_URL with the database pytest-django created (test_…) in place of the real one."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path=f"/{settings.DATABASES['default']['NAME']}"))
+
+
+@dataclass
+class WorkerProcess:
+    """A real `celery worker` subprocess; `stop()` shuts it down warmly (as SIGTERM does)."""
+
+    hostname: str
+    redis_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def heartbeat_present(self) -> bool:
+        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1)
+        try:
+            return bool(client.exists(HEARTBEAT_PREFIX + self.hostname))
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.heartbeat_present():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"worker not ready in {timeout} s:\n{self.log_path.read_text()[-3000:]}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def start_worker(
+    django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory: start a Celery worker on the test database (and a given Redis); stopped at the
+    end of the session if the test did not stop it."""
+    started: list[WorkerProcess] = []
+    logs = tmp_path_factory.mktemp("workers")
+
+    def start(name: str = "test", redis_url: str | None = None) -> WorkerProcess:
+        redis_url = redis_url or settings.REDIS_URL
+        hostname = f"{name}-{len(started)}@pytest"
+        env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "REDIS_URL": redis_url,
+            "HASHX_WORKER_HEARTBEAT_SECONDS": "1",
+        }
+        log_path = logs / f"{hostname}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "exchange", "worker", "--loglevel", "INFO",
+                 "--concurrency", "1", "--pool", "solo", "--hostname", hostname, "--without-mingle",
+                 "--without-gossip"],
+                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        worker = WorkerProcess(hostname, redis_url, process, log_path)
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """One real worker shared by the tests that need any worker at all."""
+    return start_worker("shared")
