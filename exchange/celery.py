@@ -12,7 +12,19 @@ app = Celery("exchange")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-app.conf.beat_schedule = {}
+
+@app.on_after_configure.connect
+def beat_schedule(sender: Celery, **kwargs: Any) -> None:
+    """The whole beat schedule (read after configuration, so settings are loaded)."""
+    from django.conf import settings
+
+    # Sealing is also triggered after every commit; this catches what a Redis hiccup dropped.
+    sender.add_periodic_task(10.0, sender.signature("audit.seal"), name="audit-seal")
+    sender.add_periodic_task(
+        float(settings.HASHX_AUDIT_CHECKPOINT_SECONDS),
+        sender.signature("audit.checkpoint"),
+        name="audit-checkpoint",
+    )
 
 
 class Heartbeat(bootsteps.StartStopStep):

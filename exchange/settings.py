@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from exchange import embedded
 from exchange.env import (
@@ -57,6 +58,8 @@ if HASHX_PUBLIC_URL.startswith("https://"):
     CSRF_COOKIE_SECURE = True
 if env_bool("HASHX_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many reverse proxies append to X-Forwarded-For; 0 trusts only REMOTE_ADDR.
+HASHX_TRUSTED_PROXIES = env_int("HASHX_TRUSTED_PROXIES", 0, minimum=0)
 
 # --- services --------------------------------------------------------------------------------
 
@@ -95,6 +98,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# One queue per kind of work (DESIGN.md "Scale-out"); a worker consumes all of them unless
+# started with -Q.
+CELERY_TASK_QUEUES = [Queue("default"), Queue("audit")]
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"audit.*": {"queue": "audit"}}
 # How often a worker writes its liveness heartbeat to Redis (readyz reads it).
 HASHX_WORKER_HEARTBEAT_SECONDS = env_int("HASHX_WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
 
@@ -114,9 +122,11 @@ INSTALLED_APPS = [
     "exchange",
     "members",
     "signals",
+    "audit",
 ]
 
 MIDDLEWARE = [
+    "exchange.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -166,6 +176,10 @@ STORAGES = {
 }
 
 # Request bodies past this size answer 413; bulk uploads stream instead (signals issue).
+# Audit: details larger than this (canonical JSON bytes) are replaced by a truncation marker.
+HASHX_AUDIT_MAX_DETAILS_BYTES = env_int("HASHX_AUDIT_MAX_DETAILS_BYTES", 8192, minimum=256)
+HASHX_AUDIT_CHECKPOINT_SECONDS = env_int("HASHX_AUDIT_CHECKPOINT_SECONDS", 300, minimum=10)
+
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HASHX_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 
 REST_FRAMEWORK = {

@@ -11,11 +11,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 from rest_framework.test import APIClient
 
 from exchange.health import HEARTBEAT_PREFIX
@@ -32,12 +34,22 @@ def pytest_configure(config: pytest.Config) -> None:
     Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+    """Let transactional tests reset the append-only audit tables of the throw-away test
+    database (see audit migration 0002); every other statement stays refused."""
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        name = connection.settings_dict["NAME"]
+        cursor.execute(f"ALTER DATABASE \"{name}\" SET hashx.audit_allow_truncate = 'on'")
+        cursor.execute("SET hashx.audit_allow_truncate = 'on'")
+
+
 @pytest.fixture
 def api() -> APIClient:
     return APIClient()
 
 
-def test_database_url() -> str:
+def db_url_for_subprocesses() -> str:
     """DATABASE_URL with the database pytest-django created (test_…) in place of the real one."""
     parts = urlsplit(os.environ["DATABASE_URL"])
     return urlunsplit(parts._replace(path=f"/{settings.DATABASES['default']['NAME']}"))
@@ -96,7 +108,7 @@ def start_worker(
         hostname = f"{name}-{len(started)}@pytest"
         env = {
             **os.environ,
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": db_url_for_subprocesses(),
             "REDIS_URL": redis_url,
             "HASHX_WORKER_HEARTBEAT_SECONDS": "1",
         }

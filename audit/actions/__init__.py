@@ -1,0 +1,3 @@
+from audit.actions.record import record
+
+__all__ = ["record"]

@@ -1,0 +1,107 @@
+"""``record``: the one way anything writes to the audit log."""
+
+import json
+from datetime import UTC
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from exchange.middleware import client_ip
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8. What the chain hashes and the
+    checkpoints sign."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _bounded(details: dict[str, Any]) -> dict[str, Any]:
+    size = len(canonical_json(details))
+    limit = settings.HASHX_AUDIT_MAX_DETAILS_BYTES
+    if size <= limit:
+        return details
+    preview = canonical_json(details)[: limit // 2].decode("utf-8", "ignore")
+    return {"truncated": True, "size": size, "preview": preview}
+
+
+def _actor_from(request: Any) -> tuple[Any, str, Any]:
+    """(organisation, key id, staff user) of whoever made the request, if anyone."""
+    user = getattr(request, "user", None)
+    organisation = getattr(user, "organisation", None)
+    if organisation is not None:
+        key = getattr(user, "key", None)
+        return organisation, getattr(key, "key_id", ""), None
+    if user is not None and getattr(user, "is_authenticated", False) and getattr(user, "pk", None):
+        return None, "", user
+    return None, "", None
+
+
+def record(
+    action: str,
+    *,
+    actor_org: Any = None,
+    actor_key: Any = None,
+    actor_user: Any = None,
+    obj: models.Model | None = None,
+    owner_org: Any = None,
+    details: dict[str, Any] | None = None,
+    request: HttpRequest | Any = None,
+) -> AuditEvent:
+    """Write one audit event in the caller's transaction, and have it sealed after commit.
+
+    Call it inside the ``atomic()`` block of the change it describes: a rolled-back change
+    then leaves no event, and a committed one always has its event. The actor defaults to
+    whoever signed ``request`` (member key) or is logged in on it (staff user). ``owner_org``
+    defaults to ``obj.audit_owner_org_id`` when the model defines it; the owner can read the
+    event (e.g. who pulled my set).
+    """
+    if request is not None and actor_org is None and actor_user is None:
+        actor_org, key_id, actor_user = _actor_from(request)
+    else:
+        key_id = ""
+    if actor_key is not None:
+        key_id = getattr(actor_key, "key_id", str(actor_key))
+    owner_org_id = getattr(owner_org, "pk", owner_org)
+    if owner_org_id is None and obj is not None:
+        owner_org_id = getattr(obj, "audit_owner_org_id", None)
+    event = AuditEvent.objects.create(
+        occurred_at=timezone.now(),
+        action=action,
+        actor_org_id=getattr(actor_org, "pk", actor_org),
+        actor_key_id=key_id,
+        actor_user_id=getattr(actor_user, "pk", None),
+        actor_username=getattr(actor_user, "username", "") if actor_user is not None else "",
+        ip=client_ip(request) if request is not None else None,
+        request_id=getattr(request, "request_id", "") if request is not None else "",
+        object_type=obj._meta.label_lower if obj is not None else "",
+        object_id=str(obj.pk) if obj is not None else "",
+        owner_org_id=owner_org_id,
+        details=_bounded(details or {}),
+    )
+    from audit.tasks import enqueue_seal
+
+    transaction.on_commit(enqueue_seal)
+    return event
+
+
+def event_document(event: AuditEvent) -> dict[str, Any]:
+    """The event as the chain hashes it (and as exports and the API show it)."""
+    return {
+        "id": event.pk,
+        "occurred_at": event.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "action": event.action,
+        "actor_org": event.actor_org_id,
+        "actor_key_id": event.actor_key_id,
+        "actor_user": event.actor_user_id,
+        "actor_username": event.actor_username,
+        "ip": event.ip,
+        "request_id": event.request_id,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "owner_org": event.owner_org_id,
+        "details": event.details,
+    }

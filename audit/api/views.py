@@ -1,0 +1,94 @@
+from django.db.models import Q
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.generics import ListAPIView
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit.actions.checkpoint import do_sign_checkpoint
+from audit.api.serializers import AuditEventSerializer, CheckpointSerializer
+from audit.models import AuditCheckpoint, AuditEvent
+from exchange.problems import Problem
+from members.models import Organisation
+from members.principal import IsMember, organisation_of
+
+
+class NewestFirst(CursorPagination):
+    ordering = "-id"
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 1000
+
+
+class AuditEventList(ListAPIView):
+    """Events where the caller's organisation is the actor or owns the object (who pulled my
+    sets, who changed my keys), newest first, paged by opaque cursor."""
+
+    permission_classes = [IsMember]
+    serializer_class = AuditEventSerializer
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        operation_id="audit_events",
+        tags=["audit"],
+        parameters=[
+            OpenApiParameter(
+                "action", OpenApiTypes.STR, description="exact action, or a prefix ending in `.`"
+            ),
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="occurred at or after"),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description="occurred before"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="page size, up to 1000"),
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        return self.list(request)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        org = organisation_of(self.request)
+        events = AuditEvent.objects.filter(Q(actor_org=org) | Q(owner_org=org)).select_related(
+            "seal"
+        )
+        params = self.request.query_params
+        action = params.get("action", "")
+        if action:
+            events = (
+                events.filter(action__startswith=action)
+                if action.endswith(".")
+                else events.filter(action=action)
+            )
+        for name, lookup in (("since", "occurred_at__gte"), ("until", "occurred_at__lt")):
+            if params.get(name):
+                when = parse_datetime(params[name])
+                if when is None or when.tzinfo is None:
+                    raise Problem(
+                        "validation",
+                        f"{name}: expected an ISO 8601 time with a zone",
+                        errors=[{"field": name, "message": "not an ISO 8601 time with a zone"}],
+                    )
+                events = events.filter(**{lookup: when})
+        return events
+
+    def get_serializer_context(self):  # type: ignore[no-untyped-def]
+        return {**super().get_serializer_context(), "org_slugs": self._org_slugs}
+
+    def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
+        page = super().paginate_queryset(queryset)
+        ids = {e.actor_org_id for e in page or []} | {e.owner_org_id for e in page or []}
+        self._org_slugs = dict(
+            Organisation.objects.filter(pk__in=ids - {None}).values_list("pk", "slug")
+        )
+        return page
+
+
+class CheckpointView(APIView):
+    permission_classes = [IsMember]
+
+    @extend_schema(operation_id="audit_checkpoint", tags=["audit"], responses=CheckpointSerializer)
+    def get(self, request: Request) -> Response:
+        """The latest signed checkpoint of the audit chain. Verify `signature` with the key
+        `kid` published at /.well-known/hashx."""
+        cp = AuditCheckpoint.objects.order_by("-id").first() or do_sign_checkpoint()
+        return Response(CheckpointSerializer(cp).data)

@@ -1,0 +1,37 @@
+import re
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class RequestIdMiddleware:
+    """Take the caller's ``X-Request-ID`` (when it is a sane token) or make one; expose it as
+    ``request.request_id`` for the audit log and echo it on the response."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        given = request.headers.get("X-Request-ID", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        response = self.get_response(request)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """REMOTE_ADDR, or with ``HASHX_TRUSTED_PROXIES`` = n the address the n-th proxy from the
+    right saw in ``X-Forwarded-For`` (entries further left are the client's to forge)."""
+    hops = settings.HASHX_TRUSTED_PROXIES
+    if hops:
+        forwarded = [
+            p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",") if p.strip()
+        ]
+        if len(forwarded) >= hops:
+            return forwarded[-hops]
+    return request.META.get("REMOTE_ADDR") or None

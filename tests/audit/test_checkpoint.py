@@ -1,0 +1,56 @@
+"""Checkpoints are signed by the exchange key that /.well-known/hashx publishes."""
+
+import base64
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit.actions import record
+from audit.actions.checkpoint import do_sign_checkpoint
+from audit.models import AuditCheckpoint
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def b64url_decode(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_the_checkpoint_verifies_with_the_published_key(acme_api, acme, sealed):
+    for n in range(3):
+        record("test.event", actor_org=acme, details={"n": n})
+    sealed()
+    do_sign_checkpoint()
+
+    cp = acme_api.get("/api/v1/audit/checkpoint").json()
+    assert cp["tree_size"] == 3 and cp["alg"] == "EdDSA"
+    jwks = acme_api.get("/.well-known/hashx").json()["jwks"]["keys"]
+    jwk = next(k for k in jwks if k["kid"] == cp["kid"])
+    signed = {k: cp[k] for k in ("exchange_id", "tree_size", "head_hash", "issued_at", "kid")}
+    message = json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
+    Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"])).verify(
+        b64url_decode(cp["signature"]), message
+    )
+
+
+def test_beat_signs_only_when_the_chain_grew(acme, sealed):
+    record("test.event", actor_org=acme)
+    sealed()
+    assert do_sign_checkpoint(only_if_changed=True) is not None
+    assert do_sign_checkpoint(only_if_changed=True) is None
+    record("test.event", actor_org=acme)
+    sealed()
+    assert do_sign_checkpoint(only_if_changed=True).tree_size == 2
+    assert AuditCheckpoint.objects.count() == 2
+
+
+def test_the_first_request_gets_a_checkpoint_even_before_beat_signed_one(acme_api):
+    body = acme_api.get("/api/v1/audit/checkpoint").json()
+    assert body["tree_size"] == 0 and body["head_hash"] == "0" * 64
+
+
+def test_checkpoint_needs_a_member(api):
+    response = api.get("/api/v1/audit/checkpoint")
+    assert response.status_code in (401, 403)
+    assert response["Content-Type"] == "application/problem+json"

@@ -1,0 +1,80 @@
+"""Members read the events where they are the actor or own the object, and nothing else."""
+
+import pytest
+
+from audit.actions import record
+from members.principal import MemberPrincipal
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def events(acme, globex):
+    return {
+        "acme_acted": record("signals.published", actor_org=acme, details={"count": 10}),
+        "globex_pulled_acme": record(
+            "feed.pulled", actor_org=globex, owner_org=acme, details={"set": "acme-csam"}
+        ),
+        "globex_only": record("signals.published", actor_org=globex),
+        "staff_on_acme": record("members.organisation.suspended", obj=acme),
+    }
+
+
+def ids(response):
+    return [e["id"] for e in response.json()["results"]]
+
+
+def test_a_member_sees_its_own_events_newest_first(acme_api, events):
+    response = acme_api.get("/api/v1/audit/events")
+    assert response.status_code == 200
+    expected = [events[k].pk for k in ("staff_on_acme", "globex_pulled_acme", "acme_acted")]
+    assert ids(response) == expected
+    pulled = response.json()["results"][1]
+    assert (pulled["actor_org"], pulled["owner_org"], pulled["action"]) == (
+        "globex",
+        "acme",
+        "feed.pulled",
+    )
+
+
+def test_another_member_sees_only_its_own(api, globex, events):
+    api.force_authenticate(user=MemberPrincipal(globex))
+    assert set(ids(api.get("/api/v1/audit/events"))) == {
+        events["globex_pulled_acme"].pk,
+        events["globex_only"].pk,
+    }
+
+
+def test_events_page_by_cursor(acme_api, acme, django_assert_max_num_queries):
+    for n in range(7):
+        record("test.event", actor_org=acme, details={"n": n})
+    seen = []
+    url = "/api/v1/audit/events?limit=3"
+    while url:
+        with django_assert_max_num_queries(3):
+            body = acme_api.get(url).json()
+        seen += [e["details"]["n"] for e in body["results"]]
+        url = body["next"]
+    assert seen == [6, 5, 4, 3, 2, 1, 0]
+
+
+def test_events_filter_by_action_prefix_and_time(acme_api, events):
+    assert ids(acme_api.get("/api/v1/audit/events?action=feed.")) == [
+        events["globex_pulled_acme"].pk
+    ]
+    assert ids(acme_api.get("/api/v1/audit/events?action=feed.pulled")) == [
+        events["globex_pulled_acme"].pk
+    ]
+    assert ids(acme_api.get("/api/v1/audit/events?since=2999-01-01T00:00:00Z")) == []
+
+
+def test_a_bad_time_filter_is_a_problem_400(acme_api, events):
+    response = acme_api.get("/api/v1/audit/events?since=yesterday")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "since"
+
+
+def test_an_unsigned_request_is_refused(api, events):
+    response = api.get("/api/v1/audit/events")
+    assert response.status_code in (401, 403)
+    assert response["Content-Type"] == "application/problem+json"
