@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format typecheck manage clean
+.PHONY: run test lint format typecheck manage bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $$(scripts/find-python) -m venv $(VENV)
@@ -32,6 +32,11 @@ typecheck: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Every bench/ script, beside its own embedded services under var/bench (figures, not asserts).
+bench: $(STAMP)
+	@for script in bench/*.py; do echo "== $$script"; \
+	  $(PY) -m exchange.embedded --var var/bench -- $(PY) $$script || exit 1; done
 
 # `make manage ARGS="createsuperuser"`: manage.py beside the embedded services of `make run`.
 manage: $(STAMP)

@@ -1,5 +1,7 @@
 """Thin Celery wrappers around the audit actions."""
 
+from functools import lru_cache
+
 import redis
 from celery import shared_task
 from django.conf import settings
@@ -13,18 +15,22 @@ from audit.actions.seal import do_seal_pending
 _QUEUED_KEY = "hashx:audit:seal-queued"
 
 
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+
+
+def _redis() -> redis.Redis:
+    """A pooled client reused across calls (one per URL, as tests switch REDIS_URL)."""
+    return _client(settings.REDIS_URL)
+
+
 def enqueue_seal() -> None:
     """Ask a worker to seal soon: at most one seal task waits in the queue at a time. Called
-    on commit of every recorded event; a Redis outage only delays sealing until the next beat."""
+    on commit of every transaction that recorded events; a Redis outage only delays sealing
+    until the next beat."""
     try:
-        client = redis.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2
-        )
-        try:
-            first = client.set(_QUEUED_KEY, "1", nx=True, ex=60)
-        finally:
-            client.close()
-        if first:
+        if _redis().set(_QUEUED_KEY, "1", nx=True, ex=60):
             seal.apply_async(retry=False)
     except (redis.RedisError, OSError, KombuOperationalError):
         pass
@@ -32,11 +38,7 @@ def enqueue_seal() -> None:
 
 @shared_task(name="audit.seal", ignore_result=True)
 def seal() -> int:
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        client.delete(_QUEUED_KEY)
-    finally:
-        client.close()
+    _redis().delete(_QUEUED_KEY)
     return do_seal_pending().sealed
 
 

@@ -5,7 +5,7 @@ from datetime import UTC
 from typing import Any
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -84,7 +84,9 @@ def record(
     )
     from audit.tasks import enqueue_seal
 
-    transaction.on_commit(enqueue_seal)
+    # One seal request per transaction, however many events it records.
+    if not any(entry[1] is enqueue_seal for entry in connection.run_on_commit):
+        transaction.on_commit(enqueue_seal)
     return event
 
 
