@@ -16,7 +16,7 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY . .
-RUN pip install .
+RUN pip install ./client .
 
 # Static files are collected at build time; settings need service URLs to import, so give
 # placeholders that are never connected to.

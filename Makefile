@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint format typecheck manage bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@test -x $(PY) || $$(scripts/find-python) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ./client -e ".[dev]"
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -27,7 +27,7 @@ lint: $(STAMP)
 
 # mypy's Django plugin imports the settings, which need service URLs; it never connects.
 typecheck: $(STAMP)
-	DATABASE_URL=postgres://mypy@localhost/mypy REDIS_URL=redis://localhost:6379/0 $(VENV)/bin/mypy .
+	DATABASE_URL=postgres://mypy@localhost/mypy REDIS_URL=redis://localhost:6379/0 $(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

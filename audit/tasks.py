@@ -1,28 +1,16 @@
 """Thin Celery wrappers around the audit actions."""
 
-from functools import lru_cache
-
 import redis
 from celery import shared_task
-from django.conf import settings
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.actions.checkpoint import do_sign_checkpoint
 from audit.actions.seal import do_seal_pending
+from exchange.kv import redis_client
 
 # While this key exists a seal task is queued; the task clears it before it starts sealing,
 # so an event committed during a run queues the next one (NetBox's enqueue_once).
 _QUEUED_KEY = "hashx:audit:seal-queued"
-
-
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
-
-
-def _redis() -> redis.Redis:
-    """A pooled client reused across calls (one per URL, as tests switch REDIS_URL)."""
-    return _client(settings.REDIS_URL)
 
 
 def enqueue_seal() -> None:
@@ -30,7 +18,7 @@ def enqueue_seal() -> None:
     on commit of every transaction that recorded events; a Redis outage only delays sealing
     until the next beat."""
     try:
-        if _redis().set(_QUEUED_KEY, "1", nx=True, ex=60):
+        if redis_client().set(_QUEUED_KEY, "1", nx=True, ex=60):
             seal.apply_async(retry=False)
     except (redis.RedisError, OSError, KombuOperationalError):
         pass
@@ -38,7 +26,7 @@ def enqueue_seal() -> None:
 
 @shared_task(name="audit.seal", ignore_result=True)
 def seal() -> int:
-    _redis().delete(_QUEUED_KEY)
+    redis_client().delete(_QUEUED_KEY)
     return do_seal_pending().sealed
 
 

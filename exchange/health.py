@@ -1,11 +1,14 @@
 """Liveness and readiness: what /healthz and /readyz report, and the worker heartbeat."""
 
+import contextlib
 import time
 from dataclasses import dataclass
 
 import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
+
+from exchange.kv import redis_client
 
 HEARTBEAT_PREFIX = "hashx:worker-heartbeat:"
 # A heartbeat older than this many intervals counts as a dead worker.
@@ -16,32 +19,19 @@ def worker_heartbeat_interval() -> int:
     return int(settings.HASHX_WORKER_HEARTBEAT_SECONDS)
 
 
-def redis_client() -> redis.Redis:
-    """A client with short timeouts, so a dead Redis makes /readyz fail fast, not hang."""
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
-
-
 def beat_worker_heartbeat(hostname: str) -> None:
     """Called by the worker's Heartbeat bootstep. A Redis outage is logged by Celery and retried
     at the next beat, never fatal to the worker."""
     interval = worker_heartbeat_interval()
-    client = redis_client()
-    try:
-        client.set(HEARTBEAT_PREFIX + hostname, str(time.time()), ex=interval * _MISSED_BEATS)
-    except redis.RedisError:
-        pass
-    finally:
-        client.close()
+    with contextlib.suppress(redis.RedisError):
+        redis_client().set(
+            HEARTBEAT_PREFIX + hostname, str(time.time()), ex=interval * _MISSED_BEATS
+        )
 
 
 def clear_worker_heartbeat(hostname: str) -> None:
-    client = redis_client()
-    try:
-        client.delete(HEARTBEAT_PREFIX + hostname)
-    except redis.RedisError:
-        pass
-    finally:
-        client.close()
+    with contextlib.suppress(redis.RedisError):
+        redis_client().delete(HEARTBEAT_PREFIX + hostname)
 
 
 @dataclass
@@ -75,8 +65,6 @@ def check_redis_and_workers() -> list[Check]:
             Check("redis", False, f"unreachable: {exc}"),
             Check("worker", False, "unknown: Redis, where workers write their heartbeat, is down"),
         ]
-    finally:
-        client.close()
     redis_check = Check("redis", True, "reachable")
     if not workers:
         return [redis_check, Check("worker", False, "no Celery worker heartbeat")]

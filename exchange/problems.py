@@ -12,20 +12,38 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+ACCEPT_SIGNATURE = 'hashx=("@method" "@target-uri" "content-digest");alg="ed25519";tag="hashx"'
 
 # slug -> (status, title): the catalogue of problem types, documented at /problems/<slug>.
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "validation": (400, "The request is not valid"),
     "malformed-request": (400, "The request body could not be parsed"),
-    "not-authenticated": (401, "The request is not authenticated"),
     "authentication-failed": (401, "Authentication failed"),
+    # Request signatures (RFC 9421): each refusal names its reason.
+    "signature-missing": (401, "Missing signature"),
+    "signature-malformed": (401, "Malformed signature"),
+    "signature-incomplete": (401, "Signature does not cover the required components"),
+    "algorithm-unsupported": (401, "Unsupported signature algorithm"),
+    "signature-stale": (401, "Signature created too long ago"),
+    "signature-future": (401, "Signature created in the future"),
+    "key-unknown": (401, "Unknown key"),
+    "key-revoked": (401, "Revoked key"),
+    "key-expired": (401, "Expired key"),
+    "organisation-suspended": (401, "Organisation suspended"),
+    "organisation-pending": (401, "Organisation not yet approved"),
+    "digest-mismatch": (401, "Content digest does not match the body"),
+    "signature-invalid": (401, "Bad signature"),
+    "nonce-replayed": (401, "Replayed nonce"),
+    "replay-check-unavailable": (503, "Replay protection unavailable"),
+    "key-read-only": (403, "Read-only key"),
     "forbidden": (403, "Not allowed"),
     "not-found": (404, "Not found"),
     "method-not-allowed": (405, "Method not allowed"),
     "not-acceptable": (406, "No acceptable representation"),
+    "conflict": (409, "Conflicts with the current state"),
+    "proof-of-possession-failed": (400, "The new key did not prove possession"),
     "payload-too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "rate-limited": (429, "Too many requests"),
@@ -72,7 +90,7 @@ class Problem(exceptions.APIException):
 _DRF_SLUGS: list[tuple[type[exceptions.APIException], str]] = [
     (exceptions.ValidationError, "validation"),
     (exceptions.ParseError, "malformed-request"),
-    (exceptions.NotAuthenticated, "not-authenticated"),
+    (exceptions.NotAuthenticated, "signature-missing"),
     (exceptions.AuthenticationFailed, "authentication-failed"),
     (exceptions.PermissionDenied, "forbidden"),
     (exceptions.NotFound, "not-found"),
@@ -106,6 +124,9 @@ def field_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER: every API error leaves as a problem document."""
+    # Imported here: rest_framework.views loads the authentication classes, which raise Problem.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, RequestDataTooBig):
         exc = Problem(
             "payload-too-large", f"The body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
@@ -131,6 +152,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             body = problem_body(slug, str(exc.detail), status=exc.status_code)
     response.data = body
     response.content_type = PROBLEM_CONTENT_TYPE
+    if response.status_code == 401:
+        # RFC 9421 section 5.1: tell the client what to sign.
+        response["WWW-Authenticate"] = 'Signature realm="hashx"'
+        response["Accept-Signature"] = ACCEPT_SIGNATURE
     return response
 
 

@@ -175,6 +175,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
+# Request signatures: how far ``created`` may be from the exchange's clock, either way.
+HASHX_SIGNATURE_MAX_SKEW_SECONDS = env_int("HASHX_SIGNATURE_MAX_SKEW_SECONDS", 300, minimum=5)
+
 # Request bodies past this size answer 413; bulk uploads stream instead (signals issue).
 # Audit: details larger than this (canonical JSON bytes) are replaced by a truncation marker.
 HASHX_AUDIT_MAX_DETAILS_BYTES = env_int("HASHX_AUDIT_MAX_DETAILS_BYTES", 8192, minimum=256)
@@ -183,8 +186,8 @@ HASHX_AUDIT_CHECKPOINT_SECONDS = env_int("HASHX_AUDIT_CHECKPOINT_SECONDS", 300, 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HASHX_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["members.auth.SignatureAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["members.principal.IsMember"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

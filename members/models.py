@@ -38,3 +38,39 @@ class Organisation(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+
+class SigningKey(models.Model):
+    """An Ed25519 public key an organisation signs requests with.
+
+    Lifecycle: active → retiring (still verifies until ``not_after``, for overlap during
+    rotation) → revoked (refused at once). ``key_id`` is the RFC 7638 JWK thumbprint, the
+    ``keyid`` of request signatures. ``last_used_at`` is refreshed at most once a minute.
+    """
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        RETIRING = "retiring", "Retiring"
+        REVOKED = "revoked", "Revoked"
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="keys")
+    key_id = models.CharField(max_length=64, unique=True)
+    public_key = models.BinaryField(max_length=32)
+    label = models.CharField(max_length=100, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    read_only = models.BooleanField(default=False)
+    not_after = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["organisation", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.key_id[:12]}… ({self.state})"
+
+    @property
+    def audit_owner_org_id(self) -> int:
+        return self.organisation_id

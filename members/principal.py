@@ -4,9 +4,10 @@ authentication (members issue)."""
 from dataclasses import dataclass
 from typing import Any
 
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
+from exchange.problems import Problem
 from members.models import Organisation
 
 
@@ -27,7 +28,14 @@ class IsMember(BasePermission):
     """The request was signed by a key of an organisation (member company or peer exchange)."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        return isinstance(request.user, MemberPrincipal)
+        user = request.user
+        if not isinstance(user, MemberPrincipal):
+            return False
+        if request.method not in SAFE_METHODS and user.key is not None and user.key.read_only:
+            raise Problem(
+                "key-read-only", "This key may only read; sign changes with a read-write key"
+            )
+        return True
 
 
 def organisation_of(request: Request) -> Organisation:

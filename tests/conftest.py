@@ -4,6 +4,7 @@ The suite runs beside real PostgreSQL and Redis: `make test` starts embedded one
 var/test unless DATABASE_URL / REDIS_URL name real services.
 """
 
+import json as jsonlib
 import os
 import subprocess
 import sys
@@ -16,11 +17,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
 from exchange.health import HEARTBEAT_PREFIX
+from hashx.auth import sign_headers
+from hashx.keys import key_id_of, raw_public_bytes
+from members.actions.keys import do_add_key
+from members.actions.organisations import do_create_organisation
+from members.models import Organisation, SigningKey
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,3 +141,97 @@ def start_worker(
 def celery_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
     """One real worker shared by the tests that need any worker at all."""
     return start_worker("shared")
+
+
+class SignedClient:
+    """A DRF test client that signs every request exactly as the `hashx` client does (it uses
+    the client's own signing code), over the exchange's public URL."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self.key = key
+        self.key_id = key_id_of(key)
+        self.client = APIClient()
+
+    def signed_headers(
+        self, method: str, path: str, body: bytes | None, **overrides: Any
+    ) -> dict[str, str]:
+        return sign_headers(self.key, method, settings.HASHX_PUBLIC_URL + path, body, **overrides)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        sign: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+        all_headers = self.signed_headers(method, path, body) if sign else {}
+        all_headers.update(headers or {})
+        return self.client.generic(
+            method,
+            path,
+            data=body or b"",
+            content_type="application/json",
+            headers=all_headers,
+            **extra,
+        )
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        return self.request("POST", path, json, **kwargs)
+
+
+@dataclass
+class Member:
+    """One of the cast: an organisation with a real Ed25519 key and a client signing with it."""
+
+    org: Organisation
+    private_key: Ed25519PrivateKey
+    key: SigningKey
+    api: SignedClient
+
+    def add_key(self, *, read_only: bool = False) -> "Member":
+        """Another key of the same organisation, as a Member of its own."""
+        private = Ed25519PrivateKey.generate()
+        key = do_add_key(self.org, raw_public_bytes(private.public_key()), read_only=read_only)
+        return Member(self.org, private, key, SignedClient(private))
+
+
+def make_member(
+    slug: str, *, kind: str = "member", active: bool = True, read_only: bool = False
+) -> Member:
+    org = do_create_organisation(slug, slug.replace("-", " ").title(), kind=kind, active=active)
+    private = Ed25519PrivateKey.generate()
+    key = do_add_key(org, raw_public_bytes(private.public_key()), read_only=read_only)
+    return Member(org, private, key, SignedClient(private))
+
+
+@pytest.fixture
+def publisher(db: None) -> Member:
+    """A member company that publishes (and owns) sets."""
+    return make_member("acme-video")
+
+
+@pytest.fixture
+def subscriber(db: None) -> Member:
+    """A member company that reads what others publish."""
+    return make_member("globex-social")
+
+
+@pytest.fixture
+def outsider(db: None) -> Member:
+    """An active member with no business with the publisher's things."""
+    return make_member("initech-forums")
+
+
+@pytest.fixture
+def peer(db: None) -> Member:
+    """Another coalition's exchange."""
+    return make_member("eu-exchange", kind="peer")

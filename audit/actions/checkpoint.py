@@ -13,8 +13,8 @@ from audit.actions.record import canonical_json
 from audit.actions.seal import SEAL_LOCK, chain_head
 from audit.models import AuditCheckpoint
 from exchange.actions.identity import get_identity, get_signing_key
-from exchange.keys import b64url
 from exchange.models import ExchangeKey
+from hashx.keys import b64url
 
 
 def checkpoint_document(cp: AuditCheckpoint) -> dict[str, Any]:

@@ -10,14 +10,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 
-from exchange.keys import (
+from exchange.models import ExchangeIdentity, ExchangeKey
+from hashx.keys import (
     jwk_thumbprint,
     load_private_key_pem,
     private_key_to_pem,
     public_jwk,
     raw_public_bytes,
 )
-from exchange.models import ExchangeIdentity, ExchangeKey
 
 # pg_advisory_xact_lock key: serialises first-start creation between web, worker and beat.
 _IDENTITY_LOCK = 0x6878_0001

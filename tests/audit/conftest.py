@@ -1,24 +1,32 @@
 import pytest
 
 from audit.actions.seal import do_seal_pending
-from members.models import Organisation
-from members.principal import MemberPrincipal
+from tests.conftest import make_member
 
 
 @pytest.fixture
-def acme(db):
-    return Organisation.objects.create(slug="acme", name="Acme Video", status="active")
+def acme_member(db):
+    return make_member("acme")
 
 
 @pytest.fixture
-def globex(db):
-    return Organisation.objects.create(slug="globex", name="Globex Social", status="active")
+def acme(acme_member):
+    return acme_member.org
 
 
 @pytest.fixture
-def acme_api(api, acme):
-    api.force_authenticate(user=MemberPrincipal(acme))
-    return api
+def globex_member(db):
+    return make_member("globex")
+
+
+@pytest.fixture
+def globex(globex_member):
+    return globex_member.org
+
+
+@pytest.fixture
+def acme_api(acme_member):
+    return acme_member.api
 
 
 @pytest.fixture

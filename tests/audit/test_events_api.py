@@ -3,7 +3,7 @@
 import pytest
 
 from audit.actions import record
-from members.principal import MemberPrincipal
+from urllib.parse import urlsplit
 
 pytestmark = pytest.mark.django_db
 
@@ -20,8 +20,12 @@ def events(acme, globex):
     }
 
 
+SETUP = {"members.organisation.created", "members.key.added"}
+
+
 def ids(response):
-    return [e["id"] for e in response.json()["results"]]
+    """Event ids on the page, leaving out the events of setting the cast up."""
+    return [e["id"] for e in response.json()["results"] if e["action"] not in SETUP]
 
 
 def test_a_member_sees_its_own_events_newest_first(acme_api, events):
@@ -37,24 +41,22 @@ def test_a_member_sees_its_own_events_newest_first(acme_api, events):
     )
 
 
-def test_another_member_sees_only_its_own(api, globex, events):
-    api.force_authenticate(user=MemberPrincipal(globex))
-    assert set(ids(api.get("/api/v1/audit/events"))) == {
-        events["globex_pulled_acme"].pk,
-        events["globex_only"].pk,
-    }
+def test_another_member_sees_only_its_own(globex_member, events):
+    response = globex_member.api.get("/api/v1/audit/events")
+    assert set(ids(response)) == {events["globex_pulled_acme"].pk, events["globex_only"].pk}
 
 
 def test_events_page_by_cursor(acme_api, acme, django_assert_max_num_queries):
     for n in range(7):
         record("test.event", actor_org=acme, details={"n": n})
     seen = []
-    url = "/api/v1/audit/events?limit=3"
+    url = "/api/v1/audit/events?limit=3&action=test.event"
     while url:
-        with django_assert_max_num_queries(3):
+        # key lookup, last-used stamp, the page, organisation slugs
+        with django_assert_max_num_queries(4):
             body = acme_api.get(url).json()
         seen += [e["details"]["n"] for e in body["results"]]
-        url = body["next"]
+        url = body["next"] and urlsplit(body["next"])._replace(scheme="", netloc="").geturl()
     assert seen == [6, 5, 4, 3, 2, 1, 0]
 
 
@@ -76,5 +78,5 @@ def test_a_bad_time_filter_is_a_problem_400(acme_api, events):
 
 def test_an_unsigned_request_is_refused(api, events):
     response = api.get("/api/v1/audit/events")
-    assert response.status_code in (401, 403)
-    assert response["Content-Type"] == "application/problem+json"
+    assert response.status_code == 401
+    assert response.json()["type"].endswith("/problems/signature-missing")

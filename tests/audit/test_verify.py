@@ -6,6 +6,7 @@ from django.db import connection
 
 from audit.actions import record
 from audit.actions.checkpoint import do_sign_checkpoint
+from audit.models import AuditSeal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,6 +17,10 @@ def honest_log(acme, sealed):
     sealed()
     do_sign_checkpoint()
     return events
+
+
+def seq_of(event):
+    return AuditSeal.objects.get(event=event).seq
 
 
 def tamper(sql, params=()):
@@ -39,39 +44,41 @@ def verify_fails():
 def test_an_honest_log_verifies(honest_log, capsys):
     call_command("verify_audit")
     out = capsys.readouterr().out
-    assert "audit log OK" in out and "6 sealed" in out and "1 checkpoints" in out
+    assert "audit log OK" in out and "1 checkpoints" in out
+    assert f"{AuditSeal.objects.count()} sealed" in out
 
 
 def test_an_altered_event_is_named(honest_log):
     victim = honest_log[3]
     tamper("UPDATE audit_auditevent SET details = '{\"n\": 99}' WHERE id = %s", [victim.pk])
-    assert f"event {victim.pk} (seq 4" in verify_fails()
+    assert f"event {victim.pk} (seq {seq_of(victim)}," in verify_fails()
 
 
 def test_an_altered_actor_is_named(honest_log, globex):
     victim = honest_log[1]
     tamper("UPDATE audit_auditevent SET actor_org_id = %s WHERE id = %s", [globex.pk, victim.pk])
-    assert f"event {victim.pk} (seq 2" in verify_fails()
+    assert f"event {victim.pk} (seq {seq_of(victim)}," in verify_fails()
 
 
 def test_a_removed_event_in_the_middle_is_found(honest_log):
     victim = honest_log[2]
+    seq = seq_of(victim)
     tamper("DELETE FROM audit_auditseal WHERE event_id = %s", [victim.pk])
     tamper("DELETE FROM audit_auditevent WHERE id = %s", [victim.pk])
-    assert "seq 3 is missing" in verify_fails()
+    assert f"seq {seq} is missing" in verify_fails()
 
 
 def test_events_removed_from_the_end_are_found_by_the_checkpoint(honest_log):
+    size = AuditSeal.objects.count()
     for victim in honest_log[-2:]:
         tamper("DELETE FROM audit_auditseal WHERE event_id = %s", [victim.pk])
         tamper("DELETE FROM audit_auditevent WHERE id = %s", [victim.pk])
-    assert "vouches for 6 events but the chain holds 4" in verify_fails()
+    assert f"vouches for {size} events but the chain holds {size - 2}" in verify_fails()
 
 
 def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(honest_log):
     # Rehash everything after a change: the chain is self-consistent again, the signature is not.
     from audit.actions.seal import GENESIS_HASH, chain_hash
-    from audit.models import AuditSeal
 
     tamper("UPDATE audit_auditevent SET action = 'test.innocent' WHERE id = %s", [honest_log[0].pk])
     prev = GENESIS_HASH
@@ -82,5 +89,5 @@ def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(honest_log):
 
 
 def test_a_forged_checkpoint_signature_is_found(honest_log):
-    tamper("UPDATE audit_auditcheckpoint SET tree_size = 5")
+    tamper("UPDATE audit_auditcheckpoint SET tree_size = tree_size - 1")
     assert "bad signature" in verify_fails()

@@ -7,8 +7,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from django.core.exceptions import ImproperlyConfigured
 
 from exchange.actions.identity import do_ensure_identity, get_signing_key
-from exchange.keys import jwk_thumbprint, private_key_to_pem, raw_public_bytes
 from exchange.models import ExchangeIdentity, ExchangeKey
+from hashx.keys import jwk_thumbprint, private_key_to_pem, raw_public_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,203 @@
+"""Membership in Django admin: the coalition staff's main tool.
+
+Status changes and key revocations go through the member actions (confirmation page, reason,
+audit event); keys are added by pasting a PEM, raw base64 or JWK public key.
+"""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from audit.admin import AuditedAdminMixin
+from hashx.keys import KeyFormatError, jwk_thumbprint, parse_public_key
+from members.actions.keys import do_add_key, do_revoke_key
+from members.actions.organisations import do_change_status
+from members.models import Organisation, SigningKey
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), help_text="Recorded in the audit log."
+    )
+
+
+def _confirm(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    *,
+    action: str,
+    title: str,
+    apply: Any,
+) -> HttpResponse | None:
+    """Django's intermediate-page pattern: show the objects and ask for a reason; on the
+    confirming POST, apply the change to each and report."""
+    form = ReasonForm(request.POST if "confirm" in request.POST else None)
+    if "confirm" in request.POST and form.is_valid():
+        changed = sum(1 for obj in queryset if apply(obj, form.cleaned_data["reason"]))
+        skipped = queryset.count() - changed
+        modeladmin.message_user(
+            request, f"{title}: {changed} changed, {skipped} left as they were.", messages.SUCCESS
+        )
+        return None
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": f"{title}?",
+        "objects": queryset,
+        "form": form,
+        "action": action,
+        "opts": modeladmin.model._meta,
+        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+    }
+    return TemplateResponse(request, "admin/members/confirm_action.html", context)
+
+
+class KeyAddForm(forms.ModelForm):
+    public_key_text = forms.CharField(
+        label="Public key",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Ed25519 public key as PEM, raw base64 (32 bytes) or JWK.",
+    )
+
+    class Meta:
+        model = SigningKey
+        fields = ["label", "read_only"]
+
+    def clean_public_key_text(self) -> bytes:
+        try:
+            raw = parse_public_key(self.cleaned_data["public_key_text"])
+        except KeyFormatError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        if SigningKey.objects.filter(key_id=jwk_thumbprint(raw)).exists():
+            raise forms.ValidationError("This key is already registered.")
+        return raw
+
+
+class SigningKeyInline(admin.TabularInline):
+    """The organisation's keys, read-only: revoke them from the key list (with a reason)."""
+
+    model = SigningKey
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "key_id", "label", "state", "read_only", "last_used_at", "not_after", "revoked_reason",
+    )  # fmt: skip
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class AddKeyInline(admin.TabularInline):
+    """Paste a public key to add it (goes through do_add_key, so it is audited)."""
+
+    model = SigningKey
+    form = KeyAddForm
+    extra = 1
+    can_delete = False
+    verbose_name = "new key"
+    verbose_name_plural = "add keys"
+    fields = ["public_key_text", "label", "read_only"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SigningKey]:
+        return SigningKey.objects.none()
+
+
+@admin.register(Organisation)
+class OrganisationAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = ["slug", "name", "kind", "status", "active_keys", "created_at"]
+    list_filter = ["status", "kind"]
+    search_fields = ["slug", "name", "contact_email", "contact_name"]
+    readonly_fields = ["status", "created_at", "updated_at"]
+    inlines = [SigningKeyInline, AddKeyInline]
+    actions = ["approve", "suspend", "reactivate"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Organisation]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(n_active_keys=Count("keys", filter=Q(keys__state=SigningKey.State.ACTIVE)))
+        )
+
+    @admin.display(description="active keys", ordering="n_active_keys")
+    def active_keys(self, org: Organisation) -> int:
+        return org.n_active_keys  # type: ignore[attr-defined]
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not SigningKey:
+            return super().save_formset(request, form, formset, change)
+        for key_form in formset.forms:
+            if key_form.has_changed() and "public_key_text" in key_form.cleaned_data:
+                do_add_key(
+                    form.instance,
+                    key_form.cleaned_data["public_key_text"],
+                    label=key_form.cleaned_data.get("label", ""),
+                    read_only=key_form.cleaned_data.get("read_only", False),
+                    actor_user=request.user,
+                    request=request,
+                )
+        return None
+
+    def _status_action(
+        self, request: HttpRequest, queryset: QuerySet[Organisation], action: str, title: str
+    ) -> Any:
+        def apply(org: Organisation, reason: str) -> bool:
+            return do_change_status(org, action, reason, actor=request.user, request=request)
+
+        return _confirm(self, request, queryset, action=action, title=title, apply=apply)
+
+    @admin.action(description="Approve selected organisations")
+    def approve(self, request: HttpRequest, queryset: QuerySet[Organisation]) -> Any:
+        return self._status_action(request, queryset, "approve", "Approve organisations")
+
+    @admin.action(description="Suspend selected organisations")
+    def suspend(self, request: HttpRequest, queryset: QuerySet[Organisation]) -> Any:
+        return self._status_action(request, queryset, "suspend", "Suspend organisations")
+
+    @admin.action(description="Reactivate selected organisations")
+    def reactivate(self, request: HttpRequest, queryset: QuerySet[Organisation]) -> Any:
+        return self._status_action(request, queryset, "reactivate", "Reactivate organisations")
+
+
+@admin.register(SigningKey)
+class SigningKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "key_id",
+        "organisation",
+        "label",
+        "state",
+        "read_only",
+        "last_used_at",
+        "created_at",
+    ]
+    list_filter = ["state", "read_only"]
+    search_fields = ["key_id", "label", "organisation__slug", "organisation__name"]
+    list_select_related = ["organisation"]
+    readonly_fields = [
+        "organisation", "key_id", "state", "created_at", "last_used_at", "not_after", "revoked_at",
+        "revoked_reason",
+    ]  # fmt: skip
+    fields = ["organisation", "key_id", "label", "read_only", *readonly_fields[2:]]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # keys are added on their organisation's page
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoke instead: the audit log keeps referring to the key
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> Any:
+        return _confirm(
+            self, request, queryset, action="revoke", title="Revoke keys",
+            apply=lambda key, reason: key.state != SigningKey.State.REVOKED
+            and bool(do_revoke_key(key, reason, actor_user=request.user, request=request)),
+        )  # fmt: skip

@@ -1,0 +1,82 @@
+import json
+from typing import Any
+
+from rest_framework import serializers
+
+from hashx.keys import public_jwk
+from members.models import Organisation, SigningKey
+
+
+class OrganisationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Organisation
+        fields = ["slug", "name", "kind", "status"]
+
+
+class KeySerializer(serializers.ModelSerializer):
+    public_key = serializers.SerializerMethodField(help_text="the public key as a JWK")
+
+    class Meta:
+        model = SigningKey
+        fields = [
+            "key_id", "label", "state", "read_only", "public_key", "created_at", "last_used_at",
+            "not_after", "revoked_at", "revoked_reason",
+        ]  # fmt: skip
+
+    def get_public_key(self, key: SigningKey) -> dict[str, str]:
+        return public_jwk(bytes(key.public_key))
+
+
+class KeyListSerializer(serializers.Serializer):
+    keys = KeySerializer(many=True)
+
+
+class WhoamiSerializer(serializers.Serializer):
+    organisation = OrganisationSerializer()
+    key = KeySerializer()
+    permissions = serializers.ListField(
+        child=serializers.CharField(), help_text="`read`, and `write` unless read-only"
+    )
+
+
+class ChallengeSerializer(serializers.Serializer):
+    challenge = serializers.CharField(read_only=True)
+    expires_in = serializers.IntegerField(read_only=True, help_text="seconds")
+    statement = serializers.CharField(
+        read_only=True,
+        help_text="what the new key signs (UTF-8, lines joined by \\n): 'hashx key possession', "
+        "'challenge=…', 'organisation=…', 'key_id=…'",
+    )
+
+
+class PublicKeyField(serializers.Field):
+    """Accepts a PEM string, a raw base64 key, or a JWK object."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, dict):
+            return json.dumps(data)
+        if isinstance(data, str):
+            return data
+        raise serializers.ValidationError("expected a PEM or base64 string, or a JWK object")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class AddKeySerializer(serializers.Serializer):
+    public_key = PublicKeyField(help_text="Ed25519 public key: PEM, raw base64, or JWK")
+    # These names shadow Field attributes for the type checker only: DRF's metaclass collects them.
+    label = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)  # type: ignore[assignment]
+    read_only = serializers.BooleanField(required=False, default=False)  # type: ignore[assignment]
+    challenge = serializers.CharField(max_length=64, help_text="from POST /api/v1/keys/challenge")
+    proof = serializers.CharField(
+        max_length=128, help_text="base64url Ed25519 signature of the statement by the new key"
+    )
+
+
+class RevokeSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=1000)
+
+
+class RetireSerializer(serializers.Serializer):
+    not_after = serializers.DateTimeField(help_text="until when the key keeps working (≤ 90 days)")

@@ -1,0 +1,242 @@
+"""RFC 9421 request-signature authentication for DRF (DESIGN.md "Request authentication").
+
+Order of checks, each refusal a 401 problem naming its reason: signature headers present and
+well-formed, exactly one signature tagged ``hashx``; it covers ``@method``, ``@target-uri`` and,
+with a body, ``content-digest``; ``alg`` (if given) is ``ed25519``; ``created`` within the
+allowed skew; the key is known, not revoked or past ``not_after``; its organisation is active;
+the Content-Digest matches the received body; the Ed25519 signature verifies over a signature
+base whose ``@target-uri`` is rebuilt from ``HASHX_PUBLIC_URL`` (never from Host); and only
+then is the nonce spent (Redis ``SET NX EX``), so nobody can burn another member's nonces.
+"""
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+import http_sf
+import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from django.conf import settings
+from django.http import HttpRequest
+from django.utils import timezone
+from http_message_signatures import HTTPMessageVerifier, InvalidSignature, algorithms
+from http_message_signatures.exceptions import HTTPMessageSignaturesException
+from http_message_signatures.resolvers import HTTPSignatureKeyResolver
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from exchange.kv import redis_client
+from exchange.problems import Problem
+from members.models import Organisation, SigningKey
+from members.principal import MemberPrincipal
+
+TAG = "hashx"
+ALGORITHM = "ed25519"
+REQUIRED = ("@method", "@target-uri")
+_NONCE = re.compile(r"^[A-Za-z0-9._~+/=-]{8,128}$")
+# last_used_at is written at most this often per key.
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass
+class _Message:
+    """The request as the signature library reads it. ``url`` is rebuilt from the public URL:
+    what the member signed is the exchange's address, not whatever Host a proxy passed on."""
+
+    method: str
+    url: str
+    headers: Any
+
+
+def _message(request: HttpRequest) -> _Message:
+    url = settings.HASHX_PUBLIC_URL + request.get_full_path()
+    return _Message(request.method or "GET", url, request.headers)
+
+
+class _OneKey(HTTPSignatureKeyResolver):
+    def __init__(self, key_id: str, public: Ed25519PublicKey) -> None:
+        self.key_id, self.public = key_id, public
+
+    def resolve_public_key(self, key_id: str) -> Ed25519PublicKey | None:
+        return self.public if key_id == self.key_id else None
+
+
+def _parse_dictionary(request: HttpRequest, name: str) -> dict[str, Any]:
+    try:
+        parsed = cast(
+            dict[str, Any], http_sf.parse(request.headers[name].encode(), tltype="dictionary")
+        )
+    except Exception:  # http_sf raises ValueError and others on malformed input
+        raise Problem(
+            "signature-malformed", f"{name} is not a valid structured field dictionary"
+        ) from None
+    return parsed
+
+
+def _select(request: HttpRequest) -> tuple[list[str], dict[str, Any]] | None:
+    """The covered components and parameters of the one signature tagged ``hashx``."""
+    has_input, has_signature = "Signature-Input" in request.headers, "Signature" in request.headers
+    if not has_input and not has_signature:
+        return None
+    if not (has_input and has_signature):
+        raise Problem("signature-malformed", "Signature-Input and Signature must come together")
+    inputs = _parse_dictionary(request, "Signature-Input")
+    signatures = _parse_dictionary(request, "Signature")
+    ours = []
+    for label, (members, params) in inputs.items():
+        if isinstance(params, dict) and params.get("tag") == TAG:
+            ours.append((label, members, params))
+    if not ours:
+        raise Problem("signature-missing", f'No signature tagged "{TAG}" in Signature-Input')
+    if len(ours) > 1:
+        raise Problem("signature-malformed", f'More than one signature is tagged "{TAG}"')
+    label, members, params = ours[0]
+    if label not in signatures or not isinstance(members, list):
+        raise Problem(
+            "signature-malformed", f'Signature "{label}" has no value or no component list'
+        )
+    components = []
+    for item in members:
+        value, item_params = item
+        if not isinstance(value, str) or item_params:
+            raise Problem("signature-malformed", "Covered components must be plain strings")
+        components.append(value)
+    return components, params
+
+
+def _check_parameters(
+    components: list[str], params: dict[str, Any], has_body: bool
+) -> tuple[str, str]:
+    wanted = [*REQUIRED, "content-digest"] if has_body else list(REQUIRED)
+    missing = [c for c in wanted if c not in components]
+    if missing:
+        raise Problem(
+            "signature-incomplete",
+            f"The signature must cover {', '.join(wanted)}; missing {', '.join(missing)}",
+        )
+    alg = params.get("alg")
+    if alg is not None and alg != ALGORITHM:
+        raise Problem(
+            "algorithm-unsupported", f'alg "{alg}" is not accepted; members sign with "{ALGORITHM}"'
+        )
+    key_id, nonce, created = params.get("keyid"), params.get("nonce"), params.get("created")
+    if not isinstance(key_id, str) or not key_id:
+        raise Problem("signature-malformed", 'The signature has no "keyid"')
+    if not isinstance(nonce, str) or not _NONCE.match(nonce):
+        raise Problem(
+            "signature-malformed", 'The signature needs a "nonce" of 8 to 128 token characters'
+        )
+    if type(created) is not int:
+        raise Problem("signature-malformed", 'The signature needs an integer "created"')
+    now = timezone.now().timestamp()
+    skew = settings.HASHX_SIGNATURE_MAX_SKEW_SECONDS
+    if created > now + skew:
+        raise Problem(
+            "signature-future",
+            f"created is {int(created - now)} s ahead of the exchange's clock (max {skew} s)",
+        )
+    if created < now - skew:
+        raise Problem("signature-stale", f"created is {int(now - created)} s old (max {skew} s)")
+    expires = params.get("expires")
+    if expires is not None and (type(expires) is not int or expires < now):
+        raise Problem("signature-stale", "The signature has expired")
+    return key_id, nonce
+
+
+def _check_key(key_id: str) -> SigningKey:
+    key = SigningKey.objects.select_related("organisation").filter(key_id=key_id).first()
+    if key is None:
+        raise Problem("key-unknown", f"No key {key_id} is registered with this exchange")
+    if key.state == SigningKey.State.REVOKED:
+        raise Problem("key-revoked", f"Key {key_id} was revoked")
+    if key.not_after is not None and key.not_after <= timezone.now():
+        raise Problem("key-expired", f"Key {key_id} retired at {key.not_after.isoformat()}")
+    status = key.organisation.status
+    if status == Organisation.Status.SUSPENDED:
+        raise Problem(
+            "organisation-suspended", f"Organisation {key.organisation.slug} is suspended"
+        )
+    if status != Organisation.Status.ACTIVE:
+        raise Problem(
+            "organisation-pending", f"Organisation {key.organisation.slug} is not yet approved"
+        )
+    return key
+
+
+def _check_digest(request: HttpRequest, body: bytes) -> None:
+    header = request.headers.get("Content-Digest")
+    if not body and header is None:
+        return
+    if header is None:
+        raise Problem("digest-mismatch", "A request with a body needs a Content-Digest (sha-256)")
+    try:
+        digests = cast(dict[str, Any], http_sf.parse(header.encode(), tltype="dictionary"))
+    except Exception:
+        raise Problem("digest-mismatch", "Content-Digest is not a valid structured field") from None
+    given = digests.get("sha-256", (None,))[0]
+    if not isinstance(given, bytes):
+        raise Problem("digest-mismatch", "Content-Digest must carry a sha-256 member")
+    if not hmac.compare_digest(given, hashlib.sha256(body).digest()):
+        raise Problem("digest-mismatch", "The body does not match its Content-Digest")
+
+
+def _check_signature(request: HttpRequest, key: SigningKey) -> None:
+    verifier = HTTPMessageVerifier(
+        signature_algorithm=algorithms.ED25519,
+        key_resolver=_OneKey(key.key_id, Ed25519PublicKey.from_public_bytes(bytes(key.public_key))),
+    )
+    # Time was checked above with the exchange's own window.
+    verifier.max_clock_skew = timedelta(seconds=settings.HASHX_SIGNATURE_MAX_SKEW_SECONDS)
+    try:
+        verifier.verify(
+            _message(request), max_age=None, expect_tag=TAG, require_components=REQUIRED
+        )
+    except (InvalidSignature, HTTPMessageSignaturesException):
+        raise Problem(
+            "signature-invalid", "The signature does not verify for this request"
+        ) from None
+
+
+def _spend_nonce(key_id: str, nonce: str) -> None:
+    ttl = 2 * settings.HASHX_SIGNATURE_MAX_SKEW_SECONDS + 60
+    token = hashlib.sha256(nonce.encode()).hexdigest()[:32]
+    try:
+        fresh = redis_client().set(f"hashx:nonce:{key_id}:{token}", "1", nx=True, ex=ttl)
+    except redis.RedisError:
+        raise Problem(
+            "replay-check-unavailable", "Cannot check the nonce now; retry shortly"
+        ) from None
+    if not fresh:
+        raise Problem("nonce-replayed", "This nonce was already used with this key")
+
+
+def _touch(key: SigningKey) -> None:
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION:
+        # Conditional: of concurrent requests in the same minute, one writes.
+        SigningKey.objects.filter(pk=key.pk, last_used_at=key.last_used_at).update(last_used_at=now)
+
+
+class SignatureAuthentication(BaseAuthentication):
+    """Authenticates members and peer exchanges by their Ed25519 request signatures."""
+
+    def authenticate(self, request: Request) -> tuple[MemberPrincipal, SigningKey] | None:
+        django_request: HttpRequest = request._request
+        selected = _select(django_request)
+        if selected is None:
+            return None
+        components, params = selected
+        body = django_request.body
+        key_id, nonce = _check_parameters(components, params, has_body=bool(body))
+        key = _check_key(key_id)
+        _check_digest(django_request, body)
+        _check_signature(django_request, key)
+        _spend_nonce(key.key_id, nonce)
+        _touch(key)
+        return MemberPrincipal(key.organisation, key), key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Signature realm="hashx"'
