@@ -134,16 +134,21 @@ class OrganisationAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not SigningKey:
             return super().save_formset(request, form, formset, change)
-        for key_form in formset.forms:
-            if key_form.has_changed() and "public_key_text" in key_form.cleaned_data:
-                do_add_key(
-                    form.instance,
-                    key_form.cleaned_data["public_key_text"],
-                    label=key_form.cleaned_data.get("label", ""),
-                    read_only=key_form.cleaned_data.get("read_only", False),
-                    actor_user=request.user,
-                    request=request,
-                )
+        # Keys are only ever added here, through the audited action; the admin's change
+        # message reads what was added from these attributes.
+        formset.new_objects = [
+            do_add_key(
+                form.instance,
+                key_form.cleaned_data["public_key_text"],
+                label=key_form.cleaned_data.get("label", ""),
+                read_only=key_form.cleaned_data.get("read_only", False),
+                actor_user=request.user,
+                request=request,
+            )
+            for key_form in formset.forms
+            if key_form.has_changed() and "public_key_text" in key_form.cleaned_data
+        ]
+        formset.changed_objects, formset.deleted_objects = [], []
         return None
 
     def _status_action(

@@ -175,7 +175,7 @@ class SignedClient:
         return self.client.generic(
             method,
             path,
-            data=body or b"",
+            data=body or b"",  # type: ignore[arg-type]  # bytes are sent as they are
             content_type="application/json",
             headers=all_headers,
             **extra,

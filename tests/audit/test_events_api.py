@@ -1,9 +1,10 @@
 """Members read the events where they are the actor or own the object, and nothing else."""
 
+from urllib.parse import urlsplit
+
 import pytest
 
 from audit.actions import record
-from urllib.parse import urlsplit
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,109 @@
+"""The README's walk-through, for real over HTTP: `hashx keygen`, `create_member` with that
+key, `hashx whoami`; then the CLI adds and lists keys, and fails clearly."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HASHX = str(Path(sys.executable).parent / "hashx")
+
+
+def hashx(*args, url=None, key=None, check=True):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HASHX_")}
+    if url:
+        env["HASHX_URL"] = url
+    if key:
+        env["HASHX_KEY"] = str(key)
+    result = subprocess.run([HASHX, *args], env=env, capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def exchange_url(live_server, settings):
+    settings.HASHX_PUBLIC_URL = live_server.url
+    return live_server.url
+
+
+def test_a_newcomer_goes_from_keygen_to_whoami(exchange_url, tmp_path):
+    key_file = tmp_path / "key.pem"
+    made = json.loads(hashx("--json", "keygen", "--out", str(key_file)).stdout)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    public = tmp_path / "key.pub.pem"
+    public.write_text(made["public_key_pem"])
+
+    call_command(
+        "create_member", "acme", "--name", "Acme Video", "--public-key", str(public), "--active"
+    )
+
+    out = hashx("whoami", url=exchange_url, key=key_file).stdout
+    assert "organisation: acme (Acme Video, member, active)" in out
+    assert made["key_id"] in out
+    assert json.loads(hashx("--json", "whoami", url=exchange_url, key=key_file).stdout)[
+        "permissions"
+    ] == [
+        "read",
+        "write",
+    ]
+
+
+def test_the_cli_adds_lists_and_revokes_keys(exchange_url, tmp_path):
+    first, second = tmp_path / "first.pem", tmp_path / "second.pem"
+    made = json.loads(hashx("--json", "keygen", "--out", str(first)).stdout)
+    (tmp_path / "first.pub").write_text(made["public_key_pem"])
+    call_command(
+        "create_member",
+        "acme",
+        "--name",
+        "Acme",
+        "--public-key",
+        str(tmp_path / "first.pub"),
+        "--active",
+    )
+    new_id = json.loads(hashx("--json", "keygen", "--out", str(second)).stdout)["key_id"]
+
+    assert (
+        "added key"
+        in hashx(
+            "keys", "add", str(second), "--label", "laptop", url=exchange_url, key=first
+        ).stdout
+    )
+    listed = hashx("keys", "list", url=exchange_url, key=second).stdout
+    assert new_id in listed and "laptop" in listed
+
+    hashx("keys", "revoke", made["key_id"], "--reason", "rotated", url=exchange_url, key=second)
+    refused = hashx("whoami", url=exchange_url, key=first, check=False)
+    assert refused.returncode == 1
+    assert "Revoked key" in refused.stderr
+
+
+def test_the_cli_explains_what_is_missing(tmp_path):
+    result = hashx("whoami", check=False)
+    assert result.returncode == 2
+    assert "HASHX_URL" in result.stderr
+    result = hashx("whoami", url="http://127.0.0.1:9", key=tmp_path / "none.pem", check=False)
+    assert result.returncode == 2 and "cannot read the key" in result.stderr
+
+
+def test_an_unknown_key_is_reported_with_the_servers_reason(exchange_url, tmp_path):
+    key_file = tmp_path / "stranger.pem"
+    hashx("keygen", "--out", str(key_file))
+    result = hashx("whoami", url=exchange_url, key=key_file, check=False)
+    assert result.returncode == 1
+    assert "401 Unknown key" in result.stderr
+
+
+def test_keygen_does_not_overwrite_a_key(tmp_path):
+    key_file = tmp_path / "key.pem"
+    hashx("keygen", "--out", str(key_file))
+    result = hashx("keygen", "--out", str(key_file), check=False)
+    assert result.returncode == 2 and "exists" in result.stderr
