@@ -147,9 +147,10 @@ def _check_parameters(
 
 
 def _check_key(key_id: str) -> SigningKey:
-    key = SigningKey.objects.select_related("organisation").filter(key_id=key_id).first()
-    if key is None:
-        raise Problem("key-unknown", f"No key {key_id} is registered with this exchange")
+    try:
+        key = SigningKey.objects.select_related("organisation").get(key_id=key_id)
+    except SigningKey.DoesNotExist:
+        raise Problem("key-unknown", f"No key {key_id} is registered with this exchange") from None
     if key.state == SigningKey.State.REVOKED:
         raise Problem("key-revoked", f"Key {key_id} was revoked")
     if key.not_after is not None and key.not_after <= timezone.now():
