@@ -61,6 +61,8 @@ def cmd_keygen(args: argparse.Namespace) -> None:
     except FileExistsError:
         raise UsageError(f"{args.out} exists; choose another --out or remove it first") from None
     raw = raw_public_bytes(key.public_key())
+    if args.public_out:
+        Path(args.public_out).write_text(public_pem(raw))
     data = {"private_key_file": str(Path(args.out).resolve()), "key_id": key_id_of(key),
             "public_key_pem": public_pem(raw), "public_key_jwk": public_jwk(raw)}  # fmt: skip
     _print(
@@ -132,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
     keygen.add_argument(
         "--out", required=True, help="file for the private key (created with mode 0600)"
     )
+    keygen.add_argument("--public-out", help="also write the public key (PEM) to this file")
     keygen.set_defaults(func=cmd_keygen)
 
     sub.add_parser("whoami", help="show your organisation and key").set_defaults(func=cmd_whoami)

@@ -18,9 +18,9 @@ class OrganisationSerializer(serializers.Serializer):
 
 class KeySerializer(serializers.Serializer):
     key_id = serializers.CharField(help_text="RFC 7638 thumbprint: the keyid of signatures")
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
     state = serializers.ChoiceField(choices=SigningKey.State.choices)
-    read_only = serializers.BooleanField()
+    read_only = serializers.BooleanField()  # type: ignore[assignment]
     public_key = serializers.SerializerMethodField(help_text="the public key as a JWK")
     created_at = serializers.DateTimeField()
     last_used_at = serializers.DateTimeField(allow_null=True, help_text="to the minute")

@@ -35,11 +35,12 @@ def exchange_url(live_server, settings):
 
 
 def test_a_newcomer_goes_from_keygen_to_whoami(exchange_url, tmp_path):
-    key_file = tmp_path / "key.pem"
-    made = json.loads(hashx("--json", "keygen", "--out", str(key_file)).stdout)
+    key_file, public = tmp_path / "key.pem", tmp_path / "key.pub.pem"
+    made = json.loads(
+        hashx("--json", "keygen", "--out", str(key_file), "--public-out", str(public)).stdout
+    )
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    public = tmp_path / "key.pub.pem"
-    public.write_text(made["public_key_pem"])
+    assert public.read_text() == made["public_key_pem"]
 
     call_command(
         "create_member", "acme", "--name", "Acme Video", "--public-key", str(public), "--active"
