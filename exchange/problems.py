@@ -148,6 +148,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             errors = field_errors(exc.detail)
             detail = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in errors[:5])
             body = problem_body(slug, detail, errors=errors)
+        elif isinstance(exc, exceptions.NotAuthenticated):
+            body = problem_body(
+                slug,
+                "Sign the request (RFC 9421, Ed25519) with your organisation's "
+                "key: see the Accept-Signature header and /api/v1/docs.",
+            )
         else:
             body = problem_body(slug, str(exc.detail), status=exc.status_code)
     response.data = body
