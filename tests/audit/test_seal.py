@@ -114,3 +114,25 @@ def test_a_worker_seals_events_after_they_commit(celery_worker, acme):
         assert time.monotonic() < deadline, "the worker did not seal the event"
         time.sleep(0.1)
     assert_one_unbroken_chain()
+
+
+def test_a_sealer_killed_mid_batch_leaves_no_trace_and_the_next_one_finishes(acme):
+    do_seal_pending(wait=True)
+    before = AuditSeal.objects.count()
+    # Inserted without record(), which would ask the test worker to seal them first.
+    events = AuditEvent.objects.bulk_create(
+        [AuditEvent(action="test.event", actor_org=acme, details={"n": n}) for n in range(7)]
+    )
+    env = {**os.environ, "DATABASE_URL": db_url_for_subprocesses()}
+    crashed = subprocess.run(
+        [sys.executable, "-m", "tests.audit.crashing_sealer", "5"],
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=60,
+    )
+    assert crashed.returncode == 17
+    # The first batch of three committed; the second died half-way and rolled back whole.
+    assert AuditSeal.objects.count() == before + 3
+    do_seal_pending(wait=True)
+    seals = assert_one_unbroken_chain()
+    assert [s.event_id for s in seals[before:]] == [e.pk for e in events]
