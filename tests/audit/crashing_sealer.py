@@ -14,14 +14,14 @@ def main(crash_at: int) -> None:
     real_chain_hash = seal.chain_hash
     calls = 0
 
-    def dying_chain_hash(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def dying_chain_hash(*args, **kwargs):
         nonlocal calls
         calls += 1
         if calls == crash_at:
             os._exit(17)
         return real_chain_hash(*args, **kwargs)
 
-    seal.chain_hash = dying_chain_hash  # type: ignore[assignment]
+    seal.chain_hash = dying_chain_hash
     seal.do_seal_pending(batch=3, wait=True)
 
 
