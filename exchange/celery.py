@@ -25,6 +25,12 @@ def beat_schedule(sender: Celery, **kwargs: Any) -> None:
         sender.signature("audit.checkpoint"),
         name="audit-checkpoint",
     )
+    sender.add_periodic_task(
+        60.0, sender.signature("signals.ingest.resume_batches"), name="ingest-resume"
+    )
+    sender.add_periodic_task(
+        60.0, sender.signature("signals.expire_entries"), name="expire-entries"
+    )
 
 
 class Heartbeat(bootsteps.StartStopStep):

@@ -100,9 +100,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One queue per kind of work (DESIGN.md "Scale-out"); a worker consumes all of them unless
 # started with -Q.
-CELERY_TASK_QUEUES = [Queue("default"), Queue("audit")]
+CELERY_TASK_QUEUES = [Queue("default"), Queue("audit"), Queue("ingest")]
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"audit.*": {"queue": "audit"}}
+CELERY_TASK_ROUTES = {"audit.*": {"queue": "audit"}, "signals.ingest.*": {"queue": "ingest"}}
 # How often a worker writes its liveness heartbeat to Redis (readyz reads it).
 HASHX_WORKER_HEARTBEAT_SECONDS = env_int("HASHX_WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
 
@@ -116,6 +116,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",

@@ -9,6 +9,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("members.api.urls")),
+    path("", include("signals.api.urls")),
     path("", include("audit.api.urls")),
 ]
 

@@ -1,1 +1,278 @@
-"""Signal types, sets, entries, change feed: built by the signals issue."""
+"""Hash sets, the signals in them, who contributed what, opinions, and publishing batches.
+
+Change positions: every change to a ``SetEntry`` stamps it with ``(position_xid, position_seq)``:
+the id of the writing transaction and a value of one exchange-wide sequence. Readers order by
+that pair and serve only rows whose transaction is older than the oldest one still running
+(``pg_snapshot_xmin``), so no transaction can later commit a change below a position a reader
+has already passed (DESIGN.md "Change feed", the xid8 design). See ``signals.actions.positions``.
+"""
+
+import uuid
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.utils import timezone
+
+from audit.fields import CurrentXactId, XID8Field
+from members.models import Organisation
+
+
+class NextPosition(models.Func):
+    """``nextval('signals_position_seq')``: the exchange-wide change order."""
+
+    template = "nextval('signals_position_seq')"
+    arity = 0
+    output_field = models.BigIntegerField()
+
+
+class HashSet(models.Model):
+    """A named collection of signals owned by one organisation."""
+
+    class TLP(models.TextChoices):
+        CLEAR = "clear", "TLP:CLEAR"
+        GREEN = "green", "TLP:GREEN"
+        AMBER = "amber", "TLP:AMBER"
+        AMBER_STRICT = "amber+strict", "TLP:AMBER+STRICT"
+        RED = "red", "TLP:RED"
+
+    class Attribution(models.TextChoices):
+        NAMED = "named", "Contributors are named"
+        ANONYMOUS = "anonymous", "Contributors are counted, not named"
+
+    class Distribution(models.TextChoices):
+        OWNER = "owner", "Owner only"
+        GRANTED = "granted", "Owner and granted organisations"
+        COALITION = "coalition", "Every member of the coalition"
+        FEDERATED = "federated", "The coalition and peer exchanges"
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="owned_sets")
+    # Empty: every signal type is allowed.
+    signal_types = ArrayField(models.CharField(max_length=32), default=list, blank=True)
+    tlp = models.CharField(max_length=16, choices=TLP.choices, default=TLP.AMBER)
+    attribution = models.CharField(
+        max_length=16, choices=Attribution.choices, default=Attribution.NAMED
+    )
+    distribution = models.CharField(
+        max_length=16, choices=Distribution.choices, default=Distribution.GRANTED
+    )
+    pdq_threshold = models.PositiveSmallIntegerField(default=31)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(pdq_threshold__lte=31), name="pdq_threshold_max_31"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def audit_owner_org_id(self) -> int:
+        return self.owner_id
+
+
+class SetGrant(models.Model):
+    """What an organisation other than the owner may do with a set."""
+
+    hash_set = models.ForeignKey(HashSet, on_delete=models.CASCADE, related_name="grants")
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="set_grants"
+    )
+    can_read = models.BooleanField(default=True)
+    can_publish = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hash_set", "organisation"], name="one_grant_per_org")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organisation} on {self.hash_set}"
+
+    @property
+    def audit_owner_org_id(self) -> int:
+        return self.hash_set.owner_id
+
+
+class Signal(models.Model):
+    """A canonical (type, value): stored once however many sets hold it."""
+
+    type = models.CharField(max_length=32)
+    value = models.TextField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["type", "value"], name="signal_type_value")]
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.value[:40]}"
+
+
+class SetEntry(models.Model):
+    """A signal in a set, with what the exchange knows about it there."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        TOMBSTONE = "tombstone", "Retracted or expired"
+
+    hash_set = models.ForeignKey(HashSet, on_delete=models.PROTECT, related_name="entries")
+    signal = models.ForeignKey(Signal, on_delete=models.PROTECT, related_name="entries")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    labels = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    quality = models.PositiveSmallIntegerField(null=True, blank=True)
+    contributor_count = models.PositiveIntegerField(default=0)
+    positive_count = models.PositiveIntegerField(default=0)
+    negative_count = models.PositiveIntegerField(default=0)
+    investigation_count = models.PositiveIntegerField(default=0)
+    first_seen = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Set by the database on every insert; every UPDATE sets them anew (positions.NEW_POSITION).
+    position_xid = XID8Field(db_default=CurrentXactId(), editable=False)
+    position_seq = models.BigIntegerField(db_default=NextPosition(), editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hash_set", "signal"], name="one_entry_per_set_signal")
+        ]
+        indexes = [
+            models.Index(fields=["position_xid", "position_seq"], name="entry_position_idx"),
+            models.Index(
+                fields=["hash_set", "position_xid", "position_seq"], name="entry_set_position_idx"
+            ),
+            models.Index(
+                fields=["expires_at"],
+                name="entry_expiry_idx",
+                condition=models.Q(state="active", expires_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hash_set_id}/{self.signal_id}"
+
+    @property
+    def audit_owner_org_id(self) -> int:
+        return self.hash_set.owner_id
+
+
+class Contribution(models.Model):
+    """One organisation's say that a signal belongs in a set."""
+
+    entry = models.ForeignKey(SetEntry, on_delete=models.CASCADE, related_name="contributions")
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.PROTECT, related_name="contributions"
+    )
+    labels = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    retracted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["entry", "organisation"], name="one_contribution_per_org"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organisation_id} → {self.entry_id}"
+
+
+class Opinion(models.Model):
+    """An organisation's feedback on an entry (python-threatexchange ``SignalOpinion``)."""
+
+    class Category(models.TextChoices):
+        POSITIVE = "positive", "Positive: it is what the set says"
+        NEGATIVE = "negative", "Negative: a false positive"
+        INVESTIGATION_SEED = "investigation_seed", "Investigation seed"
+
+    entry = models.ForeignKey(SetEntry, on_delete=models.CASCADE, related_name="opinions")
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.PROTECT, related_name="opinions"
+    )
+    category = models.CharField(max_length=32, choices=Category.choices)
+    tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "organisation"], name="one_opinion_per_org")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organisation_id} {self.category} {self.entry_id}"
+
+
+class Batch(models.Model):
+    """One publish request: staged at once, merged by a worker in chunks, reported on."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued for merging"
+        MERGING = "merging", "Merging"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hash_set = models.ForeignKey(HashSet, on_delete=models.PROTECT, related_name="batches")
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="batches")
+    key_id = models.CharField(max_length=64, blank=True)
+    idempotency_key = models.CharField(max_length=200, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+    answer = models.JSONField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    received = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    merged = models.PositiveIntegerField(default=0, help_text="staged lines merged so far")
+    new = models.PositiveIntegerField(default=0)
+    duplicate = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    first_rejections = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="one_batch_per_idempotency_key",
+            )
+        ]
+        indexes = [models.Index(fields=["state", "created_at"], name="batch_state_idx")]
+
+    def __str__(self) -> str:
+        return f"batch {self.id} ({self.state})"
+
+    @property
+    def audit_owner_org_id(self) -> int:
+        return self.organisation_id
+
+
+class StagedSignal(models.Model):
+    """A validated line of a batch waiting for the merge (COPY target; deleted once merged)."""
+
+    batch = models.ForeignKey(
+        Batch, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+    )
+    line = models.PositiveIntegerField()
+    type = models.CharField(max_length=32)
+    value = models.TextField()
+    labels = ArrayField(models.CharField(max_length=100), default=list)
+    quality = models.PositiveSmallIntegerField(null=True)
+    expires_at = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch", "line"], name="staged_batch_line")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}:{self.line}"

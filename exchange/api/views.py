@@ -22,6 +22,7 @@ from exchange.problems import (
     problem_body,
     problem_type_uri,
 )
+from signals.types import describe_types
 
 
 class PublicView(APIView):
@@ -71,7 +72,7 @@ class WellKnownView(PublicView):
             "api_version": settings.HASHX_API_VERSION,
             "api_root": f"{settings.HASHX_PUBLIC_URL}/api/{settings.HASHX_API_VERSION}/",
             "jwks": published_jwks(),
-            "signal_types": [],
+            "signal_types": describe_types(),
         }
         return Response(body, headers={"Cache-Control": "public, max-age=300"})
 

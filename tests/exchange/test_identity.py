@@ -36,7 +36,8 @@ def test_well_known_publishes_the_key_that_signs(api):
     assert body["exchange_id"].startswith("hx-")
     assert body["api_version"] == "v1"
     assert body["api_root"].endswith("/api/v1/")
-    assert body["signal_types"] == []
+    assert [t["name"] for t in body["signal_types"]][:3] == ["pdq", "md5", "sha1"]
+    assert body["signal_types"][0]["comparison"] == "hamming"
     (jwk,) = body["jwks"]["keys"]
     assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("OKP", "Ed25519", "EdDSA")
     public = b64url_decode(jwk["x"])

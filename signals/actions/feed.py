@@ -1,0 +1,58 @@
+"""Reading entries in change order: the core of the change feed (DESIGN.md "Change feed")."""
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.db import connection
+
+from signals.actions.positions import Position, visible_horizon
+
+
+@dataclass
+class Change:
+    entry_id: int
+    set_id: int
+    type: str
+    value: str
+    state: str
+    labels: list[str]
+    contributor_count: int
+    positive_count: int
+    negative_count: int
+    investigation_count: int
+    first_seen: Any
+    updated_at: Any
+    expires_at: Any
+    position: Position
+
+
+def changes_after(
+    after: Position, set_ids: list[int], limit: int = 1000
+) -> tuple[list[Change], Position]:
+    """The latest state of entries of ``set_ids`` changed after ``after``, in position order,
+    and the position to continue from. Only rows of finished transactions are served."""
+    horizon = visible_horizon()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT e.id, e.hash_set_id, g.type, g.value, e.state, e.labels,"
+            " e.contributor_count, e.positive_count, e.negative_count, e.investigation_count,"
+            " e.first_seen, e.updated_at, e.expires_at, e.position_xid::text, e.position_seq"
+            " FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id"
+            " WHERE e.hash_set_id = ANY(%(sets)s) AND e.position_xid < %(horizon)s::text::xid8"
+            " AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)"
+            " ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s",
+            {
+                "sets": set_ids,
+                "horizon": str(horizon),
+                "xid": str(after.xid),
+                "seq": after.seq,
+                "limit": limit,
+            },
+        )
+        rows = cursor.fetchall()
+    names = [f.name for f in fields(Change) if f.name != "position"]
+    changes = [
+        Change(**dict(zip(names, row[:13], strict=True)), position=Position(int(row[13]), row[14]))
+        for row in rows
+    ]
+    return changes, (changes[-1].position if changes else after)

@@ -1,0 +1,57 @@
+"""Change positions and the cursor that walks them.
+
+A position is ``(xid, seq)``: the writing transaction's id and a value of
+``signals_position_seq``. ``visible_horizon()`` is the oldest transaction still running; every
+transaction below it has committed or rolled back, so every row positioned below it is final.
+Readers serve only rows with ``xid < horizon`` in ``(xid, seq)`` order, and a transaction that
+has not committed yet always has ``xid >= horizon``: it can never commit below a position a
+reader has passed. (Sequence values alone cannot give this: ``nextval`` order is not commit
+order.)
+"""
+
+import base64
+from dataclasses import dataclass
+
+from django.db import connection
+
+from exchange.problems import Problem
+
+# SQL fragment that stamps a row with a new position; use it in every UPDATE of an entry.
+NEW_POSITION = "position_xid = pg_current_xact_id(), position_seq = nextval('signals_position_seq')"
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    xid: int
+    seq: int
+
+    def cursor(self) -> str:
+        """Opaque to clients: base64url of ``xid.seq``."""
+        return base64.urlsafe_b64encode(f"{self.xid}.{self.seq}".encode()).rstrip(b"=").decode()
+
+    @classmethod
+    def from_cursor(cls, cursor: str) -> "Position":
+        try:
+            xid, seq = (
+                base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(".")
+            )
+            position = cls(int(xid), int(seq))
+        except (ValueError, UnicodeDecodeError):
+            raise Problem(
+                "validation",
+                "cursor: not a cursor this exchange issued",
+                errors=[{"field": "cursor", "message": "not a cursor this exchange issued"}],
+            ) from None
+        if position.xid < 0 or position.seq < 0:
+            raise Problem("validation", "cursor: not a cursor this exchange issued")
+        return position
+
+
+START = Position(0, 0)
+
+
+def visible_horizon() -> int:
+    """The oldest transaction id still running (as of now); rows below it are final."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        return int(cursor.fetchone()[0])

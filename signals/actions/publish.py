@@ -1,0 +1,318 @@
+"""Publishing: validate every item, stage the valid ones with COPY, hand the batch to a worker.
+
+Sources: a JSON list (``{"signals": [...]}``, at most 10,000), or a streamed upload read line by
+line and never held whole in memory: NDJSON (one item object per line), CSV (header row:
+``type,value`` and optionally ``labels`` (``|``-separated), ``expires_at``, ``quality``), or
+python-threatexchange's plain format (``<type> <value>`` per line).
+"""
+
+import csv
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from audit.actions import record
+from exchange.problems import Problem
+from members.models import Organisation
+from signals.models import Batch, HashSet
+from signals.types import SignalTypeError, canonicalise
+
+MAX_JSON_ITEMS = 10_000
+MAX_LABELS = 20
+# Rejections listed in an answer (all are counted); the batch keeps the first ones.
+MAX_LISTED_REJECTIONS = 10_000
+BATCH_KEEPS_REJECTIONS = 100
+_LABEL = re.compile(r"^[a-z0-9][a-z0-9_.:/-]{0,99}$")
+
+
+@dataclass
+class Item:
+    """One valid, canonical line, ready for staging."""
+
+    type: str
+    value: str
+    labels: list[str]
+    quality: int | None
+    expires_at: datetime | None
+
+
+@dataclass
+class Outcome:
+    received: int = 0
+    accepted: int = 0
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+
+    def reject(self, where: dict[str, int], reason: str) -> None:
+        self.rejected += 1
+        if len(self.rejections) < MAX_LISTED_REJECTIONS:
+            self.rejections.append({**where, "reason": reason})
+
+
+def check_item(raw: Any, hash_set: HashSet, now: datetime) -> Item:
+    """Validate and canonicalise one item; raises ValueError with the reason."""
+    if not isinstance(raw, dict):
+        raise ValueError("expected an object with type and value")
+    kind, value = raw.get("type"), raw.get("value")
+    if not isinstance(kind, str) or not isinstance(value, str):
+        raise ValueError("type and value must be strings")
+    if hash_set.signal_types and kind not in hash_set.signal_types:
+        takes = ", ".join(hash_set.signal_types)
+        raise ValueError(f"set {hash_set.slug} does not take {kind!r} (it takes {takes})")
+    quality = raw.get("quality")
+    if quality is not None and (not isinstance(quality, int) or isinstance(quality, bool)):
+        raise ValueError("quality must be an integer from 0 to 100")
+    try:
+        canonical = canonicalise(kind, value, quality=quality)
+    except SignalTypeError as exc:
+        raise ValueError(str(exc)) from None
+    labels = raw.get("labels") or []
+    if not isinstance(labels, list) or len(labels) > MAX_LABELS:
+        raise ValueError(f"labels must be a list of at most {MAX_LABELS} strings")
+    clean = []
+    for label in labels:
+        if not isinstance(label, str) or not _LABEL.match(label.lower()):
+            raise ValueError(f"bad label {label!r}: letters, digits and _.:/- only, up to 100")
+        clean.append(label.lower())
+    expires_at = None
+    if raw.get("expires_at") is not None:
+        expires_at = (
+            parse_datetime(str(raw["expires_at"])) if isinstance(raw["expires_at"], str) else None
+        )
+        if expires_at is None or expires_at.tzinfo is None:
+            raise ValueError("expires_at must be an ISO 8601 time with a zone")
+        if expires_at <= now:
+            raise ValueError("expires_at is in the past")
+    return Item(kind, canonical, sorted(set(clean)), quality, expires_at)
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+def json_items(signals: Any) -> Iterator[tuple[dict[str, int], Any]]:
+    """Checked before anything is staged: a list of at most 10,000 items."""
+    if not isinstance(signals, list):
+        raise Problem(
+            "validation",
+            "signals: expected a list",
+            errors=[{"field": "signals", "message": "expected a list"}],
+        )
+    if len(signals) > MAX_JSON_ITEMS:
+        raise Problem(
+            "payload-too-large",
+            f"{len(signals)} signals in one JSON request; send at most {MAX_JSON_ITEMS}"
+            " or stream NDJSON",
+        )
+    return (({"index": index}, raw) for index, raw in enumerate(signals))
+
+
+def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(lines, start=1):
+        text = raw.decode("utf-8", "replace").strip()
+        if text and not text.startswith("#"):
+            yield number, text
+
+
+def ndjson_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
+    for number, text in _numbered(lines):
+        try:
+            yield {"line": number}, json.loads(text)
+        except ValueError:
+            yield {"line": number}, "not a JSON object"
+
+
+def text_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
+    """python-threatexchange's simple format: ``<type> <value>`` per line."""
+    for number, text in _numbered(lines):
+        kind, _, value = text.partition(" ")
+        yield {"line": number}, {"type": kind, "value": value}
+
+
+def csv_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
+    decoded = (line.decode("utf-8", "replace") for line in lines)
+    reader = csv.DictReader(decoded)
+    if reader.fieldnames is None or not {"type", "value"} <= set(reader.fieldnames):
+        raise Problem(
+            "validation", "CSV needs a header row with at least the columns type and value"
+        )
+    for row in reader:
+        item: dict[str, Any] = {"type": row.get("type") or "", "value": row.get("value") or ""}
+        if row.get("labels"):
+            item["labels"] = [x for x in row["labels"].split("|") if x]
+        if row.get("expires_at"):
+            item["expires_at"] = row["expires_at"]
+        if row.get("quality"):
+            try:
+                item["quality"] = int(row["quality"])
+            except ValueError:
+                item["quality"] = row["quality"]
+        yield {"line": reader.line_num}, item
+
+
+# -- staging -----------------------------------------------------------------------------------
+
+
+def _pg_array(labels: list[str]) -> str:
+    return "{" + ",".join(labels) + "}"  # labels are checked to need no quoting
+
+
+class _CopySource:
+    """The valid items as COPY text, produced while the request is read (psycopg2 calls
+    ``read`` until it returns nothing)."""
+
+    def __init__(self, rows: Iterator[str]) -> None:
+        self.rows = rows
+        self.error: Exception | None = None
+
+    def read(self, size: int = -1) -> str:
+        try:
+            return "".join(islice(self.rows, 5000))
+        except Exception as exc:
+            # psycopg2 reports it as a cancelled COPY; keep it to raise it as it was.
+            self.error = exc
+            raise
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _copy_rows(
+    batch: Batch, hash_set: HashSet, items: Iterable[tuple[dict[str, int], Any]], outcome: Outcome
+) -> Iterator[str]:
+    now = timezone.now()
+    batch_id = str(batch.pk)
+    for where, raw in items:
+        outcome.received += 1
+        try:
+            item = check_item(raw, hash_set, now)
+        except ValueError as exc:
+            outcome.reject(where, str(exc))
+            continue
+        line = outcome.accepted
+        outcome.accepted += 1
+        quality = "\\N" if item.quality is None else str(item.quality)
+        expires = "\\N" if item.expires_at is None else item.expires_at.isoformat()
+        fields = (batch_id, str(line), item.type, _escape(item.value), _pg_array(item.labels))
+        yield "\t".join((*fields, quality, expires)) + "\n"
+
+
+def request_fingerprint(parts: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def do_publish(
+    hash_set: HashSet,
+    org: Organisation,
+    items: Iterable[tuple[dict[str, int], Any]],
+    *,
+    key_id: str = "",
+    atomic: bool = False,
+    idempotency_key: str = "",
+    request: Any = None,
+    before_commit: Any = None,
+    queue: bool = True,
+) -> tuple[Batch, bool]:
+    """Stage a batch and queue its merge; returns ``(batch, replayed)``.
+
+    One transaction: the batch row, the COPY of every valid item into staging, the audit
+    event. ``atomic`` refuses the whole batch (422, nothing staged) if any item is rejected.
+    With an ``idempotency_key`` already used by the organisation, nothing is read or staged and
+    the first batch is returned (``replayed``); the unique constraint settles a race between two
+    retries. ``before_commit`` (e.g. the streamed body's digest check) may raise to undo it all.
+    ``queue=False`` leaves the merge to the caller (or to beat's resume job) instead of a worker.
+    """
+    if idempotency_key:
+        first = Batch.objects.filter(organisation=org, idempotency_key=idempotency_key).first()
+        if first is not None:
+            return first, True
+    outcome = Outcome()
+    try:
+        with transaction.atomic():
+            batch = Batch.objects.create(
+                hash_set=hash_set, organisation=org, key_id=key_id, idempotency_key=idempotency_key
+            )
+            source = _CopySource(_copy_rows(batch, hash_set, items, outcome))
+            with connection.cursor() as cursor:
+                try:
+                    cursor.copy_expert(
+                        "COPY signals_stagedsignal"
+                        " (batch_id, line, type, value, labels, quality, expires_at) FROM STDIN",
+                        source,
+                    )
+                except DatabaseError:
+                    if source.error is not None:
+                        raise source.error from None
+                    raise
+            if before_commit is not None:
+                before_commit()
+            if atomic and outcome.rejected:
+                raise _AtomicRefusal(outcome)
+            batch.received, batch.accepted, batch.rejected = (
+                outcome.received,
+                outcome.accepted,
+                outcome.rejected,
+            )
+            batch.first_rejections = outcome.rejections[:BATCH_KEEPS_REJECTIONS]
+            if not outcome.accepted:
+                batch.state, batch.finished_at = Batch.State.DONE, timezone.now()
+            batch.answer = batch_answer(batch, outcome.rejections)
+            batch.save()
+            record(
+                "signals.published",
+                obj=batch,
+                owner_org=hash_set.owner_id,
+                request=request,
+                details={"set": hash_set.slug, "batch": str(batch.pk), "accepted": outcome.accepted,
+                         "rejected": outcome.rejected},
+            )  # fmt: skip
+            if outcome.accepted and queue:
+                from signals.tasks import merge_batch
+
+                transaction.on_commit(lambda: merge_batch.delay(str(batch.pk)))
+    except _AtomicRefusal:
+        raise Problem(
+            "validation",
+            f"{outcome.rejected} of {outcome.received} signals were rejected and atomic was"
+            " asked: nothing was published",
+            errors=[_as_error(r) for r in outcome.rejections],
+        ) from None
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # Another request with the same key committed first: answer as it did.
+        return Batch.objects.get(organisation=org, idempotency_key=idempotency_key), True
+    return batch, False
+
+
+class _AtomicRefusal(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+def _as_error(rejection: dict[str, Any]) -> dict[str, str]:
+    where = f"signals.{rejection['index']}" if "index" in rejection else f"line {rejection['line']}"
+    return {"field": where, "message": rejection["reason"]}
+
+
+def batch_answer(batch: Batch, rejections: list[dict[str, Any]]) -> dict[str, Any]:
+    """The 202 answer to a publish, stored so an idempotent retry gets the same one."""
+    return {
+        "batch": str(batch.pk),
+        "set": batch.hash_set.slug,
+        "state": batch.state,
+        "received": batch.received,
+        "accepted": batch.accepted,
+        "rejected": batch.rejected,
+        "rejections": rejections,
+        "rejections_listed": len(rejections),
+    }

@@ -1,0 +1,120 @@
+"""Sets and grants, and the one door through which views reach a set (STYLE.md: access_…)."""
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
+
+from audit.actions import record
+from exchange.problems import Problem
+from members.models import Organisation
+from signals.models import HashSet, SetGrant
+
+Distribution = HashSet.Distribution
+
+
+def visible_sets(org: Organisation) -> QuerySet[HashSet]:
+    """Sets ``org`` may read: its own; granted ones (unless the set is owner-only); every
+    coalition-wide set for members; every federated set for members and peers."""
+    readable = Q(owner=org) | Q(distribution=Distribution.FEDERATED)
+    readable |= Q(
+        distribution__in=[Distribution.GRANTED, Distribution.COALITION],
+        grants__organisation=org,
+        grants__can_read=True,
+    )
+    if org.kind == Organisation.Kind.MEMBER:
+        readable |= Q(distribution=Distribution.COALITION)
+    return HashSet.objects.filter(readable).distinct()
+
+
+def may_publish(org: Organisation, hash_set: HashSet) -> bool:
+    if hash_set.owner_id == org.pk:
+        return True
+    if hash_set.distribution == Distribution.OWNER:
+        return False
+    return SetGrant.objects.filter(hash_set=hash_set, organisation=org, can_publish=True).exists()
+
+
+def access_set(org: Organisation, slug: str, *, need: str = "read") -> HashSet:
+    """The set ``slug`` if ``org`` may ``need`` (read, publish or own) it.
+
+    A set the organisation may not read answers 404 exactly like a missing one, so existence
+    does not leak; a readable set it may not publish to or does not own answers 403.
+    """
+    hash_set = visible_sets(org).filter(slug=slug).select_related("owner").first()
+    if hash_set is None:
+        raise Problem("not-found", f"No set {slug!r} is visible to your organisation")
+    if need == "publish" and not may_publish(org, hash_set):
+        raise Problem("forbidden", f"Your organisation may read {slug!r} but not publish to it")
+    if need == "own" and hash_set.owner_id != org.pk:
+        raise Problem("forbidden", f"Only the owner of {slug!r} may do this")
+    return hash_set
+
+
+def do_create_set(owner: Organisation, fields: dict[str, Any], *, request: Any = None) -> HashSet:
+    """Create a set owned by ``owner``; 409 when the slug is taken."""
+    try:
+        with transaction.atomic():
+            hash_set = HashSet.objects.create(owner=owner, **fields)
+            record(
+                "signals.set.created",
+                obj=hash_set,
+                request=request,
+                details={"slug": hash_set.slug, **_plain(fields)},
+            )
+    except IntegrityError:
+        raise Problem("conflict", f"A set with slug {fields.get('slug')!r} exists") from None
+    return hash_set
+
+
+def do_update_set(hash_set: HashSet, changes: dict[str, Any], *, request: Any = None) -> HashSet:
+    with transaction.atomic():
+        for name, value in changes.items():
+            setattr(hash_set, name, value)
+        hash_set.save(update_fields=[*changes, "updated_at"])
+        record("signals.set.updated", obj=hash_set, request=request, details=_plain(changes))
+    return hash_set
+
+
+def do_grant(
+    hash_set: HashSet, org: Organisation, *, can_read: bool, can_publish: bool, request: Any = None
+) -> SetGrant:
+    """Create or change ``org``'s grant on the set (the unique constraint decides which)."""
+    with transaction.atomic():
+        grant, created = SetGrant.objects.update_or_create(
+            hash_set=hash_set,
+            organisation=org,
+            defaults={"can_read": can_read, "can_publish": can_publish},
+        )
+        record(
+            "signals.grant.created" if created else "signals.grant.changed",
+            obj=grant,
+            request=request,
+            details={
+                "set": hash_set.slug,
+                "organisation": org.slug,
+                "can_read": can_read,
+                "can_publish": can_publish,
+            },
+        )
+    return grant
+
+
+def do_revoke_grant(hash_set: HashSet, org: Organisation, *, request: Any = None) -> bool:
+    with transaction.atomic():
+        deleted, _ = SetGrant.objects.filter(hash_set=hash_set, organisation=org).delete()
+        if deleted:
+            record(
+                "signals.grant.revoked",
+                obj=hash_set,
+                request=request,
+                details={"organisation": org.slug},
+            )
+    return bool(deleted)
+
+
+def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, (str, int, bool, list, type(None))) else str(v)
+        for k, v in fields.items()
+    }

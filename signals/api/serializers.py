@@ -1,0 +1,84 @@
+from typing import Any
+
+from rest_framework import serializers
+
+from signals.models import Batch, HashSet
+from signals.types import SIGNAL_TYPES
+
+
+class SetSerializer(serializers.Serializer):
+    slug = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(allow_blank=True, required=False, default="")
+    owner = serializers.CharField(source="owner.slug", read_only=True)
+    signal_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(SIGNAL_TYPES)), required=False, default=list,
+        help_text="types the set takes; empty: all",
+    )  # fmt: skip
+    tlp = serializers.ChoiceField(choices=HashSet.TLP.choices, default=HashSet.TLP.AMBER)
+    attribution = serializers.ChoiceField(
+        choices=HashSet.Attribution.choices, default=HashSet.Attribution.NAMED
+    )
+    distribution = serializers.ChoiceField(
+        choices=HashSet.Distribution.choices, default=HashSet.Distribution.GRANTED
+    )
+    pdq_threshold = serializers.IntegerField(min_value=0, max_value=31, default=31)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+
+class SetUpdateSerializer(SetSerializer):
+    """PATCH: any of the changeable fields; the slug and owner stay."""
+
+    slug = serializers.SlugField(read_only=True)
+
+
+class GrantSerializer(serializers.Serializer):
+    can_read = serializers.BooleanField(default=True)
+    can_publish = serializers.BooleanField(default=False)
+
+
+class GrantListSerializer(serializers.Serializer):
+    organisation = serializers.CharField(source="organisation.slug")
+    can_read = serializers.BooleanField()
+    can_publish = serializers.BooleanField()
+
+
+class PublishSerializer(serializers.Serializer):
+    signals = serializers.ListField(
+        child=serializers.JSONField(), help_text="items: type, value, labels, expires_at, quality"
+    )
+    atomic = serializers.BooleanField(
+        default=False, help_text="refuse everything if one item is rejected"
+    )
+
+
+class BatchSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    set = serializers.CharField(source="hash_set.slug")
+    state = serializers.ChoiceField(choices=Batch.State.choices)
+    received = serializers.IntegerField()
+    accepted = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    merged = serializers.IntegerField(help_text="accepted lines merged so far")
+    progress = serializers.SerializerMethodField(help_text="merged / accepted, 0 to 1")
+    new = serializers.IntegerField()
+    duplicate = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    first_rejections = serializers.ListField(child=serializers.DictField())
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_progress(self, batch: Batch) -> float:
+        return 1.0 if not batch.accepted else round(batch.merged / batch.accepted, 4)
+
+
+class ItemsSerializer(serializers.Serializer):
+    signals = serializers.ListField(
+        child=serializers.JSONField(), max_length=10_000,
+        help_text='each {"entry": id} or {"type": …, "value": …}; opinions add category and tags',
+    )  # fmt: skip
+
+
+def rejection_errors(rejections: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"field": f"signals.{r['index']}", "message": r["reason"]} for r in rejections]

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from signals.api import views
+
+urlpatterns = [
+    path("sets", views.SetListView.as_view(), name="sets"),
+    path("sets/<slug:slug>", views.SetDetailView.as_view(), name="set"),
+    path("sets/<slug:slug>/grants/<slug:org_slug>", views.GrantView.as_view(), name="set-grant"),
+    path("sets/<slug:slug>/signals", views.PublishView.as_view(), name="set-publish"),
+    path("sets/<slug:slug>/retractions", views.RetractView.as_view(), name="set-retract"),
+    path("sets/<slug:slug>/opinions", views.OpinionView.as_view(), name="set-opinions"),
+    path("batches/<str:batch_id>", views.BatchView.as_view(), name="batch"),
+]

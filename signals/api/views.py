@@ -1,0 +1,233 @@
+from typing import Any
+
+from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from exchange.problems import Problem
+from members.models import Organisation
+from members.principal import MemberPrincipal, organisation_of
+from signals.actions.changes import do_give_opinions, do_retract
+from signals.actions.publish import csv_items, do_publish, json_items, ndjson_items, text_items
+from signals.actions.sets import (
+    access_set,
+    do_create_set,
+    do_grant,
+    do_revoke_grant,
+    do_update_set,
+    visible_sets,
+)
+from signals.api.serializers import (
+    BatchSerializer,
+    GrantListSerializer,
+    GrantSerializer,
+    ItemsSerializer,
+    PublishSerializer,
+    SetSerializer,
+    SetUpdateSerializer,
+)
+from signals.api.streams import DigestReader
+from signals.models import Batch, SetGrant
+
+STREAM_SOURCES = {
+    "application/x-ndjson": ndjson_items,
+    "text/csv": csv_items,
+    "text/plain": text_items,
+}
+
+
+class SetListView(APIView):
+    @extend_schema(operation_id="sets_list", tags=["sets"], responses=SetSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        """The sets your organisation may read."""
+        sets = visible_sets(organisation_of(request)).select_related("owner")
+        return Response(SetSerializer(sets, many=True).data)
+
+    @extend_schema(
+        operation_id="sets_create",
+        tags=["sets"],
+        request=SetSerializer,
+        responses={201: SetSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        """Create a set; your organisation owns it."""
+        serializer = SetSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        hash_set = do_create_set(
+            organisation_of(request), serializer.validated_data, request=request
+        )
+        return Response(SetSerializer(hash_set).data, status=201)
+
+
+class SetDetailView(APIView):
+    @extend_schema(operation_id="sets_get", tags=["sets"], responses=SetSerializer)
+    def get(self, request: Request, slug: str) -> Response:
+        hash_set = access_set(organisation_of(request), slug)
+        data = SetSerializer(hash_set).data
+        if hash_set.owner_id == organisation_of(request).pk:
+            grants = SetGrant.objects.filter(hash_set=hash_set).select_related("organisation")
+            data["grants"] = GrantListSerializer(grants, many=True).data
+        return Response(data)
+
+    @extend_schema(
+        operation_id="sets_update",
+        tags=["sets"],
+        request=SetUpdateSerializer,
+        responses=SetSerializer,
+    )
+    def patch(self, request: Request, slug: str) -> Response:
+        """Change a set you own."""
+        hash_set = access_set(organisation_of(request), slug, need="own")
+        serializer = SetUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        hash_set = do_update_set(hash_set, dict(serializer.validated_data), request=request)
+        return Response(SetSerializer(hash_set).data)
+
+
+class GrantView(APIView):
+    def _target(self, request: Request, slug: str, org_slug: str) -> tuple[Any, Organisation]:
+        hash_set = access_set(organisation_of(request), slug, need="own")
+        org = Organisation.objects.filter(slug=org_slug).first()
+        if org is None:
+            raise Problem("not-found", f"No organisation {org_slug!r}")
+        if org.pk == hash_set.owner_id:
+            raise Problem("validation", "The owner needs no grant on its own set")
+        return hash_set, org
+
+    @extend_schema(
+        operation_id="grants_put", tags=["sets"], request=GrantSerializer, responses=GrantSerializer
+    )
+    def put(self, request: Request, slug: str, org_slug: str) -> Response:
+        """Let another organisation read (and perhaps publish to) your set."""
+        hash_set, org = self._target(request, slug, org_slug)
+        serializer = GrantSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        grant = do_grant(hash_set, org, request=request, **serializer.validated_data)
+        return Response(GrantSerializer(grant).data)
+
+    @extend_schema(operation_id="grants_delete", tags=["sets"], responses={204: None})
+    def delete(self, request: Request, slug: str, org_slug: str) -> Response:
+        hash_set, org = self._target(request, slug, org_slug)
+        if not do_revoke_grant(hash_set, org, request=request):
+            raise Problem("not-found", f"{org_slug} has no grant on {slug}")
+        return Response(status=204)
+
+
+class PublishView(APIView):
+    @extend_schema(
+        operation_id="signals_publish",
+        tags=["publish"],
+        request={
+            "application/json": PublishSerializer,
+            "application/x-ndjson": OpenApiRequest(OpenApiTypes.STR),
+            "text/csv": OpenApiRequest(OpenApiTypes.STR),
+            "text/plain": OpenApiRequest(OpenApiTypes.STR),
+        },
+        parameters=[
+            OpenApiParameter(
+                "atomic",
+                OpenApiTypes.BOOL,
+                description="streams: refuse all if one line is rejected",
+            ),
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="a retry with the same key gets the first answer, changes nothing",
+            ),
+        ],
+        responses={202: BatchSerializer},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        """Publish signals into a set: JSON (up to 10,000), or a streamed NDJSON, CSV or
+        ``<type> <value>`` upload of any size. Every rejected item is answered with its index or
+        line and reason; the valid ones are staged and merged by a worker (see the batch)."""
+        org = organisation_of(request)
+        hash_set = access_set(org, slug, need="publish")
+        principal = request.user
+        key_id = (
+            principal.key.key_id if isinstance(principal, MemberPrincipal) and principal.key else ""
+        )
+        idempotency_key = request.headers.get("Idempotency-Key", "")[:200]
+        django_request = request._request
+        stream_source = STREAM_SOURCES.get(django_request.content_type or "")
+        if stream_source is not None:
+            reader = DigestReader(django_request)
+            atomic = request.query_params.get("atomic", "").lower() in {"1", "true", "yes"}
+            batch, replayed = do_publish(
+                hash_set, org, stream_source(reader), key_id=key_id, atomic=atomic,
+                idempotency_key=idempotency_key, request=request, before_commit=reader.verify,
+            )  # fmt: skip
+        else:
+            serializer = PublishSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+            batch, replayed = do_publish(
+                hash_set,
+                org,
+                json_items(data["signals"]),
+                key_id=key_id,
+                atomic=data["atomic"],
+                idempotency_key=idempotency_key,
+                request=request,
+            )
+        headers = {"Location": f"/api/v1/batches/{batch.pk}"}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(batch.answer, status=202, headers=headers)
+
+
+class BatchView(APIView):
+    @extend_schema(operation_id="batches_get", tags=["publish"], responses=BatchSerializer)
+    def get(self, request: Request, batch_id: str) -> Response:
+        """State, progress and counts of a batch your organisation published."""
+        batch = (
+            Batch.objects.filter(pk=_uuid(batch_id), organisation=organisation_of(request))
+            .select_related("hash_set")
+            .first()
+        )
+        if batch is None:
+            raise Problem("not-found", f"No batch {batch_id} of your organisation")
+        return Response(BatchSerializer(batch).data)
+
+
+def _uuid(text: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise Problem("not-found", f"No batch {text}") from None
+
+
+class RetractView(APIView):
+    @extend_schema(operation_id="signals_retract", tags=["publish"], request=ItemsSerializer)
+    def post(self, request: Request, slug: str) -> Response:
+        """Retract your contributions (the set owner: remove entries). An entry with no
+        contribution left becomes a tombstone in the change feed."""
+        org = organisation_of(request)
+        hash_set = access_set(org, slug, need="publish")
+        serializer = ItemsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(
+            do_retract(hash_set, org, serializer.validated_data["signals"], request=request)
+        )
+
+
+class OpinionView(APIView):
+    @extend_schema(operation_id="signals_opinions", tags=["publish"], request=ItemsSerializer)
+    def post(self, request: Request, slug: str) -> Response:
+        """Give opinions (positive, negative, investigation_seed, with tags) on entries of a
+        set you can read; one per organisation per entry, the latest counts."""
+        org = organisation_of(request)
+        hash_set = access_set(org, slug)
+        serializer = ItemsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with transaction.atomic():
+            answer = do_give_opinions(
+                hash_set, org, serializer.validated_data["signals"], request=request
+            )
+        return Response(answer)

@@ -1,0 +1,26 @@
+"""Thin Celery wrappers around the signals actions."""
+
+from celery import shared_task
+
+from signals.actions.changes import do_expire_entries
+from signals.actions.merge import do_merge_batch
+from signals.models import Batch
+
+
+@shared_task(name="signals.ingest.merge_batch", ignore_result=True, acks_late=True)
+def merge_batch(batch_id: str) -> None:
+    do_merge_batch(batch_id)
+
+
+@shared_task(name="signals.ingest.resume_batches", ignore_result=True)
+def resume_batches() -> None:
+    """Beat: pick up batches whose worker died or whose task was lost."""
+    for batch_id in Batch.objects.filter(
+        state__in=[Batch.State.QUEUED, Batch.State.MERGING]
+    ).values_list("pk", flat=True)[:100]:
+        do_merge_batch(str(batch_id))
+
+
+@shared_task(name="signals.expire_entries", ignore_result=True)
+def expire_entries() -> None:
+    do_expire_entries()

@@ -1,0 +1,41 @@
+import pytest
+
+from signals.actions.merge import do_merge_batch
+from signals.actions.sets import do_create_set, do_grant
+from signals.models import Batch
+from tests.conftest import REPO_ROOT
+
+PDQ_DATA = REPO_ROOT.parent / "shared" / "data" / "pdq"
+PDQ = [
+    line.strip() for line in (PDQ_DATA / "haystack.txt").read_text().splitlines() if line.strip()
+]
+
+
+@pytest.fixture
+def csam_set(publisher):
+    """A set owned by the publisher, granted to the subscriber for reading."""
+    return do_create_set(
+        publisher.org, {"slug": "acme-csam", "name": "Acme CSAM hashes", "distribution": "granted"}
+    )
+
+
+@pytest.fixture
+def shared_set(csam_set, subscriber):
+    do_grant(csam_set, subscriber.org, can_read=True, can_publish=True)
+    return csam_set
+
+
+def publish(member, slug, signals, **kwargs):
+    return member.api.post(f"/api/v1/sets/{slug}/signals", {"signals": signals, **kwargs})
+
+
+def merged(answer):
+    """What the worker does after commit, done here and now."""
+    return do_merge_batch(answer.json()["batch"])
+
+
+def pdq(n, **extra):
+    return {"type": "pdq", "value": PDQ[n], **extra}
+
+
+__all__ = ["PDQ", "Batch", "merged", "pdq", "publish"]

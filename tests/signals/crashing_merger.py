@@ -1,0 +1,30 @@
+"""``python -m tests.signals.crashing_merger BATCH CHUNK``: a worker that dies (os._exit) in the
+middle of merging the second chunk, after its entries were written but before it committed."""
+
+import os
+import sys
+
+import django
+
+
+def main(batch_id: str, chunk: int) -> None:
+    django.setup()
+    from signals.actions import merge
+
+    real = merge._merge_chunk
+    chunks = 0
+
+    def dying(cursor, batch, lo, hi):
+        nonlocal chunks
+        chunks += 1
+        result = real(cursor, batch, lo, hi)
+        if chunks == 2:
+            os._exit(17)
+        return result
+
+    merge._merge_chunk = dying
+    merge.do_merge_batch(batch_id, chunk=chunk)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

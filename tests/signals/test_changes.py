@@ -1,0 +1,118 @@
+"""Retractions, opinions and expiry change entries, and every change moves the entry."""
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from signals.actions.changes import do_expire_entries
+from signals.models import Opinion, SetEntry
+from tests.signals.conftest import PDQ, merged, pdq, publish
+
+pytestmark = pytest.mark.django_db
+
+
+def entry(n):
+    return SetEntry.objects.get(signal__value=PDQ[n])
+
+
+@pytest.fixture
+def both_published(publisher, subscriber, shared_set):
+    merged(publish(publisher, "acme-csam", [pdq(0), pdq(1)]))
+    merged(publish(subscriber, "acme-csam", [pdq(0)]))
+    return shared_set
+
+
+def retract(member, items):
+    return member.api.post("/api/v1/sets/acme-csam/retractions", {"signals": items})
+
+
+def test_a_contributor_retracts_its_own_and_the_entry_stays_while_others_vouch(
+    subscriber, both_published
+):
+    before = entry(0)
+    answer = retract(subscriber, [pdq(0)]).json()
+    assert (answer["retracted"], answer["tombstoned"]) == (1, 0)
+    after = entry(0)
+    assert (after.state, after.contributor_count) == ("active", 1)
+    assert (after.position_xid, after.position_seq) > (before.position_xid, before.position_seq)
+
+
+def test_the_last_contribution_retracted_makes_a_tombstone(publisher, subscriber, both_published):
+    retract(subscriber, [pdq(0)])
+    answer = retract(publisher, [pdq(0)]).json()
+    assert answer["tombstoned"] == 1
+    assert entry(0).state == "tombstone"
+
+
+def test_the_owner_removes_an_entry_outright(publisher, both_published):
+    answer = retract(publisher, [{"entry": entry(0).pk}]).json()
+    assert answer["tombstoned"] == 1
+    assert (entry(0).state, entry(0).contributor_count) == ("tombstone", 0)
+
+
+def test_retracting_what_you_did_not_contribute_is_answered_per_item(subscriber, both_published):
+    answer = retract(
+        subscriber, [pdq(1), pdq(5), {"type": "pdq", "value": "zz"}, {"entry": 10**9}]
+    ).json()
+    assert answer["retracted"] == 0
+    assert [r["index"] for r in answer["rejections"]] == [0, 1, 2, 3]
+    assert entry(1).state == "active"
+
+
+def test_republishing_revives_a_tombstone(publisher, both_published):
+    retract(publisher, [pdq(1)])
+    assert entry(1).state == "tombstone"
+    batch = merged(publish(publisher, "acme-csam", [pdq(1)]))
+    assert batch.updated == 1
+    assert (entry(1).state, entry(1).contributor_count) == ("active", 1)
+
+
+def test_an_outsider_cannot_retract_or_opine(outsider, both_published):
+    assert retract(outsider, [pdq(0)]).status_code == 404
+    assert outsider.api.post("/api/v1/sets/acme-csam/opinions", {"signals": []}).status_code == 404
+
+
+def opine(member, items):
+    return member.api.post("/api/v1/sets/acme-csam/opinions", {"signals": items})
+
+
+def test_opinions_are_one_per_organisation_and_aggregate(publisher, subscriber, both_published):
+    assert (
+        opine(subscriber, [{**pdq(0), "category": "negative", "tags": ["meme"]}]).json()["accepted"]
+        == 1
+    )
+    assert opine(publisher, [{**pdq(0), "category": "positive"}]).json()["accepted"] == 1
+    e = entry(0)
+    assert (e.positive_count, e.negative_count) == (1, 1)  # disputed
+    opine(subscriber, [{**pdq(0), "category": "positive"}])
+    e = entry(0)
+    assert (e.positive_count, e.negative_count) == (2, 0)
+    assert Opinion.objects.get(organisation=subscriber.org).tags == []
+
+
+def test_bad_opinions_are_answered_per_item(subscriber, both_published):
+    answer = opine(
+        subscriber,
+        [
+            {**pdq(0), "category": "maybe"},
+            {**pdq(9), "category": "positive"},
+            {**pdq(1), "category": "investigation_seed", "tags": ["x"]},
+        ],
+    ).json()
+    assert answer["accepted"] == 1
+    assert [r["index"] for r in answer["rejections"]] == [0, 1]
+    assert entry(1).investigation_count == 1
+
+
+def test_expired_entries_become_tombstones(publisher, csam_set):
+    soon = (timezone.now() + timezone.timedelta(hours=1)).isoformat()
+    merged(publish(publisher, "acme-csam", [pdq(0, expires_at=soon), pdq(1)]))
+    assert do_expire_entries() == 0
+    with time_machine.travel(timezone.now() + timezone.timedelta(hours=2)):
+        assert do_expire_entries() == 1
+    assert (entry(0).state, entry(1).state) == ("tombstone", "active")
+
+
+def test_an_expiry_in_the_past_is_rejected(publisher, csam_set):
+    answer = publish(publisher, "acme-csam", [pdq(0, expires_at="2020-01-01T00:00:00Z")]).json()
+    assert answer["rejections"][0]["reason"] == "expires_at is in the past"

@@ -1,0 +1,104 @@
+"""The merge: one entry per signal per set, one contribution per member, exactly once."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from signals.actions.feed import changes_after
+from signals.actions.merge import do_merge_batch
+from signals.actions.positions import START
+from signals.actions.publish import do_publish, json_items
+from signals.models import Batch, Contribution, SetEntry, Signal, StagedSignal
+from tests.conftest import REPO_ROOT, db_url_for_subprocesses
+from tests.signals.conftest import merged, pdq, publish
+
+pytestmark = pytest.mark.django_db
+
+
+def entry(hash_set, n):
+    from tests.signals.conftest import PDQ
+
+    return SetEntry.objects.get(hash_set=hash_set, signal__value=PDQ[n])
+
+
+def test_the_same_hash_from_two_members_is_one_entry_with_two_contributions(
+    publisher, subscriber, shared_set
+):
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["csam"]), pdq(1)]))
+    batch = merged(publish(subscriber, "acme-csam", [pdq(0, labels=["sextortion"]), pdq(2)]))
+    assert (batch.new, batch.updated, batch.duplicate) == (1, 1, 0)
+    first = entry(shared_set, 0)
+    assert first.contributor_count == 2
+    assert first.labels == ["csam", "sextortion"]
+    assert Contribution.objects.filter(entry=first).count() == 2
+    assert Signal.objects.count() == 3
+
+
+def test_republishing_is_a_duplicate_and_does_not_move_the_entry(publisher, csam_set):
+    merged(publish(publisher, "acme-csam", [pdq(0), pdq(1)]))
+    before = {e.pk: (e.position_xid, e.position_seq) for e in SetEntry.objects.all()}
+    batch = merged(publish(publisher, "acme-csam", [pdq(0), pdq(1), pdq(1)]))
+    assert (batch.new, batch.updated, batch.duplicate) == (0, 0, 3)
+    assert {e.pk: (e.position_xid, e.position_seq) for e in SetEntry.objects.all()} == before
+
+
+def test_a_new_label_updates_the_entry_and_moves_it(publisher, csam_set):
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    old = entry(csam_set, 0)
+    batch = merged(publish(publisher, "acme-csam", [pdq(0, labels=["grooming"])]))
+    assert batch.updated == 1
+    new = entry(csam_set, 0)
+    assert new.labels == ["grooming"] and new.contributor_count == 1
+    assert (new.position_xid, new.position_seq) > (old.position_xid, old.position_seq)
+
+
+def test_a_batch_merges_in_chunks_with_progress(publisher, csam_set):
+    answer = publish(publisher, "acme-csam", [pdq(n) for n in range(25)]).json()
+    batch = do_merge_batch(answer["batch"], chunk=10)
+    assert (batch.state, batch.merged, batch.new) == ("done", 25, 25)
+
+
+def test_merging_a_done_batch_again_changes_nothing(publisher, csam_set):
+    answer = publish(publisher, "acme-csam", [pdq(0)]).json()
+    do_merge_batch(answer["batch"])
+    again = do_merge_batch(answer["batch"])
+    assert (again.new, again.duplicate) == (1, 0)
+    assert SetEntry.objects.get().contributor_count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_batch_is_finished_by_the_next_exactly_once(publisher, csam_set):
+    # Staged without queueing: the test's own worker must not merge it first.
+    batch, _ = do_publish(
+        csam_set, publisher.org, json_items([pdq(n) for n in range(30)]), queue=False
+    )
+    answer = {"batch": str(batch.pk)}
+    env = {**os.environ, "DATABASE_URL": db_url_for_subprocesses()}
+    crashed = subprocess.run(
+        [sys.executable, "-m", "tests.signals.crashing_merger", answer["batch"], "10"],
+        cwd=REPO_ROOT, env=env, timeout=60,
+    )  # fmt: skip
+    assert crashed.returncode == 17
+    batch = Batch.objects.get(pk=answer["batch"])
+    assert (batch.state, batch.merged) == ("merging", 10)  # chunk 1 committed, chunk 2 died
+    assert SetEntry.objects.count() == 10
+    batch = do_merge_batch(answer["batch"], chunk=10)
+    assert (batch.state, batch.merged, batch.new, batch.duplicate) == ("done", 30, 30, 0)
+    assert SetEntry.objects.count() == 30
+    assert all(e.contributor_count == 1 for e in SetEntry.objects.all())
+    assert not StagedSignal.objects.exists()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_merges_after_commit(celery_worker, publisher, csam_set):
+    answer = publish(publisher, "acme-csam", [pdq(n) for n in range(5)]).json()
+    deadline = time.monotonic() + 30
+    while Batch.objects.get(pk=answer["batch"]).state != "done":
+        assert time.monotonic() < deadline, "the worker did not merge the batch"
+        time.sleep(0.1)
+    changes, _ = changes_after(START, [csam_set.pk])
+    assert len(changes) == 5

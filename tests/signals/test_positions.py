@@ -1,0 +1,60 @@
+"""The change-order invariant (DESIGN.md "Change feed"): a reader polling positions while
+several processes write never skips a change and ends with exactly the final state."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from signals.actions.feed import changes_after
+from signals.actions.positions import START, Position
+from signals.actions.sets import do_grant
+from signals.models import SetEntry
+from tests.conftest import REPO_ROOT, db_url_for_subprocesses, make_member
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_continuous_reader_misses_nothing_while_writers_race(publisher, shared_set):
+    writers_orgs = [publisher, *[make_member(f"writer-{n}") for n in range(2)]]
+    for member in writers_orgs[1:]:
+        do_grant(shared_set, member.org, can_read=True, can_publish=True)
+    env = {**os.environ, "DATABASE_URL": db_url_for_subprocesses()}
+    writers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.signals.writer",
+                member.org.slug,
+                shared_set.slug,
+                str(seed),
+                "25",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        for seed, member in enumerate(writers_orgs)
+    ]
+    seen: dict[int, tuple] = {}
+    cursor, reads, last = START, 0, Position(-1, -1)
+    while True:
+        running = any(w.poll() is None for w in writers)
+        changes, cursor = changes_after(cursor, [shared_set.pk], limit=37)
+        reads += 1
+        for change in changes:
+            assert change.position > last, "positions must only ever grow"
+            last = change.position
+            seen[change.entry_id] = (change.state, change.contributor_count, tuple(change.labels))
+        if not running and not changes:
+            break
+    assert all(w.wait() == 0 for w in writers)
+    assert reads > 10, "the reader should have polled while the writers wrote"
+
+    final = {
+        e.pk: (e.state, e.contributor_count, tuple(e.labels))
+        for e in SetEntry.objects.filter(hash_set=shared_set)
+    }
+    assert len(final) > 50
+    assert seen == final
