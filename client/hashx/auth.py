@@ -5,9 +5,11 @@ Covered components: ``"@method" "@target-uri"`` and, whenever the request has a 
 thumbprint), ``nonce`` (random, single use), ``alg="ed25519"``, ``tag="hashx"``.
 """
 
+import base64
+import hashlib
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -38,9 +40,11 @@ def sign_headers(
     nonce: str | None = None,
     created: int | None = None,
     headers: Mapping[str, str] | None = None,
+    digest: bytes | None = None,
 ) -> dict[str, str]:
     """The ``Signature-Input``, ``Signature`` and (with a body) ``Content-Digest`` headers for
-    a request to ``url`` (absolute, as the exchange's public URL spells it)."""
+    a request to ``url`` (absolute, as the exchange's public URL spells it). For a body
+    streamed from a file, pass its SHA-256 as ``digest`` instead of the body."""
     key_id = key_id or key_id_of(key)
     signer = HTTPMessageSigner(
         signature_algorithm=algorithms.ED25519,
@@ -48,6 +52,9 @@ def sign_headers(
     )
     message = _Message(method.upper(), url, dict(headers or {}))
     covered = ["@method", "@target-uri"]
+    if digest is not None:
+        message.headers["Content-Digest"] = f"sha-256=:{base64.b64encode(digest).decode()}:"
+        covered.append("content-digest")
     signer.sign(
         message,
         key_id=key_id,
@@ -57,6 +64,7 @@ def sign_headers(
         tag=TAG,
         covered_component_ids=covered,
         body=body if body else None,
+        use_existing_digest=digest is not None,
     )
     wanted = {"signature-input", "signature", "content-digest"}
     return {name: value for name, value in message.headers.items() if name.lower() in wanted}
@@ -71,12 +79,46 @@ class HashxAuth(requests.auth.AuthBase):
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         body = request.body
-        if isinstance(body, str):
-            body = body.encode()
-        if body is not None and not isinstance(body, bytes):
-            raise TypeError("HashxAuth signs bodies given as bytes or str, not streams")
         assert request.method is not None and request.url is not None
-        request.headers.update(
-            sign_headers(self.key, request.method, request.url, body, key_id=self.key_id)
-        )
+        if isinstance(body, DigestedFile):
+            headers = sign_headers(
+                self.key, request.method, request.url, key_id=self.key_id, digest=body.digest
+            )
+        else:
+            if isinstance(body, str):
+                body = body.encode()
+            if body is not None and not isinstance(body, bytes):
+                raise TypeError("HashxAuth signs bytes, str or DigestedFile bodies")
+            headers = sign_headers(self.key, request.method, request.url, body, key_id=self.key_id)
+        request.headers.update(headers)
         return request
+
+
+class DigestedFile:
+    """A file to upload as a stream: hashed once up front (the signature covers its SHA-256
+    Content-Digest), then read in chunks by ``requests``; ``progress(bytes_sent)`` is called
+    as it goes."""
+
+    def __init__(self, path: str, progress: Callable[[int], None] | None = None) -> None:
+        self.file = open(path, "rb")  # noqa: SIM115, PTH123 - closed by close(), after the upload
+        sha = hashlib.sha256()
+        for chunk in iter(lambda: self.file.read(1 << 20), b""):
+            sha.update(chunk)
+        self.digest = sha.digest()
+        self.size = self.file.tell()
+        self.file.seek(0)
+        self.sent = 0
+        self.progress = progress
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.file.read(size)
+        self.sent += len(chunk)
+        if self.progress is not None:
+            self.progress(self.sent)
+        return chunk
+
+    def close(self) -> None:
+        self.file.close()

@@ -118,10 +118,137 @@ def cmd_keys_retire(args: argparse.Namespace) -> None:
     _print(args, key, f"key {key['key_id']} retires at {key['not_after']}")
 
 
+_FORMATS = {"ndjson": "application/x-ndjson", "csv": "text/csv", "text": "text/plain"}
+
+
+def _format_of(path: str, given: str) -> str:
+    if given != "auto":
+        return _FORMATS[given]
+    suffix = Path(path).suffix.lower()
+    if suffix in {".ndjson", ".jsonl"}:
+        return _FORMATS["ndjson"]
+    if suffix == ".csv":
+        return _FORMATS["csv"]
+    return _FORMATS["text"]
+
+
+class _Progress:
+    """One self-rewriting line on a terminal's stderr; silent when stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        self.live = sys.stderr.isatty()
+
+    def show(self, text: str) -> None:
+        if self.live:
+            sys.stderr.write(f"\r\033[K{text}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.live:
+            sys.stderr.write("\r\033[K")
+
+
+def cmd_sets_list(args: argparse.Namespace) -> None:
+    sets = _client(args).sets()
+    lines = [f"{'SLUG':<32} {'OWNER':<20} {'DISTRIBUTION':<12} {'TLP':<13} NAME"]
+    lines += [
+        f"{s['slug']:<32} {s['owner']:<20} {s['distribution']:<12} {s['tlp']:<13} {s['name']}"
+        for s in sets
+    ]
+    _print(args, sets, "\n".join(lines))
+
+
+def cmd_sets_create(args: argparse.Namespace) -> None:
+    fields = {"distribution": args.distribution, "tlp": args.tlp}
+    if args.types:
+        fields["signal_types"] = args.types.split(",")
+    created = _client(args).create_set(args.slug, args.name, **fields)
+    _print(
+        args,
+        created,
+        f"created set {created['slug']} ({created['distribution']}, {created['tlp']})",
+    )
+
+
+def cmd_sets_grant(args: argparse.Namespace) -> None:
+    grant = _client(args).grant(
+        args.slug, args.organisation, can_read=True, can_publish=args.publish
+    )
+    rights = "read and publish" if grant["can_publish"] else "read"
+    _print(args, grant, f"{args.organisation} may {rights} {args.slug}")
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    client = _client(args)
+    progress = _Progress()
+    size = max(Path(args.file).stat().st_size, 1)
+    answer = client.publish_file(
+        args.set,
+        args.file,
+        _format_of(args.file, args.format),
+        atomic=args.atomic,
+        idempotency_key=args.idempotency_key or "",
+        progress=lambda sent: progress.show(f"uploading {100 * sent // size}% ({sent >> 20} MiB)"),
+    )
+    report = answer
+    if not args.no_wait and answer["accepted"]:
+        report = client.wait_for_batch(
+            answer["batch"],
+            progress=lambda r: progress.show(
+                f"merging {int(100 * r['progress'])}% ({r['merged']:,} lines)"
+            ),
+        )
+    progress.done()
+    text = [
+        f"batch {answer['batch']}: {answer['accepted']:,} accepted, {answer['rejected']:,} rejected"
+        f" of {answer['received']:,}"
+    ]
+    if "new" in report:
+        text.append(
+            f"merged: {report['new']:,} new, {report['updated']:,} updated,"
+            f" {report['duplicate']:,} duplicate"
+        )
+    text += [f"  {r.get('line', r.get('index'))}: {r['reason']}" for r in answer["rejections"][:20]]
+    if answer["rejected"] > 20:
+        text.append(f"  … {answer['rejected'] - 20:,} more rejections (--json lists them)")
+    _print(args, {"answer": answer, "report": report}, "\n".join(text))
+
+
+def _items_from(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.value:
+        return [{"type": args.type, "value": args.value}]
+    items = []
+    for line in Path(args.file).read_text().splitlines():
+        kind, _, value = line.strip().partition(" ")
+        if kind and not kind.startswith("#"):
+            items.append({"type": kind, "value": value})
+    return items
+
+
+def cmd_retract(args: argparse.Namespace) -> None:
+    answer = _client(args).retract(args.set, _items_from(args))
+    text = f"retracted {answer['retracted']}, of which {answer['tombstoned']} are now tombstones"
+    text += "".join(f"\n  {r['index']}: {r['reason']}" for r in answer["rejections"][:20])
+    _print(args, answer, text)
+
+
+def cmd_opinion(args: argparse.Namespace) -> None:
+    items = [{**item, "category": args.category, "tags": args.tag} for item in _items_from(args)]
+    answer = _client(args).opinions(args.set, items)
+    text = f"{answer['accepted']} opinions recorded"
+    text += "".join(f"\n  {r['index']}: {r['reason']}" for r in answer["rejections"][:20])
+    _print(args, answer, text)
+
+
+def cmd_batch(args: argparse.Namespace) -> None:
+    report = _client(args).batch(args.batch_id)
+    _print(args, report, "\n".join(f"{k}: {v}" for k, v in report.items()))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hashx",
-        description="Talk to a Hash Exchange as a member: identity and keys.",
+        description="Talk to a Hash Exchange as a member: identity, keys, sets, publishing.",
         epilog="Start with `hashx keygen --out key.pem`, have the exchange register the public "
         "key, then `HASHX_URL=… HASHX_KEY=key.pem hashx whoami`.",
     )
@@ -157,6 +284,61 @@ def parser() -> argparse.ArgumentParser:
         "--not-after", required=True, help="ISO 8601 time, e.g. 2026-12-31T00:00:00Z"
     )
     retire.set_defaults(func=cmd_keys_retire)
+    sets = sub.add_parser("sets", help="list, create and share hash sets")
+    sets_sub = sets.add_subparsers(dest="sets_command", required=True, metavar="ACTION")
+    sets_sub.add_parser("list", help="the sets you may read").set_defaults(func=cmd_sets_list)
+    create = sets_sub.add_parser("create", help="create a set your organisation owns")
+    create.add_argument("slug")
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--distribution", default="granted", choices=["owner", "granted", "coalition", "federated"]
+    )
+    create.add_argument(
+        "--tlp", default="amber", choices=["clear", "green", "amber", "amber+strict", "red"]
+    )
+    create.add_argument("--types", help="comma-separated signal types the set takes (default: all)")
+    create.set_defaults(func=cmd_sets_create)
+    grant = sets_sub.add_parser(
+        "grant", help="let another organisation read (or publish to) your set"
+    )
+    grant.add_argument("slug")
+    grant.add_argument("organisation")
+    grant.add_argument("--publish", action="store_true", help="also allow publishing")
+    grant.set_defaults(func=cmd_sets_grant)
+
+    publish = sub.add_parser("publish", help="upload a file of signals into a set (any size)")
+    publish.add_argument("--set", required=True, help="slug of the set")
+    publish.add_argument(
+        "file", help='NDJSON (.ndjson), CSV (.csv) or "<type> <value>" lines (other)'
+    )
+    publish.add_argument("--format", default="auto", choices=["auto", *_FORMATS])
+    publish.add_argument(
+        "--atomic", action="store_true", help="publish nothing if one line is rejected"
+    )
+    publish.add_argument("--idempotency-key", help="retrying with the same key changes nothing")
+    publish.add_argument("--no-wait", action="store_true", help="do not wait for the merge")
+    publish.set_defaults(func=cmd_publish)
+
+    for name, func, helptext in [
+        ("retract", cmd_retract, "retract your contributions (owners: remove entries)"),
+        ("opinion", cmd_opinion, "give an opinion on entries of a set"),
+    ]:
+        command = sub.add_parser(name, help=helptext)
+        command.add_argument("--set", required=True, help="slug of the set")
+        source = command.add_mutually_exclusive_group(required=True)
+        source.add_argument("--file", help='"<type> <value>" lines')
+        source.add_argument("--value", help="one value (with --type)")
+        command.add_argument("--type", default="pdq", help="signal type of --value (default: pdq)")
+        if name == "opinion":
+            command.add_argument(
+                "--category", required=True, choices=["positive", "negative", "investigation_seed"]
+            )
+            command.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+        command.set_defaults(func=func)
+
+    batch = sub.add_parser("batch", help="the state and counts of a publish batch")
+    batch.add_argument("batch_id")
+    batch.set_defaults(func=cmd_batch)
     return p
 
 

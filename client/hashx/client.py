@@ -3,12 +3,13 @@
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hashx.auth import HashxAuth
+from hashx.auth import DigestedFile, HashxAuth
 from hashx.errors import HashxError
 from hashx.keys import b64url, key_id_of, possession_statement, public_jwk, raw_public_bytes
 
@@ -35,7 +36,16 @@ class Client:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, json: Any = None, params: Any = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         """Send a signed request; GETs are retried with back-off on 429/5xx and connection
         errors (each try is signed afresh: a nonce is good once)."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
@@ -44,7 +54,14 @@ class Client:
             last = attempt == attempts - 1
             try:
                 response = self.session.request(
-                    method, url, json=json, params=params, auth=self.auth, timeout=self.timeout
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    data=data,
+                    headers=headers,
+                    auth=self.auth,
+                    timeout=self.timeout,
                 )
             except requests.ConnectionError:
                 if last:
@@ -101,6 +118,85 @@ class Client:
 
     def retire_key(self, key_id: str, not_after: str) -> dict[str, Any]:
         return self.request("POST", f"/api/v1/keys/{key_id}/retire", json={"not_after": not_after})
+
+    # -- sets, publishing, feedback ---------------------------------------------------------
+
+    def sets(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/api/v1/sets")
+
+    def get_set(self, slug: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/sets/{slug}")
+
+    def create_set(self, slug: str, name: str, **fields: Any) -> dict[str, Any]:
+        return self.request("POST", "/api/v1/sets", json={"slug": slug, "name": name, **fields})
+
+    def grant(
+        self, slug: str, organisation: str, *, can_read: bool = True, can_publish: bool = False
+    ) -> dict[str, Any]:
+        body = {"can_read": can_read, "can_publish": can_publish}
+        return self.request("PUT", f"/api/v1/sets/{slug}/grants/{organisation}", json=body)
+
+    def publish(
+        self,
+        slug: str,
+        signals: list[dict[str, Any]],
+        *,
+        atomic: bool = False,
+        idempotency_key: str = "",
+    ) -> dict[str, Any]:
+        """Publish up to 10,000 signals as JSON; returns the batch answer (202)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        body = {"signals": signals, "atomic": atomic}
+        return self.request("POST", f"/api/v1/sets/{slug}/signals", json=body, headers=headers)
+
+    def publish_file(
+        self,
+        slug: str,
+        path: str,
+        content_type: str,
+        *,
+        atomic: bool = False,
+        idempotency_key: str = "",
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Stream a file of any size (NDJSON, CSV or ``<type> <value>`` lines) into a set."""
+        body = DigestedFile(path, progress)
+        headers = {"Content-Type": content_type}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        params = {"atomic": "true"} if atomic else None
+        try:
+            return self.request(
+                "POST", f"/api/v1/sets/{slug}/signals", data=body, headers=headers, params=params
+            )
+        finally:
+            body.close()
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/batches/{batch_id}")
+
+    def wait_for_batch(
+        self,
+        batch_id: str,
+        *,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        poll: float = 1.0,
+    ) -> dict[str, Any]:
+        """Poll a batch until it is merged (or failed)."""
+        while True:
+            report = self.batch(batch_id)
+            if progress is not None:
+                progress(report)
+            if report["state"] in ("done", "failed"):
+                return report
+            time.sleep(poll)
+
+    def retract(self, slug: str, signals: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.request("POST", f"/api/v1/sets/{slug}/retractions", json={"signals": signals})
+
+    def opinions(self, slug: str, opinions: list[dict[str, Any]]) -> dict[str, Any]:
+        """Each opinion: type and value (or entry), category, optional tags."""
+        return self.request("POST", f"/api/v1/sets/{slug}/opinions", json={"signals": opinions})
 
     # -- audit -------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from audit.actions import record
 from signals.actions.positions import NEW_POSITION
 from signals.models import Batch
 
-CHUNK = 50_000
+CHUNK = 100_000
 # pg_advisory_xact_lock(SET_LOCK, set id): one writer of a set's entries at a time.
 SET_LOCK = 0x6878_5E7
 

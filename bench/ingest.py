@@ -1,0 +1,165 @@
+"""Ingest throughput: a million new PDQ hashes through the API, end to end, against the raw
+ceiling of binary COPY into a scratch table with the same unique index.
+
+    make bench              (BENCH_INGEST_SIGNALS=200000 for a shorter run)
+
+End to end = from the first byte of the signed NDJSON upload (gunicorn, one sync worker) until
+the batch is merged and every entry positioned by a Celery worker (one process, the ingest
+queue). Then the same million again: all duplicates. Prints signals/s and the ratio to the
+ceiling for both.
+"""
+
+import hashlib
+import json
+import os
+import secrets
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+
+from exchange.embedded import free_port  # noqa: E402
+from hashx.auth import sign_headers  # noqa: E402
+from hashx.keys import b64url, raw_public_bytes  # noqa: E402
+from members.actions.keys import do_add_key  # noqa: E402
+from members.actions.organisations import do_create_organisation  # noqa: E402
+from signals.actions.sets import do_create_set  # noqa: E402
+from signals.models import SetEntry  # noqa: E402
+
+SIGNALS = int(os.environ.get("BENCH_INGEST_SIGNALS", "1000000"))
+
+
+def binary_copy(values: list[str]) -> bytes:
+    """PostgreSQL binary COPY of (type, value) rows."""
+    out = [b"PGCOPY\n\xff\r\n\x00", struct.pack("!ii", 0, 0)]
+    pdq = b"pdq"
+    for value in values:
+        raw = value.encode()
+        out.append(struct.pack("!hi", 2, 3) + pdq + struct.pack("!i", len(raw)) + raw)
+    out.append(struct.pack("!h", -1))
+    return b"".join(out)
+
+
+def ceiling(values: list[str]) -> tuple[float, float]:
+    """Binary COPY into a scratch table with the same unique index as signals_signal: new
+    values; then the same values again through COPY + INSERT … ON CONFLICT DO NOTHING."""
+    import io
+
+    data = binary_copy(values)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_scratch, bench_again")
+        cursor.execute(
+            "CREATE TABLE bench_scratch (id bigserial PRIMARY KEY, type varchar(32), value text)"
+        )
+        cursor.execute("CREATE UNIQUE INDEX ON bench_scratch (type, value)")
+        started = time.perf_counter()
+        cursor.copy_expert(
+            "COPY bench_scratch (type, value) FROM STDIN WITH (FORMAT binary)", io.BytesIO(data)
+        )
+        new = len(values) / (time.perf_counter() - started)
+        cursor.execute("CREATE TEMP TABLE bench_again (type varchar(32), value text)")
+        started = time.perf_counter()
+        cursor.copy_expert("COPY bench_again FROM STDIN WITH (FORMAT binary)", io.BytesIO(data))
+        cursor.execute(
+            "INSERT INTO bench_scratch (type, value)"
+            " SELECT type, value FROM bench_again ON CONFLICT DO NOTHING"
+        )
+        again = len(values) / (time.perf_counter() - started)
+        cursor.execute("DROP TABLE bench_scratch, bench_again")
+    return new, again
+
+
+def upload(base: str, key: Ed25519PrivateKey, slug: str, path: Path) -> tuple[float, dict]:
+    digest = hashlib.sha256()
+    with path.open("rb") as body:
+        for chunk in iter(lambda: body.read(1 << 20), b""):
+            digest.update(chunk)
+    url = f"{base}/api/v1/sets/{slug}/signals"
+    headers = sign_headers(key, "POST", url, None, digest=digest.digest())
+    headers["Content-Type"] = "application/x-ndjson"
+    started = time.perf_counter()
+    with path.open("rb") as body:
+        answer = requests.post(url, data=body, headers=headers, timeout=3600)
+    answer.raise_for_status()
+    batch_url = f"{base}/api/v1/batches/{answer.json()['batch']}"
+    while True:
+        report = requests.get(
+            batch_url, auth=None, headers=sign_headers(key, "GET", batch_url), timeout=60
+        ).json()
+        if report["state"] in ("done", "failed"):
+            return time.perf_counter() - started, report
+        time.sleep(0.2)
+
+
+def main() -> None:
+    call_command("migrate", verbosity=0)
+    key = Ed25519PrivateKey.generate()
+    org = do_create_organisation(f"bench-{uuid.uuid4().hex[:8]}", "Bench", active=True)
+    do_add_key(org, raw_public_bytes(key.public_key()))
+    hash_set = do_create_set(org, {"slug": f"bench-{uuid.uuid4().hex[:8]}", "name": "Bench"})
+    values = [secrets.token_hex(32) for _ in range(SIGNALS)]
+    ndjson = Path(tempfile.mkstemp(suffix=".ndjson")[1])
+    ndjson.write_text("".join(json.dumps({"type": "pdq", "value": v}) + "\n" for v in values))
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "HASHX_PUBLIC_URL": base, "LOG_LEVEL": "WARNING"}
+    web_argv = [sys.executable, "-m", "gunicorn", "exchange.wsgi:application"]
+    web_argv += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "3600"]
+    web = subprocess.Popen([*web_argv, "--log-level", "warning"], cwd=ROOT, env=env)
+    worker_argv = [sys.executable, "-m", "celery", "-A", "exchange", "worker", "-Q", "ingest"]
+    worker_argv += ["--concurrency", "1", "--pool", "solo", "--hostname", f"bench-{port}@%h"]
+    worker = subprocess.Popen([*worker_argv, "--loglevel", "WARNING"], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{base}/healthz", timeout=5).raise_for_status()
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        new_s, new_report = upload(base, key, hash_set.slug, ndjson)
+        assert new_report["new"] == SIGNALS, new_report
+        positioned = SetEntry.objects.filter(hash_set=hash_set).count()
+        assert positioned == SIGNALS
+        again_s, again_report = upload(base, key, hash_set.slug, ndjson)
+        assert again_report["duplicate"] == SIGNALS, again_report
+    finally:
+        web.terminate()
+        worker.terminate()
+        web.wait()
+        worker.wait()
+        ndjson.unlink()
+
+    ceiling_new, ceiling_again = ceiling(values)
+    print(f"signals                         {SIGNALS} random PDQ hashes ({SIGNALS * 80 >> 20} MiB)")
+    print(f"end to end, new                 {SIGNALS / new_s:10.0f} signals/s  ({new_s:.1f} s)")
+    print(f"binary COPY ceiling, new        {ceiling_new:10.0f} signals/s")
+    print(f"ratio, new                      {SIGNALS / new_s / ceiling_new:10.2f}")
+    print(f"end to end, all duplicates      {SIGNALS / again_s:10.0f} signals/s  ({again_s:.1f} s)")
+    print(f"COPY + ON CONFLICT ceiling      {ceiling_again:10.0f} signals/s")
+    print(f"ratio, duplicates               {SIGNALS / again_s / ceiling_again:10.2f}")
+    print(f"(key id {b64url(raw_public_bytes(key.public_key()))[:8]}…, set {hash_set.slug})")
+
+
+if __name__ == "__main__":
+    main()

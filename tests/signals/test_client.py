@@ -1,0 +1,70 @@
+"""The hashx CLI publishes, reports, retracts and gives opinions, for real over HTTP with a
+real worker merging."""
+
+import json
+
+import pytest
+
+from signals.models import SetEntry
+from tests.members.test_client import hashx
+from tests.signals.conftest import PDQ
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+
+@pytest.fixture
+def cli(live_server, settings, publisher, tmp_path, celery_worker):
+    settings.HASHX_PUBLIC_URL = live_server.url
+    key = tmp_path / "key.pem"
+    key.write_text(
+        __import__("hashx.keys", fromlist=["x"]).private_key_to_pem(publisher.private_key)
+    )
+
+    def run(*args, check=True):
+        return hashx(*args, url=live_server.url, key=key, check=check)
+
+    return run
+
+
+def test_publish_a_file_and_see_it_merged(cli, tmp_path):
+    assert (
+        "created set acme-csam" in cli("sets", "create", "acme-csam", "--name", "Acme CSAM").stdout
+    )
+    upload = tmp_path / "hashes.ndjson"
+    lines = [json.dumps({"type": "pdq", "value": v}) for v in PDQ[:200]] + [
+        '{"type": "md5", "value": "x"}'
+    ]
+    upload.write_text("\n".join(lines) + "\n")
+    out = json.loads(cli("--json", "publish", "--set", "acme-csam", str(upload)).stdout)
+    assert (out["answer"]["accepted"], out["answer"]["rejected"]) == (200, 1)
+    assert (out["report"]["state"], out["report"]["new"]) == ("done", 200)
+    assert SetEntry.objects.count() == 200
+
+    text = cli("publish", "--set", "acme-csam", str(upload)).stdout
+    assert "0 new, 0 updated, 200 duplicate" in text
+    assert "201: md5:" in text
+
+
+def test_threatexchange_format_retract_and_opinion(cli, tmp_path):
+    cli("sets", "create", "acme-csam", "--name", "Acme CSAM")
+    upload = tmp_path / "hashes.txt"
+    upload.write_text("".join(f"pdq {v}\n" for v in PDQ[:3]))
+    cli("publish", "--set", "acme-csam", str(upload))
+    assert (
+        "1 opinions recorded"
+        in cli("opinion", "--set", "acme-csam", "--value", PDQ[0], "--category", "negative").stdout
+    )
+    assert (
+        "retracted 1, of which 1 are now tombstones"
+        in cli("retract", "--set", "acme-csam", "--value", PDQ[1]).stdout
+    )
+    states = dict(SetEntry.objects.values_list("signal__value", "state"))
+    assert states[PDQ[1]] == "tombstone" and states[PDQ[0]] == "active"
+    assert SetEntry.objects.get(signal__value=PDQ[0]).negative_count == 1
+
+
+def test_publishing_to_a_missing_set_fails_with_the_servers_reason(cli, tmp_path):
+    upload = tmp_path / "hashes.txt"
+    upload.write_text(f"pdq {PDQ[0]}\n")
+    result = cli("publish", "--set", "nope", str(upload), check=False)
+    assert result.returncode == 1 and "404" in result.stderr
