@@ -137,10 +137,13 @@ def start_worker(
         worker.stop()
 
 
-@pytest.fixture(scope="session")
-def celery_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
-    """One real worker shared by the tests that need any worker at all."""
-    return start_worker("shared")
+@pytest.fixture
+def celery_worker(start_worker: Callable[..., WorkerProcess]) -> Iterator[WorkerProcess]:
+    """A real worker for one test, stopped (warmly: it finishes its task) before the test's
+    database is reset, so no worker ever runs beside a test that did not ask for one."""
+    worker = start_worker("worker")
+    yield worker
+    worker.stop()
 
 
 class SignedClient:

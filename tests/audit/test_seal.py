@@ -14,7 +14,6 @@ from audit.actions import record
 from audit.actions.seal import GENESIS_HASH, chain_hash, do_seal_pending
 from audit.actions.verify import verify_audit_log
 from audit.models import AuditEvent, AuditSeal
-from exchange.kv import redis_client
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -117,24 +116,12 @@ def test_a_worker_seals_events_after_they_commit(celery_worker, acme):
     assert_one_unbroken_chain()
 
 
-def wait_until_no_seal_is_queued():
-    """Let a test worker finish any seal task earlier tests queued, so it stays idle."""
-    client = redis_client()
-    deadline = time.monotonic() + 30
-    while client.exists("hashx:audit:seal-queued") or client.llen("audit"):
-        assert time.monotonic() < deadline, "a seal task stayed queued"
-        time.sleep(0.1)
-    do_seal_pending(wait=True)
-
-
 def test_a_sealer_killed_mid_batch_leaves_no_trace_and_the_next_one_finishes(acme):
     do_seal_pending(wait=True)
     before = AuditSeal.objects.count()
-    wait_until_no_seal_is_queued()
-    # Inserted without record(), which would ask the test worker to seal them first.
-    events = AuditEvent.objects.bulk_create(
-        [AuditEvent(action="test.event", actor_org=acme, details={"n": n}) for n in range(7)]
-    )
+    # No worker runs beside this test (tests/conftest.py celery_worker), so only the crashing
+    # sealer and this test seal.
+    events = [record("test.event", actor_org=acme, details={"n": n}) for n in range(7)]
     env = {**os.environ, "DATABASE_URL": db_url_for_subprocesses()}
     crashed = subprocess.run(
         [sys.executable, "-m", "tests.audit.crashing_sealer", "5"],
