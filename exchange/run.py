@@ -84,6 +84,8 @@ def children(port: int) -> list[Child]:
             "--workers", os.environ.get("WEB_CONCURRENCY", "2"),
             "--access-logfile", "-",
             "--graceful-timeout", "10",
+            # Streamed uploads of millions of signals keep a sync worker busy for minutes.
+            "--timeout", "900",
         ]),
         Child("worker", [
             py, "-m", "celery", "-A", "exchange", "worker",

@@ -105,8 +105,10 @@ class SetGrant(models.Model):
 class Signal(models.Model):
     """A canonical (type, value): stored once however many sets hold it."""
 
-    type = models.CharField(max_length=32)
-    value = models.TextField()
+    # Byte order ("C"): canonical values need no linguistic collation, and the unique index on
+    # them is the merge's hottest structure.
+    type = models.CharField(max_length=32, db_collation="C")
+    value = models.TextField(db_collation="C")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["type", "value"], name="signal_type_value")]
@@ -184,7 +186,11 @@ class Contribution(models.Model):
         db_index=False,
     )
     organisation = models.ForeignKey(
-        Organisation, on_delete=models.PROTECT, related_name="contributions", db_constraint=False
+        Organisation,
+        on_delete=models.PROTECT,
+        related_name="contributions",
+        db_constraint=False,
+        db_index=False,
     )
     labels = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
@@ -282,8 +288,8 @@ class StagedSignal(models.Model):
         Batch, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
     )
     line = models.PositiveIntegerField()
-    type = models.CharField(max_length=32)
-    value = models.TextField()
+    type = models.CharField(max_length=32, db_collation="C")
+    value = models.TextField(db_collation="C")
     labels = ArrayField(models.CharField(max_length=100), default=list)
     quality = models.PositiveSmallIntegerField(null=True)
     expires_at = models.DateTimeField(null=True)

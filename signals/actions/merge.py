@@ -32,21 +32,23 @@ ORDER BY type, value
 ON CONFLICT (type, value) DO NOTHING
 """
 
-# One row per distinct signal of the chunk (the first line wins), with the set's entry and
-# this organisation's contribution as they are now.
+# One row per distinct signal of the chunk (the first line wins), then the set's entry and this
+# organisation's contribution as they are now. Two steps, each analysed: the planner knows
+# nothing of freshly staged rows, and a one-row guess turns the entry join into a scan per row.
 _SQL_PLAN = """
-DROP TABLE IF EXISTS merge_plan;
+DROP TABLE IF EXISTS merge_chunk, merge_plan;
+CREATE TEMP TABLE merge_chunk ON COMMIT DROP AS
+SELECT DISTINCT ON (g.id) g.id AS signal_id, s.labels, s.quality, s.expires_at
+FROM signals_stagedsignal s JOIN signals_signal g ON g.type = s.type AND g.value = s.value
+WHERE s.batch_id = %(batch)s AND s.line >= %(lo)s AND s.line < %(hi)s
+ORDER BY g.id, s.line;
+ANALYZE merge_chunk;
 CREATE TEMP TABLE merge_plan ON COMMIT DROP AS
 SELECT c.signal_id, c.labels, c.quality, c.expires_at,
        e.id AS entry_id, e.state AS entry_state,
        k.id AS contribution_id, k.labels AS old_labels, k.retracted_at AS old_retracted,
        k.last_seen AS old_last_seen
-FROM (
-    SELECT DISTINCT ON (g.id) g.id AS signal_id, s.labels, s.quality, s.expires_at
-    FROM signals_stagedsignal s JOIN signals_signal g ON g.type = s.type AND g.value = s.value
-    WHERE s.batch_id = %(batch)s AND s.line >= %(lo)s AND s.line < %(hi)s
-    ORDER BY g.id, s.line
-) c
+FROM merge_chunk c
 LEFT JOIN signals_setentry e ON e.hash_set_id = %(set)s AND e.signal_id = c.signal_id
 LEFT JOIN signals_contribution k ON k.entry_id = e.id AND k.organisation_id = %(org)s;
 ANALYZE merge_plan;
