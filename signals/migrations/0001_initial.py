@@ -10,11 +10,10 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('members', '0002_signingkey'),
+        ("members", "0002_signingkey"),
     ]
 
     operations = [
@@ -23,170 +22,422 @@ class Migration(migrations.Migration):
             "CREATE SEQUENCE signals_position_seq AS bigint;", "DROP SEQUENCE signals_position_seq;"
         ),
         migrations.CreateModel(
-            name='HashSet',
+            name="HashSet",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=64, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('signal_types', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=32), blank=True, default=list)),
-                ('tlp', models.CharField(choices=[('clear', 'TLP:CLEAR'), ('green', 'TLP:GREEN'), ('amber', 'TLP:AMBER'), ('amber+strict', 'TLP:AMBER+STRICT'), ('red', 'TLP:RED')], default='amber', max_length=16)),
-                ('attribution', models.CharField(choices=[('named', 'Contributors are named'), ('anonymous', 'Contributors are counted, not named')], default='named', max_length=16)),
-                ('distribution', models.CharField(choices=[('owner', 'Owner only'), ('granted', 'Owner and granted organisations'), ('coalition', 'Every member of the coalition'), ('federated', 'The coalition and peer exchanges')], default='granted', max_length=16)),
-                ('pdq_threshold', models.PositiveSmallIntegerField(default=31)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='owned_sets', to='members.organisation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=64, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "signal_types",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=32), blank=True, default=list
+                    ),
+                ),
+                (
+                    "tlp",
+                    models.CharField(
+                        choices=[
+                            ("clear", "TLP:CLEAR"),
+                            ("green", "TLP:GREEN"),
+                            ("amber", "TLP:AMBER"),
+                            ("amber+strict", "TLP:AMBER+STRICT"),
+                            ("red", "TLP:RED"),
+                        ],
+                        default="amber",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "attribution",
+                    models.CharField(
+                        choices=[
+                            ("named", "Contributors are named"),
+                            ("anonymous", "Contributors are counted, not named"),
+                        ],
+                        default="named",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "distribution",
+                    models.CharField(
+                        choices=[
+                            ("owner", "Owner only"),
+                            ("granted", "Owner and granted organisations"),
+                            ("coalition", "Every member of the coalition"),
+                            ("federated", "The coalition and peer exchanges"),
+                        ],
+                        default="granted",
+                        max_length=16,
+                    ),
+                ),
+                ("pdq_threshold", models.PositiveSmallIntegerField(default=31)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="owned_sets",
+                        to="members.organisation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='Batch',
+            name="Batch",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('key_id', models.CharField(blank=True, max_length=64)),
-                ('idempotency_key', models.CharField(blank=True, max_length=200)),
-                ('request_hash', models.CharField(blank=True, max_length=64)),
-                ('answer', models.JSONField(blank=True, null=True)),
-                ('state', models.CharField(choices=[('queued', 'Queued for merging'), ('merging', 'Merging'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('received', models.PositiveIntegerField(default=0)),
-                ('accepted', models.PositiveIntegerField(default=0)),
-                ('rejected', models.PositiveIntegerField(default=0)),
-                ('merged', models.PositiveIntegerField(default=0, help_text='staged lines merged so far')),
-                ('new', models.PositiveIntegerField(default=0)),
-                ('duplicate', models.PositiveIntegerField(default=0)),
-                ('updated', models.PositiveIntegerField(default=0)),
-                ('first_rejections', models.JSONField(blank=True, default=list)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('organisation', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='batches', to='members.organisation')),
-                ('hash_set', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='batches', to='signals.hashset')),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("key_id", models.CharField(blank=True, max_length=64)),
+                ("idempotency_key", models.CharField(blank=True, max_length=200)),
+                ("request_hash", models.CharField(blank=True, max_length=64)),
+                ("answer", models.JSONField(blank=True, null=True)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued for merging"),
+                            ("merging", "Merging"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("received", models.PositiveIntegerField(default=0)),
+                ("accepted", models.PositiveIntegerField(default=0)),
+                ("rejected", models.PositiveIntegerField(default=0)),
+                (
+                    "merged",
+                    models.PositiveIntegerField(default=0, help_text="staged lines merged so far"),
+                ),
+                ("new", models.PositiveIntegerField(default=0)),
+                ("duplicate", models.PositiveIntegerField(default=0)),
+                ("updated", models.PositiveIntegerField(default=0)),
+                ("first_rejections", models.JSONField(blank=True, default=list)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "organisation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="batches",
+                        to="members.organisation",
+                    ),
+                ),
+                (
+                    "hash_set",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="batches",
+                        to="signals.hashset",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='SetEntry',
+            name="SetEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('active', 'Active'), ('tombstone', 'Retracted or expired')], default='active', max_length=16)),
-                ('labels', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=100), blank=True, default=list)),
-                ('quality', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('contributor_count', models.PositiveIntegerField(default=0)),
-                ('positive_count', models.PositiveIntegerField(default=0)),
-                ('negative_count', models.PositiveIntegerField(default=0)),
-                ('investigation_count', models.PositiveIntegerField(default=0)),
-                ('first_seen', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('position_xid', audit.fields.XID8Field(db_default=audit.fields.CurrentXactId(), editable=False)),
-                ('position_seq', models.BigIntegerField(db_default=signals.models.NextPosition(), editable=False)),
-                ('hash_set', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='signals.hashset')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("active", "Active"), ("tombstone", "Retracted or expired")],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "labels",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=100), blank=True, default=list
+                    ),
+                ),
+                ("quality", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("contributor_count", models.PositiveIntegerField(default=0)),
+                ("positive_count", models.PositiveIntegerField(default=0)),
+                ("negative_count", models.PositiveIntegerField(default=0)),
+                ("investigation_count", models.PositiveIntegerField(default=0)),
+                ("first_seen", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "position_xid",
+                    audit.fields.XID8Field(db_default=audit.fields.CurrentXactId(), editable=False),
+                ),
+                (
+                    "position_seq",
+                    models.BigIntegerField(
+                        db_default=signals.models.NextPosition(), editable=False
+                    ),
+                ),
+                (
+                    "hash_set",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        db_index=False,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="entries",
+                        to="signals.hashset",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Opinion',
+            name="Opinion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('category', models.CharField(choices=[('positive', 'Positive: it is what the set says'), ('negative', 'Negative: a false positive'), ('investigation_seed', 'Investigation seed')], max_length=32)),
-                ('tags', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=100), blank=True, default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('organisation', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='opinions', to='members.organisation')),
-                ('entry', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='opinions', to='signals.setentry')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "category",
+                    models.CharField(
+                        choices=[
+                            ("positive", "Positive: it is what the set says"),
+                            ("negative", "Negative: a false positive"),
+                            ("investigation_seed", "Investigation seed"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "tags",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=100), blank=True, default=list
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "organisation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="opinions",
+                        to="members.organisation",
+                    ),
+                ),
+                (
+                    "entry",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="opinions",
+                        to="signals.setentry",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Contribution',
+            name="Contribution",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('labels', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=100), blank=True, default=list)),
-                ('first_seen', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seen', models.DateTimeField(default=django.utils.timezone.now)),
-                ('retracted_at', models.DateTimeField(blank=True, null=True)),
-                ('organisation', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='contributions', to='members.organisation')),
-                ('entry', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='contributions', to='signals.setentry')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "labels",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=100), blank=True, default=list
+                    ),
+                ),
+                ("first_seen", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_seen", models.DateTimeField(default=django.utils.timezone.now)),
+                ("retracted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "organisation",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        db_index=False,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="contributions",
+                        to="members.organisation",
+                    ),
+                ),
+                (
+                    "entry",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="contributions",
+                        to="signals.setentry",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='SetGrant',
+            name="SetGrant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('can_read', models.BooleanField(default=True)),
-                ('can_publish', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('hash_set', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='grants', to='signals.hashset')),
-                ('organisation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='set_grants', to='members.organisation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("can_read", models.BooleanField(default=True)),
+                ("can_publish", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "hash_set",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="grants",
+                        to="signals.hashset",
+                    ),
+                ),
+                (
+                    "organisation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="set_grants",
+                        to="members.organisation",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Signal',
+            name="Signal",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('type', models.CharField(db_collation='C', max_length=32)),
-                ('value', models.TextField(db_collation='C')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("type", models.CharField(db_collation="C", max_length=32)),
+                ("value", models.TextField(db_collation="C")),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('type', 'value'), name='signal_type_value')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("type", "value"), name="signal_type_value")
+                ],
             },
         ),
         migrations.AddField(
-            model_name='setentry',
-            name='signal',
-            field=models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='signals.signal'),
+            model_name="setentry",
+            name="signal",
+            field=models.ForeignKey(
+                db_constraint=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="entries",
+                to="signals.signal",
+            ),
         ),
         migrations.CreateModel(
-            name='StagedSignal',
+            name="StagedSignal",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('line', models.PositiveIntegerField()),
-                ('type', models.CharField(db_collation='C', max_length=32)),
-                ('value', models.TextField(db_collation='C')),
-                ('labels', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=100), default=list)),
-                ('quality', models.PositiveSmallIntegerField(null=True)),
-                ('expires_at', models.DateTimeField(null=True)),
-                ('batch', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='signals.batch')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("line", models.PositiveIntegerField()),
+                ("type", models.CharField(db_collation="C", max_length=32)),
+                ("value", models.TextField(db_collation="C")),
+                (
+                    "labels",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=100), default=list
+                    ),
+                ),
+                ("quality", models.PositiveSmallIntegerField(null=True)),
+                ("expires_at", models.DateTimeField(null=True)),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        db_constraint=False,
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="signals.batch",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='hashset',
-            constraint=models.CheckConstraint(condition=models.Q(('pdq_threshold__lte', 31)), name='pdq_threshold_max_31'),
+            model_name="hashset",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("pdq_threshold__lte", 31)), name="pdq_threshold_max_31"
+            ),
         ),
         migrations.AddIndex(
-            model_name='batch',
-            index=models.Index(fields=['state', 'created_at'], name='batch_state_idx'),
+            model_name="batch",
+            index=models.Index(fields=["state", "created_at"], name="batch_state_idx"),
         ),
         migrations.AddConstraint(
-            model_name='batch',
-            constraint=models.UniqueConstraint(condition=models.Q(('idempotency_key', ''), _negated=True), fields=('organisation', 'idempotency_key'), name='one_batch_per_idempotency_key'),
+            model_name="batch",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("idempotency_key", ""), _negated=True),
+                fields=("organisation", "idempotency_key"),
+                name="one_batch_per_idempotency_key",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='opinion',
-            constraint=models.UniqueConstraint(fields=('entry', 'organisation'), name='one_opinion_per_org'),
+            model_name="opinion",
+            constraint=models.UniqueConstraint(
+                fields=("entry", "organisation"), name="one_opinion_per_org"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='contribution',
-            constraint=models.UniqueConstraint(fields=('entry', 'organisation'), name='one_contribution_per_org'),
+            model_name="contribution",
+            constraint=models.UniqueConstraint(
+                fields=("entry", "organisation"), name="one_contribution_per_org"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='setgrant',
-            constraint=models.UniqueConstraint(fields=('hash_set', 'organisation'), name='one_grant_per_org'),
+            model_name="setgrant",
+            constraint=models.UniqueConstraint(
+                fields=("hash_set", "organisation"), name="one_grant_per_org"
+            ),
         ),
         migrations.AddIndex(
-            model_name='setentry',
-            index=models.Index(fields=['hash_set', 'position_xid', 'position_seq'], name='entry_set_position_idx'),
+            model_name="setentry",
+            index=models.Index(
+                fields=["hash_set", "position_xid", "position_seq"], name="entry_set_position_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='setentry',
-            index=models.Index(condition=models.Q(('expires_at__isnull', False), ('state', 'active')), fields=['expires_at'], name='entry_expiry_idx'),
+            model_name="setentry",
+            index=models.Index(
+                condition=models.Q(("expires_at__isnull", False), ("state", "active")),
+                fields=["expires_at"],
+                name="entry_expiry_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='setentry',
-            constraint=models.UniqueConstraint(fields=('hash_set', 'signal'), name='one_entry_per_set_signal'),
+            model_name="setentry",
+            constraint=models.UniqueConstraint(
+                fields=("hash_set", "signal"), name="one_entry_per_set_signal"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='stagedsignal',
-            constraint=models.UniqueConstraint(fields=('batch', 'line'), name='staged_batch_line'),
+            model_name="stagedsignal",
+            constraint=models.UniqueConstraint(fields=("batch", "line"), name="staged_batch_line"),
         ),
     ]
