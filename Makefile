@@ -3,17 +3,24 @@
 
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Two stamps: `make run` needs only the exchange's own dependencies; tests, lint and benches
+# add the development ones (pytest, ruff, mypy, python-threatexchange, …).
+RUNTIME := $(VENV)/.installed-runtime
+STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test lint format typecheck manage bench clean
 
-$(STAMP): pyproject.toml client/pyproject.toml
+$(RUNTIME): pyproject.toml client/pyproject.toml
 	@test -x $(PY) || $$(scripts/find-python) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ./client -e ".[dev]"
+	$(PY) -m pip install --quiet -e ./client -e .
+	@touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
+	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUNTIME)
 	$(PY) -m exchange.run
 
 # Lint, type-check, then pytest beside embedded Postgres and Redis (under var/test) unless
@@ -39,7 +46,7 @@ bench: $(STAMP)
 	  $(PY) -m exchange.embedded --var var/bench -- $(PY) $$script || exit 1; done
 
 # `make manage ARGS="createsuperuser"`: manage.py beside the embedded services of `make run`.
-manage: $(STAMP)
+manage: $(RUNTIME)
 	$(PY) manage.py $(ARGS)
 
 clean:

@@ -18,6 +18,7 @@ from audit.actions.checkpoint import do_sign_checkpoint, verify_checkpoint_signa
 from audit.actions.export import iter_ndjson
 from audit.actions.seal import do_seal_pending
 from audit.models import AuditCheckpoint, AuditEvent
+from exchange.admin_tools import ReadOnlyAdmin
 
 
 class AuditedAdminMixin:
@@ -66,17 +67,6 @@ class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):
 @admin.register(Group)
 class AuditedGroupAdmin(AuditedAdminMixin, GroupAdmin):
     pass
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class ExportForm(forms.Form):

@@ -7,7 +7,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from audit.admin import AuditedAdminMixin, ReadOnlyAdmin
+from audit.admin import AuditedAdminMixin
+from exchange.admin_tools import ReadOnlyAdmin
 from signals.models import Batch, Contribution, HashSet, Opinion, SetEntry, SetGrant
 from signals.types import SIGNAL_TYPES, SignalTypeError
 

@@ -1,10 +1,10 @@
-from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from exchange.problems import Problem
-from members.actions.keys import check_public_key, do_add_key
+from members.actions.keys import do_add_key
+from members.management.commands._keyfile import public_key_from_file
 from members.models import Organisation
 
 
@@ -21,12 +21,8 @@ class Command(BaseCommand):
         org = Organisation.objects.filter(slug=options["slug"]).first()
         if org is None:
             raise CommandError(f"no organisation {options['slug']!r}")
+        public_raw = public_key_from_file(options["path"], "path")
         try:
-            text = Path(options["path"]).read_text()
-        except OSError as exc:
-            raise CommandError(f"cannot read {options['path']}: {exc.strerror}") from None
-        try:
-            public_raw = check_public_key(text, field="path")
             key = do_add_key(
                 org, public_raw, label=options["label"], read_only=options["read_only"]
             )

@@ -1,12 +1,12 @@
-from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from exchange.problems import Problem
-from members.actions.keys import check_public_key, do_add_key
+from members.actions.keys import do_add_key
 from members.actions.organisations import do_create_organisation
+from members.management.commands._keyfile import public_key_from_file
 from members.models import Organisation
 
 
@@ -31,14 +31,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         public_raw = None
         if options["public_key"]:
-            try:
-                text = Path(options["public_key"]).read_text()
-            except OSError as exc:
-                raise CommandError(f"cannot read {options['public_key']}: {exc.strerror}") from None
-            try:
-                public_raw = check_public_key(text, field="--public-key")
-            except Problem as exc:
-                raise CommandError(str(exc.detail)) from None
+            public_raw = public_key_from_file(options["public_key"], "--public-key")
         try:
             with transaction.atomic():
                 org = do_create_organisation(
