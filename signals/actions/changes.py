@@ -100,6 +100,9 @@ def resolve_entries(hash_set: HashSet, items: list[Any]) -> Resolved:
         if not isinstance(item, dict):
             resolved.rejections.append({"index": index, "reason": "expected an object"})
         elif isinstance(item.get("entry"), int) and not isinstance(item.get("entry"), bool):
+            if not 0 < item["entry"] < 2**63:
+                resolved.rejections.append({"index": index, "reason": "not in this set"})
+                continue
             by_id.setdefault(item["entry"], []).append(index)
         elif isinstance(item.get("type"), str) and isinstance(item.get("value"), str):
             try:

@@ -58,8 +58,14 @@ class Outcome:
             self.rejections.append({**where, "reason": reason})
 
 
+class Unparsable(str):
+    """What a source yields for a line it could not read: the reason."""
+
+
 def check_item(raw: Any, hash_set: HashSet, now: datetime) -> Item:
     """Validate and canonicalise one item; raises ValueError with the reason."""
+    if isinstance(raw, Unparsable):
+        raise ValueError(str(raw))
     if not isinstance(raw, dict):
         raise ValueError("expected an object with type and value")
     kind, value = raw.get("type"), raw.get("value")
@@ -117,6 +123,9 @@ def json_items(signals: Any) -> Iterator[tuple[dict[str, int], Any]]:
 
 def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
     for number, raw in enumerate(lines, start=1):
+        if raw.startswith(b"\x00"):
+            yield number, "\x00"  # a line the reader cut (over 64 KiB): refused below
+            continue
         text = raw.decode("utf-8", "replace").strip()
         if text and not text.startswith("#"):
             yield number, text
@@ -124,15 +133,21 @@ def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
 
 def ndjson_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
     for number, text in _numbered(lines):
+        if text == "\x00":
+            yield {"line": number}, Unparsable("line longer than 64 KiB")
+            continue
         try:
             yield {"line": number}, json.loads(text)
         except ValueError:
-            yield {"line": number}, "not a JSON object"
+            yield {"line": number}, Unparsable("not valid JSON")
 
 
 def text_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
     """python-threatexchange's simple format: ``<type> <value>`` per line."""
     for number, text in _numbered(lines):
+        if text == "\x00":
+            yield {"line": number}, Unparsable("line longer than 64 KiB")
+            continue
         kind, _, value = text.partition(" ")
         yield {"line": number}, {"type": kind, "value": value}
 

@@ -7,6 +7,9 @@ from exchange.problems import Problem
 from members.auth import check_digest
 
 CHUNK = 1 << 20
+MAX_LINE = 64 * 1024
+# Stands in for a line longer than MAX_LINE; the parsers reject it by its line number.
+TOO_LONG = b"\x00line too long"
 
 
 class DigestReader:
@@ -30,11 +33,21 @@ class DigestReader:
             yield chunk
 
     def __iter__(self) -> Iterator[bytes]:
-        rest = b""
+        rest, skipping = b"", False
         for chunk in self._chunks():
+            if skipping:  # still inside a line too long to keep: drop up to its end
+                end = chunk.find(b"\n")
+                if end < 0:
+                    continue
+                chunk, skipping = chunk[end + 1 :], False
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
-            yield from lines
+            for line in lines:
+                yield line if len(line) <= MAX_LINE else TOO_LONG
+            if len(rest) > MAX_LINE:
+                # Never hold a runaway line in memory: it is one rejected line.
+                yield TOO_LONG
+                rest, skipping = b"", True
         if rest:
             yield rest
 

@@ -116,3 +116,12 @@ def test_expired_entries_become_tombstones(publisher, csam_set):
 def test_an_expiry_in_the_past_is_rejected(publisher, csam_set):
     answer = publish(publisher, "acme-csam", [pdq(0, expires_at="2020-01-01T00:00:00Z")]).json()
     assert answer["rejections"][0]["reason"] == "expires_at is in the past"
+
+
+def test_an_absurd_entry_id_is_just_not_in_the_set(subscriber, both_published):
+    answer = retract(subscriber, [{"entry": 10**30}, {"entry": -1}, {"entry": True}]).json()
+    assert [r["reason"] for r in answer["rejections"]] == [
+        "not in this set",
+        "not in this set",
+        "give entry, or type and value",
+    ]

@@ -179,3 +179,20 @@ def test_a_batch_is_visible_to_its_publisher_only(publisher, outsider, csam_set)
     answer = publish(publisher, "acme-csam", [pdq(0)]).json()
     assert outsider.api.get(f"/api/v1/batches/{answer['batch']}").status_code == 404
     assert publisher.api.get("/api/v1/batches/not-a-uuid").status_code == 404
+
+
+def test_a_runaway_line_is_one_rejected_line_not_a_memory_hog(publisher, csam_set):
+    lines = [
+        json.dumps(pdq(0)),
+        '{"type": "pdq", "value": "' + "a" * 200_000 + '"}',
+        json.dumps(pdq(1)),
+        "{oops",
+    ]
+    answer = stream(
+        publisher, "acme-csam", ("\n".join(lines) + "\n").encode(), "application/x-ndjson"
+    ).json()
+    assert answer["accepted"] == 2
+    assert answer["rejections"] == [
+        {"line": 2, "reason": "line longer than 64 KiB"},
+        {"line": 4, "reason": "not valid JSON"},
+    ]
