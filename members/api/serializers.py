@@ -1,6 +1,7 @@
 import json
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from hashx.keys import public_jwk
@@ -56,6 +57,7 @@ class ChallengeSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "object"}]})
 class PublicKeyField(serializers.Field):
     """Accepts a PEM string, a raw base64 key, or a JWK object."""
 

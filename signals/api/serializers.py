@@ -1,5 +1,3 @@
-from typing import Any
-
 from rest_framework import serializers
 
 from signals.models import Batch, HashSet
@@ -80,5 +78,19 @@ class ItemsSerializer(serializers.Serializer):
     )  # fmt: skip
 
 
-def rejection_errors(rejections: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [{"field": f"signals.{r['index']}", "message": r["reason"]} for r in rejections]
+class RejectionSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class RetractAnswerSerializer(serializers.Serializer):
+    retracted = serializers.IntegerField(help_text="your contributions retracted")
+    tombstoned = serializers.IntegerField(help_text="entries that became tombstones")
+    rejected = serializers.IntegerField()
+    rejections = RejectionSerializer(many=True)
+
+
+class OpinionAnswerSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    rejections = RejectionSerializer(many=True)

@@ -25,7 +25,9 @@ from signals.api.serializers import (
     GrantListSerializer,
     GrantSerializer,
     ItemsSerializer,
+    OpinionAnswerSerializer,
     PublishSerializer,
+    RetractAnswerSerializer,
     SetSerializer,
     SetUpdateSerializer,
 )
@@ -204,7 +206,12 @@ def _uuid(text: str) -> Any:
 
 
 class RetractView(APIView):
-    @extend_schema(operation_id="signals_retract", tags=["publish"], request=ItemsSerializer)
+    @extend_schema(
+        operation_id="signals_retract",
+        tags=["publish"],
+        request=ItemsSerializer,
+        responses=RetractAnswerSerializer,
+    )
     def post(self, request: Request, slug: str) -> Response:
         """Retract your contributions (the set owner: remove entries). An entry with no
         contribution left becomes a tombstone in the change feed."""
@@ -218,7 +225,12 @@ class RetractView(APIView):
 
 
 class OpinionView(APIView):
-    @extend_schema(operation_id="signals_opinions", tags=["publish"], request=ItemsSerializer)
+    @extend_schema(
+        operation_id="signals_opinions",
+        tags=["publish"],
+        request=ItemsSerializer,
+        responses=OpinionAnswerSerializer,
+    )
     def post(self, request: Request, slug: str) -> Response:
         """Give opinions (positive, negative, investigation_seed, with tags) on entries of a
         set you can read; one per organisation per entry, the latest counts."""

@@ -1,0 +1,71 @@
+"""Every member endpoint refuses an unsigned request with a 401 problem document, and the
+list endpoints cost a fixed number of queries however many rows they return."""
+
+import uuid
+
+import pytest
+
+from signals.actions.sets import do_create_set
+from tests.signals.conftest import merged, pdq, publish
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def csam_set(publisher):
+    return do_create_set(publisher.org, {"slug": "acme-csam", "name": "Acme CSAM hashes"})
+
+
+MEMBER_ENDPOINTS = [
+    ("GET", "/api/v1/whoami"),
+    ("GET", "/api/v1/keys"),
+    ("POST", "/api/v1/keys"),
+    ("POST", "/api/v1/keys/challenge"),
+    ("POST", "/api/v1/keys/some-key/revoke"),
+    ("POST", "/api/v1/keys/some-key/retire"),
+    ("GET", "/api/v1/sets"),
+    ("POST", "/api/v1/sets"),
+    ("GET", "/api/v1/sets/acme-csam"),
+    ("PATCH", "/api/v1/sets/acme-csam"),
+    ("PUT", "/api/v1/sets/acme-csam/grants/globex-social"),
+    ("DELETE", "/api/v1/sets/acme-csam/grants/globex-social"),
+    ("POST", "/api/v1/sets/acme-csam/signals"),
+    ("POST", "/api/v1/sets/acme-csam/retractions"),
+    ("POST", "/api/v1/sets/acme-csam/opinions"),
+    ("GET", f"/api/v1/batches/{uuid.uuid4()}"),
+    ("GET", "/api/v1/audit/events"),
+    ("GET", "/api/v1/audit/checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), MEMBER_ENDPOINTS)
+def test_an_unsigned_request_is_a_401_problem(api, csam_set, method, path):
+    response = api.generic(method, path, data=b"{}", content_type="application/json")
+    assert response.status_code == 401
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/problems/signature-missing")
+
+
+def test_the_set_list_costs_the_same_for_one_set_or_twenty(
+    publisher, django_assert_max_num_queries
+):
+    for n in range(20):
+        do_create_set(publisher.org, {"slug": f"set-{n}", "name": f"Set {n}"})
+    # key lookup, last-used stamp, the sets with their owners
+    with django_assert_max_num_queries(3):
+        assert len(publisher.api.get("/api/v1/sets").json()) == 20
+
+
+def test_the_key_list_costs_the_same_for_one_key_or_ten(publisher, django_assert_max_num_queries):
+    for _ in range(9):
+        publisher.add_key()
+    with django_assert_max_num_queries(3):
+        assert len(publisher.api.get("/api/v1/keys").json()["keys"]) == 10
+
+
+def test_a_batch_report_is_one_query_after_authentication(
+    publisher, csam_set, django_assert_max_num_queries
+):
+    batch = merged(publish(publisher, "acme-csam", [pdq(n) for n in range(50)]))
+    with django_assert_max_num_queries(3):
+        assert publisher.api.get(f"/api/v1/batches/{batch.pk}").json()["new"] == 50
