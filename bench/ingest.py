@@ -86,7 +86,8 @@ def ceiling(values: list[str]) -> tuple[float, float]:
     return new, again
 
 
-def upload(base: str, key: Ed25519PrivateKey, slug: str, path: Path) -> tuple[float, dict]:
+def upload(base: str, key: Ed25519PrivateKey, slug: str, path: Path) -> tuple[float, float, dict]:
+    """Seconds until the 202 (read, validated, staged) and until merged, and the batch report."""
     digest = hashlib.sha256()
     with path.open("rb") as body:
         for chunk in iter(lambda: body.read(1 << 20), b""):
@@ -98,13 +99,14 @@ def upload(base: str, key: Ed25519PrivateKey, slug: str, path: Path) -> tuple[fl
     with path.open("rb") as body:
         answer = requests.post(url, data=body, headers=headers, timeout=3600)
     answer.raise_for_status()
+    staged = time.perf_counter() - started
     batch_url = f"{base}/api/v1/batches/{answer.json()['batch']}"
     while True:
         report = requests.get(
             batch_url, auth=None, headers=sign_headers(key, "GET", batch_url), timeout=60
         ).json()
         if report["state"] in ("done", "failed"):
-            return time.perf_counter() - started, report
+            return staged, time.perf_counter() - started, report
         time.sleep(0.2)
 
 
@@ -137,11 +139,11 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        new_s, new_report = upload(base, key, hash_set.slug, ndjson)
+        new_staged, new_s, new_report = upload(base, key, hash_set.slug, ndjson)
         assert new_report["new"] == SIGNALS, new_report
         positioned = SetEntry.objects.filter(hash_set=hash_set).count()
         assert positioned == SIGNALS
-        again_s, again_report = upload(base, key, hash_set.slug, ndjson)
+        again_staged, again_s, again_report = upload(base, key, hash_set.slug, ndjson)
         assert again_report["duplicate"] == SIGNALS, again_report
     finally:
         web.terminate()
@@ -153,9 +155,12 @@ def main() -> None:
     ceiling_new, ceiling_again = ceiling(values)
     print(f"signals                         {SIGNALS} random PDQ hashes ({SIGNALS * 80 >> 20} MiB)")
     print(f"end to end, new                 {SIGNALS / new_s:10.0f} signals/s  ({new_s:.1f} s)")
+    print(f"  of which upload, checks, COPY {new_staged:10.1f} s; merge {new_s - new_staged:.1f} s")
     print(f"binary COPY ceiling, new        {ceiling_new:10.0f} signals/s")
     print(f"ratio, new                      {SIGNALS / new_s / ceiling_new:10.2f}")
     print(f"end to end, all duplicates      {SIGNALS / again_s:10.0f} signals/s  ({again_s:.1f} s)")
+    merge_again = again_s - again_staged
+    print(f"  of which upload, checks, COPY {again_staged:10.1f} s; merge {merge_again:.1f} s")
     print(f"COPY + ON CONFLICT ceiling      {ceiling_again:10.0f} signals/s")
     print(f"ratio, duplicates               {SIGNALS / again_s / ceiling_again:10.2f}")
     print(f"(key id {b64url(raw_public_bytes(key.public_key()))[:8]}…, set {hash_set.slug})")
