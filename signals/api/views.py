@@ -1,3 +1,4 @@
+import uuid
 from typing import Any
 
 from django.db import transaction
@@ -196,9 +197,7 @@ class BatchView(APIView):
         return Response(BatchSerializer(batch).data)
 
 
-def _uuid(text: str) -> Any:
-    import uuid
-
+def _uuid(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
