@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db import connection
 
+from audit.actions import record
 from signals.actions.positions import Position, visible_horizon
 
 
@@ -56,3 +57,48 @@ def changes_after(
         for row in rows
     ]
     return changes, (changes[-1].position if changes else after)
+
+
+def contributor_names(entry_ids: list[int]) -> dict[int, list[str]]:
+    """Slugs of the organisations with a live contribution to each entry (one query)."""
+    names: dict[int, list[str]] = {}
+    if not entry_ids:
+        return names
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT k.entry_id, o.slug FROM signals_contribution k"
+            " JOIN members_organisation o ON o.id = k.organisation_id"
+            " WHERE k.entry_id = ANY(%s) AND k.retracted_at IS NULL ORDER BY k.entry_id, o.slug",
+            [entry_ids],
+        )
+        for entry_id, slug in cursor.fetchall():
+            names.setdefault(entry_id, []).append(slug)
+    return names
+
+
+def do_record_pull(
+    org: Any,
+    sets: dict[int, Any],
+    changes: list[Change],
+    after: Position,
+    until: Position,
+    *,
+    request: Any,
+) -> None:
+    """Audit a pull: one event per set it served changes of, so each set's owner sees who
+    pulled what. A poll that finds nothing new is not recorded (idle polls would drown the log)."""
+    counts: dict[int, int] = {}
+    for change in changes:
+        counts[change.set_id] = counts.get(change.set_id, 0) + 1
+    for set_id, count in counts.items():
+        record(
+            "feed.pulled",
+            obj=sets[set_id],
+            request=request,
+            details={
+                "set": sets[set_id].slug,
+                "from": after.cursor(),
+                "to": until.cursor(),
+                "count": count,
+            },
+        )

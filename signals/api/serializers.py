@@ -94,3 +94,31 @@ class OpinionAnswerSerializer(serializers.Serializer):
     accepted = serializers.IntegerField()
     rejected = serializers.IntegerField()
     rejections = RejectionSerializer(many=True)
+
+
+class ChangeSerializer(serializers.Serializer):
+    entry = serializers.IntegerField()
+    set = serializers.CharField()
+    type = serializers.CharField()
+    value = serializers.CharField()
+    state = serializers.ChoiceField(choices=["active", "tombstone"])
+    labels = serializers.ListField(child=serializers.CharField())
+    contributors = serializers.IntegerField()
+    contributor_names = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="only where the set names contributors",
+    )
+    opinions = serializers.DictField(
+        child=serializers.IntegerField(), help_text="positive, negative, investigation_seed"
+    )
+    disputed = serializers.BooleanField(help_text="both positive and negative opinions")
+    first_seen = serializers.DateTimeField()
+    updated = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class ChangesPageSerializer(serializers.Serializer):
+    changes = ChangeSerializer(many=True)
+    cursor = serializers.CharField(help_text="give it back to continue after this page")
+    more = serializers.BooleanField(help_text="true when more changes are ready now")

@@ -10,4 +10,5 @@ urlpatterns = [
     path("sets/<slug:slug>/retractions", views.RetractView.as_view(), name="set-retract"),
     path("sets/<slug:slug>/opinions", views.OpinionView.as_view(), name="set-opinions"),
     path("batches/<str:batch_id>", views.BatchView.as_view(), name="batch"),
+    path("changes", views.ChangesView.as_view(), name="changes"),
 ]

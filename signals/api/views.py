@@ -12,6 +12,8 @@ from exchange.problems import Problem
 from members.models import Organisation
 from members.principal import MemberPrincipal, organisation_of
 from signals.actions.changes import do_give_opinions, do_retract
+from signals.actions.feed import Change, changes_after, contributor_names, do_record_pull
+from signals.actions.positions import START, Position
 from signals.actions.publish import csv_items, do_publish, json_items, ndjson_items, text_items
 from signals.actions.sets import (
     access_set,
@@ -23,6 +25,7 @@ from signals.actions.sets import (
 )
 from signals.api.serializers import (
     BatchSerializer,
+    ChangesPageSerializer,
     GrantListSerializer,
     GrantSerializer,
     ItemsSerializer,
@@ -33,7 +36,7 @@ from signals.api.serializers import (
     SetUpdateSerializer,
 )
 from signals.api.streams import DigestReader
-from signals.models import Batch, SetGrant
+from signals.models import Batch, HashSet, SetGrant
 
 STREAM_SOURCES = {
     "application/x-ndjson": ndjson_items,
@@ -242,3 +245,91 @@ class OpinionView(APIView):
                 hash_set, org, serializer.validated_data["signals"], request=request
             )
         return Response(answer)
+
+
+class ChangesView(APIView):
+    MAX_LIMIT = 10_000
+
+    @extend_schema(
+        operation_id="changes",
+        tags=["feed"],
+        parameters=[
+            OpenApiParameter(
+                "sets",
+                OpenApiTypes.STR,
+                description="comma-separated set slugs (default: all you read)",
+            ),
+            OpenApiParameter(
+                "cursor", OpenApiTypes.STR, description="from the previous page; omit to start"
+            ),
+            OpenApiParameter(
+                "limit",
+                OpenApiTypes.INT,
+                description="changes per page, 1 to 10,000 (default 1,000)",
+            ),
+        ],
+        responses=ChangesPageSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        """The latest state of every entry changed after the cursor, in change order, with
+        tombstones for retracted and expired entries. Positions only ever grow: a change
+        committed later never appears before a cursor you already hold."""
+        org = organisation_of(request)
+        params = request.query_params
+        slugs = [s for s in params.get("sets", "").split(",") if s]
+        hash_sets = [access_set(org, slug) for slug in slugs] if slugs else list(visible_sets(org))
+        limit = _limit(params.get("limit"), self.MAX_LIMIT)
+        after = Position.from_cursor(params["cursor"]) if params.get("cursor") else START
+        by_id = {s.pk: s for s in hash_sets}
+        changes, cursor = changes_after(after, list(by_id), limit=limit + 1)
+        more = len(changes) > limit
+        changes = changes[:limit]
+        cursor = changes[-1].position if changes else after
+        named = [
+            c.entry_id for c in changes if by_id[c.set_id].attribution == HashSet.Attribution.NAMED
+        ]
+        names = contributor_names(named)
+        do_record_pull(org, by_id, changes, after, cursor, request=request)
+        return Response(
+            {
+                "changes": [_change(c, by_id[c.set_id], names) for c in changes],
+                "cursor": cursor.cursor(),
+                "more": more,
+            }
+        )
+
+
+def _limit(raw: str | None, maximum: int) -> int:
+    if raw is None or raw == "":
+        return 1000
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise Problem(
+            "validation",
+            f"limit: a whole number from 1 to {maximum}",
+            errors=[{"field": "limit", "message": f"a whole number from 1 to {maximum}"}],
+        )
+    return int(raw)
+
+
+def _change(change: Change, hash_set: HashSet, names: dict[int, list[str]]) -> dict[str, Any]:
+    record = {
+        "entry": change.entry_id,
+        "set": hash_set.slug,
+        "type": change.type,
+        "value": change.value,
+        "state": change.state,
+        "labels": change.labels,
+        "contributors": change.contributor_count,
+        "opinions": {
+            "positive": change.positive_count,
+            "negative": change.negative_count,
+            "investigation_seed": change.investigation_count,
+        },
+        "disputed": bool(change.positive_count and change.negative_count),
+        "first_seen": change.first_seen,
+        "updated": change.updated_at,
+        "expires_at": change.expires_at,
+    }
+    if hash_set.attribution == HashSet.Attribution.NAMED:
+        record["contributor_names"] = names.get(change.entry_id, [])
+    return record

@@ -1,0 +1,114 @@
+"""GET /api/v1/changes: every change after a cursor, once, in order; only readable sets."""
+
+from urllib.parse import urlencode
+
+import pytest
+
+from audit.models import AuditEvent
+from signals.actions.sets import do_create_set, do_update_set
+from tests.signals.conftest import PDQ, merged, pdq, publish
+
+# Transactional: the feed serves only committed changes (positions below the oldest running
+# transaction), and a plain test runs inside one transaction.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def pull(member, **params):
+    query = urlencode({k: v for k, v in params.items() if v != ""})
+    return member.api.get("/api/v1/changes" + (f"?{query}" if query else ""))
+
+
+def pull_all(member, limit, **params):
+    cursor, seen, pages = "", [], 0
+    while True:
+        body = pull(member, limit=limit, cursor=cursor, **params).json()
+        seen += body["changes"]
+        cursor, pages = body["cursor"], pages + 1
+        if not body["more"]:
+            return seen, cursor, pages
+
+
+def test_a_subscriber_pages_through_every_entry_once_in_order(publisher, subscriber, shared_set):
+    merged(publish(publisher, "acme-csam", [pdq(n, labels=["csam"]) for n in range(25)]))
+    seen, cursor, pages = pull_all(subscriber, 10, sets="acme-csam")
+    # One merge statement positions its new entries in signal order; each entry comes once.
+    assert sorted(c["value"] for c in seen) == sorted(PDQ[:25])
+    assert pages == 3
+    first = seen[0]
+    assert (first["set"], first["type"], first["state"], first["labels"]) == (
+        "acme-csam",
+        "pdq",
+        "active",
+        ["csam"],
+    )
+    assert first["contributor_names"] == ["acme-video"] and first["contributors"] == 1
+    assert pull(subscriber, cursor=cursor).json() == {
+        "changes": [],
+        "cursor": cursor,
+        "more": False,
+    }
+
+
+def test_a_retraction_comes_after_the_cursor_as_a_tombstone(publisher, subscriber, shared_set):
+    merged(publish(publisher, "acme-csam", [pdq(0), pdq(1)]))
+    _, cursor, _ = pull_all(subscriber, 100)
+    publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(1)]})
+    body = pull(subscriber, cursor=cursor).json()
+    assert [(c["value"], c["state"]) for c in body["changes"]] == [(PDQ[1], "tombstone")]
+
+
+def test_anonymous_sets_count_contributors_without_naming_them(publisher, subscriber, shared_set):
+    do_update_set(shared_set, {"attribution": "anonymous"})
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    change = pull(subscriber).json()["changes"][0]
+    assert change["contributors"] == 1 and "contributor_names" not in change
+
+
+def test_only_readable_sets_are_served_and_others_are_404(publisher, outsider, shared_set):
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    do_create_set(outsider.org, {"slug": "initech-own", "name": "Own"})
+    assert pull(outsider).json()["changes"] == []
+    assert pull(outsider, sets="acme-csam").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"cursor": "garbage!"}, "cursor"), ({"limit": "0"}, "limit"), ({"limit": "10001"}, "limit")],
+)
+def test_bad_parameters_are_400_with_the_field(subscriber, shared_set, params, field):
+    response = pull(subscriber, **params)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_a_pull_is_audited_per_set_and_the_owner_sees_it(publisher, subscriber, shared_set):
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(3)]))
+    pull(subscriber)
+    event = AuditEvent.objects.get(action="feed.pulled")
+    assert (event.actor_org_id, event.owner_org_id, event.details["count"]) == (
+        subscriber.org.pk,
+        publisher.org.pk,
+        3,
+    )
+    pull(subscriber, cursor=pull(subscriber).json()["cursor"])
+    assert (
+        AuditEvent.objects.filter(action="feed.pulled").count() == 2
+    )  # the idle poll is not recorded
+    seen = [
+        e["action"]
+        for e in publisher.api.get("/api/v1/audit/events?action=feed.").json()["results"]
+    ]
+    assert seen == ["feed.pulled", "feed.pulled"]
+
+
+def test_a_page_costs_the_same_queries_for_ten_or_a_thousand(
+    publisher, subscriber, shared_set, django_assert_max_num_queries
+):
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(1000)]))
+    # auth (2), readable sets, horizon, page, contributor names, audit event
+    with django_assert_max_num_queries(7):
+        assert len(pull(subscriber, limit=1000).json()["changes"]) == 1000
+
+
+def test_unsigned_is_401(api):
+    assert api.get("/api/v1/changes").status_code == 401
