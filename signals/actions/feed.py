@@ -77,19 +77,11 @@ def contributor_names(entry_ids: list[int]) -> dict[int, list[str]]:
 
 
 def do_record_pull(
-    org: Any,
-    sets: dict[int, Any],
-    changes: list[Change],
-    after: Position,
-    until: Position,
-    *,
-    request: Any,
+    sets: dict[int, Any], counts: dict[int, int], after: Position, until: Position, *, request: Any
 ) -> None:
-    """Audit a pull: one event per set it served changes of, so each set's owner sees who
+    """Audit a pull from ``counts`` (changes served per set id): one event per set, so each
+    set's owner sees who
     pulled what. A poll that finds nothing new is not recorded (idle polls would drown the log)."""
-    counts: dict[int, int] = {}
-    for change in changes:
-        counts[change.set_id] = counts.get(change.set_id, 0) + 1
     for set_id, count in counts.items():
         record(
             "feed.pulled",
@@ -102,3 +94,10 @@ def do_record_pull(
                 "count": count,
             },
         )
+
+
+def tally(changes: list[Change], counts: dict[int, int]) -> dict[int, int]:
+    """Add the changes served per set to ``counts`` (for do_record_pull)."""
+    for change in changes:
+        counts[change.set_id] = counts.get(change.set_id, 0) + 1
+    return counts

@@ -1,9 +1,14 @@
+import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,7 +17,7 @@ from exchange.problems import Problem
 from members.models import Organisation
 from members.principal import MemberPrincipal, organisation_of
 from signals.actions.changes import do_give_opinions, do_retract
-from signals.actions.feed import Change, changes_after, contributor_names, do_record_pull
+from signals.actions.feed import Change, changes_after, contributor_names, do_record_pull, tally
 from signals.actions.positions import START, Position
 from signals.actions.publish import csv_items, do_publish, json_items, ndjson_items, text_items
 from signals.actions.sets import (
@@ -247,8 +252,22 @@ class OpinionView(APIView):
         return Response(answer)
 
 
+class NDJSONRenderer(BaseRenderer):
+    """Lets clients ask for ``application/x-ndjson``; the view streams that body itself."""
+
+    media_type = "application/x-ndjson"
+    format = "ndjson"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        return (json.dumps(data, cls=DjangoJSONEncoder) + "\n").encode()
+
+
 class ChangesView(APIView):
     MAX_LIMIT = 10_000
+    STREAM_PAGE = 5_000
+    renderer_classes = [JSONRenderer, NDJSONRenderer]
 
     @extend_schema(
         operation_id="changes",
@@ -281,6 +300,9 @@ class ChangesView(APIView):
         limit = _limit(params.get("limit"), self.MAX_LIMIT)
         after = Position.from_cursor(params["cursor"]) if params.get("cursor") else START
         by_id = {s.pk: s for s in hash_sets}
+        if request.accepted_renderer.format == "ndjson":
+            stream = _stream_changes(by_id, after, self.STREAM_PAGE, request)
+            return StreamingHttpResponse(stream, content_type="application/x-ndjson")  # type: ignore[return-value]
         changes, cursor = changes_after(after, list(by_id), limit=limit + 1)
         more = len(changes) > limit
         changes = changes[:limit]
@@ -289,7 +311,7 @@ class ChangesView(APIView):
             c.entry_id for c in changes if by_id[c.set_id].attribution == HashSet.Attribution.NAMED
         ]
         names = contributor_names(named)
-        do_record_pull(org, by_id, changes, after, cursor, request=request)
+        do_record_pull(by_id, tally(changes, {}), after, cursor, request=request)
         return Response(
             {
                 "changes": [_change(c, by_id[c.set_id], names) for c in changes],
@@ -297,6 +319,30 @@ class ChangesView(APIView):
                 "more": more,
             }
         )
+
+
+def _stream_changes(
+    by_id: dict[int, HashSet], after: Position, page: int, request: Request
+) -> Iterator[str]:
+    """Every change after ``after`` to the end, a page at a time (constant memory), then one
+    line with the cursor to continue from; the pull is audited once it is complete."""
+    cursor, served = after, dict[int, int]()
+    while True:
+        changes, cursor = changes_after(cursor, list(by_id), limit=page)
+        named = [
+            c.entry_id for c in changes if by_id[c.set_id].attribution == HashSet.Attribution.NAMED
+        ]
+        names = contributor_names(named)
+        for change in changes:
+            yield (
+                json.dumps(_change(change, by_id[change.set_id], names), cls=DjangoJSONEncoder)
+                + "\n"
+            )
+        tally(changes, served)
+        if len(changes) < page:
+            break
+    do_record_pull(by_id, served, after, cursor, request=request)
+    yield json.dumps({"cursor": cursor.cursor(), "end": True}) + "\n"
 
 
 def _limit(raw: str | None, maximum: int) -> int:

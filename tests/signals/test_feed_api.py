@@ -1,5 +1,6 @@
 """GET /api/v1/changes: every change after a cursor, once, in order; only readable sets."""
 
+import json
 from urllib.parse import urlencode
 
 import pytest
@@ -112,3 +113,20 @@ def test_a_page_costs_the_same_queries_for_ten_or_a_thousand(
 
 def test_unsigned_is_401(api):
     assert api.get("/api/v1/changes").status_code == 401
+
+
+def test_a_full_sync_streams_every_change_then_the_cursor(
+    publisher, subscriber, shared_set, monkeypatch
+):
+    from signals.api.views import ChangesView
+
+    monkeypatch.setattr(ChangesView, "STREAM_PAGE", 7)  # several pages in one stream
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(20)]))
+    response = subscriber.api.get("/api/v1/changes", HTTP_ACCEPT="application/x-ndjson")
+    assert response.status_code == 200 and response["Content-Type"] == "application/x-ndjson"
+    lines = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    *changes, end = lines
+    assert sorted(c["value"] for c in changes) == sorted(PDQ[:20])
+    assert end["end"] is True
+    assert pull(subscriber, cursor=end["cursor"]).json()["changes"] == []
+    assert AuditEvent.objects.get(action="feed.pulled").details["count"] == 20
