@@ -1,9 +1,10 @@
 """Reading entries in change order: the core of the change feed (DESIGN.md "Change feed")."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from audit.actions import record
 from signals.actions.positions import Position, visible_horizon
@@ -101,3 +102,40 @@ def tally(changes: list[Change], counts: dict[int, int]) -> dict[int, int]:
     for change in changes:
         counts[change.set_id] = counts.get(change.set_id, 0) + 1
     return counts
+
+
+def snapshot_pages(hash_set: Any, page: int = 5000) -> Iterator[list[Change] | Position]:
+    """Every active entry of a set as of one consistent database snapshot, in pages, then the
+    cursor the feed continues from. Everything the snapshot could not see was written by a
+    transaction at or above its xmin, so it sorts after ``(xmin, 0)``: an entry can be both in
+    the snapshot and after the cursor, never in neither.
+
+    Opens its own REPEATABLE READ transaction: call it outside any other.
+    """
+    names = [f.name for f in fields(Change) if f.name != "position"]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+            horizon = Position(int(cursor.fetchone()[0]), 0)
+        with connection.chunked_cursor() as rows:
+            rows.execute(_SQL_SNAPSHOT, {"set": hash_set.pk})
+            while batch := rows.fetchmany(page):
+                yield [
+                    Change(
+                        **dict(zip(names, row[:13], strict=True)),
+                        position=Position(int(row[13]), row[14]),
+                    )
+                    for row in batch
+                ]
+    yield horizon
+
+
+_SQL_SNAPSHOT = """
+SELECT e.id, e.hash_set_id, g.type, g.value, e.state, e.labels, e.contributor_count,
+       e.positive_count, e.negative_count, e.investigation_count, e.first_seen, e.updated_at,
+       e.expires_at, e.position_xid::text, e.position_seq
+FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+WHERE e.hash_set_id = %(set)s AND e.state = 'active'
+ORDER BY e.id
+"""

@@ -9,6 +9,7 @@ urlpatterns = [
     path("sets/<slug:slug>/signals", views.PublishView.as_view(), name="set-publish"),
     path("sets/<slug:slug>/retractions", views.RetractView.as_view(), name="set-retract"),
     path("sets/<slug:slug>/opinions", views.OpinionView.as_view(), name="set-opinions"),
+    path("sets/<slug:slug>/snapshot", views.SnapshotView.as_view(), name="set-snapshot"),
     path("batches/<str:batch_id>", views.BatchView.as_view(), name="batch"),
     path("changes", views.ChangesView.as_view(), name="changes"),
 ]

@@ -17,7 +17,14 @@ from exchange.problems import Problem
 from members.models import Organisation
 from members.principal import MemberPrincipal, organisation_of
 from signals.actions.changes import do_give_opinions, do_retract
-from signals.actions.feed import Change, changes_after, contributor_names, do_record_pull, tally
+from signals.actions.feed import (
+    Change,
+    changes_after,
+    contributor_names,
+    do_record_pull,
+    snapshot_pages,
+    tally,
+)
 from signals.actions.positions import START, Position
 from signals.actions.publish import csv_items, do_publish, json_items, ndjson_items, text_items
 from signals.actions.sets import (
@@ -30,6 +37,7 @@ from signals.actions.sets import (
 )
 from signals.api.serializers import (
     BatchSerializer,
+    ChangeSerializer,
     ChangesPageSerializer,
     GrantListSerializer,
     GrantSerializer,
@@ -379,3 +387,38 @@ def _change(change: Change, hash_set: HashSet, names: dict[int, list[str]]) -> d
     if hash_set.attribution == HashSet.Attribution.NAMED:
         record["contributor_names"] = names.get(change.entry_id, [])
     return record
+
+
+class SnapshotView(APIView):
+    renderer_classes = [NDJSONRenderer, JSONRenderer]
+
+    @extend_schema(
+        operation_id="sets_snapshot",
+        tags=["feed"],
+        responses={(200, "application/x-ndjson"): ChangeSerializer},
+    )
+    def get(self, request: Request, slug: str) -> StreamingHttpResponse:
+        """Every active entry of a set, one JSON object per line, from one consistent database
+        snapshot; the last line is ``{"cursor": …, "end": true}``: pull /api/v1/changes from
+        there. Start here when your cursor is too old (410) or you have nothing yet."""
+        hash_set = access_set(organisation_of(request), slug)
+        return StreamingHttpResponse(
+            _stream_snapshot(hash_set, request), content_type="application/x-ndjson"
+        )
+
+
+def _stream_snapshot(hash_set: HashSet, request: Request) -> Iterator[str]:
+    count = 0
+    for page in snapshot_pages(hash_set):
+        if isinstance(page, Position):
+            do_record_pull(
+                {hash_set.pk: hash_set}, {hash_set.pk: count}, START, page, request=request
+            )
+            yield json.dumps({"cursor": page.cursor(), "end": True}) + "\n"
+            return
+        named = hash_set.attribution == HashSet.Attribution.NAMED
+        names = contributor_names([c.entry_id for c in page]) if named else {}
+        count += len(page)
+        yield "".join(
+            json.dumps(_change(c, hash_set, names), cls=DjangoJSONEncoder) + "\n" for c in page
+        )

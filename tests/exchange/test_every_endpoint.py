@@ -34,6 +34,7 @@ MEMBER_ENDPOINTS = [
     ("POST", "/api/v1/sets/acme-csam/opinions"),
     ("GET", f"/api/v1/batches/{uuid.uuid4()}"),
     ("GET", "/api/v1/changes"),
+    ("GET", "/api/v1/sets/acme-csam/snapshot"),
     ("GET", "/api/v1/audit/events"),
     ("GET", "/api/v1/audit/checkpoint"),
 ]

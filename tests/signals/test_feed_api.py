@@ -130,3 +130,32 @@ def test_a_full_sync_streams_every_change_then_the_cursor(
     assert end["end"] is True
     assert pull(subscriber, cursor=end["cursor"]).json()["changes"] == []
     assert AuditEvent.objects.get(action="feed.pulled").details["count"] == 20
+
+
+def snapshot(member, slug):
+    response = member.api.get(f"/api/v1/sets/{slug}/snapshot")
+    assert response.status_code == 200, response.content
+    return [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+
+
+def test_a_snapshot_holds_the_active_entries_and_the_feed_continues_after_it(
+    publisher, subscriber, shared_set
+):
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(10)]))
+    publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(9)]})
+    *entries, end = snapshot(subscriber, "acme-csam")
+    assert sorted(e["value"] for e in entries) == sorted(PDQ[:9])
+    assert all(e["state"] == "active" and e["contributor_names"] == ["acme-video"] for e in entries)
+
+    publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(0)]})
+    merged(publish(publisher, "acme-csam", [pdq(10)]))
+    after = {
+        (c["value"], c["state"]) for c in pull(subscriber, cursor=end["cursor"]).json()["changes"]
+    }
+    assert {(PDQ[0], "tombstone"), (PDQ[10], "active")} <= after
+    assert AuditEvent.objects.filter(action="feed.pulled", details__count=9).exists()
+
+
+def test_a_snapshot_of_a_set_you_may_not_read_is_404(outsider, shared_set, api):
+    assert outsider.api.get("/api/v1/sets/acme-csam/snapshot").status_code == 404
+    assert api.get("/api/v1/sets/acme-csam/snapshot").status_code == 401
