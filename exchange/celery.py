@@ -31,6 +31,9 @@ def beat_schedule(sender: Celery, **kwargs: Any) -> None:
     sender.add_periodic_task(
         60.0, sender.signature("signals.expire_entries"), name="expire-entries"
     )
+    sender.add_periodic_task(
+        3600.0, sender.signature("signals.purge_tombstones"), name="purge-tombstones"
+    )
 
 
 class Heartbeat(bootsteps.StartStopStep):

@@ -43,6 +43,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed"),
     "not-acceptable": (406, "No acceptable representation"),
     "conflict": (409, "Conflicts with the current state"),
+    "cursor-expired": (410, "The cursor is older than tombstone retention"),
     "proof-of-possession-failed": (400, "The new key did not prove possession"),
     "payload-too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "Unsupported media type"),

@@ -179,6 +179,9 @@ STORAGES = {
 # Request signatures: how far ``created`` may be from the exchange's clock, either way.
 HASHX_SIGNATURE_MAX_SKEW_SECONDS = env_int("HASHX_SIGNATURE_MAX_SKEW_SECONDS", 300, minimum=5)
 
+# Tombstones stay in the change feed this long, then beat purges them (cursors older: 410).
+HASHX_TOMBSTONE_RETENTION_DAYS = env_int("HASHX_TOMBSTONE_RETENTION_DAYS", 90, minimum=1)
+
 # Request bodies past this size answer 413; bulk uploads stream instead (signals issue).
 # Audit: details larger than this (canonical JSON bytes) are replaced by a truncation marker.
 HASHX_AUDIT_MAX_DETAILS_BYTES = env_int("HASHX_AUDIT_MAX_DETAILS_BYTES", 8192, minimum=256)

@@ -299,3 +299,15 @@ class StagedSignal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}:{self.line}"
+
+
+class FeedHorizon(models.Model):
+    """The newest position of a purged tombstone: a cursor below it may have missed a
+    retraction, so the feed answers it 410 (start again from a snapshot)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    purged_xid = XID8Field(default=0)
+    purged_seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"purged up to {self.purged_xid}.{self.purged_seq}"

@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from signals.actions.changes import do_expire_entries
+from signals.actions.feed import do_purge_tombstones
 from signals.actions.merge import do_merge_batch
 from signals.models import Batch
 
@@ -19,6 +20,11 @@ def resume_batches() -> None:
         state__in=[Batch.State.QUEUED, Batch.State.MERGING]
     ).values_list("pk", flat=True)[:100]:
         do_merge_batch(str(batch_id))
+
+
+@shared_task(name="signals.purge_tombstones", ignore_result=True)
+def purge_tombstones() -> None:
+    do_purge_tombstones()
 
 
 @shared_task(name="signals.expire_entries", ignore_result=True)

@@ -2,12 +2,17 @@
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from audit.actions import record
+from exchange.problems import Problem
 from signals.actions.positions import Position, visible_horizon
+from signals.models import FeedHorizon
 
 
 @dataclass
@@ -139,3 +144,55 @@ FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
 WHERE e.hash_set_id = %(set)s AND e.state = 'active'
 ORDER BY e.id
 """
+
+
+_SQL_PURGE = """
+WITH gone AS (
+    DELETE FROM signals_setentry
+    WHERE id IN (
+        SELECT id FROM signals_setentry
+        WHERE state = 'tombstone' AND updated_at < %(cutoff)s
+        ORDER BY position_xid, position_seq LIMIT %(limit)s
+    ) AND state = 'tombstone' AND updated_at < %(cutoff)s
+    RETURNING id, position_xid, position_seq
+), contributions AS (
+    DELETE FROM signals_contribution WHERE entry_id IN (SELECT id FROM gone)
+), opinions AS (
+    DELETE FROM signals_opinion WHERE entry_id IN (SELECT id FROM gone)
+), newest AS (
+    SELECT position_xid, position_seq FROM gone
+    ORDER BY position_xid DESC, position_seq DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM gone), (SELECT position_xid::text FROM newest),
+       (SELECT position_seq FROM newest)
+"""
+
+
+def do_purge_tombstones(now: datetime | None = None, limit: int = 10_000) -> int:
+    """Delete tombstones older than the retention period (with their contributions and
+    opinions) and move the feed horizon past them; returns how many. The ``state`` check in
+    the DELETE re-reads each row after its lock, so an entry revived meanwhile stays."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.HASHX_TOMBSTONE_RETENTION_DAYS)
+    total = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_SQL_PURGE, {"cutoff": cutoff, "limit": limit})
+            count, xid, seq = cursor.fetchone()
+            if count:
+                horizon, _ = FeedHorizon.objects.select_for_update().get_or_create(id=1)
+                if Position(int(xid), seq) > Position(horizon.purged_xid, horizon.purged_seq):
+                    FeedHorizon.objects.filter(id=1).update(purged_xid=int(xid), purged_seq=seq)
+        total += count
+        if count < limit:
+            return total
+
+
+def check_cursor(after: Position) -> None:
+    """410 when tombstones the holder of ``after`` may not have seen were purged."""
+    horizon = FeedHorizon.objects.filter(id=1).first()
+    if horizon is not None and after < Position(horizon.purged_xid, horizon.purged_seq):
+        raise Problem(
+            "cursor-expired",
+            f"Tombstones older than {settings.HASHX_TOMBSTONE_RETENTION_DAYS} days were purged"
+            " after this cursor: start again from GET /api/v1/sets/{slug}/snapshot.",
+        )

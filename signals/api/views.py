@@ -1,3 +1,4 @@
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from signals.actions.changes import do_give_opinions, do_retract
 from signals.actions.feed import (
     Change,
     changes_after,
+    check_cursor,
     contributor_names,
     do_record_pull,
     snapshot_pages,
@@ -307,6 +309,8 @@ class ChangesView(APIView):
         hash_sets = [access_set(org, slug) for slug in slugs] if slugs else list(visible_sets(org))
         limit = _limit(params.get("limit"), self.MAX_LIMIT)
         after = Position.from_cursor(params["cursor"]) if params.get("cursor") else START
+        if params.get("cursor"):
+            check_cursor(after)
         by_id = {s.pk: s for s in hash_sets}
         if request.accepted_renderer.format == "ndjson":
             stream = _stream_changes(by_id, after, self.STREAM_PAGE, request)
@@ -319,14 +323,15 @@ class ChangesView(APIView):
             c.entry_id for c in changes if by_id[c.set_id].attribution == HashSet.Attribution.NAMED
         ]
         names = contributor_names(named)
+        # An idle poll asked again gets 304: same sets, same cursor, nothing new.
+        state = f"{sorted(by_id)}|{after.cursor()}|{cursor.cursor()}|{more}"
+        etag = f'"{hashlib.sha256(state.encode()).hexdigest()[:32]}"'
+        if request.headers.get("If-None-Match") == etag:
+            return Response(status=304, headers={"ETag": etag})
         do_record_pull(by_id, tally(changes, {}), after, cursor, request=request)
-        return Response(
-            {
-                "changes": [_change(c, by_id[c.set_id], names) for c in changes],
-                "cursor": cursor.cursor(),
-                "more": more,
-            }
-        )
+        records = [_change(c, by_id[c.set_id], names) for c in changes]
+        body = {"changes": records, "cursor": cursor.cursor(), "more": more}
+        return Response(body, headers={"ETag": etag})
 
 
 def _stream_changes(

@@ -4,6 +4,8 @@ import json
 from urllib.parse import urlencode
 
 import pytest
+import time_machine
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from signals.actions.sets import do_create_set, do_update_set
@@ -159,3 +161,37 @@ def test_a_snapshot_holds_the_active_entries_and_the_feed_continues_after_it(
 def test_a_snapshot_of_a_set_you_may_not_read_is_404(outsider, shared_set, api):
     assert outsider.api.get("/api/v1/sets/acme-csam/snapshot").status_code == 404
     assert api.get("/api/v1/sets/acme-csam/snapshot").status_code == 401
+
+
+def test_an_idle_poll_asked_again_is_304(publisher, subscriber, shared_set):
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    cursor = pull(subscriber).json()["cursor"]
+    idle = pull(subscriber, cursor=cursor)
+    again = subscriber.api.get(
+        f"/api/v1/changes?cursor={cursor}", headers={"If-None-Match": idle["ETag"]}
+    )
+    assert again.status_code == 304
+    merged(publish(publisher, "acme-csam", [pdq(1)]))
+    fresh = subscriber.api.get(
+        f"/api/v1/changes?cursor={cursor}", headers={"If-None-Match": idle["ETag"]}
+    )
+    assert fresh.status_code == 200 and [c["value"] for c in fresh.json()["changes"]] == [PDQ[1]]
+
+
+def test_a_cursor_older_than_purged_tombstones_is_410(publisher, subscriber, shared_set):
+    from signals.actions.feed import do_purge_tombstones
+    from signals.models import Contribution, SetEntry
+
+    merged(publish(publisher, "acme-csam", [pdq(0), pdq(1)]))
+    old_cursor = pull(subscriber).json()["cursor"]
+    publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(0)]})
+    assert do_purge_tombstones() == 0  # not old enough yet
+    with time_machine.travel(timezone.now() + timezone.timedelta(days=91)):
+        assert do_purge_tombstones() == 1
+    assert list(SetEntry.objects.values_list("signal__value", flat=True)) == [PDQ[1]]
+    assert Contribution.objects.count() == 1
+    expired = pull(subscriber, cursor=old_cursor)
+    assert expired.status_code == 410
+    assert expired.json()["type"].endswith("/problems/cursor-expired")
+    assert "snapshot" in expired.json()["detail"]
+    assert pull(subscriber).status_code == 200  # starting afresh is fine
