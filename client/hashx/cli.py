@@ -245,6 +245,28 @@ def cmd_batch(args: argparse.Namespace) -> None:
     _print(args, report, "\n".join(f"{k}: {v}" for k, v in report.items()))
 
 
+def cmd_sync(args: argparse.Namespace) -> None:
+    """Append every change after the saved cursor to --out (NDJSON), then save the new cursor:
+    run it on a schedule and never miss a change or a retraction."""
+    state_path = Path(args.state)
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    sets = args.sets.split(",") if args.sets else None
+    if state.get("sets") not in (None, sets):
+        raise UsageError(f"{args.state} follows other sets ({state['sets']}); use another --state")
+    client, progress, count = _client(args), _Progress(), 0
+    start = cursor = state.get("cursor", "")
+    with Path(args.out).open("a") as out:
+        # At least once: stopped half-way, the next run appends again from the saved cursor.
+        for change, page_cursor in client.iter_changes(sets=sets, cursor=start, limit=args.limit):
+            out.write(json.dumps(change) + "\n")
+            cursor = page_cursor
+            count += 1
+            progress.show(f"synced {count:,} changes")
+    progress.done()
+    state_path.write_text(json.dumps({"sets": sets, "cursor": cursor}) + "\n")
+    _print(args, {"changes": count, "cursor": cursor}, f"{count:,} changes appended to {args.out}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hashx",
@@ -335,6 +357,15 @@ def parser() -> argparse.ArgumentParser:
             )
             command.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
         command.set_defaults(func=func)
+
+    sync = sub.add_parser("sync", help="append every change since the last sync to a file")
+    sync.add_argument("--sets", help="comma-separated set slugs (default: every set you read)")
+    sync.add_argument("--state", default="hashx-sync.json", help="where the cursor is kept")
+    sync.add_argument(
+        "--out", default="hashx-changes.ndjson", help="NDJSON file the changes are appended to"
+    )
+    sync.add_argument("--limit", type=int, default=5000, help="changes per request")
+    sync.set_defaults(func=cmd_sync)
 
     batch = sub.add_parser("batch", help="the state and counts of a publish batch")
     batch.add_argument("batch_id")

@@ -3,7 +3,7 @@
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -197,6 +197,31 @@ class Client:
     def opinions(self, slug: str, opinions: list[dict[str, Any]]) -> dict[str, Any]:
         """Each opinion: type and value (or entry), category, optional tags."""
         return self.request("POST", f"/api/v1/sets/{slug}/opinions", json={"signals": opinions})
+
+    # -- change feed ------------------------------------------------------------------------
+
+    def changes(
+        self, *, sets: list[str] | None = None, cursor: str = "", limit: int = 1000
+    ) -> dict[str, Any]:
+        """One page of changes after ``cursor``: ``{"changes": [...], "cursor": …, "more": …}``."""
+        params: dict[str, Any] = {"limit": limit}
+        if sets:
+            params["sets"] = ",".join(sets)
+        if cursor:
+            params["cursor"] = cursor
+        return self.request("GET", "/api/v1/changes", params=params)
+
+    def iter_changes(
+        self, *, sets: list[str] | None = None, cursor: str = "", limit: int = 1000
+    ) -> Iterator[tuple[dict[str, Any], str]]:
+        """Every change after ``cursor`` to the end, each with the cursor to resume after it."""
+        while True:
+            page = self.changes(sets=sets, cursor=cursor, limit=limit)
+            for change in page["changes"]:
+                yield change, page["cursor"]
+            cursor = page["cursor"]
+            if not page["more"]:
+                return
 
     # -- audit -------------------------------------------------------------------------------
 

@@ -68,3 +68,18 @@ def test_publishing_to_a_missing_set_fails_with_the_servers_reason(cli, tmp_path
     upload.write_text(f"pdq {PDQ[0]}\n")
     result = cli("publish", "--set", "nope", str(upload), check=False)
     assert result.returncode == 1 and "404" in result.stderr
+
+
+def test_sync_appends_every_change_since_the_last_sync(cli, tmp_path):
+    cli("sets", "create", "acme-csam", "--name", "Acme CSAM")
+    upload = tmp_path / "hashes.txt"
+    upload.write_text("".join(f"pdq {v}\n" for v in PDQ[:30]))
+    cli("publish", "--set", "acme-csam", str(upload))
+    state, out = tmp_path / "state.json", tmp_path / "changes.ndjson"
+    args = ("--state", str(state), "--out", str(out), "--limit", "7")
+    assert "30 changes appended" in cli("sync", "--sets", "acme-csam", *args).stdout
+    cli("retract", "--set", "acme-csam", "--value", PDQ[3])
+    assert "1 changes appended" in cli("sync", "--sets", "acme-csam", *args).stdout
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 31 and (lines[-1]["value"], lines[-1]["state"]) == (PDQ[3], "tombstone")
+    assert "0 changes appended" in cli("sync", "--sets", "acme-csam", *args).stdout
