@@ -1,6 +1,7 @@
 """Changes to entries after publishing: retractions, opinions, expiry. Each changed entry gets
 a new position, under the set's lock like the merge."""
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -226,8 +227,6 @@ def do_give_opinions(
 
 
 def _json_list(values: list[str]) -> str:
-    import json
-
     return json.dumps(values)
 
 

@@ -33,6 +33,30 @@ class Change:
     position: Position
 
 
+# The columns every reader of entries selects, in Change's field order (position last).
+_CHANGE_COLUMNS = (
+    "e.id, e.hash_set_id, g.type, g.value, e.state, e.labels, e.contributor_count,"
+    " e.positive_count, e.negative_count, e.investigation_count, e.first_seen, e.updated_at,"
+    " e.expires_at, e.position_xid::text, e.position_seq"
+)
+_FIELDS = [f.name for f in fields(Change) if f.name != "position"]
+
+
+def _from_row(row: tuple[Any, ...]) -> Change:
+    return Change(
+        **dict(zip(_FIELDS, row[:13], strict=True)), position=Position(int(row[13]), row[14])
+    )
+
+
+_SQL_CHANGES = f"""
+SELECT {_CHANGE_COLUMNS}
+FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+WHERE e.hash_set_id = ANY(%(sets)s) AND e.position_xid < %(horizon)s::text::xid8
+  AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
+"""  # noqa: S608 - only constants are interpolated
+
+
 def changes_after(
     after: Position, set_ids: list[int], limit: int = 1000
 ) -> tuple[list[Change], Position]:
@@ -41,13 +65,7 @@ def changes_after(
     horizon = visible_horizon()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT e.id, e.hash_set_id, g.type, g.value, e.state, e.labels,"
-            " e.contributor_count, e.positive_count, e.negative_count, e.investigation_count,"
-            " e.first_seen, e.updated_at, e.expires_at, e.position_xid::text, e.position_seq"
-            " FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id"
-            " WHERE e.hash_set_id = ANY(%(sets)s) AND e.position_xid < %(horizon)s::text::xid8"
-            " AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)"
-            " ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s",
+            _SQL_CHANGES,
             {
                 "sets": set_ids,
                 "horizon": str(horizon),
@@ -56,12 +74,7 @@ def changes_after(
                 "limit": limit,
             },
         )
-        rows = cursor.fetchall()
-    names = [f.name for f in fields(Change) if f.name != "position"]
-    changes = [
-        Change(**dict(zip(names, row[:13], strict=True)), position=Position(int(row[13]), row[14]))
-        for row in rows
-    ]
+        changes = [_from_row(row) for row in cursor.fetchall()]
     return changes, (changes[-1].position if changes else after)
 
 
@@ -117,7 +130,6 @@ def snapshot_pages(hash_set: Any, page: int = 5000) -> Iterator[list[Change] | P
 
     Opens its own REPEATABLE READ transaction: call it outside any other.
     """
-    names = [f.name for f in fields(Change) if f.name != "position"]
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -126,24 +138,16 @@ def snapshot_pages(hash_set: Any, page: int = 5000) -> Iterator[list[Change] | P
         with connection.chunked_cursor() as rows:
             rows.execute(_SQL_SNAPSHOT, {"set": hash_set.pk})
             while batch := rows.fetchmany(page):
-                yield [
-                    Change(
-                        **dict(zip(names, row[:13], strict=True)),
-                        position=Position(int(row[13]), row[14]),
-                    )
-                    for row in batch
-                ]
+                yield [_from_row(row) for row in batch]
     yield horizon
 
 
-_SQL_SNAPSHOT = """
-SELECT e.id, e.hash_set_id, g.type, g.value, e.state, e.labels, e.contributor_count,
-       e.positive_count, e.negative_count, e.investigation_count, e.first_seen, e.updated_at,
-       e.expires_at, e.position_xid::text, e.position_seq
+_SQL_SNAPSHOT = f"""
+SELECT {_CHANGE_COLUMNS}
 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
 WHERE e.hash_set_id = %(set)s AND e.state = 'active'
 ORDER BY e.id
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 
 _SQL_PURGE = """

@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema
@@ -31,6 +30,7 @@ from signals.actions.positions import START, Position
 from signals.actions.publish import csv_items, do_publish, json_items, ndjson_items, text_items
 from signals.actions.sets import (
     access_set,
+    access_sets,
     do_create_set,
     do_grant,
     do_revoke_grant,
@@ -255,10 +255,10 @@ class OpinionView(APIView):
         hash_set = access_set(org, slug)
         serializer = ItemsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        with transaction.atomic():
-            answer = do_give_opinions(
-                hash_set, org, serializer.validated_data["signals"], request=request
-            )
+        # do_give_opinions is one transaction of its own.
+        answer = do_give_opinions(
+            hash_set, org, serializer.validated_data["signals"], request=request
+        )
         return Response(answer)
 
 
@@ -306,7 +306,7 @@ class ChangesView(APIView):
         org = organisation_of(request)
         params = request.query_params
         slugs = [s for s in params.get("sets", "").split(",") if s]
-        hash_sets = [access_set(org, slug) for slug in slugs] if slugs else list(visible_sets(org))
+        hash_sets = access_sets(org, slugs) if slugs else list(visible_sets(org))
         limit = _limit(params.get("limit"), self.MAX_LIMIT)
         after = Position.from_cursor(params["cursor"]) if params.get("cursor") else START
         if params.get("cursor"):
@@ -315,7 +315,7 @@ class ChangesView(APIView):
         if request.accepted_renderer.format == "ndjson":
             stream = _stream_changes(by_id, after, self.STREAM_PAGE, request)
             return StreamingHttpResponse(stream, content_type="application/x-ndjson")  # type: ignore[return-value]
-        changes, cursor = changes_after(after, list(by_id), limit=limit + 1)
+        changes, _ = changes_after(after, list(by_id), limit=limit + 1)
         more = len(changes) > limit
         changes = changes[:limit]
         cursor = changes[-1].position if changes else after
