@@ -1,5 +1,4 @@
 from django.db.models import Q
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.generics import ListAPIView
@@ -9,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.actions.checkpoint import do_sign_checkpoint
+from audit.actions.export import parse_when
 from audit.api.serializers import AuditEventSerializer, CheckpointSerializer
 from audit.models import AuditCheckpoint, AuditEvent
 from exchange.problems import Problem
@@ -61,8 +61,8 @@ class AuditEventList(ListAPIView):
             )
         for name, lookup in (("since", "occurred_at__gte"), ("until", "occurred_at__lt")):
             if params.get(name):
-                when = parse_datetime(params[name])
-                if when is None or when.tzinfo is None:
+                when = parse_when(params[name])
+                if when is None:
                     raise Problem(
                         "validation",
                         f"{name}: expected an ISO 8601 time with a zone",

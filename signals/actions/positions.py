@@ -37,13 +37,14 @@ class Position:
             )
             position = cls(int(xid), int(seq))
         except (ValueError, UnicodeDecodeError):
+            position = None
+        # Within xid8 and bigint, or the database would refuse the comparison (a 500).
+        if position is None or not (0 <= position.xid < 2**64 and 0 <= position.seq < 2**63):
             raise Problem(
                 "validation",
                 "cursor: not a cursor this exchange issued",
                 errors=[{"field": "cursor", "message": "not a cursor this exchange issued"}],
-            ) from None
-        if position.xid < 0 or position.seq < 0:
-            raise Problem("validation", "cursor: not a cursor this exchange issued")
+            )
         return position
 
 

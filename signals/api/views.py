@@ -361,7 +361,7 @@ def _stream_changes(
 def _limit(raw: str | None, maximum: int) -> int:
     if raw is None or raw == "":
         return 1000
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise Problem(
             "validation",
             f"limit: a whole number from 1 to {maximum}",

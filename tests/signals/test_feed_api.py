@@ -1,5 +1,6 @@
 """GET /api/v1/changes: every change after a cursor, once, in order; only readable sets."""
 
+import base64
 import json
 from urllib.parse import urlencode
 
@@ -76,7 +77,15 @@ def test_only_readable_sets_are_served_and_others_are_404(publisher, outsider, s
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"cursor": "garbage!"}, "cursor"), ({"limit": "0"}, "limit"), ({"limit": "10001"}, "limit")],
+    [
+        ({"cursor": "garbage!"}, "cursor"),
+        # Well-formed but beyond xid8 / bigint: refused before the database sees it.
+        ({"cursor": base64.urlsafe_b64encode(b"99999999999999999999999.1").decode()}, "cursor"),
+        ({"cursor": base64.urlsafe_b64encode(b"1.99999999999999999999").decode()}, "cursor"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "10001"}, "limit"),
+        ({"limit": "\u00b2"}, "limit"),
+    ],
 )
 def test_bad_parameters_are_400_with_the_field(subscriber, shared_set, params, field):
     response = pull(subscriber, **params)

@@ -4,16 +4,15 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils.dateparse import parse_datetime
 
-from audit.actions.export import iter_ndjson
+from audit.actions.export import iter_ndjson, parse_when
 
 
 def _when(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
-    parsed = parse_datetime(value)
-    if parsed is None or parsed.tzinfo is None:
+    parsed = parse_when(value)
+    if parsed is None:
         raise CommandError(
             f"{name}: expected an ISO 8601 time with a zone, e.g. 2026-01-31T00:00:00Z"
         )
