@@ -185,7 +185,7 @@ def do_give_opinions(
     for index, item in enumerate(items):
         category = item.get("category") if isinstance(item, dict) else None
         tags = item.get("tags", []) if isinstance(item, dict) else []
-        if category not in categories:
+        if not isinstance(category, str) or category not in categories:
             rejections.append(
                 {
                     "index": index,

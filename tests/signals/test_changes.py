@@ -125,3 +125,12 @@ def test_an_absurd_entry_id_is_just_not_in_the_set(subscriber, both_published):
         "not in this set",
         "give entry, or type and value",
     ]
+
+
+def test_an_opinion_with_a_category_of_the_wrong_type_is_refused_per_item(
+    subscriber, both_published
+):
+    answer = opine(
+        subscriber, [{**pdq(0), "category": ["positive"]}, {**pdq(0), "category": {"a": 1}}]
+    ).json()
+    assert (answer["accepted"], [r["index"] for r in answer["rejections"]]) == (0, [0, 1])
