@@ -31,6 +31,10 @@ def beat_schedule(sender: Celery, **kwargs: Any) -> None:
     sender.add_periodic_task(
         60.0, sender.signature("signals.expire_entries"), name="expire-entries"
     )
+    # Backstop for lost wake-ups, and what makes retries happen when they fall due.
+    sender.add_periodic_task(
+        2.0, sender.signature("signals.webhooks.dispatch"), name="webhooks-dispatch"
+    )
     sender.add_periodic_task(
         3600.0, sender.signature("signals.purge_tombstones"), name="purge-tombstones"
     )

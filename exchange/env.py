@@ -4,6 +4,7 @@ Every reader raises ``ImproperlyConfigured`` naming the variable when its value 
 misconfigured deployment fails at start-up with a message an operator can act on.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -62,6 +63,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[str]:
+    """A comma-separated list of CIDR networks ("127.0.0.0/8,::1/128")."""
+    networks = env_list(name, [])
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {network!r} is not an IP network") from None
+    return networks
 
 
 def env_choice(name: str, default: str, choices: set[str]) -> str:

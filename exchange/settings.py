@@ -15,6 +15,7 @@ from exchange.env import (
     env_choice,
     env_int,
     env_list,
+    env_networks,
     env_secret,
     env_str,
     parse_database_url,
@@ -100,9 +101,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One queue per kind of work (DESIGN.md "Scale-out"); a worker consumes all of them unless
 # started with -Q.
-CELERY_TASK_QUEUES = [Queue("default"), Queue("audit"), Queue("ingest")]
+CELERY_TASK_QUEUES = [Queue("default"), Queue("audit"), Queue("ingest"), Queue("webhooks")]
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"audit.*": {"queue": "audit"}, "signals.ingest.*": {"queue": "ingest"}}
+CELERY_TASK_ROUTES = {
+    "audit.*": {"queue": "audit"},
+    "signals.ingest.*": {"queue": "ingest"},
+    "signals.webhooks.*": {"queue": "webhooks"},
+}
 # How often a worker writes its liveness heartbeat to Redis (readyz reads it).
 HASHX_WORKER_HEARTBEAT_SECONDS = env_int("HASHX_WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
 
@@ -188,6 +193,20 @@ HASHX_AUDIT_MAX_DETAILS_BYTES = env_int("HASHX_AUDIT_MAX_DETAILS_BYTES", 8192, m
 HASHX_AUDIT_CHECKPOINT_SECONDS = env_int("HASHX_AUDIT_CHECKPOINT_SECONDS", 300, minimum=10)
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HASHX_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+
+# Webhooks (DESIGN.md "Push"). Outbound requests go only to public addresses: loopback, private,
+# link-local, CGNAT and metadata addresses are refused unless a network here admits them
+# (tests and development: "127.0.0.0/8,::1/128"); cloud metadata addresses never are.
+HASHX_OUTBOUND_ALLOWED_NETWORKS = env_networks("HASHX_OUTBOUND_ALLOWED_NETWORKS")
+HASHX_WEBHOOK_ALLOW_HTTP = env_bool("HASHX_WEBHOOK_ALLOW_HTTP", False)
+HASHX_WEBHOOK_TIMEOUT_SECONDS = env_int("HASHX_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+HASHX_WEBHOOK_PAGE_SIZE = env_int("HASHX_WEBHOOK_PAGE_SIZE", 500, minimum=1)
+HASHX_WEBHOOK_RETRY_BASE_SECONDS = env_int("HASHX_WEBHOOK_RETRY_BASE_SECONDS", 10, minimum=1)
+HASHX_WEBHOOK_RETRY_MAX_SECONDS = env_int("HASHX_WEBHOOK_RETRY_MAX_SECONDS", 3600, minimum=1)
+# A claimed delivery whose worker died is claimed again after this long (over twice the timeout).
+HASHX_WEBHOOK_LEASE_SECONDS = env_int("HASHX_WEBHOOK_LEASE_SECONDS", 60, minimum=3)
+# An endpoint failing this long is disabled, and its organisation and staff see why.
+HASHX_WEBHOOK_DISABLE_AFTER_HOURS = env_int("HASHX_WEBHOOK_DISABLE_AFTER_HOURS", 72, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["members.auth.SignatureAuthentication"],

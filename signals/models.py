@@ -311,3 +311,109 @@ class FeedHorizon(models.Model):
 
     def __str__(self) -> str:
         return f"purged up to {self.purged_xid}.{self.purged_seq}"
+
+
+class Subscription(models.Model):
+    """A cursor the exchange advances for a subscriber: each delivery is the next feed page after
+    it, POSTed to ``url`` (DESIGN.md "Push"). The cursor moves only when the receiver answers
+    2xx, so a page is never skipped."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused by the subscriber"
+        DISABLED = "disabled", "Disabled: the endpoint kept failing or asked to stop"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="subscriptions"
+    )
+    description = models.CharField(max_length=200, blank=True)
+    url = models.URLField(max_length=2000)
+    # Set ids, not a many-to-many: the dispatcher's "anything new?" query probes the entry
+    # position index with them in one statement. Readability is checked again at every page.
+    set_ids = ArrayField(models.BigIntegerField())
+    signal_types = ArrayField(models.CharField(max_length=32), default=list, blank=True)
+    labels = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    cursor_xid = XID8Field(default=0)
+    cursor_seq = models.BigIntegerField(default=0)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    last_delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["state"], name="subscription_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.organisation_id} → {self.url}"
+
+    @property
+    def audit_owner_org_id(self) -> int:
+        return self.organisation_id
+
+
+class Delivery(models.Model):
+    """One feed page for a subscription: its body is fixed when the page is cut, so every retry
+    sends the same bytes under the same ``webhook-id``. At most one is pending per
+    subscription (the constraint), which is what keeps deliveries in order."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        CANCELLED = "cancelled", "Cancelled (the subscription was rewound or changed)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    from_xid = XID8Field()
+    from_seq = models.BigIntegerField()
+    to_xid = XID8Field()
+    to_seq = models.BigIntegerField()
+    count = models.PositiveIntegerField()
+    body = models.TextField()
+    attempts = models.PositiveIntegerField(default=0)
+    # When the next attempt is due; a claimed delivery has it pushed out by the lease, so a
+    # worker that dies mid-send leaves it to be claimed again once the lease runs out.
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claim = models.UUIDField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    response_excerpt = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription"],
+                condition=models.Q(state="pending"),
+                name="one_pending_delivery_per_subscription",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="delivery_due_idx",
+                condition=models.Q(state="pending"),
+            ),
+            models.Index(fields=["subscription", "-created_at"], name="delivery_sub_idx"),
+        ]
+        verbose_name_plural = "deliveries"
+
+    def __str__(self) -> str:
+        return f"delivery {self.id} ({self.state})"
+
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.id.hex}"
+
+    @property
+    def audit_owner_org_id(self) -> int:
+        return self.subscription.organisation_id

@@ -5,6 +5,7 @@ from celery import shared_task
 from signals.actions.changes import do_expire_entries
 from signals.actions.feed import do_purge_tombstones
 from signals.actions.merge import do_merge_batch
+from signals.actions.webhooks import clear_wake, do_dispatch, do_send
 from signals.models import Batch
 
 
@@ -30,3 +31,16 @@ def purge_tombstones() -> None:
 @shared_task(name="signals.expire_entries", ignore_result=True)
 def expire_entries() -> None:
     do_expire_entries()
+
+
+@shared_task(name="signals.webhooks.dispatch", ignore_result=True)
+def dispatch_webhooks() -> None:
+    """Woken after commits that move positions, and on beat: cut pages, claim, send."""
+    clear_wake()
+    for delivery_id, claim in do_dispatch():
+        send_webhook.delay(delivery_id, claim)
+
+
+@shared_task(name="signals.webhooks.send", ignore_result=True)
+def send_webhook(delivery_id: str, claim: str) -> None:
+    do_send(delivery_id, claim)

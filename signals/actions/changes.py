@@ -13,6 +13,7 @@ from audit.actions import record
 from members.models import Organisation
 from signals.actions.merge import lock_set
 from signals.actions.positions import NEW_POSITION
+from signals.actions.webhooks import wake
 from signals.models import HashSet, Opinion, SetEntry
 from signals.types import SignalTypeError, canonicalise
 
@@ -155,6 +156,8 @@ def do_retract(
         not_contributed = [i for i, e in resolved.entries.items() if e not in touched]
         cursor.execute(_SQL_RETRACT_ENTRIES, {"now": now, "ids": touched, "owner": owner})
         tombstoned = SetEntry.objects.filter(pk__in=touched, state=SetEntry.State.TOMBSTONE).count()
+        if touched:
+            wake()
         record(
             "signals.retracted",
             obj=hash_set,
@@ -216,6 +219,8 @@ def do_give_opinions(
         cursor.execute(_SQL_OPINIONS, {"org": org.pk, "ids": ids, "cats": cats, "tags": tags})
         cursor.execute(_SQL_OPINION_COUNTS, {"ids": ids})
         changed = cursor.rowcount
+        if changed:
+            wake()
         record(
             "signals.opinions.given",
             obj=hash_set,
@@ -246,6 +251,7 @@ def do_expire_entries(now: datetime | None = None, limit: int = 10_000) -> int:
             cursor.execute(_SQL_EXPIRE, {"now": now, "set": set_id, "limit": limit})
             if cursor.rowcount:
                 total += cursor.rowcount
+                wake()
                 record(
                     "signals.expired",
                     obj=HashSet.objects.get(pk=set_id),

@@ -12,7 +12,7 @@ from django.utils import timezone
 from audit.actions import record
 from exchange.problems import Problem
 from signals.actions.positions import Position, visible_horizon
-from signals.models import FeedHorizon
+from signals.models import FeedHorizon, HashSet
 
 
 @dataclass
@@ -76,6 +76,32 @@ def changes_after(
         )
         changes = [_from_row(row) for row in cursor.fetchall()]
     return changes, (changes[-1].position if changes else after)
+
+
+def change_record(change: Change, hash_set: HashSet, names: dict[int, list[str]]) -> dict[str, Any]:
+    """A change as the feed, snapshots and webhooks serve it (contributor names only where the
+    set names its contributors)."""
+    change_dict = {
+        "entry": change.entry_id,
+        "set": hash_set.slug,
+        "type": change.type,
+        "value": change.value,
+        "state": change.state,
+        "labels": change.labels,
+        "contributors": change.contributor_count,
+        "opinions": {
+            "positive": change.positive_count,
+            "negative": change.negative_count,
+            "investigation_seed": change.investigation_count,
+        },
+        "disputed": bool(change.positive_count and change.negative_count),
+        "first_seen": change.first_seen,
+        "updated": change.updated_at,
+        "expires_at": change.expires_at,
+    }
+    if hash_set.attribution == HashSet.Attribution.NAMED:
+        change_dict["contributor_names"] = names.get(change.entry_id, [])
+    return change_dict
 
 
 def contributor_names(entry_ids: list[int]) -> dict[int, list[str]]:

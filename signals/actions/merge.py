@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from audit.actions import record
 from signals.actions.positions import NEW_POSITION
+from signals.actions.webhooks import wake
 from signals.models import Batch
 
 CHUNK = 100_000
@@ -137,6 +138,7 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
     Locks per chunk: the batch row (``FOR UPDATE SKIP LOCKED``: a second worker on the same
     batch steps aside) and the set's advisory lock. New entries are positioned by their INSERT,
     changed ones by the UPDATE; duplicates keep their position (a re-publish is no change).
+    Emits a webhook dispatch wake-up when a chunk changed entries.
     """
     while True:
         with transaction.atomic():
@@ -152,6 +154,8 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
                 lock_set(cursor, batch.hash_set_id)
                 lo, hi = batch.merged, min(batch.merged + chunk, batch.accepted)
                 new, updated = _merge_chunk(cursor, batch, lo, hi)
+            if new or updated:
+                wake()
             batch.merged = hi
             batch.new += new
             batch.updated += updated

@@ -1,6 +1,10 @@
+from datetime import datetime
+from typing import Any
+
 from rest_framework import serializers
 
-from signals.models import Batch, HashSet
+from signals.actions.positions import Position
+from signals.models import Batch, Delivery, HashSet, Subscription
 from signals.types import SIGNAL_TYPES
 
 
@@ -122,3 +126,102 @@ class ChangesPageSerializer(serializers.Serializer):
     changes = ChangeSerializer(many=True)
     cursor = serializers.CharField(help_text="give it back to continue after this page")
     more = serializers.BooleanField(help_text="true when more changes are ready now")
+
+
+class SubscriptionSerializer(serializers.Serializer):
+    """A subscription as members create (POST), change (PATCH) and read it."""
+
+    id = serializers.UUIDField(read_only=True)
+    url = serializers.CharField(
+        max_length=2000, help_text="https endpoint the exchange POSTs pages to"
+    )
+    sets = serializers.ListField(
+        child=serializers.SlugField(max_length=64), min_length=1, max_length=100,
+        help_text="slugs of sets you read",
+    )  # fmt: skip
+    signal_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(SIGNAL_TYPES)), required=False, default=list,
+        help_text="only changes of these types; empty: all",
+    )  # fmt: skip
+    labels = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list,
+        max_length=100, help_text="only entries carrying one of these labels; empty: all",
+    )  # fmt: skip
+    description = serializers.CharField(
+        max_length=200, allow_blank=True, required=False, default=""
+    )
+    active = serializers.BooleanField(
+        required=False, default=True, help_text="false pauses; true resumes (also after disabling)"
+    )
+    cursor = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="on create: the feed cursor to start after (default: now); read: where it is",
+    )
+    state = serializers.ChoiceField(choices=Subscription.State.choices, read_only=True)
+    disabled_reason = serializers.CharField(read_only=True)
+    last_error = serializers.CharField(read_only=True)
+    failing_since = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_delivered_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+    def to_representation(self, instance: Subscription) -> dict[str, Any]:
+        slugs: dict[int, str] = self.context["set_slugs"]
+        return {
+            "id": str(instance.pk),
+            "url": instance.url,
+            "sets": [slugs[i] for i in instance.set_ids if i in slugs],
+            "signal_types": instance.signal_types,
+            "labels": instance.labels,
+            "description": instance.description,
+            "active": instance.state == Subscription.State.ACTIVE,
+            "state": instance.state,
+            "cursor": Position(instance.cursor_xid, instance.cursor_seq).cursor(),
+            "disabled_reason": instance.disabled_reason,
+            "last_error": instance.last_error,
+            "failing_since": _iso(instance.failing_since),
+            "last_delivered_at": _iso(instance.last_delivered_at),
+            "created_at": _iso(instance.created_at),
+            "updated_at": _iso(instance.updated_at),
+        }
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+class SubscriptionUpdateSerializer(SubscriptionSerializer):
+    """PATCH: any of url, sets, signal_types, labels, description, active."""
+
+    cursor = serializers.CharField(read_only=True)
+
+
+class DeliverySerializer(serializers.Serializer):
+    id = serializers.CharField(source="webhook_id", help_text="the webhook-id header")
+    state = serializers.ChoiceField(choices=Delivery.State.choices)
+    count = serializers.IntegerField(help_text="changes in the page")
+    from_cursor = serializers.SerializerMethodField()
+    cursor = serializers.SerializerMethodField(help_text="where the subscription moves on 2xx")
+    attempts = serializers.IntegerField()
+    next_attempt_at = serializers.DateTimeField(help_text="when pending: the next try")
+    last_status = serializers.IntegerField(allow_null=True)
+    last_error = serializers.CharField()
+    response_excerpt = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    delivered_at = serializers.DateTimeField(allow_null=True)
+
+    def get_from_cursor(self, delivery: Delivery) -> str:
+        return Position(delivery.from_xid, delivery.from_seq).cursor()
+
+    def get_cursor(self, delivery: Delivery) -> str:
+        return Position(delivery.to_xid, delivery.to_seq).cursor()
+
+
+class RedeliverSerializer(serializers.Serializer):
+    cursor = serializers.CharField(
+        required=False, max_length=200, help_text="rewind to this feed cursor and send again"
+    )
+    delivery = serializers.CharField(
+        required=False, max_length=100, help_text="rewind to where this delivery (id) started"
+    )

@@ -12,4 +12,20 @@ urlpatterns = [
     path("sets/<slug:slug>/snapshot", views.SnapshotView.as_view(), name="set-snapshot"),
     path("batches/<str:batch_id>", views.BatchView.as_view(), name="batch"),
     path("changes", views.ChangesView.as_view(), name="changes"),
+    path("subscriptions", views.SubscriptionListView.as_view(), name="subscriptions"),
+    path(
+        "subscriptions/<str:subscription_id>",
+        views.SubscriptionDetailView.as_view(),
+        name="subscription",
+    ),
+    path(
+        "subscriptions/<str:subscription_id>/deliveries",
+        views.DeliveryListView.as_view(),
+        name="subscription-deliveries",
+    ),
+    path(
+        "subscriptions/<str:subscription_id>/redeliver",
+        views.RedeliverView.as_view(),
+        name="subscription-redeliver",
+    ),
 ]

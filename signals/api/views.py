@@ -8,6 +8,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema
+from rest_framework.generics import ListAPIView
+from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,7 +20,7 @@ from members.models import Organisation
 from members.principal import MemberPrincipal, organisation_of
 from signals.actions.changes import do_give_opinions, do_retract
 from signals.actions.feed import (
-    Change,
+    change_record,
     changes_after,
     check_cursor,
     contributor_names,
@@ -37,21 +39,34 @@ from signals.actions.sets import (
     do_update_set,
     visible_sets,
 )
+from signals.actions.subscriptions import (
+    access_delivery,
+    access_subscription,
+    check_subscription_url,
+    do_create_subscription,
+    do_delete_subscription,
+    do_redeliver,
+    do_update_subscription,
+)
 from signals.api.serializers import (
     BatchSerializer,
     ChangeSerializer,
     ChangesPageSerializer,
+    DeliverySerializer,
     GrantListSerializer,
     GrantSerializer,
     ItemsSerializer,
     OpinionAnswerSerializer,
     PublishSerializer,
+    RedeliverSerializer,
     RetractAnswerSerializer,
     SetSerializer,
     SetUpdateSerializer,
+    SubscriptionSerializer,
+    SubscriptionUpdateSerializer,
 )
 from signals.api.streams import DigestReader
-from signals.models import Batch, HashSet, SetGrant
+from signals.models import Batch, Delivery, HashSet, SetGrant, Subscription
 
 STREAM_SOURCES = {
     "application/x-ndjson": ndjson_items,
@@ -329,7 +344,7 @@ class ChangesView(APIView):
         if request.headers.get("If-None-Match") == etag:
             return Response(status=304, headers={"ETag": etag})
         do_record_pull(by_id, tally(changes, {}), after, cursor, request=request)
-        records = [_change(c, by_id[c.set_id], names) for c in changes]
+        records = [change_record(c, by_id[c.set_id], names) for c in changes]
         body = {"changes": records, "cursor": cursor.cursor(), "more": more}
         return Response(body, headers={"ETag": etag})
 
@@ -348,7 +363,9 @@ def _stream_changes(
         names = contributor_names(named)
         for change in changes:
             yield (
-                json.dumps(_change(change, by_id[change.set_id], names), cls=DjangoJSONEncoder)
+                json.dumps(
+                    change_record(change, by_id[change.set_id], names), cls=DjangoJSONEncoder
+                )
                 + "\n"
             )
         tally(changes, served)
@@ -368,30 +385,6 @@ def _limit(raw: str | None, maximum: int) -> int:
             errors=[{"field": "limit", "message": f"a whole number from 1 to {maximum}"}],
         )
     return int(raw)
-
-
-def _change(change: Change, hash_set: HashSet, names: dict[int, list[str]]) -> dict[str, Any]:
-    record = {
-        "entry": change.entry_id,
-        "set": hash_set.slug,
-        "type": change.type,
-        "value": change.value,
-        "state": change.state,
-        "labels": change.labels,
-        "contributors": change.contributor_count,
-        "opinions": {
-            "positive": change.positive_count,
-            "negative": change.negative_count,
-            "investigation_seed": change.investigation_count,
-        },
-        "disputed": bool(change.positive_count and change.negative_count),
-        "first_seen": change.first_seen,
-        "updated": change.updated_at,
-        "expires_at": change.expires_at,
-    }
-    if hash_set.attribution == HashSet.Attribution.NAMED:
-        record["contributor_names"] = names.get(change.entry_id, [])
-    return record
 
 
 class SnapshotView(APIView):
@@ -425,5 +418,149 @@ def _stream_snapshot(hash_set: HashSet, request: Request) -> Iterator[str]:
         names = contributor_names([c.entry_id for c in page]) if named else {}
         count += len(page)
         yield "".join(
-            json.dumps(_change(c, hash_set, names), cls=DjangoJSONEncoder) + "\n" for c in page
+            json.dumps(change_record(c, hash_set, names), cls=DjangoJSONEncoder) + "\n"
+            for c in page
         )
+
+
+def _set_slugs(subscriptions: list[Subscription]) -> dict[int, str]:
+    ids = {i for s in subscriptions for i in s.set_ids}
+    return dict(HashSet.objects.filter(pk__in=ids).values_list("pk", "slug"))
+
+
+def _subscription_answer(subscription: Subscription, status: int = 200) -> Response:
+    context = {"set_slugs": _set_slugs([subscription])}
+    return Response(SubscriptionSerializer(subscription, context=context).data, status=status)
+
+
+class SubscriptionListView(APIView):
+    @extend_schema(
+        operation_id="subscriptions_list",
+        tags=["subscriptions"],
+        responses=SubscriptionSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        """Your organisation's webhook subscriptions, oldest first."""
+        subscriptions = list(Subscription.objects.filter(organisation=organisation_of(request)))
+        context = {"set_slugs": _set_slugs(subscriptions)}
+        return Response(SubscriptionSerializer(subscriptions, many=True, context=context).data)
+
+    @extend_schema(
+        operation_id="subscriptions_create",
+        tags=["subscriptions"],
+        request=SubscriptionSerializer,
+        responses={201: SubscriptionSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        """Subscribe an endpoint to sets you read: the exchange POSTs each next page of the
+        change feed after the subscription's cursor (default: from now), signed with Standard
+        Webhooks headers by its key at /.well-known/hashx, one page in flight at a time, and
+        moves the cursor on a 2xx. The URL must be https and resolve to public addresses."""
+        org = organisation_of(request)
+        serializer = SubscriptionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        check_subscription_url(data["url"])
+        subscription = do_create_subscription(
+            org,
+            url=data["url"],
+            sets=access_sets(org, data["sets"]),
+            signal_types=data["signal_types"],
+            labels=data["labels"],
+            description=data["description"],
+            cursor=data.get("cursor"),
+            active=data["active"],
+            request=request,
+        )
+        return _subscription_answer(subscription, status=201)
+
+
+class SubscriptionDetailView(APIView):
+    @extend_schema(
+        operation_id="subscriptions_get", tags=["subscriptions"], responses=SubscriptionSerializer
+    )
+    def get(self, request: Request, subscription_id: str) -> Response:
+        """A subscription: its cursor, state, and why it failed or was disabled."""
+        return _subscription_answer(access_subscription(organisation_of(request), subscription_id))
+
+    @extend_schema(
+        operation_id="subscriptions_update",
+        tags=["subscriptions"],
+        request=SubscriptionUpdateSerializer,
+        responses=SubscriptionSerializer,
+    )
+    def patch(self, request: Request, subscription_id: str) -> Response:
+        """Change the URL, sets, filters or description; ``active: false`` pauses and
+        ``active: true`` resumes (a disabled subscription too). New sets or filters take effect
+        from the next page."""
+        org = organisation_of(request)
+        subscription = access_subscription(org, subscription_id)
+        serializer = SubscriptionUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        if "url" in changes:
+            check_subscription_url(changes["url"])
+        if "sets" in changes:
+            changes["sets"] = access_sets(org, changes["sets"])
+        return _subscription_answer(do_update_subscription(subscription, changes, request=request))
+
+    @extend_schema(
+        operation_id="subscriptions_delete", tags=["subscriptions"], responses={204: None}
+    )
+    def delete(self, request: Request, subscription_id: str) -> Response:
+        """Delete a subscription and its delivery history."""
+        subscription = access_subscription(organisation_of(request), subscription_id)
+        do_delete_subscription(subscription, request=request)
+        return Response(status=204)
+
+
+class NewestDeliveriesFirst(CursorPagination):
+    ordering = "-created_at"
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+
+class DeliveryListView(ListAPIView):
+    serializer_class = DeliverySerializer
+    pagination_class = NewestDeliveriesFirst
+
+    @extend_schema(
+        operation_id="subscriptions_deliveries",
+        tags=["subscriptions"],
+        parameters=[OpenApiParameter("limit", OpenApiTypes.INT, description="up to 500")],
+    )
+    def get(self, request: Request, subscription_id: str) -> Response:
+        """The subscription's deliveries, newest first, with attempts, the last status or
+        error and an excerpt of the last answer; paged by opaque cursor."""
+        return self.list(request)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        subscription = access_subscription(
+            organisation_of(self.request), self.kwargs["subscription_id"]
+        )
+        return Delivery.objects.filter(subscription=subscription).defer("body")
+
+
+class RedeliverView(APIView):
+    @extend_schema(
+        operation_id="subscriptions_redeliver",
+        tags=["subscriptions"],
+        request=RedeliverSerializer,
+        responses=SubscriptionSerializer,
+    )
+    def post(self, request: Request, subscription_id: str) -> Response:
+        """Send again. ``{}``: try the pending page now. ``{"cursor": …}`` or
+        ``{"delivery": id}``: rewind there and send every page from that point again. A paused
+        or disabled subscription becomes active."""
+        subscription = access_subscription(organisation_of(request), subscription_id)
+        serializer = RedeliverSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        delivery = None
+        if "delivery" in data:
+            delivery = access_delivery(subscription, data["delivery"])
+        subscription = do_redeliver(
+            subscription, cursor=data.get("cursor"), delivery=delivery, request=request
+        )
+        return _subscription_answer(subscription)

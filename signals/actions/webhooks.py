@@ -1,0 +1,378 @@
+"""Webhook fan-out: cut the next feed page of each subscription, claim due deliveries, send them
+signed (DESIGN.md "Push").
+
+The flow: actions that move positions call ``wake()``; after their commit a dispatch runs
+(``do_dispatch``, also on beat as a backstop and for retries). It cuts a page for every active
+subscription that has no pending delivery and has news after its cursor, then claims due
+deliveries with ``FOR UPDATE SKIP LOCKED`` and hands each to a send task. A claim is a lease: it
+pushes ``next_attempt_at`` out, so a worker that dies mid-send leaves the delivery to be claimed
+again once the lease runs out. ``do_send`` posts the page; on 2xx the cursor advances (only
+from the page's own starting point) and the next page is cut at once; otherwise the delivery is
+retried with exponential backoff and jitter, ``Retry-After`` honoured, and an endpoint failing
+for ``HASHX_WEBHOOK_DISABLE_AFTER_HOURS`` (or answering 410) is disabled.
+"""
+
+import json
+import logging
+import random
+import time
+import uuid
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.actions import record
+from exchange import outbound
+from exchange.actions.identity import get_signing_key
+from exchange.kv import redis_client
+from exchange.problems import Problem
+from hashx.webhooks import sign
+from signals.actions.feed import (
+    Change,
+    change_record,
+    changes_after,
+    check_cursor,
+    contributor_names,
+)
+from signals.actions.positions import Position, visible_horizon
+from signals.actions.sets import visible_sets
+from signals.models import Delivery, HashSet, Subscription
+
+log = logging.getLogger(__name__)
+
+_QUEUED_KEY = "hashx:webhooks:dispatch-queued"
+# Pages a dispatch may skip for one subscription when its filters leave them empty.
+_MAX_EMPTY_PAGES = 20
+
+
+def wake() -> None:
+    """Ask for a dispatch once the current transaction commits. Call it from every action that
+    gives entries new positions or changes a subscription. At most one dispatch waits in the
+    queue at a time; one that starts clears the flag first, so no wake-up is lost."""
+    transaction.on_commit(_enqueue_dispatch)
+
+
+def _enqueue_dispatch() -> None:
+    from signals.tasks import dispatch_webhooks
+
+    try:
+        if redis_client().set(_QUEUED_KEY, "1", nx=True, ex=30):
+            dispatch_webhooks.delay()
+    except Exception:
+        log.warning("webhook dispatch wake-up failed; beat will dispatch", exc_info=True)
+
+
+def clear_wake() -> None:
+    redis_client().delete(_QUEUED_KEY)
+
+
+_SQL_HAS_NEWS = """
+SELECT s.id FROM signals_subscription s
+JOIN members_organisation o ON o.id = s.organisation_id AND o.status = 'active'
+WHERE s.state = 'active'
+  AND NOT EXISTS (
+      SELECT 1 FROM signals_delivery d WHERE d.subscription_id = s.id AND d.state = 'pending')
+  AND EXISTS (
+      SELECT 1 FROM signals_setentry e
+      WHERE e.hash_set_id = ANY(s.set_ids) AND e.position_xid < %(horizon)s::text::xid8
+        AND (e.position_xid, e.position_seq) > (s.cursor_xid, s.cursor_seq))
+"""
+
+_SQL_CLAIM = """
+UPDATE signals_delivery SET claim = %(claim)s, next_attempt_at = %(lease)s
+WHERE id IN (
+    SELECT d.id FROM signals_delivery d
+    JOIN signals_subscription s ON s.id = d.subscription_id AND s.state = 'active'
+    JOIN members_organisation o ON o.id = s.organisation_id AND o.status = 'active'
+    WHERE d.state = 'pending' AND d.next_attempt_at <= %(now)s
+    ORDER BY d.next_attempt_at LIMIT %(limit)s
+    FOR UPDATE OF d SKIP LOCKED)
+RETURNING id
+"""
+
+
+def do_dispatch(limit: int = 200) -> list[tuple[str, str]]:
+    """Cut pages where there is news, then claim up to ``limit`` due deliveries; returns the
+    claimed ``(delivery id, claim)`` pairs for the caller to send."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_HAS_NEWS, {"horizon": str(visible_horizon())})
+        waiting = [row[0] for row in cursor.fetchall()]
+    for subscription_id in waiting:
+        do_cut_page(subscription_id)
+    now = timezone.now()
+    claim = uuid.uuid4()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _SQL_CLAIM,
+            {
+                "claim": claim,
+                "lease": now + timedelta(seconds=settings.HASHX_WEBHOOK_LEASE_SECONDS),
+                "now": now,
+                "limit": limit,
+            },
+        )
+        return [(str(row[0]), str(claim)) for row in cursor.fetchall()]
+
+
+def _wanted(subscription: Subscription, change: Change) -> bool:
+    if subscription.signal_types and change.type not in subscription.signal_types:
+        return False
+    return not subscription.labels or bool(set(subscription.labels) & set(change.labels))
+
+
+def do_cut_page(subscription_id: Any) -> Delivery | None:
+    """Make the next page after the subscription's cursor its pending delivery (body fixed
+    now: every retry sends the same bytes). Pages its filters leave empty only move the
+    cursor. Only sets the organisation may still read are served.
+
+    Locks the subscription row; the one-pending constraint backs the "none pending" check."""
+    with transaction.atomic():
+        subscription = (
+            Subscription.objects.select_for_update()
+            .select_related("organisation")
+            .filter(pk=subscription_id, state=Subscription.State.ACTIVE)
+            .first()
+        )
+        if (
+            subscription is None
+            or subscription.deliveries.filter(state=Delivery.State.PENDING).exists()
+        ):
+            return None
+        readable = {s.pk: s for s in visible_sets(subscription.organisation).filter(
+            pk__in=subscription.set_ids
+        )}  # fmt: skip
+        start = Position(subscription.cursor_xid, subscription.cursor_seq)
+        try:
+            check_cursor(start)
+        except Problem:
+            _disable(subscription, "its cursor is older than tombstone retention: rewind it")
+            return None
+        after = start
+        for _ in range(_MAX_EMPTY_PAGES):
+            changes, until = changes_after(
+                after, list(readable), limit=settings.HASHX_WEBHOOK_PAGE_SIZE
+            )
+            wanted = [c for c in changes if _wanted(subscription, c)]
+            if wanted:
+                return _create_delivery(subscription, readable, wanted, start, until)
+            if not changes:
+                break
+            after = until
+        if after != start:
+            subscription.cursor_xid, subscription.cursor_seq = after.xid, after.seq
+            subscription.save(update_fields=["cursor_xid", "cursor_seq", "updated_at"])
+        return None
+
+
+def _create_delivery(
+    subscription: Subscription,
+    readable: dict[int, HashSet],
+    changes: list[Change],
+    start: Position,
+    until: Position,
+) -> Delivery:
+    named = [
+        c.entry_id for c in changes if readable[c.set_id].attribution == HashSet.Attribution.NAMED
+    ]
+    names = contributor_names(named)
+    delivery_id = uuid.uuid4()
+    payload = {
+        "type": "hashx.changes",
+        "timestamp": timezone.now().isoformat(),
+        "data": {
+            "subscription": str(subscription.pk),
+            "from": start.cursor(),
+            "cursor": until.cursor(),
+            "changes": [change_record(c, readable[c.set_id], names) for c in changes],
+        },
+    }
+    try:
+        with transaction.atomic():
+            return Delivery.objects.create(
+                id=delivery_id,
+                subscription=subscription,
+                from_xid=start.xid,
+                from_seq=start.seq,
+                to_xid=until.xid,
+                to_seq=until.seq,
+                count=len(changes),
+                body=json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":")),
+            )
+    except IntegrityError:  # another dispatcher cut it first (one pending per subscription)
+        return Delivery.objects.get(subscription=subscription, state=Delivery.State.PENDING)
+
+
+def signed_headers(delivery: Delivery, now: float | None = None) -> dict[str, str]:
+    """Standard Webhooks headers for one attempt: a fresh timestamp, the same ``webhook-id``."""
+    timestamp = int(time.time() if now is None else now)
+    kid, key = get_signing_key()
+    return {
+        "content-type": "application/json",
+        "user-agent": "hash-exchange-webhooks/1",
+        "webhook-id": delivery.webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(key, delivery.webhook_id, timestamp, delivery.body.encode()),
+        "hashx-key-id": kid,
+    }
+
+
+def do_send(delivery_id: str, claim: str) -> str:
+    """Send a claimed delivery once and record the outcome; returns it ("delivered",
+    "retry", "disabled" or "stale" when the claim was lost)."""
+    delivery = (
+        Delivery.objects.select_related("subscription__organisation")
+        .filter(pk=delivery_id, claim=claim, state=Delivery.State.PENDING)
+        .first()
+    )
+    if delivery is None:
+        return "stale"
+    try:
+        answer: outbound.Answer | None = outbound.post(
+            delivery.subscription.url, delivery.body.encode(), signed_headers(delivery)
+        )
+        error = ""
+    except (outbound.Refused, outbound.SendFailed) as exc:
+        answer, error = None, str(exc)
+    now = timezone.now()
+    if answer is not None and 200 <= answer.status < 300:
+        return _delivered(delivery, claim, answer, now)
+    if answer is not None:
+        error = f"HTTP {answer.status}"
+    return _failed(delivery, claim, answer, error, now)
+
+
+def _delivered(delivery: Delivery, claim: str, answer: outbound.Answer, now: datetime) -> str:
+    with transaction.atomic():
+        done = Delivery.objects.filter(
+            pk=delivery.pk, claim=claim, state=Delivery.State.PENDING
+        ).update(
+            state=Delivery.State.DELIVERED,
+            delivered_at=now,
+            attempts=F("attempts") + 1,
+            last_status=answer.status,
+            last_error="",
+            response_excerpt=answer.excerpt,
+            claim=None,
+        )
+        if not done:  # cancelled by a rewind or a filter change while we sent
+            return "stale"
+        # Advance only from where this page started: a rewind meanwhile keeps its cursor.
+        Subscription.objects.filter(
+            pk=delivery.subscription_id, cursor_xid=delivery.from_xid, cursor_seq=delivery.from_seq
+        ).update(
+            cursor_xid=delivery.to_xid,
+            cursor_seq=delivery.to_seq,
+            failing_since=None,
+            last_error="",
+            last_delivered_at=now,
+        )
+        _record_push(delivery)
+        wake()
+    return "delivered"
+
+
+def _record_push(delivery: Delivery) -> None:
+    """Audit what was pushed, one event per set, like a pull."""
+    counts: dict[str, int] = {}
+    for change in json.loads(delivery.body)["data"]["changes"]:
+        counts[change["set"]] = counts.get(change["set"], 0) + 1
+    sets = {s.slug: s for s in HashSet.objects.filter(slug__in=counts)}
+    for slug, count in counts.items():
+        record(
+            "feed.pushed",
+            obj=sets[slug],
+            actor_org=delivery.subscription.organisation,
+            details={
+                "set": slug,
+                "subscription": str(delivery.subscription_id),
+                "delivery": delivery.webhook_id,
+                "count": count,
+            },
+        )
+
+
+def retry_delay(attempts: int, answer: outbound.Answer | None, now: datetime) -> float:
+    """Exponential backoff with jitter, or what the receiver asked for on 429/503."""
+    ceiling = settings.HASHX_WEBHOOK_RETRY_MAX_SECONDS
+    if answer is not None and answer.status in (429, 503) and "retry-after" in answer.headers:
+        asked = _retry_after(answer.headers["retry-after"], now)
+        if asked is not None:
+            return min(max(asked, 1.0), ceiling)
+    delay = min(ceiling, settings.HASHX_WEBHOOK_RETRY_BASE_SECONDS * 2 ** min(attempts - 1, 30))
+    return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not secrecy
+
+
+def _retry_after(value: str, now: datetime) -> float | None:
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return (parsedate_to_datetime(value) - now).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def _failed(
+    delivery: Delivery, claim: str, answer: outbound.Answer | None, error: str, now: datetime
+) -> str:
+    attempts = delivery.attempts + 1
+    with transaction.atomic():
+        subscription = Subscription.objects.select_for_update().get(pk=delivery.subscription_id)
+        updated = Delivery.objects.filter(
+            pk=delivery.pk, claim=claim, state=Delivery.State.PENDING
+        ).update(
+            attempts=attempts,
+            next_attempt_at=now + timedelta(seconds=retry_delay(attempts, answer, now)),
+            last_status=answer.status if answer else None,
+            last_error=error[:500],
+            response_excerpt=answer.excerpt if answer else "",
+            claim=None,
+        )
+        if not updated:
+            return "stale"
+        subscription.failing_since = subscription.failing_since or now
+        subscription.last_error = error[:500]
+        limit = timedelta(hours=settings.HASHX_WEBHOOK_DISABLE_AFTER_HOURS)
+        if answer is not None and answer.status == 410:
+            _disable(subscription, "the endpoint answered 410 Gone")
+            return "disabled"
+        if now - subscription.failing_since >= limit:
+            _disable(
+                subscription,
+                f"the endpoint failed for {settings.HASHX_WEBHOOK_DISABLE_AFTER_HOURS} hours"
+                f" (last: {error[:200]})",
+            )
+            return "disabled"
+        subscription.save(update_fields=["failing_since", "last_error", "updated_at"])
+    return "retry"
+
+
+def _disable(subscription: Subscription, reason: str) -> None:
+    """Stop delivering; the organisation sees why on the subscription and in its audit events,
+    staff in admin. PATCH ``active: true`` or a redeliver starts it again."""
+    subscription.state = Subscription.State.DISABLED
+    subscription.disabled_reason = reason
+    subscription.save()
+    record(
+        "signals.subscription.disabled",
+        obj=subscription,
+        owner_org=subscription.organisation,
+        details={"url": subscription.url, "reason": reason},
+    )
+
+
+def lag(subscription: Subscription, cap: int = 10_000) -> int:
+    """Changes in the subscription's sets after its cursor (counted up to ``cap``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM signals_setentry e"
+            " WHERE e.hash_set_id = ANY(%s) AND (e.position_xid, e.position_seq)"
+            " > (%s::text::xid8, %s) LIMIT %s) t",
+            [subscription.set_ids, str(subscription.cursor_xid), subscription.cursor_seq, cap],
+        )
+        return int(cursor.fetchone()[0])
