@@ -110,7 +110,9 @@ def start_worker(
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("workers")
 
-    def start(name: str = "test", redis_url: str | None = None) -> WorkerProcess:
+    def start(
+        name: str = "test", redis_url: str | None = None, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         redis_url = redis_url or settings.REDIS_URL
         hostname = f"{name}-{len(started)}@pytest"
         env = {
@@ -118,6 +120,7 @@ def start_worker(
             "DATABASE_URL": db_url_for_subprocesses(),
             "REDIS_URL": redis_url,
             "HASHX_WORKER_HEARTBEAT_SECONDS": "1",
+            **(env or {}),
         }
         log_path = logs / f"{hostname}.log"
         with log_path.open("wb") as log:
