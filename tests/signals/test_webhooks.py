@@ -1,0 +1,262 @@
+"""Webhook delivery end to end: a real worker POSTs to a real receiver on loopback."""
+
+import itertools
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from exchange.actions.identity import published_jwks
+from hashx.webhooks import WebhookVerificationError, verify
+from signals.actions.positions import Position
+from signals.actions.webhooks import do_dispatch, do_send, retry_delay
+from signals.models import Delivery, Subscription
+from signals.tasks import dispatch_webhooks
+from tests.signals.conftest import PDQ, merged, pdq, publish
+from tests.signals.receiver import Answer, Receiver
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WORKER_ENV = {
+    "HASHX_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8",
+    "HASHX_WEBHOOK_ALLOW_HTTP": "1",
+    "HASHX_WEBHOOK_RETRY_BASE_SECONDS": "1",
+    "HASHX_WEBHOOK_LEASE_SECONDS": "4",
+    "HASHX_WEBHOOK_TIMEOUT_SECONDS": "2",
+    "HASHX_WEBHOOK_PAGE_SIZE": "3",
+}
+
+
+@pytest.fixture(autouse=True)
+def loopback_allowed(settings):
+    settings.HASHX_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    settings.HASHX_WEBHOOK_ALLOW_HTTP = True
+    settings.HASHX_WEBHOOK_RETRY_BASE_SECONDS = 1
+    settings.HASHX_WEBHOOK_TIMEOUT_SECONDS = 2
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def webhook_worker(start_worker):
+    workers = []
+
+    def start():
+        workers.append(start_worker("webhooks", env=WORKER_ENV))
+        return workers[-1]
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def subscribe(member, url, **fields):
+    answer = member.api.post(
+        "/api/v1/subscriptions",
+        {"url": url, "sets": ["acme-csam"], "cursor": Position(0, 0).cursor(), **fields},
+    )
+    assert answer.status_code == 201, answer.json()
+    return answer.json()["id"]
+
+
+def beat_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    """What beat does every 2 s (dispatch: retries that fell due, reclaimed leases), faster."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        dispatch_webhooks.delay()
+        time.sleep(0.3)
+
+
+def changes_of(requests):
+    return [c for r in requests for c in r.payload["data"]["changes"]]
+
+
+def test_a_delivery_is_signed_by_the_exchange_and_verifies(
+    publisher, subscriber, shared_set, receiver, webhook_worker
+):
+    webhook_worker()
+    subscribe(subscriber, receiver.url)
+    publish(publisher, "acme-csam", [pdq(0, labels=["csam"])])
+    (request,) = receiver.wait_for(1)
+    keys = published_jwks()["keys"]
+    assert verify(request.body, request.headers, keys) == request.headers["webhook-id"]
+    assert request.payload["type"] == "hashx.changes"
+    (change,) = request.payload["data"]["changes"]
+    assert (change["value"], change["state"], change["labels"]) == (PDQ[0], "active", ["csam"])
+    with pytest.raises(WebhookVerificationError):
+        verify(request.body.replace(b"csam", b"CSAM"), request.headers, keys)
+    with pytest.raises(WebhookVerificationError, match="tolerance"):
+        verify(request.body, request.headers, keys, now=time.time() + 3600)
+    beat_until(lambda: Delivery.objects.filter(state="delivered").exists())
+    pushed = AuditEvent.objects.get(action="feed.pushed")
+    assert pushed.actor_org_id == subscriber.org.pk and pushed.details["count"] == 1
+
+
+def test_pages_arrive_in_order_each_starting_where_the_last_ended(
+    publisher, subscriber, shared_set, receiver, webhook_worker
+):
+    webhook_worker()
+    sid = subscribe(subscriber, receiver.url)
+    for batch in range(4):
+        merged(publish(publisher, "acme-csam", [pdq(n) for n in range(batch * 4, batch * 4 + 4)]))
+    publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(0)]})
+    feed = subscriber.api.get("/api/v1/changes?limit=100").json()
+
+    def all_pushed():
+        pushed = changes_of(receiver.received)
+        # The latest state of each entry: pdq(0) may come only as a tombstone.
+        return len({c["value"] for c in pushed}) == 16 and pushed[-1]["state"] == "tombstone"
+
+    beat_until(all_pushed)
+    requests = receiver.received
+    # One page in flight at a time: each page starts at the previous page's cursor.
+    for before, after in itertools.pairwise(requests):
+        assert after.payload["data"]["from"] == before.payload["data"]["cursor"]
+    assert all(len(r.payload["data"]["changes"]) <= 3 for r in requests)
+    values = [(c["value"], c["state"]) for c in changes_of(requests)]
+    final = subscriber.api.get("/api/v1/changes?limit=100").json()
+    assert len(set(r.headers["webhook-id"] for r in requests)) == len(requests)
+    assert values[-1] == (PDQ[0], "tombstone")
+    assert {v for v, s in values} == set(PDQ[:16])
+    assert {v for v, s in values if s == "active"} >= set(PDQ[1:16])
+    assert requests[-1].payload["data"]["cursor"] == final["cursor"]
+    assert feed["changes"]  # the pull API saw the same data
+    subscription = Subscription.objects.get(pk=sid)
+    assert Position(subscription.cursor_xid, subscription.cursor_seq).cursor() == final["cursor"]
+
+
+def test_a_receiver_answering_500_gets_the_same_webhook_id_again(
+    publisher, subscriber, shared_set, receiver, webhook_worker
+):
+    webhook_worker()
+    receiver.script = [Answer(500), Answer(503, {"Retry-After": "1"}), Answer(200)]
+    sid = subscribe(subscriber, receiver.url)
+    publish(publisher, "acme-csam", [pdq(0)])
+    beat_until(lambda: len(receiver.received) >= 3)
+    first, second, third = receiver.received[:3]
+    assert (
+        first.headers["webhook-id"] == second.headers["webhook-id"] == third.headers["webhook-id"]
+    )
+    assert first.body == second.body == third.body
+    delivery = Delivery.objects.get()
+    beat_until(lambda: Delivery.objects.get().state == "delivered")
+    delivery.refresh_from_db()
+    assert (delivery.attempts, delivery.last_status) == (3, 200)
+    listed = subscriber.api.get(f"/api/v1/subscriptions/{sid}/deliveries").json()["results"]
+    assert listed[0]["attempts"] == 3 and listed[0]["state"] == "delivered"
+    assert Subscription.objects.get(pk=sid).failing_since is None
+
+
+def test_a_worker_killed_mid_delivery_redelivers_after_restart(
+    publisher, subscriber, shared_set, receiver, webhook_worker
+):
+    first_worker = webhook_worker()
+    receiver.script = [Answer(200, delay=1.5)]
+    subscribe(subscriber, receiver.url)
+    publish(publisher, "acme-csam", [pdq(0), pdq(1)])
+    (in_flight,) = receiver.wait_for(1)
+    first_worker.process.send_signal(signal.SIGKILL)
+    first_worker.process.wait()
+    webhook_worker()
+    beat_until(lambda: Delivery.objects.filter(state="delivered").exists())
+    again = [
+        r
+        for r in receiver.received[1:]
+        if r.headers["webhook-id"] == in_flight.headers["webhook-id"]
+    ]
+    assert again and again[0].body == in_flight.body
+    assert {c["value"] for c in changes_of(receiver.received)} == {PDQ[0], PDQ[1]}
+
+
+def test_a_410_disables_the_subscription_and_tells_the_organisation(
+    publisher, subscriber, shared_set, receiver
+):
+    receiver.script = [Answer(410)]
+    sid = subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "disabled"
+    body = subscriber.api.get(f"/api/v1/subscriptions/{sid}").json()
+    assert body["state"] == "disabled" and "410" in body["disabled_reason"]
+    events = subscriber.api.get("/api/v1/audit/events?action=signals.subscription.disabled")
+    assert events.json()["results"][0]["details"]["reason"] == body["disabled_reason"]
+    assert do_dispatch() == []  # nothing is sent to a disabled endpoint
+    resumed = subscriber.api.post(f"/api/v1/subscriptions/{sid}/redeliver", {})
+    assert resumed.json()["state"] == "active"
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "delivered"
+
+
+def test_an_endpoint_failing_for_days_is_disabled(publisher, subscriber, shared_set, receiver):
+    receiver.script = [Answer(500)] * 10
+    sid = subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    start = timezone.now()
+    with time_machine.travel(start, tick=False) as clock:
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == "retry"
+        clock.move_to(start + timezone.timedelta(hours=71))
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == "retry"
+        clock.move_to(start + timezone.timedelta(hours=72, minutes=1))
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == "disabled"
+    subscription = Subscription.objects.get(pk=sid)
+    assert subscription.state == "disabled" and "72 hours" in subscription.disabled_reason
+    assert subscription.last_error == "HTTP 500"
+
+
+def test_an_address_that_turned_private_is_refused_at_send_time(
+    publisher, subscriber, shared_set, receiver, settings
+):
+    sid = subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    settings.HASHX_OUTBOUND_ALLOWED_NETWORKS = []
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "retry"
+    assert receiver.received == []
+    assert "loopback" in Subscription.objects.get(pk=sid).last_error
+
+
+def test_filters_leave_out_other_types_and_labels(publisher, subscriber, shared_set, receiver):
+    subscribe(subscriber, receiver.url, labels=["terror"], signal_types=["pdq"])
+    merged(
+        publish(
+            publisher,
+            "acme-csam",
+            [
+                pdq(0, labels=["csam"]),
+                pdq(1, labels=["terror"]),
+                {"type": "md5", "value": "d41d8cd98f00b204e9800998ecf8427e", "labels": ["terror"]},
+            ],
+        )
+    )
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "delivered"
+    (request,) = receiver.received
+    assert [c["value"] for c in request.payload["data"]["changes"]] == [PDQ[1]]
+
+
+def test_retries_back_off_exponentially_with_jitter_and_honour_retry_after(settings):
+    from exchange.outbound import Answer as HttpAnswer
+
+    settings.HASHX_WEBHOOK_RETRY_BASE_SECONDS = 10
+    settings.HASHX_WEBHOOK_RETRY_MAX_SECONDS = 3600
+    now = timezone.now()
+    delays = [retry_delay(n, None, now) for n in (1, 2, 3, 10, 30)]
+    assert 5 <= delays[0] <= 10 and 10 <= delays[1] <= 20 and 20 <= delays[2] <= 40
+    assert 1800 <= delays[3] <= 3600 and 1800 <= delays[4] <= 3600
+    assert retry_delay(1, HttpAnswer(429, {"retry-after": "120"}, ""), now) == 120
+    later = (now + timezone.timedelta(seconds=300)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert 290 <= retry_delay(1, HttpAnswer(503, {"retry-after": later}, ""), now) <= 301
+    assert retry_delay(1, HttpAnswer(503, {"retry-after": "99999"}, ""), now) == 3600
