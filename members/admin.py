@@ -7,54 +7,16 @@ audit event); keys are added by pasting a PEM, raw base64 or JWK public key.
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
-from django.contrib.admin import helpers
+from django.contrib import admin
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.http import HttpRequest
 
 from audit.admin import AuditedAdminMixin
+from exchange.admin_tools import confirm_with_reason
 from hashx.keys import KeyFormatError, jwk_thumbprint, parse_public_key
 from members.actions.keys import do_add_key, do_revoke_key
 from members.actions.organisations import do_change_status
 from members.models import Organisation, SigningKey
-
-
-class ReasonForm(forms.Form):
-    reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3}), help_text="Recorded in the audit log."
-    )
-
-
-def _confirm(
-    modeladmin: admin.ModelAdmin,
-    request: HttpRequest,
-    queryset: QuerySet[Any],
-    *,
-    action: str,
-    title: str,
-    apply: Any,
-) -> HttpResponse | None:
-    """Django's intermediate-page pattern: show the objects and ask for a reason; on the
-    confirming POST, apply the change to each and report."""
-    form = ReasonForm(request.POST if "confirm" in request.POST else None)
-    if "confirm" in request.POST and form.is_valid():
-        changed = sum(1 for obj in queryset if apply(obj, form.cleaned_data["reason"]))
-        skipped = queryset.count() - changed
-        modeladmin.message_user(
-            request, f"{title}: {changed} changed, {skipped} left as they were.", messages.SUCCESS
-        )
-        return None
-    context = {
-        **modeladmin.admin_site.each_context(request),
-        "title": f"{title}?",
-        "objects": queryset,
-        "form": form,
-        "action": action,
-        "opts": modeladmin.model._meta,
-        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-    }
-    return TemplateResponse(request, "admin/members/confirm_action.html", context)
 
 
 class KeyAddForm(forms.ModelForm):
@@ -157,7 +119,7 @@ class OrganisationAdmin(AuditedAdminMixin, admin.ModelAdmin):
         def apply(org: Organisation, reason: str) -> bool:
             return do_change_status(org, action, reason, actor=request.user, request=request)
 
-        return _confirm(self, request, queryset, action=action, title=title, apply=apply)
+        return confirm_with_reason(self, request, queryset, action=action, title=title, apply=apply)
 
     @admin.action(description="Approve selected organisations")
     def approve(self, request: HttpRequest, queryset: QuerySet[Organisation]) -> Any:
@@ -201,7 +163,7 @@ class SigningKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> Any:
-        return _confirm(
+        return confirm_with_reason(
             self, request, queryset, action="revoke", title="Revoke keys",
             apply=lambda key, reason: key.state != SigningKey.State.REVOKED
             and bool(do_revoke_key(key, reason, actor_user=request.user, request=request)),

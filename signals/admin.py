@@ -8,8 +8,20 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from audit.admin import AuditedAdminMixin
-from exchange.admin_tools import ReadOnlyAdmin
-from signals.models import Batch, Contribution, HashSet, Opinion, SetEntry, SetGrant
+from exchange.admin_tools import ReadOnlyAdmin, confirm_with_reason
+from signals.actions.positions import Position
+from signals.actions.subscriptions import do_redeliver, do_update_subscription
+from signals.actions.webhooks import lag
+from signals.models import (
+    Batch,
+    Contribution,
+    Delivery,
+    HashSet,
+    Opinion,
+    SetEntry,
+    SetGrant,
+    Subscription,
+)
 from signals.types import SIGNAL_TYPES, SignalTypeError
 
 
@@ -99,3 +111,92 @@ class BatchAdmin(ReadOnlyAdmin):
     search_fields = ["=id", "hash_set__slug", "organisation__slug"]
     list_select_related = ["hash_set", "organisation"]
     exclude = ["answer"]
+
+
+class DeliveryInline(admin.TabularInline):
+    """The newest deliveries of a subscription (the full history: Deliveries)."""
+
+    model = Delivery
+    extra = 0
+    can_delete = False
+    max_num = 0
+    fields = readonly_fields = (
+        "webhook_id", "state", "count", "attempts", "last_status", "last_error",
+        "next_attempt_at", "created_at", "delivered_at",
+    )  # fmt: skip
+    ordering = ["-created_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
+        return super().get_queryset(request).defer("body")
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Webhook subscriptions: state, how far behind (lag), the last error. Staff pause,
+    resume or redeliver (with a reason, audited); members change them through the API."""
+
+    list_display = [
+        "organisation", "url", "state", "lag", "last_delivered_at", "failing_since", "last_error",
+    ]  # fmt: skip
+    list_filter = ["state"]
+    search_fields = ["organisation__slug", "url", "=id"]
+    list_select_related = ["organisation"]
+    fields = readonly_fields = (
+        "organisation", "url", "set_slugs", "signal_types", "labels", "state", "cursor", "lag",
+        "failing_since", "last_error", "disabled_reason", "last_delivered_at", "created_at",
+    )  # fmt: skip
+    inlines = [DeliveryInline]
+    actions = ["redeliver", "pause"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="lag (changes behind)")
+    def lag(self, subscription: Subscription) -> str:
+        behind = lag(subscription)
+        return f"{behind:,}+" if behind >= 10_000 else f"{behind:,}"
+
+    @admin.display(description="sets")
+    def set_slugs(self, subscription: Subscription) -> str:
+        slugs = HashSet.objects.filter(pk__in=subscription.set_ids).values_list("slug", flat=True)
+        return ", ".join(slugs)
+
+    @admin.display(description="cursor")
+    def cursor(self, subscription: Subscription) -> str:
+        return Position(subscription.cursor_xid, subscription.cursor_seq).cursor()
+
+    @admin.action(description="Redeliver now (resume and send the pending page)")
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> Any:
+        def apply(subscription: Subscription, reason: str) -> bool:
+            do_redeliver(subscription, actor_user=request.user, reason=reason)
+            return True
+
+        return confirm_with_reason(
+            self, request, queryset, action="redeliver", title="Redeliver", apply=apply
+        )
+
+    @admin.action(description="Pause selected subscriptions")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> Any:
+        def apply(subscription: Subscription, reason: str) -> bool:
+            if subscription.state == Subscription.State.PAUSED:
+                return False
+            do_update_subscription(
+                subscription, {"active": False}, actor_user=request.user, reason=reason
+            )
+            return True
+
+        return confirm_with_reason(
+            self, request, queryset, action="pause", title="Pause", apply=apply
+        )
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "webhook_id", "subscription", "state", "count", "attempts", "last_status", "last_error",
+        "next_attempt_at", "created_at", "delivered_at",
+    ]  # fmt: skip
+    list_filter = ["state"]
+    search_fields = ["=id", "subscription__organisation__slug", "subscription__url"]
+    list_select_related = ["subscription__organisation"]
+    show_full_result_count = False

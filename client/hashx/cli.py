@@ -24,6 +24,8 @@ from hashx.keys import (
     raw_public_bytes,
     write_private_key,
 )
+from hashx.store import LocalStore, sync
+from hashx.webhooks import WebhookVerificationError, verify
 
 
 class UsageError(Exception):
@@ -246,25 +248,114 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> None:
-    """Append every change after the saved cursor to --out (NDJSON), then save the new cursor:
-    run it on a schedule and never miss a change or a retraction."""
-    state_path = Path(args.state)
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    sets = args.sets.split(",") if args.sets else None
-    if state.get("sets") not in (None, sets):
-        raise UsageError(f"{args.state} follows other sets ({state['sets']}); use another --state")
-    client, progress, count = _client(args), _Progress(), 0
-    start = cursor = state.get("cursor", "")
-    with Path(args.out).open("a") as out:
-        # At least once: stopped half-way, the next run appends again from the saved cursor.
-        for change, page_cursor in client.iter_changes(sets=sets, cursor=start, limit=args.limit):
-            out.write(json.dumps(change) + "\n")
-            cursor = page_cursor
-            count += 1
-            progress.show(f"synced {count:,} changes")
-    progress.done()
-    state_path.write_text(json.dumps({"sets": sets, "cursor": cursor}) + "\n")
-    _print(args, {"changes": count, "cursor": cursor}, f"{count:,} changes appended to {args.out}")
+    """Bring the local copy in --out up to date: run it on a schedule (or in a loop) and it
+    never misses a change or a retraction; interrupted, it resumes from its last checkpoint."""
+    client = _client(args)
+    store = LocalStore(args.out)
+    try:
+        sets = [s for s in (args.sets or "").split(",") if s] or (
+            json.loads(store.get("sets", "[]")) or [s["slug"] for s in client.sets()]
+        )
+        progress = _Progress()
+        try:
+            applied, cursor = sync(
+                client, store, sets, progress=lambda n: progress.show(f"synced {n:,} changes")
+            )
+        except ValueError as exc:
+            raise UsageError(f"{exc}: use another --out") from None
+        progress.done()
+        total = store.count()
+    finally:
+        store.close()
+    _print(
+        args,
+        {"changes": applied, "entries": total, "cursor": cursor, "sets": sets},
+        f"{applied:,} changes applied; {total:,} active entries of {', '.join(sets)} in"
+        f" {store.path}",
+    )
+
+
+def cmd_subscriptions_list(args: argparse.Namespace) -> None:
+    subscriptions = _client(args).subscriptions()
+    lines = [f"{'ID':<36} {'STATE':<8} {'SETS':<24} URL"]
+    lines += [
+        f"{s['id']:<36} {s['state']:<8} {','.join(s['sets']):<24} {s['url']}"
+        + (f"\n    disabled: {s['disabled_reason']}" if s["disabled_reason"] else "")
+        + (f"\n    last error: {s['last_error']}" if s["last_error"] else "")
+        for s in subscriptions
+    ]
+    _print(args, subscriptions, "\n".join(lines))
+
+
+def cmd_subscriptions_add(args: argparse.Namespace) -> None:
+    fields: dict[str, Any] = {"signal_types": args.type, "labels": args.label}
+    if args.cursor:
+        fields["cursor"] = args.cursor
+    if args.description:
+        fields["description"] = args.description
+    created = _client(args).subscribe(args.url, args.sets.split(","), **fields)
+    _print(args, created, f"subscription {created['id']} delivers to {created['url']}")
+
+
+def cmd_subscriptions_state(args: argparse.Namespace) -> None:
+    client = _client(args)
+    if args.subscriptions_command == "delete":
+        client.delete_subscription(args.id)
+        _print(args, {"deleted": args.id}, f"subscription {args.id} deleted")
+        return
+    if args.subscriptions_command == "redeliver":
+        answer = client.redeliver(args.id, cursor=args.cursor or "", delivery=args.delivery or "")
+    else:
+        answer = client.update_subscription(args.id, active=args.subscriptions_command == "resume")
+    _print(args, answer, f"subscription {answer['id']}: {answer['state']}")
+
+
+def cmd_subscriptions_deliveries(args: argparse.Namespace) -> None:
+    page = _client(args).deliveries(args.id, limit=args.limit)
+    lines = [f"{'WEBHOOK-ID':<36} {'STATE':<10} {'COUNT':>5} {'TRIES':>5} LAST"]
+    lines += [
+        f"{d['id']:<36} {d['state']:<10} {d['count']:>5} {d['attempts']:>5}"
+        f" {d['last_status'] or ''} {d['last_error']}"
+        for d in page["results"]
+    ]
+    _print(args, page, "\n".join(lines))
+
+
+def cmd_webhook_verify(args: argparse.Namespace) -> None:
+    """Check a saved delivery: the body file and its headers (JSON object or "name: value"
+    lines), against the exchange's published keys (--keys file, or fetched from --url)."""
+    body = _read(args.body)
+    raw_headers = _read(args.headers).decode()
+    try:
+        headers = json.loads(raw_headers)
+    except ValueError:
+        headers = dict(
+            (name.strip(), value.strip())
+            for name, _, value in (line.partition(":") for line in raw_headers.splitlines())
+            if value
+        )
+    if args.keys:
+        keys = json.loads(_read(args.keys))
+        keys = keys.get("jwks", keys).get("keys", keys) if isinstance(keys, dict) else keys
+    else:
+        url = args.url or os.environ.get("HASHX_URL")
+        if not url:
+            raise UsageError("pass --keys FILE or --url (HASHX_URL) to fetch the exchange's keys")
+        keys = requests.get(f"{url.rstrip('/')}/.well-known/hashx", timeout=30).json()["jwks"][
+            "keys"
+        ]
+    try:
+        webhook_id = verify(body, headers, keys, tolerance=args.tolerance)
+    except WebhookVerificationError as exc:
+        raise UsageError(f"the delivery does not verify: {exc}") from None
+    _print(args, {"verified": True, "webhook_id": webhook_id}, f"verified {webhook_id}")
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -358,14 +449,53 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
         command.set_defaults(func=func)
 
-    sync = sub.add_parser("sync", help="append every change since the last sync to a file")
-    sync.add_argument("--sets", help="comma-separated set slugs (default: every set you read)")
-    sync.add_argument("--state", default="hashx-sync.json", help="where the cursor is kept")
-    sync.add_argument(
-        "--out", default="hashx-changes.ndjson", help="NDJSON file the changes are appended to"
+    sync = sub.add_parser(
+        "sync", help="keep a local copy (SQLite) of sets in sync with the change feed"
     )
-    sync.add_argument("--limit", type=int, default=5000, help="changes per request")
+    sync.add_argument(
+        "--sets", help="comma-separated set slugs (default: as before, else every set you read)"
+    )
+    sync.add_argument(
+        "--out", default="hashx-data", help="directory of the local copy (hashx.sqlite3)"
+    )
     sync.set_defaults(func=cmd_sync)
+
+    subs = sub.add_parser("subscriptions", help="webhook subscriptions: the exchange pushes to you")
+    subs_sub = subs.add_subparsers(dest="subscriptions_command", required=True, metavar="ACTION")
+    subs_sub.add_parser("list", help="your subscriptions").set_defaults(func=cmd_subscriptions_list)
+    add_sub = subs_sub.add_parser("add", help="subscribe an https endpoint to sets")
+    add_sub.add_argument("url")
+    add_sub.add_argument("--sets", required=True, help="comma-separated set slugs")
+    add_sub.add_argument("--type", action="append", default=[], help="only this signal type")
+    add_sub.add_argument("--label", action="append", default=[], help="only this label")
+    add_sub.add_argument("--cursor", help="start after this feed cursor (default: now)")
+    add_sub.add_argument("--description", default="")
+    add_sub.set_defaults(func=cmd_subscriptions_add)
+    for name, help_text in (
+        ("pause", "stop deliveries for now"),
+        ("resume", "deliver again (also after the exchange disabled it)"),
+        ("delete", "delete the subscription"),
+        ("redeliver", "send the pending page now, or rewind with --cursor / --delivery"),
+    ):
+        command = subs_sub.add_parser(name, help=help_text)
+        command.add_argument("id")
+        if name == "redeliver":
+            command.add_argument("--cursor", help="rewind to this feed cursor")
+            command.add_argument("--delivery", help="rewind to where this delivery started")
+        command.set_defaults(func=cmd_subscriptions_state)
+    deliveries = subs_sub.add_parser("deliveries", help="recent deliveries and their attempts")
+    deliveries.add_argument("id")
+    deliveries.add_argument("--limit", type=int, default=20)
+    deliveries.set_defaults(func=cmd_subscriptions_deliveries)
+
+    webhook = sub.add_parser(
+        "webhook-verify", help="check a webhook delivery's signature (body and headers files)"
+    )
+    webhook.add_argument("body", help="file holding the raw request body")
+    webhook.add_argument("headers", help='file holding the headers (JSON or "name: value" lines)')
+    webhook.add_argument("--keys", help="the exchange's JWKS (default: fetched from --url)")
+    webhook.add_argument("--tolerance", type=int, default=300, help="seconds of clock skew")
+    webhook.set_defaults(func=cmd_webhook_verify)
 
     batch = sub.add_parser("batch", help="the state and counts of a publish batch")
     batch.add_argument("batch_id")

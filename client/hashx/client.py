@@ -1,6 +1,7 @@
 """A typed client for the exchange's member API. Every call is signed; errors raise
 ``HashxError`` carrying the server's problem document."""
 
+import json as jsonlib
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -222,6 +223,74 @@ class Client:
             cursor = page["cursor"]
             if not page["more"]:
                 return
+
+    def _stream(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        response = self.session.get(
+            f"{self.base_url}{path}",
+            params=params,
+            headers={"Accept": "application/x-ndjson"},
+            auth=self.auth,
+            timeout=self.timeout,
+            stream=True,
+        )
+        with response:
+            if response.status_code >= 400:
+                self._answer(response)
+            for line in response.iter_lines(chunk_size=1 << 16):
+                if line:
+                    yield jsonlib.loads(line)
+
+    def stream_changes(
+        self, *, sets: list[str] | None = None, cursor: str = ""
+    ) -> Iterator[dict[str, Any]]:
+        """Every change after ``cursor`` in one NDJSON response: change records, a
+        ``{"cursor": …}`` checkpoint after each server page, and a last
+        ``{"cursor": …, "end": true}``. Raises ``HashxError`` (410: start from snapshots)."""
+        params: dict[str, Any] = {}
+        if sets:
+            params["sets"] = ",".join(sets)
+        if cursor:
+            params["cursor"] = cursor
+        return self._stream("/api/v1/changes", params)
+
+    def snapshot(self, slug: str) -> Iterator[dict[str, Any]]:
+        """Every active entry of a set, then ``{"cursor": …, "end": true}`` to continue from."""
+        return self._stream(f"/api/v1/sets/{slug}/snapshot", {})
+
+    # -- subscriptions (webhooks) ------------------------------------------------------------
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/api/v1/subscriptions")
+
+    def subscribe(self, url: str, sets: list[str], **fields: Any) -> dict[str, Any]:
+        """``fields``: signal_types, labels, description, cursor (default: from now), active."""
+        return self.request(
+            "POST", "/api/v1/subscriptions", json={"url": url, "sets": sets, **fields}
+        )
+
+    def subscription(self, subscription_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/subscriptions/{subscription_id}")
+
+    def update_subscription(self, subscription_id: str, **changes: Any) -> dict[str, Any]:
+        return self.request("PATCH", f"/api/v1/subscriptions/{subscription_id}", json=changes)
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        self.request("DELETE", f"/api/v1/subscriptions/{subscription_id}")
+
+    def deliveries(self, subscription_id: str, *, limit: int = 50) -> dict[str, Any]:
+        return self.request(
+            "GET", f"/api/v1/subscriptions/{subscription_id}/deliveries", params={"limit": limit}
+        )
+
+    def redeliver(
+        self, subscription_id: str, *, cursor: str = "", delivery: str = ""
+    ) -> dict[str, Any]:
+        body = {k: v for k, v in {"cursor": cursor, "delivery": delivery}.items() if v}
+        return self.request("POST", f"/api/v1/subscriptions/{subscription_id}/redeliver", json=body)
+
+    def exchange_keys(self) -> list[dict[str, Any]]:
+        """The exchange's public keys (JWKs) from /.well-known/hashx: they verify webhooks."""
+        return self.request("GET", "/.well-known/hashx")["jwks"]["keys"]
 
     # -- audit -------------------------------------------------------------------------------
 

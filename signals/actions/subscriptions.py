@@ -117,7 +117,12 @@ def _cancel_pending(subscription: Subscription) -> None:
 
 
 def do_update_subscription(
-    subscription: Subscription, changes: dict[str, Any], *, request: Any = None
+    subscription: Subscription,
+    changes: dict[str, Any],
+    *,
+    request: Any = None,
+    actor_user: Any = None,
+    reason: str = "",
 ) -> Subscription:
     """Change url, sets, filters, description or state (``active``: True resumes a paused or
     disabled subscription and clears its failure record; False pauses it).
@@ -142,7 +147,15 @@ def do_update_subscription(
             else:
                 subscription.state = Subscription.State.PAUSED
         subscription.save()
-        record("signals.subscription.updated", obj=subscription, request=request, details=details)
+        if reason:
+            details["reason"] = reason
+        record(
+            "signals.subscription.updated",
+            obj=subscription,
+            request=request,
+            actor_user=actor_user,
+            details=details,
+        )
         wake()
     return subscription
 
@@ -173,6 +186,7 @@ def do_redeliver(
     cursor: str | None = None,
     delivery: Delivery | None = None,
     actor_user: Any = None,
+    reason: str = "",
     request: Any = None,
 ) -> Subscription:
     """Send again. With ``cursor`` (or a past ``delivery``: from where it started), rewind the
@@ -199,7 +213,7 @@ def do_redeliver(
             obj=subscription,
             request=request,
             actor_user=actor_user,
-            details={"cursor": start.cursor() if start else None},
+            details={"cursor": start.cursor() if start else None, "reason": reason},
         )
         wake()
     return subscription

@@ -352,8 +352,9 @@ class ChangesView(APIView):
 def _stream_changes(
     by_id: dict[int, HashSet], after: Position, page: int, request: Request
 ) -> Iterator[str]:
-    """Every change after ``after`` to the end, a page at a time (constant memory), then one
-    line with the cursor to continue from; the pull is audited once it is complete."""
+    """Every change after ``after`` to the end, a page at a time (constant memory), with a
+    ``{"cursor": …}`` checkpoint line after each full page, then ``{"cursor": …, "end": true}``;
+    the pull is audited once it is complete."""
     cursor, served = after, dict[int, int]()
     while True:
         changes, cursor = changes_after(cursor, list(by_id), limit=page)
@@ -371,6 +372,8 @@ def _stream_changes(
         tally(changes, served)
         if len(changes) < page:
             break
+        # A checkpoint: a client that stops here resumes from this cursor, not the start.
+        yield json.dumps({"cursor": cursor.cursor()}) + "\n"
     do_record_pull(by_id, served, after, cursor, request=request)
     yield json.dumps({"cursor": cursor.cursor(), "end": True}) + "\n"
 

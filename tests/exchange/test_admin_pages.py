@@ -6,7 +6,11 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from audit.actions import record
+from audit.models import AuditEvent
 from signals.actions.sets import do_create_set
+from signals.actions.subscriptions import do_create_subscription
+from signals.actions.webhooks import do_cut_page
+from signals.models import Subscription
 from tests.signals.conftest import PDQ, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db
@@ -20,9 +24,13 @@ def staff(client):
 
 @pytest.fixture
 def content(publisher):
-    do_create_set(publisher.org, {"slug": "acme-csam", "name": "Acme CSAM"})
+    hash_set = do_create_set(publisher.org, {"slug": "acme-csam", "name": "Acme CSAM"})
     merged(publish(publisher, "acme-csam", [pdq(0), pdq(1)]))
     record("test.event", actor_org=publisher.org)
+    subscription = do_create_subscription(
+        publisher.org, url="https://hooks.example/x", sets=[hash_set], signal_types=[], labels=[]
+    )
+    do_cut_page(subscription.pk)
 
 
 def test_every_changelist_and_change_page_renders(staff, content):
@@ -56,3 +64,17 @@ def test_signing_a_checkpoint_asks_first(staff, content):
     url = reverse("admin:audit_auditcheckpoint_sign")
     assert b"Yes, sign a checkpoint" in staff.get(url).content
     assert staff.post(url).status_code == 302
+
+
+def test_staff_redeliver_a_subscription_after_confirming_with_a_reason(staff, content):
+    subscription = Subscription.objects.get()
+    Subscription.objects.filter(pk=subscription.pk).update(state="disabled")
+    url = reverse("admin:signals_subscription_changelist")
+    form = {"action": "redeliver", "_selected_action": [str(subscription.pk)]}
+    asks = staff.post(url, form)
+    assert asks.status_code == 200 and b"reason" in asks.content
+    done = staff.post(url, {**form, "confirm": "1", "reason": "endpoint fixed"})
+    assert done.status_code == 302
+    assert Subscription.objects.get().state == "active"
+    event = AuditEvent.objects.get(action="signals.subscription.redelivered")
+    assert event.details["reason"] == "endpoint fixed" and event.actor_user_id is not None

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from hashx.store import LocalStore
 from signals.models import SetEntry
 from tests.members.test_client import hashx
 from tests.signals.conftest import PDQ
@@ -70,16 +71,20 @@ def test_publishing_to_a_missing_set_fails_with_the_servers_reason(cli, tmp_path
     assert result.returncode == 1 and "404" in result.stderr
 
 
-def test_sync_appends_every_change_since_the_last_sync(cli, tmp_path):
+def test_sync_keeps_a_local_copy_and_applies_tombstones(cli, tmp_path):
     cli("sets", "create", "acme-csam", "--name", "Acme CSAM")
     upload = tmp_path / "hashes.txt"
     upload.write_text("".join(f"pdq {v}\n" for v in PDQ[:30]))
     cli("publish", "--set", "acme-csam", str(upload))
-    state, out = tmp_path / "state.json", tmp_path / "changes.ndjson"
-    args = ("--state", str(state), "--out", str(out), "--limit", "7")
-    assert "30 changes appended" in cli("sync", "--sets", "acme-csam", *args).stdout
+    out = tmp_path / "copy"
+    first = cli("sync", "--sets", "acme-csam", "--out", str(out)).stdout
+    assert "30 changes applied; 30 active entries of acme-csam" in first
     cli("retract", "--set", "acme-csam", "--value", PDQ[3])
-    assert "1 changes appended" in cli("sync", "--sets", "acme-csam", *args).stdout
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == 31 and (lines[-1]["value"], lines[-1]["state"]) == (PDQ[3], "tombstone")
-    assert "0 changes appended" in cli("sync", "--sets", "acme-csam", *args).stdout
+    second = json.loads(cli("--json", "sync", "--out", str(out)).stdout)
+    assert (second["changes"], second["entries"], second["sets"]) == (1, 29, ["acme-csam"])
+    store = LocalStore(out)
+    assert {v for _, _, v in store.values()} == set(PDQ[:30]) - {PDQ[3]}
+    store.close()
+    assert "0 changes applied" in cli("sync", "--out", str(out)).stdout
+    other = cli("sync", "--sets", "other", "--out", str(out), check=False)
+    assert other.returncode == 2 and "follows other sets" in other.stderr

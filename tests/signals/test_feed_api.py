@@ -136,11 +136,18 @@ def test_a_full_sync_streams_every_change_then_the_cursor(
     response = subscriber.api.get("/api/v1/changes", HTTP_ACCEPT="application/x-ndjson")
     assert response.status_code == 200 and response["Content-Type"] == "application/x-ndjson"
     lines = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
-    *changes, end = lines
+    *lines, end = lines
+    changes = [line for line in lines if "entry" in line]
+    checkpoints = [line for line in lines if "entry" not in line]
     assert sorted(c["value"] for c in changes) == sorted(PDQ[:20])
     assert end["end"] is True
+    # After each full page of 7, a cursor to resume from: it continues with the next change.
+    assert len(checkpoints) == 2 and lines[7] == checkpoints[0]
+    after_first = pull(subscriber, cursor=checkpoints[0]["cursor"]).json()["changes"]
+    assert [c["entry"] for c in after_first] == [c["entry"] for c in changes[7:]]
     assert pull(subscriber, cursor=end["cursor"]).json()["changes"] == []
-    assert AuditEvent.objects.get(action="feed.pulled").details["count"] == 20
+    first_pull = AuditEvent.objects.filter(action="feed.pulled").order_by("id").first()
+    assert first_pull.details["count"] == 20
 
 
 def snapshot(member, slug):

@@ -1,0 +1,108 @@
+"""``hashx.store.sync``: a local copy that follows the feed, resumes, and survives purges."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.utils import timezone
+
+from hashx import Client
+from hashx.errors import HashxError
+from hashx.store import LocalStore, sync
+from signals.actions.feed import do_purge_tombstones
+from signals.actions.sets import do_grant
+from signals.api.views import ChangesView
+from signals.models import SetEntry
+from tests.conftest import REPO_ROOT, db_url_for_subprocesses, make_member
+from tests.signals.conftest import PDQ, merged, pdq, publish
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def client(live_server, settings, subscriber):
+    settings.HASHX_PUBLIC_URL = live_server.url
+    return Client(live_server.url, subscriber.private_key)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = LocalStore(tmp_path / "copy")
+    yield store
+    store.close()
+
+
+def server_state(hash_set):
+    return {
+        (hash_set.slug, e.signal.type, e.signal.value)
+        for e in SetEntry.objects.filter(hash_set=hash_set, state="active").select_related("signal")
+    }
+
+
+def test_an_interrupted_sync_resumes_from_its_last_checkpoint(
+    client, store, publisher, shared_set, monkeypatch
+):
+    monkeypatch.setattr(ChangesView, "STREAM_PAGE", 5)
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(23)]))
+
+    def stop_after_two_pages(applied):
+        if applied >= 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sync(client, store, ["acme-csam"], progress=stop_after_two_pages)
+    assert store.count() == 10 and store.cursor
+    applied, _ = sync(client, store, ["acme-csam"])
+    assert applied == 13
+    assert store.values() == server_state(shared_set)
+
+
+def test_a_cursor_past_tombstone_retention_falls_back_to_snapshots(
+    client, store, publisher, shared_set
+):
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(10)]))
+    sync(client, store, ["acme-csam"])
+    publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(0), pdq(1)]})
+    merged(publish(publisher, "acme-csam", [pdq(10)]))
+    later = timezone.now() + timezone.timedelta(days=365)
+    assert do_purge_tombstones(now=later) == 2
+    with pytest.raises(HashxError) as gone:
+        client.changes(cursor=store.cursor, sets=["acme-csam"])
+    assert gone.value.status == 410
+    sync(client, store, ["acme-csam"])
+    assert store.values() == server_state(shared_set)
+    assert {v for _, _, v in store.values()} == set(PDQ[2:11])
+
+
+def test_the_local_copy_equals_the_server_while_writers_race(client, store, publisher, shared_set):
+    writers_orgs = [publisher, *[make_member(f"writer-{n}") for n in range(2)]]
+    for member in writers_orgs[1:]:
+        do_grant(shared_set, member.org, can_read=True, can_publish=True)
+    env = {**os.environ, "DATABASE_URL": db_url_for_subprocesses()}
+    writers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.signals.writer",
+                member.org.slug,
+                shared_set.slug,
+                str(seed),
+                "20",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        for seed, member in enumerate(writers_orgs)
+    ]
+    syncs = 0
+    while any(w.poll() is None for w in writers):
+        sync(client, store, ["acme-csam"])
+        syncs += 1
+    assert all(w.wait() == 0 for w in writers)
+    sync(client, store, ["acme-csam"])
+    assert syncs > 3, "the client should have synced while the writers wrote"
+    final = server_state(shared_set)
+    assert len(final) > 50
+    assert store.values() == final
