@@ -1,6 +1,7 @@
 """Webhook delivery end to end: a real worker POSTs to a real receiver on loopback."""
 
 import itertools
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -260,3 +261,24 @@ def test_retries_back_off_exponentially_with_jitter_and_honour_retry_after(setti
     later = (now + timezone.timedelta(seconds=300)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert 290 <= retry_delay(1, HttpAnswer(503, {"retry-after": later}, ""), now) <= 301
     assert retry_delay(1, HttpAnswer(503, {"retry-after": "99999"}, ""), now) == 3600
+
+
+def test_a_receiver_checks_a_saved_delivery_with_the_cli(
+    publisher, subscriber, shared_set, receiver, tmp_path
+):
+    from tests.members.test_client import hashx
+
+    subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    do_send(*claimed)
+    (request,) = receiver.received
+    body, headers, keys = tmp_path / "body", tmp_path / "headers", tmp_path / "jwks.json"
+    body.write_bytes(request.body)
+    headers.write_text("".join(f"{k}: {v}\n" for k, v in request.headers.items()))
+    keys.write_text(json.dumps(published_jwks()))
+    verified = hashx("webhook-verify", str(body), str(headers), "--keys", str(keys))
+    assert f"verified {request.headers['webhook-id']}" in verified.stdout
+    body.write_bytes(request.body + b" ")
+    refused = hashx("webhook-verify", str(body), str(headers), "--keys", str(keys), check=False)
+    assert refused.returncode == 2 and "does not verify" in refused.stderr
