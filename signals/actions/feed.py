@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -12,7 +12,7 @@ from django.utils import timezone
 from audit.actions import record
 from exchange.problems import Problem
 from signals.actions.positions import Position, visible_horizon
-from signals.models import FeedHorizon, HashSet
+from signals.models import FeedHorizon
 
 
 @dataclass
@@ -48,13 +48,57 @@ def _from_row(row: tuple[Any, ...]) -> Change:
     )
 
 
-_SQL_CHANGES = f"""
-SELECT {_CHANGE_COLUMNS}
-FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE e.hash_set_id = ANY(%(sets)s) AND e.position_xid < %(horizon)s::text::xid8
-  AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+# One change as the feed, snapshots and webhooks serve it, rendered by Postgres: a full sync
+# serves millions, and building them in Python would cost more than reading them. Contributor
+# names appear only where the set names its contributors.
+_RECORD = """concat(
+    '{"entry":', e.id, ',"set":', to_json(h.slug), ',"type":', to_json(g.type),
+    ',"value":', to_json(g.value), ',"state":"', e.state, '","labels":', to_json(e.labels),
+    ',"contributors":', e.contributor_count,
+    ',"opinions":{"positive":', e.positive_count, ',"negative":', e.negative_count,
+    ',"investigation_seed":', e.investigation_count,
+    '},"disputed":', (e.positive_count > 0 AND e.negative_count > 0)::text,
+    ',"first_seen":', to_json(e.first_seen), ',"updated":', to_json(e.updated_at),
+    ',"expires_at":', coalesce(to_json(e.expires_at)::text, 'null'),
+    CASE WHEN h.attribution = 'named' THEN concat(',"contributor_names":', coalesce((
+        SELECT json_agg(o.slug ORDER BY o.slug) FROM signals_contribution k
+        JOIN members_organisation o ON o.id = k.organisation_id
+        WHERE k.entry_id = e.id AND k.retracted_at IS NULL)::text, '[]')) END,
+    '}')"""
+_RENDERED_COLUMNS = f"e.hash_set_id, e.position_xid::text, e.position_seq, {_RECORD}"
+
+
+class Rendered(NamedTuple):
+    set_id: int
+    position: Position
+    json: str
+
+
+def _rendered(row: tuple[Any, ...]) -> Rendered:
+    return Rendered(row[0], Position(int(row[1]), row[2]), row[3])
+
+
+def _sql_after(columns: str) -> str:
+    """Per set, the next ``limit`` rows straight off the (set, position) index in order; then
+    the first ``limit`` of their union. (``hash_set_id = ANY(…)`` would read and sort every row
+    after the cursor: Postgres 16 cannot walk one ordered index range per array element.)"""
+    return f"""
+SELECT {columns}
+FROM unnest(%(sets)s::bigint[]) AS s(id)
+CROSS JOIN LATERAL (
+    SELECT * FROM signals_setentry x
+    WHERE x.hash_set_id = s.id AND x.position_xid < %(horizon)s::text::xid8
+      AND (x.position_xid, x.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+    ORDER BY x.position_xid, x.position_seq LIMIT %(limit)s
+) e
+JOIN signals_signal g ON g.id = e.signal_id
+JOIN signals_hashset h ON h.id = e.hash_set_id
 ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
 """  # noqa: S608 - only constants are interpolated
+
+
+_SQL_CHANGES = _sql_after(_CHANGE_COLUMNS)
+_SQL_RENDERED = _sql_after(_RENDERED_COLUMNS)
 
 
 def changes_after(
@@ -62,63 +106,31 @@ def changes_after(
 ) -> tuple[list[Change], Position]:
     """The latest state of entries of ``set_ids`` changed after ``after``, in position order,
     and the position to continue from. Only rows of finished transactions are served."""
-    horizon = visible_horizon()
+    changes = [_from_row(row) for row in _fetch_after(_SQL_CHANGES, after, set_ids, limit)]
+    return changes, (changes[-1].position if changes else after)
+
+
+def rendered_after(
+    after: Position, set_ids: list[int], limit: int = 1000
+) -> tuple[list[Rendered], Position]:
+    """``changes_after``, each change as the JSON the API serves."""
+    changes = [_rendered(row) for row in _fetch_after(_SQL_RENDERED, after, set_ids, limit)]
+    return changes, (changes[-1].position if changes else after)
+
+
+def _fetch_after(sql: str, after: Position, set_ids: list[int], limit: int) -> list[Any]:
     with connection.cursor() as cursor:
         cursor.execute(
-            _SQL_CHANGES,
+            sql,
             {
                 "sets": set_ids,
-                "horizon": str(horizon),
+                "horizon": str(visible_horizon()),
                 "xid": str(after.xid),
                 "seq": after.seq,
                 "limit": limit,
             },
         )
-        changes = [_from_row(row) for row in cursor.fetchall()]
-    return changes, (changes[-1].position if changes else after)
-
-
-def change_record(change: Change, hash_set: HashSet, names: dict[int, list[str]]) -> dict[str, Any]:
-    """A change as the feed, snapshots and webhooks serve it (contributor names only where the
-    set names its contributors)."""
-    change_dict = {
-        "entry": change.entry_id,
-        "set": hash_set.slug,
-        "type": change.type,
-        "value": change.value,
-        "state": change.state,
-        "labels": change.labels,
-        "contributors": change.contributor_count,
-        "opinions": {
-            "positive": change.positive_count,
-            "negative": change.negative_count,
-            "investigation_seed": change.investigation_count,
-        },
-        "disputed": bool(change.positive_count and change.negative_count),
-        "first_seen": change.first_seen,
-        "updated": change.updated_at,
-        "expires_at": change.expires_at,
-    }
-    if hash_set.attribution == HashSet.Attribution.NAMED:
-        change_dict["contributor_names"] = names.get(change.entry_id, [])
-    return change_dict
-
-
-def contributor_names(entry_ids: list[int]) -> dict[int, list[str]]:
-    """Slugs of the organisations with a live contribution to each entry (one query)."""
-    names: dict[int, list[str]] = {}
-    if not entry_ids:
-        return names
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT k.entry_id, o.slug FROM signals_contribution k"
-            " JOIN members_organisation o ON o.id = k.organisation_id"
-            " WHERE k.entry_id = ANY(%s) AND k.retracted_at IS NULL ORDER BY k.entry_id, o.slug",
-            [entry_ids],
-        )
-        for entry_id, slug in cursor.fetchall():
-            names.setdefault(entry_id, []).append(slug)
-    return names
+        return cursor.fetchall()
 
 
 def do_record_pull(
@@ -141,14 +153,14 @@ def do_record_pull(
         )
 
 
-def tally(changes: list[Change], counts: dict[int, int]) -> dict[int, int]:
+def tally(changes: list[Rendered], counts: dict[int, int]) -> dict[int, int]:
     """Add the changes served per set to ``counts`` (for do_record_pull)."""
     for change in changes:
         counts[change.set_id] = counts.get(change.set_id, 0) + 1
     return counts
 
 
-def snapshot_pages(hash_set: Any, page: int = 5000) -> Iterator[list[Change] | Position]:
+def snapshot_pages(hash_set: Any, page: int = 5000) -> Iterator[list[Rendered] | Position]:
     """Every active entry of a set as of one consistent database snapshot, in pages, then the
     cursor the feed continues from. Everything the snapshot could not see was written by a
     transaction at or above its xmin, so it sorts after ``(xmin, 0)``: an entry can be both in
@@ -164,13 +176,14 @@ def snapshot_pages(hash_set: Any, page: int = 5000) -> Iterator[list[Change] | P
         with connection.chunked_cursor() as rows:
             rows.execute(_SQL_SNAPSHOT, {"set": hash_set.pk})
             while batch := rows.fetchmany(page):
-                yield [_from_row(row) for row in batch]
+                yield [_rendered(row) for row in batch]
     yield horizon
 
 
 _SQL_SNAPSHOT = f"""
-SELECT {_CHANGE_COLUMNS}
+SELECT {_RENDERED_COLUMNS}
 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+JOIN signals_hashset h ON h.id = e.hash_set_id
 WHERE e.hash_set_id = %(set)s AND e.state = 'active'
 ORDER BY e.id
 """  # noqa: S608 - only constants are interpolated

@@ -22,7 +22,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -33,13 +32,7 @@ from exchange.actions.identity import get_signing_key
 from exchange.kv import redis_client
 from exchange.problems import Problem
 from hashx.webhooks import sign
-from signals.actions.feed import (
-    Change,
-    change_record,
-    changes_after,
-    check_cursor,
-    contributor_names,
-)
+from signals.actions.feed import Rendered, check_cursor, rendered_after
 from signals.actions.positions import Position, visible_horizon
 from signals.actions.sets import visible_sets
 from signals.models import Delivery, HashSet, Subscription
@@ -120,10 +113,13 @@ def do_dispatch(limit: int = 200) -> list[tuple[str, str]]:
         return [(str(row[0]), str(claim)) for row in cursor.fetchall()]
 
 
-def _wanted(subscription: Subscription, change: Change) -> bool:
-    if subscription.signal_types and change.type not in subscription.signal_types:
+def _wanted(subscription: Subscription, change: Rendered) -> bool:
+    if not (subscription.signal_types or subscription.labels):
+        return True
+    record = json.loads(change.json)
+    if subscription.signal_types and record["type"] not in subscription.signal_types:
         return False
-    return not subscription.labels or bool(set(subscription.labels) & set(change.labels))
+    return not subscription.labels or bool(set(subscription.labels) & set(record["labels"]))
 
 
 def do_cut_page(subscription_id: Any) -> Delivery | None:
@@ -155,12 +151,12 @@ def do_cut_page(subscription_id: Any) -> Delivery | None:
             return None
         after = start
         for _ in range(_MAX_EMPTY_PAGES):
-            changes, until = changes_after(
+            changes, until = rendered_after(
                 after, list(readable), limit=settings.HASHX_WEBHOOK_PAGE_SIZE
             )
             wanted = [c for c in changes if _wanted(subscription, c)]
             if wanted:
-                return _create_delivery(subscription, readable, wanted, start, until)
+                return _create_delivery(subscription, wanted, start, until)
             if not changes:
                 break
             after = until
@@ -171,38 +167,33 @@ def do_cut_page(subscription_id: Any) -> Delivery | None:
 
 
 def _create_delivery(
-    subscription: Subscription,
-    readable: dict[int, HashSet],
-    changes: list[Change],
-    start: Position,
-    until: Position,
+    subscription: Subscription, changes: list[Rendered], start: Position, until: Position
 ) -> Delivery:
-    named = [
-        c.entry_id for c in changes if readable[c.set_id].attribution == HashSet.Attribution.NAMED
-    ]
-    names = contributor_names(named)
-    delivery_id = uuid.uuid4()
-    payload = {
-        "type": "hashx.changes",
-        "timestamp": timezone.now().isoformat(),
-        "data": {
-            "subscription": str(subscription.pk),
-            "from": start.cursor(),
-            "cursor": until.cursor(),
-            "changes": [change_record(c, readable[c.set_id], names) for c in changes],
+    envelope = json.dumps(
+        {
+            "type": "hashx.changes",
+            "timestamp": timezone.now().isoformat(),
+            "data": {
+                "subscription": str(subscription.pk),
+                "from": start.cursor(),
+                "cursor": until.cursor(),
+                "changes": [],
+            },
         },
-    }
+        separators=(",", ":"),
+    )
+    # The records are JSON already (rendered by Postgres): spliced in, not re-encoded.
+    body = envelope.replace('"changes":[]', f'"changes":[{",".join(c.json for c in changes)}]')
     try:
         with transaction.atomic():
             return Delivery.objects.create(
-                id=delivery_id,
                 subscription=subscription,
                 from_xid=start.xid,
                 from_seq=start.seq,
                 to_xid=until.xid,
                 to_seq=until.seq,
                 count=len(changes),
-                body=json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":")),
+                body=body,
             )
     except IntegrityError:  # another dispatcher cut it first (one pending per subscription)
         return Delivery.objects.get(subscription=subscription, state=Delivery.State.PENDING)

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema
 from rest_framework.generics import ListAPIView
@@ -20,11 +20,9 @@ from members.models import Organisation
 from members.principal import MemberPrincipal, organisation_of
 from signals.actions.changes import do_give_opinions, do_retract
 from signals.actions.feed import (
-    change_record,
-    changes_after,
     check_cursor,
-    contributor_names,
     do_record_pull,
+    rendered_after,
     snapshot_pages,
     tally,
 )
@@ -330,23 +328,22 @@ class ChangesView(APIView):
         if request.accepted_renderer.format == "ndjson":
             stream = _stream_changes(by_id, after, self.STREAM_PAGE, request)
             return StreamingHttpResponse(stream, content_type="application/x-ndjson")  # type: ignore[return-value]
-        changes, _ = changes_after(after, list(by_id), limit=limit + 1)
+        changes, _ = rendered_after(after, list(by_id), limit=limit + 1)
         more = len(changes) > limit
         changes = changes[:limit]
         cursor = changes[-1].position if changes else after
-        named = [
-            c.entry_id for c in changes if by_id[c.set_id].attribution == HashSet.Attribution.NAMED
-        ]
-        names = contributor_names(named)
         # An idle poll asked again gets 304: same sets, same cursor, nothing new.
         state = f"{sorted(by_id)}|{after.cursor()}|{cursor.cursor()}|{more}"
         etag = f'"{hashlib.sha256(state.encode()).hexdigest()[:32]}"'
         if request.headers.get("If-None-Match") == etag:
             return Response(status=304, headers={"ETag": etag})
         do_record_pull(by_id, tally(changes, {}), after, cursor, request=request)
-        records = [change_record(c, by_id[c.set_id], names) for c in changes]
-        body = {"changes": records, "cursor": cursor.cursor(), "more": more}
-        return Response(body, headers={"ETag": etag})
+        # The records are JSON already (rendered by Postgres): assembled, not re-encoded.
+        body = (
+            f'{{"changes":[{",".join(c.json for c in changes)}],'
+            f'"cursor":"{cursor.cursor()}","more":{"true" if more else "false"}}}'
+        )
+        return HttpResponse(body, content_type="application/json", headers={"ETag": etag})  # type: ignore[return-value]
 
 
 def _stream_changes(
@@ -357,23 +354,13 @@ def _stream_changes(
     the pull is audited once it is complete."""
     cursor, served = after, dict[int, int]()
     while True:
-        changes, cursor = changes_after(cursor, list(by_id), limit=page)
-        named = [
-            c.entry_id for c in changes if by_id[c.set_id].attribution == HashSet.Attribution.NAMED
-        ]
-        names = contributor_names(named)
-        for change in changes:
-            yield (
-                json.dumps(
-                    change_record(change, by_id[change.set_id], names), cls=DjangoJSONEncoder
-                )
-                + "\n"
-            )
+        changes, cursor = rendered_after(cursor, list(by_id), limit=page)
         tally(changes, served)
         if len(changes) < page:
+            yield "".join(f"{c.json}\n" for c in changes)
             break
-        # A checkpoint: a client that stops here resumes from this cursor, not the start.
-        yield json.dumps({"cursor": cursor.cursor()}) + "\n"
+        # With a checkpoint: a client that stops here resumes from this cursor, not the start.
+        yield "".join(f"{c.json}\n" for c in changes) + f'{{"cursor":"{cursor.cursor()}"}}\n'
     do_record_pull(by_id, served, after, cursor, request=request)
     yield json.dumps({"cursor": cursor.cursor(), "end": True}) + "\n"
 
@@ -417,13 +404,8 @@ def _stream_snapshot(hash_set: HashSet, request: Request) -> Iterator[str]:
             )
             yield json.dumps({"cursor": page.cursor(), "end": True}) + "\n"
             return
-        named = hash_set.attribution == HashSet.Attribution.NAMED
-        names = contributor_names([c.entry_id for c in page]) if named else {}
         count += len(page)
-        yield "".join(
-            json.dumps(change_record(c, hash_set, names), cls=DjangoJSONEncoder) + "\n"
-            for c in page
-        )
+        yield "".join(f"{c.json}\n" for c in page)
 
 
 def _set_slugs(subscriptions: list[Subscription]) -> dict[int, str]:
