@@ -376,6 +376,7 @@ class Delivery(models.Model):
     to_xid = XID8Field()
     to_seq = models.BigIntegerField()
     count = models.PositiveIntegerField()
+    set_counts = models.JSONField(default=dict, help_text="changes per set slug (for the audit)")
     body = models.TextField()
     attempts = models.PositiveIntegerField(default=0)
     # When the next attempt is due; a claimed delivery has it pushed out by the lease, so a

@@ -8,6 +8,8 @@ from signals.actions.merge import do_merge_batch
 from signals.actions.webhooks import clear_wake, do_dispatch, do_send
 from signals.models import Batch
 
+SEND_CHUNK = 5
+
 
 @shared_task(name="signals.ingest.merge_batch", ignore_result=True, acks_late=True)
 def merge_batch(batch_id: str) -> None:
@@ -35,12 +37,15 @@ def expire_entries() -> None:
 
 @shared_task(name="signals.webhooks.dispatch", ignore_result=True)
 def dispatch_webhooks() -> None:
-    """Woken after commits that move positions, and on beat: cut pages, claim, send."""
+    """Woken after commits that move positions, and on beat: cut pages, claim, send (a few
+    deliveries per task: fewer messages, and still spread over the worker's processes)."""
     clear_wake()
-    for delivery_id, claim in do_dispatch():
-        send_webhook.delay(delivery_id, claim)
+    claimed = do_dispatch()
+    for start in range(0, len(claimed), SEND_CHUNK):
+        send_webhooks.delay(claimed[start : start + SEND_CHUNK])
 
 
 @shared_task(name="signals.webhooks.send", ignore_result=True)
-def send_webhook(delivery_id: str, claim: str) -> None:
-    do_send(delivery_id, claim)
+def send_webhooks(claimed: list[tuple[str, str]]) -> None:
+    for delivery_id, claim in claimed:
+        do_send(delivery_id, claim)

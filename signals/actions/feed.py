@@ -230,10 +230,15 @@ def do_purge_tombstones(now: datetime | None = None, limit: int = 10_000) -> int
             return total
 
 
+def purge_horizon() -> Position:
+    """The newest position of a purged tombstone (a cursor below it may have missed one)."""
+    horizon = FeedHorizon.objects.filter(id=1).first()
+    return Position(horizon.purged_xid, horizon.purged_seq) if horizon else Position(0, 0)
+
+
 def check_cursor(after: Position) -> None:
     """410 when tombstones the holder of ``after`` may not have seen were purged."""
-    horizon = FeedHorizon.objects.filter(id=1).first()
-    if horizon is not None and after < Position(horizon.purged_xid, horizon.purged_seq):
+    if after < purge_horizon():
         raise Problem(
             "cursor-expired",
             f"Tombstones older than {settings.HASHX_TOMBSTONE_RETENTION_DAYS} days were purged"

@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -30,9 +30,8 @@ from audit.actions import record
 from exchange import outbound
 from exchange.actions.identity import get_signing_key
 from exchange.kv import redis_client
-from exchange.problems import Problem
 from hashx.webhooks import sign
-from signals.actions.feed import Rendered, check_cursor, rendered_after
+from signals.actions.feed import Rendered, purge_horizon, rendered_after
 from signals.actions.positions import Position, visible_horizon
 from signals.actions.sets import visible_sets
 from signals.models import Delivery, HashSet, Subscription
@@ -96,8 +95,8 @@ def do_dispatch(limit: int = 200) -> list[tuple[str, str]]:
     with connection.cursor() as cursor:
         cursor.execute(_SQL_HAS_NEWS, {"horizon": str(visible_horizon())})
         waiting = [row[0] for row in cursor.fetchall()]
-    for subscription_id in waiting:
-        do_cut_page(subscription_id)
+    if waiting:
+        do_cut_pages(waiting)
     now = timezone.now()
     claim = uuid.uuid4()
     with transaction.atomic(), connection.cursor() as cursor:
@@ -122,52 +121,73 @@ def _wanted(subscription: Subscription, change: Rendered) -> bool:
     return not subscription.labels or bool(set(subscription.labels) & set(record["labels"]))
 
 
-def do_cut_page(subscription_id: Any) -> Delivery | None:
-    """Make the next page after the subscription's cursor its pending delivery (body fixed
+def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
+    """Make the next page after each subscription's cursor its pending delivery (body fixed
     now: every retry sends the same bytes). Pages its filters leave empty only move the
-    cursor. Only sets the organisation may still read are served.
+    cursor. Only sets the organisation may still read are served. Subscriptions at the same
+    cursor over the same sets (the usual fan-out) share one read of the feed.
 
-    Locks the subscription row; the one-pending constraint backs the "none pending" check."""
+    Locks the subscription rows (``SKIP LOCKED``: one being changed or delivered is left for
+    the dispatch its change wakes); none gets a second pending delivery."""
     with transaction.atomic():
-        subscription = (
-            Subscription.objects.select_for_update()
+        subscriptions = list(
+            Subscription.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("organisation")
-            .filter(pk=subscription_id, state=Subscription.State.ACTIVE)
-            .first()
+            .filter(pk__in=subscription_ids, state=Subscription.State.ACTIVE)
+            .order_by("pk")
         )
-        if (
-            subscription is None
-            or subscription.deliveries.filter(state=Delivery.State.PENDING).exists()
-        ):
-            return None
-        readable = {s.pk: s for s in visible_sets(subscription.organisation).filter(
-            pk__in=subscription.set_ids
-        )}  # fmt: skip
-        start = Position(subscription.cursor_xid, subscription.cursor_seq)
-        try:
-            check_cursor(start)
-        except Problem:
-            _disable(subscription, "its cursor is older than tombstone retention: rewind it")
-            return None
-        after = start
-        for _ in range(_MAX_EMPTY_PAGES):
-            changes, until = rendered_after(
-                after, list(readable), limit=settings.HASHX_WEBHOOK_PAGE_SIZE
-            )
-            wanted = [c for c in changes if _wanted(subscription, c)]
-            if wanted:
-                return _create_delivery(subscription, wanted, start, until)
-            if not changes:
-                break
-            after = until
-        if after != start:
-            subscription.cursor_xid, subscription.cursor_seq = after.xid, after.seq
-            subscription.save(update_fields=["cursor_xid", "cursor_seq", "updated_at"])
-        return None
+        busy = set(
+            Delivery.objects.filter(
+                subscription__in=subscriptions, state=Delivery.State.PENDING
+            ).values_list("subscription_id", flat=True)
+        )
+        purged = purge_horizon()
+        readable_by_org: dict[int, dict[int, HashSet]] = {}
+        pages: dict[tuple[tuple[int, ...], Position], tuple[list[Rendered], Position]] = {}
+        created = []
+        for subscription in subscriptions:
+            if subscription.pk in busy:
+                continue
+            start = Position(subscription.cursor_xid, subscription.cursor_seq)
+            if start < purged:
+                _disable(subscription, "its cursor is older than tombstone retention: rewind it")
+                continue
+            org = subscription.organisation
+            if org.pk not in readable_by_org:
+                all_ids = {
+                    i for s in subscriptions if s.organisation_id == org.pk for i in s.set_ids
+                }
+                readable_by_org[org.pk] = {
+                    s.pk: s for s in visible_sets(org).filter(pk__in=all_ids)
+                }
+            readable = readable_by_org[org.pk]
+            sets = tuple(sorted(i for i in subscription.set_ids if i in readable))
+            after = start
+            for _ in range(_MAX_EMPTY_PAGES):
+                if (sets, after) not in pages:
+                    pages[sets, after] = rendered_after(
+                        after, list(sets), limit=settings.HASHX_WEBHOOK_PAGE_SIZE
+                    )
+                changes, until = pages[sets, after]
+                wanted = [c for c in changes if _wanted(subscription, c)]
+                if wanted:
+                    created.append(_new_delivery(subscription, readable, wanted, start, until))
+                    break
+                if not changes:
+                    break
+                after = until
+            if after != start:
+                subscription.cursor_xid, subscription.cursor_seq = after.xid, after.seq
+                subscription.save(update_fields=["cursor_xid", "cursor_seq", "updated_at"])
+        return Delivery.objects.bulk_create(created)
 
 
-def _create_delivery(
-    subscription: Subscription, changes: list[Rendered], start: Position, until: Position
+def _new_delivery(
+    subscription: Subscription,
+    readable: dict[int, HashSet],
+    changes: list[Rendered],
+    start: Position,
+    until: Position,
 ) -> Delivery:
     envelope = json.dumps(
         {
@@ -184,19 +204,20 @@ def _create_delivery(
     )
     # The records are JSON already (rendered by Postgres): spliced in, not re-encoded.
     body = envelope.replace('"changes":[]', f'"changes":[{",".join(c.json for c in changes)}]')
-    try:
-        with transaction.atomic():
-            return Delivery.objects.create(
-                subscription=subscription,
-                from_xid=start.xid,
-                from_seq=start.seq,
-                to_xid=until.xid,
-                to_seq=until.seq,
-                count=len(changes),
-                body=body,
-            )
-    except IntegrityError:  # another dispatcher cut it first (one pending per subscription)
-        return Delivery.objects.get(subscription=subscription, state=Delivery.State.PENDING)
+    per_set: dict[str, int] = {}
+    for change in changes:
+        slug = readable[change.set_id].slug
+        per_set[slug] = per_set.get(slug, 0) + 1
+    return Delivery(
+        subscription=subscription,
+        from_xid=start.xid,
+        from_seq=start.seq,
+        to_xid=until.xid,
+        to_seq=until.seq,
+        count=len(changes),
+        set_counts=per_set,
+        body=body,
+    )
 
 
 def signed_headers(delivery: Delivery, now: float | None = None) -> dict[str, str]:
@@ -270,11 +291,8 @@ def _delivered(delivery: Delivery, claim: str, answer: outbound.Answer, now: dat
 
 def _record_push(delivery: Delivery) -> None:
     """Audit what was pushed, one event per set, like a pull."""
-    counts: dict[str, int] = {}
-    for change in json.loads(delivery.body)["data"]["changes"]:
-        counts[change["set"]] = counts.get(change["set"], 0) + 1
-    sets = {s.slug: s for s in HashSet.objects.filter(slug__in=counts)}
-    for slug, count in counts.items():
+    sets = {s.slug: s for s in HashSet.objects.filter(slug__in=delivery.set_counts)}
+    for slug, count in delivery.set_counts.items():
         record(
             "feed.pushed",
             obj=sets[slug],

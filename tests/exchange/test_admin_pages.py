@@ -9,11 +9,16 @@ from audit.actions import record
 from audit.models import AuditEvent
 from signals.actions.sets import do_create_set
 from signals.actions.subscriptions import do_create_subscription
-from signals.actions.webhooks import do_cut_page
+from signals.actions.webhooks import do_cut_pages
 from signals.models import Subscription
 from tests.signals.conftest import PDQ, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db
+
+
+def cut(subscription_id):
+    """The subscription's next page, cut now (what a dispatch does), or None."""
+    return next(iter(do_cut_pages([subscription_id])), None)
 
 
 @pytest.fixture
@@ -30,7 +35,7 @@ def content(publisher):
     subscription = do_create_subscription(
         publisher.org, url="https://hooks.example/x", sets=[hash_set], signal_types=[], labels=[]
     )
-    do_cut_page(subscription.pk)
+    cut(subscription.pk)
 
 
 def test_every_changelist_and_change_page_renders(staff, content):
