@@ -7,13 +7,13 @@ CLI and HMA (hasher-matcher-actioner) fetch from a Hash Exchange and report opin
         --url https://hashx.example.org --sets acme-csam,gifct-terror
     HASHX_KEY=acme.pem threatexchange fetch
 
-Fetching follows the exchange's change feed (``GET /api/v1/changes``) for the collab's sets:
-one page per ``FetchDelta``, keyed by the exchange's entry id, a tombstone (retraction or
-expiry) as ``None``. The checkpoint holds the feed cursor. A first fetch starts the feed from
-the beginning, which serves the latest state of every entry (a snapshot, tombstones only for
-what is not yet purged). A cursor older than the exchange's tombstone retention cannot be
-resumed (410 ``cursor-expired``): the checkpoint then turns stale and the next fetch drops the
-local copy and starts again from the beginning.
+A first fetch reads each set's snapshot (``GET /api/v1/sets/{slug}/snapshot``); from then on
+it follows the change feed (``GET /api/v1/changes``) for the collab's sets from the first
+snapshot's cursor. Each page is one ``FetchDelta``, keyed by the exchange's entry id, with a
+tombstone (retraction or expiry) as ``None``; the checkpoint holds the cursor. A cursor older
+than the exchange's tombstone retention cannot be resumed (410 ``cursor-expired``), and a collab
+whose sets changed cannot either: the checkpoint then turns stale, and the next fetch drops the
+local copy and starts again from snapshots.
 
 No ``from __future__ import annotations`` here: the threatexchange CLI builds its
 ``config collab edit`` flags from the runtime types of the collab config's fields.
@@ -90,14 +90,19 @@ class HashxCollabConfig(CollaborationConfigWithDefaults, _HashxCollabRequired):
 
 @dataclass
 class HashxCheckpoint(state.FetchCheckpointBase):
-    """Where a fetch resumes: the feed cursor. ``progress_ts`` (the newest change time seen)
-    never goes backwards; ``fresh_ts`` is the time up to which the holder has seen every change,
-    which bounds how long the cursor stays valid; ``expired`` records a 410 from the exchange."""
+    """Where a fetch resumes. ``cursor`` is the feed cursor, empty while the first snapshots are
+    still being read (``snapshot_sets`` are done, ``snapshot_cursor`` is where the feed will
+    start). ``progress_ts`` (the newest change time seen) never goes backwards; ``fresh_ts`` is
+    the time up to which every change has been seen, which bounds how long the cursor stays
+    valid; ``expired`` records a 410 or a change of the collab's sets."""
 
     cursor: str = ""
     progress_ts: int = 0
     fresh_ts: int = 0
     expired: bool = False
+    sets: list[str] = field(default_factory=list)
+    snapshot_sets: list[str] = field(default_factory=list)
+    snapshot_cursor: str = ""
 
     def is_stale(self) -> bool:
         return self.expired or time.time() - self.fresh_ts > TOMBSTONE_RETENTION_SECONDS
@@ -129,9 +134,13 @@ class HashxSignalMetadata(state.FetchedSignalMetadata):
         tags = set(self.labels)
         opinions = []
         if self.contributors or self.positive:
-            opinions.append(state.SignalOpinion(False, state.SignalOpinionCategory.POSITIVE_CLASS, tags))
+            opinions.append(
+                state.SignalOpinion(False, state.SignalOpinionCategory.POSITIVE_CLASS, tags)
+            )
         if self.negative:
-            opinions.append(state.SignalOpinion(False, state.SignalOpinionCategory.NEGATIVE_CLASS, tags))
+            opinions.append(
+                state.SignalOpinion(False, state.SignalOpinionCategory.NEGATIVE_CLASS, tags)
+            )
         if self.investigation_seed:
             opinions.append(
                 state.SignalOpinion(False, state.SignalOpinionCategory.INVESTIGATION_SEED, tags)
@@ -241,39 +250,89 @@ class HashxSignalExchangeAPI(
         supported_signal_types: t.Sequence[type[SignalType]],
         checkpoint: HashxCheckpoint | None,
     ) -> t.Iterator[_Delta]:
-        """One delta per feed page, in feed order, until the feed has nothing more. Changes of
-        types this caller cannot use (or the collab leaves out) come as deletions, so a type
-        dropped from the collab also leaves the local copy."""
-        wanted = {st.get_name() for st in supported_signal_types}
-        only = set(self.collab.signal_types)
-        cursor = checkpoint.cursor if checkpoint else ""
-        progress = checkpoint.progress_ts if checkpoint else 0
+        """Snapshots first (see the module docstring), then one delta per feed page in feed
+        order, until the feed has nothing more. Changes of types this caller cannot use (or the
+        collab leaves out) come as deletions, so a type dropped from the collab also leaves."""
+        sets = sorted(self.collab.sets)
+        if not sets:
+            raise ValueError(f"collab {self.collab.name} names no sets to fetch")
+        if checkpoint is not None and checkpoint.sets != sets:
+            yield state.FetchDelta({}, _expired(checkpoint))
+            return
+        usable = self._usable(supported_signal_types)
+        if checkpoint is None or not checkpoint.cursor:
+            for delta in self._snapshots(usable, checkpoint, sets):
+                checkpoint = delta.checkpoint
+                yield delta
+        assert checkpoint is not None
         while True:
             try:
                 page = self.client.changes(
-                    sets=list(self.collab.sets), cursor=cursor, limit=self.collab.page_size
+                    sets=sets, cursor=checkpoint.cursor, limit=self.collab.page_size
                 )
             except HashxError as exc:
-                if exc.status != 410 or checkpoint is None:
+                if exc.status != 410:
                     raise
-                # The cursor is past tombstone retention: say so, and the next fetch (CLI or
-                # HMA) drops the local copy and starts again from the beginning of the feed.
-                yield state.FetchDelta({}, HashxCheckpoint(cursor, progress, 0, expired=True))
+                yield state.FetchDelta({}, _expired(checkpoint))
                 return
             updates: dict[int, HashxSignalMetadata | None] = {}
+            progress = checkpoint.progress_ts
             for change in page["changes"]:
                 record = HashxSignalMetadata.from_change(change)
                 progress = max(progress, record.updated)
-                usable = tx_name_of(record.type) in wanted and (not only or record.type in only)
-                keep = change["state"] == "active" and usable
+                keep = change["state"] == "active" and usable(record)
                 updates[record.entry] = record if keep else None
-            cursor = page["cursor"]
             # Once the feed is drained, every change up to now has been seen.
-            fresh = int(time.time()) if not page["more"] else progress
-            checkpoint = HashxCheckpoint(cursor, progress, fresh)
+            fresh = int(time.time()) if not page["more"] else checkpoint.fresh_ts
+            checkpoint = HashxCheckpoint(page["cursor"], progress, fresh, sets=sets)
             yield state.FetchDelta(updates, checkpoint)
             if not page["more"]:
                 return
+
+    def _usable(
+        self, supported_signal_types: t.Sequence[type[SignalType]]
+    ) -> t.Callable[[HashxSignalMetadata], bool]:
+        wanted = {st.get_name() for st in supported_signal_types}
+        only = set(self.collab.signal_types)
+        return lambda r: tx_name_of(r.type) in wanted and (not only or r.type in only)
+
+    def _snapshots(
+        self,
+        usable: t.Callable[[HashxSignalMetadata], bool],
+        checkpoint: HashxCheckpoint | None,
+        sets: list[str],
+    ) -> t.Iterator[_Delta]:
+        """Each set's snapshot not read yet, in pages of ``page_size`` entries. The feed then
+        starts from the first snapshot's cursor: snapshots taken later start no earlier, so
+        nothing is missed (changes between them come twice, which is harmless)."""
+        done = list(checkpoint.snapshot_sets) if checkpoint else []
+        first_cursor = checkpoint.snapshot_cursor if checkpoint else ""
+        progress = checkpoint.progress_ts if checkpoint else 0
+        started = checkpoint.fresh_ts if checkpoint else int(time.time())
+        for slug in sets:
+            if slug in done:
+                continue
+            updates: dict[int, HashxSignalMetadata | None] = {}
+            for item in self.client.snapshot(slug):
+                if item.get("end"):
+                    done.append(slug)
+                    first_cursor = first_cursor or item["cursor"]
+                    break
+                record = HashxSignalMetadata.from_change(item)
+                progress = max(progress, record.updated)
+                if usable(record):
+                    updates[record.entry] = record
+                if len(updates) >= self.collab.page_size:
+                    # Resuming from here reads this set's snapshot again, from its start.
+                    yield state.FetchDelta(
+                        updates,
+                        HashxCheckpoint("", progress, started, False, sets, done[:], first_cursor),
+                    )
+                    updates = {}
+            yield state.FetchDelta(
+                updates, HashxCheckpoint("", progress, started, False, sets, done[:], first_cursor)
+            )
+        yield state.FetchDelta({}, HashxCheckpoint(first_cursor, progress, started, sets=sets))
 
     @classmethod
     def naive_convert_to_signal_type(
@@ -314,6 +373,13 @@ class HashxSignalExchangeAPI(
             accepted += self.client.opinions(slug, items)["accepted"]
         if not accepted:
             raise ValueError(f"no set of {self.collab.name} holds {s_type.get_name()} {signal}")
+
+
+def _expired(checkpoint: HashxCheckpoint) -> HashxCheckpoint:
+    """The same place, marked stale: the next fetch starts again from snapshots."""
+    return HashxCheckpoint(
+        checkpoint.cursor, checkpoint.progress_ts, checkpoint.fresh_ts, True, checkpoint.sets
+    )
 
 
 def _timestamp(value: t.Any) -> int:

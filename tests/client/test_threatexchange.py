@@ -97,7 +97,7 @@ def tx(tmp_path, key_file):
             assert result.returncode == 0, result.stdout + result.stderr
         return result
 
-    run.home = home  # type: ignore[attr-defined]
+    run.home = home
     return run
 
 
@@ -133,20 +133,21 @@ def test_the_cli_fetches_a_set_matches_it_and_forgets_a_retraction(exchange, own
 
 
 def test_an_interrupted_fetch_resumes_from_its_checkpoint(exchange, owner, tx):
-    publish(owner, HASHES[:7])
+    publish(owner, HASHES[:2])
     set_up_collab(tx, exchange, "--page-size", "2")
+    tx("fetch")  # the set's snapshot, then the feed from the snapshot's cursor
+    publish(owner, HASHES[2:8])
 
-    tx("fetch", "--limit", "2")  # stops, and checkpoints, after the first page
+    tx("fetch", "--limit", "2")  # stops, and checkpoints, after one page of the feed
     first = stored_state(tx)
-    assert len(first.updates) == 2 and first.checkpoint.cursor
+    assert len(first.updates) == 4 and first.checkpoint.cursor
 
     tx("fetch")
-    assert len(stored_state(tx).updates) == 7
+    assert len(stored_state(tx).updates) == 8
     pulls = AuditEvent.objects.filter(action="feed.pulled").order_by("id")
-    froms = [event.details["from"] for event in pulls]
-    # The second run asked for what follows the saved cursor, not for the whole set again.
-    assert froms.count(first.checkpoint.cursor) == 1
-    assert all("(acme)" in matches(tx, value) for value in HASHES[:7])
+    # The last run asked for what follows the saved cursor, not for the whole set again.
+    assert [event.details["from"] for event in pulls].count(first.checkpoint.cursor) == 1
+    assert all("(acme)" in matches(tx, value) for value in HASHES[:8])
 
 
 def test_an_opinion_given_with_the_cli_reaches_the_exchange(exchange, owner, tx, subscriber):
@@ -201,13 +202,16 @@ def test_hma_fetches_in_pages_resumes_and_starts_over_after_a_410(exchange, owne
     publish(owner, HASHES[:5])
     collab = HashxCollabConfig(name="acme", url=exchange, sets=["acme-csam"], page_size=2)
     # HMA keeps collab configs and checkpoints as JSON, fetched records pickled.
-    collab = dataclass_json.dataclass_loads(dataclass_json.dataclass_dumps(collab), HashxCollabConfig)
+    collab = dataclass_json.dataclass_loads(
+        dataclass_json.dataclass_dumps(collab), HashxCollabConfig
+    )
     api = HashxSignalExchangeAPI.for_collab(collab, HashxCredentials(str(key_file)))
     store: dict[str, bytes] = {}
 
     checkpoint = hma_fetch(api, None, store)
     assert signals_in(store) == set(HASHES[:5])
-    assert pickle.loads(pickle.dumps(checkpoint)) == checkpoint and not checkpoint.is_stale()
+    assert pickle.loads(pickle.dumps(checkpoint)) == checkpoint  # noqa: S301
+    assert not checkpoint.is_stale()
 
     owner.retract("acme-csam", [{"type": "pdq", "value": HASHES[0]}])
     publish(owner, HASHES[5:6])
