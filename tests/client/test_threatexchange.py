@@ -205,7 +205,12 @@ def test_hma_fetches_in_pages_resumes_and_starts_over_after_a_410(exchange, owne
     collab = dataclass_json.dataclass_loads(
         dataclass_json.dataclass_dumps(collab), HashxCollabConfig
     )
-    api = HashxSignalExchangeAPI.for_collab(collab, HashxCredentials(str(key_file)))
+    # HMA keeps credentials as JSON too, and hands them over as the helper's default.
+    creds = dataclass_json.dataclass_loads(
+        dataclass_json.dataclass_dumps(HashxCredentials(str(key_file))), HashxCredentials
+    )
+    with HashxCredentials.set_default(creds, "db"):
+        api = HashxSignalExchangeAPI.for_collab(collab)
     store: dict[str, bytes] = {}
 
     checkpoint = hma_fetch(api, None, store)
@@ -255,3 +260,45 @@ def test_a_checkpoint_goes_stale_after_tombstone_retention():
     with time_machine.travel(timezone.now() + timedelta(days=91)):
         assert checkpoint.is_stale()
     assert HashxCheckpoint("cursor", now, now, expired=True).is_stale()
+
+
+def test_a_signal_in_two_sets_stays_until_both_retract_it(exchange, owner, publisher, tx):
+    do_create_set(
+        publisher.org, {"slug": "acme-ncii", "name": "Acme NCII", "distribution": "coalition"}
+    )
+    publish(owner, HASHES[:2])
+    publish(owner, HASHES[:1], slug="acme-ncii")
+    md5 = "9e107d9d372bb6826bd81d3542a419d6"
+    batch = owner.publish("acme-ncii", [{"type": "md5", "value": md5}])["batch"]
+    assert owner.wait_for_batch(batch, poll=0.2)["state"] == "done"
+    set_up_collab(tx, exchange)
+    # The CLI asks for every required setting again on an edit.
+    both = ("--url", exchange, "--sets", "acme-csam,acme-ncii")
+    tx("config", "collab", "edit", "hashx", "acme", *both)
+    tx("fetch")
+    assert "(acme)" in matches(tx, HASHES[0])
+    assert "(acme)" in tx("match", "-S", "video_md5", "-H", "video", "--", md5).stdout
+
+    owner.retract("acme-csam", [{"type": "pdq", "value": HASHES[0]}])
+    tx("fetch")
+    assert "(acme)" in matches(tx, HASHES[0])
+    owner.retract("acme-ncii", [{"type": "pdq", "value": HASHES[0]}])
+    tx("fetch")
+    assert matches(tx, HASHES[0]).strip() == ""
+
+    # Narrowed to PDQ, the collab no longer offers the MD5. (The CLI keeps a type's old index
+    # file when no signal of the type is left, so ask `dataset` rather than `match`.)
+    printed = ("dataset", "-P", "--print-signals-only", "-s", "video_md5")
+    assert tx(*printed).stdout.split() == [md5]
+    tx("config", "collab", "edit", "hashx", "acme", *both, "--signal-types", "pdq")
+    tx("fetch")
+    assert tx(*printed).stdout.strip() == ""
+
+
+def test_a_collab_whose_sets_changed_starts_again(exchange, owner, key_file):
+    publish(owner, HASHES[:2])
+    collab = HashxCollabConfig(name="acme", url=exchange, sets=["acme-csam"])
+    api = HashxSignalExchangeAPI.for_collab(collab, HashxCredentials(str(key_file)))
+    checkpoint = hma_fetch(api, None, {})
+    collab.sets = ["acme-csam", "other"]
+    assert hma_fetch(api, checkpoint, {}).is_stale()
