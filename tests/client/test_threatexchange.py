@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import time_machine
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.utils import timezone
 from threatexchange.exchanges.fetch_state import SignalOpinion, SignalOpinionCategory
 from threatexchange.signal_type.md5 import VideoMD5Signal
@@ -24,6 +25,7 @@ from hashx.threatexchange import (
     HashxCollabConfig,
     HashxCredentials,
     HashxSignalExchangeAPI,
+    HashxSignalMetadata,
 )
 from signals.actions.feed import do_purge_tombstones
 from signals.actions.sets import do_create_set, do_grant
@@ -167,6 +169,12 @@ def test_the_cli_says_how_to_give_the_key(exchange, tx, tmp_path):
     assert "~/.hashx_key" in missing.stderr
     wrong = tx("fetch", check=False, key=tmp_path / "nowhere.pem")
     assert wrong.returncode != 0 and "Invalid credentials" in wrong.stderr
+    stranger = tmp_path / "stranger.pem"
+    stranger.write_text(private_key_to_pem(Ed25519PrivateKey.generate()))
+    refused = tx("fetch", check=False, key=stranger)
+    assert refused.returncode == 3 and "acme - failed to fetch!" in refused.stderr
+    # The CLI logs the reason once asked to be verbose: the exchange's problem document.
+    assert "HashxError: 401 Unknown key" in tx("-v", "fetch", check=False, key=stranger).stderr
 
 
 def hma_fetch(api, checkpoint, store):
@@ -184,6 +192,9 @@ def hma_fetch(api, checkpoint, store):
             pending.checkpoint = delta.checkpoint
     assert pending is not None
     for key, value in pending.updates.items():
+        if value is not None:  # HMA's other store keeps records as JSON
+            as_json = dataclass_json.dataclass_dumps(value)
+            assert dataclass_json.dataclass_loads(as_json, HashxSignalMetadata) == value
         if value is None:
             store.pop(str(key), None)
         elif HashxSignalExchangeAPI.naive_convert_to_signal_type(
