@@ -162,11 +162,13 @@ def test_an_opinion_given_with_the_cli_reaches_the_exchange(exchange, owner, tx,
     assert SetEntry.objects.get(signal__value=HASHES[0]).positive_count == 1
 
 
-def test_the_cli_says_how_to_give_the_key(exchange, tx, tmp_path):
+def test_the_cli_says_how_to_give_the_key(exchange, tx, tmp_path, key_file):
     set_up_collab(tx, exchange)
     missing = tx("fetch", check=False, key=None)
     assert missing.returncode != 0 and "HASHX_KEY" in missing.stderr
     assert "~/.hashx_key" in missing.stderr
+    (tx.home / ".hashx_key").write_text(f"{key_file}\n")  # the file holds the key's path
+    tx("fetch", key=None)
     wrong = tx("fetch", check=False, key=tmp_path / "nowhere.pem")
     assert wrong.returncode != 0 and "Invalid credentials" in wrong.stderr
     stranger = tmp_path / "stranger.pem"
