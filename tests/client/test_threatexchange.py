@@ -152,6 +152,22 @@ def test_an_interrupted_fetch_resumes_from_its_checkpoint(exchange, owner, tx):
     assert all("(acme)" in matches(tx, value) for value in HASHES[:8])
 
 
+def test_the_cli_starts_over_from_snapshots_once_its_cursor_expired(exchange, owner, tx):
+    publish(owner, HASHES[:3])
+    set_up_collab(tx, exchange)
+    tx("fetch")
+    owner.retract("acme-csam", [{"type": "pdq", "value": HASHES[0]}])
+    assert do_purge_tombstones(now=timezone.now() + timedelta(days=91)) == 1
+
+    tx("fetch")  # 410: the checkpoint is marked stale, the local copy kept for now
+    assert stored_state(tx).checkpoint.is_stale()
+    tx("fetch")  # dropped and fetched again from the snapshot, without the purged signal
+    state = stored_state(tx)
+    assert not state.checkpoint.is_stale()
+    assert {record.value for record in state.updates.values()} == set(HASHES[1:3])
+    assert matches(tx, HASHES[0]).strip() == ""
+
+
 def test_an_opinion_given_with_the_cli_reaches_the_exchange(exchange, owner, tx, subscriber):
     publish(owner, HASHES[:1])
     set_up_collab(tx, exchange)
