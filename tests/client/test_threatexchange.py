@@ -229,15 +229,17 @@ def signals_in(store):
 
 def test_hma_fetches_in_pages_resumes_and_starts_over_after_a_410(exchange, owner, key_file):
     publish(owner, HASHES[:5])
-    collab = HashxCollabConfig(name="acme", url=exchange, sets=["acme-csam"], page_size=2)
-    # HMA keeps collab configs and checkpoints as JSON, fetched records pickled.
+    # As HMA's curation API creates an exchange (POST /c/exchanges) and stores its credentials
+    # (POST /c/exchanges/api/hashx): JSON loaded into the dataclasses, kept as JSON.
+    api_json = {"url": exchange, "sets": ["acme-csam"], "page_size": 2}
+    api_json.update(name="HASHX_ACME", enabled=True, api="hashx")
+    collab = dataclass_json.dataclass_load_dict(api_json, HashxCollabConfig)
     collab = dataclass_json.dataclass_loads(
         dataclass_json.dataclass_dumps(collab), HashxCollabConfig
     )
-    # HMA keeps credentials as JSON too, and hands them over as the helper's default.
-    creds = dataclass_json.dataclass_loads(
-        dataclass_json.dataclass_dumps(HashxCredentials(str(key_file))), HashxCredentials
-    )
+    creds = dataclass_json.dataclass_load_dict({"key": key_file.read_text()}, HashxCredentials)
+    creds = dataclass_json.dataclass_loads(dataclass_json.dataclass_dumps(creds), HashxCredentials)
+    # HMA hands stored credentials over as the helper's default, then calls for_collab.
     with HashxCredentials.set_default(creds, "db"):
         api = HashxSignalExchangeAPI.for_collab(collab)
     store: dict[str, bytes] = {}
