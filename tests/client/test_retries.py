@@ -12,6 +12,7 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hashx.client import Client, _retry_after
@@ -19,8 +20,9 @@ from hashx.errors import HashxError
 
 
 class Overloaded:
-    """An HTTP server answering each request with the next scripted (status, headers) and then
-    200 ``{"ok": true}``; it records when each request came and its method."""
+    """An HTTP server answering each request with the next scripted (status, headers), status 0
+    hanging up without an answer, and then 200 ``{"ok": true}``; it records when each request
+    came, its method and its signature."""
 
     def __init__(self, script: list[tuple[int, dict[str, str]]]) -> None:
         self.script = list(script)
@@ -33,6 +35,9 @@ class Overloaded:
                 self.rfile.read(length)
                 outer.seen.append((time.monotonic(), self.command, self.headers["Signature-Input"]))
                 status, headers = outer.script.pop(0) if outer.script else (200, {})
+                if status == 0:  # hang up without an answer
+                    self.close_connection = True
+                    return
                 body = json.dumps(
                     {"ok": True}
                     if status == 200
@@ -98,6 +103,16 @@ def test_a_post_with_an_idempotency_key_is_retried_on_503(client_for):
         client = client_for(server.url)
         assert client.publish("acme", [], idempotency_key="k1") == {"ok": True}
     assert len(server.seen) == 3
+
+
+def test_a_dropped_connection_is_retried_for_a_get_only(client_for):
+    with Overloaded([(0, {})]) as server:
+        assert client_for(server.url).request("GET", "/api/v1/sets") == {"ok": True}
+    assert len(server.seen) == 2
+
+    with Overloaded([(0, {})]) as server, pytest.raises(requests.ConnectionError):
+        client_for(server.url).request("POST", "/api/v1/sets/acme/retractions", json={})
+    assert len(server.seen) == 1
 
 
 def test_retries_give_up_with_the_last_answer(client_for):

@@ -333,3 +333,18 @@ def test_a_collab_whose_sets_changed_starts_again(exchange, owner, key_file):
     checkpoint = hma_fetch(api, None, {})
     collab.sets = ["acme-csam", "other"]
     assert hma_fetch(api, checkpoint, {}).is_stale()
+
+
+def test_every_dataclass_survives_pickle_and_json():
+    values = [
+        HashxCollabConfig(name="acme", url="https://x", sets=["a", "b"], signal_types=["pdq"]),
+        HashxCheckpoint("c", 1, 2, False, ["a", "b"], ["a"], "s"),
+        HashxSignalMetadata(7, ["a"], "pdq", HASHES[0], ["csam"], 2, 1, 1, 0, 3),
+        HashxCredentials("/keys/acme.pem"),
+    ]
+    for value in values:
+        assert pickle.loads(pickle.dumps(value)) == value  # noqa: S301
+        as_json = dataclass_json.dataclass_dumps(value)
+        assert dataclass_json.dataclass_loads(as_json, type(value)) == value
+    # Contributions and a member's negative opinion: a match reads as disputed.
+    assert str(values[2]) == "DISPUTED csam"
