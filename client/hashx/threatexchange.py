@@ -44,6 +44,7 @@ TOMBSTONE_RETENTION_SECONDS = 90 * 24 * 3600
 # HMA gives one collab 240 s per fetch run and commits what it has; a page of 1,000 changes is
 # one quick request, so every run makes progress however slow the link.
 DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 10_000
 
 # Exchange type name -> python-threatexchange type name, where they differ. The package has no
 # plain file-hash types: its video_md5 / video_sha256 are the MD5 / SHA-256 of a file's bytes,
@@ -268,7 +269,7 @@ class HashxSignalExchangeAPI(
         while True:
             try:
                 page = self.client.changes(
-                    sets=sets, cursor=checkpoint.cursor, limit=self.collab.page_size
+                    sets=sets, cursor=checkpoint.cursor, limit=self._page_size()
                 )
             except HashxError as exc:
                 if exc.status != 410:
@@ -288,6 +289,10 @@ class HashxSignalExchangeAPI(
             yield state.FetchDelta(updates, checkpoint)
             if not page["more"]:
                 return
+
+    def _page_size(self) -> int:
+        """The collab's page size, within what the exchange serves (1 to 10,000)."""
+        return min(max(self.collab.page_size, 1), MAX_PAGE_SIZE)
 
     def _usable(
         self, supported_signal_types: t.Sequence[type[SignalType]]
@@ -322,7 +327,7 @@ class HashxSignalExchangeAPI(
                 progress = max(progress, record.updated)
                 if usable(record):
                     updates[record.entry] = record
-                if len(updates) >= self.collab.page_size:
+                if len(updates) >= self._page_size():
                     # Resuming from here reads this set's snapshot again, from its start.
                     yield state.FetchDelta(
                         updates,
