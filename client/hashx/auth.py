@@ -120,5 +120,10 @@ class DigestedFile:
             self.progress(self.sent)
         return chunk
 
+    def rewind(self) -> None:
+        """Back to the start, to send the file again (a retried upload)."""
+        self.file.seek(0)
+        self.sent = 0
+
     def close(self) -> None:
         self.file.close()

@@ -1,12 +1,14 @@
 """``hashx``: the command line for Hash Exchange members.
 
 Configuration, first match wins: flags (--url, --key), then the environment (HASHX_URL,
-HASHX_KEY: path of your PEM private key).
+HASHX_KEY: path of your PEM private key), then a config file (see ``hashx.config``).
+
+Exit codes: 0 done; 1 the exchange refused (its problem document is printed); 2 bad usage, a
+missing or unreadable key, config or input file; 3 the exchange cannot be reached.
 """
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hashx.client import Client
+from hashx.config import ConfigError, config_path, resolve
 from hashx.errors import HashxError
 from hashx.keys import (
     key_id_of,
@@ -33,23 +36,32 @@ class UsageError(Exception):
 
 
 def _client(args: argparse.Namespace) -> Client:
-    url = args.url or os.environ.get("HASHX_URL")
-    key_path = args.key or os.environ.get("HASHX_KEY")
+    try:
+        found = resolve(args.url, args.key)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    url, key_path = found.url, found.key
     if not url:
         raise UsageError(
-            "no exchange URL: pass --url or set HASHX_URL (e.g. http://127.0.0.1:8000)"
+            "no exchange URL: pass --url, set HASHX_URL (e.g. http://127.0.0.1:8000)"
+            f' or put url = "…" in {config_path()}'
         )
     if not key_path:
         raise UsageError(
-            "no key: pass --key or set HASHX_KEY to the path of your private key (hashx keygen)"
+            "no key: pass --key, set HASHX_KEY to the path of your private key (hashx keygen)"
+            f' or put key = "…" in {config_path()}'
         )
     try:
         key = load_private_key(key_path)
     except OSError as exc:
-        raise UsageError(f"cannot read the key {key_path}: {exc.strerror}") from None
+        raise UsageError(
+            f"cannot read the key {key_path} (from {found.key_source}): {exc.strerror}"
+        ) from None
     except ValueError as exc:
         raise UsageError(f"{key_path} is not a PEM Ed25519 private key: {exc}") from None
-    return Client(url, key)
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"{url} (from {found.url_source}) is not an http:// or https:// URL")
+    return Client(url, key, retries=max(0, args.retries))
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -338,7 +350,10 @@ def cmd_webhook_verify(args: argparse.Namespace) -> None:
         keys = json.loads(_read(args.keys))
         keys = keys.get("jwks", keys).get("keys", keys) if isinstance(keys, dict) else keys
     else:
-        url = args.url or os.environ.get("HASHX_URL")
+        try:
+            url = resolve(args.url, None).url
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
         if not url:
             raise UsageError("pass --keys FILE or --url (HASHX_URL) to fetch the exchange's keys")
         keys = requests.get(f"{url.rstrip('/')}/.well-known/hashx", timeout=30).json()["jwks"][
@@ -363,11 +378,22 @@ def parser() -> argparse.ArgumentParser:
         prog="hashx",
         description="Talk to a Hash Exchange as a member: identity, keys, sets, publishing.",
         epilog="Start with `hashx keygen --out key.pem`, have the exchange register the public "
-        "key, then `HASHX_URL=… HASHX_KEY=key.pem hashx whoami`.",
+        "key, then `HASHX_URL=… HASHX_KEY=key.pem hashx whoami`. URL and key can also live in "
+        '~/.config/hashx/config.toml (url = "…", key = "…"; or $HASHX_CONFIG). Exit codes: '
+        "1 the exchange refused, 2 usage, key, config or file problem, 3 exchange unreachable.",
     )
-    p.add_argument("--url", help="exchange base URL (default: $HASHX_URL)")
-    p.add_argument("--key", help="path of your PEM private key (default: $HASHX_KEY)")
+    p.add_argument("--url", help="exchange base URL (default: $HASHX_URL, then the config file)")
+    p.add_argument(
+        "--key", help="path of your PEM private key (default: $HASHX_KEY, then the config file)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="retry rate-limited, unavailable or unreachable calls N times (default 3)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     keygen = sub.add_parser("keygen", help="create an Ed25519 key pair")
@@ -512,11 +538,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except HashxError as exc:
         print(f"hashx: the exchange refused: {exc}", file=sys.stderr)
+        for error in exc.problem.get("errors") or []:
+            if isinstance(error, dict):
+                print(f"  {error.get('field', '')}: {error.get('message', '')}", file=sys.stderr)
         return 1
     except requests.RequestException as exc:
-        print(f"hashx: cannot reach the exchange: {exc}", file=sys.stderr)
+        print(f"hashx: cannot reach the exchange: {_reason(exc)}", file=sys.stderr)
         return 3
+    except OSError as exc:
+        # A file named on the command line (upload, list of values, state) is missing or unreadable.
+        print(f"hashx: cannot use {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """The innermost cause of a failed request, not urllib3's retry wrapper around it."""
+    url = exc.request.url if exc.request is not None else ""
+    cause: BaseException = exc
+    while cause.__cause__ is not None or (cause.args and isinstance(cause.args[0], Exception)):
+        cause = cause.__cause__ or cause.args[0]
+    text = str(getattr(cause, "reason", None) or cause)
+    return f"{url}: {text}" if url else text
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import json as jsonlib
 import random
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -15,6 +17,19 @@ from hashx.errors import HashxError
 from hashx.keys import b64url, key_id_of, possession_statement, public_jwk, raw_public_bytes
 
 _RETRY_STATUSES = {429, 502, 503, 504}
+_IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+
+
+def _retry_after(value: str) -> float | None:
+    """Seconds to wait from a Retry-After header (delay seconds or an HTTP date)."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class Client:
@@ -27,12 +42,14 @@ class Client:
         *,
         timeout: float = 30,
         retries: int = 3,
+        max_wait: float = 60,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.auth = HashxAuth(key)
         self.timeout = timeout
         self.retries = retries
+        self.max_wait = max_wait
         self.session = session or requests.Session()
 
     # -- transport ---------------------------------------------------------------------------
@@ -47,12 +64,35 @@ class Client:
         data: Any = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        """Send a signed request; GETs are retried with back-off on 429/5xx and connection
-        errors (each try is signed afresh: a nonce is good once)."""
+        """Send a signed request and return its JSON answer; an error answer raises
+        ``HashxError`` with the server's problem document. Retries as ``send`` does."""
+        return self._answer(
+            self.send(method, path, json=json, params=params, data=data, headers=headers)
+        )
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """Send a signed request, each try signed afresh (a nonce is good once). A 429 is
+        retried for any call (the exchange did nothing); 502/503/504 and connection errors only
+        for idempotent calls: GET, HEAD, PUT, DELETE, and POSTs with an ``Idempotency-Key``.
+        Waits ``Retry-After`` when the answer gives one, else backs off exponentially with
+        jitter."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
-        attempts = self.retries + 1 if method == "GET" else 1
+        idempotent = method in _IDEMPOTENT or bool((headers or {}).get("Idempotency-Key"))
+        attempts = self.retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
+            if isinstance(data, DigestedFile):
+                data.rewind()
             try:
                 response = self.session.request(
                     method,
@@ -63,18 +103,22 @@ class Client:
                     headers=headers,
                     auth=self.auth,
                     timeout=self.timeout,
+                    stream=stream,
                 )
             except requests.ConnectionError:
-                if last:
+                if last or not idempotent:
                     raise
+                wait = None
             else:
-                if response.status_code not in _RETRY_STATUSES or last:
-                    return self._answer(response)
-                retry_after = response.headers.get("Retry-After", "")
-                if retry_after.isdigit():
-                    time.sleep(min(int(retry_after), 60))
-                    continue
-            time.sleep(min(2**attempt, 30) * (0.5 + random.random()))  # noqa: S311 - jitter
+                status = response.status_code
+                retry = status == 429 or (status in _RETRY_STATUSES and idempotent)
+                if not retry or last:
+                    return response
+                wait = _retry_after(response.headers.get("Retry-After", ""))
+                response.close()
+            if wait is None:
+                wait = min(2**attempt, 30) * (0.5 + random.random())  # noqa: S311 - jitter
+            time.sleep(min(wait, self.max_wait))
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -225,20 +269,21 @@ class Client:
                 return
 
     def _stream(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        response = self.session.get(
-            f"{self.base_url}{path}",
-            params=params,
-            headers={"Accept": "application/x-ndjson"},
-            auth=self.auth,
-            timeout=self.timeout,
-            stream=True,
+        """The lines of an NDJSON answer, parsed; one cut short (no ``"end"`` line) raises
+        ``requests.ConnectionError``."""
+        response = self.send(
+            "GET", path, params=params, headers={"Accept": "application/x-ndjson"}, stream=True
         )
         with response:
             if response.status_code >= 400:
                 self._answer(response)
             for line in response.iter_lines(chunk_size=1 << 16):
                 if line:
-                    yield jsonlib.loads(line)
+                    item = jsonlib.loads(line)
+                    yield item
+                    if item.get("end"):
+                        return
+        raise requests.ConnectionError(f"the answer to {path} ended before its last cursor")
 
     def stream_changes(
         self, *, sets: list[str] | None = None, cursor: str = ""
@@ -254,7 +299,8 @@ class Client:
         return self._stream("/api/v1/changes", params)
 
     def snapshot(self, slug: str) -> Iterator[dict[str, Any]]:
-        """Every active entry of a set, then ``{"cursor": …, "end": true}`` to continue from."""
+        """Every active entry of a set from one consistent snapshot, streamed; the last item is
+        ``{"cursor": …, "end": True}``: follow ``changes`` from that cursor."""
         return self._stream(f"/api/v1/sets/{slug}/snapshot", {})
 
     # -- subscriptions (webhooks) ------------------------------------------------------------

@@ -18,6 +18,7 @@ HASHX = str(Path(sys.executable).parent / "hashx")
 
 def hashx(*args, url=None, key=None, check=True):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HASHX_")}
+    env["HASHX_CONFIG"] = os.devnull  # never the developer's own config file
     if url:
         env["HASHX_URL"] = url
     if key:
