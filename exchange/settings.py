@@ -230,6 +230,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a "state": name each enum after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "BatchStateEnum": "signals.models.Batch.State",
+        "SubscriptionStateEnum": "signals.models.Subscription.State",
+        "DeliveryStateEnum": "signals.models.Delivery.State",
+    },
 }
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})

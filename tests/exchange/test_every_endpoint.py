@@ -37,6 +37,13 @@ MEMBER_ENDPOINTS = [
     ("GET", "/api/v1/sets/acme-csam/snapshot"),
     ("GET", "/api/v1/audit/events"),
     ("GET", "/api/v1/audit/checkpoint"),
+    ("GET", "/api/v1/subscriptions"),
+    ("POST", "/api/v1/subscriptions"),
+    ("GET", f"/api/v1/subscriptions/{uuid.uuid4()}"),
+    ("PATCH", f"/api/v1/subscriptions/{uuid.uuid4()}"),
+    ("DELETE", f"/api/v1/subscriptions/{uuid.uuid4()}"),
+    ("GET", f"/api/v1/subscriptions/{uuid.uuid4()}/deliveries"),
+    ("POST", f"/api/v1/subscriptions/{uuid.uuid4()}/redeliver"),
 ]
 
 
@@ -71,3 +78,21 @@ def test_a_batch_report_is_one_query_after_authentication(
     batch = merged(publish(publisher, "acme-csam", [pdq(n) for n in range(50)]))
     with django_assert_max_num_queries(3):
         assert publisher.api.get(f"/api/v1/batches/{batch.pk}").json()["new"] == 50
+
+
+def test_the_subscription_list_costs_the_same_for_one_or_ten(
+    publisher, csam_set, django_assert_max_num_queries
+):
+    from signals.actions.subscriptions import do_create_subscription
+
+    for n in range(10):
+        do_create_subscription(
+            publisher.org,
+            url=f"https://hooks.example/{n}",
+            sets=[csam_set],
+            signal_types=[],
+            labels=[],
+        )
+    # key lookup, last-used stamp, the subscriptions, their sets' slugs
+    with django_assert_max_num_queries(4):
+        assert len(publisher.api.get("/api/v1/subscriptions").json()) == 10
