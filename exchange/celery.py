@@ -38,6 +38,9 @@ def beat_schedule(sender: Celery, **kwargs: Any) -> None:
     sender.add_periodic_task(
         3600.0, sender.signature("signals.purge_tombstones"), name="purge-tombstones"
     )
+    sender.add_periodic_task(
+        3600.0, sender.signature("signals.webhooks.purge_deliveries"), name="purge-deliveries"
+    )
 
 
 class Heartbeat(bootsteps.StartStopStep):

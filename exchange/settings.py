@@ -207,6 +207,8 @@ HASHX_WEBHOOK_RETRY_MAX_SECONDS = env_int("HASHX_WEBHOOK_RETRY_MAX_SECONDS", 360
 HASHX_WEBHOOK_LEASE_SECONDS = env_int("HASHX_WEBHOOK_LEASE_SECONDS", 60, minimum=3)
 # An endpoint failing this long is disabled, and its organisation and staff see why.
 HASHX_WEBHOOK_DISABLE_AFTER_HOURS = env_int("HASHX_WEBHOOK_DISABLE_AFTER_HOURS", 72, minimum=1)
+# Finished deliveries (and their bodies) are kept this long for the deliveries list.
+HASHX_WEBHOOK_HISTORY_DAYS = env_int("HASHX_WEBHOOK_HISTORY_DAYS", 14, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["members.auth.SignatureAuthentication"],

@@ -5,7 +5,7 @@ from celery import shared_task
 from signals.actions.changes import do_expire_entries
 from signals.actions.feed import do_purge_tombstones
 from signals.actions.merge import do_merge_batch
-from signals.actions.webhooks import clear_wake, do_dispatch, do_send
+from signals.actions.webhooks import clear_wake, do_dispatch, do_purge_deliveries, do_send
 from signals.models import Batch
 
 SEND_CHUNK = 5
@@ -49,3 +49,8 @@ def dispatch_webhooks() -> None:
 def send_webhooks(claimed: list[tuple[str, str]]) -> None:
     for delivery_id, claim in claimed:
         do_send(delivery_id, claim)
+
+
+@shared_task(name="signals.webhooks.purge_deliveries", ignore_result=True)
+def purge_deliveries() -> None:
+    do_purge_deliveries()

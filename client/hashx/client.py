@@ -268,9 +268,10 @@ class Client:
             if not page["more"]:
                 return
 
-    def _stream(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """The lines of an NDJSON answer, parsed; one cut short (no ``"end"`` line) raises
-        ``requests.ConnectionError``."""
+    def _stream(self, path: str, params: dict[str, Any], *, raw: bool = False) -> Iterator[Any]:
+        """The lines of an NDJSON answer, parsed; with ``raw``, change records come as their
+        JSON text (for a store that parses them itself) and only cursor lines are parsed. One
+        cut short (no ``"end"`` line) raises ``requests.ConnectionError``."""
         response = self.send(
             "GET", path, params=params, headers={"Accept": "application/x-ndjson"}, stream=True
         )
@@ -278,30 +279,38 @@ class Client:
             if response.status_code >= 400:
                 self._answer(response)
             for line in response.iter_lines(chunk_size=1 << 16):
-                if line:
-                    item = jsonlib.loads(line)
-                    yield item
-                    if item.get("end"):
-                        return
+                if not line:
+                    continue
+                if raw and line.startswith(b'{"entry":'):
+                    yield line.decode()
+                    continue
+                item = jsonlib.loads(line)
+                if raw and "entry" in item:
+                    yield line.decode()
+                    continue
+                yield item
+                if item.get("end"):
+                    return
         raise requests.ConnectionError(f"the answer to {path} ended before its last cursor")
 
     def stream_changes(
-        self, *, sets: list[str] | None = None, cursor: str = ""
-    ) -> Iterator[dict[str, Any]]:
+        self, *, sets: list[str] | None = None, cursor: str = "", raw: bool = False
+    ) -> Iterator[Any]:
         """Every change after ``cursor`` in one NDJSON response: change records, a
         ``{"cursor": …}`` checkpoint after each server page, and a last
-        ``{"cursor": …, "end": true}``. Raises ``HashxError`` (410: start from snapshots)."""
+        ``{"cursor": …, "end": true}``. Raises ``HashxError`` (410: start from snapshots).
+        ``raw``: change records as JSON text, cursor lines parsed."""
         params: dict[str, Any] = {}
         if sets:
             params["sets"] = ",".join(sets)
         if cursor:
             params["cursor"] = cursor
-        return self._stream("/api/v1/changes", params)
+        return self._stream("/api/v1/changes", params, raw=raw)
 
-    def snapshot(self, slug: str) -> Iterator[dict[str, Any]]:
+    def snapshot(self, slug: str, *, raw: bool = False) -> Iterator[Any]:
         """Every active entry of a set from one consistent snapshot, streamed; the last item is
         ``{"cursor": …, "end": True}``: follow ``changes`` from that cursor."""
-        return self._stream(f"/api/v1/sets/{slug}/snapshot", {})
+        return self._stream(f"/api/v1/sets/{slug}/snapshot", {}, raw=raw)
 
     # -- subscriptions (webhooks) ------------------------------------------------------------
 

@@ -375,6 +375,16 @@ def _disable(subscription: Subscription, reason: str) -> None:
     )
 
 
+def do_purge_deliveries(now: datetime | None = None) -> int:
+    """Forget finished deliveries older than ``HASHX_WEBHOOK_HISTORY_DAYS`` (their bodies are
+    whole pages); the pending one of each subscription always stays. Returns how many."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.HASHX_WEBHOOK_HISTORY_DAYS)
+    deleted, _ = Delivery.objects.filter(
+        state__in=[Delivery.State.DELIVERED, Delivery.State.CANCELLED], created_at__lt=cutoff
+    ).delete()
+    return deleted
+
+
 def lag(subscription: Subscription, cap: int = 10_000) -> int:
     """Changes in the subscription's sets after its cursor (counted up to ``cap``)."""
     with connection.cursor() as cursor:

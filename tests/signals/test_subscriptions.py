@@ -212,3 +212,23 @@ def test_a_set_no_longer_readable_is_not_delivered(publisher, subscriber, shared
     do_revoke_grant(shared_set, subscriber.org)
     assert cut(sid) is None
     assert not Delivery.objects.exists()
+
+
+def test_finished_deliveries_are_forgotten_after_the_history_period(
+    publisher, subscriber, shared_set
+):
+    from django.utils import timezone
+
+    from signals.actions.webhooks import do_purge_deliveries
+
+    sid = subscribe(subscriber, cursor=Position(0, 0).cursor()).json()["id"]
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    old = cut(sid)
+    Delivery.objects.filter(pk=old.pk).update(state="delivered")
+    merged(publish(publisher, "acme-csam", [pdq(1)]))
+    Subscription.objects.filter(pk=sid).update(cursor_xid=old.to_xid, cursor_seq=old.to_seq)
+    pending = cut(sid)
+    later = timezone.now() + timezone.timedelta(days=15)
+    assert do_purge_deliveries(now=timezone.now()) == 0
+    assert do_purge_deliveries(now=later) == 1
+    assert list(Delivery.objects.values_list("pk", flat=True)) == [pending.pk]
