@@ -52,6 +52,7 @@ class LocalStore:
         self.db = sqlite3.connect(self.path)
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.execute("PRAGMA cache_size = -131072")  # 128 MiB: a million-entry index fits
         self.db.executescript(SCHEMA)
 
     def get(self, key: str, default: str = "") -> str:
@@ -72,12 +73,13 @@ class LocalStore:
     def apply(self, records: list[str], cursor: str) -> int:
         """Apply change records (JSON text, in feed order) and move to ``cursor`` in one
         transaction; returns how many."""
-        rows = [(r,) for r in records]
+        # Only records that may be tombstones go to the DELETE (which checks the state itself).
+        maybe_gone = [(r,) for r in records if '"state":"active"' not in r]
         with self.db:
             # In feed order an entry appears once per page at most, so upserts and deletes of
             # one page never touch the same entry twice.
-            self.db.executemany(_UPSERT, rows)
-            self.db.executemany(_DELETE, rows)
+            self.db.executemany(_UPSERT, [(r,) for r in records])
+            self.db.executemany(_DELETE, maybe_gone)
             self.put("cursor", cursor)
         return len(records)
 
