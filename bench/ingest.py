@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from exchange.embedded import free_port  # noqa: E402
+from bench.common import start_web  # noqa: E402
 from hashx.auth import sign_headers  # noqa: E402
 from hashx.keys import b64url, raw_public_bytes  # noqa: E402
 from members.actions.keys import do_add_key  # noqa: E402
@@ -120,25 +120,11 @@ def main() -> None:
     ndjson = Path(tempfile.mkstemp(suffix=".ndjson")[1])
     ndjson.write_text("".join(json.dumps({"type": "pdq", "value": v}) + "\n" for v in values))
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HASHX_PUBLIC_URL": base, "LOG_LEVEL": "WARNING"}
-    web_argv = [sys.executable, "-m", "gunicorn", "exchange.wsgi:application"]
-    web_argv += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "3600"]
-    web = subprocess.Popen([*web_argv, "--log-level", "warning"], cwd=ROOT, env=env)
+    web, base, env = start_web()
     worker_argv = [sys.executable, "-m", "celery", "-A", "exchange", "worker", "-Q", "ingest"]
-    worker_argv += ["--concurrency", "1", "--pool", "solo", "--hostname", f"bench-{port}@%h"]
+    worker_argv += ["--concurrency", "1", "--pool", "solo", "--hostname", f"bench-{os.getpid()}@%h"]
     worker = subprocess.Popen([*worker_argv, "--loglevel", "WARNING"], cwd=ROOT, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/healthz", timeout=5).raise_for_status()
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         new_staged, new_s, new_report = upload(base, key, hash_set.slug, ndjson)
         assert new_report["new"] == SIGNALS, new_report
         positioned = SetEntry.objects.filter(hash_set=hash_set).count()

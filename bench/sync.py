@@ -11,7 +11,6 @@ from nothing. Prints entries/s for each and the ratio of the wire figure to the 
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from exchange.embedded import free_port  # noqa: E402
+from bench.common import start_web  # noqa: E402
 from hashx import Client  # noqa: E402
 from hashx.auth import HashxAuth  # noqa: E402
 from hashx.keys import raw_public_bytes  # noqa: E402
@@ -135,23 +134,9 @@ def main() -> None:
     fill(hash_set.pk, org.pk, ENTRIES)
     filled = time.perf_counter() - started
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HASHX_PUBLIC_URL": base, "LOG_LEVEL": "WARNING"}
-    web_argv = [sys.executable, "-m", "gunicorn", "exchange.wsgi:application"]
-    web_argv += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "3600"]
-    web = subprocess.Popen([*web_argv, "--log-level", "warning"], cwd=ROOT, env=env)
+    web, base, _ = start_web()
     store_dir = Path(tempfile.mkdtemp())
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/healthz", timeout=5).raise_for_status()
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         lines_s, seen, received = over_the_wire(base, key, hash_set.slug, parse=False)
         assert seen == ENTRIES, seen
         wire_s, seen, received = over_the_wire(base, key, hash_set.slug, parse=True)

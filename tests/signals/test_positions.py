@@ -1,17 +1,14 @@
 """The change-order invariant (DESIGN.md "Change feed"): a reader polling positions while
 several processes write never skips a change and ends with exactly the final state."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from signals.actions.feed import changes_after
 from signals.actions.positions import START, Position
 from signals.actions.sets import do_grant
 from signals.models import SetEntry
-from tests.conftest import REPO_ROOT, db_url_for_subprocesses, make_member
+from tests.conftest import make_member
+from tests.signals.writer import start_writers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,23 +17,7 @@ def test_a_continuous_reader_misses_nothing_while_writers_race(publisher, shared
     writers_orgs = [publisher, *[make_member(f"writer-{n}") for n in range(2)]]
     for member in writers_orgs[1:]:
         do_grant(shared_set, member.org, can_read=True, can_publish=True)
-    env = {**os.environ, "DATABASE_URL": db_url_for_subprocesses()}
-    writers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.signals.writer",
-                member.org.slug,
-                shared_set.slug,
-                str(seed),
-                "25",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-        )
-        for seed, member in enumerate(writers_orgs)
-    ]
+    writers = start_writers(writers_orgs, shared_set, 25)
     seen: dict[int, tuple] = {}
     cursor, reads, last = START, 0, Position(-1, -1)
     while True:

@@ -1,9 +1,5 @@
 """``hashx.store.sync``: a local copy that follows the feed, resumes, and survives purges."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 from django.utils import timezone
 
@@ -14,8 +10,9 @@ from signals.actions.feed import do_purge_tombstones
 from signals.actions.sets import do_grant
 from signals.api.views import ChangesView
 from signals.models import SetEntry
-from tests.conftest import REPO_ROOT, db_url_for_subprocesses, make_member
+from tests.conftest import make_member
 from tests.signals.conftest import PDQ, merged, pdq, publish
+from tests.signals.writer import start_writers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,23 +76,7 @@ def test_the_local_copy_equals_the_server_while_writers_race(client, store, publ
     writers_orgs = [publisher, *[make_member(f"writer-{n}") for n in range(2)]]
     for member in writers_orgs[1:]:
         do_grant(shared_set, member.org, can_read=True, can_publish=True)
-    env = {**os.environ, "DATABASE_URL": db_url_for_subprocesses()}
-    writers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.signals.writer",
-                member.org.slug,
-                shared_set.slug,
-                str(seed),
-                "20",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-        )
-        for seed, member in enumerate(writers_orgs)
-    ]
+    writers = start_writers(writers_orgs, shared_set, 20)
     syncs = 0
     while any(w.poll() is None for w in writers):
         sync(client, store, ["acme-csam"])

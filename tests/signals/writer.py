@@ -1,8 +1,11 @@
 """``python -m tests.signals.writer ORG SET SEED BATCHES``: publish overlapping batches of real
 PDQ hashes into one set and merge them, with some retractions, as a busy member would."""
 
+import os
 import random
+import subprocess
 import sys
+from typing import Any
 
 import django
 
@@ -28,6 +31,29 @@ def main(org_slug: str, set_slug: str, seed: int, batches: int) -> None:
         do_merge_batch(str(batch.pk), chunk=rng.randint(3, 20))
         if rng.random() < 0.3:
             do_retract(hash_set, org, [{"type": "pdq", "value": v} for v in rng.sample(values, 3)])
+
+
+def start_writers(members: list, hash_set: Any, batches: int) -> list[subprocess.Popen]:
+    """One writer process per member (each granted publish on the set beforehand), racing."""
+    from tests.conftest import REPO_ROOT, db_url_for_subprocesses
+
+    env = {**os.environ, "DATABASE_URL": db_url_for_subprocesses()}
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.signals.writer",
+                member.org.slug,
+                hash_set.slug,
+                str(seed),
+                str(batches),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        for seed, member in enumerate(members)
+    ]
 
 
 if __name__ == "__main__":
