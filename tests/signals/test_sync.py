@@ -87,3 +87,29 @@ def test_the_local_copy_equals_the_server_while_writers_race(client, store, publ
     final = server_state(shared_set)
     assert len(final) > 50
     assert store.values() == final
+
+
+def test_a_snapshot_taken_while_writers_race_plus_the_feed_after_it_is_the_final_state(
+    client, publisher, shared_set
+):
+    writers_orgs = [publisher, *[make_member(f"writer-{n}") for n in range(2)]]
+    for member in writers_orgs[1:]:
+        do_grant(shared_set, member.org, can_read=True, can_publish=True)
+    writers = start_writers(writers_orgs, shared_set, 20)
+    snapshots = []
+    while any(w.poll() is None for w in writers):
+        *entries, end = client.snapshot("acme-csam")
+        snapshots.append(({e["entry"]: e for e in entries}, end["cursor"]))
+    assert all(w.wait() == 0 for w in writers)
+    assert len(snapshots) > 2, "snapshots should have been taken while the writers wrote"
+    final = server_state(shared_set)
+    for entries, cursor in snapshots:
+        # Everything the snapshot could not see comes after its cursor: apply it on top.
+        for change in client.stream_changes(sets=["acme-csam"], cursor=cursor):
+            if "entry" not in change:
+                continue
+            if change["state"] == "active":
+                entries[change["entry"]] = change
+            else:
+                entries.pop(change["entry"], None)
+        assert {(e["set"], e["type"], e["value"]) for e in entries.values()} == final
