@@ -305,7 +305,7 @@ def cmd_subscriptions_add(args: argparse.Namespace) -> None:
         fields["cursor"] = args.cursor
     if args.description:
         fields["description"] = args.description
-    created = _client(args).subscribe(args.url, args.sets.split(","), **fields)
+    created = _client(args).subscribe(args.endpoint, args.sets.split(","), **fields)
     _print(args, created, f"subscription {created['id']} delivers to {created['url']}")
 
 
@@ -490,7 +490,8 @@ def parser() -> argparse.ArgumentParser:
     subs_sub = subs.add_subparsers(dest="subscriptions_command", required=True, metavar="ACTION")
     subs_sub.add_parser("list", help="your subscriptions").set_defaults(func=cmd_subscriptions_list)
     add_sub = subs_sub.add_parser("add", help="subscribe an https endpoint to sets")
-    add_sub.add_argument("url")
+    # Not "url": that is the exchange's URL (--url).
+    add_sub.add_argument("endpoint", metavar="URL", help="your https endpoint")
     add_sub.add_argument("--sets", required=True, help="comma-separated set slugs")
     add_sub.add_argument("--type", action="append", default=[], help="only this signal type")
     add_sub.add_argument("--label", action="append", default=[], help="only this label")
