@@ -141,6 +141,9 @@ class SetEntry(models.Model):
     labels = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     quality = models.PositiveSmallIntegerField(null=True, blank=True)
     contributor_count = models.PositiveIntegerField(default=0)
+    # Slugs of the organisations with a live contribution, sorted: kept by the merge and by
+    # retractions, so that serving a named set's feed never looks them up row by row.
+    contributor_names = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     positive_count = models.PositiveIntegerField(default=0)
     negative_count = models.PositiveIntegerField(default=0)
     investigation_count = models.PositiveIntegerField(default=0)

@@ -37,11 +37,17 @@ RETURNING entry_id
 _LIVE = (
     "SELECT {what} FROM signals_contribution k WHERE k.entry_id = e.id AND k.retracted_at IS NULL"
 )
+_LIVE_NAMES = (
+    "SELECT o.slug FROM signals_contribution k JOIN members_organisation o"
+    " ON o.id = k.organisation_id WHERE k.entry_id = e.id AND k.retracted_at IS NULL"
+    " ORDER BY o.slug"
+)
 _SQL_RETRACT_ENTRIES = f"""
 UPDATE signals_setentry e SET
     updated_at = %(now)s,
     {NEW_POSITION},
     contributor_count = ({_LIVE.format(what="count(*)")}),
+    contributor_names = ARRAY({_LIVE_NAMES}),
     state = CASE WHEN %(owner)s OR NOT EXISTS ({_LIVE.format(what="1")}) THEN 'tombstone'
                  ELSE e.state END
 WHERE e.id = ANY(%(ids)s) AND e.state = 'active'

@@ -60,10 +60,8 @@ _RECORD = """concat(
     '},"disputed":', (e.positive_count > 0 AND e.negative_count > 0)::text,
     ',"first_seen":', to_json(e.first_seen), ',"updated":', to_json(e.updated_at),
     ',"expires_at":', coalesce(to_json(e.expires_at)::text, 'null'),
-    CASE WHEN h.attribution = 'named' THEN concat(',"contributor_names":', coalesce((
-        SELECT json_agg(o.slug ORDER BY o.slug) FROM signals_contribution k
-        JOIN members_organisation o ON o.id = k.organisation_id
-        WHERE k.entry_id = e.id AND k.retracted_at IS NULL)::text, '[]')) END,
+    CASE WHEN h.attribution = 'named'
+         THEN concat(',"contributor_names":', to_json(e.contributor_names)) END,
     '}')"""
 _RENDERED_COLUMNS = f"e.hash_set_id, e.position_xid::text, e.position_seq, {_RECORD}"
 

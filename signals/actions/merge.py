@@ -58,8 +58,10 @@ ANALYZE merge_plan;
 _SQL_NEW_ENTRIES = """
 WITH inserted AS (
     INSERT INTO signals_setentry (hash_set_id, signal_id, state, labels, quality, contributor_count,
-        positive_count, negative_count, investigation_count, first_seen, updated_at, expires_at)
-    SELECT %(set)s, signal_id, 'active', labels, quality, 1, 0, 0, 0, %(now)s, %(now)s, expires_at
+        contributor_names, positive_count, negative_count, investigation_count, first_seen,
+        updated_at, expires_at)
+    SELECT %(set)s, signal_id, 'active', labels, quality, 1, ARRAY[%(org_slug)s::varchar], 0, 0, 0,
+        %(now)s, %(now)s, expires_at
     FROM merge_plan WHERE entry_id IS NULL ORDER BY signal_id
     RETURNING id, signal_id
 )
@@ -70,6 +72,9 @@ FROM inserted WHERE p.signal_id = inserted.signal_id
 _SQL_CHANGED_ENTRIES = f"""
 UPDATE signals_setentry e SET
     contributor_count = e.contributor_count + p.added,
+    contributor_names = CASE WHEN p.added = 1 THEN ARRAY(
+        SELECT DISTINCT x FROM unnest(array_append(e.contributor_names, %(org_slug)s::varchar)) x
+        ORDER BY x) ELSE e.contributor_names END,
     labels = ARRAY(SELECT DISTINCT x FROM unnest(e.labels || p.labels) x ORDER BY x),
     state = 'active',
     expires_at = CASE WHEN p.expires_at IS NULL OR e.expires_at IS NULL THEN NULL
@@ -119,7 +124,8 @@ DELETE FROM signals_stagedsignal WHERE batch_id = %(batch)s AND line >= %(lo)s A
 def _merge_chunk(cursor: Any, batch: Batch, lo: int, hi: int) -> tuple[int, int]:
     """Merge staged lines [lo, hi); returns (new entries, updated entries)."""
     params = {"batch": str(batch.pk), "lo": lo, "hi": hi, "set": batch.hash_set_id,
-              "org": batch.organisation_id, "now": timezone.now()}  # fmt: skip
+              "org": batch.organisation_id, "org_slug": batch.organisation.slug,
+              "now": timezone.now()}  # fmt: skip
     cursor.execute(_SQL_SIGNALS, params)
     cursor.execute(_SQL_PLAN, params)
     cursor.execute(_SQL_NEW_ENTRIES, params)
@@ -144,7 +150,7 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
         with transaction.atomic():
             batch = (
                 Batch.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("hash_set")
+                .select_related("hash_set", "organisation")
                 .filter(pk=batch_id, state__in=[Batch.State.QUEUED, Batch.State.MERGING])
                 .first()
             )
