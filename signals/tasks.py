@@ -5,6 +5,7 @@ from celery import shared_task
 from signals.actions.changes import do_expire_entries
 from signals.actions.feed import do_purge_tombstones
 from signals.actions.merge import do_merge_batch
+from signals.matching.index import shared_index
 from signals.models import Batch
 
 
@@ -30,3 +31,9 @@ def purge_tombstones() -> None:
 @shared_task(name="signals.expire_entries", ignore_result=True)
 def expire_entries() -> None:
     do_expire_entries()
+
+
+@shared_task(name="signals.match.compact_index", ignore_result=True)
+def compact_index() -> None:
+    """Beat: fold the changes since the PDQ index's generation into a new one."""
+    shared_index().compact()

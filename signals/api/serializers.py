@@ -122,3 +122,21 @@ class ChangesPageSerializer(serializers.Serializer):
     changes = ChangeSerializer(many=True)
     cursor = serializers.CharField(help_text="give it back to continue after this page")
     more = serializers.BooleanField(help_text="true when more changes are ready now")
+
+
+class MatchRequestSerializer(serializers.Serializer):
+    signals = serializers.ListField(
+        child=serializers.JSONField(),
+        help_text="up to 10,000 queries: type, value, optional sets (slugs) and max_distance",
+    )
+
+
+class MatchAnswerSerializer(serializers.Serializer):
+    results = serializers.ListField(
+        child=serializers.JSONField(),
+        help_text="one per query, in order: type, value and matches (set, entry, value, "
+        "distance, labels, contributors, opinions, disputed, near_duplicate_of)",
+    )
+    position = serializers.CharField(
+        allow_null=True, help_text="feed cursor the PDQ index answered as of (null: no PDQ)"
+    )

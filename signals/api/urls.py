@@ -12,4 +12,5 @@ urlpatterns = [
     path("sets/<slug:slug>/snapshot", views.SnapshotView.as_view(), name="set-snapshot"),
     path("batches/<str:batch_id>", views.BatchView.as_view(), name="batch"),
     path("changes", views.ChangesView.as_view(), name="changes"),
+    path("match", views.MatchView.as_view(), name="match"),
 ]

@@ -26,6 +26,7 @@ from signals.actions.feed import (
     snapshot_pages,
     tally,
 )
+from signals.actions.match import check_queries, do_match
 from signals.actions.positions import START, Position
 from signals.actions.publish import csv_items, do_publish, json_items, ndjson_items, text_items
 from signals.actions.sets import (
@@ -44,6 +45,8 @@ from signals.api.serializers import (
     GrantListSerializer,
     GrantSerializer,
     ItemsSerializer,
+    MatchAnswerSerializer,
+    MatchRequestSerializer,
     OpinionAnswerSerializer,
     PublishSerializer,
     RetractAnswerSerializer,
@@ -427,3 +430,21 @@ def _stream_snapshot(hash_set: HashSet, request: Request) -> Iterator[str]:
         yield "".join(
             json.dumps(_change(c, hash_set, names), cls=DjangoJSONEncoder) + "\n" for c in page
         )
+
+
+class MatchView(APIView):
+    @extend_schema(
+        operation_id="match",
+        tags=["match"],
+        request=MatchRequestSerializer,
+        responses=MatchAnswerSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        """Which entries of the sets you may read match each signal: exact types exactly, pdq
+        within Hamming distance (default 31; never more than a set allows). ``position`` is the
+        change-feed cursor the PDQ index answered as of."""
+        org = organisation_of(request)
+        serializer = MatchRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        queries, readable = check_queries(org, serializer.validated_data["signals"])
+        return Response(do_match(org, queries, readable, request=request))
