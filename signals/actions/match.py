@@ -66,7 +66,9 @@ def check_queries(org: Organisation, raw: Any) -> tuple[list[Query], dict[int, H
         except ValueError as exc:
             errors.append({"field": f"signals.{index}", "message": str(exc)})
     if errors:
-        raise Problem("validation", f"{len(errors)} of {len(raw)} signals are invalid", errors=errors)
+        raise Problem(
+            "validation", f"{len(errors)} of {len(raw)} signals are invalid", errors=errors
+        )
     return queries, readable
 
 
@@ -88,7 +90,9 @@ def _check_query(item: Any, by_slug: dict[str, HashSet]) -> Query:
         not isinstance(sets, list) or not sets or not all(isinstance(s, str) for s in sets)
     ):
         raise ValueError("sets must be a non-empty list of set slugs")
-    max_distance = item.get("max_distance", MAX_RADIUS if signal_type.comparison == "hamming" else 0)
+    max_distance = item.get(
+        "max_distance", MAX_RADIUS if signal_type.comparison == "hamming" else 0
+    )
     if isinstance(max_distance, bool) or not isinstance(max_distance, int):
         raise ValueError("max_distance must be a whole number")
     if signal_type.comparison == "exact" and max_distance != 0:
@@ -216,4 +220,3 @@ def _shape(row: tuple[Any, ...], hash_set: HashSet, distance: int) -> dict[str, 
         "disputed": bool(positive and negative),
         "near_duplicate_of": near,
     }
-

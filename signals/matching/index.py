@@ -93,8 +93,13 @@ class Generation:
         tmp = directory / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        arrays = {"entries": entries, "sets": sets, "hashes": mih.hashes, "rows": mih.rows,
-                  "offsets": mih.offsets}  # fmt: skip
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "entries": entries,
+            "sets": sets,
+            "hashes": mih.hashes,
+            "rows": mih.rows,
+            "offsets": mih.offsets,
+        }
         for file, array in arrays.items():
             np.save(tmp / f"{file}.npy", array)
         (tmp / "meta.json").write_text(
@@ -180,14 +185,14 @@ class Index:
         seconds (default ``HASHX_MATCH_REFRESH_MS``) and no other thread is already at it."""
         if max_age is None:
             max_age = settings.HASHX_MATCH_REFRESH_MS / 1000
-        if self._view is None or time.monotonic() - self._refreshed_at >= max_age:
-            # The first view must be waited for; later ones are refreshed by whoever gets here
-            # first, and everyone else answers from the view they already have.
-            if self._lock.acquire(blocking=self._view is None):
-                try:
-                    self._refresh()
-                finally:
-                    self._lock.release()
+        stale = self._view is None or time.monotonic() - self._refreshed_at >= max_age
+        # The first view must be waited for; later ones are refreshed by whoever gets here
+        # first, and everyone else answers from the view they already have.
+        if stale and self._lock.acquire(blocking=self._view is None):
+            try:
+                self._refresh()
+            finally:
+                self._lock.release()
         assert self._view is not None
         return self._view
 
@@ -376,7 +381,7 @@ def build_from_database(
     return generation
 
 
-class index_lock:  # noqa: N801 - used as a context manager, like a function
+class index_lock:
     """A session-level advisory lock (no transaction: nothing held back while it is held)."""
 
     def __enter__(self) -> None:

@@ -5,29 +5,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('signals', '0002_feed_horizon'),
+        ("signals", "0002_feed_horizon"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='batch',
-            name='near_duplicates',
-            field=models.PositiveIntegerField(default=0, help_text="new PDQ entries within the set's threshold of an existing one"),
+            model_name="batch",
+            name="near_duplicates",
+            field=models.PositiveIntegerField(
+                default=0, help_text="new PDQ entries within the set's threshold of an existing one"
+            ),
         ),
         migrations.AddField(
-            model_name='setentry',
-            name='near_duplicate_distance',
+            model_name="setentry",
+            name="near_duplicate_distance",
             field=models.PositiveSmallIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='setentry',
-            name='near_duplicate_of',
-            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='signals.setentry'),
+            model_name="setentry",
+            name="near_duplicate_of",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="+",
+                to="signals.setentry",
+            ),
         ),
         migrations.AddIndex(
-            model_name='setentry',
-            index=models.Index(fields=['position_xid', 'position_seq'], name='entry_position_idx'),
+            model_name="setentry",
+            index=models.Index(fields=["position_xid", "position_seq"], name="entry_position_idx"),
         ),
     ]
