@@ -62,6 +62,9 @@ class BatchSerializer(serializers.Serializer):
     progress = serializers.SerializerMethodField(help_text="merged / accepted, 0 to 1")
     new = serializers.IntegerField()
     duplicate = serializers.IntegerField()
+    near_duplicates = serializers.IntegerField(
+        help_text="new PDQ entries within the set's threshold of an entry that already existed"
+    )
     updated = serializers.IntegerField()
     first_rejections = serializers.ListField(child=serializers.DictField())
     created_at = serializers.DateTimeField()
@@ -116,6 +119,10 @@ class ChangeSerializer(serializers.Serializer):
     first_seen = serializers.DateTimeField()
     updated = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True)
+    near_duplicate_of = serializers.IntegerField(
+        allow_null=True,
+        help_text="pdq: the nearest entry of the set that existed when this one was merged",
+    )
 
 
 class ChangesPageSerializer(serializers.Serializer):

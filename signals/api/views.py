@@ -391,6 +391,7 @@ def _change(change: Change, hash_set: HashSet, names: dict[int, list[str]]) -> d
         "first_seen": change.first_seen,
         "updated": change.updated_at,
         "expires_at": change.expires_at,
+        "near_duplicate_of": change.near_duplicate_of,
     }
     if hash_set.attribution == HashSet.Attribution.NAMED:
         record["contributor_names"] = names.get(change.entry_id, [])

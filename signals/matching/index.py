@@ -119,9 +119,11 @@ class Generation:
         return cls.open(directory, name)
 
     def contains(self, entry_ids: I64) -> npt.NDArray[np.bool_]:
+        if not len(self.entries):
+            return np.zeros(len(entry_ids), dtype=bool)
         at = np.searchsorted(self.entries, entry_ids)
         at[at >= len(self.entries)] = 0
-        return (len(self.entries) > 0) & (self.entries[at] == entry_ids)
+        return np.asarray(self.entries[at] == entry_ids)
 
 
 @dataclass(frozen=True)
@@ -342,9 +344,10 @@ ORDER BY e.id
 def build_from_database(
     directory: Path, *, unless: Position | None, page: int = 100_000
 ) -> Generation:
-    """Read every active PDQ entry in one REPEATABLE READ snapshot and write it as a generation
-    positioned at the snapshot's xmin (as ``snapshot_pages``: what the snapshot could not see
-    sorts after it). Serialised by the index lock; opens its own transaction.
+    """Read every active PDQ entry and write them as a generation positioned at the visible
+    horizon read first: whatever the read then sees from a transaction at or above it, the
+    feed serves again after that position (applying a change twice is harmless), and whatever
+    it cannot see was written at or above it. Serialised by the index lock.
 
     ``unless``: the position the caller found too old (None: it found no generation). If
     another process wrote a usable generation newer than that meanwhile, it is opened instead.
@@ -358,17 +361,13 @@ def build_from_database(
         ids: list[I64] = []
         sets: list[I32] = []
         hashes: list[U64] = []
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-                position = Position(int(cursor.fetchone()[0]), 0)
-            with connection.chunked_cursor() as rows:
-                rows.execute(_SQL_ACTIVE_PDQ)
-                while batch := rows.fetchmany(page):
-                    ids.append(np.array([r[0] for r in batch], np.int64))
-                    sets.append(np.array([r[1] for r in batch], np.int32))
-                    hashes.append(parse_hex([r[2] for r in batch]))
+        position = Position(visible_horizon(), 0)
+        with transaction.atomic(), connection.chunked_cursor() as rows:
+            rows.execute(_SQL_ACTIVE_PDQ)
+            while batch := rows.fetchmany(page):
+                ids.append(np.array([r[0] for r in batch], np.int64))
+                sets.append(np.array([r[1] for r in batch], np.int32))
+                hashes.append(parse_hex([r[2] for r in batch]))
         empty_ids, empty_sets, empty_hashes = _no_delta()
         generation = Generation.write(
             directory,

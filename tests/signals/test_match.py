@@ -19,11 +19,10 @@ MD5 = "5f4dcc3b5aa765d61d8327deb882cf99"
 
 
 @pytest.fixture(autouse=True)
-def match_dir(settings, tmp_path):
-    """A fresh index directory per test; follow the feed before every answer."""
-    settings.HASHX_MATCH_DIR = tmp_path / "match"
+def match_dir(settings, match_index_dir):
+    """Follow the feed before every answer."""
     settings.HASHX_MATCH_REFRESH_MS = 0
-    return settings.HASHX_MATCH_DIR
+    return match_index_dir
 
 
 def _far_apart(values, gap=64):
@@ -169,7 +168,8 @@ def test_compaction_writes_a_generation_that_another_process_opens_with_no_delta
 ):
     merged(publish(publisher, "acme-csam", [pdq(n) for n in range(50)]))
     index = shared_index()
-    index.view()
+    index.compact()
+    assert len(index.view().generation.entries) == 50
     merged(publish(publisher, "acme-csam", [pdq(n) for n in range(50, 80)]))
     publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(3)]})
     before = index.view()
