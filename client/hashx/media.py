@@ -40,7 +40,7 @@ def pdq_of_image(path: str | Path) -> tuple[str, int] | None:
     """(PDQ hex, quality 0-100) of an image; None when the file is not an image."""
     try:
         import numpy as np
-        import pdqhash  # type: ignore[import-not-found,unused-ignore]
+        import pdqhash  # type: ignore[import-untyped,import-not-found,unused-ignore]
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         if _looks_like_image(path):
