@@ -47,7 +47,7 @@ from signals.actions.merge import do_merge_batch  # noqa: E402
 from signals.actions.publish import do_publish  # noqa: E402
 from signals.actions.sets import do_create_set  # noqa: E402
 from signals.matching.mih import MIH, U64, brute_force, to_hex  # noqa: E402
-from signals.models import HashSet  # noqa: E402
+from signals.models import Batch, HashSet  # noqa: E402
 
 SIZES = [int(x) for x in os.environ.get("BENCH_MATCH_SIZES", "1000000,10000000").split(",")]
 HTTP_ENTRIES = int(os.environ.get("BENCH_MATCH_HTTP", "1000000"))
@@ -148,8 +148,13 @@ def http_batch(entries: int) -> list[float]:
             ({"line": n}, {"type": "pdq", "value": v})
             for n, v in enumerate(to_hex(rng.integers(0, 2**64, (entries, 4), dtype=np.uint64)))
         )
-        batch, _ = do_publish(hash_set, org, items, queue=False)
-        do_merge_batch(str(batch.pk))
+        do_publish(hash_set, org, items, queue=False)
+    for batch_id in (
+        Batch.objects.filter(hash_set=hash_set)
+        .exclude(state=Batch.State.DONE)
+        .values_list("pk", flat=True)
+    ):
+        do_merge_batch(str(batch_id))  # also finishes a merge an interrupted run left
     do_add_key(hash_set.owner, raw_public_bytes(key.public_key()))
     values = list(hash_set.entries.values_list("signal__value", flat=True)[:500])
     near = [v[:-2] + ("00" if v[-2:] != "00" else "ff") for v in values]  # a few bits off

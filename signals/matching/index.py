@@ -18,8 +18,9 @@ that follows the change feed (DESIGN.md "Matching").
 Memory budget, per hash: 32 bytes (hash) + 64 (16 chunk tables of int32 row numbers) + 8 (entry
 id) + 4 (set id) = 108 bytes, plus 8 MiB of bucket offsets: about 1.1 GB at 10M hashes, shared
 by every process of the host through the page cache. Per process, the delta costs about 200
-bytes per entry changed since the generation (Python objects), bounded by compaction. The
-compacting worker briefly holds a second generation while it writes one.
+bytes per entry changed since the generation (Python objects, plus a multi-index of its own
+past ``DELTA_SCAN`` entries), bounded by compaction. The compacting worker briefly holds a
+second generation while it writes one.
 """
 
 import json
@@ -46,6 +47,8 @@ I32 = npt.NDArray[np.int32]
 INDEX_LOCK = 0x6878_5E8
 KEEP_GENERATIONS = 3
 FEED_PAGE = 10_000
+# A delta up to this size is scanned whole (cheaper than indexing it on every refresh).
+DELTA_SCAN = 4096
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class View:
     added_entries: I64
     added_sets: I32
     added_hashes: U64
+    # Past DELTA_SCAN entries the delta gets its own multi-index (a burst of ingest).
+    added_index: MIH | None = None
 
     def search(self, queries: U64, radius: int = MAX_RADIUS) -> list[Hit]:
         """Every active entry within ``radius`` of each query (exact: no false negatives)."""
@@ -158,7 +163,10 @@ class View:
             if entry not in self.dead
         ]  # fmt: skip
         if len(self.added_entries):
-            q, rows, d = brute_force(self.added_hashes, queries, radius)
+            if self.added_index is not None:
+                q, rows, d = self.added_index.search(queries, radius)
+            else:
+                q, rows, d = brute_force(self.added_hashes, queries, radius)
             hits.extend(
                 Hit(int(qi), int(self.added_entries[r]), int(self.added_sets[r]), int(dist))
                 for qi, r, dist in zip(q.tolist(), rows.tolist(), d.tolist(), strict=True)
@@ -259,7 +267,10 @@ class Index:
         ids = np.fromiter(self._added, dtype=np.int64, count=len(self._added))
         sets = np.fromiter((s for s, _ in self._added.values()), np.int32, len(self._added))
         hashes = parse_hex([v for _, v in self._added.values()])
-        return View(self._view.generation, position, frozenset(self._dead), ids, sets, hashes)
+        index = MIH.build(hashes) if len(hashes) > DELTA_SCAN else None
+        return View(
+            self._view.generation, position, frozenset(self._dead), ids, sets, hashes, index
+        )
 
     # -- compaction --------------------------------------------------------------------------
 

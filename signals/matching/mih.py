@@ -21,6 +21,9 @@ read-only by every process:
 Memory: 32 (hash) + 64 (rows) bytes per hash, plus 8 MiB of offsets: 0.96 GB at 10M hashes.
 """
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -30,6 +33,21 @@ import numpy.typing as npt
 CHUNKS = 16
 BUCKETS = 1 << 16
 MAX_RADIUS = 31
+# Batches of at least this many queries per core are split across cores (up to _THREADS).
+PARALLEL_FROM = 64
+_THREADS = min(4, os.cpu_count() or 1)
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(_THREADS, thread_name_prefix="mih")
+        return _executor
+
+
 # Pairs compared per block by brute_force: bounds its temporary arrays.
 BLOCK_CANDIDATES = 2_000_000
 
@@ -84,9 +102,23 @@ class MIH:
         if not 0 <= radius <= MAX_RADIUS:
             raise ValueError(f"radius must be 0 to {MAX_RADIUS}")
         queries = np.ascontiguousarray(queries, dtype=np.uint64).reshape(-1, 4)
-        q, r, d = _mih_search(
-            self.hashes, self.rows, self.offsets, queries, radius, 17 if radius >= CHUNKS else 1
-        )
+        probes = 17 if radius >= CHUNKS else 1
+        threads = min(_THREADS, len(queries) // PARALLEL_FROM)
+        if threads > 1:
+            # The kernel releases the GIL: big batches are split across cores.
+            blocks = np.array_split(np.arange(len(queries)), threads)
+            parts = list(
+                _pool().map(
+                    lambda block: _mih_search(self.hashes, self.rows, self.offsets,
+                                              queries[block], radius, probes),
+                    blocks,
+                )
+            )  # fmt: skip
+            q = np.concatenate([p[0] + block[0] for p, block in zip(parts, blocks, strict=True)])
+            r = np.concatenate([p[1] for p in parts])
+            d = np.concatenate([p[2] for p in parts])
+        else:
+            q, r, d = _mih_search(self.hashes, self.rows, self.offsets, queries, radius, probes)
         # A row can sit in the probed buckets of several chunks: keep each (query, row) once.
         n = max(1, len(self))
         keys, first = np.unique(q * n + r, return_index=True)

@@ -215,3 +215,23 @@ def test_queries_running_while_the_index_updates_never_fail(publisher, subscribe
         thread.join()
     assert failures == [] and answered[0] > 0
     assert {h.query for h in index.view().search(queries)} == set(range(200))
+
+
+def test_a_large_delta_gets_its_own_index_and_stays_exact(publisher, shared_set):
+    from signals.matching.index import DELTA_SCAN
+    from signals.matching.mih import brute_force
+
+    rng = np.random.default_rng(5)
+    hashes = rng.integers(0, 2**64, size=(DELTA_SCAN + 500, 4), dtype=np.uint64)
+    index = shared_index()
+    index.view()  # an empty generation: everything below lands in the delta
+    merged(publish(publisher, "acme-csam", [{"type": "pdq", "value": v} for v in to_hex(hashes)]))
+    view = index.view()
+    assert view.added_index is not None and len(view.added_entries) == len(hashes)
+    queries = hashes[:300].copy()
+    queries[:, 0] ^= np.uint64(0xFFFF)  # 16 bits off
+    queries[::2, 1] ^= np.uint64(0xFFFF)  # 32 bits off
+    found = sorted((h.query, h.distance) for h in view.search(queries))
+    q, _, d = brute_force(hashes, queries, 31)
+    assert found == sorted(zip(q.tolist(), d.tolist(), strict=True))
+    assert len(found) == 150
