@@ -125,6 +125,26 @@ def test_bad_queries_are_400_naming_each(subscriber, shared_set, item, field):
     assert answer.json()["errors"][0]["field"] == field
 
 
+def test_a_batch_costs_the_same_queries_for_ten_or_a_thousand_signals(
+    publisher, subscriber, shared_set
+):
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(20)] +
+                   [{"type": "md5", "value": f"{n:032x}"} for n in range(20)]))  # fmt: skip
+    match(subscriber, [{"type": "pdq", "value": FAR[0]}])  # the index is loaded once
+
+    def cost(n):
+        signals = [{"type": "pdq", "value": near(FAR[k % 40], 5)} for k in range(n)]
+        signals += [{"type": "md5", "value": f"{k % 40:032x}"} for k in range(n)]
+        with CaptureQueriesContext(db) as queries:
+            assert match(subscriber, signals).status_code == 200
+        return len(queries)
+
+    assert cost(10) == cost(1000)
+
+
 def test_unsigned_is_401(api):
     assert api.post("/api/v1/match", {"signals": []}, format="json").status_code == 401
 
