@@ -209,18 +209,19 @@ class Index:
     # -- following (under self._lock) --------------------------------------------------------
 
     def _refresh(self) -> None:
+        """Build the next view aside and swap it in whole: readers never see a new generation
+        without its delta, nor half of a page of changes."""
         started = time.monotonic()
         current = self._current_name()
-        view = self._view
+        base = self._view
         if current is None:
-            self._start_from(build_from_database(self.directory, unless=None))
-        elif view is None or view.generation.name != current:
-            self._start_from(self._open(current))
-        assert self._view is not None
-        if _purged_past(self._view.position):
+            base = self._fresh(build_from_database(self.directory, unless=None))
+        elif base is None or base.generation.name != current:
+            base = self._fresh(self._open(current))
+        if _purged_past(base.position):
             # Tombstones we have not seen were purged: only a full reread is exact again.
-            self._start_from(build_from_database(self.directory, unless=self._view.position))
-        self._follow()
+            base = self._fresh(build_from_database(self.directory, unless=base.position))
+        self._view = self._follow(base)
         self._refreshed_at = started
 
     def _open(self, name: str) -> Generation:
@@ -233,26 +234,26 @@ class Index:
     def _current_name(self) -> str | None:
         return _read_current(self.directory)
 
-    def _start_from(self, generation: Generation) -> None:
+    def _fresh(self, generation: Generation) -> View:
         self._dead, self._added = set(), {}
-        self._view = View(generation, generation.position, frozenset(), *_no_delta())
+        return View(generation, generation.position, frozenset(), *_no_delta())
 
-    def _follow(self) -> None:
-        assert self._view is not None
-        position, changed = self._view.position, False
+    def _follow(self, base: View) -> View:
+        """``base`` followed to the end of the feed (a new view if anything moved)."""
+        position, changed = base.position, base is not self._view
         while True:
             rows, position = pdq_changes_after(position, FEED_PAGE)
             if rows:
                 changed = True
-                self._apply(rows)
+                self._apply(base.generation, rows)
             if len(rows) < FEED_PAGE:
                 break
-        if changed or position != self._view.position:
-            self._view = self._build_view(position)
+        if changed or position != base.position:
+            return self._build_view(base.generation, position)
+        return base
 
-    def _apply(self, rows: list[tuple[int, int, str, str]]) -> None:
-        assert self._view is not None
-        in_generation = self._view.generation.contains(np.array([r[0] for r in rows], np.int64))
+    def _apply(self, generation: Generation, rows: list[tuple[int, int, str, str]]) -> None:
+        in_generation = generation.contains(np.array([r[0] for r in rows], np.int64))
         for (entry_id, set_id, value, state), known in zip(rows, in_generation, strict=True):
             active = state == "active"
             if known:
@@ -262,15 +263,12 @@ class Index:
             else:
                 self._added.pop(entry_id, None)
 
-    def _build_view(self, position: Position) -> View:
-        assert self._view is not None
+    def _build_view(self, generation: Generation, position: Position) -> View:
         ids = np.fromiter(self._added, dtype=np.int64, count=len(self._added))
         sets = np.fromiter((s for s, _ in self._added.values()), np.int32, len(self._added))
         hashes = parse_hex([v for _, v in self._added.values()])
         index = MIH.build(hashes) if len(hashes) > DELTA_SCAN else None
-        return View(
-            self._view.generation, position, frozenset(self._dead), ids, sets, hashes, index
-        )
+        return View(generation, position, frozenset(self._dead), ids, sets, hashes, index)
 
     # -- compaction --------------------------------------------------------------------------
 
@@ -292,8 +290,7 @@ class Index:
             )
         prune(self.directory)
         with self._lock:
-            self._start_from(generation)
-            self._follow()
+            self._view = self._follow(self._fresh(generation))
         return generation
 
 
