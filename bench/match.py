@@ -3,9 +3,10 @@
 
     .venv/bin/python -m exchange.embedded --var var/bench -- .venv/bin/python bench/match.py
 
-``BENCH_MATCH_SIZES`` (default ``1000000,10000000``), ``BENCH_MATCH_HTTP`` (entries behind the
-HTTP run, default 1000000; 0 skips it). Queries: half near-duplicates of indexed hashes (0 to 40
-bits flipped), half random. Recall is against brute force on a sample of the queries (every
+``BENCH_MATCH_SIZES`` (default ``1000000,10000000``; the first size again with PDQ's real
+regression haystack among the random hashes and its needles as queries), ``BENCH_MATCH_HTTP``
+(entries behind the HTTP run, default 1000000; 0 skips it). Queries: half near-duplicates of
+indexed hashes (0 to 40 bits flipped), half random. Recall is against brute force on a sample of the queries (every
 hash within 31). Memory: the index's arrays for ours (what the generation files hold); the
 growth of the process's resident memory while building for ``PDQIndex``.
 """
@@ -46,9 +47,10 @@ from members.actions.organisations import do_create_organisation  # noqa: E402
 from signals.actions.merge import do_merge_batch  # noqa: E402
 from signals.actions.publish import do_publish  # noqa: E402
 from signals.actions.sets import do_create_set  # noqa: E402
-from signals.matching.mih import MIH, U64, brute_force, to_hex  # noqa: E402
+from signals.matching.mih import MIH, U64, brute_force, parse_hex, to_hex  # noqa: E402
 from signals.models import Batch, HashSet  # noqa: E402
 
+PDQ_DATA = ROOT.parent / "shared" / "data" / "pdq"
 SIZES = [int(x) for x in os.environ.get("BENCH_MATCH_SIZES", "1000000,10000000").split(",")]
 HTTP_ENTRIES = int(os.environ.get("BENCH_MATCH_HTTP", "1000000"))
 QUERIES = 2000
@@ -76,15 +78,13 @@ def rate(count: int, run: Callable[[], object]) -> float:
     return count / (time.perf_counter() - started)
 
 
-def measure(size: int) -> dict[str, dict[str, float]]:
-    hashes = rng.integers(0, 2**64, size=(size, 4), dtype=np.uint64)
-    queries = queries_for(hashes, QUERIES)
-    sample = np.concatenate([queries[: RECALL_QUERIES // 2], queries[-RECALL_QUERIES // 2 :]])
+def measure(hashes: U64, queries: U64, sample: U64) -> dict[str, dict[str, float]]:
+    """Both indexes over ``hashes``: ``queries`` for speed, ``sample`` for recall."""
     q, r, _ = brute_force(hashes, sample, 31)
     truth = set(zip(q.tolist(), r.tolist(), strict=True))
     rows = {"hashx MIH (numba)": ours(hashes, queries, sample, truth)}
     gc.collect()
-    rows["threatexchange PDQIndex"] = theirs(hashes, queries, truth)
+    rows["threatexchange PDQIndex"] = theirs(hashes, queries, sample, truth)
     gc.collect()
     return rows
 
@@ -111,7 +111,7 @@ def ours(hashes: U64, queries: U64, sample: U64, truth: set[tuple[int, int]]) ->
     }
 
 
-def theirs(hashes: U64, queries: U64, truth: set[tuple[int, int]]) -> dict[str, float]:
+def theirs(hashes: U64, queries: U64, sample: U64, truth: set[tuple[int, int]]) -> dict[str, float]:
     values = to_hex(hashes)
     texts = to_hex(queries)
     before = rss()
@@ -119,9 +119,7 @@ def theirs(hashes: U64, queries: U64, truth: set[tuple[int, int]]) -> dict[str, 
     index = PDQIndex.build((v, i) for i, v in enumerate(values))
     build = time.perf_counter() - started
     memory = (rss() - before) / 2**20
-    half = RECALL_QUERIES // 2
-    answers = [index.query(texts[i]) for i in range(half)]
-    answers += [index.query(texts[-half + i]) for i in range(half)]
+    answers = [index.query(text) for text in to_hex(sample)]
     found = {(q, int(m.metadata)) for q, matches in enumerate(answers) for m in matches}
     singles = min(QUERIES, 1000 if len(hashes) <= 1_000_000 else 300)
     return {
@@ -197,14 +195,33 @@ def http_batch(entries: int) -> list[float]:
     return timings
 
 
+def report(label: str, rows: dict[str, dict[str, float]]) -> None:
+    for name, row in rows.items():
+        print(f"{label:>12} {name:<26} {row['build_s']:>8.1f} {row['single_qps']:>11.0f}"
+              f" {row['batch_qps']:>10.0f} {row['memory_mb']:>10.0f} {row['recall']:>7.3f}"
+              f" {row['false']:>7.0f}", flush=True)  # fmt: skip
+
+
+def read_hashes(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
 def main() -> None:
-    print(f"{'size':>10} {'index':<26} {'build s':>8} {'single q/s':>11} {'batch q/s':>10}"
+    print(f"{'size':>12} {'index':<26} {'build s':>8} {'single q/s':>11} {'batch q/s':>10}"
           f" {'memory MB':>10} {'recall':>7} {'false+':>7}")  # fmt: skip
     for size in SIZES:
-        for name, row in measure(size).items():
-            print(f"{size:>10} {name:<26} {row['build_s']:>8.1f} {row['single_qps']:>11.0f}"
-                  f" {row['batch_qps']:>10.0f} {row['memory_mb']:>10.0f} {row['recall']:>7.3f}"
-                  f" {row['false']:>7.0f}", flush=True)  # fmt: skip
+        hashes = rng.integers(0, 2**64, size=(size, 4), dtype=np.uint64)
+        queries = queries_for(hashes, QUERIES)
+        sample = np.concatenate([queries[: RECALL_QUERIES // 2], queries[-RECALL_QUERIES // 2 :]])
+        report(f"{size}", measure(hashes, queries, sample))
+        del hashes
+    # Real hashes: PDQ's regression haystack among random ones, its needles as queries.
+    haystack = parse_hex(read_hashes(PDQ_DATA / "haystack.txt"))
+    needles = parse_hex(read_hashes(PDQ_DATA / "needles.txt"))
+    size = SIZES[0]
+    padding = rng.integers(0, 2**64, (size - len(haystack), 4), dtype=np.uint64)
+    tiled = np.tile(needles, (QUERIES // len(needles), 1))
+    report(f"{size}+real", measure(np.concatenate([haystack, padding]), tiled, needles))
     if HTTP_ENTRIES:
         timings = http_batch(HTTP_ENTRIES)
         print(
