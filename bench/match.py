@@ -7,8 +7,8 @@
 regression haystack among the random hashes and its needles as queries), ``BENCH_MATCH_HTTP``
 (entries behind the HTTP run, default 1000000; 0 skips it). Queries: half near-duplicates of
 indexed hashes (0 to 40 bits flipped), half random. Recall is against brute force on a sample
-of the queries (every hash within 31). Memory: the index's arrays for ours (what the generation files hold); the
-growth of the process's resident memory while building for ``PDQIndex``.
+of the queries (every hash within 31). Memory: the index's arrays for ours (what the generation
+files hold); the growth of the process's resident memory while building for ``PDQIndex``.
 """
 
 import gc
