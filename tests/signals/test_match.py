@@ -255,3 +255,24 @@ def test_a_large_delta_gets_its_own_index_and_stays_exact(publisher, shared_set)
     q, _, d = brute_force(hashes, queries, 31)
     assert found == sorted(zip(q.tolist(), d.tolist(), strict=True))
     assert len(found) == 150
+
+
+def poll(until, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.2)
+
+
+@pytest.mark.worker
+def test_with_a_real_worker_a_publish_matches_and_a_retraction_stops_within_seconds(
+    settings, publisher, subscriber, shared_set, celery_worker
+):
+    settings.HASHX_MATCH_REFRESH_MS = 1000  # the production default: followed once a second
+    query = [{"type": "pdq", "value": near(FAR[7], 4)}]
+    assert matches_of(match(subscriber, query)) == []
+    assert publish(publisher, "acme-csam", [pdq(7)]).status_code == 202  # the worker merges
+    poll(lambda: matches_of(match(subscriber, query)) == [("acme-csam", FAR[7], 4)])
+    publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(7)]})
+    poll(lambda: shared_index().view().search(parse_hex([FAR[7]])) == [])
+    assert matches_of(match(subscriber, query)) == []
