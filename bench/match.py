@@ -47,6 +47,7 @@ from members.actions.organisations import do_create_organisation  # noqa: E402
 from signals.actions.merge import do_merge_batch  # noqa: E402
 from signals.actions.publish import do_publish  # noqa: E402
 from signals.actions.sets import do_create_set  # noqa: E402
+from signals.matching.index import shared_index  # noqa: E402
 from signals.matching.mih import MIH, U64, brute_force, parse_hex, to_hex  # noqa: E402
 from signals.models import Batch, HashSet  # noqa: E402
 
@@ -139,12 +140,13 @@ def http_batch(entries: int) -> list[float]:
     slug = f"bench-match-{entries}"
     hash_set = HashSet.objects.filter(slug=slug).first()
     key = Ed25519PrivateKey.generate()
+    fresh = np.random.default_rng()  # not the seeded stream: the queries must be new hashes
     if hash_set is None:
         org = do_create_organisation(f"bench-{uuid.uuid4().hex[:8]}", "Bench", active=True)
         hash_set = do_create_set(org, {"slug": slug, "name": "Bench match"})
         items = (
             ({"line": n}, {"type": "pdq", "value": v})
-            for n, v in enumerate(to_hex(rng.integers(0, 2**64, (entries, 4), dtype=np.uint64)))
+            for n, v in enumerate(to_hex(fresh.integers(0, 2**64, (entries, 4), dtype=np.uint64)))
         )
         do_publish(hash_set, org, items, queue=False)
     for batch_id in (
@@ -156,12 +158,16 @@ def http_batch(entries: int) -> list[float]:
     do_add_key(hash_set.owner, raw_public_bytes(key.public_key()))
     values = list(hash_set.entries.values_list("signal__value", flat=True)[:500])
     near = [v[:-2] + ("00" if v[-2:] != "00" else "ff") for v in values]  # a few bits off
-    far = to_hex(rng.integers(0, 2**64, (1000 - len(near), 4), dtype=np.uint64))
+    far = to_hex(fresh.integers(0, 2**64, (1000 - len(near), 4), dtype=np.uint64))
     body = {"signals": [{"type": "pdq", "value": v} for v in near + far]}
+
+    # As beat's compaction leaves it: one generation holding every entry, no delta.
+    match_dir = str(Path(settings.HASHX_MATCH_DIR).with_name("match-bench"))
+    settings.HASHX_MATCH_DIR = Path(match_dir)
+    shared_index().compact()
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    match_dir = str(Path(settings.HASHX_MATCH_DIR).with_name("match-bench"))
     env = {**os.environ, "HASHX_PUBLIC_URL": base, "HASHX_MATCH_DIR": match_dir}
     argv = [sys.executable, "-m", "gunicorn", "exchange.wsgi:application", "--bind",
             f"127.0.0.1:{port}", "--workers", "1", "--timeout", "600"]  # fmt: skip
