@@ -15,9 +15,9 @@ that follows the change feed (DESIGN.md "Matching").
   it on their next refresh. The very first generation (or one whose position is older than
   purged tombstones) is read from the database in one consistent snapshot.
 
-Memory budget, per hash: 32 bytes (hash) + 64 (16 chunk tables of int32 row numbers) + 8 (entry
-id) + 4 (set id) = 108 bytes, plus 8 MiB of bucket offsets: about 1.1 GB at 10M hashes, shared
-by every process of the host through the page cache. Per process, the delta costs about 200
+Memory budget, per hash: 32 bytes (hash) + 48 (12 chunk tables of int32 row numbers) + 8 (entry
+id) + 4 (set id) = 92 bytes, plus 128 MiB of bucket offsets: about 1.05 GB at 10M hashes,
+shared by every process of the host through the page cache. Per process, the delta costs about 200
 bytes per entry changed since the generation (Python objects, plus a multi-index of its own
 past ``DELTA_SCAN`` entries), bounded by compaction. The compacting worker briefly holds a
 second generation while it writes one.

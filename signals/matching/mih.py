@@ -1,24 +1,30 @@
 """Exact PDQ search within Hamming radius 31 by multi-index hashing (numpy + a numba kernel).
 
-A PDQ hash is 256 bits, kept as four native ``uint64`` words. Seen as 16 chunks of 16 bits, two
-hashes at distance ``d <= 31`` differ by at most ``d // 16 <= 1`` bits in at least one chunk
-(pigeonhole: were every chunk 2 bits apart, ``d`` would be at least 32). So every hash within the
-radius sits, for some chunk ``k``, in the bucket of the query's chunk value or of one of its 16
-one-bit neighbours: 16 x 17 = 272 buckets to read (16 when the radius is 15 or less), whose
-members are then verified by popcount. No false negatives, by construction.
+A PDQ hash is 256 bits, kept as four native ``uint64`` words, and indexed as 12 chunks: four of
+22 bits and eight of 21. Give each chunk ``k`` a radius ``r_k`` such that the ``r_k + 1`` add up
+to more than the search radius ``r`` (for ``r = 31``: 1 for the 22-bit chunks, 2 for the 21-bit
+ones, 4 x 2 + 8 x 3 = 32). Two hashes at distance ``d <= r`` are then within ``r_k`` bits of
+each other in at least one chunk (pigeonhole: were every chunk at least ``r_k + 1`` bits apart,
+``d`` would be at least 32). So every hash within the radius sits, for some chunk, in a bucket
+at most ``r_k`` bits from the query's chunk value: 4 x 23 + 8 x 232 = 1,948 buckets to read at
+radius 31 (12 at radius 11 or less), whose members are verified by popcount. No false
+negatives, by construction.
 
-Measured (bench/match.py): a pure-numpy verification (ranges gathered with ``np.repeat``, then
-``np.bitwise_count``) reached ~1,200 single queries/s at 1M; the same scan as a numba kernel is
-several times faster, so the kernel does the scan and numpy does the rest.
+Measured (bench/match.py and the prototypes before it): a pure-numpy verification with 16
+chunks of 16 bits (272 buckets, ranges gathered with ``np.repeat``, then ``np.bitwise_count``)
+reached ~1,200 single queries/s at 1M; the same 16 x 16 scan as a numba kernel ~4,000/s at 1M
+and ~530/s at 10M, where it verifies ~41,000 random candidates per query; these 12 longer
+chunks read more buckets but verify ~9,000 candidates at 10M, ~1,260 queries/s there.
 
 Layout (``MIH``), all plain arrays so a generation can live in ``.npy`` files and be memory-mapped
 read-only by every process:
 
 - ``hashes``  uint64[n, 4]: the hashes, row ``i`` is hash ``i``;
-- ``rows``    int32[16, n]: per chunk, row numbers ordered by that chunk's value (counting sort);
-- ``offsets`` int64[16, 65537]: per chunk, where each 16-bit value's bucket starts in ``rows``.
+- ``rows``    int32[12, n]: per chunk, row numbers ordered by that chunk's value (counting sort);
+- ``offsets`` int32[4 x (2^22 + 1) + 8 x (2^21 + 1)]: per chunk, one after the other, where each
+  chunk value's bucket starts in ``rows``.
 
-Memory: 32 (hash) + 64 (rows) bytes per hash, plus 8 MiB of offsets: 0.96 GB at 10M hashes.
+Memory: 32 (hash) + 48 (rows) bytes per hash, plus 128 MiB of offsets: 0.9 GB at 10M hashes.
 """
 
 import os
@@ -30,8 +36,12 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-CHUNKS = 16
-BUCKETS = 1 << 16
+WIDTHS = np.array([22] * 4 + [21] * 8, dtype=np.int64)
+STARTS = np.concatenate([[0], np.cumsum(WIDTHS)[:-1]]).astype(np.int64)
+# Where each chunk's offsets begin in the one offsets array.
+BASES = np.concatenate([[0], np.cumsum((1 << WIDTHS) + 1)[:-1]]).astype(np.int64)
+OFFSETS_SIZE = int(((1 << WIDTHS) + 1).sum())
+CHUNKS = len(WIDTHS)
 MAX_RADIUS = 31
 # Batches of at least this many queries per core are split across cores (up to _THREADS).
 PARALLEL_FROM = 64
@@ -66,31 +76,31 @@ def to_hex(hashes: U64) -> list[str]:
     return [raw[i : i + 64] for i in range(0, len(raw), 64)]
 
 
-def _chunks(hashes: U64) -> npt.NDArray[np.uint16]:
-    """(n, 16) chunk values; any fixed split works as long as queries use the same one."""
-    return np.ascontiguousarray(hashes, dtype=np.uint64).view(np.uint16).reshape(-1, CHUNKS)
+def chunk_radii(radius: int) -> npt.NDArray[np.int64]:
+    """Per-chunk radii whose ``r_k + 1`` add up to more than ``radius``: every chunk starts at
+    0, then the 21-bit chunks are raised first (their buckets are cheaper to enumerate)."""
+    radii = np.zeros(CHUNKS, dtype=np.int64)
+    order = [*range(4, CHUNKS), *range(4)]
+    for step in range(max(0, radius + 1 - CHUNKS)):
+        radii[order[step % CHUNKS]] += 1
+    return radii
 
 
 @dataclass(frozen=True)
 class MIH:
     hashes: U64
     rows: npt.NDArray[np.int32]
-    offsets: I64
+    offsets: npt.NDArray[np.int32]
 
     @classmethod
     def build(cls, hashes: U64) -> "MIH":
         """Index ``hashes`` (rows keep their order). One counting sort per chunk: O(n)."""
         hashes = np.ascontiguousarray(hashes, dtype=np.uint64).reshape(-1, 4)
-        n = len(hashes)
-        if n >= 2**31:
+        if len(hashes) >= 2**31:
             raise ValueError("at most 2**31 - 1 hashes per index")
-        chunks = _chunks(hashes)
-        rows = np.empty((CHUNKS, n), dtype=np.int32)
-        offsets = np.zeros((CHUNKS, BUCKETS + 1), dtype=np.int64)
-        for k in range(CHUNKS):
-            column = chunks[:, k]
-            rows[k] = np.argsort(column, kind="stable")  # radix sort for 16-bit keys
-            np.cumsum(np.bincount(column, minlength=BUCKETS), out=offsets[k, 1:])
+        rows = np.empty((CHUNKS, len(hashes)), dtype=np.int32)
+        offsets = np.zeros(OFFSETS_SIZE, dtype=np.int32)
+        _build(hashes, rows, offsets, STARTS, WIDTHS, BASES)
         return cls(hashes, rows, offsets)
 
     def __len__(self) -> int:
@@ -102,23 +112,22 @@ class MIH:
         if not 0 <= radius <= MAX_RADIUS:
             raise ValueError(f"radius must be 0 to {MAX_RADIUS}")
         queries = np.ascontiguousarray(queries, dtype=np.uint64).reshape(-1, 4)
-        probes = 17 if radius >= CHUNKS else 1
+        radii = chunk_radii(radius)
+
+        def scan(block: U64) -> tuple[I64, I64, I64]:
+            return _search(self.hashes, self.rows, self.offsets, block, radius, radii,
+                           STARTS, WIDTHS, BASES)  # fmt: skip
+
         threads = min(_THREADS, len(queries) // PARALLEL_FROM)
         if threads > 1:
             # The kernel releases the GIL: big batches are split across cores.
             blocks = np.array_split(np.arange(len(queries)), threads)
-            parts = list(
-                _pool().map(
-                    lambda block: _mih_search(self.hashes, self.rows, self.offsets,
-                                              queries[block], radius, probes),
-                    blocks,
-                )
-            )  # fmt: skip
+            parts = list(_pool().map(lambda block: scan(queries[block]), blocks))
             q = np.concatenate([p[0] + block[0] for p, block in zip(parts, blocks, strict=True)])
             r = np.concatenate([p[1] for p in parts])
             d = np.concatenate([p[2] for p in parts])
         else:
-            q, r, d = _mih_search(self.hashes, self.rows, self.offsets, queries, radius, probes)
+            q, r, d = scan(queries)
         # A row can sit in the probed buckets of several chunks: keep each (query, row) once.
         n = max(1, len(self))
         keys, first = np.unique(q * n + r, return_index=True)
@@ -134,23 +143,63 @@ def _popcount(x: np.uint64) -> np.int64:
     return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
+@numba.njit(inline="always")
+def _chunk(words, start, width):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """Bits [start, start + width) of a 256-bit hash (bit i: word i // 64, bit i % 64)."""
+    word, shift = start // 64, start % 64
+    value = words[word] >> np.uint64(shift)
+    if shift + width > 64:
+        value |= words[word + 1] << np.uint64(64 - shift)
+    return np.int64(value & np.uint64((1 << width) - 1))
+
+
 @numba.njit(cache=True, nogil=True)
-def _mih_search(  # type: ignore[no-untyped-def]
-    hashes, rows, offsets, queries, radius, probes
-):  # pragma: no cover - compiled
-    """The scan: for each query, each chunk and each probed bucket, verify every member."""
+def _build(hashes, rows, offsets, starts, widths, bases):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """Counting sort of the rows by each chunk's value; offsets[base + v] is where value v's
+    bucket starts (stable: rows stay in order within a bucket)."""
+    n = hashes.shape[0]
+    values = np.empty(n, dtype=np.int64)
+    for k in range(starts.shape[0]):
+        base, size = bases[k], (1 << widths[k]) + 1
+        for i in range(n):
+            values[i] = _chunk(hashes[i], starts[k], widths[k])
+            offsets[base + values[i] + 1] += 1
+        for v in range(1, size):
+            offsets[base + v] += offsets[base + v - 1]
+        fill = offsets[base : base + size - 1].copy()
+        for i in range(n):
+            rows[k, fill[values[i]]] = i
+            fill[values[i]] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _search(hashes, rows, offsets, queries, radius, radii, starts, widths, bases):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """The scan: for each query, each chunk and each bucket within the chunk's radius, verify
+    every member."""
     cap = 1024
     out_q = np.empty(cap, dtype=np.int64)
     out_r = np.empty(cap, dtype=np.int64)
     out_d = np.empty(cap, dtype=np.int64)
+    probes = np.empty(1 + 22 + 231, dtype=np.int64)
     found = 0
     for qi in range(queries.shape[0]):
         q0, q1, q2, q3 = queries[qi, 0], queries[qi, 1], queries[qi, 2], queries[qi, 3]
-        for k in range(16):
-            value = np.int64((queries[qi, k // 4] >> np.uint64(16 * (k % 4))) & np.uint64(0xFFFF))
-            for p in range(probes):
-                probe = value if p == 0 else value ^ (1 << (p - 1))
-                for j in range(offsets[k, probe], offsets[k, probe + 1]):
+        for k in range(starts.shape[0]):
+            width, value = widths[k], _chunk(queries[qi], starts[k], widths[k])
+            # The chunk value and every value within radii[k] (<= 2) bits of it.
+            count = 1
+            probes[0] = value
+            if radii[k] >= 1:
+                for a in range(width):
+                    probes[count] = value ^ (1 << a)
+                    count += 1
+                    if radii[k] >= 2:
+                        for b in range(a + 1, width):
+                            probes[count] = value ^ (1 << a) ^ (1 << b)
+                            count += 1
+            for p in range(count):
+                at = bases[k] + probes[p]
+                for j in range(offsets[at], offsets[at + 1]):
                     row = rows[k, j]
                     d = (
                         _popcount(hashes[row, 0] ^ q0)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from signals.matching.mih import MIH, brute_force, parse_hex, to_hex
+from signals.matching.mih import MIH, STARTS, WIDTHS, brute_force, chunk_radii, parse_hex, to_hex
 from tests.signals.conftest import PDQ
 
 rng = np.random.default_rng(20261128)
@@ -74,6 +74,24 @@ def test_hashes_at_distance_exactly_31_match_and_at_32_do_not():
     assert sorted(rows.tolist()) == list(range(len(at_31)))
     assert set(d.tolist()) == {31}
     assert same((q, rows, d), brute_force(hashes, query[None, :], 31))
+
+
+def test_the_pigeonhole_edge_of_every_chunk_is_found():
+    """Each chunk exactly one bit past its radius except chunk ``j``, which is at its radius:
+    distance 31, reachable only through chunk ``j``'s outermost buckets. One bit more in chunk
+    ``j`` makes 32: never found."""
+    radii = chunk_radii(31)
+    query = random_hashes(1)[0]
+    found_at, beyond = [], []
+    for j in range(len(WIDTHS)):
+        bits = [int(STARTS[k]) + b for k in range(len(WIDTHS))
+                for b in range(int(radii[k]) + (0 if k == j else 1))]  # fmt: skip
+        found_at.append(flip_bits(query, bits))
+        beyond.append(flip_bits(query, [*bits, int(STARTS[j] + WIDTHS[j] - 1)]))
+    hashes = np.array(found_at + beyond)
+    _, rows, d = MIH.build(hashes).search(query[None, :], 31)
+    assert sorted(rows.tolist()) == list(range(len(WIDTHS)))
+    assert set(d.tolist()) == {31}
 
 
 def test_clusters_of_near_identical_hashes_are_all_found_once():
