@@ -38,7 +38,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from signals.actions.positions import Position, visible_horizon
-from signals.matching.mih import MAX_RADIUS, MIH, U64, brute_force, parse_hex
+from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, brute_force, parse_hex
 from signals.models import FeedHorizon
 
 I64 = npt.NDArray[np.int64]
@@ -106,7 +106,9 @@ class Generation:
         for file, array in arrays.items():
             np.save(tmp / f"{file}.npy", array)
         (tmp / "meta.json").write_text(
-            json.dumps({"xid": position.xid, "seq": position.seq, "count": len(entries)})
+            json.dumps(
+                {"xid": position.xid, "seq": position.seq, "count": len(entries), "layout": LAYOUT}
+            )
         )
         final = directory / name
         if final.exists():
@@ -114,11 +116,11 @@ class Generation:
         else:
             tmp.rename(final)
         # Names sort by position: never move CURRENT back to an older generation.
-        current = directory / "CURRENT"
-        if not current.exists() or current.read_text().strip() < name:
+        current = _read_current(directory)
+        if current is None or current < name:
             pointer = directory / f".CURRENT-{os.getpid()}"
             pointer.write_text(name)
-            pointer.replace(current)
+            pointer.replace(directory / "CURRENT")
         return cls.open(directory, name)
 
     def contains(self, entry_ids: I64) -> npt.NDArray[np.bool_]:
@@ -295,10 +297,14 @@ class Index:
 
 
 def _read_current(directory: Path) -> str | None:
+    """The newest generation's name; None if there is none, or if it was written in another
+    index layout (by an older version: it is rebuilt from the database)."""
     try:
-        return (directory / "CURRENT").read_text().strip() or None
-    except FileNotFoundError:
+        name = (directory / "CURRENT").read_text().strip()
+        meta = json.loads((directory / name / "meta.json").read_text())
+    except (FileNotFoundError, ValueError):
         return None
+    return name if name and meta.get("layout") == LAYOUT else None
 
 
 def _no_delta() -> tuple[I64, I32, U64]:

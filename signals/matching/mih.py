@@ -43,6 +43,8 @@ BASES = np.concatenate([[0], np.cumsum((1 << WIDTHS) + 1)[:-1]]).astype(np.int64
 OFFSETS_SIZE = int(((1 << WIDTHS) + 1).sum())
 CHUNKS = len(WIDTHS)
 MAX_RADIUS = 31
+# Named in every generation written: one of another layout is never read with this code.
+LAYOUT = "mih-4x22-8x21"
 # Batches of at least this many queries per core are split across cores (up to _THREADS).
 PARALLEL_FROM = 64
 _THREADS = min(4, os.cpu_count() or 1)

@@ -276,3 +276,15 @@ def test_with_a_real_worker_a_publish_matches_and_a_retraction_stops_within_seco
     publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(7)]})
     poll(lambda: shared_index().view().search(parse_hex([FAR[7]])) == [])
     assert matches_of(match(subscriber, query)) == []
+
+
+def test_a_generation_of_another_layout_is_rebuilt_from_the_database(
+    publisher, match_dir, shared_set
+):
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    old = match_dir / "gen-old"
+    old.mkdir(parents=True, exist_ok=True)
+    (old / "meta.json").write_text('{"xid": 1, "seq": 0, "count": 0, "layout": "mih-16x16"}')
+    (match_dir / "CURRENT").write_text("gen-old")
+    view = Index(match_dir).view()
+    assert view.generation.name != "gen-old" and len(view.generation.entries) == 1
