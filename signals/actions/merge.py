@@ -8,6 +8,7 @@ counters are read-modify-write); sets merge in parallel.
 
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -117,7 +118,9 @@ DELETE FROM signals_stagedsignal WHERE batch_id = %(batch)s AND line >= %(lo)s A
 """
 
 
-def _merge_chunk(cursor: Any, batch: Batch, lo: int, hi: int, view: View) -> tuple[int, int, int]:
+def _merge_chunk(
+    cursor: Any, batch: Batch, lo: int, hi: int, view: View | None
+) -> tuple[int, int, int]:
     """Merge staged lines [lo, hi); returns (new entries, updated entries, near-duplicates)."""
     params = {"batch": str(batch.pk), "lo": lo, "hi": hi, "set": batch.hash_set_id,
               "org": batch.organisation_id, "now": timezone.now()}  # fmt: skip
@@ -125,7 +128,10 @@ def _merge_chunk(cursor: Any, batch: Batch, lo: int, hi: int, view: View) -> tup
     cursor.execute(_SQL_PLAN, params)
     cursor.execute(_SQL_NEW_ENTRIES, params)
     new = cursor.rowcount
-    near = do_link_near_duplicates(cursor, view, batch.hash_set_id, batch.hash_set.pdq_threshold)
+    near = 0
+    if view is not None:
+        threshold = batch.hash_set.pdq_threshold
+        near = do_link_near_duplicates(cursor, view, batch.hash_set_id, threshold)
     cursor.execute(_SQL_CHANGED_ENTRIES, params)
     updated = cursor.rowcount
     cursor.execute(_SQL_NEW_CONTRIBUTIONS, params)
@@ -141,10 +147,11 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
     batch steps aside) and the set's advisory lock. New entries are positioned by their INSERT,
     changed ones by the UPDATE; duplicates keep their position (a re-publish is no change).
     New PDQ entries are linked to their nearest existing neighbour (signals.actions.neardup),
-    found in the match index as followed just before each chunk's transaction.
+    found in the match index as followed just before each chunk's transaction (unless
+    ``HASHX_MATCH_NEAR_DUPLICATES`` is off).
     """
     while True:
-        view = shared_index().view(max_age=0)
+        view = shared_index().view(max_age=0) if settings.HASHX_MATCH_NEAR_DUPLICATES else None
         with transaction.atomic():
             batch = (
                 Batch.objects.select_for_update(skip_locked=True, of=("self",))

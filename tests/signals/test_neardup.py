@@ -50,3 +50,11 @@ def test_entries_of_other_sets_are_not_near_duplicates(publisher, shared_set):
     merged(publish(publisher, "acme-other", [{"type": "pdq", "value": FAR[0]}]))
     batch = merged(publish(publisher, "acme-csam", [{"type": "pdq", "value": near(FAR[0], 2)}]))
     assert batch.near_duplicates == 0
+
+
+def test_near_duplicates_at_ingest_can_be_switched_off(settings, publisher, shared_set):
+    settings.HASHX_MATCH_NEAR_DUPLICATES = False
+    merged(publish(publisher, "acme-csam", signals(FAR[0])))
+    batch = merged(publish(publisher, "acme-csam", signals(near(FAR[0], 3))))
+    assert batch.near_duplicates == 0
+    assert entry_of(near(FAR[0], 3)).near_duplicate_of_id is None
