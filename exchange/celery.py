@@ -41,6 +41,11 @@ def beat_schedule(sender: Celery, **kwargs: Any) -> None:
     sender.add_periodic_task(
         3600.0, sender.signature("signals.webhooks.purge_deliveries"), name="purge-deliveries"
     )
+    sender.add_periodic_task(
+        float(settings.HASHX_MATCH_COMPACT_SECONDS),
+        sender.signature("signals.match.compact_index"),
+        name="match-compact-index",
+    )
 
 
 class Heartbeat(bootsteps.StartStopStep):

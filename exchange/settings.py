@@ -187,6 +187,16 @@ HASHX_SIGNATURE_MAX_SKEW_SECONDS = env_int("HASHX_SIGNATURE_MAX_SKEW_SECONDS", 3
 # Tombstones stay in the change feed this long, then beat purges them (cursors older: 410).
 HASHX_TOMBSTONE_RETENTION_DAYS = env_int("HASHX_TOMBSTONE_RETENTION_DAYS", 90, minimum=1)
 
+# Matching (signals/matching): PDQ index generations are written here and memory-mapped by
+# every process; each process follows the change feed at most this often (milliseconds) before
+# answering, and beat compacts a new generation this often (seconds).
+HASHX_MATCH_DIR = Path(env_str("HASHX_MATCH_DIR") or VAR_DIR / "match")
+HASHX_MATCH_REFRESH_MS = env_int("HASHX_MATCH_REFRESH_MS", 1000, minimum=0)
+HASHX_MATCH_COMPACT_SECONDS = env_int("HASHX_MATCH_COMPACT_SECONDS", 300, minimum=10)
+# Link new PDQ entries to their nearest existing neighbour while merging (signals.actions.neardup):
+# about 50-170 µs per new PDQ hash against 0.2-2M entries; off trades that for ingest speed.
+HASHX_MATCH_NEAR_DUPLICATES = env_bool("HASHX_MATCH_NEAR_DUPLICATES", True)
+
 # Request bodies past this size answer 413; bulk uploads stream instead (signals issue).
 # Audit: details larger than this (canonical JSON bytes) are replaced by a truncation marker.
 HASHX_AUDIT_MAX_DETAILS_BYTES = env_int("HASHX_AUDIT_MAX_DETAILS_BYTES", 8192, minimum=256)

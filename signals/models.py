@@ -150,6 +150,18 @@ class SetEntry(models.Model):
     first_seen = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
+    # PDQ near-duplicates: the nearest entry of the same set that already existed, within the
+    # set's threshold, when this one was merged (signals.actions.neardup), so variants group.
+    near_duplicate_of = models.ForeignKey(
+        "self",
+        on_delete=models.DO_NOTHING,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    near_duplicate_distance = models.PositiveSmallIntegerField(null=True, blank=True)
     # Set by the database on every insert; every UPDATE sets them anew (positions.NEW_POSITION).
     position_xid = XID8Field(db_default=CurrentXactId(), editable=False)
     position_seq = models.BigIntegerField(db_default=NextPosition(), editable=False)
@@ -162,6 +174,8 @@ class SetEntry(models.Model):
             models.Index(
                 fields=["hash_set", "position_xid", "position_seq"], name="entry_set_position_idx"
             ),
+            # The matching index follows every set's PDQ changes in one position order.
+            models.Index(fields=["position_xid", "position_seq"], name="entry_position_idx"),
             models.Index(
                 fields=["expires_at"],
                 name="entry_expiry_idx",
@@ -261,6 +275,9 @@ class Batch(models.Model):
     new = models.PositiveIntegerField(default=0)
     duplicate = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)
+    near_duplicates = models.PositiveIntegerField(
+        default=0, help_text="new PDQ entries within the set's threshold of an existing one"
+    )
     first_rejections = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

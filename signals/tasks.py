@@ -6,6 +6,7 @@ from signals.actions.changes import do_expire_entries
 from signals.actions.feed import do_purge_tombstones
 from signals.actions.merge import do_merge_batch
 from signals.actions.webhooks import clear_wake, do_dispatch, do_purge_deliveries, do_send
+from signals.matching.index import shared_index
 from signals.models import Batch
 
 SEND_CHUNK = 5
@@ -54,3 +55,9 @@ def send_webhooks(claimed: list[tuple[str, str]]) -> None:
 @shared_task(name="signals.webhooks.purge_deliveries", ignore_result=True)
 def purge_deliveries() -> None:
     do_purge_deliveries()
+
+
+@shared_task(name="signals.match.compact_index", ignore_result=True)
+def compact_index() -> None:
+    """Beat: fold the changes since the PDQ index's generation into a new one."""
+    shared_index().compact()

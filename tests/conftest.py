@@ -51,6 +51,13 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
         cursor.execute("SET hashx.audit_allow_truncate = 'on'")
 
 
+@pytest.fixture(autouse=True)
+def match_index_dir(settings: Any, tmp_path: Path) -> Path:
+    """Each test its own PDQ index generations (they describe one database's entries)."""
+    settings.HASHX_MATCH_DIR = tmp_path / "match"
+    return settings.HASHX_MATCH_DIR
+
+
 @pytest.fixture
 def api() -> APIClient:
     return APIClient()
@@ -120,6 +127,7 @@ def start_worker(
             "DATABASE_URL": db_url_for_subprocesses(),
             "REDIS_URL": redis_url,
             "HASHX_WORKER_HEARTBEAT_SECONDS": "1",
+            "HASHX_MATCH_DIR": str(logs / f"match-{hostname}"),
             **(env or {}),
         }
         log_path = logs / f"{hostname}.log"

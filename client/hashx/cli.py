@@ -373,6 +373,61 @@ def _read(path: str) -> bytes:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def _hash_files(paths: list[str]) -> list[Any]:
+    from hashx.media import MediaExtraMissing, file_hashes
+
+    found = []
+    for path in paths:
+        try:
+            found.extend(file_hashes(path))
+        except MediaExtraMissing as exc:
+            raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return found
+
+
+def cmd_hash(args: argparse.Namespace) -> None:
+    """Hash files locally; prints python-threatexchange's ``<type> <value>`` lines."""
+    found = _hash_files(args.files)
+    for item in found:
+        if item.type == "pdq" and item.quality is not None and item.quality < 50:
+            print(f"hashx: {item.path}: PDQ quality {item.quality} is too low to match on",
+                  file=sys.stderr)  # fmt: skip
+    data = [vars(item) for item in found]
+    _print(args, data, "\n".join(f"{item.type} {item.value}" for item in found))
+
+
+def _queries_from(args: argparse.Namespace) -> list[dict[str, Any]]:
+    queries = [{"type": h.type, "value": h.value} for h in _hash_files(args.files)]
+    if args.hashes:
+        text = sys.stdin.read() if args.hashes == "-" else Path(args.hashes).read_text()
+        for line in text.splitlines():
+            kind, _, value = line.strip().partition(" ")
+            if kind and not kind.startswith("#"):
+                queries.append({"type": kind, "value": value.strip()})
+    if args.value:
+        queries.append({"type": args.type, "value": args.value})
+    if not queries:
+        raise UsageError("nothing to match: give files, --hashes or --value")
+    return queries
+
+
+def cmd_match(args: argparse.Namespace) -> None:
+    queries = _queries_from(args)
+    answer = _client(args).match(
+        queries, sets=args.sets.split(",") if args.sets else None, max_distance=args.max_distance
+    )
+    lines = []
+    for result in answer["results"]:
+        for m in result["matches"]:
+            lines.append(f"{result['type']} {result['value']}  {m['set']} entry {m['entry']}"
+                         f" distance {m['distance']} {','.join(m['labels'])}".rstrip())  # fmt: skip
+    matched = sum(1 for r in answer["results"] if r["matches"])
+    lines.append(f"{matched} of {len(queries)} signals matched (index at {answer['position']})")
+    _print(args, answer, "\n".join(lines))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hashx",
@@ -527,6 +582,19 @@ def parser() -> argparse.ArgumentParser:
     batch = sub.add_parser("batch", help="the state and counts of a publish batch")
     batch.add_argument("batch_id")
     batch.set_defaults(func=cmd_batch)
+
+    hash_ = sub.add_parser("hash", help="hash files locally: MD5, SHA-256, PDQ for images")
+    hash_.add_argument("files", nargs="+", metavar="FILE")
+    hash_.set_defaults(func=cmd_hash)
+
+    match = sub.add_parser("match", help="match files (hashed here) or hashes against the exchange")
+    match.add_argument("files", nargs="*", metavar="FILE", help="hashed locally, never sent")
+    match.add_argument("--hashes", help='file of "<type> <value>" lines (- for stdin)')
+    match.add_argument("--value", help="one value (with --type)")
+    match.add_argument("--type", default="pdq", help="signal type of --value (default: pdq)")
+    match.add_argument("--sets", help="comma-separated set slugs (default: every set you read)")
+    match.add_argument("--max-distance", type=int, help="pdq: at most this far (default 31)")
+    match.set_defaults(func=cmd_match)
     return p
 
 

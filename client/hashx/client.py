@@ -347,6 +347,38 @@ class Client:
         """The exchange's public keys (JWKs) from /.well-known/hashx: they verify webhooks."""
         return self.request("GET", "/.well-known/hashx")["jwks"]["keys"]
 
+    # -- matching ----------------------------------------------------------------------------
+
+    MATCH_BATCH = 10_000
+
+    def match(
+        self,
+        signals: list[dict[str, Any]],
+        *,
+        sets: list[str] | None = None,
+        max_distance: int | None = None,
+    ) -> dict[str, Any]:
+        """Which entries you may read match each signal (``type``, ``value``; ``pdq`` within
+        Hamming distance). Sent 10,000 at a time; returns ``{"results": [...], "position": …}``
+        with one result per signal, in order, and the oldest index position among the answers.
+        ``sets`` and ``max_distance`` apply to signals that do not give their own."""
+        results: list[dict[str, Any]] = []
+        positions: list[str] = []
+        for start in range(0, len(signals), self.MATCH_BATCH):
+            queries = []
+            for item in signals[start : start + self.MATCH_BATCH]:
+                query = dict(item)
+                if sets:
+                    query.setdefault("sets", sets)
+                if max_distance is not None and query.get("type") == "pdq":
+                    query.setdefault("max_distance", max_distance)
+                queries.append(query)
+            answer = self.request("POST", "/api/v1/match", json={"signals": queries})
+            results.extend(answer["results"])
+            if answer.get("position"):
+                positions.append(answer["position"])
+        return {"results": results, "position": positions[0] if positions else None}
+
     # -- audit -------------------------------------------------------------------------------
 
     def audit_events(self, **filters: str) -> dict[str, Any]:

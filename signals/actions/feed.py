@@ -30,6 +30,7 @@ class Change:
     first_seen: Any
     updated_at: Any
     expires_at: Any
+    near_duplicate_of: int | None
     position: Position
 
 
@@ -37,14 +38,14 @@ class Change:
 _CHANGE_COLUMNS = (
     "e.id, e.hash_set_id, g.type, g.value, e.state, e.labels, e.contributor_count,"
     " e.positive_count, e.negative_count, e.investigation_count, e.first_seen, e.updated_at,"
-    " e.expires_at, e.position_xid::text, e.position_seq"
+    " e.expires_at, e.near_duplicate_of_id, e.position_xid::text, e.position_seq"
 )
 _FIELDS = [f.name for f in fields(Change) if f.name != "position"]
 
 
 def _from_row(row: tuple[Any, ...]) -> Change:
     return Change(
-        **dict(zip(_FIELDS, row[:13], strict=True)), position=Position(int(row[13]), row[14])
+        **dict(zip(_FIELDS, row[:14], strict=True)), position=Position(int(row[14]), row[15])
     )
 
 
@@ -60,6 +61,7 @@ _RECORD = """concat(
     '},"disputed":', (e.positive_count > 0 AND e.negative_count > 0)::text,
     ',"first_seen":', to_json(e.first_seen), ',"updated":', to_json(e.updated_at),
     ',"expires_at":', coalesce(to_json(e.expires_at)::text, 'null'),
+    ',"near_duplicate_of":', coalesce(e.near_duplicate_of_id::text, 'null'),
     CASE WHEN h.attribution = 'named'
          THEN concat(',"contributor_names":', to_json(e.contributor_names)) END,
     '}')"""

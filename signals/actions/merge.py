@@ -8,12 +8,15 @@ counters are read-modify-write); sets merge in parallel.
 
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.actions import record
+from signals.actions.neardup import do_link_near_duplicates
 from signals.actions.positions import NEW_POSITION
 from signals.actions.webhooks import wake
+from signals.matching.index import View, shared_index
 from signals.models import Batch
 
 CHUNK = 100_000
@@ -121,8 +124,10 @@ DELETE FROM signals_stagedsignal WHERE batch_id = %(batch)s AND line >= %(lo)s A
 """
 
 
-def _merge_chunk(cursor: Any, batch: Batch, lo: int, hi: int) -> tuple[int, int]:
-    """Merge staged lines [lo, hi); returns (new entries, updated entries)."""
+def _merge_chunk(
+    cursor: Any, batch: Batch, lo: int, hi: int, view: View | None
+) -> tuple[int, int, int]:
+    """Merge staged lines [lo, hi); returns (new entries, updated entries, near-duplicates)."""
     params = {"batch": str(batch.pk), "lo": lo, "hi": hi, "set": batch.hash_set_id,
               "org": batch.organisation_id, "org_slug": batch.organisation.slug,
               "now": timezone.now()}  # fmt: skip
@@ -130,12 +135,16 @@ def _merge_chunk(cursor: Any, batch: Batch, lo: int, hi: int) -> tuple[int, int]
     cursor.execute(_SQL_PLAN, params)
     cursor.execute(_SQL_NEW_ENTRIES, params)
     new = cursor.rowcount
+    near = 0
+    if view is not None:
+        threshold = batch.hash_set.pdq_threshold
+        near = do_link_near_duplicates(cursor, view, batch.hash_set_id, threshold)
     cursor.execute(_SQL_CHANGED_ENTRIES, params)
     updated = cursor.rowcount
     cursor.execute(_SQL_NEW_CONTRIBUTIONS, params)
     cursor.execute(_SQL_CHANGED_CONTRIBUTIONS, params)
     cursor.execute(_SQL_DONE, params)
-    return new, updated
+    return new, updated, near
 
 
 def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
@@ -145,8 +154,12 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
     batch steps aside) and the set's advisory lock. New entries are positioned by their INSERT,
     changed ones by the UPDATE; duplicates keep their position (a re-publish is no change).
     Emits a webhook dispatch wake-up when a chunk changed entries.
+    New PDQ entries are linked to their nearest existing neighbour (signals.actions.neardup),
+    found in the match index as followed just before each chunk's transaction (unless
+    ``HASHX_MATCH_NEAR_DUPLICATES`` is off).
     """
     while True:
+        view = shared_index().view(max_age=0) if settings.HASHX_MATCH_NEAR_DUPLICATES else None
         with transaction.atomic():
             batch = (
                 Batch.objects.select_for_update(skip_locked=True, of=("self",))
@@ -159,12 +172,13 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
             with connection.cursor() as cursor:
                 lock_set(cursor, batch.hash_set_id)
                 lo, hi = batch.merged, min(batch.merged + chunk, batch.accepted)
-                new, updated = _merge_chunk(cursor, batch, lo, hi)
+                new, updated, near = _merge_chunk(cursor, batch, lo, hi, view)
             if new or updated:
                 wake()
             batch.merged = hi
             batch.new += new
             batch.updated += updated
+            batch.near_duplicates += near
             batch.duplicate += (hi - lo) - new - updated
             batch.state = Batch.State.DONE if hi >= batch.accepted else Batch.State.MERGING
             if batch.state == Batch.State.DONE:
@@ -178,7 +192,15 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
                              "duplicate": batch.duplicate},
                 )  # fmt: skip
             batch.save(
-                update_fields=["merged", "new", "updated", "duplicate", "state", "finished_at"]
+                update_fields=[
+                    "merged",
+                    "new",
+                    "updated",
+                    "duplicate",
+                    "near_duplicates",
+                    "state",
+                    "finished_at",
+                ]
             )
         if batch.state == Batch.State.DONE:
             return batch

@@ -66,6 +66,9 @@ class BatchSerializer(serializers.Serializer):
     progress = serializers.SerializerMethodField(help_text="merged / accepted, 0 to 1")
     new = serializers.IntegerField()
     duplicate = serializers.IntegerField()
+    near_duplicates = serializers.IntegerField(
+        help_text="new PDQ entries within the set's threshold of an entry that already existed"
+    )
     updated = serializers.IntegerField()
     first_rejections = serializers.ListField(child=serializers.DictField())
     created_at = serializers.DateTimeField()
@@ -120,6 +123,10 @@ class ChangeSerializer(serializers.Serializer):
     first_seen = serializers.DateTimeField()
     updated = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True)
+    near_duplicate_of = serializers.IntegerField(
+        allow_null=True,
+        help_text="pdq: the nearest entry of the set that existed when this one was merged",
+    )
 
 
 class ChangesPageSerializer(serializers.Serializer):
@@ -224,4 +231,22 @@ class RedeliverSerializer(serializers.Serializer):
     )
     delivery = serializers.CharField(
         required=False, max_length=100, help_text="rewind to where this delivery (id) started"
+    )
+
+
+class MatchRequestSerializer(serializers.Serializer):
+    signals = serializers.ListField(
+        child=serializers.JSONField(),
+        help_text="up to 10,000 queries: type, value, optional sets (slugs) and max_distance",
+    )
+
+
+class MatchAnswerSerializer(serializers.Serializer):
+    results = serializers.ListField(
+        child=serializers.JSONField(),
+        help_text="one per query, in order: type, value and matches (set, entry, value, "
+        "distance, labels, contributors, opinions, disputed, near_duplicate_of)",
+    )
+    position = serializers.CharField(
+        allow_null=True, help_text="feed cursor the PDQ index answered as of (null: no PDQ)"
     )

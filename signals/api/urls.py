@@ -28,4 +28,5 @@ urlpatterns = [
         views.RedeliverView.as_view(),
         name="subscription-redeliver",
     ),
+    path("match", views.MatchView.as_view(), name="match"),
 ]

@@ -26,6 +26,7 @@ from signals.actions.feed import (
     snapshot_pages,
     tally,
 )
+from signals.actions.match import check_queries, do_match
 from signals.actions.positions import START, Position
 from signals.actions.publish import csv_items, do_publish, json_items, ndjson_items, text_items
 from signals.actions.sets import (
@@ -54,6 +55,8 @@ from signals.api.serializers import (
     GrantListSerializer,
     GrantSerializer,
     ItemsSerializer,
+    MatchAnswerSerializer,
+    MatchRequestSerializer,
     OpinionAnswerSerializer,
     PublishSerializer,
     RedeliverSerializer,
@@ -549,3 +552,21 @@ class RedeliverView(APIView):
             subscription, cursor=data.get("cursor"), delivery=delivery, request=request
         )
         return _subscription_answer(subscription)
+
+
+class MatchView(APIView):
+    @extend_schema(
+        operation_id="match",
+        tags=["match"],
+        request=MatchRequestSerializer,
+        responses=MatchAnswerSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        """Which entries of the sets you may read match each signal: exact types exactly, pdq
+        within Hamming distance (default 31; never more than a set allows). ``position`` is the
+        change-feed cursor the PDQ index answered as of."""
+        org = organisation_of(request)
+        serializer = MatchRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        queries, readable = check_queries(org, serializer.validated_data["signals"])
+        return Response(do_match(org, queries, readable, request=request))

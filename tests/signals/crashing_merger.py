@@ -14,10 +14,10 @@ def main(batch_id: str, chunk: int) -> None:
     real = merge._merge_chunk
     chunks = 0
 
-    def dying(cursor, batch, lo, hi):
+    def dying(*args):
         nonlocal chunks
         chunks += 1
-        result = real(cursor, batch, lo, hi)
+        result = real(*args)
         if chunks == 2:
             os._exit(17)
         return result

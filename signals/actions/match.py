@@ -1,0 +1,222 @@
+"""Matching: which entries the caller may read match each of a batch of signals (DESIGN.md
+"Matching"). Exact types are answered by the database, one set-based query per type; ``pdq``
+by the shared index (signals.matching.index), exact within the radius."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, transaction
+
+from audit.actions import record
+from exchange.problems import Problem
+from members.models import Organisation
+from signals.actions.positions import Position
+from signals.actions.sets import access_sets, visible_sets
+from signals.matching.index import shared_index
+from signals.matching.mih import MAX_RADIUS, parse_hex
+from signals.models import HashSet
+from signals.types import SIGNAL_TYPES, SignalTypeError
+
+MAX_QUERIES = 10_000
+
+
+@dataclass(frozen=True)
+class Query:
+    type: str
+    value: str
+    set_ids: frozenset[int] | None  # None: every set the caller reads
+    max_distance: int
+
+
+@dataclass
+class Match:
+    entry_id: int
+    set_id: int
+    distance: int
+
+
+def check_queries(org: Organisation, raw: Any) -> tuple[list[Query], dict[int, HashSet]]:
+    """Validate and canonicalise a batch of queries; returns them and the sets the caller may
+    read (by id). Every malformed query is named in one 400; a set the caller may not read is a
+    404, as everywhere (existence does not leak)."""
+    if not isinstance(raw, list) or not raw:
+        raise Problem(
+            "validation",
+            "signals: expected a non-empty list",
+            errors=[{"field": "signals", "message": "expected a non-empty list"}],
+        )
+    if len(raw) > MAX_QUERIES:
+        raise Problem(
+            "payload-too-large", f"{len(raw)} signals in one request; send at most {MAX_QUERIES}"
+        )
+    readable = {s.pk: s for s in visible_sets(org)}
+    named = {
+        slug
+        for item in raw
+        if isinstance(item, dict) and isinstance(item.get("sets"), list)
+        for slug in item["sets"]
+        if isinstance(slug, str)
+    }
+    by_slug = {s.slug: s for s in access_sets(org, sorted(named))} if named else {}
+    queries, errors = [], []
+    for index, item in enumerate(raw):
+        try:
+            queries.append(_check_query(item, by_slug))
+        except ValueError as exc:
+            errors.append({"field": f"signals.{index}", "message": str(exc)})
+    if errors:
+        raise Problem(
+            "validation", f"{len(errors)} of {len(raw)} signals are invalid", errors=errors
+        )
+    return queries, readable
+
+
+def _check_query(item: Any, by_slug: dict[str, HashSet]) -> Query:
+    if not isinstance(item, dict):
+        raise ValueError("expected an object with type and value")
+    kind, value = item.get("type"), item.get("value")
+    if not isinstance(kind, str) or not isinstance(value, str):
+        raise ValueError("type and value must be strings")
+    signal_type = SIGNAL_TYPES.get(kind)
+    if signal_type is None:
+        raise ValueError(f"unknown signal type {kind!r:.40}")
+    try:
+        canonical = signal_type.canonical(value)
+    except SignalTypeError as exc:
+        raise ValueError(str(exc)) from None
+    sets = item.get("sets")
+    if sets is not None and (
+        not isinstance(sets, list) or not sets or not all(isinstance(s, str) for s in sets)
+    ):
+        raise ValueError("sets must be a non-empty list of set slugs")
+    max_distance = item.get(
+        "max_distance", MAX_RADIUS if signal_type.comparison == "hamming" else 0
+    )
+    if isinstance(max_distance, bool) or not isinstance(max_distance, int):
+        raise ValueError("max_distance must be a whole number")
+    if signal_type.comparison == "exact" and max_distance != 0:
+        raise ValueError(f"{kind} is matched exactly: max_distance must be 0 or absent")
+    limit = signal_type.max_threshold or 0
+    if not 0 <= max_distance <= limit:
+        raise ValueError(f"max_distance must be from 0 to {limit} for {kind}")
+    set_ids = frozenset(by_slug[s].pk for s in sets) if sets else None
+    return Query(kind, canonical, set_ids, max_distance)
+
+
+_SQL_EXACT = """
+SELECT q.i, e.id, e.hash_set_id
+FROM unnest(%(values)s::text[]) WITH ORDINALITY AS q(value, i)
+JOIN signals_signal g ON g.type = %(type)s AND g.value = q.value
+JOIN signals_setentry e ON e.signal_id = g.id
+WHERE e.state = 'active' AND e.hash_set_id = ANY(%(sets)s)
+"""
+
+_SQL_ENTRIES = """
+SELECT e.id, e.hash_set_id, g.value, e.labels, e.contributor_count, e.positive_count,
+       e.negative_count, e.investigation_count, e.near_duplicate_of_id, e.state
+FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+WHERE e.id = ANY(%(ids)s)
+"""
+
+
+def find_matches(
+    queries: list[Query], readable: dict[int, HashSet]
+) -> tuple[list[list[Match]], Position | None]:
+    """The matches of each query among the ``readable`` sets, and the index position the PDQ
+    answers are as of (None when no query was PDQ)."""
+    found: list[list[Match]] = [[] for _ in queries]
+    by_type: dict[str, list[int]] = defaultdict(list)
+    for number, query in enumerate(queries):
+        by_type[query.type].append(number)
+    position = None
+    for kind, numbers in by_type.items():
+        if SIGNAL_TYPES[kind].comparison == "hamming":
+            position = _pdq_matches(queries, numbers, readable, found)
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _SQL_EXACT,
+                {"values": [queries[n].value for n in numbers], "type": kind,
+                 "sets": list(readable)},
+            )  # fmt: skip
+            for ordinal, entry_id, set_id in cursor.fetchall():
+                number = numbers[ordinal - 1]
+                if _allowed(queries[number], set_id):
+                    found[number].append(Match(entry_id, set_id, 0))
+    return found, position
+
+
+def _allowed(query: Query, set_id: int) -> bool:
+    return query.set_ids is None or set_id in query.set_ids
+
+
+def _pdq_matches(
+    queries: list[Query],
+    numbers: list[int],
+    readable: dict[int, HashSet],
+    found: list[list[Match]],
+) -> Position:
+    view = shared_index().view()
+    hashes = parse_hex([queries[n].value for n in numbers])
+    radius = max(queries[n].max_distance for n in numbers)
+    for hit in view.search(hashes, radius):
+        number = numbers[hit.query]
+        query, hash_set = queries[number], readable.get(hit.set_id)
+        # Never further than the set allows nor than the query asked; only readable sets.
+        if (
+            hash_set is not None
+            and _allowed(query, hit.set_id)
+            and hit.distance <= min(query.max_distance, hash_set.pdq_threshold)
+        ):
+            found[number].append(Match(hit.entry_id, hit.set_id, hit.distance))
+    return view.position
+
+
+def do_match(
+    org: Organisation, queries: list[Query], readable: dict[int, HashSet], *, request: Any = None
+) -> dict[str, Any]:
+    """Answer a batch of queries with the matching entries ``org`` may read, nearest first,
+    and audit it: the caller, how many queries and hits, never the hashes queried. Entries the
+    database says were retracted since the index last followed the feed are left out."""
+    found, position = find_matches(queries, readable)
+    ids = sorted({m.entry_id for matches in found for m in matches})
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_ENTRIES, {"ids": ids})
+        entries = {row[0]: row for row in cursor.fetchall()}
+    results, hits = [], 0
+    for query, matches in zip(queries, found, strict=True):
+        shown = [
+            _shape(entries[m.entry_id], readable[m.set_id], m.distance)
+            for m in sorted(matches, key=lambda m: (m.distance, m.entry_id))
+            if m.entry_id in entries and entries[m.entry_id][9] == "active"
+        ]
+        hits += len(shown)
+        results.append({"type": query.type, "value": query.value, "matches": shown})
+    with transaction.atomic():
+        record(
+            "signals.matched",
+            obj=org,
+            request=request,
+            details={"queries": len(queries), "hits": hits},
+        )
+    return {"results": results, "position": position.cursor() if position else None}
+
+
+def _shape(row: tuple[Any, ...], hash_set: HashSet, distance: int) -> dict[str, Any]:
+    _, _, value, labels, contributors, positive, negative, investigation, near, _ = row
+    return {
+        "set": hash_set.slug,
+        "entry": row[0],
+        "value": value,
+        "distance": distance,
+        "labels": labels,
+        "contributors": contributors,
+        "opinions": {
+            "positive": positive,
+            "negative": negative,
+            "investigation_seed": investigation,
+        },
+        "disputed": bool(positive and negative),
+        "near_duplicate_of": near,
+    }

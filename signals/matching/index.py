@@ -1,0 +1,427 @@
+"""The PDQ index every process shares: immutable generations on disk plus a per-process delta
+that follows the change feed (DESIGN.md "Matching").
+
+- A **generation** is a directory of ``.npy`` files (the active PDQ entries as of a feed
+  position, sorted by entry id, with their MIH tables) under ``HASHX_MATCH_DIR``, named after
+  its position; ``CURRENT`` names the newest. Every process memory-maps it read-only, so the
+  operating system keeps one copy in the page cache however many web workers there are.
+- Each process keeps a small **delta**: entries of the generation retracted since (``dead``)
+  and active entries the generation lacks (``added``, scanned by brute force), read from the
+  change feed after the generation's position. A query reads an immutable ``View`` (generation
+  plus delta) taken by reference: updating builds a new view and swaps it in, so queries never
+  wait for an update and never see half of one.
+- Beat runs ``do_compact_index`` every ``HASHX_MATCH_COMPACT_SECONDS``: the previous generation
+  minus ``dead`` plus ``added`` becomes a new generation (no database reread); processes move to
+  it on their next refresh. The very first generation (or one whose position is older than
+  purged tombstones) is read from the database in one consistent snapshot.
+
+Memory budget, per hash: 32 bytes (hash) + 48 (12 chunk tables of int32 row numbers) + 8 (entry
+id) + 4 (set id) = 92 bytes, plus 128 MiB of bucket offsets: about 1.05 GB at 10M hashes,
+shared by every process of the host through the page cache. Per process, the delta costs about 200
+bytes per entry changed since the generation (Python objects, plus a multi-index of its own
+past ``DELTA_SCAN`` entries), bounded by compaction. The compacting worker briefly holds a
+second generation while it writes one.
+"""
+
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from django.conf import settings
+from django.db import connection, transaction
+
+from signals.actions.positions import Position, visible_horizon
+from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, brute_force, parse_hex
+from signals.models import FeedHorizon
+
+I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+# pg_advisory_lock(INDEX_LOCK, 0): one process writes generations at a time.
+INDEX_LOCK = 0x6878_5E8
+KEEP_GENERATIONS = 3
+FEED_PAGE = 10_000
+# A delta up to this size is scanned whole (cheaper than indexing it on every refresh).
+DELTA_SCAN = 4096
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The active PDQ entries as of ``position``: row ``i`` is entry ``entries[i]`` (ascending)
+    of set ``sets[i]`` with hash ``mih.hashes[i]``."""
+
+    name: str
+    position: Position
+    entries: I64
+    sets: I32
+    mih: MIH
+
+    FILES = ("entries", "sets", "hashes", "rows", "offsets")
+
+    @classmethod
+    def empty(cls) -> "Generation":
+        return cls(
+            "",
+            Position(0, 0),
+            np.empty(0, np.int64),
+            np.empty(0, np.int32),
+            MIH.build(np.empty((0, 4), np.uint64)),
+        )
+
+    @classmethod
+    def open(cls, directory: Path, name: str) -> "Generation":
+        path = directory / name
+        meta = json.loads((path / "meta.json").read_text())
+        arrays = {f: np.load(path / f"{f}.npy", mmap_mode="r") for f in cls.FILES}
+        mih = MIH(arrays["hashes"], arrays["rows"], arrays["offsets"])
+        return cls(name, Position(meta["xid"], meta["seq"]), arrays["entries"], arrays["sets"], mih)
+
+    @classmethod
+    def write(
+        cls, directory: Path, position: Position, entries: I64, sets: I32, hashes: U64
+    ) -> "Generation":
+        """Index and save a generation, then point ``CURRENT`` at it (atomic renames: a reader
+        sees the old generation or the whole new one)."""
+        order = np.argsort(entries, kind="stable")
+        entries, sets, hashes = entries[order], sets[order], hashes[order]
+        mih = MIH.build(hashes)
+        name = f"gen-{position.xid:020d}-{position.seq:020d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "entries": entries,
+            "sets": sets,
+            "hashes": mih.hashes,
+            "rows": mih.rows,
+            "offsets": mih.offsets,
+        }
+        for file, array in arrays.items():
+            np.save(tmp / f"{file}.npy", array)
+        (tmp / "meta.json").write_text(
+            json.dumps(
+                {"xid": position.xid, "seq": position.seq, "count": len(entries), "layout": LAYOUT}
+            )
+        )
+        final = directory / name
+        if final.exists():
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(final)
+        # Names sort by position: never move CURRENT back to an older generation.
+        current = _read_current(directory)
+        if current is None or current < name:
+            pointer = directory / f".CURRENT-{os.getpid()}"
+            pointer.write_text(name)
+            pointer.replace(directory / "CURRENT")
+        return cls.open(directory, name)
+
+    def contains(self, entry_ids: I64) -> npt.NDArray[np.bool_]:
+        if not len(self.entries):
+            return np.zeros(len(entry_ids), dtype=bool)
+        at = np.searchsorted(self.entries, entry_ids)
+        at[at >= len(self.entries)] = 0
+        return np.asarray(self.entries[at] == entry_ids)
+
+
+@dataclass(frozen=True)
+class Hit:
+    query: int
+    entry_id: int
+    set_id: int
+    distance: int
+
+
+@dataclass(frozen=True)
+class View:
+    """What one query reads: a generation and the delta up to ``position``. Immutable."""
+
+    generation: Generation
+    position: Position
+    dead: frozenset[int]
+    added_entries: I64
+    added_sets: I32
+    added_hashes: U64
+    # Past DELTA_SCAN entries the delta gets its own multi-index (a burst of ingest).
+    added_index: MIH | None = None
+
+    def search(self, queries: U64, radius: int = MAX_RADIUS) -> list[Hit]:
+        """Every active entry within ``radius`` of each query (exact: no false negatives)."""
+        gen = self.generation
+        q, rows, d = gen.mih.search(queries, radius)
+        hits = [
+            Hit(int(qi), int(entry), int(set_id), int(dist))
+            for qi, entry, set_id, dist in zip(
+                q.tolist(), gen.entries[rows].tolist(), gen.sets[rows].tolist(), d.tolist(),
+                strict=True,
+            )
+            if entry not in self.dead
+        ]  # fmt: skip
+        if len(self.added_entries):
+            if self.added_index is not None:
+                q, rows, d = self.added_index.search(queries, radius)
+            else:
+                q, rows, d = brute_force(self.added_hashes, queries, radius)
+            hits.extend(
+                Hit(int(qi), int(self.added_entries[r]), int(self.added_sets[r]), int(dist))
+                for qi, r, dist in zip(q.tolist(), rows.tolist(), d.tolist(), strict=True)
+            )
+        return hits
+
+    @property
+    def size(self) -> int:
+        return len(self.generation.entries) - len(self.dead) + len(self.added_entries)
+
+
+class Index:
+    """One process's follower of the shared index. ``view()`` never blocks on an update: the
+    thread that refreshes builds a new view while others keep answering from the old one."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._view: View | None = None
+        self._dead: set[int] = set()
+        self._added: dict[int, tuple[int, str]] = {}
+        self._lock = threading.Lock()
+        self._refreshed_at = 0.0
+
+    def view(self, *, max_age: float | None = None) -> View:
+        """The current view, first followed to the feed's end if older than ``max_age``
+        seconds (default ``HASHX_MATCH_REFRESH_MS``) and no other thread is already at it."""
+        if max_age is None:
+            max_age = settings.HASHX_MATCH_REFRESH_MS / 1000
+        stale = self._view is None or time.monotonic() - self._refreshed_at >= max_age
+        # The first view must be waited for; later ones are refreshed by whoever gets here
+        # first, and everyone else answers from the view they already have.
+        if stale and self._lock.acquire(blocking=self._view is None):
+            try:
+                self._refresh()
+            finally:
+                self._lock.release()
+        assert self._view is not None
+        return self._view
+
+    # -- following (under self._lock) --------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Build the next view aside and swap it in whole: readers never see a new generation
+        without its delta, nor half of a page of changes."""
+        started = time.monotonic()
+        current = self._current_name()
+        base = self._view
+        if current is None:
+            base = self._fresh(build_from_database(self.directory, unless=None))
+        elif base is None or base.generation.name != current:
+            base = self._fresh(self._open(current))
+        if _purged_past(base.position):
+            # Tombstones we have not seen were purged: only a full reread is exact again.
+            base = self._fresh(build_from_database(self.directory, unless=base.position))
+        self._view = self._follow(base)
+        self._refreshed_at = started
+
+    def _open(self, name: str) -> Generation:
+        try:
+            return Generation.open(self.directory, name)
+        except FileNotFoundError:
+            # Pruned between reading CURRENT and opening it: a newer one is CURRENT now.
+            return Generation.open(self.directory, self._current_name() or name)
+
+    def _current_name(self) -> str | None:
+        return _read_current(self.directory)
+
+    def _fresh(self, generation: Generation) -> View:
+        self._dead, self._added = set(), {}
+        return View(generation, generation.position, frozenset(), *_no_delta())
+
+    def _follow(self, base: View) -> View:
+        """``base`` followed to the end of the feed (a new view if anything moved)."""
+        position, changed = base.position, base is not self._view
+        while True:
+            rows, position = pdq_changes_after(position, FEED_PAGE)
+            if rows:
+                changed = True
+                self._apply(base.generation, rows)
+            if len(rows) < FEED_PAGE:
+                break
+        if changed or position != base.position:
+            return self._build_view(base.generation, position)
+        return base
+
+    def _apply(self, generation: Generation, rows: list[tuple[int, int, str, str]]) -> None:
+        in_generation = generation.contains(np.array([r[0] for r in rows], np.int64))
+        for (entry_id, set_id, value, state), known in zip(rows, in_generation, strict=True):
+            active = state == "active"
+            if known:
+                (self._dead.discard if active else self._dead.add)(entry_id)
+            elif active:
+                self._added[entry_id] = (set_id, value)
+            else:
+                self._added.pop(entry_id, None)
+
+    def _build_view(self, generation: Generation, position: Position) -> View:
+        ids = np.fromiter(self._added, dtype=np.int64, count=len(self._added))
+        sets = np.fromiter((s for s, _ in self._added.values()), np.int32, len(self._added))
+        hashes = parse_hex([v for _, v in self._added.values()])
+        index = MIH.build(hashes) if len(hashes) > DELTA_SCAN else None
+        return View(generation, position, frozenset(self._dead), ids, sets, hashes, index)
+
+    # -- compaction --------------------------------------------------------------------------
+
+    def compact(self) -> Generation | None:
+        """Write the current view as a new generation if it has any delta (under the index
+        lock); returns it, or None when there was nothing to fold in."""
+        view = self.view(max_age=0)
+        if not view.dead and not len(view.added_entries):
+            return None
+        gen = view.generation
+        keep = ~np.isin(gen.entries, np.fromiter(view.dead, np.int64, len(view.dead)))
+        with index_lock():
+            generation = Generation.write(
+                self.directory,
+                view.position,
+                np.concatenate([gen.entries[keep], view.added_entries]),
+                np.concatenate([gen.sets[keep], view.added_sets]),
+                np.concatenate([gen.mih.hashes[keep], view.added_hashes]),
+            )
+        prune(self.directory)
+        with self._lock:
+            self._view = self._follow(self._fresh(generation))
+        return generation
+
+
+def _read_current(directory: Path) -> str | None:
+    """The newest generation's name; None if there is none, or if it was written in another
+    index layout (by an older version: it is rebuilt from the database)."""
+    try:
+        name = (directory / "CURRENT").read_text().strip()
+        meta = json.loads((directory / name / "meta.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return name if name and meta.get("layout") == LAYOUT else None
+
+
+def _no_delta() -> tuple[I64, I32, U64]:
+    return np.empty(0, np.int64), np.empty(0, np.int32), np.empty((0, 4), np.uint64)
+
+
+_SQL_PDQ_CHANGES = """
+SELECT e.id, e.hash_set_id, g.value, e.state, e.position_xid::text, e.position_seq
+FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+WHERE e.position_xid < %(horizon)s::text::xid8
+  AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+  AND g.type = 'pdq'
+ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
+"""
+
+
+def pdq_changes_after(
+    after: Position, limit: int
+) -> tuple[list[tuple[int, int, str, str]], Position]:
+    """PDQ entries of every set changed after ``after`` (entry id, set id, value, state), in
+    position order, and the position to continue from: as far as the feed is final (the
+    visible horizon) when the page is not full, so idle followers still move forward."""
+    horizon = visible_horizon()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SQL_PDQ_CHANGES,
+            {"horizon": str(horizon), "xid": str(after.xid), "seq": after.seq, "limit": limit},
+        )
+        found = cursor.fetchall()
+    rows = [(r[0], r[1], r[2], r[3]) for r in found]
+    if len(found) == limit:
+        return rows, Position(int(found[-1][4]), found[-1][5])
+    # Every transaction below the horizon is over; nothing can be positioned below (horizon, 0)
+    # from now on, so the follower may stand there.
+    return rows, max(after, Position(horizon, 0))
+
+
+def _purged_past(position: Position) -> bool:
+    horizon = FeedHorizon.objects.filter(id=1).first()
+    return horizon is not None and position < Position(horizon.purged_xid, horizon.purged_seq)
+
+
+_SQL_ACTIVE_PDQ = """
+SELECT e.id, e.hash_set_id, g.value
+FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+WHERE g.type = 'pdq' AND e.state = 'active'
+ORDER BY e.id
+"""
+
+
+def build_from_database(
+    directory: Path, *, unless: Position | None, page: int = 100_000
+) -> Generation:
+    """Read every active PDQ entry and write them as a generation positioned at the visible
+    horizon read first: whatever the read then sees from a transaction at or above it, the
+    feed serves again after that position (applying a change twice is harmless), and whatever
+    it cannot see was written at or above it. Serialised by the index lock.
+
+    ``unless``: the position the caller found too old (None: it found no generation). If
+    another process wrote a usable generation newer than that meanwhile, it is opened instead.
+    """
+    with index_lock():
+        name = _read_current(directory)
+        if name is not None:
+            found = Generation.open(directory, name)
+            if (unless is None or found.position > unless) and not _purged_past(found.position):
+                return found
+        ids: list[I64] = []
+        sets: list[I32] = []
+        hashes: list[U64] = []
+        position = Position(visible_horizon(), 0)
+        with transaction.atomic(), connection.chunked_cursor() as rows:
+            rows.execute(_SQL_ACTIVE_PDQ)
+            while batch := rows.fetchmany(page):
+                ids.append(np.array([r[0] for r in batch], np.int64))
+                sets.append(np.array([r[1] for r in batch], np.int32))
+                hashes.append(parse_hex([r[2] for r in batch]))
+        empty_ids, empty_sets, empty_hashes = _no_delta()
+        generation = Generation.write(
+            directory,
+            position,
+            np.concatenate([empty_ids, *ids]),
+            np.concatenate([empty_sets, *sets]),
+            np.concatenate([empty_hashes, *hashes]),
+        )
+    prune(directory)
+    return generation
+
+
+class index_lock:
+    """A session-level advisory lock (no transaction: nothing held back while it is held)."""
+
+    def __enter__(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, 0)", [INDEX_LOCK])
+
+    def __exit__(self, *exc: Any) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, 0)", [INDEX_LOCK])
+
+
+def prune(directory: Path) -> None:
+    """Delete all but the newest generations. Processes still mapping a deleted one keep
+    reading it (the files live until unmapped) and move to CURRENT on their next refresh."""
+    names = sorted(p.name for p in directory.glob("gen-*"))
+    for name in names[:-KEEP_GENERATIONS]:
+        shutil.rmtree(directory / name, ignore_errors=True)
+
+
+_indexes: dict[Path, Index] = {}
+_indexes_lock = threading.Lock()
+
+
+def shared_index() -> Index:
+    """This process's follower of the index under ``HASHX_MATCH_DIR``."""
+    directory = Path(settings.HASHX_MATCH_DIR)
+    with _indexes_lock:
+        if directory not in _indexes:
+            _indexes[directory] = Index(directory)
+        return _indexes[directory]

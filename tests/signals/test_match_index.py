@@ -1,0 +1,118 @@
+"""The PDQ multi-index against brute force: random, adversarial and real hashes."""
+
+import numpy as np
+import pytest
+
+from signals.matching.mih import MIH, STARTS, WIDTHS, brute_force, chunk_radii, parse_hex, to_hex
+from tests.signals.conftest import PDQ
+
+rng = np.random.default_rng(20261128)
+
+
+def random_hashes(n):
+    return rng.integers(0, 2**64, size=(n, 4), dtype=np.uint64)
+
+
+def flipped(hashes, bits_per_row):
+    """Copies of ``hashes`` with the given number of distinct random bits flipped in each."""
+    out = hashes.copy()
+    for row, count in enumerate(bits_per_row):
+        for bit in rng.choice(256, int(count), replace=False):
+            out[row, bit // 64] ^= np.uint64(1) << np.uint64(bit % 64)
+    return out
+
+
+def flip_bits(hash_row, bits):
+    out = hash_row.copy()
+    for bit in bits:
+        out[bit // 64] ^= np.uint64(1) << np.uint64(bit % 64)
+    return out
+
+
+def same(a, b):
+    return set(zip(*[x.tolist() for x in a], strict=True)) == set(
+        zip(*[x.tolist() for x in b], strict=True)
+    )
+
+
+def test_it_finds_exactly_what_brute_force_finds_on_random_hashes():
+    hashes = random_hashes(50_000)
+    index = MIH.build(hashes)
+    picks = rng.integers(0, len(hashes), 400)
+    queries = np.concatenate(
+        [flipped(hashes[picks], rng.integers(0, 48, len(picks))), random_hashes(100)]
+    )
+    found = index.search(queries, 31)
+    assert same(found, brute_force(hashes, queries, 31))
+    assert len(found[0]) > 200  # the near-duplicates within 31 were there to be found
+
+
+@pytest.mark.parametrize("radius", [0, 1, 10, 15, 16, 20, 30, 31])
+def test_every_radius_up_to_31_is_exact(radius):
+    hashes = random_hashes(5_000)
+    queries = flipped(hashes[:300], rng.integers(0, 40, 300))
+    assert same(MIH.build(hashes).search(queries, radius), brute_force(hashes, queries, radius))
+
+
+def test_hashes_at_distance_exactly_31_match_and_at_32_do_not():
+    query = random_hashes(1)[0]
+    at_31, at_32 = [], []
+    for _ in range(300):
+        at_31.append(flip_bits(query, rng.choice(256, 31, replace=False)))
+        at_32.append(flip_bits(query, rng.choice(256, 32, replace=False)))
+    # The pigeonhole's edge: 15 chunks two bits off and one chunk one bit off (31), and every
+    # chunk exactly two bits off (32): only a one-bit probe of the right chunk finds the first.
+    for chunk in range(16):
+        bits = [c * 16 + b for c in range(16) for b in ((0, 9) if c != chunk else (5,))]
+        at_31.append(flip_bits(query, bits))
+        at_32.append(flip_bits(query, [c * 16 + b for c in range(16) for b in (3, 12)]))
+    # And all the difference piled into a few chunks.
+    at_31.append(flip_bits(query, range(31)))
+    at_32.append(flip_bits(query, range(100, 132)))
+    hashes = np.concatenate([np.array(at_31), np.array(at_32), random_hashes(10_000)])
+    q, rows, d = MIH.build(hashes).search(query[None, :], 31)
+    assert sorted(rows.tolist()) == list(range(len(at_31)))
+    assert set(d.tolist()) == {31}
+    assert same((q, rows, d), brute_force(hashes, query[None, :], 31))
+
+
+def test_the_pigeonhole_edge_of_every_chunk_is_found():
+    """Each chunk exactly one bit past its radius except chunk ``j``, which is at its radius:
+    distance 31, reachable only through chunk ``j``'s outermost buckets. One bit more in chunk
+    ``j`` makes 32: never found."""
+    radii = chunk_radii(31)
+    query = random_hashes(1)[0]
+    found_at, beyond = [], []
+    for j in range(len(WIDTHS)):
+        bits = [int(STARTS[k]) + b for k in range(len(WIDTHS))
+                for b in range(int(radii[k]) + (0 if k == j else 1))]  # fmt: skip
+        found_at.append(flip_bits(query, bits))
+        beyond.append(flip_bits(query, [*bits, int(STARTS[j] + WIDTHS[j] - 1)]))
+    hashes = np.array(found_at + beyond)
+    _, rows, d = MIH.build(hashes).search(query[None, :], 31)
+    assert sorted(rows.tolist()) == list(range(len(WIDTHS)))
+    assert set(d.tolist()) == {31}
+
+
+def test_clusters_of_near_identical_hashes_are_all_found_once():
+    centres = random_hashes(20)
+    cluster = np.concatenate([flipped(np.repeat(centres, 200, axis=0), rng.integers(0, 4, 4000))])
+    hashes = np.concatenate([cluster, cluster[:500], random_hashes(5_000)])  # exact copies too
+    queries = flipped(centres, rng.integers(0, 20, len(centres)))
+    found = MIH.build(hashes).search(queries, 31)
+    assert same(found, brute_force(hashes, queries, 31))
+    pairs = list(zip(found[0].tolist(), found[1].tolist(), strict=True))
+    assert len(pairs) == len(set(pairs))
+
+
+def test_it_is_exact_on_the_real_hashes_of_the_haystack():
+    hashes = parse_hex(PDQ)
+    queries = np.concatenate([flipped(hashes[::5], rng.integers(0, 40, len(hashes[::5])))])
+    found = MIH.build(hashes).search(queries, 31)
+    assert same(found, brute_force(hashes, queries, 31))
+    assert to_hex(hashes[:3]) == PDQ[:3]
+
+
+def test_an_empty_index_finds_nothing():
+    q, rows, d = MIH.build(np.empty((0, 4), np.uint64)).search(random_hashes(3), 31)
+    assert len(q) == len(rows) == len(d) == 0
