@@ -376,14 +376,17 @@ def _read(path: str) -> bytes:
 def _hash_files(paths: list[str]) -> list[Any]:
     from hashx.media import MediaExtraMissing, file_hashes
 
-    found = []
-    for path in paths:
+    found, progress = [], _Progress()
+    for done, path in enumerate(paths, 1):
+        if len(paths) > 1:
+            progress.show(f"hashing {done:,} of {len(paths):,} files: {path}")
         try:
             found.extend(file_hashes(path))
         except MediaExtraMissing as exc:
             raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    progress.done()
     return found
 
 
