@@ -56,9 +56,12 @@ def fill(hash_set_id: int, org_id: int, count: int) -> None:
                 ON CONFLICT DO NOTHING RETURNING id
             ), entries AS (
                 INSERT INTO signals_setentry (hash_set_id, signal_id, state, labels,
-                    contributor_count, positive_count, negative_count, investigation_count,
-                    first_seen, updated_at)
-                SELECT %(set)s, id, 'active', ARRAY['csam'], 1, 0, 0, 0, now(), now() FROM new
+                    contributor_count, contributor_names, positive_count, negative_count,
+                    investigation_count, first_seen, updated_at)
+                SELECT %(set)s, id, 'active', ARRAY['csam'], 1,
+                    ARRAY[(SELECT slug FROM members_organisation WHERE id = %(org)s)],
+                    0, 0, 0, now(), now()
+                FROM new
                 RETURNING id
             )
             INSERT INTO signals_contribution (entry_id, organisation_id, labels, first_seen,
