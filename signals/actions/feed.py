@@ -1,5 +1,8 @@
 """Reading entries in change order: the core of the change feed (DESIGN.md "Change feed")."""
 
+import queue
+import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -131,6 +134,142 @@ def _fetch_after(sql: str, after: Position, set_ids: list[int], limit: int) -> l
             },
         )
         return cursor.fetchall()
+
+
+# A cursor in SQL, exactly as Position.cursor() writes it (base64url of "xid.seq", unpadded).
+_SQL_CURSOR = (
+    "rtrim(translate(encode(convert_to(e.position_xid::text || '.' || e.position_seq::text,"
+    " 'UTF8'), 'base64'), '+/', '-_'), '=')"
+)
+
+# Every change after the cursor as NDJSON, written by Postgres itself (COPY), with a
+# checkpoint line after every %(every)s changes.
+_SQL_STREAM = f"""
+COPY (
+    SELECT {_RECORD} || CASE WHEN row_number() OVER w %% %(every)s = 0
+        THEN E'\n{{"cursor":"' || {_SQL_CURSOR} || '"}}' ELSE '' END
+    FROM signals_setentry e
+    JOIN signals_signal g ON g.id = e.signal_id
+    JOIN signals_hashset h ON h.id = e.hash_set_id
+    WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND e.position_xid < %(horizon)s::text::xid8
+      AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+    WINDOW w AS (ORDER BY e.position_xid, e.position_seq)
+    ORDER BY e.position_xid, e.position_seq
+) TO STDOUT
+"""  # noqa: S608 - only constants are interpolated
+
+_SQL_STREAMED = """
+SELECT e.hash_set_id, count(*) FROM signals_setentry e
+WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND e.position_xid < %(horizon)s::text::xid8
+  AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+GROUP BY e.hash_set_id
+"""
+
+_SQL_LAST = """
+SELECT e.position_xid::text, e.position_seq FROM signals_setentry e
+WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND e.position_xid < %(horizon)s::text::xid8
+  AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+ORDER BY e.position_xid DESC, e.position_seq DESC LIMIT 1
+"""
+
+
+@dataclass
+class Streamed:
+    """What a stream served: changes per set id, and the cursor after the last one."""
+
+    counts: dict[int, int]
+    until: Position
+
+
+def stream_after(
+    after: Position, set_ids: list[int], every: int, result: Streamed
+) -> Iterator[bytes]:
+    """Every change after ``after`` to the end as NDJSON bytes, rendered and written by
+    Postgres (COPY: no Python per row), with a checkpoint after every ``every`` changes; then
+    fills ``result``. One REPEATABLE READ transaction: the counts and the last position are of
+    exactly the rows served. Call it outside any other transaction."""
+    params: dict[str, Any] = {
+        "sets": set_ids,
+        "horizon": str(visible_horizon()),
+        "xid": str(after.xid),
+        "seq": after.seq,
+        "every": every,
+    }
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            sql = cursor.mogrify(_SQL_STREAM, params).decode()
+        yield from _copy_out(sql)
+        with connection.cursor() as cursor:
+            cursor.execute(_SQL_LAST, params)
+            last = cursor.fetchone()
+            cursor.execute(_SQL_STREAMED, params)
+            result.counts = dict(cursor.fetchall())
+    result.until = Position(int(last[0]), last[1]) if last else after
+
+
+class _Cancelled(Exception):
+    pass
+
+
+_COPY_ESCAPE = re.compile(rb"\\(.)")
+_COPY_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"b": b"\b", b"f": b"\f", b"v": b"\v"}
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    return _COPY_ESCAPES.get(match.group(1), match.group(1))
+
+
+def _copy_out(sql: str, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """COPY … TO STDOUT as a stream of byte chunks. psycopg2 only writes COPY output into a
+    file, so a thread copies into a bounded queue that this generator drains; closing the
+    generator early (the client went away) stops the COPY."""
+    raw = connection.connection
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+    stop = threading.Event()
+
+    class Sink:
+        def __init__(self) -> None:
+            self.buffer = bytearray()
+
+        def write(self, data: bytes) -> int:
+            # One row per call; COPY's text format escapes backslashes and newlines.
+            self.buffer += _COPY_ESCAPE.sub(_unescape, data) if b"\\" in data else data
+            if len(self.buffer) >= chunk:
+                self.flush()
+            return len(data)
+
+        def flush(self) -> None:
+            while not stop.is_set():
+                try:
+                    chunks.put(bytes(self.buffer), timeout=0.5)
+                    self.buffer.clear()
+                    return
+                except queue.Full:
+                    continue
+            raise _Cancelled
+
+    def run() -> None:
+        try:
+            sink = Sink()
+            with raw.cursor() as cursor:
+                cursor.copy_expert(sql, sink)
+            if sink.buffer:
+                sink.flush()
+            chunks.put(None)
+        except BaseException as exc:
+            chunks.put(exc)
+
+    worker = threading.Thread(target=run, name="copy-out", daemon=True)
+    worker.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def do_record_pull(

@@ -20,10 +20,12 @@ from members.models import Organisation
 from members.principal import MemberPrincipal, organisation_of
 from signals.actions.changes import do_give_opinions, do_retract
 from signals.actions.feed import (
+    Streamed,
     check_cursor,
     do_record_pull,
     rendered_after,
     snapshot_pages,
+    stream_after,
     tally,
 )
 from signals.actions.match import check_queries, do_match
@@ -351,21 +353,14 @@ class ChangesView(APIView):
 
 def _stream_changes(
     by_id: dict[int, HashSet], after: Position, page: int, request: Request
-) -> Iterator[str]:
-    """Every change after ``after`` to the end, a page at a time (constant memory), with a
-    ``{"cursor": …}`` checkpoint line after each full page, then ``{"cursor": …, "end": true}``;
-    the pull is audited once it is complete."""
-    cursor, served = after, dict[int, int]()
-    while True:
-        changes, cursor = rendered_after(cursor, list(by_id), limit=page)
-        tally(changes, served)
-        if len(changes) < page:
-            yield "".join(f"{c.json}\n" for c in changes)
-            break
-        # With a checkpoint: a client that stops here resumes from this cursor, not the start.
-        yield "".join(f"{c.json}\n" for c in changes) + f'{{"cursor":"{cursor.cursor()}"}}\n'
-    do_record_pull(by_id, served, after, cursor, request=request)
-    yield json.dumps({"cursor": cursor.cursor(), "end": True}) + "\n"
+) -> Iterator[bytes]:
+    """Every change after ``after`` to the end (Postgres writes the lines, constant memory),
+    with a ``{"cursor": …}`` checkpoint line after each ``page`` changes, then
+    ``{"cursor": …, "end": true}``; the pull is audited once it is complete."""
+    served = Streamed({}, after)
+    yield from stream_after(after, list(by_id), page, served)
+    do_record_pull(by_id, served.counts, after, served.until, request=request)
+    yield (json.dumps({"cursor": served.until.cursor(), "end": True}) + "\n").encode()
 
 
 def _limit(raw: str | None, maximum: int) -> int:

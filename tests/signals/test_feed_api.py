@@ -211,3 +211,17 @@ def test_a_cursor_older_than_purged_tombstones_is_410(publisher, subscriber, sha
     assert expired.json()["type"].endswith("/problems/cursor-expired")
     assert "snapshot" in expired.json()["detail"]
     assert pull(subscriber).status_code == 200  # starting afresh is fine
+
+
+def test_the_stream_carries_backslashes_quotes_and_unicode_intact(
+    publisher, subscriber, shared_set
+):
+    values = ['C:\\share\\"quoted"', "tab\there", "naïve ünïcode ✓", "ends with \\"]
+    answer = publish(publisher, "acme-csam", [{"type": "raw_text", "value": v} for v in values])
+    assert answer.status_code == 202, answer.json()
+    merged(answer)
+    response = subscriber.api.get("/api/v1/changes", HTTP_ACCEPT="application/x-ndjson")
+    lines = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    served = {line["value"] for line in lines if "entry" in line}
+    assert served == {c["value"] for c in pull(subscriber, limit=100).json()["changes"]}
+    assert len(served) == 4 and "naïve ünïcode ✓" in served
