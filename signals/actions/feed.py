@@ -208,10 +208,6 @@ def stream_after(
     result.until = Position(int(last[0]), last[1]) if last else after
 
 
-class _Cancelled(Exception):
-    pass
-
-
 _COPY_ESCAPE = re.compile(rb"\\(.)")
 _COPY_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"b": b"\b", b"f": b"\f", b"v": b"\v"}
 
@@ -222,11 +218,20 @@ def _unescape(match: re.Match[bytes]) -> bytes:
 
 def _copy_out(sql: str, chunk: int = 1 << 16) -> Iterator[bytes]:
     """COPY … TO STDOUT as a stream of byte chunks. psycopg2 only writes COPY output into a
-    file, so a thread copies into a bounded queue that this generator drains; closing the
-    generator early (the client went away) stops the COPY."""
+    file, so a thread copies into a bounded queue that this generator drains. Closing the
+    generator early (the client went away) cancels the query on the server; the caller's
+    transaction then rolls back as usual."""
     raw = connection.connection
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
     stop = threading.Event()
+
+    def hand_over(item: bytes | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     class Sink:
         def __init__(self) -> None:
@@ -236,39 +241,33 @@ def _copy_out(sql: str, chunk: int = 1 << 16) -> Iterator[bytes]:
             # One row per call; COPY's text format escapes backslashes and newlines.
             self.buffer += _COPY_ESCAPE.sub(_unescape, data) if b"\\" in data else data
             if len(self.buffer) >= chunk:
-                self.flush()
+                hand_over(bytes(self.buffer))
+                self.buffer.clear()
             return len(data)
-
-        def flush(self) -> None:
-            while not stop.is_set():
-                try:
-                    chunks.put(bytes(self.buffer), timeout=0.5)
-                    self.buffer.clear()
-                    return
-                except queue.Full:
-                    continue
-            raise _Cancelled
 
     def run() -> None:
         try:
             sink = Sink()
             with raw.cursor() as cursor:
                 cursor.copy_expert(sql, sink)
-            if sink.buffer:
-                sink.flush()
-            chunks.put(None)
+            hand_over(bytes(sink.buffer))
+            hand_over(None)
         except BaseException as exc:
-            chunks.put(exc)
+            hand_over(exc)
 
     worker = threading.Thread(target=run, name="copy-out", daemon=True)
     worker.start()
+    finished = False
     try:
         while (item := chunks.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
             yield item
+        finished = True
     finally:
         stop.set()
+        if not finished and worker.is_alive():
+            raw.cancel()  # the COPY ends with QueryCanceled in the thread, which nobody reads
         worker.join()
 
 

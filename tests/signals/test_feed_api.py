@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from signals.actions.sets import do_create_set, do_update_set
+from signals.models import SetEntry
 from tests.signals.conftest import PDQ, merged, pdq, publish
 
 # Transactional: the feed serves only committed changes (positions below the oldest running
@@ -225,3 +226,18 @@ def test_the_stream_carries_backslashes_quotes_and_unicode_intact(
     served = {line["value"] for line in lines if "entry" in line}
     assert served == {c["value"] for c in pull(subscriber, limit=100).json()["changes"]}
     assert len(served) == 4 and "naïve ünïcode ✓" in served
+
+
+def test_a_client_leaving_mid_stream_cancels_the_query_and_leaves_the_connection_usable(
+    publisher, subscriber, shared_set
+):
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(400)]))
+    response = subscriber.api.get("/api/v1/changes", HTTP_ACCEPT="application/x-ndjson")
+    first = next(iter(response.streaming_content))
+    assert first.startswith(b'{"entry":') and len(first) < 400 * 300  # only part of it
+    response.close()
+    assert SetEntry.objects.filter(hash_set=shared_set).count() == 400
+    body = b"".join(
+        subscriber.api.get("/api/v1/changes", HTTP_ACCEPT="application/x-ndjson").streaming_content
+    )
+    assert len([line for line in body.splitlines() if line.startswith(b'{"entry"')]) == 400
