@@ -42,7 +42,7 @@ format: $(STAMP)
 
 # Every bench/ script, beside its own embedded services under var/bench (figures, not asserts).
 bench: $(STAMP)
-	@for script in bench/*.py; do echo "== $$script"; \
+	@for script in bench/[!_]*.py; do echo "== $$script"; \
 	  $(PY) -m exchange.embedded --var var/bench -- $(PY) $$script || exit 1; done
 
 # `make manage ARGS="createsuperuser"`: manage.py beside the embedded services of `make run`.

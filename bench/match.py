@@ -15,7 +15,6 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -39,7 +38,7 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from threatexchange.signal_type.pdq.pdq_index import PDQIndex  # noqa: E402
 
-from exchange.embedded import free_port  # noqa: E402
+from bench._common import start_web  # noqa: E402
 from hashx.auth import sign_headers  # noqa: E402
 from hashx.keys import raw_public_bytes  # noqa: E402
 from members.actions.keys import do_add_key  # noqa: E402
@@ -166,23 +165,8 @@ def http_batch(entries: int) -> list[float]:
     settings.HASHX_MATCH_DIR = Path(match_dir)
     shared_index().compact()
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HASHX_PUBLIC_URL": base, "HASHX_MATCH_DIR": match_dir}
-    argv = [sys.executable, "-m", "gunicorn", "exchange.wsgi:application", "--bind",
-            f"127.0.0.1:{port}", "--workers", "1", "--timeout", "600"]  # fmt: skip
-    argv += ["--log-level", "warning"]
-    web = subprocess.Popen(argv, cwd=ROOT, env=env)
+    web, base, _ = start_web({"HASHX_MATCH_DIR": match_dir})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/healthz", timeout=5).raise_for_status()
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         url = f"{base}/api/v1/match"
         timings = []
         for attempt in range(6):

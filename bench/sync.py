@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench.common import start_web  # noqa: E402
+from bench._common import start_web  # noqa: E402
 from hashx import Client  # noqa: E402
 from hashx.auth import HashxAuth  # noqa: E402
 from hashx.keys import raw_public_bytes  # noqa: E402

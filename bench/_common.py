@@ -13,12 +13,14 @@ from exchange.embedded import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_web() -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+def start_web(
+    extra_env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
     """One sync gunicorn worker; returns it once /healthz answers, its base URL, and the
     environment (with that URL as ``HASHX_PUBLIC_URL``) for other processes of the run."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HASHX_PUBLIC_URL": base, "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "HASHX_PUBLIC_URL": base, "LOG_LEVEL": "WARNING", **(extra_env or {})}
     argv = [sys.executable, "-m", "gunicorn", "exchange.wsgi:application"]
     argv += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "3600"]
     web = subprocess.Popen([*argv, "--log-level", "warning"], cwd=ROOT, env=env)
