@@ -3,30 +3,13 @@ environment, config file), and a readable message with a distinct exit code for 
 a usage, key, config or file problem (2) and an unreachable exchange (3)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from hashx.keys import private_key_to_pem
+from tests.members.test_client import hashx
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-HASHX = str(Path(sys.executable).parent / "hashx")
-
-
-def hashx(*args, env=None, check=True):
-    """Run the CLI with only the settings given (never the developer's own config file)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HASHX_", "XDG_"))}
-    clean["HASHX_CONFIG"] = os.devnull
-    clean.update(env or {})
-    clean = {k: v for k, v in clean.items() if v is not None}
-    result = subprocess.run([HASHX, *args], env=clean, capture_output=True, text=True, timeout=60)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture

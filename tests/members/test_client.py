@@ -16,14 +16,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HASHX = str(Path(sys.executable).parent / "hashx")
 
 
-def hashx(*args, url=None, key=None, check=True):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HASHX_")}
-    env["HASHX_CONFIG"] = os.devnull  # never the developer's own config file
+def hashx(*args, url=None, key=None, env=None, check=True):
+    """Run the CLI with only the settings given: never the developer's own config file or
+    environment. ``env`` adds variables (None removes one)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HASHX_", "XDG_"))}
+    clean["HASHX_CONFIG"] = os.devnull
     if url:
-        env["HASHX_URL"] = url
+        clean["HASHX_URL"] = url
     if key:
-        env["HASHX_KEY"] = str(key)
-    result = subprocess.run([HASHX, *args], env=env, capture_output=True, text=True, timeout=60)
+        clean["HASHX_KEY"] = str(key)
+    clean.update(env or {})
+    clean = {k: v for k, v in clean.items() if v is not None}
+    result = subprocess.run([HASHX, *args], env=clean, capture_output=True, text=True, timeout=60)
     if check:
         assert result.returncode == 0, result.stderr
     return result
