@@ -124,8 +124,13 @@ DELETE FROM signals_stagedsignal WHERE batch_id = %(batch)s AND line >= %(lo)s A
 """
 
 
+def _fresh_view() -> View:
+    """The match index followed to the end of the feed (everything committed before)."""
+    return shared_index().view(max_age=0)
+
+
 def _merge_chunk(
-    cursor: Any, batch: Batch, lo: int, hi: int, view: View | None
+    cursor: Any, batch: Batch, lo: int, hi: int, near_duplicates: bool
 ) -> tuple[int, int, int]:
     """Merge staged lines [lo, hi); returns (new entries, updated entries, near-duplicates)."""
     params = {"batch": str(batch.pk), "lo": lo, "hi": hi, "set": batch.hash_set_id,
@@ -136,9 +141,9 @@ def _merge_chunk(
     cursor.execute(_SQL_NEW_ENTRIES, params)
     new = cursor.rowcount
     near = 0
-    if view is not None:
+    if near_duplicates and new:
         threshold = batch.hash_set.pdq_threshold
-        near = do_link_near_duplicates(cursor, view, batch.hash_set_id, threshold)
+        near = do_link_near_duplicates(cursor, _fresh_view, batch.hash_set_id, threshold)
     cursor.execute(_SQL_CHANGED_ENTRIES, params)
     updated = cursor.rowcount
     cursor.execute(_SQL_NEW_CONTRIBUTIONS, params)
@@ -155,11 +160,10 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
     changed ones by the UPDATE; duplicates keep their position (a re-publish is no change).
     Emits a webhook dispatch wake-up when a chunk changed entries.
     New PDQ entries are linked to their nearest existing neighbour (signals.actions.neardup),
-    found in the match index as followed just before each chunk's transaction (unless
-    ``HASHX_MATCH_NEAR_DUPLICATES`` is off).
+    found in the match index, followed to the feed's end when a chunk has new PDQ entries
+    (unless ``HASHX_MATCH_NEAR_DUPLICATES`` is off).
     """
     while True:
-        view = shared_index().view(max_age=0) if settings.HASHX_MATCH_NEAR_DUPLICATES else None
         with transaction.atomic():
             batch = (
                 Batch.objects.select_for_update(skip_locked=True, of=("self",))
@@ -172,7 +176,9 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
             with connection.cursor() as cursor:
                 lock_set(cursor, batch.hash_set_id)
                 lo, hi = batch.merged, min(batch.merged + chunk, batch.accepted)
-                new, updated, near = _merge_chunk(cursor, batch, lo, hi, view)
+                new, updated, near = _merge_chunk(
+                    cursor, batch, lo, hi, settings.HASHX_MATCH_NEAR_DUPLICATES
+                )
             if new or updated:
                 wake()
             batch.merged = hi

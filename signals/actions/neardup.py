@@ -2,6 +2,7 @@
 already existed is linked to the nearest one, and the batch counts it (DESIGN.md
 "Publishing": dedup, exact and PDQ near-duplicates annotated)."""
 
+from collections.abc import Callable
 from typing import Any
 
 from signals.matching.index import View
@@ -37,13 +38,19 @@ def nearest_existing(
     return best
 
 
-def do_link_near_duplicates(cursor: Any, view: View, set_id: int, threshold: int) -> int:
+def do_link_near_duplicates(
+    cursor: Any, view_of: Callable[[], View], set_id: int, threshold: int
+) -> int:
     """Link the new PDQ entries of the chunk being merged (``merge_plan``) to their nearest
-    existing neighbour in ``view``; returns how many were near-duplicates. Runs inside the
+    existing neighbour in the index ``view_of()`` returns (asked only when there are new PDQ
+    entries); returns how many were near-duplicates. Runs inside the
     merge's transaction, which positioned these rows already. Entries of the same chunk are not
     in ``view`` (not committed), so variants within one chunk are not linked to each other."""
     cursor.execute(_SQL_NEW_PDQ)
-    nearest = nearest_existing(view, set_id, threshold, cursor.fetchall())
+    new = cursor.fetchall()
+    if not new:  # no new PDQ: the index need not even be followed
+        return 0
+    nearest = nearest_existing(view_of(), set_id, threshold, new)
     if nearest:
         ids = list(nearest)
         cursor.execute(_SQL_LINK, [ids, [nearest[i][0] for i in ids], [nearest[i][1] for i in ids]])
