@@ -14,6 +14,14 @@ FROM merge_plan p JOIN signals_signal g ON g.id = p.signal_id
 WHERE p.entry_state = 'new' AND g.type = 'pdq'
 """
 
+# Any PDQ entry of the set from before this chunk (its new ones are in merge_plan).
+_SQL_HAD_PDQ = """
+SELECT 1 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+WHERE e.hash_set_id = %s AND g.type = 'pdq'
+  AND NOT EXISTS (SELECT 1 FROM merge_plan p WHERE p.entry_id = e.id AND p.entry_state = 'new')
+LIMIT 1
+"""
+
 _SQL_LINK = """
 UPDATE signals_setentry e SET near_duplicate_of_id = u.nearest, near_duplicate_distance = u.distance
 FROM unnest(%s::bigint[], %s::bigint[], %s::int[]) AS u(entry_id, nearest, distance)
@@ -49,6 +57,9 @@ def do_link_near_duplicates(
     cursor.execute(_SQL_NEW_PDQ)
     new = cursor.fetchall()
     if not new:  # no new PDQ: the index need not even be followed
+        return 0
+    cursor.execute(_SQL_HAD_PDQ, [set_id])
+    if cursor.fetchone() is None:  # the set's first PDQ hashes (a bulk load): nothing to link to
         return 0
     nearest = nearest_existing(view_of(), set_id, threshold, new)
     if nearest:
