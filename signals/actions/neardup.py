@@ -14,11 +14,12 @@ FROM merge_plan p JOIN signals_signal g ON g.id = p.signal_id
 WHERE p.entry_state = 'new' AND g.type = 'pdq'
 """
 
-# Any PDQ entry of the set from before this chunk (its new ones are in merge_plan).
+# Any PDQ entry of the set from before this chunk. Merges of a set are serialised and entry
+# ids come from one sequence, so every earlier entry of the set has a smaller id than this
+# chunk's new ones.
 _SQL_HAD_PDQ = """
 SELECT 1 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE e.hash_set_id = %s AND g.type = 'pdq'
-  AND NOT EXISTS (SELECT 1 FROM merge_plan p WHERE p.entry_id = e.id AND p.entry_state = 'new')
+WHERE e.hash_set_id = %s AND e.id < %s AND g.type = 'pdq'
 LIMIT 1
 """
 
@@ -58,7 +59,7 @@ def do_link_near_duplicates(
     new = cursor.fetchall()
     if not new:  # no new PDQ: the index need not even be followed
         return 0
-    cursor.execute(_SQL_HAD_PDQ, [set_id])
+    cursor.execute(_SQL_HAD_PDQ, [set_id, min(entry_id for entry_id, _ in new)])
     if cursor.fetchone() is None:  # the set's first PDQ hashes (a bulk load): nothing to link to
         return 0
     nearest = nearest_existing(view_of(), set_id, threshold, new)
