@@ -298,32 +298,36 @@ def tally(changes: list[Rendered], counts: dict[int, int]) -> dict[int, int]:
     return counts
 
 
-def snapshot_pages(hash_set: Any, page: int = 5000) -> Iterator[list[Rendered] | Position]:
-    """Every active entry of a set as of one consistent database snapshot, in pages, then the
-    cursor the feed continues from. Everything the snapshot could not see was written by a
-    transaction at or above its xmin, so it sorts after ``(xmin, 0)``: an entry can be both in
-    the snapshot and after the cursor, never in neither.
+def stream_snapshot(hash_set: Any, result: Streamed) -> Iterator[bytes]:
+    """Every active entry of a set as NDJSON bytes (written by Postgres), as of one consistent
+    database snapshot; then fills ``result`` with the count and the cursor the feed continues
+    from. Everything the snapshot could not see was written by a transaction at or above its
+    xmin, so it sorts after ``(xmin, 0)``: an entry can be both in the snapshot and after the
+    cursor, never in neither.
 
     Opens its own REPEATABLE READ transaction: call it outside any other.
     """
+    count = 0
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
             horizon = Position(int(cursor.fetchone()[0]), 0)
-        with connection.chunked_cursor() as rows:
-            rows.execute(_SQL_SNAPSHOT, {"set": hash_set.pk})
-            while batch := rows.fetchmany(page):
-                yield [_rendered(row) for row in batch]
-    yield horizon
+            sql = cursor.mogrify(_SQL_SNAPSHOT, {"set": hash_set.pk}).decode()
+        for chunk in _copy_out(sql):
+            count += chunk.count(b"\n")
+            yield chunk
+    result.counts, result.until = {hash_set.pk: count}, horizon
 
 
 _SQL_SNAPSHOT = f"""
-SELECT {_RENDERED_COLUMNS}
-FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-JOIN signals_hashset h ON h.id = e.hash_set_id
-WHERE e.hash_set_id = %(set)s AND e.state = 'active'
-ORDER BY e.id
+COPY (
+    SELECT {_RECORD}
+    FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+    JOIN signals_hashset h ON h.id = e.hash_set_id
+    WHERE e.hash_set_id = %(set)s AND e.state = 'active'
+    ORDER BY e.id
+) TO STDOUT
 """  # noqa: S608 - only constants are interpolated
 
 

@@ -24,8 +24,8 @@ from signals.actions.feed import (
     check_cursor,
     do_record_pull,
     rendered_after,
-    snapshot_pages,
     stream_after,
+    stream_snapshot,
     tally,
 )
 from signals.actions.match import check_queries, do_match
@@ -393,17 +393,11 @@ class SnapshotView(APIView):
         )
 
 
-def _stream_snapshot(hash_set: HashSet, request: Request) -> Iterator[str]:
-    count = 0
-    for page in snapshot_pages(hash_set):
-        if isinstance(page, Position):
-            do_record_pull(
-                {hash_set.pk: hash_set}, {hash_set.pk: count}, START, page, request=request
-            )
-            yield json.dumps({"cursor": page.cursor(), "end": True}) + "\n"
-            return
-        count += len(page)
-        yield "".join(f"{c.json}\n" for c in page)
+def _stream_snapshot(hash_set: HashSet, request: Request) -> Iterator[bytes]:
+    served = Streamed({}, START)
+    yield from stream_snapshot(hash_set, served)
+    do_record_pull({hash_set.pk: hash_set}, served.counts, START, served.until, request=request)
+    yield (json.dumps({"cursor": served.until.cursor(), "end": True}) + "\n").encode()
 
 
 def _set_slugs(subscriptions: list[Subscription]) -> dict[int, str]:
