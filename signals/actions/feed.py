@@ -4,7 +4,7 @@ import queue
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -16,41 +16,6 @@ from audit.actions import record
 from exchange.problems import Problem
 from signals.actions.positions import Position, visible_horizon
 from signals.models import FeedHorizon
-
-
-@dataclass
-class Change:
-    entry_id: int
-    set_id: int
-    type: str
-    value: str
-    state: str
-    labels: list[str]
-    contributor_count: int
-    positive_count: int
-    negative_count: int
-    investigation_count: int
-    first_seen: Any
-    updated_at: Any
-    expires_at: Any
-    near_duplicate_of: int | None
-    position: Position
-
-
-# The columns every reader of entries selects, in Change's field order (position last).
-_CHANGE_COLUMNS = (
-    "e.id, e.hash_set_id, g.type, g.value, e.state, e.labels, e.contributor_count,"
-    " e.positive_count, e.negative_count, e.investigation_count, e.first_seen, e.updated_at,"
-    " e.expires_at, e.near_duplicate_of_id, e.position_xid::text, e.position_seq"
-)
-_FIELDS = [f.name for f in fields(Change) if f.name != "position"]
-
-
-def _from_row(row: tuple[Any, ...]) -> Change:
-    return Change(
-        **dict(zip(_FIELDS, row[:14], strict=True)), position=Position(int(row[14]), row[15])
-    )
-
 
 # One change as the feed, snapshots and webhooks serve it, rendered by Postgres: a full sync
 # serves millions, and building them in Python would cost more than reading them. Contributor
@@ -100,23 +65,15 @@ ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
 """  # noqa: S608 - only constants are interpolated
 
 
-_SQL_CHANGES = _sql_after(_CHANGE_COLUMNS)
 _SQL_RENDERED = _sql_after(_RENDERED_COLUMNS)
-
-
-def changes_after(
-    after: Position, set_ids: list[int], limit: int = 1000
-) -> tuple[list[Change], Position]:
-    """The latest state of entries of ``set_ids`` changed after ``after``, in position order,
-    and the position to continue from. Only rows of finished transactions are served."""
-    changes = [_from_row(row) for row in _fetch_after(_SQL_CHANGES, after, set_ids, limit)]
-    return changes, (changes[-1].position if changes else after)
 
 
 def rendered_after(
     after: Position, set_ids: list[int], limit: int = 1000
 ) -> tuple[list[Rendered], Position]:
-    """``changes_after``, each change as the JSON the API serves."""
+    """The latest state of entries of ``set_ids`` changed after ``after``, in position order,
+    each as the JSON the API serves, and the position to continue from. Only rows of finished
+    transactions are served."""
     changes = [_rendered(row) for row in _fetch_after(_SQL_RENDERED, after, set_ids, limit)]
     return changes, (changes[-1].position if changes else after)
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from signals.actions.feed import changes_after
+from signals.actions.feed import rendered_after
 from signals.actions.merge import do_merge_batch
 from signals.actions.positions import START
 from signals.actions.publish import do_publish, json_items
@@ -100,5 +100,5 @@ def test_a_real_worker_merges_after_commit(celery_worker, publisher, csam_set):
     while Batch.objects.get(pk=answer["batch"]).state != "done":
         assert time.monotonic() < deadline, "the worker did not merge the batch"
         time.sleep(0.1)
-    changes, _ = changes_after(START, [csam_set.pk])
+    changes, _ = rendered_after(START, [csam_set.pk])
     assert len(changes) == 5

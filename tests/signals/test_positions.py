@@ -1,9 +1,11 @@
 """The change-order invariant (DESIGN.md "Change feed"): a reader polling positions while
 several processes write never skips a change and ends with exactly the final state."""
 
+import json
+
 import pytest
 
-from signals.actions.feed import changes_after
+from signals.actions.feed import rendered_after
 from signals.actions.positions import START, Position
 from signals.actions.sets import do_grant
 from signals.models import SetEntry
@@ -22,12 +24,17 @@ def test_a_continuous_reader_misses_nothing_while_writers_race(publisher, shared
     cursor, reads, last = START, 0, Position(-1, -1)
     while True:
         running = any(w.poll() is None for w in writers)
-        changes, cursor = changes_after(cursor, [shared_set.pk], limit=37)
+        changes, cursor = rendered_after(cursor, [shared_set.pk], limit=37)
         reads += 1
         for change in changes:
             assert change.position > last, "positions must only ever grow"
             last = change.position
-            seen[change.entry_id] = (change.state, change.contributor_count, tuple(change.labels))
+            record = json.loads(change.json)
+            seen[record["entry"]] = (
+                record["state"],
+                record["contributors"],
+                tuple(record["labels"]),
+            )
         if not running and not changes:
             break
     assert all(w.wait() == 0 for w in writers)
