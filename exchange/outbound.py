@@ -45,7 +45,10 @@ class Answer:
 
 def check_url(url: str) -> SplitResult:
     """The URL's parts if its form is acceptable (scheme, host, no credentials)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise Refused(f"not a URL: {exc}") from None
     allowed = {"https", "http"} if settings.HASHX_WEBHOOK_ALLOW_HTTP else {"https"}
     if parts.scheme not in allowed:
         raise Refused(
