@@ -5,13 +5,14 @@ from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 from django.http import HttpRequest
 
 from audit.admin import AuditedAdminMixin
 from exchange.admin_tools import ReadOnlyAdmin, confirm_with_reason
 from signals.actions.positions import Position
 from signals.actions.subscriptions import do_redeliver, do_update_subscription
-from signals.actions.webhooks import lag
+from signals.actions.webhooks import LAG_CAP, SQL_LAG
 from signals.models import (
     Batch,
     Contribution,
@@ -151,10 +152,19 @@ class SubscriptionAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.display(description="lag (changes behind)")
-    def lag(self, subscription: Subscription) -> str:
-        behind = lag(subscription)
-        return f"{behind:,}+" if behind >= 10_000 else f"{behind:,}"
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Subscription]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                behind=RawSQL(SQL_LAG, [LAG_CAP])  # noqa: S611 - a constant with a parameter
+            )
+        )
+
+    @admin.display(description="lag (changes behind)", ordering="behind")
+    def lag(self, subscription: Any) -> str:
+        behind = subscription.behind
+        return f"{behind:,}+" if behind >= LAG_CAP else f"{behind:,}"
 
     @admin.display(description="sets")
     def set_slugs(self, subscription: Subscription) -> str:

@@ -385,13 +385,12 @@ def do_purge_deliveries(now: datetime | None = None) -> int:
     return deleted
 
 
-def lag(subscription: Subscription, cap: int = 10_000) -> int:
-    """Changes in the subscription's sets after its cursor (counted up to ``cap``)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM signals_setentry e"
-            " WHERE e.hash_set_id = ANY(%s) AND (e.position_xid, e.position_seq)"
-            " > (%s::text::xid8, %s) LIMIT %s) t",
-            [subscription.set_ids, str(subscription.cursor_xid), subscription.cursor_seq, cap],
-        )
-        return int(cursor.fetchone()[0])
+LAG_CAP = 10_000
+# Changes in a subscription's sets after its cursor, counted up to the parameter (LAG_CAP): an
+# expression over the subscription row, so a list of subscriptions gets its lags in the same query.
+SQL_LAG = """(SELECT count(*) FROM (
+    SELECT 1 FROM signals_setentry e
+    WHERE e.hash_set_id = ANY(signals_subscription.set_ids)
+      AND (e.position_xid, e.position_seq)
+          > (signals_subscription.cursor_xid, signals_subscription.cursor_seq)
+    LIMIT %s) t)"""
