@@ -1,7 +1,7 @@
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -331,7 +331,13 @@ class ChangesView(APIView):
             check_cursor(after)
         by_id = {s.pk: s for s in hash_sets}
         if request.accepted_renderer.format == "ndjson":
-            stream = _stream_changes(by_id, after, self.STREAM_PAGE, request)
+            # A {"cursor": …} checkpoint line after every STREAM_PAGE changes.
+            stream = _audited_stream(
+                lambda served: stream_after(after, list(by_id), self.STREAM_PAGE, served),
+                by_id,
+                after,
+                request,
+            )
             return StreamingHttpResponse(stream, content_type="application/x-ndjson")  # type: ignore[return-value]
         changes, _ = rendered_after(after, list(by_id), limit=limit + 1)
         more = len(changes) > limit
@@ -351,15 +357,17 @@ class ChangesView(APIView):
         return HttpResponse(body, content_type="application/json", headers={"ETag": etag})  # type: ignore[return-value]
 
 
-def _stream_changes(
-    by_id: dict[int, HashSet], after: Position, page: int, request: Request
+def _audited_stream(
+    lines: Callable[[Streamed], Iterator[bytes]],
+    sets: dict[int, HashSet],
+    after: Position,
+    request: Request,
 ) -> Iterator[bytes]:
-    """Every change after ``after`` to the end (Postgres writes the lines, constant memory),
-    with a ``{"cursor": …}`` checkpoint line after each ``page`` changes, then
-    ``{"cursor": …, "end": true}``; the pull is audited once it is complete."""
+    """The NDJSON lines Postgres writes (constant memory), then ``{"cursor": …, "end": true}``;
+    the pull is audited once it is complete (what it served, per set)."""
     served = Streamed({}, after)
-    yield from stream_after(after, list(by_id), page, served)
-    do_record_pull(by_id, served.counts, after, served.until, request=request)
+    yield from lines(served)
+    do_record_pull(sets, served.counts, after, served.until, request=request)
     yield (json.dumps({"cursor": served.until.cursor(), "end": True}) + "\n").encode()
 
 
@@ -389,15 +397,14 @@ class SnapshotView(APIView):
         there. Start here when your cursor is too old (410) or you have nothing yet."""
         hash_set = access_set(organisation_of(request), slug)
         return StreamingHttpResponse(
-            _stream_snapshot(hash_set, request), content_type="application/x-ndjson"
+            _audited_stream(
+                lambda served: stream_snapshot(hash_set, served),
+                {hash_set.pk: hash_set},
+                START,
+                request,
+            ),
+            content_type="application/x-ndjson",
         )
-
-
-def _stream_snapshot(hash_set: HashSet, request: Request) -> Iterator[bytes]:
-    served = Streamed({}, START)
-    yield from stream_snapshot(hash_set, served)
-    do_record_pull({hash_set.pk: hash_set}, served.counts, START, served.until, request=request)
-    yield (json.dumps({"cursor": served.until.cursor(), "end": True}) + "\n").encode()
 
 
 def _set_slugs(subscriptions: list[Subscription]) -> dict[int, str]:
