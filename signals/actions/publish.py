@@ -159,7 +159,17 @@ def csv_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
         raise Problem(
             "validation", "CSV needs a header row with at least the columns type and value"
         )
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a stray carriage return or an unclosed quote
+            yield {"line": reader.line_num}, Unparsable(f"not a CSV row: {exc}")
+            continue
+        if "\x00" in (row.get("type") or ""):  # a line the reader cut (over 64 KiB)
+            yield {"line": reader.line_num}, Unparsable("line longer than 64 KiB")
+            continue
         item: dict[str, Any] = {"type": row.get("type") or "", "value": row.get("value") or ""}
         if row.get("labels"):
             item["labels"] = [x for x in row["labels"].split("|") if x]
@@ -177,7 +187,8 @@ def csv_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
 
 
 def _pg_array(labels: list[str]) -> str:
-    return "{" + ",".join(labels) + "}"  # labels are checked to need no quoting
+    # Quoted: an unquoted NULL element would be read as a database NULL, not the label "null".
+    return "{" + ",".join(f'"{label}"' for label in labels) + "}"
 
 
 class _CopySource:

@@ -196,3 +196,17 @@ def test_a_runaway_line_is_one_rejected_line_not_a_memory_hog(publisher, csam_se
         {"line": 2, "reason": "line longer than 64 KiB"},
         {"line": 4, "reason": "not valid JSON"},
     ]
+
+
+def test_a_broken_csv_row_is_one_rejected_line_and_the_rest_is_kept(publisher, csam_set):
+    body = f"type,value\npdq,{PDQ[0]}\npdq,ab\rcd\npdq,{PDQ[1]}\n"
+    answer = stream(publisher, "acme-csam", body.encode(), "text/csv")
+    assert answer.status_code == 202, answer.json()
+    body = answer.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert "not a CSV row" in body["rejections"][0]["reason"]
+
+
+def test_a_label_spelled_null_stays_a_label(publisher, csam_set):
+    do_merge(publish(publisher, "acme-csam", [pdq(0, labels=["null", "csam"])]).json())
+    assert SetEntry.objects.get(signal__value=PDQ[0]).labels == ["csam", "null"]
