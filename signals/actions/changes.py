@@ -202,12 +202,12 @@ def do_give_opinions(
                 }
             )
         elif not isinstance(tags, list) or not all(
-            isinstance(t, str) and 0 < len(t) <= 100 for t in tags
+            isinstance(t, str) and 0 < len(t) <= 100 and "\x00" not in t for t in tags
         ):
             rejections.append(
                 {
                     "index": index,
-                    "reason": "tags must be a list of strings of at most 100 characters",
+                    "reason": "tags must be a list of strings of 1 to 100 characters, without NUL",
                 }
             )
         else:

@@ -1,5 +1,6 @@
 """Sets and grants, and the one door through which views reach a set (STYLE.md: access_…)."""
 
+import re
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -35,13 +36,26 @@ def may_publish(org: Organisation, hash_set: HashSet) -> bool:
     return SetGrant.objects.filter(hash_set=hash_set, organisation=org, can_publish=True).exists()
 
 
+_SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
+
+
+def _visible_by_slug(org: Organisation, slugs: list[str]) -> dict[str, HashSet]:
+    """The sets among ``slugs`` that ``org`` may read. A string that cannot be a slug (a NUL
+    byte, say) is simply not found: it never reaches the database."""
+    plausible = [slug for slug in slugs if _SLUG.match(slug)]
+    if not plausible:
+        return {}
+    sets = visible_sets(org).filter(slug__in=plausible).select_related("owner")
+    return {s.slug: s for s in sets}
+
+
 def access_set(org: Organisation, slug: str, *, need: str = "read") -> HashSet:
     """The set ``slug`` if ``org`` may ``need`` (read, publish or own) it.
 
     A set the organisation may not read answers 404 exactly like a missing one, so existence
     does not leak; a readable set it may not publish to or does not own answers 403.
     """
-    hash_set = visible_sets(org).filter(slug=slug).select_related("owner").first()
+    hash_set = _visible_by_slug(org, [slug]).get(slug)
     if hash_set is None:
         raise Problem("not-found", f"No set {slug!r} is visible to your organisation")
     if need == "publish" and not may_publish(org, hash_set):
@@ -54,7 +68,7 @@ def access_set(org: Organisation, slug: str, *, need: str = "read") -> HashSet:
 def access_sets(org: Organisation, slugs: list[str]) -> list[HashSet]:
     """``access_set`` for several slugs in one query: 404 naming the first that ``org`` may
     not read (or that does not exist)."""
-    found = {s.slug: s for s in visible_sets(org).filter(slug__in=slugs)}
+    found = _visible_by_slug(org, slugs)
     missing = next((slug for slug in slugs if slug not in found), None)
     if missing is not None:
         raise Problem("not-found", f"No set {missing!r} is visible to your organisation")

@@ -134,3 +134,11 @@ def test_an_opinion_with_a_category_of_the_wrong_type_is_refused_per_item(
         subscriber, [{**pdq(0), "category": ["positive"]}, {**pdq(0), "category": {"a": 1}}]
     ).json()
     assert (answer["accepted"], [r["index"] for r in answer["rejections"]]) == (0, [0, 1])
+
+
+def test_a_tag_with_a_nul_byte_is_refused_per_item(subscriber, both_published):
+    answer = subscriber.api.post(
+        "/api/v1/sets/acme-csam/opinions",
+        {"signals": [{**pdq(0), "category": "negative", "tags": ["a\x00b"]}]},
+    ).json()
+    assert answer["rejected"] == 1 and "NUL" in answer["rejections"][0]["reason"]

@@ -241,3 +241,8 @@ def test_a_client_leaving_mid_stream_cancels_the_query_and_leaves_the_connection
         subscriber.api.get("/api/v1/changes", HTTP_ACCEPT="application/x-ndjson").streaming_content
     )
     assert len([line for line in body.splitlines() if line.startswith(b'{"entry"')]) == 400
+
+
+def test_a_set_name_that_cannot_be_a_slug_is_just_not_found(subscriber, shared_set):
+    answer = pull(subscriber, sets="acme-csam,bad\x00slug")
+    assert answer.status_code == 404 and "bad" in answer.json()["detail"]

@@ -288,3 +288,8 @@ def test_a_generation_of_another_layout_is_rebuilt_from_the_database(
     (match_dir / "CURRENT").write_text("gen-old")
     view = Index(match_dir).view()
     assert view.generation.name != "gen-old" and len(view.generation.entries) == 1
+
+
+def test_a_set_name_with_a_nul_byte_is_a_404_not_a_crash(subscriber, shared_set):
+    answer = match(subscriber, [{"type": "pdq", "value": FAR[0], "sets": ["acme\x00csam"]}])
+    assert answer.status_code == 404

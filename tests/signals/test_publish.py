@@ -210,3 +210,9 @@ def test_a_broken_csv_row_is_one_rejected_line_and_the_rest_is_kept(publisher, c
 def test_a_label_spelled_null_stays_a_label(publisher, csam_set):
     do_merge(publish(publisher, "acme-csam", [pdq(0, labels=["null", "csam"])]).json())
     assert SetEntry.objects.get(signal__value=PDQ[0]).labels == ["csam", "null"]
+
+
+def test_a_value_with_a_nul_byte_is_a_rejected_item(publisher, csam_set):
+    answer = publish(publisher, "acme-csam", [{"type": "raw_text", "value": "a\x00b"}, pdq(0)])
+    assert answer.status_code == 202, answer.content
+    assert (answer.json()["accepted"], answer.json()["rejected"]) == (1, 1)
