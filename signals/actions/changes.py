@@ -15,7 +15,7 @@ from signals.actions.merge import lock_set
 from signals.actions.positions import NEW_POSITION
 from signals.actions.webhooks import wake
 from signals.models import HashSet, Opinion, SetEntry
-from signals.types import SignalTypeError, canonicalise
+from signals.types import SIGNAL_TYPES, SignalTypeError
 
 MAX_ITEMS = 10_000
 
@@ -113,8 +113,12 @@ def resolve_entries(hash_set: HashSet, items: list[Any]) -> Resolved:
                 continue
             by_id.setdefault(item["entry"], []).append(index)
         elif isinstance(item.get("type"), str) and isinstance(item.get("value"), str):
+            signal_type = SIGNAL_TYPES.get(item["type"])
             try:
-                key = (item["type"], canonicalise(item["type"], item["value"]))
+                if signal_type is None:
+                    raise SignalTypeError(f"unknown signal type {item['type']!r:.40}")
+                # A lookup, not a publish: a value warninglisted since is still found.
+                key = (item["type"], signal_type.canonical(item["value"]))
             except SignalTypeError as exc:
                 resolved.rejections.append({"index": index, "reason": str(exc)})
                 continue
@@ -220,7 +224,7 @@ def do_give_opinions(
     ids = sorted(chosen)
     with transaction.atomic(), connection.cursor() as cursor:
         lock_set(cursor, hash_set.pk)
-        tags = [_json_list(chosen[i].get("tags", [])) for i in ids]
+        tags = [json.dumps(chosen[i].get("tags", [])) for i in ids]
         cats = [chosen[i]["category"] for i in ids]
         cursor.execute(_SQL_OPINIONS, {"org": org.pk, "ids": ids, "cats": cats, "tags": tags})
         cursor.execute(_SQL_OPINION_COUNTS, {"ids": ids})
@@ -235,10 +239,6 @@ def do_give_opinions(
         )
     rejections.sort(key=lambda r: r["index"])
     return {"accepted": len(ids), "rejected": len(rejections), "rejections": rejections}
-
-
-def _json_list(values: list[str]) -> str:
-    return json.dumps(values)
 
 
 def do_expire_entries(now: datetime | None = None, limit: int = 10_000) -> int:

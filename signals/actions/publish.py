@@ -7,7 +7,6 @@ python-threatexchange's plain format (``<type> <value>`` per line).
 """
 
 import csv
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -230,10 +229,6 @@ def _copy_rows(
         expires = "\\N" if item.expires_at is None else item.expires_at.isoformat()
         fields = (batch_id, str(line), item.type, _escape(item.value), _pg_array(item.labels))
         yield "\t".join((*fields, quality, expires)) + "\n"
-
-
-def request_fingerprint(parts: Iterable[str]) -> str:
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def do_publish(
