@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -66,7 +67,12 @@ def private_key_to_pem(key: Ed25519PrivateKey) -> str:
 
 def load_private_key_pem(pem: bytes) -> Ed25519PrivateKey:
     """Load an unencrypted PKCS#8 PEM private key; ValueError unless it is Ed25519."""
-    key = serialization.load_pem_private_key(pem, password=None)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (TypeError, UnsupportedAlgorithm) as exc:  # encrypted, or a type cryptography lacks
+        raise ValueError(
+            f"an encrypted or unsupported key ({exc}); use an unencrypted PKCS#8 key"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("not an Ed25519 private key")
     return key

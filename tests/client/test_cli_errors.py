@@ -109,3 +109,21 @@ def test_a_refusal_prints_the_problem_and_each_field(exchange_url, key_file):
 
     result = hashx("sets", "grant", "nope", "someone", env=env, check=False)
     assert result.returncode == 1 and "404" in result.stderr
+
+
+def test_an_encrypted_key_exits_2_and_says_so(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    result = hashx("whoami", env={"HASHX_URL": "http://127.0.0.1:9", "HASHX_KEY": str(locked)},
+                   check=False)  # fmt: skip
+    assert result.returncode == 2 and "unencrypted" in result.stderr
+    assert "Traceback" not in result.stderr
