@@ -16,7 +16,7 @@ from typing import Any
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hashx.client import Client
+from hashx.client import Client, exchange_keys
 from hashx.config import ConfigError, config_path, resolve
 from hashx.errors import HashxError
 from hashx.keys import (
@@ -337,7 +337,7 @@ def cmd_webhook_verify(args: argparse.Namespace) -> None:
     """Check a saved delivery: the body file and its headers (JSON object or "name: value"
     lines), against the exchange's published keys (--keys file, or fetched from --url)."""
     body = _read(args.body)
-    raw_headers = _read(args.headers).decode()
+    raw_headers = _read(args.headers).decode("utf-8", "replace")
     try:
         headers = json.loads(raw_headers)
     except ValueError:
@@ -346,9 +346,18 @@ def cmd_webhook_verify(args: argparse.Namespace) -> None:
             for name, _, value in (line.partition(":") for line in raw_headers.splitlines())
             if value
         )
+    if not isinstance(headers, dict):
+        raise UsageError(f"{args.headers}: expected a JSON object or 'name: value' lines")
     if args.keys:
-        keys = json.loads(_read(args.keys))
-        keys = keys.get("jwks", keys).get("keys", keys) if isinstance(keys, dict) else keys
+        try:
+            keys = json.loads(_read(args.keys))
+        except ValueError:
+            raise UsageError(f"{args.keys} is not JSON: expected a JWKS") from None
+        if isinstance(keys, dict):  # /.well-known/hashx as saved, or a JWKS
+            keys = keys.get("jwks", keys)
+            keys = keys.get("keys") if isinstance(keys, dict) else keys
+        if not isinstance(keys, list):
+            raise UsageError(f"{args.keys}: expected a JWKS (an object with a list of keys)")
     else:
         try:
             url = resolve(args.url, None).url
@@ -356,13 +365,13 @@ def cmd_webhook_verify(args: argparse.Namespace) -> None:
             raise UsageError(str(exc)) from None
         if not url:
             raise UsageError("pass --keys FILE or --url (HASHX_URL) to fetch the exchange's keys")
-        keys = requests.get(f"{url.rstrip('/')}/.well-known/hashx", timeout=30).json()["jwks"][
-            "keys"
-        ]
+        keys = exchange_keys(url)
     try:
         webhook_id = verify(body, headers, keys, tolerance=args.tolerance)
     except WebhookVerificationError as exc:
         raise UsageError(f"the delivery does not verify: {exc}") from None
+    except (ValueError, TypeError) as exc:  # a key that is not an Ed25519 JWK
+        raise UsageError(f"the exchange keys are unusable: {exc}") from None
     _print(args, {"verified": True, "webhook_id": webhook_id}, f"verified {webhook_id}")
 
 

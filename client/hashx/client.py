@@ -345,7 +345,7 @@ class Client:
 
     def exchange_keys(self) -> list[dict[str, Any]]:
         """The exchange's public keys (JWKs) from /.well-known/hashx: they verify webhooks."""
-        return self.request("GET", "/.well-known/hashx")["jwks"]["keys"]
+        return exchange_keys(self.base_url, session=self.session, timeout=self.timeout)
 
     # -- matching ----------------------------------------------------------------------------
 
@@ -386,3 +386,20 @@ class Client:
 
     def audit_checkpoint(self) -> dict[str, Any]:
         return self.request("GET", "/api/v1/audit/checkpoint")
+
+
+def exchange_keys(
+    base_url: str, *, session: requests.Session | None = None, timeout: float = 30
+) -> list[dict[str, Any]]:
+    """An exchange's public keys (JWKs) from its /.well-known/hashx, no key needed; HashxError
+    when the answer is an error or not an exchange's."""
+    url = f"{base_url.rstrip('/')}/.well-known/hashx"
+    response = (session or requests).get(url, timeout=timeout)
+    try:
+        keys = Client._answer(response)["jwks"]["keys"]
+    except (ValueError, KeyError, TypeError):
+        keys = None
+    if not isinstance(keys, list):
+        detail = f"{url} does not publish an exchange's keys"
+        raise HashxError(response.status_code, {"title": "Not an exchange", "detail": detail})
+    return keys

@@ -282,3 +282,10 @@ def test_a_receiver_checks_a_saved_delivery_with_the_cli(
     body.write_bytes(request.body + b" ")
     refused = hashx("webhook-verify", str(body), str(headers), "--keys", str(keys), check=False)
     assert refused.returncode == 2 and "does not verify" in refused.stderr
+    for bad_keys, reason in (("not json", "not JSON"), ('{"keys": [{"kty": "RSA"}]}', "unusable")):
+        keys.write_text(bad_keys)
+        broken = hashx("webhook-verify", str(body), str(headers), "--keys", str(keys), check=False)
+        assert broken.returncode == 2 and reason in broken.stderr, broken.stderr
+    headers.write_text("[1]")
+    broken = hashx("webhook-verify", str(body), str(headers), "--keys", str(keys), check=False)
+    assert broken.returncode == 2 and "name: value" in broken.stderr
