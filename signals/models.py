@@ -276,7 +276,13 @@ class Batch(models.Model):
     duplicate = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)
     near_duplicates = models.PositiveIntegerField(
-        default=0, help_text="new PDQ entries within the set's threshold of an existing one"
+        default=0, help_text="new PDQ entries within the set's threshold of an older one"
+    )
+    link_ranges = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="id ranges [first, last] of new PDQ entries still to be linked to their"
+        " near-duplicates (signals.actions.neardup)",
     )
     first_rejections = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)

@@ -1,10 +1,14 @@
 """Thin Celery wrappers around the signals actions."""
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.utils import timezone
 
 from signals.actions.changes import do_expire_entries
 from signals.actions.feed import do_purge_tombstones
 from signals.actions.merge import do_merge_batch
+from signals.actions.neardup import do_link_batch
 from signals.actions.webhooks import clear_wake, do_dispatch, do_purge_deliveries, do_send
 from signals.matching.index import shared_index
 from signals.models import Batch
@@ -14,16 +18,36 @@ SEND_CHUNK = 5
 
 @shared_task(name="signals.ingest.merge_batch", ignore_result=True, acks_late=True)
 def merge_batch(batch_id: str) -> None:
-    do_merge_batch(batch_id)
+    batch = do_merge_batch(batch_id)
+    if batch is not None and batch.link_ranges:
+        link_near_duplicates.delay(batch_id)
+
+
+# Not on the ingest queue: a long search must not hold up the next batch's merge.
+@shared_task(name="signals.match.link_near_duplicates", ignore_result=True, acks_late=True)
+def link_near_duplicates(batch_id: str) -> None:
+    do_link_batch(batch_id)
+
+
+# A batch whose task is older than this and still not finished lost its worker or its message.
+RESUME_AFTER = timedelta(minutes=2)
 
 
 @shared_task(name="signals.ingest.resume_batches", ignore_result=True)
 def resume_batches() -> None:
-    """Beat: pick up batches whose worker died or whose task was lost."""
+    """Beat: queue again the batches whose worker died or whose task was lost (a second task
+    on a batch that is still being worked on steps aside)."""
+    stale = timezone.now() - RESUME_AFTER
     for batch_id in Batch.objects.filter(
-        state__in=[Batch.State.QUEUED, Batch.State.MERGING]
+        state__in=[Batch.State.QUEUED, Batch.State.MERGING], created_at__lt=stale
     ).values_list("pk", flat=True)[:100]:
-        do_merge_batch(str(batch_id))
+        merge_batch.delay(str(batch_id))
+    for batch_id in (
+        Batch.objects.filter(state=Batch.State.DONE, finished_at__lt=stale)
+        .exclude(link_ranges=[])
+        .values_list("pk", flat=True)[:100]
+    ):
+        link_near_duplicates.delay(str(batch_id))
 
 
 @shared_task(name="signals.purge_tombstones", ignore_result=True)

@@ -9,14 +9,12 @@ counters are read-modify-write); sets merge in parallel.
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.actions import record
-from signals.actions.neardup import do_link_near_duplicates
 from signals.actions.positions import NEW_POSITION
 from signals.actions.webhooks import wake
-from signals.matching.index import View, shared_index
 from signals.models import Batch
 
 CHUNK = 100_000
@@ -28,50 +26,73 @@ def lock_set(cursor: Any, set_id: int) -> None:
     cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SET_LOCK, set_id])
 
 
-_SQL_SIGNALS = """
-INSERT INTO signals_signal (type, value)
-SELECT type, value FROM signals_stagedsignal
-WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s
-ORDER BY type, value
-ON CONFLICT (type, value) DO NOTHING
+# Hash and merge joins would read a whole table (every signal, every entry) for a chunk of
+# 100,000 rows; every join of the merge is "a chunk row probes an index", so nested loops are
+# forced. The chunk is sorted by (type, value) for DISTINCT ON and in memory.
+_SQL_SETUP = """
+SET LOCAL enable_hashjoin = off;
+SET LOCAL enable_mergejoin = off;
+SET LOCAL work_mem = '128MB';
 """
 
-# One row per distinct signal of the chunk (the first line wins), then the set's entry and this
-# organisation's contribution as they are now. Two steps, each analysed: the planner knows
-# nothing of freshly staged rows, and a one-row guess turns the entry join into a scan per row.
-_SQL_PLAN = """
-DROP TABLE IF EXISTS merge_chunk, merge_plan;
+# The chunk: one row per distinct signal (the first line wins), with what exists of it (signal,
+# this set's entry, this organisation's contribution) probed in one pass, and ids drawn for what
+# does not exist yet, so the inserts below need neither RETURNING nor a join.
+_SQL_CHUNK = """
+DROP TABLE IF EXISTS merge_chunk;
 CREATE TEMP TABLE merge_chunk ON COMMIT DROP AS
-SELECT DISTINCT ON (g.id) g.id AS signal_id, s.labels, s.quality, s.expires_at
-FROM signals_stagedsignal s JOIN signals_signal g ON g.type = s.type AND g.value = s.value
-WHERE s.batch_id = %(batch)s AND s.line >= %(lo)s AND s.line < %(hi)s
-ORDER BY g.id, s.line;
-ANALYZE merge_chunk;
-CREATE TEMP TABLE merge_plan ON COMMIT DROP AS
-SELECT c.signal_id, c.labels, c.quality, c.expires_at,
-       e.id AS entry_id, e.state AS entry_state,
+SELECT s.type, s.value, s.labels, s.quality, s.expires_at,
+       g.id IS NULL AS new_signal,
+       CASE WHEN g.id IS NULL THEN nextval(%(signal_seq)s::regclass) ELSE g.id END AS signal_id,
+       e.id IS NULL AS new_entry,
+       CASE WHEN e.id IS NULL THEN nextval(%(entry_seq)s::regclass) ELSE e.id END AS entry_id,
+       e.state AS entry_state, e.labels AS entry_labels, e.expires_at AS entry_expires_at,
        k.id AS contribution_id, k.labels AS old_labels, k.retracted_at AS old_retracted,
        k.last_seen AS old_last_seen
-FROM merge_chunk c
-LEFT JOIN signals_setentry e ON e.hash_set_id = %(set)s AND e.signal_id = c.signal_id
-LEFT JOIN signals_contribution k ON k.entry_id = e.id AND k.organisation_id = %(org)s;
-ANALYZE merge_plan;
+FROM (
+    SELECT DISTINCT ON (type, value) type, value, labels, quality, expires_at
+    FROM signals_stagedsignal
+    WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s
+    ORDER BY type, value, line
+) s
+LEFT JOIN signals_signal g ON g.type = s.type AND g.value = s.value
+LEFT JOIN signals_setentry e ON e.hash_set_id = %(set)s AND e.signal_id = g.id
+LEFT JOIN signals_contribution k ON k.entry_id = e.id AND k.organisation_id = %(org)s
+ORDER BY s.type, s.value
 """
 
+_SQL_NEW_SIGNALS = """
+INSERT INTO signals_signal (id, type, value)
+SELECT signal_id, type, value FROM merge_chunk WHERE new_signal ORDER BY signal_id
+"""
+
+# Another merge (into another set) committed some of the same new values after the chunk was
+# probed: insert what is still missing and point the chunk at the signals that won.
+_SQL_NEW_SIGNALS_RACED = """
+INSERT INTO signals_signal (id, type, value)
+SELECT signal_id, type, value FROM merge_chunk WHERE new_signal ORDER BY signal_id
+ON CONFLICT (type, value) DO NOTHING;
+UPDATE merge_chunk c SET signal_id = g.id
+FROM signals_signal g
+WHERE c.new_signal AND g.type = c.type AND g.value = c.value AND g.id <> c.signal_id;
+"""
+
+# The set is locked and its entries were probed under the lock: none of these exists.
 _SQL_NEW_ENTRIES = """
-WITH inserted AS (
-    INSERT INTO signals_setentry (hash_set_id, signal_id, state, labels, quality, contributor_count,
-        contributor_names, positive_count, negative_count, investigation_count, first_seen,
-        updated_at, expires_at)
-    SELECT %(set)s, signal_id, 'active', labels, quality, 1, ARRAY[%(org_slug)s::varchar], 0, 0, 0,
-        %(now)s, %(now)s, expires_at
-    FROM merge_plan WHERE entry_id IS NULL ORDER BY signal_id
-    RETURNING id, signal_id
-)
-UPDATE merge_plan p SET entry_id = inserted.id, entry_state = 'new'
-FROM inserted WHERE p.signal_id = inserted.signal_id
+INSERT INTO signals_setentry (id, hash_set_id, signal_id, state, labels, quality,
+    contributor_count, contributor_names, positive_count, negative_count, investigation_count,
+    first_seen, updated_at, expires_at)
+SELECT entry_id, %(set)s, signal_id, 'active', labels, quality, 1, ARRAY[%(org_slug)s::varchar],
+    0, 0, 0, %(now)s, %(now)s, expires_at
+FROM merge_chunk WHERE new_entry ORDER BY entry_id
 """
 
+_SQL_NEW_PDQ_RANGE = """
+SELECT min(entry_id), max(entry_id) FROM merge_chunk WHERE new_entry AND type = 'pdq'
+"""
+
+# Only entries that change: a new contributor (or one back from a retraction), a revival, new
+# labels or a later expiry. The set is locked, so the entry is as the chunk probed it.
 _SQL_CHANGED_ENTRIES = f"""
 UPDATE signals_setentry e SET
     contributor_count = e.contributor_count + p.added,
@@ -80,29 +101,31 @@ UPDATE signals_setentry e SET
         ORDER BY x) ELSE e.contributor_names END,
     labels = ARRAY(SELECT DISTINCT x FROM unnest(e.labels || p.labels) x ORDER BY x),
     state = 'active',
-    expires_at = CASE WHEN p.expires_at IS NULL OR e.expires_at IS NULL THEN NULL
-                      ELSE greatest(e.expires_at, p.expires_at) END,
+    expires_at = p.expires_at,
     updated_at = %(now)s,
     {NEW_POSITION}
 FROM (
-    SELECT entry_id, labels, expires_at,
-           CASE WHEN contribution_id IS NULL OR old_retracted IS NOT NULL THEN 1 ELSE 0 END AS added
-    FROM merge_plan WHERE entry_state <> 'new' ORDER BY entry_id
+    SELECT entry_id, labels, added, expires_at
+    FROM (
+        SELECT entry_id, labels, entry_state, entry_labels, entry_expires_at,
+               CASE WHEN contribution_id IS NULL OR old_retracted IS NOT NULL THEN 1 ELSE 0
+               END AS added,
+               CASE WHEN expires_at IS NULL OR entry_expires_at IS NULL THEN NULL
+                    ELSE greatest(expires_at, entry_expires_at) END AS expires_at
+        FROM merge_chunk WHERE NOT new_entry
+    ) c
+    WHERE added = 1 OR entry_state <> 'active' OR NOT entry_labels @> labels
+        OR entry_expires_at IS DISTINCT FROM expires_at
+    ORDER BY entry_id
 ) p
-WHERE e.id = p.entry_id AND (
-    p.added = 1 OR e.state <> 'active' OR NOT e.labels @> p.labels
-    OR e.expires_at IS DISTINCT FROM (
-        CASE WHEN p.expires_at IS NULL OR e.expires_at IS NULL THEN NULL
-             ELSE greatest(e.expires_at, p.expires_at) END
-    )
-)
+WHERE e.id = p.entry_id
 """  # noqa: S608 - only constants are interpolated
 
 _SQL_NEW_CONTRIBUTIONS = """
 INSERT INTO signals_contribution
     (entry_id, organisation_id, labels, first_seen, last_seen, retracted_at)
 SELECT entry_id, %(org)s, labels, %(now)s, %(now)s, NULL
-FROM merge_plan WHERE contribution_id IS NULL ORDER BY entry_id
+FROM merge_chunk WHERE contribution_id IS NULL ORDER BY entry_id
 """
 
 # Revived, relabelled, or last seen more than a day ago (re-publishing the same list daily
@@ -112,8 +135,8 @@ UPDATE signals_contribution k SET
     labels = ARRAY(SELECT DISTINCT x FROM unnest(k.labels || p.labels) x ORDER BY x),
     retracted_at = NULL,
     last_seen = %(now)s
-FROM merge_plan p
-WHERE k.id = p.contribution_id AND (
+FROM merge_chunk p
+WHERE p.contribution_id IS NOT NULL AND k.id = p.contribution_id AND (
     p.old_retracted IS NOT NULL OR NOT p.old_labels @> p.labels
     OR p.old_last_seen < %(now)s - interval '1 day'
 )
@@ -124,32 +147,49 @@ DELETE FROM signals_stagedsignal WHERE batch_id = %(batch)s AND line >= %(lo)s A
 """
 
 
-def _fresh_view() -> View:
-    """The match index followed to the end of the feed (everything committed before)."""
-    return shared_index().view(max_age=0)
+_SEQUENCES: dict[str, str] = {}
 
 
-def _merge_chunk(
-    cursor: Any, batch: Batch, lo: int, hi: int, near_duplicates: bool
-) -> tuple[int, int, int]:
-    """Merge staged lines [lo, hi); returns (new entries, updated entries, near-duplicates)."""
+def _sequences(cursor: Any) -> dict[str, str]:
+    """The id sequences the chunk draws from (looked up once per process)."""
+    if not _SEQUENCES:
+        cursor.execute(
+            "SELECT pg_get_serial_sequence('signals_signal', 'id'),"
+            " pg_get_serial_sequence('signals_setentry', 'id')"
+        )
+        _SEQUENCES["signal_seq"], _SEQUENCES["entry_seq"] = cursor.fetchone()
+    return _SEQUENCES
+
+
+def _insert_new_signals(cursor: Any) -> None:
+    cursor.execute("SAVEPOINT merge_signals")
+    try:
+        cursor.execute(_SQL_NEW_SIGNALS)
+    except IntegrityError:
+        cursor.execute("ROLLBACK TO SAVEPOINT merge_signals")
+        cursor.execute(_SQL_NEW_SIGNALS_RACED)
+    cursor.execute("RELEASE SAVEPOINT merge_signals")
+
+
+def _merge_chunk(cursor: Any, batch: Batch, lo: int, hi: int) -> tuple[int, int, list[int] | None]:
+    """Merge staged lines [lo, hi); returns (new entries, updated entries, the id range of the
+    new PDQ entries or None)."""
     params = {"batch": str(batch.pk), "lo": lo, "hi": hi, "set": batch.hash_set_id,
               "org": batch.organisation_id, "org_slug": batch.organisation.slug,
-              "now": timezone.now()}  # fmt: skip
-    cursor.execute(_SQL_SIGNALS, params)
-    cursor.execute(_SQL_PLAN, params)
+              "now": timezone.now(), **_sequences(cursor)}  # fmt: skip
+    cursor.execute(_SQL_SETUP)
+    cursor.execute(_SQL_CHUNK, params)
+    _insert_new_signals(cursor)
     cursor.execute(_SQL_NEW_ENTRIES, params)
     new = cursor.rowcount
-    near = 0
-    if near_duplicates and new:
-        threshold = batch.hash_set.pdq_threshold
-        near = do_link_near_duplicates(cursor, _fresh_view, batch.hash_set_id, threshold)
+    cursor.execute(_SQL_NEW_PDQ_RANGE)
+    first, last = cursor.fetchone()
     cursor.execute(_SQL_CHANGED_ENTRIES, params)
     updated = cursor.rowcount
     cursor.execute(_SQL_NEW_CONTRIBUTIONS, params)
     cursor.execute(_SQL_CHANGED_CONTRIBUTIONS, params)
     cursor.execute(_SQL_DONE, params)
-    return new, updated, near
+    return new, updated, None if first is None else [first, last]
 
 
 def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
@@ -159,9 +199,9 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
     batch steps aside) and the set's advisory lock. New entries are positioned by their INSERT,
     changed ones by the UPDATE; duplicates keep their position (a re-publish is no change).
     Emits a webhook dispatch wake-up when a chunk changed entries.
-    New PDQ entries are linked to their nearest existing neighbour (signals.actions.neardup),
-    found in the match index, followed to the feed's end when a chunk has new PDQ entries
-    (unless ``HASHX_MATCH_NEAR_DUPLICATES`` is off).
+    The id ranges of new PDQ entries are kept in ``batch.link_ranges`` (unless
+    ``HASHX_MATCH_NEAR_DUPLICATES`` is off) for ``signals.actions.neardup.do_link_batch``, which
+    runs after the merge: searching the match index is not on the merge's path.
     """
     while True:
         with transaction.atomic():
@@ -176,15 +216,14 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
             with connection.cursor() as cursor:
                 lock_set(cursor, batch.hash_set_id)
                 lo, hi = batch.merged, min(batch.merged + chunk, batch.accepted)
-                new, updated, near = _merge_chunk(
-                    cursor, batch, lo, hi, settings.HASHX_MATCH_NEAR_DUPLICATES
-                )
+                new, updated, pdq_range = _merge_chunk(cursor, batch, lo, hi)
             if new or updated:
                 wake()
+            if pdq_range is not None and settings.HASHX_MATCH_NEAR_DUPLICATES:
+                batch.link_ranges.append(pdq_range)
             batch.merged = hi
             batch.new += new
             batch.updated += updated
-            batch.near_duplicates += near
             batch.duplicate += (hi - lo) - new - updated
             batch.state = Batch.State.DONE if hi >= batch.accepted else Batch.State.MERGING
             if batch.state == Batch.State.DONE:
@@ -203,7 +242,7 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
                     "new",
                     "updated",
                     "duplicate",
-                    "near_duplicates",
+                    "link_ranges",
                     "state",
                     "finished_at",
                 ]

@@ -1,69 +1,105 @@
-"""PDQ near-duplicates at ingest: a new entry within its set's threshold of an entry that
-already existed is linked to the nearest one, and the batch counts it (DESIGN.md
-"Publishing": dedup, exact and PDQ near-duplicates annotated)."""
+"""PDQ near-duplicates at ingest: a new entry within its set's threshold of an older entry of
+the set is linked to the nearest one, and its batch counts it (DESIGN.md "Publishing": dedup,
+exact and PDQ near-duplicates annotated).
 
-from collections.abc import Callable
-from typing import Any
-
-from signals.matching.index import View
-from signals.matching.mih import parse_hex
-
-_SQL_NEW_PDQ = """
-SELECT p.entry_id, g.value
-FROM merge_plan p JOIN signals_signal g ON g.id = p.signal_id
-WHERE p.entry_state = 'new' AND g.type = 'pdq'
+It runs after the merge, as its own task, so that searching the match index is not on the
+merge's path: the merge keeps the id ranges of each chunk's new PDQ entries in
+``batch.link_ranges``, and ``do_link_batch`` works through them, a range per transaction. A
+linked entry gets a new position (its ``near_duplicate_of`` is a change like any other). "Older"
+is by entry id: an entry is linked to entries merged before it, in earlier batches or earlier in
+its own. A batch that brings a set its first PDQ hashes (a bulk load) is not searched.
 """
 
-# Any PDQ entry of the set from before this chunk. Merges of a set are serialised and entry
-# ids come from one sequence, so every earlier entry of the set has a smaller id than this
-# chunk's new ones.
+from collections.abc import Callable
+
+from django.db import connection, transaction
+
+from signals.actions.merge import lock_set
+from signals.actions.positions import NEW_POSITION
+from signals.matching.index import View, shared_index
+from signals.matching.mih import parse_hex
+from signals.models import Batch
+
+# Queries per index search: bounds the memory of one search.
+SEARCH_SLICE = 20_000
+
+# The chunk's new entries: the set is locked while a chunk merges, so the set's entries with ids
+# in a chunk's range are that chunk's.
+_SQL_RANGE = """
+SELECT e.id, g.value
+FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+WHERE e.id BETWEEN %s AND %s AND e.hash_set_id = %s AND g.type = 'pdq'
+ORDER BY e.id
+"""
+
 _SQL_HAD_PDQ = """
 SELECT 1 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
 WHERE e.hash_set_id = %s AND e.id < %s AND g.type = 'pdq'
 LIMIT 1
 """
 
-_SQL_LINK = """
-UPDATE signals_setentry e SET near_duplicate_of_id = u.nearest, near_duplicate_distance = u.distance
+_SQL_LINK = f"""
+UPDATE signals_setentry e SET near_duplicate_of_id = u.nearest,
+    near_duplicate_distance = u.distance, {NEW_POSITION}
 FROM unnest(%s::bigint[], %s::bigint[], %s::int[]) AS u(entry_id, nearest, distance)
 WHERE e.id = u.entry_id
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 
-def nearest_existing(
+def nearest_older(
     view: View, set_id: int, threshold: int, new: list[tuple[int, str]]
 ) -> dict[int, tuple[int, int]]:
-    """For each new (entry id, PDQ value) with an entry of set ``set_id`` in ``view`` within
+    """For each (entry id, PDQ value) with an older entry of set ``set_id`` in ``view`` within
     ``threshold``: (nearest entry id, distance); ties go to the older entry."""
     best: dict[int, tuple[int, int]] = {}
-    if not new:
-        return best
-    for hit in view.search(parse_hex([value for _, value in new]), threshold):
-        entry_id = new[hit.query][0]
-        if hit.set_id != set_id or hit.entry_id == entry_id:
-            continue
-        if entry_id not in best or (hit.distance, hit.entry_id) < best[entry_id][::-1]:
-            best[entry_id] = (hit.entry_id, hit.distance)
+    for start in range(0, len(new), SEARCH_SLICE):
+        part = new[start : start + SEARCH_SLICE]
+        for hit in view.search(parse_hex([value for _, value in part]), threshold):
+            entry_id = part[hit.query][0]
+            if hit.set_id != set_id or hit.entry_id >= entry_id:
+                continue
+            if entry_id not in best or (hit.distance, hit.entry_id) < best[entry_id][::-1]:
+                best[entry_id] = (hit.entry_id, hit.distance)
     return best
 
 
-def do_link_near_duplicates(
-    cursor: Any, view_of: Callable[[], View], set_id: int, threshold: int
-) -> int:
-    """Link the new PDQ entries of the chunk being merged (``merge_plan``) to their nearest
-    existing neighbour in the index ``view_of()`` returns (asked only when there are new PDQ
-    entries); returns how many were near-duplicates. Runs inside the
-    merge's transaction, which positioned these rows already. Entries of the same chunk are not
-    in ``view`` (not committed), so variants within one chunk are not linked to each other."""
-    cursor.execute(_SQL_NEW_PDQ)
-    new = cursor.fetchall()
-    if not new:  # no new PDQ: the index need not even be followed
-        return 0
-    cursor.execute(_SQL_HAD_PDQ, [set_id, min(entry_id for entry_id, _ in new)])
-    if cursor.fetchone() is None:  # the set's first PDQ hashes (a bulk load): nothing to link to
-        return 0
-    nearest = nearest_existing(view_of(), set_id, threshold, new)
-    if nearest:
-        ids = list(nearest)
-        cursor.execute(_SQL_LINK, [ids, [nearest[i][0] for i in ids], [nearest[i][1] for i in ids]])
-    return len(nearest)
+def _fresh_view() -> View:
+    """The match index followed to the end of the feed (the batch's entries included)."""
+    return shared_index().view(max_age=0)
+
+
+def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> Batch | None:
+    """Link the batch's new PDQ entries (``batch.link_ranges``) to their nearest older
+    neighbour; idempotent and resumable: a range is dropped from the batch in the transaction
+    that links it. The search runs outside any transaction (an open one would hold back every
+    reader's feed horizon), and what it found is applied only if the range is still the batch's
+    next one (a second worker on the same batch may have done it)."""
+    while True:
+        batch = Batch.objects.select_related("hash_set").filter(pk=batch_id).first()
+        if batch is None or batch.state != Batch.State.DONE or not batch.link_ranges:
+            return batch
+        todo = batch.link_ranges[0]
+        with connection.cursor() as cursor:
+            cursor.execute(_SQL_HAD_PDQ, [batch.hash_set_id, todo[0]])
+            first_load = cursor.fetchone() is None
+            nearest: dict[int, tuple[int, int]] = {}
+            if not first_load:
+                cursor.execute(_SQL_RANGE, [todo[0], todo[1], batch.hash_set_id])
+                new = cursor.fetchall()
+                threshold = batch.hash_set.pdq_threshold
+                nearest = nearest_older(view_of(), batch.hash_set_id, threshold, new)
+        with transaction.atomic():
+            locked = Batch.objects.select_for_update(of=("self",)).filter(pk=batch_id).first()
+            if locked is None or not locked.link_ranges or locked.link_ranges[0] != todo:
+                continue
+            if nearest:
+                ids = sorted(nearest)
+                with connection.cursor() as cursor:
+                    lock_set(cursor, batch.hash_set_id)
+                    cursor.execute(
+                        _SQL_LINK, [ids, [nearest[i][0] for i in ids], [nearest[i][1] for i in ids]]
+                    )
+            locked.near_duplicates += len(nearest)
+            # A batch that brings the set its first PDQ hashes is a bulk load: not searched.
+            locked.link_ranges = [] if first_load else locked.link_ranges[1:]
+            locked.save(update_fields=["near_duplicates", "link_ranges"])

@@ -67,12 +67,19 @@ class BatchSerializer(serializers.Serializer):
     new = serializers.IntegerField()
     duplicate = serializers.IntegerField()
     near_duplicates = serializers.IntegerField(
-        help_text="new PDQ entries within the set's threshold of an entry that already existed"
+        help_text="new PDQ entries within the set's threshold of an older entry (counted by a"
+        " task that runs after the merge: see near_duplicates_pending)"
+    )
+    near_duplicates_pending = serializers.SerializerMethodField(
+        help_text="true while new PDQ entries are still to be linked to their near-duplicates"
     )
     updated = serializers.IntegerField()
     first_rejections = serializers.ListField(child=serializers.DictField())
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_near_duplicates_pending(self, batch: Batch) -> bool:
+        return bool(batch.link_ranges)
 
     def get_progress(self, batch: Batch) -> float:
         return 1.0 if not batch.accepted else round(batch.merged / batch.accepted, 4)

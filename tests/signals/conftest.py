@@ -1,6 +1,7 @@
 import pytest
 
 from signals.actions.merge import do_merge_batch
+from signals.actions.neardup import do_link_batch
 from signals.actions.sets import do_create_set, do_grant
 from signals.models import Batch
 from tests.conftest import REPO_ROOT
@@ -30,8 +31,11 @@ def publish(member, slug, signals, **kwargs):
 
 
 def merged(answer):
-    """What the worker does after commit, done here and now."""
-    return do_merge_batch(answer.json()["batch"])
+    """What the workers do after commit, done here and now: the merge, then near-duplicate
+    linking."""
+    batch_id = answer.json()["batch"]
+    do_merge_batch(batch_id)
+    return do_link_batch(batch_id)
 
 
 def pdq(n, **extra):

@@ -4,8 +4,10 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from signals.actions.feed import rendered_after
 from signals.actions.merge import do_merge_batch
@@ -13,7 +15,7 @@ from signals.actions.positions import START
 from signals.actions.publish import do_publish, json_items
 from signals.models import Batch, Contribution, SetEntry, Signal, StagedSignal
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
-from tests.signals.conftest import merged, pdq, publish
+from tests.signals.conftest import PDQ, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db
 
@@ -102,3 +104,54 @@ def test_a_real_worker_merges_after_commit(celery_worker, publisher, csam_set):
         time.sleep(0.1)
     changes, _ = rendered_after(START, [csam_set.pk])
     assert len(changes) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_value_another_merge_inserts_first_is_shared_not_duplicated(
+    publisher, csam_set, subscriber
+):
+    """The chunk probes signals, then inserts the ones it did not find. A merge into another set
+    that commits one of them in between makes that insert fail; the chunk then takes the
+    signal that won, and the batch's other new values are still inserted."""
+    import threading
+
+    import psycopg2
+
+    from signals.actions.sets import do_create_set
+    from tests.conftest import db_url_for_subprocesses
+
+    do_create_set(subscriber.org, {"slug": "other", "name": "Other"})
+    batch, _ = do_publish(csam_set, publisher.org, json_items([pdq(0), pdq(1)]), queue=False)
+    rival = psycopg2.connect(db_url_for_subprocesses())
+    with rival.cursor() as cursor:  # uncommitted: the merge's probe does not see it
+        cursor.execute("INSERT INTO signals_signal (type, value) VALUES ('pdq', %s)", [PDQ[1]])
+    threading.Timer(1.0, rival.commit).start()  # the merge's insert waits for it, then fails
+    try:
+        batch = do_merge_batch(str(batch.pk))
+    finally:
+        rival.close()
+    assert (batch.new, batch.duplicate) == (2, 0)
+    assert Signal.objects.filter(value=PDQ[1]).count() == 1
+    assert entry(csam_set, 1).signal_id == Signal.objects.get(value=PDQ[1]).pk
+    assert entry(csam_set, 0).signal.value == PDQ[0]
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_beat_queues_again_a_batch_whose_task_was_lost(celery_worker, publisher, csam_set):
+    import time_machine
+
+    from signals.tasks import resume_batches
+
+    # Staged, but its task never sent (as if the broker lost it).
+    batch, _ = do_publish(csam_set, publisher.org, json_items([pdq(0), pdq(1)]), queue=False)
+    resume_batches()  # too young: its own task may still be on the way
+    time.sleep(1)
+    assert Batch.objects.get(pk=batch.pk).state == "queued"
+    with time_machine.travel(timezone.now() + timedelta(minutes=3), tick=True):
+        resume_batches()
+    deadline = time.monotonic() + 30
+    while Batch.objects.get(pk=batch.pk).state != "done":
+        assert time.monotonic() < deadline, "the worker did not merge the resumed batch"
+        time.sleep(0.1)
+    assert Batch.objects.get(pk=batch.pk).new == 2

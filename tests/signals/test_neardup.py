@@ -1,9 +1,14 @@
-"""PDQ near-duplicates found at ingest: counted in the batch, linked to the nearest entry."""
+"""PDQ near-duplicates found at ingest: counted in the batch, linked to the nearest older
+entry by a task that runs after the merge."""
+
+import time
 
 import pytest
 
+from signals.actions.merge import do_merge_batch
+from signals.actions.neardup import do_link_batch
 from signals.actions.sets import do_update_set
-from signals.models import SetEntry
+from signals.models import Batch, SetEntry
 from tests.signals.conftest import merged, publish
 from tests.signals.test_match import FAR, near
 
@@ -58,3 +63,57 @@ def test_near_duplicates_at_ingest_can_be_switched_off(settings, publisher, shar
     batch = merged(publish(publisher, "acme-csam", signals(near(FAR[0], 3))))
     assert batch.near_duplicates == 0
     assert entry_of(near(FAR[0], 3)).near_duplicate_of_id is None
+
+
+def test_variants_in_one_batch_link_to_the_older_one_once_the_set_has_pdq(publisher, shared_set):
+    merged(publish(publisher, "acme-csam", signals(FAR[1])))
+    batch = merged(publish(publisher, "acme-csam", signals(FAR[0], near(FAR[0], 5), FAR[2])))
+    assert (batch.new, batch.near_duplicates) == (3, 1)
+    older, variant = entry_of(FAR[0]), entry_of(near(FAR[0], 5))
+    # The variant links to the entry merged before it, never the other way round.
+    assert older.pk < variant.pk
+    assert (variant.near_duplicate_of_id, variant.near_duplicate_distance) == (older.pk, 5)
+    assert older.near_duplicate_of_id is None
+
+
+def test_a_batch_that_brings_a_set_its_first_pdq_hashes_is_not_searched(publisher, shared_set):
+    batch = merged(publish(publisher, "acme-csam", signals(FAR[0], near(FAR[0], 5))))
+    assert (batch.new, batch.near_duplicates, batch.link_ranges) == (2, 0, [])
+    assert entry_of(near(FAR[0], 5)).near_duplicate_of_id is None
+
+
+def test_linking_runs_after_the_merge_chunk_by_chunk_and_moves_the_linked_entry(
+    publisher, shared_set
+):
+    merged(publish(publisher, "acme-csam", signals(FAR[0], FAR[1])))
+    answer = publish(publisher, "acme-csam", signals(near(FAR[0], 3), FAR[2], near(FAR[1], 4)))
+    batch = do_merge_batch(answer.json()["batch"], chunk=2)
+    assert (batch.state, batch.near_duplicates, len(batch.link_ranges)) == ("done", 0, 2)
+    report = publisher.api.get(f"/api/v1/batches/{batch.pk}").json()
+    assert (report["near_duplicates"], report["near_duplicates_pending"]) == (0, True)
+    before = entry_of(near(FAR[0], 3))
+    assert before.near_duplicate_of_id is None
+    batch = do_link_batch(str(batch.pk))
+    assert (batch.near_duplicates, batch.link_ranges) == (2, [])
+    after = entry_of(near(FAR[0], 3))
+    assert after.near_duplicate_of_id == entry_of(FAR[0]).pk
+    # A link is a change: the entry moves in the feed.
+    assert (after.position_xid, after.position_seq) > (before.position_xid, before.position_seq)
+    assert do_link_batch(str(batch.pk)).near_duplicates == 2  # done: a second run links nothing
+    report = publisher.api.get(f"/api/v1/batches/{batch.pk}").json()
+    assert (report["near_duplicates"], report["near_duplicates_pending"]) == (2, False)
+
+
+@pytest.mark.worker
+def test_a_real_worker_links_after_merging(celery_worker, publisher, shared_set):
+    merged(publish(publisher, "acme-csam", signals(FAR[0])))
+    answer = publish(publisher, "acme-csam", signals(near(FAR[0], 7))).json()
+    deadline = time.monotonic() + 60
+    while True:
+        batch = Batch.objects.get(pk=answer["batch"])
+        if batch.state == "done" and not batch.link_ranges:
+            break
+        assert time.monotonic() < deadline, "the batch was not merged and linked"
+        time.sleep(0.1)
+    assert batch.near_duplicates == 1
+    assert entry_of(near(FAR[0], 7)).near_duplicate_of_id == entry_of(FAR[0]).pk
