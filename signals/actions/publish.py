@@ -7,14 +7,14 @@ python-threatexchange's plain format (``<type> <value>`` per line).
 """
 
 import csv
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -51,10 +51,10 @@ class Outcome:
     rejections: list[dict[str, Any]] = field(default_factory=list)
     rejected: int = 0
 
-    def reject(self, where: dict[str, int], reason: str) -> None:
+    def reject(self, key: str, where: int, reason: str) -> None:
         self.rejected += 1
         if len(self.rejections) < MAX_LISTED_REJECTIONS:
-            self.rejections.append({**where, "reason": reason})
+            self.rejections.append({key: where, "reason": reason})
 
 
 class Unparsable(str):
@@ -103,7 +103,15 @@ def check_item(raw: Any, hash_set: HashSet, now: datetime) -> Item:
 # -- sources -----------------------------------------------------------------------------------
 
 
-def json_items(signals: Any) -> Iterator[tuple[dict[str, int], Any]]:
+class Source(NamedTuple):
+    """Items to publish, each with its place in the request: ``key`` says whether that is the
+    JSON list's ``index`` or the upload's ``line`` (what a rejection names)."""
+
+    key: str
+    items: Iterable[tuple[int, Any]]
+
+
+def json_items(signals: Any) -> Source:
     """Checked before anything is staged: a list of at most 10,000 items."""
     if not isinstance(signals, list):
         raise Problem(
@@ -117,7 +125,10 @@ def json_items(signals: Any) -> Iterator[tuple[dict[str, int], Any]]:
             f"{len(signals)} signals in one JSON request; send at most {MAX_JSON_ITEMS}"
             " or stream NDJSON",
         )
-    return (({"index": index}, raw) for index, raw in enumerate(signals))
+    return Source("index", enumerate(signals))
+
+
+_TOO_LONG = Unparsable("line longer than 64 KiB")
 
 
 def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
@@ -130,44 +141,67 @@ def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
-def ndjson_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
-    for number, text in _numbered(lines):
-        if text == "\x00":
-            yield {"line": number}, Unparsable("line longer than 64 KiB")
-            continue
+def _ndjson(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
+    loads, error = orjson.loads, orjson.JSONDecodeError
+    for number, raw in enumerate(lines, start=1):
         try:
-            yield {"line": number}, json.loads(text)
-        except ValueError:
-            yield {"line": number}, Unparsable("not valid JSON")
+            yield number, loads(raw)  # the common case: no decode, no strip (JSON allows space)
+            continue
+        except error:
+            pass
+        if raw.startswith(b"\x00"):
+            yield number, _TOO_LONG  # a line the reader cut
+            continue
+        text = raw.strip()
+        if not text or text.startswith(b"#"):
+            continue  # blank lines and comments
+        try:
+            text.decode()
+        except UnicodeDecodeError:
+            yield number, Unparsable("not valid UTF-8")
+            continue
+        yield number, Unparsable("not valid JSON")
 
 
-def text_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
-    """python-threatexchange's simple format: ``<type> <value>`` per line."""
+def ndjson_items(lines: Iterable[bytes]) -> Source:
+    return Source("line", _ndjson(lines))
+
+
+def _text(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
     for number, text in _numbered(lines):
         if text == "\x00":
-            yield {"line": number}, Unparsable("line longer than 64 KiB")
+            yield number, _TOO_LONG
             continue
         kind, _, value = text.partition(" ")
-        yield {"line": number}, {"type": kind, "value": value}
+        yield number, {"type": kind, "value": value}
 
 
-def csv_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
+def text_items(lines: Iterable[bytes]) -> Source:
+    """python-threatexchange's simple format: ``<type> <value>`` per line."""
+    return Source("line", _text(lines))
+
+
+def csv_items(lines: Iterable[bytes]) -> Source:
     decoded = (line.decode("utf-8", "replace") for line in lines)
     reader = csv.DictReader(decoded)
     if reader.fieldnames is None or not {"type", "value"} <= set(reader.fieldnames):
         raise Problem(
             "validation", "CSV needs a header row with at least the columns type and value"
         )
+    return Source("line", _csv(reader))
+
+
+def _csv(reader: csv.DictReader[str]) -> Iterator[tuple[int, Any]]:
     while True:
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:  # e.g. a stray carriage return or an unclosed quote
-            yield {"line": reader.line_num}, Unparsable(f"not a CSV row: {exc}")
+            yield reader.line_num, Unparsable(f"not a CSV row: {exc}")
             continue
         if "\x00" in (row.get("type") or ""):  # a line the reader cut (over 64 KiB)
-            yield {"line": reader.line_num}, Unparsable("line longer than 64 KiB")
+            yield reader.line_num, _TOO_LONG
             continue
         item: dict[str, Any] = {"type": row.get("type") or "", "value": row.get("value") or ""}
         if row.get("labels"):
@@ -179,7 +213,7 @@ def csv_items(lines: Iterable[bytes]) -> Iterator[tuple[dict[str, int], Any]]:
                 item["quality"] = int(row["quality"])
             except ValueError:
                 item["quality"] = row["quality"]
-        yield {"line": reader.line_num}, item
+        yield reader.line_num, item
 
 
 # -- staging -----------------------------------------------------------------------------------
@@ -207,34 +241,61 @@ class _CopySource:
             raise
 
 
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
+
+
 def _escape(text: str) -> str:
+    if _NEEDS_ESCAPE.search(text) is None:  # every hash, most URLs
+        return text
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _copy_rows(
-    batch: Batch, hash_set: HashSet, items: Iterable[tuple[dict[str, int], Any]], outcome: Outcome
-) -> Iterator[str]:
+def _copy_rows(batch: Batch, hash_set: HashSet, source: Source, outcome: Outcome) -> Iterator[str]:
+    """COPY text for the valid items; the outcome counts and lists the rest. Most items are
+    just a type and a value: they skip ``check_item``'s questions about the other fields (and
+    its Item) but not its checks, which ``canonicalise`` makes."""
     now = timezone.now()
     batch_id = str(batch.pk)
-    for where, raw in items:
-        outcome.received += 1
-        try:
-            item = check_item(raw, hash_set, now)
-        except ValueError as exc:
-            outcome.reject(where, str(exc))
-            continue
-        line = outcome.accepted
-        outcome.accepted += 1
-        quality = "\\N" if item.quality is None else str(item.quality)
-        expires = "\\N" if item.expires_at is None else item.expires_at.isoformat()
-        fields = (batch_id, str(line), item.type, _escape(item.value), _pg_array(item.labels))
-        yield "\t".join((*fields, quality, expires)) + "\n"
+    allowed = frozenset(hash_set.signal_types or ())
+    received = accepted = 0
+    try:
+        for where, raw in source.items:
+            received += 1
+            if type(raw) is dict and len(raw) == 2:
+                kind, value = raw.get("type"), raw.get("value")
+                if type(kind) is str and type(value) is str and (not allowed or kind in allowed):
+                    try:
+                        canonical = canonicalise(kind, value)
+                    except SignalTypeError as exc:
+                        outcome.reject(source.key, where, str(exc))
+                        continue
+                    yield f"{batch_id}\t{accepted}\t{kind}\t{_escape(canonical)}\t{{}}\t\\N\t\\N\n"
+                    accepted += 1
+                    continue
+            try:
+                item = check_item(raw, hash_set, now)
+            except ValueError as exc:
+                outcome.reject(source.key, where, str(exc))
+                continue
+            quality = "\\N" if item.quality is None else str(item.quality)
+            expires = "\\N" if item.expires_at is None else item.expires_at.isoformat()
+            fields = (
+                batch_id,
+                str(accepted),
+                item.type,
+                _escape(item.value),
+                _pg_array(item.labels),
+            )
+            yield "\t".join((*fields, quality, expires)) + "\n"
+            accepted += 1
+    finally:
+        outcome.received, outcome.accepted = received, accepted
 
 
 def do_publish(
     hash_set: HashSet,
     org: Organisation,
-    items: Iterable[tuple[dict[str, int], Any]],
+    source: Source,
     *,
     key_id: str = "",
     atomic: bool = False,
@@ -262,17 +323,17 @@ def do_publish(
             batch = Batch.objects.create(
                 hash_set=hash_set, organisation=org, key_id=key_id, idempotency_key=idempotency_key
             )
-            source = _CopySource(_copy_rows(batch, hash_set, items, outcome))
+            copy = _CopySource(_copy_rows(batch, hash_set, source, outcome))
             with connection.cursor() as cursor:
                 try:
                     cursor.copy_expert(
                         "COPY signals_stagedsignal"
                         " (batch_id, line, type, value, labels, quality, expires_at) FROM STDIN",
-                        source,
+                        copy,
                     )
                 except DatabaseError:
-                    if source.error is not None:
-                        raise source.error from None
+                    if copy.error is not None:
+                        raise copy.error from None
                     raise
             if before_commit is not None:
                 before_commit()

@@ -134,6 +134,37 @@ def test_an_ndjson_stream_is_staged_line_by_line(publisher, csam_set):
     assert do_merge(answer).new == 100
 
 
+def test_ndjson_lines_are_numbered_as_sent_whatever_their_shape(publisher, csam_set):
+    """Blank lines and comments are skipped but counted; CRLF endings and padding are fine;
+    bad UTF-8, a short hash and a type the set does not take are rejected by their line."""
+    md5_only = {"slug": "md5-only", "name": "MD5", "signal_types": ["md5"]}
+    publisher.api.post("/api/v1/sets", md5_only)
+    lines = [
+        b"# acme export",
+        b"",
+        json.dumps(pdq(0)).encode() + b"\r",
+        b'  {"value": "' + PDQ[1].upper().encode() + b'", "type": "pdq"}  ',
+        b'{"type": "pdq", "value": "' + b"\xff" * 64 + b'"}',
+        b'{"type": "pdq", "value": "abc"}',
+        json.dumps(pdq(2, labels=["csam"])).encode(),
+    ]
+    answer = stream(publisher, "acme-csam", b"\n".join(lines), "application/x-ndjson").json()
+    assert (answer["received"], answer["accepted"]) == (5, 3)
+    assert answer["rejections"] == [
+        {"line": 5, "reason": "not valid UTF-8"},
+        {"line": 6, "reason": "pdq: expected 64 hex digits, got 3"},
+    ]
+    merged = do_merge(answer)
+    assert merged.new == 3
+    assert SetEntry.objects.get(signal__value=PDQ[1]).signal.value == PDQ[1].lower()
+    assert SetEntry.objects.get(signal__value=PDQ[2]).labels == ["csam"]
+    body = json.dumps({"type": "pdq", "value": PDQ[3]}).encode()
+    answer = stream(publisher, "md5-only", body, "application/x-ndjson").json()
+    assert answer["rejections"] == [
+        {"line": 1, "reason": "set md5-only does not take 'pdq' (it takes md5)"}
+    ]
+
+
 def test_a_csv_upload_with_labels_and_quality(publisher, csam_set):
     body = (
         "type,value,labels,quality\n"
