@@ -10,6 +10,7 @@ from django.http import HttpRequest
 
 from audit.admin import AuditedAdminMixin
 from exchange.admin_tools import ReadOnlyAdmin, confirm_with_reason
+from signals.actions.merge import do_retry_batch
 from signals.actions.positions import Position
 from signals.actions.subscriptions import do_redeliver, do_update_subscription
 from signals.actions.webhooks import LAG_CAP, SQL_LAG
@@ -112,6 +113,16 @@ class BatchAdmin(ReadOnlyAdmin):
     search_fields = ["=id", "hash_set__slug", "organisation__slug"]
     list_select_related = ["hash_set", "organisation"]
     exclude = ["answer"]
+    actions = ["merge_again"]
+
+    @admin.action(description="Merge failed batches again (from where they stopped)")
+    def merge_again(self, request: HttpRequest, queryset: QuerySet[Batch]) -> Any:
+        def apply(batch: Batch, reason: str) -> bool:
+            return do_retry_batch(batch, actor_user=request.user, reason=reason)
+
+        return confirm_with_reason(
+            self, request, queryset, action="merge_again", title="Merge again", apply=apply
+        )
 
 
 class DeliveryInline(admin.TabularInline):

@@ -1,24 +1,37 @@
 """Thin Celery wrappers around the signals actions."""
 
+import logging
 from datetime import timedelta
 
 from celery import shared_task
+from django.db import OperationalError
 from django.utils import timezone
 
 from signals.actions.changes import do_expire_entries
 from signals.actions.feed import do_purge_tombstones
-from signals.actions.merge import do_merge_batch
+from signals.actions.merge import do_fail_batch, do_merge_batch
 from signals.actions.neardup import do_link_batch
 from signals.actions.webhooks import clear_wake, do_dispatch, do_purge_deliveries, do_send
 from signals.matching.index import shared_index
 from signals.models import Batch
 
 SEND_CHUNK = 5
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="signals.ingest.merge_batch", ignore_result=True, acks_late=True)
 def merge_batch(batch_id: str) -> None:
-    batch = do_merge_batch(batch_id)
+    try:
+        batch = do_merge_batch(batch_id)
+    except OperationalError:
+        raise  # the database went away, a deadlock, …: beat's resume_batches tries again
+    except Exception:
+        # It would fail the same way on every retry: say so instead of looping.
+        logger.exception("merging batch %s failed", batch_id)
+        do_fail_batch(
+            batch_id, "the merge failed on the exchange's side; its staff can see why in the log"
+        )
+        raise
     if batch is not None and batch.link_ranges:
         link_near_duplicates.delay(batch_id)
 

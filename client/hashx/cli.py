@@ -3,8 +3,9 @@
 Configuration, first match wins: flags (--url, --key), then the environment (HASHX_URL,
 HASHX_KEY: path of your PEM private key), then a config file (see ``hashx.config``).
 
-Exit codes: 0 done; 1 the exchange refused (its problem document is printed); 2 bad usage, a
-missing or unreadable key, config or input file; 3 the exchange cannot be reached.
+Exit codes: 0 done; 1 the exchange refused (its problem document is printed) or could not merge
+a batch; 2 bad usage, a missing or unreadable key, config or input file; 3 the exchange cannot be
+reached; 4 a batch was still merging when ``--wait-timeout`` ran out; 130 interrupted.
 """
 
 import argparse
@@ -33,6 +34,14 @@ from hashx.webhooks import WebhookVerificationError, verify
 
 class UsageError(Exception):
     pass
+
+
+class BatchFailed(Exception):
+    """The exchange accepted a batch but could not merge it."""
+
+
+class StillMerging(Exception):
+    """``--wait-timeout`` ran out before the merge finished."""
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -206,13 +215,25 @@ def cmd_publish(args: argparse.Namespace) -> None:
     )
     report = answer
     if not args.no_wait and answer["accepted"]:
-        report = client.wait_for_batch(
-            answer["batch"],
-            progress=lambda r: progress.show(
-                f"merging {int(100 * r['progress'])}% ({r['merged']:,} lines)"
-            ),
-        )
+        later = f"it goes on merging: `hashx batch {answer['batch']}` shows how far"
+        try:
+            report = client.wait_for_batch(
+                answer["batch"],
+                progress=lambda r: progress.show(
+                    f"merging {int(100 * r['progress'])}% ({r['merged']:,} lines)"
+                ),
+                timeout=args.wait_timeout,
+            )
+        except TimeoutError as exc:
+            progress.done()
+            raise StillMerging(f"{exc}; {later}") from None
+        except KeyboardInterrupt:
+            progress.done()
+            print(f"hashx: stopped waiting for batch {answer['batch']}; {later}", file=sys.stderr)
+            raise
     progress.done()
+    if report["state"] == "failed":
+        raise BatchFailed(f"batch {answer['batch']} could not be merged: {report.get('error')}")
     text = [
         f"batch {answer['batch']}: {answer['accepted']:,} accepted, {answer['rejected']:,} rejected"
         f" of {answer['received']:,}"
@@ -222,6 +243,9 @@ def cmd_publish(args: argparse.Namespace) -> None:
             f"merged: {report['new']:,} new, {report['updated']:,} updated,"
             f" {report['duplicate']:,} duplicate"
         )
+        if report.get("near_duplicates") or report.get("near_duplicates_pending"):
+            pending = " (still being linked)" if report.get("near_duplicates_pending") else ""
+            text.append(f"near-duplicates of older entries: {report['near_duplicates']:,}{pending}")
     text += [f"  {r.get('line', r.get('index'))}: {r['reason']}" for r in answer["rejections"][:20]]
     if answer["rejected"] > 20:
         text.append(f"  … {answer['rejected'] - 20:,} more rejections (--json lists them)")
@@ -447,7 +471,8 @@ def parser() -> argparse.ArgumentParser:
         epilog="Start with `hashx keygen --out key.pem`, have the exchange register the public "
         "key, then `HASHX_URL=… HASHX_KEY=key.pem hashx whoami`. URL and key can also live in "
         '~/.config/hashx/config.toml (url = "…", key = "…"; or $HASHX_CONFIG). Exit codes: '
-        "1 the exchange refused, 2 usage, key, config or file problem, 3 exchange unreachable.",
+        "1 the exchange refused (or could not merge a batch), 2 usage, key, config or file "
+        "problem, 3 exchange unreachable, 4 still merging after --wait-timeout, 130 interrupted.",
     )
     p.add_argument("--url", help="exchange base URL (default: $HASHX_URL, then the config file)")
     p.add_argument(
@@ -523,6 +548,12 @@ def parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("--idempotency-key", help="retrying with the same key changes nothing")
     publish.add_argument("--no-wait", action="store_true", help="do not wait for the merge")
+    publish.add_argument(
+        "--wait-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop waiting for the merge after this long (exit 4; the merge goes on)",
+    )
     publish.set_defaults(func=cmd_publish)
 
     for name, func, helptext in [
@@ -617,6 +648,15 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"hashx: {exc}", file=sys.stderr)
         return 2
+    except BatchFailed as exc:
+        print(f"hashx: {exc}", file=sys.stderr)
+        return 1
+    except StillMerging as exc:
+        print(f"hashx: {exc}", file=sys.stderr)
+        return 4
+    except KeyboardInterrupt:
+        print("hashx: interrupted", file=sys.stderr)
+        return 130
     except HashxError as exc:
         print(f"hashx: the exchange refused: {exc}", file=sys.stderr)
         for error in exc.problem.get("errors") or []:

@@ -226,14 +226,22 @@ class Client:
         *,
         progress: Callable[[dict[str, Any]], None] | None = None,
         poll: float = 1.0,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Poll a batch until it is merged (or failed)."""
+        """Poll a batch until it is merged (or failed); ``TimeoutError`` after ``timeout``
+        seconds (the batch goes on merging: ask again later)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             report = self.batch(batch_id)
             if progress is not None:
                 progress(report)
             if report["state"] in ("done", "failed"):
                 return report
+            if deadline is not None and time.monotonic() + poll > deadline:
+                raise TimeoutError(
+                    f"batch {batch_id} is still {report['state']} after {timeout:g} s"
+                    f" ({report['merged']:,} of {report['accepted']:,} lines merged)"
+                )
             time.sleep(poll)
 
     def retract(self, slug: str, signals: list[dict[str, Any]]) -> dict[str, Any]:

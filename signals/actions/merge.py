@@ -249,3 +249,49 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
             )
         if batch.state == Batch.State.DONE:
             return batch
+
+
+def do_fail_batch(batch_id: str, error: str) -> bool:
+    """Give up on a batch whose merge raised an error that retrying will not cure: it is
+    reported failed (its staged lines are kept, so staff can merge it again once the cause is
+    fixed). Chunks merged before stay merged. Returns whether the batch was still open."""
+    with transaction.atomic():
+        batch = (
+            Batch.objects.select_for_update(of=("self",))
+            .select_related("hash_set")
+            .filter(pk=batch_id, state__in=[Batch.State.QUEUED, Batch.State.MERGING])
+            .first()
+        )
+        if batch is None:
+            return False
+        batch.state, batch.error, batch.finished_at = Batch.State.FAILED, error, timezone.now()
+        batch.save(update_fields=["state", "error", "finished_at"])
+        record(
+            "signals.batch.failed",
+            obj=batch,
+            actor_org=batch.organisation_id,
+            owner_org=batch.hash_set.owner_id,
+            details={"set": batch.hash_set.slug, "merged": batch.merged, "error": error},
+        )
+    return True
+
+
+def do_retry_batch(batch: Batch, *, actor_user: Any, reason: str) -> bool:
+    """Staff: merge a failed batch again from where it stopped (audited, with the reason)."""
+    with transaction.atomic():
+        changed = Batch.objects.filter(pk=batch.pk, state=Batch.State.FAILED).update(
+            state=Batch.State.MERGING, error="", finished_at=None
+        )
+        if not changed:
+            return False
+        record(
+            "signals.batch.retried",
+            obj=batch,
+            actor_user=actor_user,
+            owner_org=batch.hash_set.owner_id,
+            details={"set": batch.hash_set.slug, "merged": batch.merged, "reason": reason},
+        )
+        from signals.tasks import merge_batch
+
+        transaction.on_commit(lambda: merge_batch.delay(str(batch.pk)))
+    return True

@@ -75,6 +75,7 @@ class BatchSerializer(serializers.Serializer):
     )
     updated = serializers.IntegerField()
     first_rejections = serializers.ListField(child=serializers.DictField())
+    error = serializers.CharField(help_text="why a failed batch could not be merged")
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
 

@@ -71,6 +71,29 @@ def test_publishing_to_a_missing_set_fails_with_the_servers_reason(cli, tmp_path
     assert result.returncode == 1 and "404" in result.stderr
 
 
+def test_publish_exits_1_when_the_batch_cannot_be_merged_and_4_when_waiting_ran_out(
+    cli, tmp_path, celery_worker
+):
+    from django.db import connection
+
+    cli("sets", "create", "acme-csam", "--name", "Acme CSAM")
+    upload = tmp_path / "hashes.txt"
+    upload.write_text(f"pdq {PDQ[0]}\n")
+    cli("publish", "--set", "acme-csam", str(upload))
+    upload.write_text(f"pdq {PDQ[1]}\n")
+    with connection.cursor() as cursor:  # ids drawn by the merge are taken: it must fail
+        cursor.execute("SELECT setval(pg_get_serial_sequence('signals_setentry', 'id'), 1, false)")
+    result = cli("publish", "--set", "acme-csam", str(upload), check=False)
+    assert result.returncode == 1, result.stderr
+    assert "could not be merged" in result.stderr and "exchange's side" in result.stderr
+
+    celery_worker.stop()  # nobody merges now
+    upload.write_text(f"pdq {PDQ[2]}\n")
+    result = cli("publish", "--set", "acme-csam", str(upload), "--wait-timeout", "1", check=False)
+    assert result.returncode == 4, result.stderr
+    assert "still queued after 1 s" in result.stderr and "hashx batch" in result.stderr
+
+
 def test_sync_keeps_a_local_copy_and_applies_tombstones(cli, tmp_path):
     cli("sets", "create", "acme-csam", "--name", "Acme CSAM")
     upload = tmp_path / "hashes.txt"

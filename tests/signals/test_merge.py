@@ -155,3 +155,47 @@ def test_beat_queues_again_a_batch_whose_task_was_lost(celery_worker, publisher,
         assert time.monotonic() < deadline, "the worker did not merge the resumed batch"
         time.sleep(0.1)
     assert Batch.objects.get(pk=batch.pk).new == 2
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_cannot_merge_fails_visibly_and_staff_can_merge_it_again(
+    celery_worker, client, publisher, csam_set
+):
+    from django.contrib.auth.models import User
+    from django.db import IntegrityError, connection
+    from django.urls import reverse
+
+    from audit.models import AuditEvent
+    from signals.tasks import merge_batch
+
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    batch, _ = do_publish(csam_set, publisher.org, json_items([pdq(1), pdq(2)]), queue=False)
+    # A database restored with its entry ids' sequence behind the table: every retry of the
+    # merge would draw an id that is taken.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT setval(pg_get_serial_sequence('signals_setentry', 'id'), 1, false)")
+    with pytest.raises(IntegrityError):
+        merge_batch(str(batch.pk))
+    report = publisher.api.get(f"/api/v1/batches/{batch.pk}").json()
+    assert report["state"] == "failed" and "failed on the exchange's side" in report["error"]
+    assert SetEntry.objects.count() == 1  # the chunk rolled back whole
+    assert AuditEvent.objects.filter(action="signals.batch.failed").count() == 1
+
+    with connection.cursor() as cursor:  # staff repair the sequence
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence('signals_setentry', 'id'),"
+            " (SELECT max(id) FROM signals_setentry))"
+        )
+    client.force_login(User.objects.create_superuser("staff", password="a long admin passphrase"))
+    url = reverse("admin:signals_batch_changelist")
+    form = {"action": "merge_again", "_selected_action": [str(batch.pk)]}
+    assert b"reason" in client.post(url, form).content  # asks first
+    assert client.post(url, {**form, "confirm": "1", "reason": "staging fixed"}).status_code == 302
+    deadline = time.monotonic() + 30
+    while Batch.objects.get(pk=batch.pk).state != "done":
+        assert time.monotonic() < deadline, "the batch was not merged again"
+        time.sleep(0.1)
+    assert (Batch.objects.get(pk=batch.pk).new, SetEntry.objects.count()) == (2, 3)
+    event = AuditEvent.objects.get(action="signals.batch.retried")
+    assert event.details["reason"] == "staging fixed"
