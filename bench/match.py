@@ -44,7 +44,7 @@ from hashx.keys import raw_public_bytes  # noqa: E402
 from members.actions.keys import do_add_key  # noqa: E402
 from members.actions.organisations import do_create_organisation  # noqa: E402
 from signals.actions.merge import do_merge_batch  # noqa: E402
-from signals.actions.publish import do_publish  # noqa: E402
+from signals.actions.publish import Source, do_publish  # noqa: E402
 from signals.actions.sets import do_create_set  # noqa: E402
 from signals.matching.index import shared_index  # noqa: E402
 from signals.matching.mih import MIH, U64, brute_force, parse_hex, to_hex  # noqa: E402
@@ -143,11 +143,9 @@ def http_batch(entries: int) -> list[float]:
     if hash_set is None:
         org = do_create_organisation(f"bench-{uuid.uuid4().hex[:8]}", "Bench", active=True)
         hash_set = do_create_set(org, {"slug": slug, "name": "Bench match"})
-        items = (
-            ({"line": n}, {"type": "pdq", "value": v})
-            for n, v in enumerate(to_hex(fresh.integers(0, 2**64, (entries, 4), dtype=np.uint64)))
-        )
-        do_publish(hash_set, org, items, queue=False)
+        values = to_hex(fresh.integers(0, 2**64, (entries, 4), dtype=np.uint64))
+        items = ((n, {"type": "pdq", "value": v}) for n, v in enumerate(values, start=1))
+        do_publish(hash_set, org, Source("line", items), queue=False)
     for batch_id in (
         Batch.objects.filter(hash_set=hash_set)
         .exclude(state=Batch.State.DONE)

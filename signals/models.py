@@ -9,6 +9,7 @@ has already passed (DESIGN.md "Change feed", the xid8 design). See ``signals.act
 
 import uuid
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
@@ -251,6 +252,11 @@ class Opinion(models.Model):
         return f"{self.organisation_id} {self.category} {self.entry_id}"
 
 
+def initial_parts() -> list[int]:
+    """A new batch's merge progress: line 0 in each of ``HASHX_MERGE_PARTS`` parts."""
+    return [0] * settings.HASHX_MERGE_PARTS
+
+
 class Batch(models.Model):
     """One publish request: staged at once, merged by a worker in chunks, reported on."""
 
@@ -271,7 +277,13 @@ class Batch(models.Model):
     received = models.PositiveIntegerField(default=0)
     accepted = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
-    merged = models.PositiveIntegerField(default=0, help_text="staged lines merged so far")
+    merged = models.PositiveIntegerField(
+        default=0, help_text="staged lines merged so far (every line below it, in every part)"
+    )
+    # Per part of the value space (signals.actions.merge): the next staged line it merges.
+    parts_merged = ArrayField(
+        models.PositiveIntegerField(), default=initial_parts, help_text="next line, per part"
+    )
     new = models.PositiveIntegerField(default=0)
     duplicate = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)

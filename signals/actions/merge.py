@@ -1,11 +1,20 @@
 """The merge: a worker moves a staged batch into signals, entries and contributions.
 
 Set-based SQL, one chunk of staged lines per transaction: a crash rolls back the chunk being
-merged and the next worker resumes at ``batch.merged``, so every line is merged exactly once.
-Merges into one set are serialised by a transaction-scoped advisory lock on the set (entry
-counters are read-modify-write); sets merge in parallel.
+merged and the next worker resumes where the batch says it stopped, so every line is merged
+exactly once.
+
+A batch is merged in ``len(batch.parts_merged)`` parts (``HASHX_MERGE_PARTS`` when it was
+published), each a slice of the value space (by the first byte of the value's MD5), merged in
+parallel on its own connection and keeping its own progress. Parts never share a value, so
+they never share a signal, an entry or a contribution. Writers of a set's entries are
+serialised per part by a transaction-scoped advisory lock on (set, part): merges of two batches
+into one set take turns part by part, and everything else that writes entries (retractions,
+opinions, expiry, near-duplicate links) takes every part's lock (``lock_set``).
 """
 
+import hashlib
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -18,12 +27,26 @@ from signals.actions.webhooks import wake
 from signals.models import Batch
 
 CHUNK = 100_000
-# pg_advisory_xact_lock(SET_LOCK, set id): one writer of a set's entries at a time.
+# pg_advisory_xact_lock(SET_LOCK + part, set id): one writer of a part of a set's entries.
 SET_LOCK = 0x6878_5E7
+MAX_PARTS = 8
 
 
 def lock_set(cursor: Any, set_id: int) -> None:
-    cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SET_LOCK, set_id])
+    """Every part of the set (in order: two callers never deadlock)."""
+    cursor.execute(
+        "; ".join(f"SELECT pg_advisory_xact_lock({SET_LOCK + part}, %s)" for part in
+                  range(MAX_PARTS)),
+        [set_id] * MAX_PARTS,
+    )  # fmt: skip
+
+
+def in_part(column: str, parts: int, part: int) -> str:
+    """SQL: whether the value in ``column`` belongs to ``part`` of ``parts`` (stable across
+    servers and versions, unlike Postgres' own hash functions)."""
+    if parts == 1:
+        return "TRUE"
+    return f"mod(get_byte(decode(md5({column}), 'hex'), 0), {int(parts)}) = {int(part)}"
 
 
 # Hash and merge joins would read a whole table (every signal, every entry) for a chunk of
@@ -52,7 +75,7 @@ SELECT s.type, s.value, s.labels, s.quality, s.expires_at,
 FROM (
     SELECT DISTINCT ON (type, value) type, value, labels, quality, expires_at
     FROM signals_stagedsignal
-    WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s
+    WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s AND {part}
     ORDER BY type, value, line
 ) s
 LEFT JOIN signals_signal g ON g.type = s.type AND g.value = s.value
@@ -143,7 +166,8 @@ WHERE p.contribution_id IS NOT NULL AND k.id = p.contribution_id AND (
 """
 
 _SQL_DONE = """
-DELETE FROM signals_stagedsignal WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s
+DELETE FROM signals_stagedsignal
+WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s AND {part}
 """
 
 
@@ -171,14 +195,17 @@ def _insert_new_signals(cursor: Any) -> None:
     cursor.execute("RELEASE SAVEPOINT merge_signals")
 
 
-def _merge_chunk(cursor: Any, batch: Batch, lo: int, hi: int) -> tuple[int, int, list[int] | None]:
-    """Merge staged lines [lo, hi); returns (new entries, updated entries, the id range of the
-    new PDQ entries or None)."""
+def _merge_chunk(
+    cursor: Any, batch: Batch, part: int, lo: int, hi: int
+) -> tuple[int, int, int, list[int] | None]:
+    """Merge the staged lines [lo, hi) of ``part``; returns (lines, new entries, updated
+    entries, the id range of the new PDQ entries or None)."""
     params = {"batch": str(batch.pk), "lo": lo, "hi": hi, "set": batch.hash_set_id,
               "org": batch.organisation_id, "org_slug": batch.organisation.slug,
               "now": timezone.now(), **_sequences(cursor)}  # fmt: skip
+    where = in_part("value", len(batch.parts_merged), part)
     cursor.execute(_SQL_SETUP)
-    cursor.execute(_SQL_CHUNK, params)
+    cursor.execute(_SQL_CHUNK.format(part=where), params)
     _insert_new_signals(cursor)
     cursor.execute(_SQL_NEW_ENTRIES, params)
     new = cursor.rowcount
@@ -188,67 +215,121 @@ def _merge_chunk(cursor: Any, batch: Batch, lo: int, hi: int) -> tuple[int, int,
     updated = cursor.rowcount
     cursor.execute(_SQL_NEW_CONTRIBUTIONS, params)
     cursor.execute(_SQL_CHANGED_CONTRIBUTIONS, params)
-    cursor.execute(_SQL_DONE, params)
-    return new, updated, None if first is None else [first, last]
+    cursor.execute(_SQL_DONE.format(part=where), params)
+    lines = cursor.rowcount
+    return lines, new, updated, None if first is None else [first, last]
+
+
+_OPEN = [Batch.State.QUEUED, Batch.State.MERGING]
 
 
 def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
-    """Merge a staged batch to the end, chunk by chunk; idempotent, resumable, exactly once.
+    """Merge a staged batch to the end, every part chunk by chunk; idempotent, resumable,
+    exactly once. Parts run on threads of their own (one connection each), unless called inside
+    a transaction, where they run one after the other on its connection.
 
-    Locks per chunk: the batch row (``FOR UPDATE SKIP LOCKED``: a second worker on the same
-    batch steps aside) and the set's advisory lock. New entries are positioned by their INSERT,
-    changed ones by the UPDATE; duplicates keep their position (a re-publish is no change).
-    Emits a webhook dispatch wake-up when a chunk changed entries.
-    The id ranges of new PDQ entries are kept in ``batch.link_ranges`` (unless
-    ``HASHX_MATCH_NEAR_DUPLICATES`` is off) for ``signals.actions.neardup.do_link_batch``, which
-    runs after the merge: searching the match index is not on the merge's path.
+    Per chunk, a part holds a transaction-scoped try-lock on (batch, part) (a second worker on
+    the same part steps aside) and the (set, part) lock. New entries are positioned by their
+    INSERT, changed ones by the UPDATE; duplicates keep their position (a re-publish is no
+    change). Emits a webhook dispatch wake-up when a chunk changed entries. The id ranges of new
+    PDQ entries are kept in ``batch.link_ranges`` (unless ``HASHX_MATCH_NEAR_DUPLICATES`` is
+    off) for ``signals.actions.neardup.do_link_batch``, which runs after the merge: searching
+    the match index is not on the merge's path.
     """
+    batch = Batch.objects.filter(pk=batch_id).first()
+    if batch is None or batch.state not in _OPEN:
+        return batch
+    parts = range(len(batch.parts_merged))
+    if len(parts) == 1 or connection.in_atomic_block:
+        for part in parts:
+            _merge_part(batch_id, part, chunk)
+    else:
+        errors: list[BaseException] = []
+        threads = [
+            threading.Thread(target=_merge_part_thread, args=(batch_id, part, chunk, errors))
+            for part in parts[1:]
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            _merge_part(batch_id, 0, chunk)
+        finally:
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
+    return Batch.objects.filter(pk=batch_id).first()
+
+
+def _merge_part_thread(batch_id: str, part: int, chunk: int, errors: list[BaseException]) -> None:
+    try:
+        _merge_part(batch_id, part, chunk)
+    except BaseException as exc:
+        errors.append(exc)
+    finally:
+        connection.close()  # this thread's own
+
+
+def _part_key(batch_id: str, part: int) -> int:
+    """A 64-bit advisory lock key for (batch, part)."""
+    digest = hashlib.blake2b(f"merge:{batch_id}:{part}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _merge_part(batch_id: str, part: int, chunk: int) -> None:
     while True:
         with transaction.atomic():
-            batch = (
-                Batch.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("hash_set", "organisation")
-                .filter(pk=batch_id, state__in=[Batch.State.QUEUED, Batch.State.MERGING])
-                .first()
-            )
-            if batch is None:
-                return Batch.objects.filter(pk=batch_id).first()
             with connection.cursor() as cursor:
-                lock_set(cursor, batch.hash_set_id)
-                lo, hi = batch.merged, min(batch.merged + chunk, batch.accepted)
-                new, updated, pdq_range = _merge_chunk(cursor, batch, lo, hi)
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_part_key(batch_id, part)])
+                if not cursor.fetchone()[0]:
+                    return  # another worker is merging this part
+                batch = (
+                    Batch.objects.select_related("hash_set", "organisation")
+                    .filter(pk=batch_id, state__in=_OPEN)
+                    .first()
+                )
+                if batch is None or batch.parts_merged[part] >= batch.accepted:
+                    return
+                lo = batch.parts_merged[part]
+                hi = min(lo + chunk, batch.accepted)
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                               [SET_LOCK + part, batch.hash_set_id])  # fmt: skip
+                lines, new, updated, pdq_range = _merge_chunk(cursor, batch, part, lo, hi)
             if new or updated:
                 wake()
-            if pdq_range is not None and settings.HASHX_MATCH_NEAR_DUPLICATES:
-                batch.link_ranges.append(pdq_range)
-            batch.merged = hi
-            batch.new += new
-            batch.updated += updated
-            batch.duplicate += (hi - lo) - new - updated
-            batch.state = Batch.State.DONE if hi >= batch.accepted else Batch.State.MERGING
-            if batch.state == Batch.State.DONE:
-                batch.finished_at = timezone.now()
-                record(
-                    "signals.batch.merged",
-                    obj=batch,
-                    actor_org=batch.organisation_id,
-                    owner_org=batch.hash_set.owner_id,
-                    details={"set": batch.hash_set.slug, "new": batch.new, "updated": batch.updated,
-                             "duplicate": batch.duplicate},
-                )  # fmt: skip
-            batch.save(
-                update_fields=[
-                    "merged",
-                    "new",
-                    "updated",
-                    "duplicate",
-                    "link_ranges",
-                    "state",
-                    "finished_at",
-                ]
-            )
-        if batch.state == Batch.State.DONE:
-            return batch
+            _record_chunk(batch_id, part, hi, lines, new, updated, pdq_range)
+
+
+def _record_chunk(
+    batch_id: str, part: int, hi: int, lines: int, new: int, updated: int,
+    pdq_range: list[int] | None,
+) -> None:  # fmt: skip
+    """The chunk's counts and the part's progress, in the chunk's transaction. The batch row is
+    locked only now, so parts wait for each other here alone, and briefly."""
+    batch = (
+        Batch.objects.select_for_update(of=("self",)).select_related("hash_set").get(pk=batch_id)
+    )
+    batch.parts_merged[part] = hi
+    batch.merged = min(batch.parts_merged)
+    batch.new += new
+    batch.updated += updated
+    batch.duplicate += lines - new - updated
+    if pdq_range is not None and settings.HASHX_MATCH_NEAR_DUPLICATES:
+        batch.link_ranges.append([*pdq_range, part, len(batch.parts_merged)])
+    if batch.state in _OPEN:  # not if another part failed meanwhile
+        batch.state = Batch.State.DONE if batch.merged >= batch.accepted else Batch.State.MERGING
+    if batch.state == Batch.State.DONE:
+        batch.finished_at = timezone.now()
+        record(
+            "signals.batch.merged",
+            obj=batch,
+            actor_org=batch.organisation_id,
+            owner_org=batch.hash_set.owner_id,
+            details={"set": batch.hash_set.slug, "new": batch.new, "updated": batch.updated,
+                     "duplicate": batch.duplicate},
+        )  # fmt: skip
+    batch.save(update_fields=["parts_merged", "merged", "new", "updated", "duplicate",
+                              "link_ranges", "state", "finished_at"])  # fmt: skip
 
 
 def do_fail_batch(batch_id: str, error: str) -> bool:

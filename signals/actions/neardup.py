@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from django.db import connection, transaction
 
-from signals.actions.merge import lock_set
+from signals.actions.merge import in_part, lock_set
 from signals.actions.positions import NEW_POSITION
 from signals.matching.index import View, shared_index
 from signals.matching.mih import parse_hex
@@ -23,12 +23,12 @@ from signals.models import Batch
 # Queries per index search: bounds the memory of one search.
 SEARCH_SLICE = 20_000
 
-# The chunk's new entries: the set is locked while a chunk merges, so the set's entries with ids
-# in a chunk's range are that chunk's.
+# A chunk's new entries: the set's part is locked while a chunk merges, so the set's entries of
+# that part with ids in the chunk's range are the chunk's.
 _SQL_RANGE = """
 SELECT e.id, g.value
 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE e.id BETWEEN %s AND %s AND e.hash_set_id = %s AND g.type = 'pdq'
+WHERE e.id BETWEEN %s AND %s AND e.hash_set_id = %s AND g.type = 'pdq' AND {part}
 ORDER BY e.id
 """
 
@@ -78,19 +78,21 @@ def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> B
         batch = Batch.objects.select_related("hash_set").filter(pk=batch_id).first()
         if batch is None or batch.state != Batch.State.DONE or not batch.link_ranges:
             return batch
-        todo = batch.link_ranges[0]
+        todo = min(batch.link_ranges)  # the oldest entries first
+        first, last, part, parts = todo
         with connection.cursor() as cursor:
-            cursor.execute(_SQL_HAD_PDQ, [batch.hash_set_id, todo[0]])
+            cursor.execute(_SQL_HAD_PDQ, [batch.hash_set_id, first])
             first_load = cursor.fetchone() is None
             nearest: dict[int, tuple[int, int]] = {}
             if not first_load:
-                cursor.execute(_SQL_RANGE, [todo[0], todo[1], batch.hash_set_id])
+                where = in_part("g.value", parts, part)
+                cursor.execute(_SQL_RANGE.format(part=where), [first, last, batch.hash_set_id])
                 new = cursor.fetchall()
                 threshold = batch.hash_set.pdq_threshold
                 nearest = nearest_older(view_of(), batch.hash_set_id, threshold, new)
         with transaction.atomic():
             locked = Batch.objects.select_for_update(of=("self",)).filter(pk=batch_id).first()
-            if locked is None or not locked.link_ranges or locked.link_ranges[0] != todo:
+            if locked is None or todo not in locked.link_ranges:
                 continue
             if nearest:
                 ids = sorted(nearest)
@@ -101,5 +103,5 @@ def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> B
                     )
             locked.near_duplicates += len(nearest)
             # A batch that brings the set its first PDQ hashes is a bulk load: not searched.
-            locked.link_ranges = [] if first_load else locked.link_ranges[1:]
+            locked.link_ranges = [] if first_load else [r for r in locked.link_ranges if r != todo]
             locked.save(update_fields=["near_duplicates", "link_ranges"])

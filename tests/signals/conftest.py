@@ -38,8 +38,16 @@ def merged(answer):
     return do_link_batch(batch_id)
 
 
+# As after restoring a backup whose entry id sequence is behind the table: the next entry id the
+# merge draws is taken.
+REWIND_ENTRY_IDS = (
+    "SELECT setval(pg_get_serial_sequence('signals_setentry', 'id'),"
+    " (SELECT max(id) FROM signals_setentry), false)"
+)
+
+
 def pdq(n, **extra):
     return {"type": "pdq", "value": PDQ[n], **extra}
 
 
-__all__ = ["PDQ", "Batch", "merged", "pdq", "publish"]
+__all__ = ["PDQ", "REWIND_ENTRY_IDS", "Batch", "merged", "pdq", "publish"]

@@ -1,5 +1,6 @@
 """``python -m tests.signals.crashing_merger BATCH CHUNK``: a worker that dies (os._exit) in the
-middle of merging the second chunk, after its entries were written but before it committed."""
+middle of merging the third chunk it starts, after its entries were written but before it
+committed (the parts merge in parallel: by then a part has committed its first chunk)."""
 
 import os
 import sys
@@ -18,7 +19,7 @@ def main(batch_id: str, chunk: int) -> None:
         nonlocal chunks
         chunks += 1
         result = real(*args)
-        if chunks == 2:
+        if chunks == 3:
             os._exit(17)
         return result
 

@@ -8,7 +8,7 @@ import pytest
 from hashx.store import LocalStore
 from signals.models import SetEntry
 from tests.members.test_client import hashx
-from tests.signals.conftest import PDQ
+from tests.signals.conftest import PDQ, REWIND_ENTRY_IDS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -82,7 +82,7 @@ def test_publish_exits_1_when_the_batch_cannot_be_merged_and_4_when_waiting_ran_
     cli("publish", "--set", "acme-csam", str(upload))
     upload.write_text(f"pdq {PDQ[1]}\n")
     with connection.cursor() as cursor:  # ids drawn by the merge are taken: it must fail
-        cursor.execute("SELECT setval(pg_get_serial_sequence('signals_setentry', 'id'), 1, false)")
+        cursor.execute(REWIND_ENTRY_IDS)
     result = cli("publish", "--set", "acme-csam", str(upload), check=False)
     assert result.returncode == 1, result.stderr
     assert "could not be merged" in result.stderr and "exchange's side" in result.stderr

@@ -1,5 +1,6 @@
 """The merge: one entry per signal per set, one contribution per member, exactly once."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from signals.actions.feed import rendered_after
@@ -15,7 +17,7 @@ from signals.actions.positions import START
 from signals.actions.publish import do_publish, json_items
 from signals.models import Batch, Contribution, SetEntry, Signal, StagedSignal
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
-from tests.signals.conftest import PDQ, merged, pdq, publish
+from tests.signals.conftest import PDQ, REWIND_ENTRY_IDS, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db
 
@@ -85,8 +87,12 @@ def test_a_worker_killed_mid_batch_is_finished_by_the_next_exactly_once(publishe
     )  # fmt: skip
     assert crashed.returncode == 17
     batch = Batch.objects.get(pk=answer["batch"])
-    assert (batch.state, batch.merged) == ("merging", 10)  # chunk 1 committed, chunk 2 died
-    assert SetEntry.objects.count() == 10
+    assert batch.state == "merging" and len(batch.parts_merged) == 2
+    # The parts merge in parallel: whatever committed before the crash is merged (its staged
+    # lines gone), and nothing else is.
+    merged_before = SetEntry.objects.count()
+    assert merged_before == 30 - StagedSignal.objects.count() < 30
+    assert merged_before == batch.new
     batch = do_merge_batch(answer["batch"], chunk=10)
     assert (batch.state, batch.merged, batch.new, batch.duplicate) == ("done", 30, 30, 0)
     assert SetEntry.objects.count() == 30
@@ -174,7 +180,7 @@ def test_a_batch_that_cannot_merge_fails_visibly_and_staff_can_merge_it_again(
     # A database restored with its entry ids' sequence behind the table: every retry of the
     # merge would draw an id that is taken.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT setval(pg_get_serial_sequence('signals_setentry', 'id'), 1, false)")
+        cursor.execute(REWIND_ENTRY_IDS)
     with pytest.raises(IntegrityError):
         merge_batch(str(batch.pk))
     report = publisher.api.get(f"/api/v1/batches/{batch.pk}").json()
@@ -199,3 +205,29 @@ def test_a_batch_that_cannot_merge_fails_visibly_and_staff_can_merge_it_again(
     assert (Batch.objects.get(pk=batch.pk).new, SetEntry.objects.count()) == (2, 3)
     event = AuditEvent.objects.get(action="signals.batch.retried")
     assert event.details["reason"] == "staging fixed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_merges_in_parallel_parts_that_share_no_value(publisher, csam_set):
+    from signals.actions.merge import in_part
+
+    # 150 lines, 60 values: each value comes back in later chunks with another label.
+    items = [pdq(n % 60, labels=[f"l{n // 60}"]) for n in range(150)]
+    batch, _ = do_publish(csam_set, publisher.org, json_items(items), queue=False)
+    assert batch.parts_merged == [0, 0]
+    batch = do_merge_batch(str(batch.pk), chunk=25)
+    assert (batch.state, batch.parts_merged, batch.merged) == ("done", [150, 150], 150)
+    assert (batch.new, batch.updated, batch.duplicate) == (60, 90, 0)
+    assert SetEntry.objects.count() == Contribution.objects.count() == 60
+    for n in range(60):
+        assert entry(csam_set, n).labels == (["l0", "l1", "l2"] if n < 30 else ["l0", "l1"])
+    positions = set(SetEntry.objects.values_list("position_xid", "position_seq"))
+    assert len(positions) == 60
+    assert {part for _, _, part, _ in batch.link_ranges} == {0, 1}  # both parts merged some
+    assert not StagedSignal.objects.exists()
+    # The split is by MD5, the same on every server and version.
+    with connection.cursor() as cursor:
+        for value in PDQ[:20]:
+            cursor.execute(f"SELECT {in_part('%s', 2, 1)}", [value])
+            md5 = hashlib.md5(value.encode(), usedforsecurity=False)
+            assert cursor.fetchone()[0] == (md5.digest()[0] % 2 == 1)
