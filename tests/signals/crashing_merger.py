@@ -2,6 +2,7 @@
 middle of merging the third chunk it starts, after its entries were written but before it
 committed (the parts merge in parallel: by then a part has committed its first chunk)."""
 
+import itertools
 import os
 import sys
 
@@ -13,13 +14,12 @@ def main(batch_id: str, chunk: int) -> None:
     from signals.actions import merge
 
     real = merge._merge_chunk
-    chunks = 0
+    calls = itertools.count(1)  # next() is atomic: the parts call from two threads
 
     def dying(*args):
-        nonlocal chunks
-        chunks += 1
+        number = next(calls)
         result = real(*args)
-        if chunks == 3:
+        if number == 3:
             os._exit(17)
         return result
 

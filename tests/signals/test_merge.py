@@ -175,7 +175,8 @@ def test_a_batch_that_cannot_merge_fails_visibly_and_staff_can_merge_it_again(
     from audit.models import AuditEvent
     from signals.tasks import merge_batch
 
-    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    first, _ = do_publish(csam_set, publisher.org, json_items([pdq(0)]), queue=False)
+    do_merge_batch(str(first.pk))
     batch, _ = do_publish(csam_set, publisher.org, json_items([pdq(1), pdq(2)]), queue=False)
     # A database restored with its entry ids' sequence behind the table: every retry of the
     # merge would draw an id that is taken.
