@@ -73,7 +73,10 @@ def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> B
     neighbour; idempotent and resumable: a range is dropped from the batch in the transaction
     that links it. The search runs outside any transaction (an open one would hold back every
     reader's feed horizon), and what it found is applied only if the range is still the batch's
-    next one (a second worker on the same batch may have done it)."""
+    next one (a second worker on the same batch may have done it). One view of the index serves
+    every range: taken after the merge, it holds all of the batch's entries, and following the
+    feed again after each range (whose links move entries) would rebuild its delta each time."""
+    view: View | None = None
     while True:
         batch = Batch.objects.select_related("hash_set").filter(pk=batch_id).first()
         if batch is None or batch.state != Batch.State.DONE or not batch.link_ranges:
@@ -89,7 +92,8 @@ def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> B
                 cursor.execute(_SQL_RANGE.format(part=where), [first, last, batch.hash_set_id])
                 new = cursor.fetchall()
                 threshold = batch.hash_set.pdq_threshold
-                nearest = nearest_older(view_of(), batch.hash_set_id, threshold, new)
+                view = view or view_of()
+                nearest = nearest_older(view, batch.hash_set_id, threshold, new)
         with transaction.atomic():
             locked = Batch.objects.select_for_update(of=("self",)).filter(pk=batch_id).first()
             if locked is None or todo not in locked.link_ranges:

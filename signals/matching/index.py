@@ -24,6 +24,7 @@ second generation while it writes one.
 """
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -34,13 +35,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from signals.actions.positions import Position, visible_horizon
 from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, brute_force, parse_hex
 from signals.models import FeedHorizon
 
+logger = logging.getLogger(__name__)
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 # pg_advisory_lock(INDEX_LOCK, 0): one process writes generations at a time.
@@ -49,6 +53,11 @@ KEEP_GENERATIONS = 3
 FEED_PAGE = 10_000
 # A delta up to this size is scanned whole (cheaper than indexing it on every refresh).
 DELTA_SCAN = 4096
+# A delta past this size (a burst of ingest) asks a worker to fold it into a new generation now,
+# at most every COMPACT_ASK_SECONDS per process: otherwise every process would rebuild it on
+# every refresh until beat's next compaction.
+COMPACT_AT = 200_000
+COMPACT_ASK_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,7 @@ class Index:
         self._added: dict[int, tuple[int, str]] = {}
         self._lock = threading.Lock()
         self._refreshed_at = 0.0
+        self._compaction_asked_at = -COMPACT_ASK_SECONDS
 
     def view(self, *, max_age: float | None = None) -> View:
         """The current view, first followed to the feed's end if older than ``max_age``
@@ -225,6 +235,13 @@ class Index:
             base = self._fresh(build_from_database(self.directory, unless=base.position))
         self._view = self._follow(base)
         self._refreshed_at = started
+        delta = len(self._view.added_entries) + len(self._view.dead)
+        if delta > COMPACT_AT and started - self._compaction_asked_at > COMPACT_ASK_SECONDS:
+            self._compaction_asked_at = started
+            try:
+                current_app.send_task("signals.match.compact_index")
+            except KombuOperationalError:  # best effort: beat compacts anyway
+                logger.warning("could not ask for a compaction of the PDQ index", exc_info=True)
 
     def _open(self, name: str) -> Generation:
         try:
@@ -280,9 +297,22 @@ class Index:
         view = self.view(max_age=0)
         if not view.dead and not len(view.added_entries):
             return None
+        generation = self._write_generation(view)
+        with self._lock:
+            self._view = self._follow(self._fresh(generation))
+        return generation
+
+    def _write_generation(self, view: View) -> Generation:
+        """``view`` as a generation of its own, or a newer one another process wrote
+        meanwhile."""
         gen = view.generation
         keep = ~np.isin(gen.entries, np.fromiter(view.dead, np.int64, len(view.dead)))
         with index_lock():
+            current = self._current_name()
+            if current is not None and current != gen.name:
+                newer = self._open(current)
+                if newer.position >= view.position:
+                    return newer
             generation = Generation.write(
                 self.directory,
                 view.position,
@@ -291,8 +321,6 @@ class Index:
                 np.concatenate([gen.mih.hashes[keep], view.added_hashes]),
             )
         prune(self.directory)
-        with self._lock:
-            self._view = self._follow(self._fresh(generation))
         return generation
 
 

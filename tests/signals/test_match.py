@@ -1,5 +1,6 @@
 """POST /api/v1/match and the index that follows the change feed."""
 
+import json
 import threading
 import time
 
@@ -293,3 +294,29 @@ def test_a_generation_of_another_layout_is_rebuilt_from_the_database(
 def test_a_set_name_with_a_nul_byte_is_a_404_not_a_crash(subscriber, shared_set):
     answer = match(subscriber, [{"type": "pdq", "value": FAR[0], "sets": ["acme\x00csam"]}])
     assert answer.status_code == 404
+
+
+def test_a_burst_that_outgrows_the_delta_asks_a_worker_to_compact_once(
+    monkeypatch, publisher, shared_set
+):
+    import redis
+    from django.conf import settings as django_settings
+
+    from signals.matching import index as index_module
+
+    monkeypatch.setattr(index_module, "COMPACT_AT", 10)
+    queue = redis.Redis.from_url(django_settings.REDIS_URL)
+    queue.delete("default")
+    index = shared_index()
+    index.view()
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(8)]))
+    index.view(max_age=0)
+    assert queue.llen("default") == 0  # a delta of 8: nothing to ask
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(8, 20)]))
+    index.view(max_age=0)
+    assert queue.llen("default") == 1
+    message = json.loads(queue.lindex("default", 0))
+    assert message["headers"]["task"] == "signals.match.compact_index"
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(20, 25)]))
+    index.view(max_age=0)
+    assert queue.llen("default") == 1  # asked once, not on every refresh
