@@ -82,10 +82,10 @@ class Client:
         stream: bool = False,
     ) -> requests.Response:
         """Send a signed request, each try signed afresh (a nonce is good once). A 429 is
-        retried for any call (the exchange did nothing); 502/503/504 and connection errors only
-        for idempotent calls: GET, HEAD, PUT, DELETE, and POSTs with an ``Idempotency-Key``.
-        Waits ``Retry-After`` when the answer gives one, else backs off exponentially with
-        jitter."""
+        retried for any call (the exchange did nothing); 502/503/504, connection errors and
+        answers that did not come in time only for idempotent calls: GET, HEAD, PUT, DELETE,
+        and POSTs with an ``Idempotency-Key``. Waits ``Retry-After`` when the answer gives one,
+        else backs off exponentially with jitter."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         idempotent = method in _IDEMPOTENT or bool((headers or {}).get("Idempotency-Key"))
         attempts = self.retries + 1
@@ -105,7 +105,7 @@ class Client:
                     timeout=self.timeout,
                     stream=stream,
                 )
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # Timeout: no answer in time
                 if last or not idempotent:
                     raise
                 wait = None

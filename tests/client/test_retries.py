@@ -21,8 +21,8 @@ from hashx.errors import HashxError
 
 class Overloaded:
     """An HTTP server answering each request with the next scripted (status, headers), status 0
-    hanging up without an answer, and then 200 ``{"ok": true}``; it records when each request
-    came, its method and its signature."""
+    hanging up without an answer, -1 answering after a second, and then 200 ``{"ok": true}``;
+    it records when each request came, its method and its signature."""
 
     def __init__(self, script: list[tuple[int, dict[str, str]]]) -> None:
         self.script = list(script)
@@ -38,6 +38,9 @@ class Overloaded:
                 if status == 0:  # hang up without an answer
                     self.close_connection = True
                     return
+                if status == -1:  # answer too late
+                    time.sleep(1.0)
+                    status = 200
                 body = json.dumps(
                     {"ok": True}
                     if status == 200
@@ -112,6 +115,19 @@ def test_a_dropped_connection_is_retried_for_a_get_only(client_for):
 
     with Overloaded([(0, {})]) as server, pytest.raises(requests.ConnectionError):
         client_for(server.url).request("POST", "/api/v1/sets/acme/retractions", json={})
+    assert len(server.seen) == 1
+
+
+def test_an_answer_that_does_not_come_in_time_is_retried_for_a_get_only():
+    def client(url):
+        return Client(url, Ed25519PrivateKey.generate(), retries=3, max_wait=0.1, timeout=0.3)
+
+    with Overloaded([(-1, {})]) as server:
+        assert client(server.url).request("GET", "/api/v1/sets") == {"ok": True}
+    assert len(server.seen) == 2
+
+    with Overloaded([(-1, {})]) as server, pytest.raises(requests.Timeout):
+        client(server.url).request("POST", "/api/v1/sets/acme/retractions", json={})
     assert len(server.seen) == 1
 
 
