@@ -252,15 +252,21 @@ def cmd_publish(args: argparse.Namespace) -> None:
     _print(args, {"answer": answer, "report": report}, "\n".join(text))
 
 
+def _type_value_lines(text: str) -> list[dict[str, Any]]:
+    """python-threatexchange's simple format, ``<type> <value>`` per line, as the exchange reads
+    it: blank lines and ``#`` comments skipped."""
+    items = []
+    for line in text.splitlines():
+        kind, _, value = line.strip().partition(" ")
+        if kind and not kind.startswith("#"):
+            items.append({"type": kind, "value": value.strip()})
+    return items
+
+
 def _items_from(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.value:
         return [{"type": args.type, "value": args.value}]
-    items = []
-    for line in Path(args.file).read_text().splitlines():
-        kind, _, value = line.strip().partition(" ")
-        if kind and not kind.startswith("#"):
-            items.append({"type": kind, "value": value})
-    return items
+    return _type_value_lines(Path(args.file).read_text())
 
 
 def cmd_retract(args: argparse.Namespace) -> None:
@@ -438,10 +444,7 @@ def _queries_from(args: argparse.Namespace) -> list[dict[str, Any]]:
     queries = [{"type": h.type, "value": h.value} for h in _hash_files(args.files)]
     if args.hashes:
         text = sys.stdin.read() if args.hashes == "-" else Path(args.hashes).read_text()
-        for line in text.splitlines():
-            kind, _, value = line.strip().partition(" ")
-            if kind and not kind.startswith("#"):
-                queries.append({"type": kind, "value": value.strip()})
+        queries += _type_value_lines(text)
     if args.value:
         queries.append({"type": args.type, "value": args.value})
     if not queries:

@@ -40,9 +40,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from signals.actions.feed import purge_horizon
 from signals.actions.positions import Position, visible_horizon
 from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, brute_force, parse_hex
-from signals.models import FeedHorizon
 
 logger = logging.getLogger(__name__)
 I64 = npt.NDArray[np.int64]
@@ -230,7 +230,7 @@ class Index:
             base = self._fresh(build_from_database(self.directory, unless=None))
         elif base is None or base.generation.name != current:
             base = self._fresh(self._open(current))
-        if _purged_past(base.position):
+        if base.position < purge_horizon():
             # Tombstones we have not seen were purged: only a full reread is exact again.
             base = self._fresh(build_from_database(self.directory, unless=base.position))
         self._view = self._follow(base)
@@ -370,11 +370,6 @@ def pdq_changes_after(
     return rows, max(after, Position(horizon, 0))
 
 
-def _purged_past(position: Position) -> bool:
-    horizon = FeedHorizon.objects.filter(id=1).first()
-    return horizon is not None and position < Position(horizon.purged_xid, horizon.purged_seq)
-
-
 _SQL_ACTIVE_PDQ = """
 SELECT e.id, e.hash_set_id, g.value
 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
@@ -398,7 +393,7 @@ def build_from_database(
         name = _read_current(directory)
         if name is not None:
             found = Generation.open(directory, name)
-            if (unless is None or found.position > unless) and not _purged_past(found.position):
+            if (unless is None or found.position > unless) and not found.position < purge_horizon():
                 return found
         ids: list[I64] = []
         sets: list[I32] = []
