@@ -10,8 +10,9 @@ exchange (410) is answered by loading each set's snapshot and continuing from th
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from hashx.client import Client
 from hashx.errors import HashxError
@@ -83,12 +84,20 @@ class LocalStore:
             self.put("cursor", cursor)
         return len(records)
 
-    def replace_set(self, slug: str, records: list[str]) -> int:
-        """Forget what the copy holds of ``slug`` and load a snapshot's records instead (not
-        committed: the caller commits with the cursor)."""
+    def replace_set(self, slug: str, records: Iterable[str]) -> int:
+        """Forget what the copy holds of ``slug`` and load a snapshot's records instead, as they
+        stream in (not committed: the caller commits with the cursor)."""
         self.db.execute('DELETE FROM entries WHERE "set" = ?', [slug])
-        self.db.executemany(_UPSERT, [(r,) for r in records])
-        return len(records)
+        loaded = 0
+
+        def rows() -> Iterator[tuple[str]]:
+            nonlocal loaded
+            for record in records:
+                loaded += 1
+                yield (record,)
+
+        self.db.executemany(_UPSERT, rows())
+        return loaded
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM entries").fetchone()[0])
@@ -146,16 +155,19 @@ def _follow(
 def _load_snapshots(client: Client, store: LocalStore, sets: list[str]) -> tuple[str, int]:
     """Each set's snapshot, in one transaction; the feed continues from the oldest of their
     cursors (changes seen twice are harmless)."""
-    cursors, loaded = [], 0
+    cursors: list[str] = []
+    loaded = 0
+
+    def records(lines: Iterator[Any]) -> Iterator[str]:
+        for line in lines:
+            if isinstance(line, str):
+                yield line
+            else:
+                cursors.append(line["cursor"])
+
     with store.db:
         for slug in sets:
-            entries: list[str] = []
-            for line in client.snapshot(slug, raw=True):
-                if isinstance(line, str):
-                    entries.append(line)
-                else:
-                    cursors.append(line["cursor"])
-            loaded += store.replace_set(slug, entries)
+            loaded += store.replace_set(slug, records(client.snapshot(slug, raw=True)))
         # Snapshots taken one after another: the first one's cursor is the oldest.
         cursor = cursors[0]
         store.put("cursor", cursor)
