@@ -6,7 +6,8 @@ ceiling of binary COPY into a scratch table with the same unique index.
 End to end = from the first byte of the signed NDJSON upload (gunicorn, one sync worker) until
 the batch is merged and every entry positioned by a Celery worker (one process, the ingest
 queue). Then the same million again: all duplicates. Prints signals/s and the ratio to the
-ceiling for both.
+ceiling for both. Last, near-duplicates of a tenth of them (``BENCH_INGEST_VARIANTS``), until
+merged and linked to their originals by the task that follows the merge (default queue).
 """
 
 import hashlib
@@ -44,6 +45,17 @@ from signals.actions.sets import do_create_set  # noqa: E402
 from signals.models import SetEntry  # noqa: E402
 
 SIGNALS = int(os.environ.get("BENCH_INGEST_SIGNALS", "1000000"))
+# Then near-duplicates of that many of them (4 bits flipped): merged, and linked to their
+# originals by the task that follows the merge.
+VARIANTS = int(os.environ.get("BENCH_INGEST_VARIANTS", str(SIGNALS // 10)))
+
+
+def variant(value: str) -> str:
+    """``value`` with 4 of its 256 bits flipped (within any set's PDQ threshold)."""
+    bits = int(value, 16)
+    for bit in secrets.SystemRandom().sample(range(256), 4):
+        bits ^= 1 << bit
+    return f"{bits:064x}"
 
 
 def binary_copy(values: list[str]) -> bytes:
@@ -90,8 +102,11 @@ def ceiling(values: list[str]) -> tuple[float, float]:
     return new, again
 
 
-def upload(base: str, key: Ed25519PrivateKey, slug: str, path: Path) -> tuple[float, float, dict]:
-    """Seconds until the 202 (read, validated, staged) and until merged, and the batch report."""
+def upload(
+    base: str, key: Ed25519PrivateKey, slug: str, path: Path, *, linked: bool = False
+) -> tuple[float, float, dict]:
+    """Seconds until the 202 (read, validated, staged) and until merged (``linked``: and its
+    near-duplicates linked), and the batch report."""
     digest = hashlib.sha256()
     with path.open("rb") as body:
         for chunk in iter(lambda: body.read(1 << 20), b""):
@@ -109,7 +124,9 @@ def upload(base: str, key: Ed25519PrivateKey, slug: str, path: Path) -> tuple[fl
         report = requests.get(
             batch_url, auth=None, headers=sign_headers(key, "GET", batch_url), timeout=60
         ).json()
-        if report["state"] in ("done", "failed"):
+        if report["state"] == "failed" or (
+            report["state"] == "done" and not (linked and report["near_duplicates_pending"])
+        ):
             return staged, time.perf_counter() - started, report
         time.sleep(0.2)
 
@@ -125,7 +142,8 @@ def main() -> None:
     ndjson.write_text("".join(json.dumps({"type": "pdq", "value": v}) + "\n" for v in values))
 
     web, base, env = start_web()
-    worker_argv = [sys.executable, "-m", "celery", "-A", "exchange", "worker", "-Q", "ingest"]
+    worker_argv = [sys.executable, "-m", "celery", "-A", "exchange", "worker"]
+    worker_argv += ["-Q", "ingest,default"]  # default: near-duplicate linking
     worker_argv += ["--concurrency", "1", "--pool", "solo", "--hostname", f"bench-{os.getpid()}@%h"]
     worker = subprocess.Popen([*worker_argv, "--loglevel", "WARNING"], cwd=ROOT, env=env)
     try:
@@ -135,6 +153,15 @@ def main() -> None:
         assert positioned == SIGNALS
         again_staged, again_s, again_report = upload(base, key, hash_set.slug, ndjson)
         assert again_report["duplicate"] == SIGNALS, again_report
+        ndjson.write_text(
+            "".join(
+                json.dumps({"type": "pdq", "value": variant(v)}) + "\n" for v in values[:VARIANTS]
+            )
+        )
+        _, near_s, near_report = upload(base, key, hash_set.slug, ndjson, linked=True)
+        assert (near_report["new"], near_report["near_duplicates"]) == (VARIANTS, VARIANTS), (
+            near_report
+        )
     finally:
         web.terminate()
         worker.terminate()
@@ -153,6 +180,9 @@ def main() -> None:
     print(f"  of which upload, checks, COPY {again_staged:10.1f} s; merge {merge_again:.1f} s")
     print(f"COPY + ON CONFLICT ceiling      {ceiling_again:10.0f} signals/s")
     print(f"ratio, duplicates               {SIGNALS / again_s / ceiling_again:10.2f}")
+    print(f"near-duplicates, merged+linked  {VARIANTS / near_s:10.0f} signals/s  ({near_s:.1f} s"
+          f" for {VARIANTS} variants of existing entries, all {near_report['near_duplicates']}"
+          " linked)")  # fmt: skip
     print(f"(key id {b64url(raw_public_bytes(key.public_key()))[:8]}…, set {hash_set.slug})")
 
 
