@@ -193,8 +193,8 @@ HASHX_TOMBSTONE_RETENTION_DAYS = env_int("HASHX_TOMBSTONE_RETENTION_DAYS", 90, m
 HASHX_MATCH_DIR = Path(env_str("HASHX_MATCH_DIR") or VAR_DIR / "match")
 HASHX_MATCH_REFRESH_MS = env_int("HASHX_MATCH_REFRESH_MS", 1000, minimum=0)
 HASHX_MATCH_COMPACT_SECONDS = env_int("HASHX_MATCH_COMPACT_SECONDS", 300, minimum=10)
-# Link new PDQ entries to their nearest existing neighbour while merging (signals.actions.neardup):
-# about 50-170 µs per new PDQ hash against 0.2-2M entries; off trades that for ingest speed.
+# Link new PDQ entries to their nearest older neighbour after each merge, in a task of its own
+# (signals.actions.neardup): about 50-170 µs per new PDQ hash against 0.2-2M entries.
 HASHX_MATCH_NEAR_DUPLICATES = env_bool("HASHX_MATCH_NEAR_DUPLICATES", True)
 # A batch's merge is split into this many parts of the value space, merged in parallel (one
 # database connection each); at most signals.actions.merge.MAX_PARTS.
