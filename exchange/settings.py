@@ -197,10 +197,8 @@ HASHX_MATCH_COMPACT_SECONDS = env_int("HASHX_MATCH_COMPACT_SECONDS", 300, minimu
 # (signals.actions.neardup): about 50-170 µs per new PDQ hash against 0.2-2M entries.
 HASHX_MATCH_NEAR_DUPLICATES = env_bool("HASHX_MATCH_NEAR_DUPLICATES", True)
 # A batch's merge is split into this many parts of the value space, merged in parallel (one
-# database connection each); at most signals.actions.merge.MAX_PARTS.
-HASHX_MERGE_PARTS = env_int("HASHX_MERGE_PARTS", 2, minimum=1)
-if HASHX_MERGE_PARTS > 8:
-    raise ImproperlyConfigured(f"HASHX_MERGE_PARTS: at most 8, got {HASHX_MERGE_PARTS}")
+# database connection each): a divisor of 8 (signals.actions.merge.PART_COUNTS).
+HASHX_MERGE_PARTS = int(env_choice("HASHX_MERGE_PARTS", "2", {"1", "2", "4", "8"}))
 
 # Request bodies past this size answer 413; bulk uploads stream instead (signals issue).
 # Audit: details larger than this (canonical JSON bytes) are replaced by a truncation marker.

@@ -8,9 +8,11 @@ A batch is merged in ``len(batch.parts_merged)`` parts (``HASHX_MERGE_PARTS`` wh
 published), each a slice of the value space (by the first byte of the value's MD5), merged in
 parallel on its own connection and keeping its own progress. Parts never share a value, so
 they never share a signal, an entry or a contribution. Writers of a set's entries are
-serialised per part by a transaction-scoped advisory lock on (set, part): merges of two batches
-into one set take turns part by part, and everything else that writes entries (retractions,
-opinions, expiry, near-duplicate links) takes every part's lock (``lock_set``).
+serialised by transaction-scoped advisory locks on (set, slot), a slot being the first byte of
+the value's MD5 mod ``MAX_PARTS``: a part locks the slots its values fall in (``part_slots``),
+so merges of two batches into one set, whatever their part counts, take turns where they could
+share a value, and everything else that writes entries (retractions, opinions, expiry,
+near-duplicate links) locks every slot (``lock_set``).
 """
 
 import hashlib
@@ -27,18 +29,30 @@ from signals.actions.webhooks import wake
 from signals.models import Batch
 
 CHUNK = 100_000
-# pg_advisory_xact_lock(SET_LOCK + part, set id): one writer of a part of a set's entries.
+# pg_advisory_xact_lock(SET_LOCK + slot, set id): a set's values fall into MAX_PARTS slots (by
+# the first byte of their MD5, mod MAX_PARTS); a writer locks every slot its values may fall in.
 SET_LOCK = 0x6878_5E7
 MAX_PARTS = 8
+# Part counts that divide MAX_PARTS: part k of p is then exactly the slots k, k + p, k + 2p, …,
+# so batches merged in different numbers of parts still lock every value they share.
+PART_COUNTS = (1, 2, 4, 8)
+
+
+def part_slots(parts: int, part: int) -> range:
+    """The slots whose values belong to ``part`` of ``parts`` (ascending: no deadlock)."""
+    return range(part, MAX_PARTS, parts)
+
+
+def _lock_slots(cursor: Any, set_id: int, slots: range) -> None:
+    cursor.execute(
+        "; ".join(f"SELECT pg_advisory_xact_lock({SET_LOCK + slot}, %s)" for slot in slots),
+        [set_id] * len(slots),
+    )
 
 
 def lock_set(cursor: Any, set_id: int) -> None:
-    """Every part of the set (in order: two callers never deadlock)."""
-    cursor.execute(
-        "; ".join(f"SELECT pg_advisory_xact_lock({SET_LOCK + part}, %s)" for part in
-                  range(MAX_PARTS)),
-        [set_id] * MAX_PARTS,
-    )  # fmt: skip
+    """Every slot of the set (in order: two callers never deadlock)."""
+    _lock_slots(cursor, set_id, part_slots(1, 0))
 
 
 def in_part(column: str, parts: int, part: int) -> str:
@@ -292,8 +306,8 @@ def _merge_part(batch_id: str, part: int, chunk: int) -> None:
                     return
                 lo = batch.parts_merged[part]
                 hi = min(lo + chunk, batch.accepted)
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
-                               [SET_LOCK + part, batch.hash_set_id])  # fmt: skip
+                parts = len(batch.parts_merged)
+                _lock_slots(cursor, batch.hash_set_id, part_slots(parts, part))
                 lines, new, updated, pdq_range = _merge_chunk(cursor, batch, part, lo, hi)
             if new or updated:
                 wake()

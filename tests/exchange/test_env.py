@@ -77,6 +77,7 @@ def test_kombu_gets_the_socket_spelling_of_a_unix_redis_url():
         ("LOG_LEVEL", "LOUD"),
         ("DATABASE_URL", "sqlite:///x.db"),
         ("PORT", "-1"),
+        ("HASHX_MERGE_PARTS", "3"),
     ],
 )
 def test_the_exchange_refuses_to_start_with_a_bad_setting(name, value):

@@ -232,3 +232,56 @@ def test_a_batch_merges_in_parallel_parts_that_share_no_value(publisher, csam_se
             cursor.execute(f"SELECT {in_part('%s', 2, 1)}", [value])
             md5 = hashlib.md5(value.encode(), usedforsecurity=False)
             assert cursor.fetchone()[0] == (md5.digest()[0] % 2 == 1)
+
+
+def test_a_part_locks_every_slot_its_values_fall_in_whatever_the_part_count():
+    from signals.actions.merge import MAX_PARTS, PART_COUNTS, part_slots
+
+    for parts in PART_COUNTS:
+        slots = [slot for part in range(parts) for slot in part_slots(parts, part)]
+        assert sorted(slots) == list(range(MAX_PARTS))  # each slot in exactly one part
+        for part in range(parts):
+            # A value of this part (first MD5 byte b, b % parts == part) is in slot b % 8.
+            assert {b % MAX_PARTS for b in range(256) if b % parts == part} == set(
+                part_slots(parts, part)
+            )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_merged_in_different_part_counts_share_values_safely(
+    settings, publisher, subscriber, shared_set
+):
+    """A one-part batch (published before HASHX_MERGE_PARTS changed) and a two-part batch of
+    the same values, from two members, merged at the same time: one entry per value with both
+    contributions, whichever merge got there first."""
+    import threading
+
+    from django.db import connection as thread_connection
+
+    items = [pdq(n) for n in range(150)]
+    settings.HASHX_MERGE_PARTS = 1
+    one, _ = do_publish(shared_set, publisher.org, json_items(items), queue=False)
+    settings.HASHX_MERGE_PARTS = 2
+    two, _ = do_publish(shared_set, subscriber.org, json_items(items), queue=False)
+    assert (one.parts_merged, two.parts_merged) == ([0], [0, 0])
+    errors = []
+
+    def merge(batch):
+        try:
+            do_merge_batch(str(batch.pk), chunk=20)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            thread_connection.close()
+
+    threads = [threading.Thread(target=merge, args=(b,)) for b in (one, two)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    one, two = Batch.objects.get(pk=one.pk), Batch.objects.get(pk=two.pk)
+    assert (one.state, two.state) == ("done", "done")
+    assert one.new + two.new == 150 and one.updated + two.updated == 150
+    assert SetEntry.objects.count() == 150 and Contribution.objects.count() == 300
+    assert set(SetEntry.objects.values_list("contributor_count", flat=True)) == {2}
