@@ -162,7 +162,7 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
                 }
             readable = readable_by_org[org.pk]
             sets = tuple(sorted(i for i in subscription.set_ids if i in readable))
-            after = start
+            after, cut = start, False
             for _ in range(_MAX_EMPTY_PAGES):
                 if (sets, after) not in pages:
                     pages[sets, after] = rendered_after(
@@ -171,12 +171,15 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
                 changes, until = pages[sets, after]
                 wanted = [c for c in changes if _wanted(subscription, c)]
                 if wanted:
+                    # It spans the pages skipped before it (from ``start``): the cursor moves
+                    # when it is delivered, not now.
                     created.append(_new_delivery(subscription, readable, wanted, start, until))
+                    cut = True
                     break
                 if not changes:
                     break
                 after = until
-            if after != start:
+            if not cut and after != start:  # only filtered-out pages: skip past them
                 subscription.cursor_xid, subscription.cursor_seq = after.xid, after.seq
                 subscription.save(update_fields=["cursor_xid", "cursor_seq", "updated_at"])
         return Delivery.objects.bulk_create(created)

@@ -289,3 +289,23 @@ def test_a_receiver_checks_a_saved_delivery_with_the_cli(
     headers.write_text("[1]")
     broken = hashx("webhook-verify", str(body), str(headers), "--keys", str(keys), check=False)
     assert broken.returncode == 2 and "name: value" in broken.stderr
+
+
+def test_a_page_cut_past_filtered_out_pages_is_delivered_once(
+    settings, publisher, subscriber, shared_set, receiver
+):
+    """Pages of only unwanted changes are skipped into the next delivery, which then spans
+    them; once it is delivered the cursor moves past it, and nothing is sent again."""
+    settings.HASHX_WEBHOOK_PAGE_SIZE = 2
+    subscribe(subscriber, receiver.url, labels=["terror"])
+    merged(publish(publisher, "acme-csam", [pdq(n, labels=["csam"]) for n in range(4)]))
+    merged(publish(publisher, "acme-csam", [pdq(9, labels=["terror"])]))
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "delivered"
+    assert do_dispatch() == []  # nothing new: the same page is not cut again
+    (request,) = receiver.received
+    assert [c["value"] for c in request.payload["data"]["changes"]] == [PDQ[9]]
+    merged(publish(publisher, "acme-csam", [pdq(10, labels=["terror"])]))
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "delivered"
+    assert request.payload["data"]["cursor"] == receiver.received[1].payload["data"]["from"]
