@@ -45,6 +45,11 @@ class Answer:
 
 def check_url(url: str) -> SplitResult:
     """The URL's parts if its form is acceptable (scheme, host, no credentials)."""
+    if not url.isascii() or any(char.isspace() or ord(char) < 32 for char in url):
+        raise Refused(
+            "the URL must be plain ASCII without spaces: percent-encode the path and give the"
+            " host in its xn-- form"
+        )
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unclosed IPv6 bracket

@@ -86,7 +86,12 @@ def dispatch_webhooks() -> None:
 @shared_task(name="signals.webhooks.send", ignore_result=True)
 def send_webhooks(claimed: list[tuple[str, str]]) -> None:
     for delivery_id, claim in claimed:
-        do_send(delivery_id, claim)
+        try:
+            do_send(delivery_id, claim)
+        except Exception:
+            # One delivery's bug must not strand the others of the chunk until their leases
+            # expire; this one is claimed again when its own lease does.
+            logger.exception("sending delivery %s failed", delivery_id)
 
 
 @shared_task(name="signals.webhooks.purge_deliveries", ignore_result=True)

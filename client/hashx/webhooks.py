@@ -64,7 +64,7 @@ def verify(
         header = lowered["webhook-signature"]
     except KeyError as exc:
         raise WebhookVerificationError(f"missing header {exc.args[0]}") from None
-    if not raw_timestamp.isdigit():
+    if not (raw_timestamp.isascii() and raw_timestamp.isdigit()):
         raise WebhookVerificationError("webhook-timestamp is not a whole number of seconds")
     timestamp = int(raw_timestamp)
     current = time.time() if now is None else now

@@ -321,8 +321,9 @@ def retry_delay(attempts: int, answer: outbound.Answer | None, now: datetime) ->
 
 
 def _retry_after(value: str, now: datetime) -> float | None:
-    if value.strip().isdigit():
-        return float(value.strip())
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # "²".isdigit() too
+        return float(value)
     try:
         return (parsedate_to_datetime(value) - now).total_seconds()
     except (TypeError, ValueError):

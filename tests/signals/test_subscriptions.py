@@ -95,6 +95,8 @@ def test_an_outsider_gets_404_for_sets_and_subscriptions_it_may_not_see(
         ({"url": "http://user:pw@127.0.0.1/x"}, "url"),
         ({"url": "https://no-such-host.invalid/x"}, "url"),
         ({"url": "https://[::1/x"}, "url"),
+        ({"url": "https://hooks.example/ö"}, "url"),
+        ({"url": "https://hooks.example/a b"}, "url"),
     ],
 )
 def test_it_refuses_bad_input_with_the_field_named(subscriber, shared_set, fields, field):

@@ -98,6 +98,8 @@ def test_a_delivery_is_signed_by_the_exchange_and_verifies(
         verify(request.body.replace(b"csam", b"CSAM"), request.headers, keys)
     with pytest.raises(WebhookVerificationError, match="tolerance"):
         verify(request.body, request.headers, keys, now=time.time() + 3600)
+    with pytest.raises(WebhookVerificationError, match="whole number"):
+        verify(request.body, {**request.headers, "webhook-timestamp": "²"}, keys)
     beat_until(lambda: Delivery.objects.filter(state="delivered").exists())
     pushed = AuditEvent.objects.get(action="feed.pushed")
     assert pushed.actor_org_id == subscriber.org.pk and pushed.details["count"] == 1
@@ -258,6 +260,7 @@ def test_retries_back_off_exponentially_with_jitter_and_honour_retry_after(setti
     assert 5 <= delays[0] <= 10 and 10 <= delays[1] <= 20 and 20 <= delays[2] <= 40
     assert 1800 <= delays[3] <= 3600 and 1800 <= delays[4] <= 3600
     assert retry_delay(1, HttpAnswer(429, {"retry-after": "120"}, ""), now) == 120
+    assert 5 <= retry_delay(1, HttpAnswer(503, {"retry-after": "²"}, ""), now) <= 10  # backoff
     later = (now + timezone.timedelta(seconds=300)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert 290 <= retry_delay(1, HttpAnswer(503, {"retry-after": later}, ""), now) <= 301
     assert retry_delay(1, HttpAnswer(503, {"retry-after": "99999"}, ""), now) == 3600
