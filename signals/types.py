@@ -85,6 +85,19 @@ class SignalType:
             raise SignalTypeError(f"{self.name}: {exc}") from None
 
 
+def storable(text: str) -> bool:
+    """Whether Postgres can store ``text``: no NUL and no lone surrogate."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _bounded(value: object) -> str:
     """The checks every type shares, size first; returns the value without surrounding
     whitespace. NUL and lone surrogates would make Postgres refuse the row later."""

@@ -15,7 +15,7 @@ from signals.actions.merge import lock_set
 from signals.actions.positions import NEW_POSITION
 from signals.actions.webhooks import wake
 from signals.models import HashSet, Opinion, SetEntry
-from signals.types import SIGNAL_TYPES, SignalTypeError
+from signals.types import SIGNAL_TYPES, SignalTypeError, storable
 
 MAX_ITEMS = 10_000
 
@@ -206,12 +206,13 @@ def do_give_opinions(
                 }
             )
         elif not isinstance(tags, list) or not all(
-            isinstance(t, str) and 0 < len(t) <= 100 and "\x00" not in t for t in tags
+            isinstance(t, str) and 0 < len(t) <= 100 and storable(t) for t in tags
         ):
             rejections.append(
                 {
                     "index": index,
-                    "reason": "tags must be a list of strings of 1 to 100 characters, without NUL",
+                    "reason": "tags must be a list of strings of 1 to 100 characters, without NUL"
+                    " or lone surrogates",
                 }
             )
         else:

@@ -142,3 +142,17 @@ def test_a_tag_with_a_nul_byte_is_refused_per_item(subscriber, both_published):
         {"signals": [{**pdq(0), "category": "negative", "tags": ["a\x00b"]}]},
     ).json()
     assert answer["rejected"] == 1 and "NUL" in answer["rejections"][0]["reason"]
+
+
+def test_a_tag_that_is_not_valid_unicode_is_refused_per_item(subscriber, both_published):
+    # Written by hand: a lone surrogate cannot be encoded by json.dumps into valid UTF-8.
+    item = f'{{"type": "pdq", "value": "{pdq(0)["value"]}", "category": "negative"'
+    raw = (f'{{"signals": [{item}, "tags": ["a\\ud800"]}}]}}').encode()
+    path = "/api/v1/sets/acme-csam/opinions"
+    answer = subscriber.api.client.generic(
+        "POST", path, data=raw, content_type="application/json",
+        headers=subscriber.api.signed_headers("POST", path, raw),
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert body["rejected"] == 1 and "surrogate" in body["rejections"][0]["reason"]
