@@ -187,7 +187,11 @@ def text_items(lines: Iterable[bytes]) -> Source:
 def csv_items(lines: Iterable[bytes]) -> Source:
     decoded = (line.decode("utf-8", "replace") for line in lines)
     reader = csv.DictReader(decoded)
-    if reader.fieldnames is None or not {"type", "value"} <= set(reader.fieldnames):
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:  # e.g. a stray carriage return in the header row
+        raise Problem("validation", f"the CSV header row is not a CSV row: {exc}") from None
+    if fieldnames is None or not {"type", "value"} <= set(fieldnames):
         raise Problem(
             "validation", "CSV needs a header row with at least the columns type and value"
         )

@@ -238,6 +238,12 @@ def test_a_broken_csv_row_is_one_rejected_line_and_the_rest_is_kept(publisher, c
     assert "not a CSV row" in body["rejections"][0]["reason"]
 
 
+def test_a_broken_csv_header_is_a_problem_not_a_crash(publisher, csam_set):
+    answer = stream(publisher, "acme-csam", f"ty\rpe,value\npdq,{PDQ[0]}\n".encode(), "text/csv")
+    assert answer.status_code == 400
+    assert "header row" in answer.json()["detail"]
+
+
 def test_a_label_spelled_null_stays_a_label(publisher, csam_set):
     do_merge(publish(publisher, "acme-csam", [pdq(0, labels=["null", "csam"])]).json())
     assert SetEntry.objects.get(signal__value=PDQ[0]).labels == ["csam", "null"]
