@@ -23,6 +23,7 @@ past ``DELTA_SCAN`` entries), bounded by compaction. The compacting worker brief
 second generation while it writes one.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -72,16 +73,6 @@ class Generation:
     mih: MIH
 
     FILES = ("entries", "sets", "hashes", "rows", "offsets")
-
-    @classmethod
-    def empty(cls) -> "Generation":
-        return cls(
-            "",
-            Position(0, 0),
-            np.empty(0, np.int64),
-            np.empty(0, np.int32),
-            MIH.build(np.empty((0, 4), np.uint64)),
-        )
 
     @classmethod
     def open(cls, directory: Path, name: str) -> "Generation":
@@ -267,8 +258,10 @@ class Index:
                 self._apply(base.generation, rows)
             if len(rows) < FEED_PAGE:
                 break
-        if changed or position != base.position:
+        if changed:
             return self._build_view(base.generation, position)
+        if position != base.position:  # other writes moved the horizon: the same delta, further on
+            return dataclasses.replace(base, position=position)
         return base
 
     def _apply(self, generation: Generation, rows: list[tuple[int, int, str, str]]) -> None:

@@ -256,6 +256,10 @@ def test_a_large_delta_gets_its_own_index_and_stays_exact(publisher, shared_set)
     q, _, d = brute_force(hashes, queries, 31)
     assert found == sorted(zip(q.tolist(), d.tolist(), strict=True))
     assert len(found) == 150
+    # A write that is no PDQ change moves the view on without rebuilding its delta's index.
+    merged(publish(publisher, "acme-csam", [{"type": "md5", "value": "ab" * 16}]))
+    later = index.view(max_age=0)
+    assert later.position > view.position and later.added_index is view.added_index
 
 
 def poll(until, timeout=30.0):
