@@ -82,6 +82,11 @@ class OrganisationAdmin(AuditedAdminMixin, admin.ModelAdmin):
     inlines = [SigningKeyInline, AddKeyInline]
     actions = ["approve", "suspend", "reactivate"]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # A member's slug names it in feeds, webhooks and its entries' contributors
+        # (SetEntry.contributor_names): fixed once the organisation exists.
+        return [*self.readonly_fields, "slug"] if obj is not None else list(self.readonly_fields)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organisation]:
         return (
             super()

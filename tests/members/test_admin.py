@@ -91,6 +91,14 @@ def change_form(org, public_key_text, label="from admin"):
     }  # fmt: skip
 
 
+def test_an_organisations_slug_is_fixed_once_it_exists(staff, publisher):
+    form = {**change_form(publisher.org, ""), "slug": "renamed", "keys-2-TOTAL_FORMS": "0"}
+    response = staff.post(f"/admin/members/organisation/{publisher.org.pk}/change/", form)
+    assert response.status_code == 302
+    publisher.org.refresh_from_db()
+    assert publisher.org.slug == "acme-video"
+
+
 @pytest.mark.parametrize("form", ["pem", "base64", "jwk"])
 def test_staff_add_a_key_by_pasting_it(staff, publisher, form):
     new_key = Ed25519PrivateKey.generate()
