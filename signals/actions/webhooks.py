@@ -223,9 +223,9 @@ def _new_delivery(
     )
 
 
-def signed_headers(delivery: Delivery, now: float | None = None) -> dict[str, str]:
+def signed_headers(delivery: Delivery) -> dict[str, str]:
     """Standard Webhooks headers for one attempt: a fresh timestamp, the same ``webhook-id``."""
-    timestamp = int(time.time() if now is None else now)
+    timestamp = int(time.time())
     kid, key = get_signing_key()
     return {
         "content-type": "application/json",

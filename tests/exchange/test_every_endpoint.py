@@ -35,6 +35,7 @@ MEMBER_ENDPOINTS = [
     ("GET", f"/api/v1/batches/{uuid.uuid4()}"),
     ("GET", "/api/v1/changes"),
     ("GET", "/api/v1/sets/acme-csam/snapshot"),
+    ("POST", "/api/v1/match"),
     ("GET", "/api/v1/audit/events"),
     ("GET", "/api/v1/audit/checkpoint"),
     ("GET", "/api/v1/subscriptions"),
