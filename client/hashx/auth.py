@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -58,7 +58,10 @@ def sign_headers(
     signer.sign(
         message,
         key_id=key_id,
-        created=datetime.fromtimestamp(created if created is not None else time.time(), UTC),
+        created=datetime.fromtimestamp(
+            created if created is not None else time.time(),
+            timezone.utc,  # noqa: UP017 - the client supports Python 3.10 (no datetime.UTC)
+        ),
         nonce=nonce or secrets.token_urlsafe(18),
         label=LABEL,
         tag=TAG,
