@@ -10,6 +10,7 @@ reached; 4 a batch was still merging when ``--wait-timeout`` ran out; 130 interr
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from hashx.keys import (
     raw_public_bytes,
     write_private_key,
 )
-from hashx.store import LocalStore, sync
+from hashx.store import LocalStore, OtherSets, sync
 from hashx.webhooks import WebhookVerificationError, verify
 
 
@@ -303,7 +304,7 @@ def cmd_sync(args: argparse.Namespace) -> None:
             applied, cursor = sync(
                 client, store, sets, progress=lambda n: progress.show(f"synced {n:,} changes")
             )
-        except ValueError as exc:
+        except OtherSets as exc:
             raise UsageError(f"{exc}: use another --out") from None
         progress.done()
         total = store.count()
@@ -672,6 +673,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # A file named on the command line (upload, list of values, state) is missing or unreadable.
         print(f"hashx: cannot use {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as exc:
+        print(f"hashx: a file given is not UTF-8 text: {exc.reason} at byte {exc.start}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    except sqlite3.Error as exc:
+        print(f"hashx: cannot use the local copy: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -46,6 +46,10 @@ DELETE FROM entries WHERE entry = (
 """
 
 
+class OtherSets(ValueError):
+    """The local copy follows other sets than the ones asked for."""
+
+
 class LocalStore:
     def __init__(self, directory: str | Path) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -119,7 +123,7 @@ def sync(
     """Bring ``store`` up to date with ``sets``; returns (changes applied, cursor)."""
     recorded = store.get("sets")
     if recorded and json.loads(recorded) != sets:
-        raise ValueError(f"{store.path} follows other sets ({json.loads(recorded)})")
+        raise OtherSets(f"{store.path} follows other sets ({json.loads(recorded)})")
     with store.db:
         store.put("sets", json.dumps(sets))
     try:

@@ -127,3 +127,18 @@ def test_an_encrypted_key_exits_2_and_says_so(tmp_path):
                    check=False)  # fmt: skip
     assert result.returncode == 2 and "unencrypted" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_file_that_is_not_utf8_or_a_local_copy_that_is_not_sqlite_exits_2(key_file, tmp_path):
+    env = {"HASHX_URL": "http://127.0.0.1:9", "HASHX_KEY": str(key_file)}
+    latin = tmp_path / "hashes.txt"
+    latin.write_bytes(b"pdq caf\xe9\n")
+    result = hashx("retract", "--set", "s", "--file", str(latin), env=env, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "not UTF-8 text" in result.stderr and "Traceback" not in result.stderr
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "hashx.sqlite3").write_bytes(b"this is no database" * 100)
+    result = hashx("sync", "--sets", "s", "--out", str(copy), env=env, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "cannot use the local copy" in result.stderr and "Traceback" not in result.stderr
