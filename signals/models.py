@@ -277,9 +277,6 @@ class Batch(models.Model):
     received = models.PositiveIntegerField(default=0)
     accepted = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
-    merged = models.PositiveIntegerField(
-        default=0, help_text="staged lines merged so far (every line below it, in every part)"
-    )
     # Per part of the value space (signals.actions.merge): the next staged line it merges.
     parts_merged = ArrayField(
         models.PositiveIntegerField(), default=initial_parts, help_text="next line, per part"
@@ -293,7 +290,7 @@ class Batch(models.Model):
     link_ranges = models.JSONField(
         default=list,
         blank=True,
-        help_text="id ranges [first, last] of new PDQ entries still to be linked to their"
+        help_text="[first id, last id, part] of new PDQ entries still to be linked to their"
         " near-duplicates (signals.actions.neardup)",
     )
     first_rejections = models.JSONField(default=list, blank=True)
@@ -313,6 +310,11 @@ class Batch(models.Model):
 
     def __str__(self) -> str:
         return f"batch {self.id} ({self.state})"
+
+    @property
+    def merged(self) -> int:
+        """Staged lines merged so far: every line below it, in every part."""
+        return min(self.parts_merged)
 
     @property
     def audit_owner_org_id(self) -> int:

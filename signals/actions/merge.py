@@ -324,12 +324,11 @@ def _record_chunk(
         Batch.objects.select_for_update(of=("self",)).select_related("hash_set").get(pk=batch_id)
     )
     batch.parts_merged[part] = hi
-    batch.merged = min(batch.parts_merged)
     batch.new += new
     batch.updated += updated
     batch.duplicate += lines - new - updated
     if pdq_range is not None and settings.HASHX_MATCH_NEAR_DUPLICATES:
-        batch.link_ranges.append([*pdq_range, part, len(batch.parts_merged)])
+        batch.link_ranges.append([*pdq_range, part])
     if batch.state in _OPEN:  # not if another part failed meanwhile
         batch.state = Batch.State.DONE if batch.merged >= batch.accepted else Batch.State.MERGING
     if batch.state == Batch.State.DONE:
@@ -342,7 +341,7 @@ def _record_chunk(
             details={"set": batch.hash_set.slug, "new": batch.new, "updated": batch.updated,
                      "duplicate": batch.duplicate},
         )  # fmt: skip
-    batch.save(update_fields=["parts_merged", "merged", "new", "updated", "duplicate",
+    batch.save(update_fields=["parts_merged", "new", "updated", "duplicate",
                               "link_ranges", "state", "finished_at"])  # fmt: skip
 
 

@@ -82,7 +82,8 @@ def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> B
         if batch is None or batch.state != Batch.State.DONE or not batch.link_ranges:
             return batch
         todo = min(batch.link_ranges)  # the oldest entries first
-        first, last, part, parts = todo
+        first, last, part = todo
+        parts = len(batch.parts_merged)
         with connection.cursor() as cursor:
             cursor.execute(_SQL_HAD_PDQ, [batch.hash_set_id, first])
             first_load = cursor.fetchone() is None

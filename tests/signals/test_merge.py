@@ -224,7 +224,7 @@ def test_a_batch_merges_in_parallel_parts_that_share_no_value(publisher, csam_se
         assert entry(csam_set, n).labels == (["l0", "l1", "l2"] if n < 30 else ["l0", "l1"])
     positions = set(SetEntry.objects.values_list("position_xid", "position_seq"))
     assert len(positions) == 60
-    assert {part for _, _, part, _ in batch.link_ranges} == {0, 1}  # both parts merged some
+    assert {part for _, _, part in batch.link_ranges} == {0, 1}  # both parts merged some
     assert not StagedSignal.objects.exists()
     # The split is by MD5, the same on every server and version.
     with connection.cursor() as cursor:
