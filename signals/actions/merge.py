@@ -243,12 +243,12 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
     a transaction, where they run one after the other on its connection.
 
     Per chunk, a part holds a transaction-scoped try-lock on (batch, part) (a second worker on
-    the same part steps aside) and the (set, part) lock. New entries are positioned by their
-    INSERT, changed ones by the UPDATE; duplicates keep their position (a re-publish is no
-    change). Emits a webhook dispatch wake-up when a chunk changed entries. The id ranges of new
-    PDQ entries are kept in ``batch.link_ranges`` (unless ``HASHX_MATCH_NEAR_DUPLICATES`` is
-    off) for ``signals.actions.neardup.do_link_batch``, which runs after the merge: searching
-    the match index is not on the merge's path.
+    the same part steps aside) and the (set, slot) locks of its values. New entries are
+    positioned by their INSERT, changed ones by the UPDATE; duplicates keep their position (a
+    re-publish is no change). Emits a webhook dispatch wake-up when a chunk changed entries.
+    The id ranges of new PDQ entries are kept in ``batch.link_ranges`` (unless
+    ``HASHX_MATCH_NEAR_DUPLICATES`` is off) for ``signals.actions.neardup.do_link_batch``,
+    which runs after the merge: searching the match index is not on the merge's path.
     """
     batch = Batch.objects.filter(pk=batch_id).first()
     if batch is None or batch.state not in _OPEN:
