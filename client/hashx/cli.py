@@ -10,6 +10,7 @@ reached; 4 a batch was still merging when ``--wait-timeout`` ran out; 130 interr
 
 import argparse
 import json
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -645,8 +646,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+KEY_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def _key_ids_as_operands(argv: list[str]) -> list[str]:
+    """A key id is 43 base64url characters, so one in 64 begins with ``-`` and argparse would
+    take it for an option. For ``keys revoke`` and ``keys retire``, such a token is moved after
+    ``--``; no option of hashx is 43 characters long."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head, tail = argv[:end], argv[end + 1 :]
+    if "keys" not in head or not {"revoke", "retire"} & set(head):
+        return argv
+    ids = [a for a in head if a.startswith("-") and KEY_ID.fullmatch(a)]
+    if not ids:
+        return argv
+    return [a for a in head if a not in ids] + ["--", *ids, *tail]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(_key_ids_as_operands(argv))
     try:
         args.func(args)
     except UsageError as exc:

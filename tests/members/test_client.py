@@ -6,10 +6,14 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
+
+from hashx.keys import key_id_of, write_private_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,6 +94,33 @@ def test_the_cli_adds_lists_and_revokes_keys(exchange_url, tmp_path):
     refused = hashx("whoami", url=exchange_url, key=first, check=False)
     assert refused.returncode == 1
     assert "Revoked key" in refused.stderr
+
+
+def test_a_key_id_that_begins_with_a_dash_is_an_operand_not_an_option(exchange_url, tmp_path):
+    """One key id in 64 begins with '-': copied from `hashx keys list`, it must still work."""
+    first, dashed = tmp_path / "first.pem", tmp_path / "dashed.pem"
+    made = json.loads(hashx("--json", "keygen", "--out", str(first)).stdout)
+    (tmp_path / "first.pub").write_text(made["public_key_pem"])
+    call_command(
+        "create_member", "acme", "--name", "Acme", "--public-key", str(tmp_path / "first.pub"),
+        "--active",
+    )  # fmt: skip
+    key = Ed25519PrivateKey.generate()
+    while not key_id_of(key).startswith("-"):
+        key = Ed25519PrivateKey.generate()
+    write_private_key(dashed, key)
+    hashx("keys", "add", str(dashed), url=exchange_url, key=first)
+
+    soon = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    retired = hashx(
+        "keys", "retire", key_id_of(key), "--not-after", soon, url=exchange_url, key=first
+    ).stdout
+    assert f"key {key_id_of(key)} retires at {soon[:10]}" in retired
+    revoked = hashx(
+        "keys", "revoke", "--reason", "lost laptop", key_id_of(key), url=exchange_url, key=first
+    ).stdout
+    assert f"revoked key {key_id_of(key)}" in revoked
+    assert "Revoked key" in hashx("whoami", url=exchange_url, key=dashed, check=False).stderr
 
 
 def test_the_cli_explains_what_is_missing(tmp_path):
