@@ -24,7 +24,7 @@ from rest_framework.test import APIClient
 
 from exchange.health import HEARTBEAT_PREFIX
 from hashx.auth import sign_headers
-from hashx.keys import key_id_of, raw_public_bytes
+from hashx.keys import key_id_of, raw_public_bytes, write_private_key
 from members.actions.keys import do_add_key
 from members.actions.organisations import do_create_organisation
 from members.models import Organisation, SigningKey
@@ -56,6 +56,13 @@ def match_index_dir(settings: Any, tmp_path: Path) -> Path:
     """Each test its own PDQ index generations (they describe one database's entries)."""
     settings.HASHX_MATCH_DIR = tmp_path / "match"
     return settings.HASHX_MATCH_DIR
+
+
+@pytest.fixture
+def exchange_url(live_server: Any, settings: Any) -> str:
+    """A live exchange over HTTP whose public URL (what signatures cover) is its real one."""
+    settings.HASHX_PUBLIC_URL = live_server.url
+    return str(live_server.url)
 
 
 @pytest.fixture
@@ -216,6 +223,12 @@ class Member:
         private = Ed25519PrivateKey.generate()
         key = do_add_key(self.org, raw_public_bytes(private.public_key()), read_only=read_only)
         return Member(self.org, private, key, SignedClient(private))
+
+    def key_file(self, path: Path) -> Path:
+        """The private key as a PEM file at ``path`` (mode 0600), for the CLI."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_private_key(path, self.private_key)
+        return path
 
 
 def make_member(

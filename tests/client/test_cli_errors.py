@@ -6,24 +6,14 @@ import json
 
 import pytest
 
-from hashx.keys import private_key_to_pem
-from tests.members.test_client import hashx
+from tests.cli import hashx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def exchange_url(live_server, settings):
-    settings.HASHX_PUBLIC_URL = live_server.url
-    return live_server.url
-
-
-@pytest.fixture
 def key_file(tmp_path, publisher):
-    path = tmp_path / "keys" / "acme.pem"
-    path.parent.mkdir()
-    path.write_text(private_key_to_pem(publisher.private_key))
-    return path
+    return publisher.key_file(tmp_path / "keys" / "acme.pem")
 
 
 def test_the_config_file_gives_url_and_key(exchange_url, key_file, tmp_path):

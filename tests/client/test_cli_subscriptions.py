@@ -4,25 +4,22 @@ import json
 
 import pytest
 
-from hashx.keys import private_key_to_pem
 from signals.actions.sets import do_create_set, do_grant
 from signals.models import Subscription
-from tests.members.test_client import hashx
+from tests.cli import hashx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def cli(live_server, settings, publisher, subscriber, tmp_path):
-    settings.HASHX_PUBLIC_URL = live_server.url
+def cli(exchange_url, settings, publisher, subscriber, tmp_path):
     settings.HASHX_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     hash_set = do_create_set(publisher.org, {"slug": "acme-csam", "name": "Acme CSAM"})
     do_grant(hash_set, subscriber.org, can_read=True, can_publish=False)
-    key = tmp_path / "globex.pem"
-    key.write_text(private_key_to_pem(subscriber.private_key))
+    key = subscriber.key_file(tmp_path / "globex.pem")
 
     def run(*args, check=True):
-        return hashx(*args, url=live_server.url, key=key, check=check)
+        return hashx(*args, url=exchange_url, key=key, check=check)
 
     return run
 

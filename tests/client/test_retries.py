@@ -146,9 +146,8 @@ def test_retry_after_may_be_an_http_date():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_error_answer_carries_the_exchanges_problem_document(live_server, settings, publisher):
-    settings.HASHX_PUBLIC_URL = live_server.url
-    client = Client(live_server.url, publisher.private_key)
+def test_an_error_answer_carries_the_exchanges_problem_document(exchange_url, publisher):
+    client = Client(exchange_url, publisher.private_key)
     with pytest.raises(HashxError) as missing:
         client.get_set("no-such-set")
     assert missing.value.status == 404
@@ -160,7 +159,7 @@ def test_an_error_answer_carries_the_exchanges_problem_document(live_server, set
     assert invalid.value.status == 400
     assert [e["field"] for e in invalid.value.problem["errors"]] == ["slug"]
 
-    stranger = Client(live_server.url, Ed25519PrivateKey.generate())
+    stranger = Client(exchange_url, Ed25519PrivateKey.generate())
     with pytest.raises(HashxError) as unknown:
         stranger.whoami()
     assert unknown.value.status == 401 and unknown.value.type.endswith("/key-unknown")

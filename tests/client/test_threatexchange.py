@@ -54,14 +54,13 @@ HASHES = far_apart(8)
 
 
 @pytest.fixture
-def exchange(live_server, settings, celery_worker, publisher, subscriber):
+def exchange(exchange_url, celery_worker, publisher, subscriber):
     """A set of the publisher's, readable by the subscriber, on an exchange served over HTTP."""
-    settings.HASHX_PUBLIC_URL = live_server.url
     hash_set = do_create_set(
         publisher.org, {"slug": "acme-csam", "name": "Acme CSAM", "distribution": "granted"}
     )
     do_grant(hash_set, subscriber.org, can_read=True, can_publish=False)
-    return live_server.url
+    return exchange_url
 
 
 @pytest.fixture
@@ -76,9 +75,7 @@ def publish(client: Client, values: list[str], slug: str = "acme-csam") -> None:
 
 @pytest.fixture
 def key_file(tmp_path, subscriber):
-    path = tmp_path / "globex.pem"
-    path.write_text(private_key_to_pem(subscriber.private_key))
-    return path
+    return subscriber.key_file(tmp_path / "globex.pem")
 
 
 @pytest.fixture

@@ -2,45 +2,17 @@
 key, `hashx whoami`; then the CLI adds and lists keys, and fails clearly."""
 
 import json
-import os
 import stat
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
 
 from hashx.keys import key_id_of, write_private_key
+from tests.cli import hashx
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-HASHX = str(Path(sys.executable).parent / "hashx")
-
-
-def hashx(*args, url=None, key=None, env=None, check=True):
-    """Run the CLI with only the settings given: never the developer's own config file or
-    environment. ``env`` adds variables (None removes one)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HASHX_", "XDG_"))}
-    clean["HASHX_CONFIG"] = os.devnull
-    if url:
-        clean["HASHX_URL"] = url
-    if key:
-        clean["HASHX_KEY"] = str(key)
-    clean.update(env or {})
-    clean = {k: v for k, v in clean.items() if v is not None}
-    result = subprocess.run([HASHX, *args], env=clean, capture_output=True, text=True, timeout=60)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
-@pytest.fixture
-def exchange_url(live_server, settings):
-    settings.HASHX_PUBLIC_URL = live_server.url
-    return live_server.url
 
 
 def test_a_newcomer_goes_from_keygen_to_whoami(exchange_url, tmp_path):

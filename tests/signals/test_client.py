@@ -7,22 +7,18 @@ import pytest
 
 from hashx.store import LocalStore
 from signals.models import SetEntry
-from tests.members.test_client import hashx
+from tests.cli import hashx
 from tests.signals.conftest import PDQ, REWIND_ENTRY_IDS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 @pytest.fixture
-def cli(live_server, settings, publisher, tmp_path, celery_worker):
-    settings.HASHX_PUBLIC_URL = live_server.url
-    key = tmp_path / "key.pem"
-    key.write_text(
-        __import__("hashx.keys", fromlist=["x"]).private_key_to_pem(publisher.private_key)
-    )
+def cli(exchange_url, publisher, tmp_path, celery_worker):
+    key = publisher.key_file(tmp_path / "key.pem")
 
     def run(*args, check=True):
-        return hashx(*args, url=live_server.url, key=key, check=check)
+        return hashx(*args, url=exchange_url, key=key, check=check)
 
     return run
 

@@ -11,9 +11,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from threatexchange.signal_type.pdq.pdq_hasher import pdq_from_file
 
-from hashx.keys import private_key_to_pem
 from hashx.media import pdq_of_image
-from tests.members.test_client import hashx
+from tests.cli import hashx
 from tests.signals.conftest import PDQ_DATA, merged, publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,18 +105,16 @@ def test_resized_reencoded_and_cropped_copies_match_their_originals_and_unrelate
 
 
 def test_the_cli_hashes_like_threatexchange_and_matches_files_locally_hashed(
-    live_server, settings, publisher, subscriber, shared_set, tmp_path
+    exchange_url, publisher, subscriber, shared_set, tmp_path
 ):
-    settings.HASHX_PUBLIC_URL = live_server.url
     out = hashx("hash", str(BRIDGE[0])).stdout.splitlines()
     assert out[0] == f"pdq {pdq_from_file(pathlib.Path(BRIDGE[0]))[0]}"
     assert [line.split()[0] for line in out] == ["pdq", "md5", "sha256"]
     merged(publish(publisher, "acme-csam", [{"type": "pdq", "value": out[0].split()[1]}]))
-    key = tmp_path / "key.pem"
-    key.write_text(private_key_to_pem(subscriber.private_key))
-    text = hashx("match", str(BRIDGE[3]), url=live_server.url, key=key).stdout
+    key = subscriber.key_file(tmp_path / "key.pem")
+    text = hashx("match", str(BRIDGE[3]), url=exchange_url, key=key).stdout
     assert "acme-csam entry" in text and "1 of 3 signals matched" in text
     hashes = tmp_path / "hashes.txt"
     hashes.write_text("\n".join(out) + "\n")
-    text = hashx("match", "--hashes", str(hashes), url=live_server.url, key=key).stdout
+    text = hashx("match", "--hashes", str(hashes), url=exchange_url, key=key).stdout
     assert "distance 0" in text

@@ -18,9 +18,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def client(live_server, settings, subscriber):
-    settings.HASHX_PUBLIC_URL = live_server.url
-    return Client(live_server.url, subscriber.private_key)
+def client(exchange_url, subscriber):
+    return Client(exchange_url, subscriber.private_key)
 
 
 @pytest.fixture

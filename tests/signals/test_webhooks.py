@@ -269,7 +269,7 @@ def test_retries_back_off_exponentially_with_jitter_and_honour_retry_after(setti
 def test_a_receiver_checks_a_saved_delivery_with_the_cli(
     publisher, subscriber, shared_set, receiver, tmp_path
 ):
-    from tests.members.test_client import hashx
+    from tests.cli import hashx
 
     subscribe(subscriber, receiver.url)
     merged(publish(publisher, "acme-csam", [pdq(0)]))
