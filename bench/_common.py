@@ -1,14 +1,22 @@
-"""What the bench scripts share: a gunicorn serving the exchange on a free loopback port."""
+"""What the bench scripts share: a member with a key and a set, and a gunicorn serving the
+exchange on a free loopback port. Import it after ``django.setup()``."""
 
 import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from exchange.embedded import free_port
+from hashx.keys import raw_public_bytes
+from members.actions.keys import do_add_key
+from members.actions.organisations import do_create_organisation
+from signals.actions.sets import do_create_set
+from signals.models import HashSet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,3 +42,13 @@ def start_web(
                 web.terminate()
                 raise
             time.sleep(0.2)
+
+
+def bench_member() -> tuple[Ed25519PrivateKey, HashSet]:
+    """A new signing key of an active organisation, and a set that organisation owns; named
+    afresh so that runs against the same database never collide."""
+    key = Ed25519PrivateKey.generate()
+    org = do_create_organisation(f"bench-{uuid.uuid4().hex[:8]}", "Bench", active=True)
+    do_add_key(org, raw_public_bytes(key.public_key()))
+    hash_set = do_create_set(org, {"slug": f"bench-{uuid.uuid4().hex[:8]}", "name": "Bench"})
+    return key, hash_set

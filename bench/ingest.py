@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import requests
@@ -36,12 +35,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench._common import start_web  # noqa: E402
+from bench._common import bench_member, start_web  # noqa: E402
 from hashx.auth import sign_headers  # noqa: E402
 from hashx.keys import b64url, raw_public_bytes  # noqa: E402
-from members.actions.keys import do_add_key  # noqa: E402
-from members.actions.organisations import do_create_organisation  # noqa: E402
-from signals.actions.sets import do_create_set  # noqa: E402
 from signals.models import SetEntry  # noqa: E402
 
 SIGNALS = int(os.environ.get("BENCH_INGEST_SIGNALS", "1000000"))
@@ -133,10 +129,7 @@ def upload(
 
 def main() -> None:
     call_command("migrate", verbosity=0)
-    key = Ed25519PrivateKey.generate()
-    org = do_create_organisation(f"bench-{uuid.uuid4().hex[:8]}", "Bench", active=True)
-    do_add_key(org, raw_public_bytes(key.public_key()))
-    hash_set = do_create_set(org, {"slug": f"bench-{uuid.uuid4().hex[:8]}", "name": "Bench"})
+    key, hash_set = bench_member()
     values = [secrets.token_hex(32) for _ in range(SIGNALS)]
     ndjson = Path(tempfile.mkstemp(suffix=".ndjson")[1])
     ndjson.write_text("".join(json.dumps({"type": "pdq", "value": v}) + "\n" for v in values))

@@ -14,7 +14,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import requests
@@ -31,14 +30,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench._common import start_web  # noqa: E402
+from bench._common import bench_member, start_web  # noqa: E402
 from hashx import Client  # noqa: E402
 from hashx.auth import HashxAuth  # noqa: E402
-from hashx.keys import raw_public_bytes  # noqa: E402
 from hashx.store import LocalStore, sync  # noqa: E402
-from members.actions.keys import do_add_key  # noqa: E402
-from members.actions.organisations import do_create_organisation  # noqa: E402
-from signals.actions.sets import do_create_set  # noqa: E402
 
 ENTRIES = int(os.environ.get("BENCH_SYNC_ENTRIES", "1000000"))
 
@@ -129,12 +124,9 @@ def over_the_wire(
 
 def main() -> None:
     call_command("migrate", verbosity=0)
-    key = Ed25519PrivateKey.generate()
-    org = do_create_organisation(f"bench-{uuid.uuid4().hex[:8]}", "Bench", active=True)
-    do_add_key(org, raw_public_bytes(key.public_key()))
-    hash_set = do_create_set(org, {"slug": f"bench-{uuid.uuid4().hex[:8]}", "name": "Bench"})
+    key, hash_set = bench_member()
     started = time.perf_counter()
-    fill(hash_set.pk, org.pk, ENTRIES)
+    fill(hash_set.pk, hash_set.owner_id, ENTRIES)
     filled = time.perf_counter() - started
 
     web, base, _ = start_web()
