@@ -17,7 +17,7 @@ urlpatterns = [
     path("healthz", views.HealthzView.as_view(), name="healthz"),
     path("readyz", views.ReadyzView.as_view(), name="readyz"),
     path(".well-known/hashx", views.WellKnownView.as_view(), name="well-known"),
-    path("problems/<slug:slug>", views.ProblemTypeView.as_view(), name="problem-type"),
+    path("problems/<str:slug>", views.ProblemTypeView.as_view(), name="problem-type"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     # Anything else under /api/ is a problem document 404, never an HTML page.

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from rest_framework.test import APIClient
 
 from exchange.problems import PROBLEM_CONTENT_TYPE, field_errors
 
@@ -23,6 +24,14 @@ def test_an_unknown_api_path_is_a_problem_404(api):
     body = assert_problem(api.get("/api/v1/no-such-thing"), 404, "not-found")
     assert "/api/v1/no-such-thing" in body["detail"]
     assert_problem(api.post("/api/v2/anything", {}, format="json"), 404, "not-found")
+
+
+def test_a_write_to_an_unknown_api_path_is_a_problem_404_not_a_csrf_page():
+    """Django's CSRF check runs before the catch-all; a real client sends no CSRF token."""
+    browserless = APIClient(enforce_csrf_checks=True)
+    for method in ("post", "put", "patch", "delete"):
+        response = getattr(browserless, method)("/api/v1/sets/%3A/signals", {}, format="json")
+        assert_problem(response, 404, "not-found")
 
 
 def test_a_wrong_method_is_a_problem_405(api):
@@ -70,6 +79,7 @@ def test_problem_types_are_documented(api):
     body = api.get("/problems/not-ready").json()
     assert (body["status"], body["title"]) == (503, "The exchange is not ready")
     assert_problem(api.get("/problems/nonsense"), 404, "not-found")
+    assert_problem(api.get("/problems/%3A"), 404, "not-found")
 
 
 def test_nested_errors_flatten_to_dotted_paths():
