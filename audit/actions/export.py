@@ -2,19 +2,8 @@ import json
 from collections.abc import Iterator
 from datetime import datetime
 
-from django.utils.dateparse import parse_datetime
-
 from audit.actions.record import event_document
 from audit.models import AuditEvent
-
-
-def parse_when(text: str) -> datetime | None:
-    """An ISO 8601 time with a zone, or None (also for impossible dates like 02-30)."""
-    try:
-        parsed = parse_datetime(text)
-    except ValueError:
-        return None
-    return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
 def iter_ndjson(since: datetime | None, until: datetime | None, chunk: int = 2000) -> Iterator[str]:

@@ -8,10 +8,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.actions.checkpoint import do_sign_checkpoint
-from audit.actions.export import parse_when
 from audit.api.serializers import AuditEventSerializer, CheckpointSerializer
 from audit.models import AuditCheckpoint, AuditEvent
 from exchange.problems import Problem
+from exchange.times import parse_when
 from members.models import Organisation
 from members.principal import IsMember, organisation_of
 

@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 import orjson
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from audit.actions import record
 from exchange.problems import Problem
+from exchange.times import parse_when
 from members.models import Organisation
 from signals.models import Batch, HashSet
 from signals.types import SignalTypeError, canonicalise
@@ -93,10 +93,8 @@ def check_item(raw: Any, hash_set: HashSet, now: datetime) -> Item:
         clean.append(label.lower())
     expires_at = None
     if raw.get("expires_at") is not None:
-        expires_at = (
-            parse_datetime(str(raw["expires_at"])) if isinstance(raw["expires_at"], str) else None
-        )
-        if expires_at is None or expires_at.tzinfo is None:
+        expires_at = parse_when(raw["expires_at"]) if isinstance(raw["expires_at"], str) else None
+        if expires_at is None:
             raise ValueError("expires_at must be an ISO 8601 time with a zone")
         if expires_at <= now:
             raise ValueError("expires_at is in the past")

@@ -2,6 +2,7 @@
 retries harmless, streams of any size."""
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -48,6 +49,23 @@ def test_rejected_items_are_listed_and_valid_ones_kept(publisher, csam_set):
     assert all(r["reason"] for r in answer["rejections"])
     merged_batch = do_merge(answer)
     assert merged_batch.new == 2
+
+
+def test_an_expiry_in_any_offset_is_kept_in_utc_and_one_utc_cannot_hold_is_rejected(
+    publisher, csam_set
+):
+    """Python reads offsets up to ±23:59, Postgres only ±15:59: the time is stored in UTC."""
+    items = [
+        pdq(0, expires_at="2099-01-01T00:00:00+18:10"),
+        pdq(1, expires_at="9999-12-31T23:59:59-01:00"),
+    ]
+    answer = publish(publisher, "acme-csam", items).json()
+    assert (answer["accepted"], answer["rejected"]) == (1, 1)
+    assert answer["rejections"][0]["index"] == 1
+    assert "expires_at" in answer["rejections"][0]["reason"]
+    do_merge(answer)
+    entry = SetEntry.objects.get(hash_set=csam_set)
+    assert entry.expires_at == datetime(2098, 12, 31, 5, 50, tzinfo=UTC)
 
 
 def do_merge(answer):

@@ -5,7 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.actions.export import iter_ndjson, parse_when
+from audit.actions.export import iter_ndjson
+from exchange.times import parse_when
 
 
 def _when(value: str | None, name: str) -> datetime | None:
