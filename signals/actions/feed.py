@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.actions import record
 from exchange.problems import Problem
-from signals.actions.positions import Position, visible_horizon
+from signals.actions.positions import Position, cursor_params, sql_after_cursor, visible_horizon
 from signals.models import FeedHorizon
 
 # One change as the feed, snapshots and webhooks serve it, rendered by Postgres: a full sync
@@ -55,8 +55,7 @@ SELECT {columns}
 FROM unnest(%(sets)s::bigint[]) AS s(id)
 CROSS JOIN LATERAL (
     SELECT * FROM signals_setentry x
-    WHERE x.hash_set_id = s.id AND x.position_xid < %(horizon)s::text::xid8
-      AND (x.position_xid, x.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+    WHERE x.hash_set_id = s.id AND {sql_after_cursor("x")}
     ORDER BY x.position_xid, x.position_seq LIMIT %(limit)s
 ) e
 JOIN signals_signal g ON g.id = e.signal_id
@@ -82,13 +81,7 @@ def _fetch_after(sql: str, after: Position, set_ids: list[int], limit: int) -> l
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
-            {
-                "sets": set_ids,
-                "horizon": str(visible_horizon()),
-                "xid": str(after.xid),
-                "seq": after.seq,
-                "limit": limit,
-            },
+            {"sets": set_ids, "limit": limit, **cursor_params(after, visible_horizon())},
         )
         return cursor.fetchall()
 
@@ -108,26 +101,23 @@ COPY (
     FROM signals_setentry e
     JOIN signals_signal g ON g.id = e.signal_id
     JOIN signals_hashset h ON h.id = e.hash_set_id
-    WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND e.position_xid < %(horizon)s::text::xid8
-      AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+    WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND {sql_after_cursor()}
     WINDOW w AS (ORDER BY e.position_xid, e.position_seq)
     ORDER BY e.position_xid, e.position_seq
 ) TO STDOUT
 """  # noqa: S608 - only constants are interpolated
 
-_SQL_STREAMED = """
+_SQL_STREAMED = f"""
 SELECT e.hash_set_id, count(*) FROM signals_setentry e
-WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND e.position_xid < %(horizon)s::text::xid8
-  AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND {sql_after_cursor()}
 GROUP BY e.hash_set_id
-"""
+"""  # noqa: S608 - only constants are interpolated
 
-_SQL_LAST = """
+_SQL_LAST = f"""
 SELECT e.position_xid::text, e.position_seq FROM signals_setentry e
-WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND e.position_xid < %(horizon)s::text::xid8
-  AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND {sql_after_cursor()}
 ORDER BY e.position_xid DESC, e.position_seq DESC LIMIT 1
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 
 @dataclass
@@ -145,13 +135,7 @@ def stream_after(
     Postgres (COPY: no Python per row), with a checkpoint after every ``every`` changes; then
     fills ``result``. One REPEATABLE READ transaction: the counts and the last position are of
     exactly the rows served. Call it outside any other transaction."""
-    params: dict[str, Any] = {
-        "sets": set_ids,
-        "horizon": str(visible_horizon()),
-        "xid": str(after.xid),
-        "seq": after.seq,
-        "every": every,
-    }
+    params = {"sets": set_ids, "every": every, **cursor_params(after, visible_horizon())}
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
