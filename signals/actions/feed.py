@@ -3,7 +3,7 @@
 import queue
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.actions import record
 from exchange.problems import Problem
-from signals.actions.positions import Position, visible_horizon
+from signals.actions.positions import Position, cursor_params, sql_after_cursor, visible_horizon
 from signals.models import FeedHorizon
 
 # One change as the feed, snapshots and webhooks serve it, rendered by Postgres: a full sync
@@ -55,8 +55,7 @@ SELECT {columns}
 FROM unnest(%(sets)s::bigint[]) AS s(id)
 CROSS JOIN LATERAL (
     SELECT * FROM signals_setentry x
-    WHERE x.hash_set_id = s.id AND x.position_xid < %(horizon)s::text::xid8
-      AND (x.position_xid, x.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+    WHERE x.hash_set_id = s.id AND {sql_after_cursor("x")}
     ORDER BY x.position_xid, x.position_seq LIMIT %(limit)s
 ) e
 JOIN signals_signal g ON g.id = e.signal_id
@@ -82,13 +81,7 @@ def _fetch_after(sql: str, after: Position, set_ids: list[int], limit: int) -> l
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
-            {
-                "sets": set_ids,
-                "horizon": str(visible_horizon()),
-                "xid": str(after.xid),
-                "seq": after.seq,
-                "limit": limit,
-            },
+            {"sets": set_ids, "limit": limit, **cursor_params(after, visible_horizon())},
         )
         return cursor.fetchall()
 
@@ -100,34 +93,22 @@ _SQL_CURSOR = (
 )
 
 # Every change after the cursor as NDJSON, written by Postgres itself (COPY), with a
-# checkpoint line after every %(every)s changes.
+# checkpoint line after every %(every)s changes. Each row starts with the change's set id and
+# position, tab-separated (COPY's text format escapes tabs in the record), for the stream to
+# count and strip as the row passes.
 _SQL_STREAM = f"""
 COPY (
-    SELECT {_RECORD} || CASE WHEN row_number() OVER w %% %(every)s = 0
+    SELECT e.hash_set_id, e.position_xid, e.position_seq,
+        {_RECORD} || CASE WHEN row_number() OVER w %% %(every)s = 0
         THEN E'\n{{"cursor":"' || {_SQL_CURSOR} || '"}}' ELSE '' END
     FROM signals_setentry e
     JOIN signals_signal g ON g.id = e.signal_id
     JOIN signals_hashset h ON h.id = e.hash_set_id
-    WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND e.position_xid < %(horizon)s::text::xid8
-      AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
+    WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND {sql_after_cursor()}
     WINDOW w AS (ORDER BY e.position_xid, e.position_seq)
     ORDER BY e.position_xid, e.position_seq
 ) TO STDOUT
 """  # noqa: S608 - only constants are interpolated
-
-_SQL_STREAMED = """
-SELECT e.hash_set_id, count(*) FROM signals_setentry e
-WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND e.position_xid < %(horizon)s::text::xid8
-  AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
-GROUP BY e.hash_set_id
-"""
-
-_SQL_LAST = """
-SELECT e.position_xid::text, e.position_seq FROM signals_setentry e
-WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND e.position_xid < %(horizon)s::text::xid8
-  AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
-ORDER BY e.position_xid DESC, e.position_seq DESC LIMIT 1
-"""
 
 
 @dataclass
@@ -138,31 +119,35 @@ class Streamed:
     until: Position
 
 
+class _Served:
+    """Counts the rows of ``_SQL_STREAM`` per set and keeps the last one's position as they
+    pass; hands on each row without its leading columns."""
+
+    def __init__(self) -> None:
+        self.counts: dict[bytes, int] = {}
+        self.last: tuple[bytes, bytes] | None = None
+
+    def __call__(self, row: bytes) -> bytes:
+        set_id, xid, seq, record = row.split(b"\t", 3)
+        self.counts[set_id] = self.counts.get(set_id, 0) + 1
+        self.last = (xid, seq)
+        return record
+
+
 def stream_after(
     after: Position, set_ids: list[int], every: int, result: Streamed
 ) -> Iterator[bytes]:
     """Every change after ``after`` to the end as NDJSON bytes, rendered and written by
-    Postgres (COPY: no Python per row), with a checkpoint after every ``every`` changes; then
-    fills ``result``. One REPEATABLE READ transaction: the counts and the last position are of
-    exactly the rows served. Call it outside any other transaction."""
-    params: dict[str, Any] = {
-        "sets": set_ids,
-        "horizon": str(visible_horizon()),
-        "xid": str(after.xid),
-        "seq": after.seq,
-        "every": every,
-    }
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            sql = cursor.mogrify(_SQL_STREAM, params).decode()
-        yield from _copy_out(sql)
-        with connection.cursor() as cursor:
-            cursor.execute(_SQL_LAST, params)
-            last = cursor.fetchone()
-            cursor.execute(_SQL_STREAMED, params)
-            result.counts = dict(cursor.fetchall())
-    result.until = Position(int(last[0]), last[1]) if last else after
+    Postgres (COPY), with a checkpoint after every ``every`` changes; then fills ``result``
+    with the changes served per set and the position of the last one, tallied from the rows
+    as they pass (one statement, so exactly the rows served; no second read)."""
+    params = {"sets": set_ids, "every": every, **cursor_params(after, visible_horizon())}
+    with connection.cursor() as cursor:
+        sql = cursor.mogrify(_SQL_STREAM, params).decode()
+    served = _Served()
+    yield from _copy_out(sql, row=served)
+    result.counts = {int(set_id): count for set_id, count in served.counts.items()}
+    result.until = Position(int(served.last[0]), int(served.last[1])) if served.last else after
 
 
 _COPY_ESCAPE = re.compile(rb"\\(.)")
@@ -173,11 +158,13 @@ def _unescape(match: re.Match[bytes]) -> bytes:
     return _COPY_ESCAPES.get(match.group(1), match.group(1))
 
 
-def _copy_out(sql: str, chunk: int = 1 << 16) -> Iterator[bytes]:
-    """COPY … TO STDOUT as a stream of byte chunks. psycopg2 only writes COPY output into a
-    file, so a thread copies into a bounded queue that this generator drains. Closing the
-    generator early (the client went away) cancels the query on the server; the caller's
-    transaction then rolls back as usual."""
+def _copy_out(
+    sql: str, chunk: int = 1 << 16, row: Callable[[bytes], bytes] | None = None
+) -> Iterator[bytes]:
+    """COPY … TO STDOUT as a stream of byte chunks, each row first passed through ``row`` if
+    given. psycopg2 only writes COPY output into a file, so a thread copies into a bounded
+    queue that this generator drains. Closing the generator early (the client went away)
+    cancels the query on the server; the caller's transaction then rolls back as usual."""
     raw = connection.connection
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
     stop = threading.Event()
@@ -196,11 +183,14 @@ def _copy_out(sql: str, chunk: int = 1 << 16) -> Iterator[bytes]:
 
         def write(self, data: bytes) -> int:
             # One row per call; COPY's text format escapes backslashes and newlines.
+            size = len(data)
+            if row is not None:
+                data = row(data)
             self.buffer += _COPY_ESCAPE.sub(_unescape, data) if b"\\" in data else data
             if len(self.buffer) >= chunk:
                 hand_over(bytes(self.buffer))
                 self.buffer.clear()
-            return len(data)
+            return size
 
     def run() -> None:
         try:

@@ -12,7 +12,7 @@ from audit.actions import record
 from exchange.problems import Problem
 from members.models import Organisation
 from signals.actions.positions import Position
-from signals.actions.sets import access_sets, visible_sets
+from signals.actions.sets import access_readable_sets
 from signals.matching.index import shared_index
 from signals.matching.mih import MAX_RADIUS, parse_hex
 from signals.models import HashSet
@@ -50,7 +50,6 @@ def check_queries(org: Organisation, raw: Any) -> tuple[list[Query], dict[int, H
         raise Problem(
             "payload-too-large", f"{len(raw)} signals in one request; send at most {MAX_QUERIES}"
         )
-    readable = {s.pk: s for s in visible_sets(org)}
     named = {
         slug
         for item in raw
@@ -58,7 +57,8 @@ def check_queries(org: Organisation, raw: Any) -> tuple[list[Query], dict[int, H
         for slug in item["sets"]
         if isinstance(slug, str)
     }
-    by_slug = {s.slug: s for s in access_sets(org, sorted(named))} if named else {}
+    readable = access_readable_sets(org, sorted(named))
+    by_slug = {s.slug: s for s in readable.values()}
     queries, errors = [], []
     for index, item in enumerate(raw):
         try:

@@ -11,6 +11,7 @@ order.)
 
 import base64
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection
 
@@ -49,6 +50,30 @@ class Position:
 
 
 START = Position(0, 0)
+
+
+def sql_after_cursor(row: str = "e", cursor: str = "%(xid)s::text::xid8, %(seq)s") -> str:
+    """The feed's one cursor condition, as SQL over the entry row aliased ``row``: the row is
+    served to whoever holds ``cursor``.
+
+    A cursor is the position of the last change its holder was served (``START`` before the
+    first): the holder has seen every final change at or below it and nothing above it. A row
+    is due when it is final (written by a transaction below the visible horizon, so nothing
+    can still commit below it) and sorts after the cursor in ``(xid, seq)`` order. The horizon
+    is the ``%(horizon)s`` parameter; ``cursor`` defaults to the ``%(xid)s``/``%(seq)s``
+    parameters (see ``cursor_params``) and may name columns instead (a subscription's cursor).
+    Every reader of the feed uses this, so they all agree on what "after the cursor" means.
+    """
+    return (
+        f"{row}.position_xid < %(horizon)s::text::xid8"
+        f" AND ({row}.position_xid, {row}.position_seq) > ({cursor})"
+    )
+
+
+def cursor_params(after: Position, horizon: int) -> dict[str, Any]:
+    """The parameters of ``sql_after_cursor``: the rows after ``after``, final below
+    ``horizon`` (a ``visible_horizon()``)."""
+    return {"horizon": str(horizon), "xid": str(after.xid), "seq": after.seq}
 
 
 def visible_horizon() -> int:

@@ -69,10 +69,22 @@ def access_sets(org: Organisation, slugs: list[str]) -> list[HashSet]:
     """``access_set`` for several slugs in one query: 404 naming the first that ``org`` may
     not read (or that does not exist)."""
     found = _visible_by_slug(org, slugs)
+    _check_found(found, slugs)
+    return [found[slug] for slug in dict.fromkeys(slugs)]
+
+
+def access_readable_sets(org: Organisation, slugs: list[str]) -> dict[int, HashSet]:
+    """Every set ``org`` may read, by id, in one query, for callers that need them all and
+    some by name: 404 as ``access_sets`` when one of ``slugs`` is not among them."""
+    readable = {s.pk: s for s in visible_sets(org)}
+    _check_found({s.slug: s for s in readable.values()}, slugs)
+    return readable
+
+
+def _check_found(found: dict[str, HashSet], slugs: list[str]) -> None:
     missing = next((slug for slug in slugs if slug not in found), None)
     if missing is not None:
         raise Problem("not-found", f"No set {missing!r} is visible to your organisation")
-    return [found[slug] for slug in dict.fromkeys(slugs)]
 
 
 def do_create_set(owner: Organisation, fields: dict[str, Any], *, request: Any = None) -> HashSet:

@@ -32,7 +32,7 @@ from exchange.actions.identity import get_signing_key
 from exchange.kv import redis_client
 from hashx.webhooks import sign
 from signals.actions.feed import Rendered, purge_horizon, rendered_after
-from signals.actions.positions import Position, visible_horizon
+from signals.actions.positions import Position, sql_after_cursor, visible_horizon
 from signals.actions.sets import visible_sets
 from signals.models import Delivery, HashSet, Subscription
 
@@ -64,7 +64,7 @@ def clear_wake() -> None:
     redis_client().delete(_QUEUED_KEY)
 
 
-_SQL_HAS_NEWS = """
+_SQL_HAS_NEWS = f"""
 SELECT s.id FROM signals_subscription s
 JOIN members_organisation o ON o.id = s.organisation_id AND o.status = 'active'
 WHERE s.state = 'active'
@@ -72,9 +72,9 @@ WHERE s.state = 'active'
       SELECT 1 FROM signals_delivery d WHERE d.subscription_id = s.id AND d.state = 'pending')
   AND EXISTS (
       SELECT 1 FROM signals_setentry e
-      WHERE e.hash_set_id = ANY(s.set_ids) AND e.position_xid < %(horizon)s::text::xid8
-        AND (e.position_xid, e.position_seq) > (s.cursor_xid, s.cursor_seq))
-"""
+      WHERE e.hash_set_id = ANY(s.set_ids)
+        AND {sql_after_cursor(cursor="s.cursor_xid, s.cursor_seq")})
+"""  # noqa: S608 - only constants are interpolated
 
 _SQL_CLAIM = """
 UPDATE signals_delivery SET claim = %(claim)s, next_attempt_at = %(lease)s

@@ -42,7 +42,7 @@ from django.db import connection, transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from signals.actions.feed import purge_horizon
-from signals.actions.positions import Position, visible_horizon
+from signals.actions.positions import Position, cursor_params, sql_after_cursor, visible_horizon
 from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, brute_force, parse_hex
 
 logger = logging.getLogger(__name__)
@@ -332,14 +332,12 @@ def _no_delta() -> tuple[I64, I32, U64]:
     return np.empty(0, np.int64), np.empty(0, np.int32), np.empty((0, 4), np.uint64)
 
 
-_SQL_PDQ_CHANGES = """
+_SQL_PDQ_CHANGES = f"""
 SELECT e.id, e.hash_set_id, g.value, e.state, e.position_xid::text, e.position_seq
 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE e.position_xid < %(horizon)s::text::xid8
-  AND (e.position_xid, e.position_seq) > (%(xid)s::text::xid8, %(seq)s)
-  AND g.type = 'pdq'
+WHERE {sql_after_cursor()} AND g.type = 'pdq'
 ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 
 def pdq_changes_after(
@@ -352,7 +350,7 @@ def pdq_changes_after(
     with connection.cursor() as cursor:
         cursor.execute(
             _SQL_PDQ_CHANGES,
-            {"horizon": str(horizon), "xid": str(after.xid), "seq": after.seq, "limit": limit},
+            {"limit": limit, **cursor_params(after, horizon)},
         )
         found = cursor.fetchall()
     rows = [(r[0], r[1], r[2], r[3]) for r in found]

@@ -151,6 +151,51 @@ def test_a_full_sync_streams_every_change_then_the_cursor(
     assert first_pull.details["count"] == 20
 
 
+def stream(member, **params):
+    query = urlencode(params)
+    response = member.api.get(
+        "/api/v1/changes" + (f"?{query}" if query else ""), HTTP_ACCEPT="application/x-ndjson"
+    )
+    assert response.status_code == 200
+    return [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+
+
+def test_a_full_sync_reads_the_feed_once_and_audits_what_it_served_per_set(
+    publisher, subscriber, shared_set, django_assert_num_queries
+):
+    other = do_create_set(
+        publisher.org, {"slug": "acme-other", "name": "Other", "distribution": "coalition"}
+    )
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(3)]))
+    merged(publish(publisher, "acme-other", [pdq(n) for n in range(3, 8)]))
+    # auth (2), readable sets, horizon, one audit event per set. The rows come by COPY (on the
+    # raw connection: not counted), the end cursor and the counts from the rows as they pass:
+    # no second read of the range (it took 5 more: BEGIN, SET TRANSACTION, last, counts, COMMIT).
+    with django_assert_num_queries(6):
+        *lines, end = stream(subscriber)
+    counts = {
+        e.details["set"]: e.details["count"]
+        for e in AuditEvent.objects.filter(action="feed.pulled")
+    }
+    assert counts == {"acme-csam": 3, "acme-other": 5}
+    other_pull = AuditEvent.objects.get(action="feed.pulled", object_id=str(other.pk))
+    assert other_pull.details["to"] == end["cursor"]
+    # The same changes in the same order as paging, and the cursor paging ends with.
+    paged, cursor, _ = pull_all(subscriber, 3)
+    assert [line["entry"] for line in lines] == [c["entry"] for c in paged]
+    assert end == {"cursor": cursor, "end": True}
+
+
+def test_a_full_sync_with_nothing_new_ends_at_its_own_cursor_and_records_nothing(
+    publisher, subscriber, shared_set
+):
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    cursor = pull(subscriber).json()["cursor"]
+    pulls = AuditEvent.objects.filter(action="feed.pulled").count()
+    assert stream(subscriber, cursor=cursor) == [{"cursor": cursor, "end": True}]
+    assert AuditEvent.objects.filter(action="feed.pulled").count() == pulls
+
+
 def snapshot(member, slug):
     response = member.api.get(f"/api/v1/sets/{slug}/snapshot")
     assert response.status_code == 200, response.content

@@ -146,6 +146,18 @@ def test_a_batch_costs_the_same_queries_for_ten_or_a_thousand_signals(
     assert cost(10) == cost(1000)
 
 
+def test_the_readable_sets_are_read_once_even_when_a_query_names_some(
+    publisher, subscriber, shared_set, django_assert_num_queries
+):
+    merged(publish(publisher, "acme-csam", [{"type": "md5", "value": MD5}]))
+    match(subscriber, [{"type": "md5", "value": MD5}])  # the key's last use is stamped
+    named = [{"type": "md5", "value": MD5, "sets": ["acme-csam"]}]
+    # auth, the readable sets (which also answer for the named ones), md5, the entries, the
+    # audit event in its transaction (3). The named sets were read a second time before (8).
+    with django_assert_num_queries(7):
+        assert matches_of(match(subscriber, named)) == [("acme-csam", MD5, 0)]
+
+
 def test_unsigned_is_401(api):
     assert api.post("/api/v1/match", {"signals": []}, format="json").status_code == 401
 
