@@ -14,7 +14,13 @@ from django.utils import timezone
 
 from audit.actions import record
 from exchange.problems import Problem
-from signals.actions.positions import Position, cursor_params, sql_after_cursor, visible_horizon
+from signals.actions.positions import (
+    START,
+    Position,
+    cursor_params,
+    sql_after_cursor,
+    visible_horizon,
+)
 from signals.models import FeedHorizon
 
 # One change as the feed, snapshots and webhooks serve it, rendered by Postgres: a full sync
@@ -145,9 +151,11 @@ def stream_after(
     with connection.cursor() as cursor:
         sql = cursor.mogrify(_SQL_STREAM, params).decode()
     served = _Served()
-    yield from _copy_out(sql, row=served)
-    result.counts = {int(set_id): count for set_id, count in served.counts.items()}
-    result.until = Position(int(served.last[0]), int(served.last[1])) if served.last else after
+    try:
+        yield from _copy_out(sql, row=served)
+    finally:  # also when the client went away: what was read so far
+        result.counts = {int(set_id): count for set_id, count in served.counts.items()}
+        result.until = Position(int(served.last[0]), int(served.last[1])) if served.last else after
 
 
 _COPY_ESCAPE = re.compile(rb"\\(.)")
@@ -219,11 +227,18 @@ def _copy_out(
 
 
 def do_record_pull(
-    sets: dict[int, Any], counts: dict[int, int], after: Position, until: Position, *, request: Any
+    sets: dict[int, Any],
+    counts: dict[int, int],
+    after: Position,
+    until: Position,
+    *,
+    request: Any,
+    complete: bool = True,
 ) -> None:
     """Audit a pull from ``counts`` (changes served per set id): one event per set, so each
-    set's owner sees who
-    pulled what. A poll that finds nothing new is not recorded (idle polls would drown the log)."""
+    set's owner sees who pulled what; ``complete`` is false for a stream the client left
+    before its end (``count`` is then what was sent or on its way). A poll that finds nothing
+    new is not recorded (idle polls would drown the log)."""
     for set_id, count in counts.items():
         record(
             "feed.pulled",
@@ -234,6 +249,7 @@ def do_record_pull(
                 "from": after.cursor(),
                 "to": until.cursor(),
                 "count": count,
+                "complete": complete,
             },
         )
 
@@ -254,17 +270,19 @@ def stream_snapshot(hash_set: Any, result: Streamed) -> Iterator[bytes]:
 
     Opens its own REPEATABLE READ transaction: call it outside any other.
     """
-    count = 0
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-            horizon = Position(int(cursor.fetchone()[0]), 0)
-            sql = cursor.mogrify(_SQL_SNAPSHOT, {"set": hash_set.pk}).decode()
-        for chunk in _copy_out(sql):
-            count += chunk.count(b"\n")
-            yield chunk
-    result.counts, result.until = {hash_set.pk: count}, horizon
+    count, horizon = 0, START
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+                horizon = Position(int(cursor.fetchone()[0]), 0)
+                sql = cursor.mogrify(_SQL_SNAPSHOT, {"set": hash_set.pk}).decode()
+            for chunk in _copy_out(sql):
+                count += chunk.count(b"\n")
+                yield chunk
+    finally:  # also when the client went away: what was read so far
+        result.counts, result.until = {hash_set.pk: count}, horizon
 
 
 _SQL_SNAPSHOT = f"""

@@ -363,11 +363,16 @@ def _audited_stream(
     after: Position,
     request: Request,
 ) -> Iterator[bytes]:
-    """The NDJSON lines Postgres writes (constant memory), then ``{"cursor": …, "end": true}``;
-    the pull is audited once it is complete (what it served, per set)."""
+    """The NDJSON lines Postgres writes (constant memory), then ``{"cursor": …, "end": true}``.
+    The pull is audited at its end, or when the client leaves before it (what was read so far,
+    marked incomplete): leaving early does not read unseen."""
     served = Streamed({}, after)
-    yield from lines(served)
-    do_record_pull(sets, served.counts, after, served.until, request=request)
+    complete = False
+    try:
+        yield from lines(served)
+        complete = True
+    finally:
+        do_record_pull(sets, served.counts, after, served.until, request=request, complete=complete)
     yield (json.dumps({"cursor": served.until.cursor(), "end": True}) + "\n").encode()
 
 

@@ -220,6 +220,23 @@ def test_a_snapshot_holds_the_active_entries_and_the_feed_continues_after_it(
     assert AuditEvent.objects.filter(action="feed.pulled", details__count=9).exists()
 
 
+@pytest.mark.parametrize("path", ["/api/v1/changes", "/api/v1/sets/acme-csam/snapshot"])
+def test_a_stream_left_before_its_end_is_audited_with_what_was_read(
+    publisher, subscriber, shared_set, path
+):
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(5)]))
+    response = subscriber.api.get(path, HTTP_ACCEPT="application/x-ndjson")
+    first = next(iter(response.streaming_content))
+    assert first.count(b"\n") == 5  # every entry, not yet the end line
+    response.close()  # the client hangs up
+    (event,) = AuditEvent.objects.filter(action="feed.pulled")
+    assert (event.actor_org_id, event.details["count"]) == (subscriber.org.pk, 5)
+    assert event.details["complete"] is False
+    whole = subscriber.api.get(path, HTTP_ACCEPT="application/x-ndjson")
+    b"".join(whole.streaming_content)
+    assert AuditEvent.objects.filter(action="feed.pulled").latest("id").details["complete"]
+
+
 def test_a_snapshot_of_a_set_you_may_not_read_is_404(outsider, shared_set, api):
     assert outsider.api.get("/api/v1/sets/acme-csam/snapshot").status_code == 404
     assert api.get("/api/v1/sets/acme-csam/snapshot").status_code == 401
