@@ -39,8 +39,13 @@ class Position:
             position = cls(int(xid), int(seq))
         except (ValueError, UnicodeDecodeError):
             position = None
-        # Within xid8 and bigint, or the database would refuse the comparison (a 500).
-        if position is None or not (0 <= position.xid < 2**64 and 0 <= position.seq < 2**63):
+        # Exactly as issued (int() also reads signs, spaces and other scripts' digits), and
+        # within xid8 and bigint, or the database would refuse the comparison (a 500).
+        if (
+            position is None
+            or position.cursor() != cursor.rstrip("=")
+            or not (0 <= position.xid < 2**64 and 0 <= position.seq < 2**63)
+        ):
             raise Problem(
                 "validation",
                 "cursor: not a cursor this exchange issued",

@@ -83,6 +83,11 @@ def test_only_readable_sets_are_served_and_others_are_404(publisher, outsider, s
         # Well-formed but beyond xid8 / bigint: refused before the database sees it.
         ({"cursor": base64.urlsafe_b64encode(b"99999999999999999999999.1").decode()}, "cursor"),
         ({"cursor": base64.urlsafe_b64encode(b"1.99999999999999999999").decode()}, "cursor"),
+        # Read by int() but never issued: a sign, a leading zero, space, non-ASCII digits.
+        ({"cursor": base64.urlsafe_b64encode(b"-0.1").decode()}, "cursor"),
+        ({"cursor": base64.urlsafe_b64encode(b"01.1").decode()}, "cursor"),
+        ({"cursor": base64.urlsafe_b64encode(b" 1.1").decode()}, "cursor"),
+        ({"cursor": base64.urlsafe_b64encode("\u0661.1".encode()).decode()}, "cursor"),
         ({"limit": "0"}, "limit"),
         ({"limit": "10001"}, "limit"),
         ({"limit": "\u00b2"}, "limit"),
