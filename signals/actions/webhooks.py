@@ -3,13 +3,14 @@ signed (DESIGN.md "Push").
 
 The flow: actions that move positions call ``wake()``; after their commit a dispatch runs
 (``do_dispatch``, also on beat as a backstop and for retries). It cuts a page for every active
-subscription that has no pending delivery and has news after its cursor, then claims due
-deliveries with ``FOR UPDATE SKIP LOCKED`` and hands each to a send task. A claim is a lease: it
-pushes ``next_attempt_at`` out, so a worker that dies mid-send leaves the delivery to be claimed
-again once the lease runs out. ``do_send`` posts the page; on 2xx the cursor advances (only
-from the page's own starting point) and the next page is cut at once; otherwise the delivery is
-retried with exponential backoff and jitter, ``Retry-After`` honoured, and an endpoint failing
-for ``HASHX_WEBHOOK_DISABLE_AFTER_HOURS`` (or answering 410) is disabled.
+subscription that has no pending delivery and has news after its cursor in a set its
+organisation may read now, then claims due deliveries with ``FOR UPDATE SKIP LOCKED`` and
+hands each to a send task. A claim is a lease: it pushes ``next_attempt_at`` out, so a worker
+that dies mid-send leaves the delivery to be claimed again once the lease runs out.
+``do_send`` posts the page; on 2xx the cursor advances (only from the page's own starting
+point) and the next page is cut at once; otherwise the delivery is retried with exponential
+backoff and jitter, ``Retry-After`` honoured, and an endpoint failing for
+``HASHX_WEBHOOK_DISABLE_AFTER_HOURS`` (or answering 410) is disabled.
 """
 
 import json
@@ -22,8 +23,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import BooleanField, Exists, F, Func, OuterRef
 from django.utils import timezone
 
 from audit.actions import record
@@ -31,9 +33,10 @@ from exchange import outbound
 from exchange.actions.identity import get_signing_key
 from exchange.kv import redis_client
 from hashx.webhooks import sign
+from members.models import Organisation
 from signals.actions.feed import Rendered, purge_horizon, rendered_after
 from signals.actions.positions import Position, visible_horizon
-from signals.actions.sets import visible_sets
+from signals.actions.sets import readable_by, visible_sets
 from signals.models import Delivery, HashSet, Subscription
 
 log = logging.getLogger(__name__)
@@ -64,17 +67,54 @@ def clear_wake() -> None:
     redis_client().delete(_QUEUED_KEY)
 
 
+# Of the candidates (an ORM query: active, nothing pending, and their readable sets), those with
+# changes after their cursor in a set they may read.
 _SQL_HAS_NEWS = """
-SELECT s.id FROM signals_subscription s
-JOIN members_organisation o ON o.id = s.organisation_id AND o.status = 'active'
-WHERE s.state = 'active'
-  AND NOT EXISTS (
-      SELECT 1 FROM signals_delivery d WHERE d.subscription_id = s.id AND d.state = 'pending')
-  AND EXISTS (
-      SELECT 1 FROM signals_setentry e
-      WHERE e.hash_set_id = ANY(s.set_ids) AND e.position_xid < %(horizon)s::text::xid8
-        AND (e.position_xid, e.position_seq) > (s.cursor_xid, s.cursor_seq))
+SELECT c.id FROM ({candidates}) c
+WHERE EXISTS (
+    SELECT 1 FROM signals_setentry e
+    WHERE e.hash_set_id = ANY(c.readable) AND e.position_xid < %s::text::xid8
+      AND (e.position_xid, e.position_seq) > (c.cursor_xid, c.cursor_seq))
 """
+
+
+class _AnyOf(Func):
+    """``value = ANY(array)``: whether the value is one of the array's elements."""
+
+    arity = 2
+    template = "%(expressions)s)"
+    arg_joiner = " = ANY("
+    output_field = BooleanField()
+
+
+def _waiting() -> list[Any]:
+    """Active subscriptions of active organisations with no pending delivery and news after
+    their cursor in the sets their organisation may read now: a set it can no longer read
+    (grant removed, set made private) makes no news, so such a subscription costs nothing until
+    it can read again."""
+    readable = ArraySubquery(
+        HashSet.objects.filter(
+            readable_by(OuterRef("organisation_id"), OuterRef("organisation__kind")),
+            _AnyOf(F("pk"), OuterRef("set_ids")),
+        ).values("pk")
+    )
+    candidates = (
+        Subscription.objects.filter(
+            state=Subscription.State.ACTIVE, organisation__status=Organisation.Status.ACTIVE
+        )
+        .exclude(
+            Exists(
+                Delivery.objects.filter(subscription=OuterRef("pk"), state=Delivery.State.PENDING)
+            )
+        )
+        .annotate(readable=readable)
+        .values("id", "cursor_xid", "cursor_seq", "readable")
+    )
+    sql, params = candidates.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_HAS_NEWS.format(candidates=sql), [*params, str(visible_horizon())])
+        return [row[0] for row in cursor.fetchall()]
+
 
 _SQL_CLAIM = """
 UPDATE signals_delivery SET claim = %(claim)s, next_attempt_at = %(lease)s
@@ -92,9 +132,7 @@ RETURNING id
 def do_dispatch(limit: int = 200) -> list[tuple[str, str]]:
     """Cut pages where there is news, then claim up to ``limit`` due deliveries; returns the
     claimed ``(delivery id, claim)`` pairs for the caller to send."""
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL_HAS_NEWS, {"horizon": str(visible_horizon())})
-        waiting = [row[0] for row in cursor.fetchall()]
+    waiting = _waiting()
     if waiting:
         do_cut_pages(waiting)
     now = timezone.now()

@@ -4,7 +4,7 @@ import pytest
 
 from audit.models import AuditEvent
 from signals.actions.positions import Position
-from signals.actions.webhooks import do_cut_pages
+from signals.actions.webhooks import do_cut_pages, do_dispatch
 from signals.models import Delivery, Subscription
 from tests.signals.conftest import merged, pdq, publish
 
@@ -215,6 +215,53 @@ def test_a_set_no_longer_readable_is_not_delivered(publisher, subscriber, shared
     do_revoke_grant(shared_set, subscriber.org)
     assert cut(sid) is None
     assert not Delivery.objects.exists()
+
+
+def test_news_only_in_sets_it_can_no_longer_read_costs_a_dispatch_nothing(
+    publisher, subscriber, shared_set, django_assert_num_queries
+):
+    """A grant removed or a set made private: its changes are no news for the subscription, so
+    a dispatch neither cuts nor reads a page for it until it can read the set again; then it
+    gets what it missed."""
+    from signals.actions.sets import do_grant, do_revoke_grant, do_update_set
+
+    sid = subscribe(subscriber, cursor=Position(0, 0).cursor()).json()["id"]
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    do_revoke_grant(shared_set, subscriber.org)
+    # The horizon, what is new (nothing), and the claim (BEGIN, UPDATE, COMMIT).
+    with django_assert_num_queries(5):
+        assert do_dispatch() == []
+    do_grant(shared_set, subscriber.org, can_read=True, can_publish=False)
+    do_update_set(shared_set, {"distribution": "owner"})
+    with django_assert_num_queries(5):
+        assert do_dispatch() == []
+    assert not Delivery.objects.exists()
+    do_update_set(shared_set, {"distribution": "granted"})
+    (claimed,) = do_dispatch()
+    delivery = Delivery.objects.get(pk=claimed[0])
+    assert (str(delivery.subscription_id), delivery.count) == (sid, 1)
+
+
+def test_a_coalition_set_is_news_for_a_member_but_not_for_a_peer(
+    publisher, subscriber, peer, shared_set
+):
+    from signals.actions.sets import do_update_set
+    from signals.actions.subscriptions import do_create_subscription
+
+    do_update_set(shared_set, {"distribution": "federated"})
+    sid = subscribe(subscriber, cursor=Position(0, 0).cursor()).json()["id"]
+    do_create_subscription(
+        peer.org,
+        url=HOOK,
+        sets=[shared_set],
+        signal_types=[],
+        labels=[],
+        cursor=Position(0, 0).cursor(),
+    )
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    do_update_set(shared_set, {"distribution": "coalition"})  # members only, now
+    do_dispatch()
+    assert [str(d.subscription_id) for d in Delivery.objects.all()] == [sid]
 
 
 def test_finished_deliveries_are_forgotten_after_the_history_period(
