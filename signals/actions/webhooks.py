@@ -18,8 +18,10 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -150,13 +152,29 @@ def do_dispatch(limit: int = 200) -> list[tuple[str, str]]:
         return [(str(row[0]), str(claim)) for row in cursor.fetchall()]
 
 
-def _wanted(subscription: Subscription, change: Rendered) -> bool:
-    if not (subscription.signal_types or subscription.labels):
-        return True
-    record = json.loads(change.json)
-    if subscription.signal_types and record["type"] not in subscription.signal_types:
-        return False
-    return not subscription.labels or bool(set(subscription.labels) & set(record["labels"]))
+@dataclass
+class _Page:
+    """One read of the feed, shared by the subscriptions at the same cursor over the same sets."""
+
+    changes: list[Rendered]
+    until: Position
+
+    @cached_property
+    def facets(self) -> list[tuple[str, set[str]]]:
+        """Each change's type and labels, parsed once however many subscriptions filter it."""
+        records = [json.loads(change.json) for change in self.changes]
+        return [(record["type"], set(record["labels"])) for record in records]
+
+    def wanted_by(self, subscription: Subscription) -> list[Rendered]:
+        """The changes that pass the subscription's filters on types and labels."""
+        types, labels = set(subscription.signal_types), set(subscription.labels)
+        if not (types or labels):
+            return self.changes
+        return [
+            change
+            for change, (kind, tags) in zip(self.changes, self.facets, strict=True)
+            if (not types or kind in types) and (not labels or labels & tags)
+        ]
 
 
 def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
@@ -181,7 +199,7 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
         )
         purged = purge_horizon()
         readable_by_org: dict[int, dict[int, HashSet]] = {}
-        pages: dict[tuple[tuple[int, ...], Position], tuple[list[Rendered], Position]] = {}
+        pages: dict[tuple[tuple[int, ...], Position], _Page] = {}
         created = []
         for subscription in subscriptions:
             if subscription.pk in busy:
@@ -203,20 +221,20 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
             after, cut = start, False
             for _ in range(_MAX_EMPTY_PAGES):
                 if (sets, after) not in pages:
-                    pages[sets, after] = rendered_after(
-                        after, list(sets), limit=settings.HASHX_WEBHOOK_PAGE_SIZE
+                    pages[sets, after] = _Page(
+                        *rendered_after(after, list(sets), limit=settings.HASHX_WEBHOOK_PAGE_SIZE)
                     )
-                changes, until = pages[sets, after]
-                wanted = [c for c in changes if _wanted(subscription, c)]
+                page = pages[sets, after]
+                wanted = page.wanted_by(subscription)
                 if wanted:
                     # It spans the pages skipped before it (from ``start``): the cursor moves
                     # when it is delivered, not now.
-                    created.append(_new_delivery(subscription, readable, wanted, start, until))
+                    created.append(_new_delivery(subscription, readable, wanted, start, page.until))
                     cut = True
                     break
-                if not changes:
+                if not page.changes:
                     break
-                after = until
+                after = page.until
             if not cut and after != start:  # only filtered-out pages: skip past them
                 subscription.cursor_xid, subscription.cursor_seq = after.xid, after.seq
                 subscription.save(update_fields=["cursor_xid", "cursor_seq", "updated_at"])

@@ -5,6 +5,7 @@ import json
 import signal
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import pytest
 import time_machine
@@ -248,6 +249,28 @@ def test_filters_leave_out_other_types_and_labels(publisher, subscriber, shared_
     assert do_send(*claimed) == "delivered"
     (request,) = receiver.received
     assert [c["value"] for c in request.payload["data"]["changes"]] == [PDQ[1]]
+
+
+def test_subscriptions_filtering_one_page_parse_each_change_once(
+    publisher, subscriber, shared_set, receiver, monkeypatch
+):
+    """Subscriptions at the same cursor over the same sets share one read of the feed, and
+    their filters share one parse of each change (not one per subscription)."""
+    from signals.actions import webhooks
+
+    for labels in (["csam"], ["terror"], ["csam", "terror"]):
+        subscribe(subscriber, receiver.url, labels=labels)
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["csam"]), pdq(1, labels=["terror"])]))
+    parsed = []
+
+    def loads(text):
+        parsed.append(text)
+        return json.loads(text)
+
+    monkeypatch.setattr(webhooks, "json", SimpleNamespace(loads=loads, dumps=json.dumps))
+    do_dispatch()
+    assert len(parsed) == 2
+    assert sorted(d.count for d in Delivery.objects.all()) == [1, 1, 2]
 
 
 def test_retries_back_off_exponentially_with_jitter_and_honour_retry_after(settings):
