@@ -293,6 +293,13 @@ def signed_headers(delivery: Delivery) -> dict[str, str]:
     }
 
 
+def send_deadline() -> float:
+    """How long one send may take in all: half the lease, so that a send cut off at its
+    deadline (a failed attempt, retried like any other) has recorded its outcome long before
+    the lease runs out and another worker could claim the delivery: one in flight at a time."""
+    return settings.HASHX_WEBHOOK_LEASE_SECONDS / 2
+
+
 def do_send(delivery_id: str, claim: str) -> str:
     """Send a claimed delivery once and record the outcome; returns it ("delivered",
     "retry", "disabled" or "stale" when the claim was lost)."""
@@ -305,7 +312,10 @@ def do_send(delivery_id: str, claim: str) -> str:
         return "stale"
     try:
         answer: outbound.Answer | None = outbound.post(
-            delivery.subscription.url, delivery.body.encode(), signed_headers(delivery)
+            delivery.subscription.url,
+            delivery.body.encode(),
+            signed_headers(delivery),
+            deadline=send_deadline(),
         )
         error = ""
     except (outbound.Refused, outbound.SendFailed) as exc:

@@ -232,6 +232,27 @@ def test_an_address_that_turned_private_is_refused_at_send_time(
     assert "loopback" in Subscription.objects.get(pk=sid).last_error
 
 
+def test_an_endpoint_trickling_its_answer_is_cut_off_at_the_send_deadline(
+    publisher, subscriber, shared_set, receiver, settings
+):
+    """Every byte arrives well within the socket timeout, but the whole answer would take
+    longer than the lease: the send is cut off at its deadline (half the lease) and retried
+    like any failure, so no second worker ever claims a delivery still in flight."""
+    settings.HASHX_WEBHOOK_LEASE_SECONDS = 3
+    receiver.script = [Answer(200, trickle=0.25)]
+    sid = subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "retry"
+    delivery = Delivery.objects.get()
+    assert (delivery.state, delivery.claim, delivery.attempts) == ("pending", None, 1)
+    assert delivery.last_error == "no complete answer within 1.5 s"
+    assert Subscription.objects.get(pk=sid).failing_since is not None
+    with time_machine.travel(delivery.next_attempt_at, tick=False):  # the backoff is over
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == "delivered"
+
+
 def test_filters_leave_out_other_types_and_labels(publisher, subscriber, shared_set, receiver):
     subscribe(subscriber, receiver.url, labels=["terror"], signal_types=["pdq"])
     merged(
