@@ -1,4 +1,4 @@
-"""Subscriptions: the one door to them (``access_subscription``) and the changes members make.
+"""Subscriptions: the one door to them (``access_subscription(s)``) and the changes members make.
 
 A subscription is a cursor that the exchange advances for its organisation (DESIGN.md "Push");
 delivering is ``signals.actions.webhooks``.
@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.actions import record
@@ -20,13 +21,18 @@ from signals.actions.webhooks import wake
 from signals.models import Delivery, HashSet, Subscription
 
 
+def access_subscriptions(org: Organisation) -> QuerySet[Subscription]:
+    """``org``'s subscriptions, oldest first: the only ones it may see."""
+    return Subscription.objects.filter(organisation=org)
+
+
 def access_subscription(org: Organisation, subscription_id: str) -> Subscription:
     """``org``'s subscription ``subscription_id``; 404 for anyone else's, so ids do not leak."""
     try:
         key = uuid.UUID(subscription_id)
     except ValueError:
         key = None
-    subscription = Subscription.objects.filter(pk=key, organisation=org).first() if key else None
+    subscription = access_subscriptions(org).filter(pk=key).first() if key else None
     if subscription is None:
         raise Problem("not-found", f"No subscription {subscription_id!r} of your organisation")
     return subscription

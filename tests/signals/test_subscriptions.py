@@ -82,6 +82,38 @@ def test_an_outsider_gets_404_for_sets_and_subscriptions_it_may_not_see(
     assert outsider.api.get("/api/v1/subscriptions").json() == []
 
 
+def test_the_list_shows_the_organisations_own_subscriptions_in_a_fixed_number_of_queries(
+    subscriber, outsider, shared_set, django_assert_num_queries
+):
+    from signals.actions.sets import do_create_set
+
+    do_create_set(outsider.org, {"slug": "other", "name": "Other"})
+    subscribe(outsider, sets=["other"])
+    mine = [subscribe(subscriber, description=str(n)).json()["id"] for n in range(3)]
+    with django_assert_num_queries(3):  # the key, the subscriptions, their sets' slugs
+        listed = subscriber.api.get("/api/v1/subscriptions").json()
+    assert [s["id"] for s in listed] == mine
+
+
+def test_views_reach_subscriptions_and_deliveries_only_through_access_helpers():
+    """STYLE.md "access through one door": no view queries them itself, so none can forget
+    whose they are."""
+    import ast
+    import inspect
+
+    from signals.api import views
+
+    direct = [
+        f"{node.value.id}.objects on line {node.lineno}"
+        for node in ast.walk(ast.parse(inspect.getsource(views)))
+        if isinstance(node, ast.Attribute)
+        and node.attr == "objects"
+        and isinstance(node.value, ast.Name)
+        and node.value.id in {"Subscription", "Delivery"}
+    ]
+    assert direct == []
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
