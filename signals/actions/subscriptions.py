@@ -170,9 +170,11 @@ def _resume(subscription: Subscription) -> None:
     subscription.state = Subscription.State.ACTIVE
     subscription.failing_since = None
     subscription.disabled_reason = ""
-    Delivery.objects.filter(subscription=subscription, state=Delivery.State.PENDING).update(
-        next_attempt_at=timezone.now(), claim=None
-    )
+    # A claimed page is being sent right now (or its worker died and its lease runs out soon):
+    # releasing it would let a second worker send it while the first is still in flight.
+    Delivery.objects.filter(
+        subscription=subscription, state=Delivery.State.PENDING, claim__isnull=True
+    ).update(next_attempt_at=timezone.now())
 
 
 def do_delete_subscription(subscription: Subscription, *, request: Any = None) -> None:
@@ -197,7 +199,8 @@ def do_redeliver(
 ) -> Subscription:
     """Send again. With ``cursor`` (or a past ``delivery``: from where it started), rewind the
     subscription there: the pending page is cancelled and pages are cut afresh. Without, try
-    the pending page now. Either way a paused or disabled subscription becomes active.
+    the pending page now (unless a worker is sending it already). Either way a paused or
+    disabled subscription becomes active.
 
     Locks the subscription row (a delivery that succeeds meanwhile cannot move the cursor past
     the rewind: its conditional update no longer matches)."""

@@ -201,6 +201,23 @@ def test_a_410_disables_the_subscription_and_tells_the_organisation(
     assert do_send(*claimed) == "delivered"
 
 
+def test_redeliver_now_leaves_a_page_in_flight_to_its_sender(
+    publisher, subscriber, shared_set, receiver
+):
+    """ "Send the pending page now" (a redeliver without a cursor, or resuming) while it is
+    being sent must not release it to a second sender: one delivery in flight at a time."""
+    sid = subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    assert subscriber.api.post(f"/api/v1/subscriptions/{sid}/redeliver", {}).status_code == 200
+    assert do_dispatch() == []
+    resumed = subscriber.api.request("PATCH", f"/api/v1/subscriptions/{sid}", {"active": True})
+    assert resumed.status_code == 200
+    assert do_dispatch() == []
+    assert do_send(*claimed) == "delivered"
+    assert len(receiver.received) == 1
+
+
 def test_an_endpoint_failing_for_days_is_disabled(publisher, subscriber, shared_set, receiver):
     receiver.script = [Answer(500)] * 10
     sid = subscribe(subscriber, receiver.url)
