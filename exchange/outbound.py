@@ -139,6 +139,13 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self._tls_host)  # type: ignore[attr-defined]
 
 
+def _storable(text: str) -> str:
+    """``text`` without NUL characters, which a Postgres text column refuses: what a receiver
+    answers is recorded, and must not make recording the attempt fail (the delivery would be
+    sent again when its lease ran out, every time)."""
+    return text.replace("\x00", "\ufffd")
+
+
 def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> Answer:
     """POST ``body`` to ``url`` after checking it; no redirects, and only a short excerpt of the
     answer is kept. Bounded time: each socket operation by ``HASHX_WEBHOOK_TIMEOUT_SECONDS``,
@@ -175,12 +182,12 @@ def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> 
             raise TimeoutError
         connection.request("POST", path, body=body, headers={**headers, "Host": parts.netloc})
         response = connection.getresponse()
-        excerpt = response.read(EXCERPT_CHARS).decode("utf-8", "replace")
+        excerpt = _storable(response.read(EXCERPT_CHARS).decode("utf-8", "replace"))
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, excerpt)
     except (OSError, http.client.HTTPException) as exc:
         if expired.is_set():
             raise SendFailed(f"no complete answer within {deadline:g} s") from None
-        raise SendFailed(f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS]) from None
+        raise SendFailed(_storable(f"{type(exc).__name__}: {exc}")[:EXCERPT_CHARS]) from None
     finally:
         timer.cancel()
         timer.join()

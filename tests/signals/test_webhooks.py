@@ -218,6 +218,25 @@ def test_redeliver_now_leaves_a_page_in_flight_to_its_sender(
     assert len(receiver.received) == 1
 
 
+def test_an_answer_with_nul_bytes_is_recorded_not_sent_again(
+    publisher, subscriber, shared_set, receiver
+):
+    """Postgres text cannot hold NUL: an excerpt carrying one must not make recording the
+    attempt fail (the page would go out again at every lease, even after a 2xx)."""
+    receiver.script = [Answer(500, body=b"\x00bad"), Answer(200, body=b"ok\x00")]
+    subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "retry"
+    delivery = Delivery.objects.get()
+    assert delivery.response_excerpt == "\ufffdbad"
+    with time_machine.travel(delivery.next_attempt_at, tick=False):
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == "delivered"
+    assert Delivery.objects.get().response_excerpt == "ok\ufffd"
+    assert len(receiver.received) == 2
+
+
 def test_an_endpoint_failing_for_days_is_disabled(publisher, subscriber, shared_set, receiver):
     receiver.script = [Answer(500)] * 10
     sid = subscribe(subscriber, receiver.url)
