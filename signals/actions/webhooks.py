@@ -302,13 +302,17 @@ def send_deadline() -> float:
 
 def do_send(delivery_id: str, claim: str) -> str:
     """Send a claimed delivery once and record the outcome; returns it ("delivered",
-    "retry", "disabled" or "stale" when the claim was lost)."""
-    delivery = (
-        Delivery.objects.select_related("subscription__organisation")
-        .filter(pk=delivery_id, claim=claim, state=Delivery.State.PENDING)
-        .first()
-    )
-    if delivery is None:
+    "retry", "disabled" or "stale" when the claim was lost).
+
+    Renews the lease first (a conditional update on the claim): the send may start long after
+    the claim, behind others of its chunk, and must end, deadline included, inside the lease,
+    or a dispatch could claim the delivery again while it is in flight."""
+    claimed = Delivery.objects.filter(pk=delivery_id, claim=claim, state=Delivery.State.PENDING)
+    lease = timedelta(seconds=settings.HASHX_WEBHOOK_LEASE_SECONDS)
+    if not claimed.update(next_attempt_at=timezone.now() + lease):
+        return "stale"
+    delivery = claimed.select_related("subscription__organisation").first()
+    if delivery is None:  # cancelled or deleted since
         return "stale"
     try:
         answer: outbound.Answer | None = outbound.post(

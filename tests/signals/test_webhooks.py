@@ -3,12 +3,14 @@
 import itertools
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import pytest
 import time_machine
+from django.db import connections
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -235,6 +237,38 @@ def test_an_answer_with_nul_bytes_is_recorded_not_sent_again(
         assert do_send(*claimed) == "delivered"
     assert Delivery.objects.get().response_excerpt == "ok\ufffd"
     assert len(receiver.received) == 2
+
+
+def test_a_send_that_starts_late_in_its_lease_renews_it(
+    publisher, subscriber, shared_set, receiver, settings
+):
+    """A delivery waits its turn behind the others of its chunk, so its send may start near the
+    end of the lease it got when claimed: the send renews the lease as it starts, and no
+    dispatch claims the page again while it is in flight."""
+    settings.HASHX_WEBHOOK_LEASE_SECONDS = 4
+    receiver.script = [Answer(200, delay=1)]
+    subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    outcome = []
+
+    def send(claimed):
+        try:
+            outcome.append(do_send(*claimed))
+        finally:
+            connections.close_all()
+
+    start = timezone.now()
+    with time_machine.travel(start, tick=False) as clock:
+        (claimed,) = do_dispatch()
+        clock.move_to(start + timezone.timedelta(seconds=3.5))  # half a second of lease left
+        sender = threading.Thread(target=send, args=(claimed,))
+        sender.start()
+        receiver.wait_for(1)
+        clock.move_to(start + timezone.timedelta(seconds=5))  # past the first lease
+        assert do_dispatch() == []
+        sender.join()
+    assert outcome == ["delivered"]
+    assert len(receiver.received) == 1
 
 
 def test_an_endpoint_failing_for_days_is_disabled(publisher, subscriber, shared_set, receiver):
