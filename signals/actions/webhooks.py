@@ -302,7 +302,8 @@ def send_deadline() -> float:
 
 def do_send(delivery_id: str, claim: str) -> str:
     """Send a claimed delivery once and record the outcome; returns it ("delivered",
-    "retry", "disabled" or "stale" when the claim was lost).
+    "retry", "disabled", "cancelled" when its organisation can no longer read a set in it, or
+    "stale" when the claim was lost).
 
     Renews the lease first (a conditional update on the claim): the send may start long after
     the claim, behind others of its chunk, and must end, deadline included, inside the lease,
@@ -314,6 +315,15 @@ def do_send(delivery_id: str, claim: str) -> str:
     delivery = claimed.select_related("subscription__organisation").first()
     if delivery is None:  # cancelled or deleted since
         return "stale"
+    organisation = delivery.subscription.organisation
+    if visible_sets(organisation).filter(slug__in=delivery.set_counts).count() < len(
+        delivery.set_counts
+    ):
+        # Cut while its organisation could read every set in it, and no longer can: never sent.
+        # The next page is cut afresh from the cursor, over the sets it reads now.
+        claimed.update(state=Delivery.State.CANCELLED, claim=None)
+        wake()
+        return "cancelled"
     try:
         answer: outbound.Answer | None = outbound.post(
             delivery.subscription.url,

@@ -249,6 +249,25 @@ def test_a_set_no_longer_readable_is_not_delivered(publisher, subscriber, shared
     assert not Delivery.objects.exists()
 
 
+def test_a_page_cut_before_the_set_became_unreadable_is_cancelled_not_sent(
+    publisher, subscriber, shared_set
+):
+    from signals.actions.sets import do_grant, do_revoke_grant
+    from signals.actions.webhooks import do_send
+
+    sid = subscribe(subscriber, cursor=Position(0, 0).cursor()).json()["id"]
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()  # HOOK is a closed port: had it been sent, it would be "retry"
+    do_revoke_grant(shared_set, subscriber.org)
+    assert do_send(*claimed) == "cancelled"
+    assert Delivery.objects.get().state == "cancelled"
+    assert do_dispatch() == []
+    do_grant(shared_set, subscriber.org, can_read=True, can_publish=False)
+    (claimed,) = do_dispatch()
+    again = Delivery.objects.get(pk=claimed[0])
+    assert (str(again.subscription_id), again.count) == (sid, 1)
+
+
 def test_news_only_in_sets_it_can_no_longer_read_costs_a_dispatch_nothing(
     publisher, subscriber, shared_set, django_assert_num_queries
 ):
