@@ -8,10 +8,12 @@ send, and the request connects to the very address that was checked, so a DNS an
 changes in between (rebinding) gains nothing. Redirects are never followed.
 """
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
@@ -137,9 +139,18 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self._tls_host)  # type: ignore[attr-defined]
 
 
-def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:
-    """POST ``body`` to ``url`` after checking it; no redirects, bounded time, and only a short
-    excerpt of the answer is kept."""
+def _storable(text: str) -> str:
+    """``text`` without NUL characters, which a Postgres text column refuses: what a receiver
+    answers is recorded, and must not make recording the attempt fail (the delivery would be
+    sent again when its lease ran out, every time)."""
+    return text.replace("\x00", "\ufffd")
+
+
+def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> Answer:
+    """POST ``body`` to ``url`` after checking it; no redirects, and only a short excerpt of the
+    answer is kept. Bounded time: each socket operation by ``HASHX_WEBHOOK_TIMEOUT_SECONDS``,
+    and the whole exchange by ``deadline`` seconds (a receiver trickling its answer a byte at a
+    time never trips the first): past it the connection is cut and ``SendFailed`` raised."""
     parts = check_url(url)
     address = str(resolve(parts)[0])
     https = parts.scheme == "https"
@@ -151,12 +162,33 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:
         else http.client.HTTPConnection(address, port, timeout=timeout)
     )
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        if connection.sock is not None:
+            # The plain socket's shutdown: the blocked read returns at once (the TLS layer's
+            # own shutdown would tear its state down under the reading thread).
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(connection.sock, socket.SHUT_RDWR)
+
+    timer = threading.Timer(deadline, cut)
+    timer.start()
     try:
+        connection.connect()
+        # Cut while connecting, before there was a socket to shut (the connect, and a TLS
+        # handshake as a whole, are bounded by the socket timeout).
+        if expired.is_set():
+            raise TimeoutError
         connection.request("POST", path, body=body, headers={**headers, "Host": parts.netloc})
         response = connection.getresponse()
-        excerpt = response.read(EXCERPT_CHARS).decode("utf-8", "replace")
+        excerpt = _storable(response.read(EXCERPT_CHARS).decode("utf-8", "replace"))
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, excerpt)
     except (OSError, http.client.HTTPException) as exc:
-        raise SendFailed(f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS]) from None
+        if expired.is_set():
+            raise SendFailed(f"no complete answer within {deadline:g} s") from None
+        raise SendFailed(_storable(f"{type(exc).__name__}: {exc}")[:EXCERPT_CHARS]) from None
     finally:
+        timer.cancel()
+        timer.join()
         connection.close()

@@ -216,7 +216,8 @@ HASHX_WEBHOOK_TIMEOUT_SECONDS = env_int("HASHX_WEBHOOK_TIMEOUT_SECONDS", 10, min
 HASHX_WEBHOOK_PAGE_SIZE = env_int("HASHX_WEBHOOK_PAGE_SIZE", 500, minimum=1)
 HASHX_WEBHOOK_RETRY_BASE_SECONDS = env_int("HASHX_WEBHOOK_RETRY_BASE_SECONDS", 10, minimum=1)
 HASHX_WEBHOOK_RETRY_MAX_SECONDS = env_int("HASHX_WEBHOOK_RETRY_MAX_SECONDS", 3600, minimum=1)
-# A claimed delivery whose worker died is claimed again after this long (over twice the timeout).
+# A claimed delivery whose worker died is claimed again after this long; one send may take half
+# of it in all (signals.actions.webhooks.send_deadline).
 HASHX_WEBHOOK_LEASE_SECONDS = env_int("HASHX_WEBHOOK_LEASE_SECONDS", 60, minimum=3)
 # An endpoint failing this long is disabled, and its organisation and staff see why.
 HASHX_WEBHOOK_DISABLE_AFTER_HOURS = env_int("HASHX_WEBHOOK_DISABLE_AFTER_HOURS", 72, minimum=1)

@@ -57,7 +57,11 @@ class Position:
 START = Position(0, 0)
 
 
-def sql_after_cursor(row: str = "e", cursor: str = "%(xid)s::text::xid8, %(seq)s") -> str:
+def sql_after_cursor(
+    row: str = "e",
+    cursor: str = "%(xid)s::text::xid8, %(seq)s",
+    horizon: str = "%(horizon)s",
+) -> str:
     """The feed's one cursor condition, as SQL over the entry row aliased ``row``: the row is
     served to whoever holds ``cursor``.
 
@@ -65,12 +69,13 @@ def sql_after_cursor(row: str = "e", cursor: str = "%(xid)s::text::xid8, %(seq)s
     first): the holder has seen every final change at or below it and nothing above it. A row
     is due when it is final (written by a transaction below the visible horizon, so nothing
     can still commit below it) and sorts after the cursor in ``(xid, seq)`` order. The horizon
-    is the ``%(horizon)s`` parameter; ``cursor`` defaults to the ``%(xid)s``/``%(seq)s``
-    parameters (see ``cursor_params``) and may name columns instead (a subscription's cursor).
+    is the ``%(horizon)s`` parameter unless ``horizon`` names another placeholder; ``cursor``
+    defaults to the ``%(xid)s``/``%(seq)s`` parameters (see ``cursor_params``) and may name
+    columns instead (a subscription's cursor).
     Every reader of the feed uses this, so they all agree on what "after the cursor" means.
     """
     return (
-        f"{row}.position_xid < %(horizon)s::text::xid8"
+        f"{row}.position_xid < {horizon}::text::xid8"
         f" AND ({row}.position_xid, {row}.position_seq) > ({cursor})"
     )
 

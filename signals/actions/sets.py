@@ -4,7 +4,8 @@ import re
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Value
+from django.db.models.lookups import Exact
 
 from audit.actions import record
 from exchange.problems import Problem
@@ -15,17 +16,24 @@ Distribution = HashSet.Distribution
 
 
 def visible_sets(org: Organisation) -> QuerySet[HashSet]:
-    """Sets ``org`` may read: its own; granted ones (unless the set is owner-only); every
-    coalition-wide set for members; every federated set for members and peers."""
-    readable = Q(owner=org) | Q(distribution=Distribution.FEDERATED)
+    """Sets ``org`` may read (see ``readable_by``)."""
+    return HashSet.objects.filter(readable_by(org.pk, Value(org.kind))).distinct()
+
+
+def readable_by(org_id: Any, org_kind: Any) -> Q:
+    """The visibility rule, as a filter on sets: an organisation may read its own sets; granted
+    ones (unless the set is owner-only); every coalition-wide set if it is a member; every
+    federated set (members and peers). ``org_id`` and ``org_kind`` are values, or references to
+    the organisation of an outer query's row (``OuterRef``), so that a query over many
+    organisations' rows applies the same rule to each."""
+    readable = Q(owner=org_id) | Q(distribution=Distribution.FEDERATED)
     readable |= Q(
         distribution__in=[Distribution.GRANTED, Distribution.COALITION],
-        grants__organisation=org,
+        grants__organisation=org_id,
         grants__can_read=True,
     )
-    if org.kind == Organisation.Kind.MEMBER:
-        readable |= Q(distribution=Distribution.COALITION)
-    return HashSet.objects.filter(readable).distinct()
+    readable |= Q(Exact(org_kind, Organisation.Kind.MEMBER), distribution=Distribution.COALITION)
+    return readable
 
 
 def may_publish(org: Organisation, hash_set: HashSet) -> bool:

@@ -1,4 +1,4 @@
-"""Subscriptions: the one door to them (``access_subscription``) and the changes members make.
+"""Subscriptions: the one door to them (``access_subscription(s)``) and the changes members make.
 
 A subscription is a cursor that the exchange advances for its organisation (DESIGN.md "Push");
 delivering is ``signals.actions.webhooks``.
@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.actions import record
@@ -20,13 +21,18 @@ from signals.actions.webhooks import wake
 from signals.models import Delivery, HashSet, Subscription
 
 
+def access_subscriptions(org: Organisation) -> QuerySet[Subscription]:
+    """``org``'s subscriptions, oldest first: the only ones it may see."""
+    return Subscription.objects.filter(organisation=org)
+
+
 def access_subscription(org: Organisation, subscription_id: str) -> Subscription:
     """``org``'s subscription ``subscription_id``; 404 for anyone else's, so ids do not leak."""
     try:
         key = uuid.UUID(subscription_id)
     except ValueError:
         key = None
-    subscription = Subscription.objects.filter(pk=key, organisation=org).first() if key else None
+    subscription = access_subscriptions(org).filter(pk=key).first() if key else None
     if subscription is None:
         raise Problem("not-found", f"No subscription {subscription_id!r} of your organisation")
     return subscription
@@ -164,9 +170,11 @@ def _resume(subscription: Subscription) -> None:
     subscription.state = Subscription.State.ACTIVE
     subscription.failing_since = None
     subscription.disabled_reason = ""
-    Delivery.objects.filter(subscription=subscription, state=Delivery.State.PENDING).update(
-        next_attempt_at=timezone.now(), claim=None
-    )
+    # A claimed page is being sent right now (or its worker died and its lease runs out soon):
+    # releasing it would let a second worker send it while the first is still in flight.
+    Delivery.objects.filter(
+        subscription=subscription, state=Delivery.State.PENDING, claim__isnull=True
+    ).update(next_attempt_at=timezone.now())
 
 
 def do_delete_subscription(subscription: Subscription, *, request: Any = None) -> None:
@@ -191,7 +199,8 @@ def do_redeliver(
 ) -> Subscription:
     """Send again. With ``cursor`` (or a past ``delivery``: from where it started), rewind the
     subscription there: the pending page is cancelled and pages are cut afresh. Without, try
-    the pending page now. Either way a paused or disabled subscription becomes active.
+    the pending page now (unless a worker is sending it already). Either way a paused or
+    disabled subscription becomes active.
 
     Locks the subscription row (a delivery that succeeds meanwhile cannot move the cursor past
     the rewind: its conditional update no longer matches)."""

@@ -3,13 +3,14 @@ signed (DESIGN.md "Push").
 
 The flow: actions that move positions call ``wake()``; after their commit a dispatch runs
 (``do_dispatch``, also on beat as a backstop and for retries). It cuts a page for every active
-subscription that has no pending delivery and has news after its cursor, then claims due
-deliveries with ``FOR UPDATE SKIP LOCKED`` and hands each to a send task. A claim is a lease: it
-pushes ``next_attempt_at`` out, so a worker that dies mid-send leaves the delivery to be claimed
-again once the lease runs out. ``do_send`` posts the page; on 2xx the cursor advances (only
-from the page's own starting point) and the next page is cut at once; otherwise the delivery is
-retried with exponential backoff and jitter, ``Retry-After`` honoured, and an endpoint failing
-for ``HASHX_WEBHOOK_DISABLE_AFTER_HOURS`` (or answering 410) is disabled.
+subscription that has no pending delivery and has news after its cursor in a set its
+organisation may read now, then claims due deliveries with ``FOR UPDATE SKIP LOCKED`` and
+hands each to a send task. A claim is a lease: it pushes ``next_attempt_at`` out, so a worker
+that dies mid-send leaves the delivery to be claimed again once the lease runs out.
+``do_send`` posts the page; on 2xx the cursor advances (only from the page's own starting
+point) and the next page is cut at once; otherwise the delivery is retried with exponential
+backoff and jitter, ``Retry-After`` honoured, and an endpoint failing for
+``HASHX_WEBHOOK_DISABLE_AFTER_HOURS`` (or answering 410) is disabled.
 """
 
 import json
@@ -17,13 +18,16 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import BooleanField, Exists, F, Func, OuterRef
 from django.utils import timezone
 
 from audit.actions import record
@@ -31,9 +35,10 @@ from exchange import outbound
 from exchange.actions.identity import get_signing_key
 from exchange.kv import redis_client
 from hashx.webhooks import sign
+from members.models import Organisation
 from signals.actions.feed import Rendered, purge_horizon, rendered_after
 from signals.actions.positions import Position, sql_after_cursor, visible_horizon
-from signals.actions.sets import visible_sets
+from signals.actions.sets import readable_by, visible_sets
 from signals.models import Delivery, HashSet, Subscription
 
 log = logging.getLogger(__name__)
@@ -64,17 +69,54 @@ def clear_wake() -> None:
     redis_client().delete(_QUEUED_KEY)
 
 
+# Of the candidates (an ORM query: active, nothing pending, and their readable sets), those with
+# changes after their cursor in a set they may read.
 _SQL_HAS_NEWS = f"""
-SELECT s.id FROM signals_subscription s
-JOIN members_organisation o ON o.id = s.organisation_id AND o.status = 'active'
-WHERE s.state = 'active'
-  AND NOT EXISTS (
-      SELECT 1 FROM signals_delivery d WHERE d.subscription_id = s.id AND d.state = 'pending')
-  AND EXISTS (
-      SELECT 1 FROM signals_setentry e
-      WHERE e.hash_set_id = ANY(s.set_ids)
-        AND {sql_after_cursor(cursor="s.cursor_xid, s.cursor_seq")})
+SELECT c.id FROM ({{candidates}}) c
+WHERE EXISTS (
+    SELECT 1 FROM signals_setentry e
+    WHERE e.hash_set_id = ANY(c.readable)
+      AND {sql_after_cursor(cursor="c.cursor_xid, c.cursor_seq", horizon="%s")})
 """  # noqa: S608 - only constants are interpolated
+
+
+class _AnyOf(Func):
+    """``value = ANY(array)``: whether the value is one of the array's elements."""
+
+    arity = 2
+    template = "%(expressions)s)"
+    arg_joiner = " = ANY("
+    output_field = BooleanField()
+
+
+def _waiting() -> list[Any]:
+    """Active subscriptions of active organisations with no pending delivery and news after
+    their cursor in the sets their organisation may read now: a set it can no longer read
+    (grant removed, set made private) makes no news, so such a subscription costs nothing until
+    it can read again."""
+    readable = ArraySubquery(
+        HashSet.objects.filter(
+            readable_by(OuterRef("organisation_id"), OuterRef("organisation__kind")),
+            _AnyOf(F("pk"), OuterRef("set_ids")),
+        ).values("pk")
+    )
+    candidates = (
+        Subscription.objects.filter(
+            state=Subscription.State.ACTIVE, organisation__status=Organisation.Status.ACTIVE
+        )
+        .exclude(
+            Exists(
+                Delivery.objects.filter(subscription=OuterRef("pk"), state=Delivery.State.PENDING)
+            )
+        )
+        .annotate(readable=readable)
+        .values("id", "cursor_xid", "cursor_seq", "readable")
+    )
+    sql, params = candidates.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_HAS_NEWS.format(candidates=sql), [*params, str(visible_horizon())])
+        return [row[0] for row in cursor.fetchall()]
+
 
 _SQL_CLAIM = """
 UPDATE signals_delivery SET claim = %(claim)s, next_attempt_at = %(lease)s
@@ -92,9 +134,7 @@ RETURNING id
 def do_dispatch(limit: int = 200) -> list[tuple[str, str]]:
     """Cut pages where there is news, then claim up to ``limit`` due deliveries; returns the
     claimed ``(delivery id, claim)`` pairs for the caller to send."""
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL_HAS_NEWS, {"horizon": str(visible_horizon())})
-        waiting = [row[0] for row in cursor.fetchall()]
+    waiting = _waiting()
     if waiting:
         do_cut_pages(waiting)
     now = timezone.now()
@@ -112,13 +152,29 @@ def do_dispatch(limit: int = 200) -> list[tuple[str, str]]:
         return [(str(row[0]), str(claim)) for row in cursor.fetchall()]
 
 
-def _wanted(subscription: Subscription, change: Rendered) -> bool:
-    if not (subscription.signal_types or subscription.labels):
-        return True
-    record = json.loads(change.json)
-    if subscription.signal_types and record["type"] not in subscription.signal_types:
-        return False
-    return not subscription.labels or bool(set(subscription.labels) & set(record["labels"]))
+@dataclass
+class _Page:
+    """One read of the feed, shared by the subscriptions at the same cursor over the same sets."""
+
+    changes: list[Rendered]
+    until: Position
+
+    @cached_property
+    def facets(self) -> list[tuple[str, set[str]]]:
+        """Each change's type and labels, parsed once however many subscriptions filter it."""
+        records = [json.loads(change.json) for change in self.changes]
+        return [(record["type"], set(record["labels"])) for record in records]
+
+    def wanted_by(self, subscription: Subscription) -> list[Rendered]:
+        """The changes that pass the subscription's filters on types and labels."""
+        types, labels = set(subscription.signal_types), set(subscription.labels)
+        if not (types or labels):
+            return self.changes
+        return [
+            change
+            for change, (kind, tags) in zip(self.changes, self.facets, strict=True)
+            if (not types or kind in types) and (not labels or labels & tags)
+        ]
 
 
 def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
@@ -143,7 +199,7 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
         )
         purged = purge_horizon()
         readable_by_org: dict[int, dict[int, HashSet]] = {}
-        pages: dict[tuple[tuple[int, ...], Position], tuple[list[Rendered], Position]] = {}
+        pages: dict[tuple[tuple[int, ...], Position], _Page] = {}
         created = []
         for subscription in subscriptions:
             if subscription.pk in busy:
@@ -165,20 +221,20 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
             after, cut = start, False
             for _ in range(_MAX_EMPTY_PAGES):
                 if (sets, after) not in pages:
-                    pages[sets, after] = rendered_after(
-                        after, list(sets), limit=settings.HASHX_WEBHOOK_PAGE_SIZE
+                    pages[sets, after] = _Page(
+                        *rendered_after(after, list(sets), limit=settings.HASHX_WEBHOOK_PAGE_SIZE)
                     )
-                changes, until = pages[sets, after]
-                wanted = [c for c in changes if _wanted(subscription, c)]
+                page = pages[sets, after]
+                wanted = page.wanted_by(subscription)
                 if wanted:
                     # It spans the pages skipped before it (from ``start``): the cursor moves
                     # when it is delivered, not now.
-                    created.append(_new_delivery(subscription, readable, wanted, start, until))
+                    created.append(_new_delivery(subscription, readable, wanted, start, page.until))
                     cut = True
                     break
-                if not changes:
+                if not page.changes:
                     break
-                after = until
+                after = page.until
             if not cut and after != start:  # only filtered-out pages: skip past them
                 subscription.cursor_xid, subscription.cursor_seq = after.xid, after.seq
                 subscription.save(update_fields=["cursor_xid", "cursor_seq", "updated_at"])
@@ -237,19 +293,43 @@ def signed_headers(delivery: Delivery) -> dict[str, str]:
     }
 
 
+def send_deadline() -> float:
+    """How long one send may take in all: half the lease, so that a send cut off at its
+    deadline (a failed attempt, retried like any other) has recorded its outcome long before
+    the lease runs out and another worker could claim the delivery: one in flight at a time."""
+    return settings.HASHX_WEBHOOK_LEASE_SECONDS / 2
+
+
 def do_send(delivery_id: str, claim: str) -> str:
     """Send a claimed delivery once and record the outcome; returns it ("delivered",
-    "retry", "disabled" or "stale" when the claim was lost)."""
-    delivery = (
-        Delivery.objects.select_related("subscription__organisation")
-        .filter(pk=delivery_id, claim=claim, state=Delivery.State.PENDING)
-        .first()
-    )
-    if delivery is None:
+    "retry", "disabled", "cancelled" when its organisation can no longer read a set in it, or
+    "stale" when the claim was lost).
+
+    Renews the lease first (a conditional update on the claim): the send may start long after
+    the claim, behind others of its chunk, and must end, deadline included, inside the lease,
+    or a dispatch could claim the delivery again while it is in flight."""
+    claimed = Delivery.objects.filter(pk=delivery_id, claim=claim, state=Delivery.State.PENDING)
+    lease = timedelta(seconds=settings.HASHX_WEBHOOK_LEASE_SECONDS)
+    if not claimed.update(next_attempt_at=timezone.now() + lease):
         return "stale"
+    delivery = claimed.select_related("subscription__organisation").first()
+    if delivery is None:  # cancelled or deleted since
+        return "stale"
+    organisation = delivery.subscription.organisation
+    if visible_sets(organisation).filter(slug__in=delivery.set_counts).count() < len(
+        delivery.set_counts
+    ):
+        # Cut while its organisation could read every set in it, and no longer can: never sent.
+        # The next page is cut afresh from the cursor, over the sets it reads now.
+        claimed.update(state=Delivery.State.CANCELLED, claim=None)
+        wake()
+        return "cancelled"
     try:
         answer: outbound.Answer | None = outbound.post(
-            delivery.subscription.url, delivery.body.encode(), signed_headers(delivery)
+            delivery.subscription.url,
+            delivery.body.encode(),
+            signed_headers(delivery),
+            deadline=send_deadline(),
         )
         error = ""
     except (outbound.Refused, outbound.SendFailed) as exc:

@@ -43,6 +43,7 @@ from signals.actions.sets import (
 from signals.actions.subscriptions import (
     access_delivery,
     access_subscription,
+    access_subscriptions,
     check_subscription_url,
     do_create_subscription,
     do_delete_subscription,
@@ -69,7 +70,7 @@ from signals.api.serializers import (
     SubscriptionUpdateSerializer,
 )
 from signals.api.streams import DigestReader
-from signals.models import Batch, Delivery, HashSet, SetGrant, Subscription
+from signals.models import Batch, HashSet, SetGrant, Subscription
 
 STREAM_SOURCES = {
     "application/x-ndjson": ndjson_items,
@@ -430,7 +431,7 @@ class SubscriptionListView(APIView):
     )
     def get(self, request: Request) -> Response:
         """Your organisation's webhook subscriptions, oldest first."""
-        subscriptions = list(Subscription.objects.filter(organisation=organisation_of(request)))
+        subscriptions = list(access_subscriptions(organisation_of(request)))
         context = {"set_slugs": _set_slugs(subscriptions)}
         return Response(SubscriptionSerializer(subscriptions, many=True, context=context).data)
 
@@ -528,7 +529,7 @@ class DeliveryListView(ListAPIView):
         subscription = access_subscription(
             organisation_of(self.request), self.kwargs["subscription_id"]
         )
-        return Delivery.objects.filter(subscription=subscription).defer("body")
+        return subscription.deliveries.defer("body")
 
 
 class RedeliverView(APIView):

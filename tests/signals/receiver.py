@@ -25,6 +25,10 @@ class Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    body: bytes = b"ok"
+    # Seconds between the bytes of the answer, written one at a time: a receiver that keeps
+    # every read well within the socket timeout and still takes for ever.
+    trickle: float = 0.0
 
 
 class Receiver:
@@ -52,12 +56,18 @@ class Receiver:
                     )
                     receiver.arrived.notify_all()
                 time.sleep(answer.delay)
+                if answer.trickle:
+                    raw = f"HTTP/1.1 {answer.status} OK\r\nContent-Length: 2\r\n\r\nok".encode()
+                    for byte in raw:
+                        time.sleep(answer.trickle)
+                        self.wfile.write(bytes([byte]))
+                    return
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(answer.body)
 
             def log_message(self, *args: Any) -> None:
                 pass

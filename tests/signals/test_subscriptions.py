@@ -4,7 +4,7 @@ import pytest
 
 from audit.models import AuditEvent
 from signals.actions.positions import Position
-from signals.actions.webhooks import do_cut_pages
+from signals.actions.webhooks import do_cut_pages, do_dispatch
 from signals.models import Delivery, Subscription
 from tests.signals.conftest import merged, pdq, publish
 
@@ -80,6 +80,38 @@ def test_an_outsider_gets_404_for_sets_and_subscriptions_it_may_not_see(
     assert outsider.api.post(f"/api/v1/subscriptions/{sid}/redeliver", {}).status_code == 404
     assert outsider.api.get("/api/v1/subscriptions/not-a-uuid").status_code == 404
     assert outsider.api.get("/api/v1/subscriptions").json() == []
+
+
+def test_the_list_shows_the_organisations_own_subscriptions_in_a_fixed_number_of_queries(
+    subscriber, outsider, shared_set, django_assert_num_queries
+):
+    from signals.actions.sets import do_create_set
+
+    do_create_set(outsider.org, {"slug": "other", "name": "Other"})
+    subscribe(outsider, sets=["other"])
+    mine = [subscribe(subscriber, description=str(n)).json()["id"] for n in range(3)]
+    with django_assert_num_queries(3):  # the key, the subscriptions, their sets' slugs
+        listed = subscriber.api.get("/api/v1/subscriptions").json()
+    assert [s["id"] for s in listed] == mine
+
+
+def test_views_reach_subscriptions_and_deliveries_only_through_access_helpers():
+    """STYLE.md "access through one door": no view queries them itself, so none can forget
+    whose they are."""
+    import ast
+    import inspect
+
+    from signals.api import views
+
+    direct = [
+        f"{node.value.id}.objects on line {node.lineno}"
+        for node in ast.walk(ast.parse(inspect.getsource(views)))
+        if isinstance(node, ast.Attribute)
+        and node.attr == "objects"
+        and isinstance(node.value, ast.Name)
+        and node.value.id in {"Subscription", "Delivery"}
+    ]
+    assert direct == []
 
 
 @pytest.mark.parametrize(
@@ -215,6 +247,72 @@ def test_a_set_no_longer_readable_is_not_delivered(publisher, subscriber, shared
     do_revoke_grant(shared_set, subscriber.org)
     assert cut(sid) is None
     assert not Delivery.objects.exists()
+
+
+def test_a_page_cut_before_the_set_became_unreadable_is_cancelled_not_sent(
+    publisher, subscriber, shared_set
+):
+    from signals.actions.sets import do_grant, do_revoke_grant
+    from signals.actions.webhooks import do_send
+
+    sid = subscribe(subscriber, cursor=Position(0, 0).cursor()).json()["id"]
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()  # HOOK is a closed port: had it been sent, it would be "retry"
+    do_revoke_grant(shared_set, subscriber.org)
+    assert do_send(*claimed) == "cancelled"
+    assert Delivery.objects.get().state == "cancelled"
+    assert do_dispatch() == []
+    do_grant(shared_set, subscriber.org, can_read=True, can_publish=False)
+    (claimed,) = do_dispatch()
+    again = Delivery.objects.get(pk=claimed[0])
+    assert (str(again.subscription_id), again.count) == (sid, 1)
+
+
+def test_news_only_in_sets_it_can_no_longer_read_costs_a_dispatch_nothing(
+    publisher, subscriber, shared_set, django_assert_num_queries
+):
+    """A grant removed or a set made private: its changes are no news for the subscription, so
+    a dispatch neither cuts nor reads a page for it until it can read the set again; then it
+    gets what it missed."""
+    from signals.actions.sets import do_grant, do_revoke_grant, do_update_set
+
+    sid = subscribe(subscriber, cursor=Position(0, 0).cursor()).json()["id"]
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    do_revoke_grant(shared_set, subscriber.org)
+    # The horizon, what is new (nothing), and the claim (BEGIN, UPDATE, COMMIT).
+    with django_assert_num_queries(5):
+        assert do_dispatch() == []
+    do_grant(shared_set, subscriber.org, can_read=True, can_publish=False)
+    do_update_set(shared_set, {"distribution": "owner"})
+    with django_assert_num_queries(5):
+        assert do_dispatch() == []
+    assert not Delivery.objects.exists()
+    do_update_set(shared_set, {"distribution": "granted"})
+    (claimed,) = do_dispatch()
+    delivery = Delivery.objects.get(pk=claimed[0])
+    assert (str(delivery.subscription_id), delivery.count) == (sid, 1)
+
+
+def test_a_coalition_set_is_news_for_a_member_but_not_for_a_peer(
+    publisher, subscriber, peer, shared_set
+):
+    from signals.actions.sets import do_update_set
+    from signals.actions.subscriptions import do_create_subscription
+
+    do_update_set(shared_set, {"distribution": "federated"})
+    sid = subscribe(subscriber, cursor=Position(0, 0).cursor()).json()["id"]
+    do_create_subscription(
+        peer.org,
+        url=HOOK,
+        sets=[shared_set],
+        signal_types=[],
+        labels=[],
+        cursor=Position(0, 0).cursor(),
+    )
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    do_update_set(shared_set, {"distribution": "coalition"})  # members only, now
+    do_dispatch()
+    assert [str(d.subscription_id) for d in Delivery.objects.all()] == [sid]
 
 
 def test_finished_deliveries_are_forgotten_after_the_history_period(

@@ -3,11 +3,14 @@
 import itertools
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import pytest
 import time_machine
+from django.db import connections
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -200,6 +203,74 @@ def test_a_410_disables_the_subscription_and_tells_the_organisation(
     assert do_send(*claimed) == "delivered"
 
 
+def test_redeliver_now_leaves_a_page_in_flight_to_its_sender(
+    publisher, subscriber, shared_set, receiver
+):
+    """ "Send the pending page now" (a redeliver without a cursor, or resuming) while it is
+    being sent must not release it to a second sender: one delivery in flight at a time."""
+    sid = subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    assert subscriber.api.post(f"/api/v1/subscriptions/{sid}/redeliver", {}).status_code == 200
+    assert do_dispatch() == []
+    resumed = subscriber.api.request("PATCH", f"/api/v1/subscriptions/{sid}", {"active": True})
+    assert resumed.status_code == 200
+    assert do_dispatch() == []
+    assert do_send(*claimed) == "delivered"
+    assert len(receiver.received) == 1
+
+
+def test_an_answer_with_nul_bytes_is_recorded_not_sent_again(
+    publisher, subscriber, shared_set, receiver
+):
+    """Postgres text cannot hold NUL: an excerpt carrying one must not make recording the
+    attempt fail (the page would go out again at every lease, even after a 2xx)."""
+    receiver.script = [Answer(500, body=b"\x00bad"), Answer(200, body=b"ok\x00")]
+    subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "retry"
+    delivery = Delivery.objects.get()
+    assert delivery.response_excerpt == "\ufffdbad"
+    with time_machine.travel(delivery.next_attempt_at, tick=False):
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == "delivered"
+    assert Delivery.objects.get().response_excerpt == "ok\ufffd"
+    assert len(receiver.received) == 2
+
+
+def test_a_send_that_starts_late_in_its_lease_renews_it(
+    publisher, subscriber, shared_set, receiver, settings
+):
+    """A delivery waits its turn behind the others of its chunk, so its send may start near the
+    end of the lease it got when claimed: the send renews the lease as it starts, and no
+    dispatch claims the page again while it is in flight."""
+    settings.HASHX_WEBHOOK_LEASE_SECONDS = 4
+    receiver.script = [Answer(200, delay=1)]
+    subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    outcome = []
+
+    def send(claimed):
+        try:
+            outcome.append(do_send(*claimed))
+        finally:
+            connections.close_all()
+
+    start = timezone.now()
+    with time_machine.travel(start, tick=False) as clock:
+        (claimed,) = do_dispatch()
+        clock.move_to(start + timezone.timedelta(seconds=3.5))  # half a second of lease left
+        sender = threading.Thread(target=send, args=(claimed,))
+        sender.start()
+        receiver.wait_for(1)
+        clock.move_to(start + timezone.timedelta(seconds=5))  # past the first lease
+        assert do_dispatch() == []
+        sender.join()
+    assert outcome == ["delivered"]
+    assert len(receiver.received) == 1
+
+
 def test_an_endpoint_failing_for_days_is_disabled(publisher, subscriber, shared_set, receiver):
     receiver.script = [Answer(500)] * 10
     sid = subscribe(subscriber, receiver.url)
@@ -231,6 +302,27 @@ def test_an_address_that_turned_private_is_refused_at_send_time(
     assert "loopback" in Subscription.objects.get(pk=sid).last_error
 
 
+def test_an_endpoint_trickling_its_answer_is_cut_off_at_the_send_deadline(
+    publisher, subscriber, shared_set, receiver, settings
+):
+    """Every byte arrives well within the socket timeout, but the whole answer would take
+    longer than the lease: the send is cut off at its deadline (half the lease) and retried
+    like any failure, so no second worker ever claims a delivery still in flight."""
+    settings.HASHX_WEBHOOK_LEASE_SECONDS = 3
+    receiver.script = [Answer(200, trickle=0.25)]
+    sid = subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "retry"
+    delivery = Delivery.objects.get()
+    assert (delivery.state, delivery.claim, delivery.attempts) == ("pending", None, 1)
+    assert delivery.last_error == "no complete answer within 1.5 s"
+    assert Subscription.objects.get(pk=sid).failing_since is not None
+    with time_machine.travel(delivery.next_attempt_at, tick=False):  # the backoff is over
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == "delivered"
+
+
 def test_filters_leave_out_other_types_and_labels(publisher, subscriber, shared_set, receiver):
     subscribe(subscriber, receiver.url, labels=["terror"], signal_types=["pdq"])
     merged(
@@ -248,6 +340,28 @@ def test_filters_leave_out_other_types_and_labels(publisher, subscriber, shared_
     assert do_send(*claimed) == "delivered"
     (request,) = receiver.received
     assert [c["value"] for c in request.payload["data"]["changes"]] == [PDQ[1]]
+
+
+def test_subscriptions_filtering_one_page_parse_each_change_once(
+    publisher, subscriber, shared_set, receiver, monkeypatch
+):
+    """Subscriptions at the same cursor over the same sets share one read of the feed, and
+    their filters share one parse of each change (not one per subscription)."""
+    from signals.actions import webhooks
+
+    for labels in (["csam"], ["terror"], ["csam", "terror"]):
+        subscribe(subscriber, receiver.url, labels=labels)
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["csam"]), pdq(1, labels=["terror"])]))
+    parsed = []
+
+    def loads(text):
+        parsed.append(text)
+        return json.loads(text)
+
+    monkeypatch.setattr(webhooks, "json", SimpleNamespace(loads=loads, dumps=json.dumps))
+    do_dispatch()
+    assert len(parsed) == 2
+    assert sorted(d.count for d in Delivery.objects.all()) == [1, 1, 2]
 
 
 def test_retries_back_off_exponentially_with_jitter_and_honour_retry_after(settings):
