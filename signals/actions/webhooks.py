@@ -415,7 +415,11 @@ def _failed(
 ) -> str:
     attempts = delivery.attempts + 1
     with transaction.atomic():
-        subscription = Subscription.objects.select_for_update().get(pk=delivery.subscription_id)
+        subscription = (
+            Subscription.objects.select_for_update().filter(pk=delivery.subscription_id).first()
+        )
+        if subscription is None:  # deleted while we sent, and its deliveries with it
+            return "stale"
         updated = Delivery.objects.filter(
             pk=delivery.pk, claim=claim, state=Delivery.State.PENDING
         ).update(

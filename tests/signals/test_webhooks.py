@@ -220,6 +220,30 @@ def test_redeliver_now_leaves_a_page_in_flight_to_its_sender(
     assert len(receiver.received) == 1
 
 
+def test_a_subscription_deleted_while_its_page_is_sent_ends_the_send_quietly(
+    publisher, subscriber, shared_set, receiver
+):
+    receiver.script = [Answer(500, delay=1)]
+    sid = subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    outcome = []
+
+    def send():
+        try:
+            outcome.append(do_send(*claimed))
+        finally:
+            connections.close_all()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    receiver.wait_for(1)
+    assert subscriber.api.request("DELETE", f"/api/v1/subscriptions/{sid}").status_code == 204
+    sender.join()
+    assert outcome == ["stale"]
+    assert not Delivery.objects.exists()
+
+
 def test_an_answer_with_nul_bytes_is_recorded_not_sent_again(
     publisher, subscriber, shared_set, receiver
 ):
