@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from audit.admin import AuditedAdminMixin
 from exchange.admin_tools import ReadOnlyAdmin, confirm_with_reason
 from signals.actions.merge import do_retry_batch
-from signals.actions.positions import Position
+from signals.actions.positions import Position, visible_horizon
 from signals.actions.subscriptions import do_redeliver, do_update_subscription
 from signals.actions.webhooks import LAG_CAP, SQL_LAG
 from signals.models import (
@@ -168,7 +168,7 @@ class SubscriptionAdmin(AuditedAdminMixin, admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(
-                behind=RawSQL(SQL_LAG, [LAG_CAP])  # noqa: S611 - a constant with a parameter
+                behind=RawSQL(SQL_LAG, [str(visible_horizon()), LAG_CAP])  # noqa: S611 - constant
             )
         )
 

@@ -476,9 +476,11 @@ def do_purge_deliveries(now: datetime | None = None) -> int:
 LAG_CAP = 10_000
 # Changes in a subscription's sets after its cursor, counted up to the parameter (LAG_CAP): an
 # expression over the subscription row, so a list of subscriptions gets its lags in the same query.
-SQL_LAG = """(SELECT count(*) FROM (
+# Its parameters: a visible_horizon() (as text), then the cap.
+_LAG_AFTER = sql_after_cursor(
+    cursor="signals_subscription.cursor_xid, signals_subscription.cursor_seq", horizon="%s"
+)
+SQL_LAG = f"""(SELECT count(*) FROM (
     SELECT 1 FROM signals_setentry e
-    WHERE e.hash_set_id = ANY(signals_subscription.set_ids)
-      AND (e.position_xid, e.position_seq)
-          > (signals_subscription.cursor_xid, signals_subscription.cursor_seq)
-    LIMIT %s) t)"""
+    WHERE e.hash_set_id = ANY(signals_subscription.set_ids) AND {_LAG_AFTER}
+    LIMIT %s) t)"""  # noqa: S608 - only constants are interpolated

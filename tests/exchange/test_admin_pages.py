@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from audit.actions import record
 from audit.models import AuditEvent
+from signals.actions.positions import START
 from signals.actions.sets import do_create_set
 from signals.actions.subscriptions import do_create_subscription
 from signals.actions.webhooks import do_cut_pages
@@ -49,6 +50,18 @@ def test_every_changelist_and_change_page_renders(staff, content):
                 reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[first.pk])
             )
             assert page.status_code == 200, opts.label
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_subscriptions_lag_counts_the_changes_after_its_cursor(staff, publisher):
+    hash_set = do_create_set(publisher.org, {"slug": "acme-csam", "name": "Acme CSAM"})
+    do_create_subscription(
+        publisher.org, url="https://hooks.example/x", sets=[hash_set], signal_types=[], labels=[],
+        cursor=START.cursor(),
+    )  # fmt: skip
+    merged(publish(publisher, "acme-csam", [pdq(0), pdq(1), pdq(2)]))
+    page = staff.get(reverse("admin:signals_subscription_changelist"))
+    assert [s.behind for s in page.context["cl"].result_list] == [3]
 
 
 def test_staff_find_which_sets_hold_a_hash_in_any_spelling(staff, content):
