@@ -1,4 +1,5 @@
-"""A webhook receiver on loopback: records every request and answers from a script."""
+"""An HTTP server on loopback that records every request and answers from a script: a webhook
+receiver, or an exchange that is overloaded on cue (tests/client/test_retries.py)."""
 
 import json
 import threading
@@ -10,6 +11,7 @@ from typing import Any
 
 @dataclass
 class Received:
+    method: str
     path: str
     headers: dict[str, str]
     body: bytes
@@ -29,25 +31,30 @@ class Answer:
     # Seconds between the bytes of the answer, written one at a time: a receiver that keeps
     # every read well within the socket timeout and still takes for ever.
     trickle: float = 0.0
+    # Close the connection without answering.
+    hang_up: bool = False
 
 
 class Receiver:
-    """``script`` answers requests in order (then 200s); ``received`` keeps them all."""
+    """``script`` answers requests in order, then ``otherwise`` (a 200); ``received`` keeps
+    them all."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.script: list[Answer] = []
+        self.otherwise = Answer()
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
+            def answer(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver.lock:
-                    answer = receiver.script.pop(0) if receiver.script else Answer()
+                    answer = receiver.script.pop(0) if receiver.script else receiver.otherwise
                     receiver.received.append(
                         Received(
+                            self.command,
                             self.path,
                             {k.lower(): v for k, v in self.headers.items()},
                             body,
@@ -56,6 +63,9 @@ class Receiver:
                     )
                     receiver.arrived.notify_all()
                 time.sleep(answer.delay)
+                if answer.hang_up:
+                    self.close_connection = True
+                    return
                 if answer.trickle:
                     raw = f"HTTP/1.1 {answer.status} OK\r\nContent-Length: 2\r\n\r\nok".encode()
                     for byte in raw:
@@ -69,6 +79,8 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(answer.body)
 
+            do_GET = do_POST = do_PUT = answer
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -78,8 +90,12 @@ class Receiver:
         self.thread.start()
 
     @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"{self.base_url}/hook"
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Received]:
         """Block until ``count`` requests arrived (AssertionError on timeout)."""
@@ -91,3 +107,9 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def __enter__(self) -> "Receiver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
