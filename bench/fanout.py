@@ -37,7 +37,7 @@ from signals.actions.publish import do_publish, json_items  # noqa: E402
 from signals.actions.sets import do_create_set  # noqa: E402
 from signals.actions.subscriptions import do_create_subscription  # noqa: E402
 from signals.models import Batch  # noqa: E402
-from tests.signals.receiver import Receiver  # noqa: E402
+from tests.receiver import Receiver  # noqa: E402
 
 SUBSCRIPTIONS = 50
 BATCHES = int(os.environ.get("BENCH_FANOUT_BATCHES", "30"))

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hashx.client import Client, _retry_after
 from hashx.errors import HashxError
-from tests.signals.receiver import Answer, Receiver
+from tests.receiver import Answer, Receiver
 
 OK = Answer(200, {"Content-Type": "application/json"}, body=b'{"ok": true}')
 HANG_UP = Answer(hang_up=True)

@@ -20,8 +20,8 @@ from signals.actions.positions import Position
 from signals.actions.webhooks import do_dispatch, do_send, retry_delay
 from signals.models import Delivery, Subscription
 from signals.tasks import dispatch_webhooks
+from tests.receiver import Answer, Receiver
 from tests.signals.conftest import PDQ, merged, pdq, publish
-from tests.signals.receiver import Answer, Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
