@@ -14,6 +14,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
@@ -149,10 +150,16 @@ def _storable(text: str) -> str:
 def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> Answer:
     """POST ``body`` to ``url`` after checking it; no redirects, and only a short excerpt of the
     answer is kept. Bounded time: each socket operation by ``HASHX_WEBHOOK_TIMEOUT_SECONDS``,
-    and the whole exchange by ``deadline`` seconds (a receiver trickling its answer a byte at a
-    time never trips the first): past it the connection is cut and ``SendFailed`` raised."""
+    and the whole exchange, name lookup included, by ``deadline`` seconds (a receiver trickling
+    its answer a byte at a time never trips the first): past it the connection is cut and
+    ``SendFailed`` raised."""
+    started = time.monotonic()
     parts = check_url(url)
     address = str(resolve(parts)[0])
+    # A lookup cannot be interrupted, but what it took comes off the time left.
+    left = deadline - (time.monotonic() - started)
+    if left <= 0:
+        raise SendFailed(f"no complete answer within {deadline:g} s (the name lookup took it)")
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     timeout = settings.HASHX_WEBHOOK_TIMEOUT_SECONDS
@@ -172,7 +179,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> 
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(connection.sock, socket.SHUT_RDWR)
 
-    timer = threading.Timer(deadline, cut)
+    timer = threading.Timer(left, cut)
     timer.start()
     try:
         connection.connect()

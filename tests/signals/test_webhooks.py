@@ -3,6 +3,7 @@
 import itertools
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -345,6 +346,27 @@ def test_an_endpoint_trickling_its_answer_is_cut_off_at_the_send_deadline(
     with time_machine.travel(delivery.next_attempt_at, tick=False):  # the backoff is over
         (claimed,) = do_dispatch()
         assert do_send(*claimed) == "delivered"
+
+
+def test_a_slow_name_lookup_counts_against_the_send_deadline(
+    publisher, subscriber, shared_set, receiver, settings, monkeypatch
+):
+    """A lookup cannot be interrupted; the time it took comes off the deadline, so lookup and
+    answer together stay inside the lease."""
+    settings.HASHX_WEBHOOK_LEASE_SECONDS = 3
+    lookup, slow = socket.getaddrinfo, [1.6]  # the exchange's own lookup; connecting is quick
+
+    def slow_lookup(*args, **kwargs):
+        time.sleep(slow.pop() if slow else 0)
+        return lookup(*args, **kwargs)
+
+    subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    monkeypatch.setattr(socket, "getaddrinfo", slow_lookup)
+    assert do_send(*claimed) == "retry"
+    assert Delivery.objects.get().last_error.startswith("no complete answer within 1.5 s")
+    assert receiver.received == []
 
 
 def test_filters_leave_out_other_types_and_labels(publisher, subscriber, shared_set, receiver):
