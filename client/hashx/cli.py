@@ -286,6 +286,18 @@ def cmd_opinion(args: argparse.Namespace) -> None:
     _print(args, answer, text)
 
 
+def cmd_batches(args: argparse.Namespace) -> None:
+    page = _client(args).batches(set_slug=args.set or "", state=args.state or "", limit=args.limit)
+    lines = [f"{'BATCH':<36} {'SET':<20} {'STATE':<8} {'DONE':>5} {'NEW':>9} {'DUPLICATE':>9}"
+             f" {'REJECTED':>8} CREATED"]  # fmt: skip
+    lines += [
+        f"{b['id']:<36} {b['set']:<20} {b['state']:<8} {int(100 * b['progress']):>4}%"
+        f" {b['new']:>9,} {b['duplicate']:>9,} {b['rejected']:>8,} {b['created_at']}"
+        for b in page["results"]
+    ]
+    _print(args, page, "\n".join(lines))
+
+
 def cmd_batch(args: argparse.Namespace) -> None:
     report = _client(args).batch(args.batch_id)
     _print(args, report, "\n".join(f"{k}: {v}" for k, v in report.items()))
@@ -630,6 +642,11 @@ def parser() -> argparse.ArgumentParser:
     batch = sub.add_parser("batch", help="the state and counts of a publish batch")
     batch.add_argument("batch_id")
     batch.set_defaults(func=cmd_batch)
+    batches = sub.add_parser("batches", help="your organisation's recent batches, newest first")
+    batches.add_argument("--set", help="only batches into this set")
+    batches.add_argument("--state", choices=["queued", "merging", "done", "failed"])
+    batches.add_argument("--limit", type=int, default=20)
+    batches.set_defaults(func=cmd_batches)
 
     hash_ = sub.add_parser("hash", help="hash files locally: MD5, SHA-256, PDQ for images")
     hash_.add_argument("files", nargs="+", metavar="FILE")

@@ -220,6 +220,16 @@ class Client:
     def batch(self, batch_id: str) -> dict[str, Any]:
         return self.request("GET", f"/api/v1/batches/{batch_id}")
 
+    def batches(
+        self, *, set_slug: str = "", state: str = "", limit: int = 50, cursor: str = ""
+    ) -> dict[str, Any]:
+        """One page of your organisation's batches, newest first: ``results``, and ``next``
+        (the URL of the next page, or None; pass it as ``cursor``)."""
+        if cursor:
+            return self.request("GET", cursor)
+        params = {k: v for k, v in {"set": set_slug, "state": state}.items() if v}
+        return self.request("GET", "/api/v1/batches", params={**params, "limit": limit})
+
     def wait_for_batch(
         self,
         batch_id: str,

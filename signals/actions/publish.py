@@ -8,6 +8,7 @@ python-threatexchange's plain format (``<type> <value>`` per line).
 
 import csv
 import re
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.actions import record
@@ -62,6 +64,23 @@ class Outcome:
 
 class Unparsable(str):
     """What a source yields for a line it could not read: the reason."""
+
+
+def access_batches(org: Organisation) -> QuerySet[Batch]:
+    """``org``'s batches, with their sets: the only ones it may see."""
+    return Batch.objects.filter(organisation=org).select_related("hash_set")
+
+
+def access_batch(org: Organisation, batch_id: str) -> Batch:
+    """``org``'s batch ``batch_id``; 404 for anyone else's, so ids do not leak."""
+    try:
+        key = uuid.UUID(batch_id)
+    except ValueError:
+        key = None
+    batch = access_batches(org).filter(pk=key).first() if key else None
+    if batch is None:
+        raise Problem("not-found", f"No batch {batch_id} of your organisation")
+    return batch
 
 
 def check_item(raw: Any, hash_set: HashSet, now: datetime) -> Item:

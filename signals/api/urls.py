@@ -10,6 +10,7 @@ urlpatterns = [
     path("sets/<slug:slug>/retractions", views.RetractView.as_view(), name="set-retract"),
     path("sets/<slug:slug>/opinions", views.OpinionView.as_view(), name="set-opinions"),
     path("sets/<slug:slug>/snapshot", views.SnapshotView.as_view(), name="set-snapshot"),
+    path("batches", views.BatchListView.as_view(), name="batches"),
     path("batches/<str:batch_id>", views.BatchView.as_view(), name="batch"),
     path("changes", views.ChangesView.as_view(), name="changes"),
     path("subscriptions", views.SubscriptionListView.as_view(), name="subscriptions"),

@@ -1,6 +1,5 @@
 import hashlib
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,7 +29,15 @@ from signals.actions.feed import (
 )
 from signals.actions.match import check_queries, do_match
 from signals.actions.positions import START, Position
-from signals.actions.publish import csv_items, do_publish, json_items, ndjson_items, text_items
+from signals.actions.publish import (
+    access_batch,
+    access_batches,
+    csv_items,
+    do_publish,
+    json_items,
+    ndjson_items,
+    text_items,
+)
 from signals.actions.sets import (
     access_set,
     access_sets,
@@ -220,25 +227,55 @@ class PublishView(APIView):
         return Response(batch.answer, status=202, headers=headers)
 
 
+class NewestFirst(CursorPagination):
+    ordering = "-created_at"
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+
+class BatchListView(ListAPIView):
+    serializer_class = BatchSerializer
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        operation_id="batches_list",
+        tags=["publish"],
+        parameters=[
+            OpenApiParameter("set", OpenApiTypes.STR, description="only batches into this set"),
+            OpenApiParameter(
+                "state", OpenApiTypes.STR, enum=Batch.State.values, description="only these"
+            ),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="up to 500"),
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        """Your organisation's batches, newest first, with the same state, progress and counts
+        as one batch's report; paged by opaque cursor."""
+        return self.list(request)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        params = self.request.query_params
+        batches = access_batches(organisation_of(self.request))
+        if params.get("set"):
+            batches = batches.filter(hash_set__slug=params["set"])
+        if params.get("state"):
+            if params["state"] not in Batch.State.values:
+                choices = ", ".join(Batch.State.values)
+                raise Problem(
+                    "validation",
+                    f"state: one of {choices}",
+                    errors=[{"field": "state", "message": f"one of {choices}"}],
+                )
+            batches = batches.filter(state=params["state"])
+        return batches
+
+
 class BatchView(APIView):
     @extend_schema(operation_id="batches_get", tags=["publish"], responses=BatchSerializer)
     def get(self, request: Request, batch_id: str) -> Response:
         """State, progress and counts of a batch your organisation published."""
-        batch = (
-            Batch.objects.filter(pk=_uuid(batch_id), organisation=organisation_of(request))
-            .select_related("hash_set")
-            .first()
-        )
-        if batch is None:
-            raise Problem("not-found", f"No batch {batch_id} of your organisation")
-        return Response(BatchSerializer(batch).data)
-
-
-def _uuid(text: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise Problem("not-found", f"No batch {text}") from None
+        return Response(BatchSerializer(access_batch(organisation_of(request), batch_id)).data)
 
 
 class RetractView(APIView):
@@ -504,16 +541,9 @@ class SubscriptionDetailView(APIView):
         return Response(status=204)
 
 
-class NewestDeliveriesFirst(CursorPagination):
-    ordering = "-created_at"
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = 500
-
-
 class DeliveryListView(ListAPIView):
     serializer_class = DeliverySerializer
-    pagination_class = NewestDeliveriesFirst
+    pagination_class = NewestFirst
 
     @extend_schema(
         operation_id="subscriptions_deliveries",

@@ -32,6 +32,7 @@ MEMBER_ENDPOINTS = [
     ("POST", "/api/v1/sets/acme-csam/signals"),
     ("POST", "/api/v1/sets/acme-csam/retractions"),
     ("POST", "/api/v1/sets/acme-csam/opinions"),
+    ("GET", "/api/v1/batches"),
     ("GET", f"/api/v1/batches/{uuid.uuid4()}"),
     ("GET", "/api/v1/changes"),
     ("GET", "/api/v1/sets/acme-csam/snapshot"),

@@ -40,6 +40,13 @@ def test_publish_a_file_and_see_it_merged(cli, tmp_path):
     text = cli("publish", "--set", "acme-csam", str(upload)).stdout
     assert "0 new, 0 updated, 200 duplicate" in text
     assert "201: md5:" in text
+    listing = cli("batches", "--set", "acme-csam").stdout.splitlines()
+    assert listing[0].split()[:3] == ["BATCH", "SET", "STATE"]
+    assert [line.split()[1:4] for line in listing[1:]] == [
+        ["acme-csam", "done", "100%"],
+        ["acme-csam", "done", "100%"],
+    ]
+    assert listing[2].split()[0] == out["answer"]["batch"]
 
 
 def test_threatexchange_format_retract_and_opinion(cli, tmp_path):
