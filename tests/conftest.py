@@ -19,7 +19,7 @@ import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from rest_framework.test import APIClient
 
 from exchange.health import HEARTBEAT_PREFIX
@@ -59,8 +59,11 @@ def match_index_dir(settings: Any, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def exchange_url(live_server: Any, settings: Any) -> str:
-    """A live exchange over HTTP whose public URL (what signatures cover) is its real one."""
+def exchange_url(live_server: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A live exchange over HTTP whose public URL (what signatures cover) is its real one. Its
+    request threads close their database connections as they finish (CONN_MAX_AGE 0): kept
+    open, they would outlive their threads and hold the test database when it is dropped."""
+    monkeypatch.setitem(connections.settings[DEFAULT_DB_ALIAS], "CONN_MAX_AGE", 0)
     settings.HASHX_PUBLIC_URL = live_server.url
     return str(live_server.url)
 
