@@ -3,7 +3,9 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+
+from exchange.problems import is_api_path, problem_response
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -22,6 +24,29 @@ class RequestIdMiddleware:
         response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+
+class RefuseNulMiddleware:
+    """Refuse a request whose path or query holds a NUL character with a 400 naming where: no
+    field of the exchange can hold one (Postgres text refuses it), and a filter passing it on
+    (an admin list filter, say) failed with a 500 instead of saying what was wrong."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        where = "path" if "\x00" in request.path else None
+        for name, values in request.GET.lists():
+            if where is None and ("\x00" in name or any("\x00" in v for v in values)):
+                where = name.replace("\x00", "\\0")
+        if where is None:
+            return self.get_response(request)
+        message = "NUL characters are not allowed"
+        if is_api_path(request.path):
+            return problem_response(
+                "validation", f"{where}: {message}", errors=[{"field": where, "message": message}]
+            )
+        return HttpResponseBadRequest(f"{where}: {message}")
 
 
 def client_ip(request: HttpRequest) -> str | None:

@@ -173,9 +173,14 @@ def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRespon
     return problem_response("not-found", f"No endpoint at {request.path}.")
 
 
+def is_api_path(path: str) -> bool:
+    """Paths answered with problem documents (the admin answers pages)."""
+    return path.startswith(("/api/", "/.well-known/", "/problems/", "/readyz", "/healthz"))
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     """handler500: a problem document for API paths, Django's page elsewhere."""
-    if request.path.startswith(("/api/", "/.well-known/", "/readyz", "/healthz")):
+    if is_api_path(request.path):
         return problem_response(
             "server-error", "The exchange failed to answer; the error is logged."
         )

@@ -64,6 +64,15 @@ def test_a_subscriptions_lag_counts_the_changes_after_its_cursor(staff, publishe
     assert [s.behind for s in page.context["cl"].result_list] == [3]
 
 
+def test_a_nul_in_a_list_filter_or_search_is_a_400_not_a_500(staff, content):
+    for model in admin.site._registry:
+        opts = model._meta
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        for query in ("q=%00", "state__exact=%00", "%00=1"):
+            response = staff.get(f"{url}?{query}")
+            assert response.status_code == 400, (opts.label, query)
+
+
 def test_staff_find_which_sets_hold_a_hash_in_any_spelling(staff, content):
     page = staff.get(reverse("admin:signals_setentry_changelist"), {"q": PDQ[0].upper()})
     assert page.status_code == 200
