@@ -71,6 +71,7 @@ def test_a_nul_in_a_list_filter_or_search_is_a_400_not_a_500(staff, content):
         for query in ("q=%00", "state__exact=%00", "%00=1"):
             response = staff.get(f"{url}?{query}")
             assert response.status_code == 400, (opts.label, query)
+            assert b"NUL characters are not allowed" in response.content
 
 
 def test_staff_find_which_sets_hold_a_hash_in_any_spelling(staff, content):

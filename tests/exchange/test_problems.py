@@ -34,13 +34,6 @@ def test_a_write_to_an_unknown_api_path_is_a_problem_404_not_a_csrf_page():
         assert_problem(response, 404, "not-found")
 
 
-def test_a_nul_in_the_query_or_path_is_a_problem_400_naming_where(api):
-    body = assert_problem(api.get("/api/v1/changes?cursor=%00"), 400, "validation")
-    assert body["errors"] == [{"field": "cursor", "message": "NUL characters are not allowed"}]
-    body = assert_problem(api.get("/api/v1/batches/%00"), 400, "validation")
-    assert body["errors"][0]["field"] == "path"
-
-
 def test_a_wrong_method_is_a_problem_405(api):
     assert_problem(api.post("/healthz"), 405, "method-not-allowed")
 
