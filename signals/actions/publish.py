@@ -8,7 +8,6 @@ python-threatexchange's plain format (``<type> <value>`` per line).
 
 import csv
 import re
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +20,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.actions import record
+from exchange.access import one_by_uuid
 from exchange.problems import Problem
 from exchange.times import parse_when
 from members.models import Organisation
@@ -73,14 +73,7 @@ def access_batches(org: Organisation) -> QuerySet[Batch]:
 
 def access_batch(org: Organisation, batch_id: str) -> Batch:
     """``org``'s batch ``batch_id``; 404 for anyone else's, so ids do not leak."""
-    try:
-        key = uuid.UUID(batch_id)
-    except ValueError:
-        key = None
-    batch = access_batches(org).filter(pk=key).first() if key else None
-    if batch is None:
-        raise Problem("not-found", f"No batch {batch_id} of your organisation")
-    return batch
+    return one_by_uuid(access_batches(org), batch_id, f"No batch {batch_id} of your organisation")
 
 
 def check_item(raw: Any, hash_set: HashSet, now: datetime) -> Item:

@@ -4,7 +4,6 @@ A subscription is a cursor that the exchange advances for its organisation (DESI
 delivering is ``signals.actions.webhooks``.
 """
 
-import uuid
 from typing import Any
 
 from django.db import transaction
@@ -13,6 +12,7 @@ from django.utils import timezone
 
 from audit.actions import record
 from exchange import outbound
+from exchange.access import one_by_uuid
 from exchange.problems import Problem
 from members.models import Organisation
 from signals.actions.feed import check_cursor
@@ -28,26 +28,14 @@ def access_subscriptions(org: Organisation) -> QuerySet[Subscription]:
 
 def access_subscription(org: Organisation, subscription_id: str) -> Subscription:
     """``org``'s subscription ``subscription_id``; 404 for anyone else's, so ids do not leak."""
-    try:
-        key = uuid.UUID(subscription_id)
-    except ValueError:
-        key = None
-    subscription = access_subscriptions(org).filter(pk=key).first() if key else None
-    if subscription is None:
-        raise Problem("not-found", f"No subscription {subscription_id!r} of your organisation")
-    return subscription
+    missing = f"No subscription {subscription_id!r} of your organisation"
+    return one_by_uuid(access_subscriptions(org), subscription_id, missing)
 
 
 def access_delivery(subscription: Subscription, delivery_id: str) -> Delivery:
     """A delivery of ``subscription`` by its id or ``webhook-id`` (``msg_…``); 404 otherwise."""
-    try:
-        key = uuid.UUID(delivery_id.removeprefix("msg_"))
-    except ValueError:
-        key = None
-    delivery = subscription.deliveries.filter(pk=key).first() if key else None
-    if delivery is None:
-        raise Problem("not-found", f"No delivery {delivery_id!r} of this subscription")
-    return delivery
+    missing = f"No delivery {delivery_id!r} of this subscription"
+    return one_by_uuid(subscription.deliveries.all(), delivery_id.removeprefix("msg_"), missing)
 
 
 def check_subscription_url(url: str) -> None:
