@@ -74,6 +74,19 @@ def test_a_nul_in_a_list_filter_or_search_is_a_400_not_a_500(staff, content):
             assert b"NUL characters are not allowed" in response.content
 
 
+def test_a_time_in_any_offset_filters_the_admin_lists_and_the_audit_export(staff, content):
+    """Python reads offsets up to ±23:59, Postgres only ±15:59: every time goes in UTC."""
+    late = "2026-01-01T00:00:00+18:10"
+    for name in ("signals_batch", "audit_auditevent", "members_signingkey"):
+        field = "occurred_at" if name == "audit_auditevent" else "created_at"
+        listing = staff.get(reverse(f"admin:{name}_changelist"), {f"{field}__gte": late})
+        assert listing.status_code == 200, name
+    export = staff.get(reverse("admin:audit_auditevent_export"), {"since": late, "until": ""})
+    assert any(
+        '"test.event"' in line for line in b"".join(export.streaming_content).decode().splitlines()
+    )
+
+
 def test_staff_find_which_sets_hold_a_hash_in_any_spelling(staff, content):
     page = staff.get(reverse("admin:signals_setentry_changelist"), {"q": PDQ[0].upper()})
     assert page.status_code == 200
