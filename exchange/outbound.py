@@ -75,10 +75,28 @@ def check_url(url: str) -> SplitResult:
     return parts
 
 
+# IPv6 prefixes whose low 32 bits are an IPv4 address a NAT64 gateway forwards to (RFC 6052
+# well-known prefix, RFC 8215 local-use prefix).
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def carried_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches: IPv4-mapped (``::ffff:a.b.c.d``), 6to4
+    (``2002:a.b.c.d::``), NAT64 (``64:ff9b::a.b.c.d``) or IPv4-compatible (``::a.b.c.d``).
+    Python calls several of these global whatever IPv4 address they carry."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in network for network in _NAT64) or 1 < int(address) < 2**32:
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return None
+
+
 def check_address(address: IPAddress) -> None:
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
+    address = carried_ipv4(address) or address
     if address in METADATA_ADDRESSES:
         raise Refused(f"{address} is a cloud metadata address")
     if address.is_global and not address.is_multicast:

@@ -149,6 +149,11 @@ def test_it_refuses_bad_input_with_the_field_named(subscriber, shared_set, field
         ("https://[::1]/hook", "loopback"),
         ("https://[fe80::1]/hook", "link-local"),
         ("https://[::ffff:127.0.0.1]/hook", "loopback"),
+        # IPv6 addresses that carry an IPv4 one: NAT64, 6to4, IPv4-compatible.
+        ("https://[64:ff9b::a00:1]/hook", "private"),
+        ("https://[64:ff9b:1::7f00:1]/hook", "loopback"),
+        ("https://[2002:7f00:1::1]/hook", "loopback"),
+        ("https://[::a9fe:a9fe]/hook", "metadata"),
         ("https://localhost/hook", "loopback"),
     ],
 )
@@ -159,6 +164,11 @@ def test_it_refuses_non_public_addresses_unless_allow_listed(
     answer = subscribe(subscriber, url=url)
     assert answer.status_code == 400
     assert reason in answer.json()["detail"]
+
+
+def test_an_ipv6_address_carrying_a_public_ipv4_one_is_allowed(subscriber, shared_set, settings):
+    settings.HASHX_OUTBOUND_ALLOWED_NETWORKS = []
+    assert subscribe(subscriber, url="https://[64:ff9b::808:808]/hook").status_code == 201
 
 
 def test_it_refuses_metadata_addresses_even_when_allow_listed(subscriber, shared_set, settings):
