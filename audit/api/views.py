@@ -2,7 +2,6 @@ from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,16 +9,16 @@ from rest_framework.views import APIView
 from audit.actions.checkpoint import do_sign_checkpoint
 from audit.api.serializers import AuditEventSerializer, CheckpointSerializer
 from audit.models import AuditCheckpoint, AuditEvent
+from exchange.pagination import NewestFirst
 from exchange.problems import Problem
 from exchange.times import parse_when
 from members.models import Organisation
 from members.principal import IsMember, organisation_of
 
 
-class NewestFirst(CursorPagination):
+class NewestEventsFirst(NewestFirst):
     ordering = "-id"
     page_size = 100
-    page_size_query_param = "limit"
     max_page_size = 1000
 
 
@@ -29,7 +28,7 @@ class AuditEventList(ListAPIView):
 
     permission_classes = [IsMember]
     serializer_class = AuditEventSerializer
-    pagination_class = NewestFirst
+    pagination_class = NewestEventsFirst
 
     @extend_schema(
         operation_id="audit_events",

@@ -8,12 +8,12 @@ from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, extend_schema
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from exchange.pagination import NewestFirst
 from exchange.problems import Problem
 from members.models import Organisation
 from members.principal import MemberPrincipal, organisation_of
@@ -225,13 +225,6 @@ class PublishView(APIView):
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return Response(batch.answer, status=202, headers=headers)
-
-
-class NewestFirst(CursorPagination):
-    ordering = "-created_at"
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = 500
 
 
 class BatchListView(ListAPIView):

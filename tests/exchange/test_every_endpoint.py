@@ -1,6 +1,7 @@
 """Every member endpoint refuses an unsigned request with a 401 problem document, and the
 list endpoints cost a fixed number of queries however many rows they return."""
 
+import base64
 import re
 import uuid
 
@@ -119,3 +120,21 @@ def test_the_subscription_list_costs_the_same_for_one_or_ten(
     # key lookup, last-used stamp, the subscriptions, their sets' slugs
     with django_assert_max_num_queries(4):
         assert len(publisher.api.get("/api/v1/subscriptions").json()) == 10
+
+
+@pytest.mark.parametrize("position", ["foo", "2024-02-30T00:00:00Z", "99999999999999999999999"])
+def test_a_forged_page_cursor_is_a_404_problem_on_every_paged_list(publisher, csam_set, position):
+    from signals.actions.subscriptions import do_create_subscription
+
+    subscription = do_create_subscription(
+        publisher.org, url="https://hooks.example/x", sets=[csam_set], signal_types=[], labels=[]
+    )
+    cursor = base64.b64encode(f"p={position}".encode()).decode()
+    for path in (
+        "/api/v1/batches",
+        "/api/v1/audit/events",
+        f"/api/v1/subscriptions/{subscription.pk}/deliveries",
+    ):
+        response = publisher.api.get(f"{path}?cursor={cursor}")
+        assert response.status_code == 404, (path, response.content)
+        assert response["Content-Type"] == "application/problem+json"
