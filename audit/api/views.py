@@ -1,3 +1,5 @@
+import re
+
 from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,6 +16,8 @@ from exchange.problems import Problem
 from exchange.times import parse_when
 from members.models import Organisation
 from members.principal import IsMember, organisation_of
+
+_ACTION = re.compile(r"[a-z0-9_.]{1,100}")
 
 
 class NewestEventsFirst(NewestFirst):
@@ -52,6 +56,11 @@ class AuditEventList(ListAPIView):
         )
         params = self.request.query_params
         action = params.get("action", "")
+        if action and not _ACTION.fullmatch(action):
+            message = "an action name or a prefix ending in '.': letters, digits, '_' and '.'"
+            raise Problem(
+                "validation", f"action: {message}", errors=[{"field": "action", "message": message}]
+            )
         if action:
             events = (
                 events.filter(action__startswith=action)

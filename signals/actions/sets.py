@@ -44,13 +44,18 @@ def may_publish(org: Organisation, hash_set: HashSet) -> bool:
     return SetGrant.objects.filter(hash_set=hash_set, organisation=org, can_publish=True).exists()
 
 
-_SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+
+
+def plausible_slug(text: str) -> bool:
+    """Whether ``text`` can be a set's slug; one that cannot (a NUL byte, say) names nothing,
+    and need never reach the database."""
+    return _SLUG.fullmatch(text) is not None
 
 
 def _visible_by_slug(org: Organisation, slugs: list[str]) -> dict[str, HashSet]:
-    """The sets among ``slugs`` that ``org`` may read. A string that cannot be a slug (a NUL
-    byte, say) is simply not found: it never reaches the database."""
-    plausible = [slug for slug in slugs if _SLUG.match(slug)]
+    """The sets among ``slugs`` that ``org`` may read (one that cannot be a slug: not found)."""
+    plausible = [slug for slug in slugs if plausible_slug(slug)]
     if not plausible:
         return {}
     sets = visible_sets(org).filter(slug__in=plausible).select_related("owner")

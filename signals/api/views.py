@@ -45,6 +45,7 @@ from signals.actions.sets import (
     do_grant,
     do_revoke_grant,
     do_update_set,
+    plausible_slug,
     visible_sets,
 )
 from signals.actions.subscriptions import (
@@ -251,7 +252,10 @@ class BatchListView(ListAPIView):
         params = self.request.query_params
         batches = access_batches(organisation_of(self.request))
         if params.get("set"):
-            batches = batches.filter(hash_set__slug=params["set"])
+            slug = params["set"]
+            batches = (
+                batches.filter(hash_set__slug=slug) if plausible_slug(slug) else batches.none()
+            )
         if params.get("state"):
             if params["state"] not in Batch.State.values:
                 choices = ", ".join(Batch.State.values)

@@ -73,6 +73,13 @@ def test_events_filter_by_action_prefix_and_time(acme_api, events):
     assert ids(acme_api.get("/api/v1/audit/events?since=4101-01-26T09:22:57%2B18:10")) == []
 
 
+@pytest.mark.parametrize("action", ["feed%00", "Feed.Pulled", "x" * 101])
+def test_an_action_filter_that_cannot_name_an_action_is_a_problem_400(acme_api, events, action):
+    response = acme_api.get(f"/api/v1/audit/events?action={action}")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "action"
+
+
 @pytest.mark.parametrize(
     "since",
     ["yesterday", "2026-02-30T00:00:00Z", "2026-01-01T00:00:00", "0001-01-01T00:00:00%2B01:00"],

@@ -41,6 +41,7 @@ def test_a_member_sees_its_own_batches_newest_first_by_set_and_state(
     assert listed(publisher, "?state=done") == [str(first.pk)]
     assert listed(publisher, "?state=queued&set=acme-other") == [second]
     assert listed(outsider) == []
+    assert listed(publisher, "?set=acme%00csam") == []  # cannot be a slug: names nothing
     report = publisher.api.get("/api/v1/batches").json()["results"][-1]
     assert report == publisher.api.get(f"/api/v1/batches/{first.pk}").json()
 
