@@ -235,6 +235,8 @@ def cmd_publish(args: argparse.Namespace) -> None:
             raise
     progress.done()
     if report["state"] == "failed":
+        if args.json:  # scripts get the report (its error) as well as exit 1
+            _print(args, {"answer": answer, "report": report}, "")
         raise BatchFailed(f"batch {answer['batch']} could not be merged: {report.get('error')}")
     text = [
         f"batch {answer['batch']}: {answer['accepted']:,} accepted, {answer['rejected']:,} rejected"

@@ -18,6 +18,8 @@ from hashx.keys import b64url, key_id_of, possession_statement, public_jwk, raw_
 
 _RETRY_STATUSES = {429, 502, 503, 504}
 _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+# Idempotent calls whose repeat also answers as the first did (a repeated DELETE answers 404).
+_REPEATABLE = _IDEMPOTENT - {"DELETE"}
 
 
 def _retry_after(value: str) -> float | None:
@@ -82,12 +84,14 @@ class Client:
         stream: bool = False,
     ) -> requests.Response:
         """Send a signed request, each try signed afresh (a nonce is good once). A 429 is
-        retried for any call (the exchange did nothing); 502/503/504, connection errors and
-        answers that did not come in time only for idempotent calls: GET, HEAD, PUT, DELETE,
-        and POSTs with an ``Idempotency-Key``. Waits ``Retry-After`` when the answer gives one,
-        else backs off exponentially with jitter."""
+        retried for any call (the exchange did nothing); 502/503/504 and connection errors only
+        for idempotent calls: GET, HEAD, PUT, DELETE, and POSTs with an ``Idempotency-Key``;
+        answers that did not come in time for those but DELETE. Waits ``Retry-After`` when the
+        answer gives one, else backs off exponentially with jitter."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
-        idempotent = method in _IDEMPOTENT or bool((headers or {}).get("Idempotency-Key"))
+        keyed = bool((headers or {}).get("Idempotency-Key"))
+        idempotent = method in _IDEMPOTENT or keyed
+        repeatable = method in _REPEATABLE or keyed
         attempts = self.retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
@@ -105,8 +109,12 @@ class Client:
                     timeout=self.timeout,
                     stream=stream,
                 )
-            except (requests.ConnectionError, requests.Timeout):  # Timeout: no answer in time
-                if last or not idempotent:
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                # No answer in time: the request went out and may have been carried out, so
+                # only a call whose repeat answers as the first is sent again (a DELETE
+                # repeated answers 404: the first one did delete).
+                answered_late = isinstance(exc, requests.ReadTimeout)
+                if last or not idempotent or (answered_late and not repeatable):
                     raise
                 wait = None
             else:

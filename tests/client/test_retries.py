@@ -96,6 +96,11 @@ def test_an_answer_that_does_not_come_in_time_is_retried_for_a_get_only():
         client(server.base_url).request("POST", "/api/v1/sets/acme/retractions", json={})
     assert len(server.received) == 1
 
+    # A DELETE answered late may have deleted: a repeat would answer 404, so it is not repeated.
+    with overloaded(LATE) as server, pytest.raises(requests.Timeout):
+        client(server.base_url).request("DELETE", "/api/v1/subscriptions/x")
+    assert len(server.received) == 1
+
 
 def test_retries_give_up_with_the_last_answer(client_for):
     with (

@@ -89,6 +89,13 @@ def test_publish_exits_1_when_the_batch_cannot_be_merged_and_4_when_waiting_ran_
     result = cli("publish", "--set", "acme-csam", str(upload), check=False)
     assert result.returncode == 1, result.stderr
     assert "could not be merged" in result.stderr and "exchange's side" in result.stderr
+    upload.write_text(f"pdq {PDQ[3]}\n")
+    with connection.cursor() as cursor:
+        cursor.execute(REWIND_ENTRY_IDS)
+    scripted = cli("--json", "publish", "--set", "acme-csam", str(upload), check=False)
+    assert scripted.returncode == 1
+    report = json.loads(scripted.stdout)["report"]
+    assert report["state"] == "failed" and report["error"]
 
     celery_worker.stop()  # nobody merges now
     upload.write_text(f"pdq {PDQ[2]}\n")
