@@ -75,7 +75,16 @@ def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> B
     reader's feed horizon), and what it found is applied only if the range is still the batch's
     next one (a second worker on the same batch may have done it). One view of the index serves
     every range: taken after the merge, it holds all of the batch's entries, and following the
-    feed again after each range (whose links move entries) would rebuild its delta each time."""
+    feed again after each range (whose links move entries) would rebuild its delta each time.
+
+    The view holds only what is below the visible horizon: while a transaction older than the
+    batch's last merge chunk is still open, the batch's own entries are not in it yet, and
+    variants within the batch would go unlinked for good. Then nothing is searched or dropped:
+    the ranges wait for beat's ``resume_batches`` to queue the batch again."""
+    with connection.cursor() as cursor:
+        # Every merge chunk of a finished batch committed below this xid.
+        cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+        merged_below = int(cursor.fetchone()[0])
     view: View | None = None
     while True:
         batch = Batch.objects.select_related("hash_set").filter(pk=batch_id).first()
@@ -94,6 +103,8 @@ def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> B
                 new = cursor.fetchall()
                 threshold = batch.hash_set.pdq_threshold
                 view = view or view_of()
+                if view.position.xid < merged_below:
+                    return batch  # the view may miss some of the batch's entries: later
                 nearest = nearest_older(view, batch.hash_set_id, threshold, new)
         with transaction.atomic():
             locked = Batch.objects.select_for_update(of=("self",)).filter(pk=batch_id).first()
