@@ -284,10 +284,15 @@ def _merge_part_thread(batch_id: str, part: int, chunk: int, errors: list[BaseEx
         connection.close()  # this thread's own
 
 
-def _part_key(batch_id: str, part: int) -> int:
-    """A 64-bit advisory lock key for (batch, part)."""
-    digest = hashlib.blake2b(f"merge:{batch_id}:{part}".encode(), digest_size=8).digest()
+def advisory_key(name: str) -> int:
+    """A 64-bit advisory lock key for ``name`` (stable across processes and versions)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _part_key(batch_id: str, part: int) -> int:
+    """The advisory lock key for merging (batch, part)."""
+    return advisory_key(f"merge:{batch_id}:{part}")
 
 
 def _merge_part(batch_id: str, part: int, chunk: int) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from django.db import connection, transaction
 
-from signals.actions.merge import in_part, lock_set
+from signals.actions.merge import advisory_key, in_part, lock_set
 from signals.actions.positions import NEW_POSITION
 from signals.matching.index import View, shared_index
 from signals.matching.mih import parse_hex
@@ -68,7 +68,30 @@ def _fresh_view() -> View:
     return shared_index().view(max_age=0)
 
 
+def link_key(batch_id: str) -> int:
+    """The session advisory lock key held while linking the batch."""
+    return advisory_key(f"link:{batch_id}")
+
+
 def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> Batch | None:
+    """Link the batch's new PDQ entries to their nearest older neighbour (``_link_batch``).
+
+    Locks: a session-level try-lock on the batch (``link_key``) for the whole run, as beat
+    queues the batch again every minute while a long search is still on it: a second caller
+    returns at once instead of searching the same range. Per range, the batch row and every
+    slot of its set (``lock_set``) while its links are written."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [link_key(batch_id)])
+        if not cursor.fetchone()[0]:
+            return Batch.objects.filter(pk=batch_id).first()  # another worker is on it
+    try:
+        return _link_batch(batch_id, view_of)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [link_key(batch_id)])
+
+
+def _link_batch(batch_id: str, view_of: Callable[[], View]) -> Batch | None:
     """Link the batch's new PDQ entries (``batch.link_ranges``) to their nearest older
     neighbour; idempotent and resumable: a range is dropped from the batch in the transaction
     that links it. The search runs outside any transaction (an open one would hold back every
