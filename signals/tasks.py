@@ -100,6 +100,8 @@ def purge_deliveries() -> None:
 
 
 @shared_task(name="signals.match.compact_index", ignore_result=True)
-def compact_index() -> None:
-    """Beat: fold the changes since the PDQ index's generation into a new one."""
-    shared_index().compact()
+def compact_index(at_least: int = 0) -> None:
+    """Beat (any delta), or a process whose delta outgrew ``COMPACT_AT`` (``at_least``: unless
+    the delta is still that big, a compaction since the request already folded it in): fold the
+    changes since the PDQ index's generation into a new one."""
+    shared_index().compact(at_least=at_least)

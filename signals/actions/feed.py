@@ -301,7 +301,7 @@ WITH gone AS (
     DELETE FROM signals_setentry
     WHERE id IN (
         SELECT id FROM signals_setentry
-        WHERE state = 'tombstone' AND updated_at < %(cutoff)s
+        WHERE hash_set_id = %(set)s AND state = 'tombstone' AND updated_at < %(cutoff)s
         ORDER BY position_xid, position_seq LIMIT %(limit)s
     ) AND state = 'tombstone' AND updated_at < %(cutoff)s
     RETURNING id, position_xid, position_seq
@@ -318,23 +318,49 @@ SELECT (SELECT count(*) FROM gone), (SELECT position_xid::text FROM newest),
 """
 
 
+_SQL_PURGE_SETS = """
+SELECT DISTINCT hash_set_id FROM signals_setentry
+WHERE state = 'tombstone' AND updated_at < %(cutoff)s
+ORDER BY hash_set_id
+"""
+
+
 def do_purge_tombstones(now: datetime | None = None, limit: int = 10_000) -> int:
     """Delete tombstones older than the retention period (with their contributions and
     opinions) and move the feed horizon past them; returns how many. The ``state`` check in
-    the DELETE re-reads each row after its lock, so an entry revived meanwhile stays."""
+    the DELETE re-reads each row after its lock, so an entry revived meanwhile stays.
+
+    Locks: set by set, each transaction of deletions holds every slot of the set
+    (``lock_set``), then the feed horizon row. A merge chunk probes an entry (a tombstone) and
+    revives it later in its transaction under its slot locks: deleted in between, the revival
+    would update nothing and the value would be lost from the set."""
+    # Imported here: merge imports webhooks, which imports this module.
+    from signals.actions.merge import lock_set
+
     cutoff = (now or timezone.now()) - timedelta(days=settings.HASHX_TOMBSTONE_RETENTION_DAYS)
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_PURGE_SETS, {"cutoff": cutoff})
+        set_ids = [row[0] for row in cursor.fetchall()]
     total = 0
-    while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_SQL_PURGE, {"cutoff": cutoff, "limit": limit})
-            count, xid, seq = cursor.fetchone()
-            if count:
-                horizon, _ = FeedHorizon.objects.select_for_update().get_or_create(id=1)
-                if Position(int(xid), seq) > Position(horizon.purged_xid, horizon.purged_seq):
-                    FeedHorizon.objects.filter(id=1).update(purged_xid=int(xid), purged_seq=seq)
-        total += count
-        if count < limit:
-            return total
+    for set_id in set_ids:
+        while True:
+            with transaction.atomic(), connection.cursor() as cursor:
+                lock_set(cursor, set_id)
+                cursor.execute(_SQL_PURGE, {"cutoff": cutoff, "limit": limit, "set": set_id})
+                count, xid, seq = cursor.fetchone()
+                if count:
+                    _move_purge_horizon(Position(int(xid), seq))
+            total += count
+            if count < limit:
+                break
+    return total
+
+
+def _move_purge_horizon(purged: Position) -> None:
+    """Past ``purged``, never back (in the caller's transaction)."""
+    horizon, _ = FeedHorizon.objects.select_for_update().get_or_create(id=1)
+    if purged > Position(horizon.purged_xid, horizon.purged_seq):
+        FeedHorizon.objects.filter(id=1).update(purged_xid=purged.xid, purged_seq=purged.seq)
 
 
 def purge_horizon() -> Position:

@@ -185,18 +185,23 @@ WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s AND {part}
 """
 
 
-_SEQUENCES: dict[str, str] = {}
+_SEQUENCES: dict[str, str] | None = None
 
 
 def _sequences(cursor: Any) -> dict[str, str]:
     """The id sequences the chunk draws from (looked up once per process)."""
-    if not _SEQUENCES:
+    global _SEQUENCES
+    sequences = _SEQUENCES
+    if sequences is None:
         cursor.execute(
             "SELECT pg_get_serial_sequence('signals_signal', 'id'),"
             " pg_get_serial_sequence('signals_setentry', 'id')"
         )
-        _SEQUENCES["signal_seq"], _SEQUENCES["entry_seq"] = cursor.fetchone()
-    return _SEQUENCES
+        signal_seq, entry_seq = cursor.fetchone()
+        # Built whole, then published in one assignment: part threads look it up at the same
+        # time, and one must never see it half filled.
+        sequences = _SEQUENCES = {"signal_seq": signal_seq, "entry_seq": entry_seq}
+    return sequences
 
 
 def _insert_new_signals(cursor: Any) -> None:
@@ -284,10 +289,15 @@ def _merge_part_thread(batch_id: str, part: int, chunk: int, errors: list[BaseEx
         connection.close()  # this thread's own
 
 
-def _part_key(batch_id: str, part: int) -> int:
-    """A 64-bit advisory lock key for (batch, part)."""
-    digest = hashlib.blake2b(f"merge:{batch_id}:{part}".encode(), digest_size=8).digest()
+def advisory_key(name: str) -> int:
+    """A 64-bit advisory lock key for ``name`` (stable across processes and versions)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _part_key(batch_id: str, part: int) -> int:
+    """The advisory lock key for merging (batch, part)."""
+    return advisory_key(f"merge:{batch_id}:{part}")
 
 
 def _merge_part(batch_id: str, part: int, chunk: int) -> None:

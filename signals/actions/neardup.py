@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from django.db import connection, transaction
 
-from signals.actions.merge import in_part, lock_set
+from signals.actions.merge import advisory_key, in_part, lock_set
 from signals.actions.positions import NEW_POSITION
 from signals.matching.index import View, shared_index
 from signals.matching.mih import parse_hex
@@ -68,14 +68,46 @@ def _fresh_view() -> View:
     return shared_index().view(max_age=0)
 
 
+def link_key(batch_id: str) -> int:
+    """The session advisory lock key held while linking the batch."""
+    return advisory_key(f"link:{batch_id}")
+
+
 def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> Batch | None:
+    """Link the batch's new PDQ entries to their nearest older neighbour (``_link_batch``).
+
+    Locks: a session-level try-lock on the batch (``link_key``) for the whole run, as beat
+    queues the batch again every minute while a long search is still on it: a second caller
+    returns at once instead of searching the same range. Per range, the batch row and every
+    slot of its set (``lock_set``) while its links are written."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [link_key(batch_id)])
+        if not cursor.fetchone()[0]:
+            return Batch.objects.filter(pk=batch_id).first()  # another worker is on it
+    try:
+        return _link_batch(batch_id, view_of)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [link_key(batch_id)])
+
+
+def _link_batch(batch_id: str, view_of: Callable[[], View]) -> Batch | None:
     """Link the batch's new PDQ entries (``batch.link_ranges``) to their nearest older
     neighbour; idempotent and resumable: a range is dropped from the batch in the transaction
     that links it. The search runs outside any transaction (an open one would hold back every
     reader's feed horizon), and what it found is applied only if the range is still the batch's
     next one (a second worker on the same batch may have done it). One view of the index serves
     every range: taken after the merge, it holds all of the batch's entries, and following the
-    feed again after each range (whose links move entries) would rebuild its delta each time."""
+    feed again after each range (whose links move entries) would rebuild its delta each time.
+
+    The view holds only what is below the visible horizon: while a transaction older than the
+    batch's last merge chunk is still open, the batch's own entries are not in it yet, and
+    variants within the batch would go unlinked for good. Then nothing is searched or dropped:
+    the ranges wait for beat's ``resume_batches`` to queue the batch again."""
+    with connection.cursor() as cursor:
+        # Every merge chunk of a finished batch committed below this xid.
+        cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+        merged_below = int(cursor.fetchone()[0])
     view: View | None = None
     while True:
         batch = Batch.objects.select_related("hash_set").filter(pk=batch_id).first()
@@ -94,6 +126,8 @@ def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> B
                 new = cursor.fetchall()
                 threshold = batch.hash_set.pdq_threshold
                 view = view or view_of()
+                if view.position.xid < merged_below:
+                    return batch  # the view may miss some of the batch's entries: later
                 nearest = nearest_older(view, batch.hash_set_id, threshold, new)
         with transaction.atomic():
             locked = Batch.objects.select_for_update(of=("self",)).filter(pk=batch_id).first()

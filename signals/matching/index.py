@@ -230,7 +230,11 @@ class Index:
         if delta > COMPACT_AT and started - self._compaction_asked_at > COMPACT_ASK_SECONDS:
             self._compaction_asked_at = started
             try:
-                current_app.send_task("signals.match.compact_index")
+                # Only worth it if the delta is still this big when the task runs: another
+                # process's request may have just compacted it.
+                current_app.send_task(
+                    "signals.match.compact_index", kwargs={"at_least": COMPACT_AT}
+                )
             except KombuOperationalError:  # best effort: beat compacts anyway
                 logger.warning("could not ask for a compaction of the PDQ index", exc_info=True)
 
@@ -284,11 +288,13 @@ class Index:
 
     # -- compaction --------------------------------------------------------------------------
 
-    def compact(self) -> Generation | None:
-        """Write the current view as a new generation if it has any delta (under the index
-        lock); returns it, or None when there was nothing to fold in."""
+    def compact(self, at_least: int = 0) -> Generation | None:
+        """Write the current view as a new generation if it has any delta, and at least
+        ``at_least`` changes (added + dead) in it (under the index lock); returns it, or None
+        when there was nothing, or too little, to fold in."""
         view = self.view(max_age=0)
-        if not view.dead and not len(view.added_entries):
+        delta = len(view.added_entries) + len(view.dead)
+        if not delta or delta < at_least:
             return None
         generation = self._write_generation(view)
         with self._lock:

@@ -281,6 +281,57 @@ def test_a_cursor_older_than_purged_tombstones_is_410(publisher, subscriber, sha
     assert pull(subscriber).status_code == 200  # starting afresh is fine
 
 
+def test_purging_tombstones_waits_for_the_set_lock_a_merge_holds(publisher, shared_set):
+    import threading
+    import time
+
+    import psycopg2
+    from django.db import connection
+
+    from signals.actions.feed import do_purge_tombstones
+    from signals.actions.merge import MAX_PARTS, SET_LOCK
+    from tests.conftest import db_url_for_subprocesses
+
+    merged(publish(publisher, "acme-csam", [pdq(0), pdq(1)]))
+    publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(0)]})
+    # As a merge chunk between probing the tombstone and reviving it: one slot of the set held.
+    merge = psycopg2.connect(db_url_for_subprocesses())
+    purged = []
+
+    def purge():
+        try:
+            purged.append(do_purge_tombstones(now=timezone.now() + timezone.timedelta(days=91)))
+        finally:
+            connection.close()  # this thread's own
+
+    try:
+        with merge.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", [SET_LOCK + MAX_PARTS - 1, shared_set.pk]
+            )
+        purger = threading.Thread(target=purge)
+        purger.start()
+        deadline = time.monotonic() + 10
+        with merge.cursor() as cursor:
+            while True:  # until the purge waits for the slot
+                cursor.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND objid = %s",
+                    [shared_set.pk],
+                )
+                if cursor.fetchone()[0]:
+                    break
+                assert time.monotonic() < deadline and purger.is_alive(), "the purge did not wait"
+                time.sleep(0.01)
+        assert SetEntry.objects.filter(signal__value=PDQ[0]).exists()
+        merge.commit()
+        purger.join(timeout=10)
+    finally:
+        merge.close()
+    assert purged == [1]
+    assert list(SetEntry.objects.values_list("signal__value", flat=True)) == [PDQ[1]]
+
+
 def test_the_stream_carries_backslashes_quotes_and_unicode_intact(
     publisher, subscriber, shared_set
 ):

@@ -1,5 +1,6 @@
 """POST /api/v1/match and the index that follows the change feed."""
 
+import base64
 import json
 import threading
 import time
@@ -218,6 +219,27 @@ def test_compaction_writes_a_generation_that_another_process_opens_with_no_delta
     )
 
 
+def test_a_compaction_asked_for_a_bigger_delta_than_is_left_writes_no_generation(
+    publisher, shared_set
+):
+    from signals.tasks import compact_index
+
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(5)]))
+    index = shared_index()
+    index.compact()
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(5, 9)]))
+    publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(0)]})
+    before = index.view(max_age=0).generation
+    # As if another process's request compacted meanwhile: 5 changes are left, 6 were asked for.
+    compact_index(at_least=6)
+    assert index.view(max_age=0).generation.name == before.name
+    compact_index(at_least=5)
+    after = index.view(max_age=0).generation
+    assert after.name != before.name and len(after.entries) == 8
+    compact_index()  # beat's: nothing left to fold in
+    assert index.view(max_age=0).generation.name == after.name
+
+
 def test_queries_running_while_the_index_updates_never_fail(publisher, subscriber, shared_set):
     merged(publish(publisher, "acme-csam", [pdq(n) for n in range(100)]))
     index = shared_index()
@@ -333,6 +355,8 @@ def test_a_burst_that_outgrows_the_delta_asks_a_worker_to_compact_once(
     assert queue.llen("default") == 1
     message = json.loads(queue.lindex("default", 0))
     assert message["headers"]["task"] == "signals.match.compact_index"
+    assert message["properties"]["body_encoding"] == "base64"
+    assert json.loads(base64.b64decode(message["body"]))[1] == {"at_least": 10}
     merged(publish(publisher, "acme-csam", [pdq(n) for n in range(20, 25)]))
     index.view(max_age=0)
     assert queue.llen("default") == 1  # asked once, not on every refresh

@@ -3,12 +3,15 @@ entry by a task that runs after the merge."""
 
 import time
 
+import psycopg2
 import pytest
 
 from signals.actions.merge import do_merge_batch
-from signals.actions.neardup import do_link_batch
+from signals.actions.neardup import do_link_batch, link_key
 from signals.actions.sets import do_update_set
+from signals.matching.index import shared_index
 from signals.models import Batch, SetEntry
+from tests.conftest import db_url_for_subprocesses
 from tests.signals.conftest import merged, publish
 from tests.signals.test_match import FAR, near
 
@@ -102,6 +105,49 @@ def test_linking_runs_after_the_merge_chunk_by_chunk_and_moves_the_linked_entry(
     assert do_link_batch(str(batch.pk)).near_duplicates == 2  # done: a second run links nothing
     report = publisher.api.get(f"/api/v1/batches/{batch.pk}").json()
     assert (report["near_duplicates"], report["near_duplicates_pending"]) == (2, False)
+
+
+def test_linking_waits_while_a_transaction_older_than_the_batch_is_still_open(
+    publisher, shared_set
+):
+    merged(publish(publisher, "acme-csam", signals(FAR[1])))
+    shared_index().view(max_age=0)  # built now: later changes come from following the feed
+    # Began before the batch merged: the match index view stops below it, so the batch's own
+    # entries are not in it yet.
+    other = psycopg2.connect(db_url_for_subprocesses())
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_current_xact_id()")
+        answer = publish(publisher, "acme-csam", signals(FAR[0], near(FAR[0], 5)))
+        batch = do_merge_batch(answer.json()["batch"])
+        assert batch.state == "done" and batch.link_ranges
+        batch = do_link_batch(str(batch.pk))
+        assert (batch.near_duplicates, bool(batch.link_ranges)) == (0, True)
+        other.commit()
+    finally:
+        other.close()
+    batch = do_link_batch(str(batch.pk))
+    assert (batch.near_duplicates, batch.link_ranges) == (1, [])
+    older, variant = sorted([entry_of(FAR[0]), entry_of(near(FAR[0], 5))], key=lambda e: e.pk)
+    assert variant.near_duplicate_of_id == older.pk
+
+
+def test_a_second_linker_of_the_same_batch_steps_aside_at_once(publisher, shared_set):
+    merged(publish(publisher, "acme-csam", signals(FAR[0])))
+    answer = publish(publisher, "acme-csam", signals(near(FAR[0], 3)))
+    batch = do_merge_batch(answer.json()["batch"])
+    assert batch.link_ranges
+    other = psycopg2.connect(db_url_for_subprocesses())  # as a first worker still linking
+    try:
+        other.autocommit = True
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [link_key(str(batch.pk))])
+        batch = do_link_batch(str(batch.pk))
+        assert (batch.near_duplicates, bool(batch.link_ranges)) == (0, True)
+    finally:
+        other.close()
+    batch = do_link_batch(str(batch.pk))
+    assert (batch.near_duplicates, batch.link_ranges) == (1, [])
 
 
 @pytest.mark.worker
