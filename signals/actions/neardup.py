@@ -38,6 +38,12 @@ WHERE e.hash_set_id = %s AND e.id < %s AND g.type = 'pdq'
 LIMIT 1
 """
 
+# The newest transaction that wrote one of the batch's entries (or moved one since).
+_SQL_NEWEST = """
+SELECT max(position_xid)::text FROM signals_setentry
+WHERE hash_set_id = %s AND id BETWEEN %s AND %s
+"""
+
 _SQL_LINK = f"""
 UPDATE signals_setentry e SET near_duplicate_of_id = u.nearest,
     near_duplicate_distance = u.distance, {NEW_POSITION}
@@ -103,11 +109,9 @@ def _link_batch(batch_id: str, view_of: Callable[[], View]) -> Batch | None:
     The view holds only what is below the visible horizon: while a transaction older than the
     batch's last merge chunk is still open, the batch's own entries are not in it yet, and
     variants within the batch would go unlinked for good. Then nothing is searched or dropped:
-    the ranges wait for beat's ``resume_batches`` to queue the batch again."""
-    with connection.cursor() as cursor:
-        # Every merge chunk of a finished batch committed below this xid.
-        cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
-        merged_below = int(cursor.fetchone()[0])
+    the ranges wait for beat's ``resume_batches`` to queue the batch again. (The test is against
+    the newest of the batch's entries, a fixed mark the horizon passes once the transactions
+    older than it end, so continuous ingest elsewhere never keeps a batch waiting.)"""
     view: View | None = None
     while True:
         batch = Batch.objects.select_related("hash_set").filter(pk=batch_id).first()
@@ -125,9 +129,13 @@ def _link_batch(batch_id: str, view_of: Callable[[], View]) -> Batch | None:
                 cursor.execute(_SQL_RANGE.format(part=where), [first, last, batch.hash_set_id])
                 new = cursor.fetchall()
                 threshold = batch.hash_set.pdq_threshold
-                view = view or view_of()
-                if view.position.xid < merged_below:
-                    return batch  # the view may miss some of the batch's entries: later
+                if view is None:
+                    span = [r for ranges in batch.link_ranges for r in ranges[:2]]
+                    cursor.execute(_SQL_NEWEST, [batch.hash_set_id, min(span), max(span)])
+                    newest = int(cursor.fetchone()[0] or 0)
+                    view = view_of()
+                    if view.position.xid <= newest:
+                        return batch  # some of the batch's entries are not in the view: later
                 nearest = nearest_older(view, batch.hash_set_id, threshold, new)
         with transaction.atomic():
             locked = Batch.objects.select_for_update(of=("self",)).filter(pk=batch_id).first()

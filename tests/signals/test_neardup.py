@@ -8,7 +8,7 @@ import pytest
 
 from signals.actions.merge import do_merge_batch
 from signals.actions.neardup import do_link_batch, link_key
-from signals.actions.sets import do_update_set
+from signals.actions.sets import do_create_set, do_update_set
 from signals.matching.index import shared_index
 from signals.models import Batch, SetEntry
 from tests.conftest import db_url_for_subprocesses
@@ -130,6 +130,27 @@ def test_linking_waits_while_a_transaction_older_than_the_batch_is_still_open(
     assert (batch.near_duplicates, batch.link_ranges) == (1, [])
     older, variant = sorted([entry_of(FAR[0]), entry_of(near(FAR[0], 5))], key=lambda e: e.pk)
     assert variant.near_duplicate_of_id == older.pk
+
+
+def test_a_transaction_begun_after_the_batch_merged_does_not_hold_its_linking_back(
+    publisher, shared_set
+):
+    """Ingest elsewhere keeps transactions open all the time: only those older than the batch's
+    entries may make it wait, or it would wait for ever."""
+    merged(publish(publisher, "acme-csam", signals(FAR[1])))
+    shared_index().view(max_age=0)  # built now: later changes come from following the feed
+    answer = publish(publisher, "acme-csam", signals(FAR[0], near(FAR[0], 5)))
+    batch = do_merge_batch(answer.json()["batch"])
+    other = psycopg2.connect(db_url_for_subprocesses())
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_current_xact_id()")  # newer than every entry of the batch
+        # And a later transaction that has ended: the open one is now below the newest ended.
+        do_create_set(publisher.org, {"slug": "acme-later", "name": "Later"})
+        batch = do_link_batch(str(batch.pk))
+        assert (batch.near_duplicates, batch.link_ranges) == (1, [])
+    finally:
+        other.close()
 
 
 def test_a_second_linker_of_the_same_batch_steps_aside_at_once(publisher, shared_set):
