@@ -1,4 +1,7 @@
+import time
+
 import pytest
+from django.db import connection
 
 from signals.actions.merge import do_merge_batch
 from signals.actions.neardup import do_link_batch
@@ -32,10 +35,18 @@ def publish(member, slug, signals, **kwargs):
 
 def merged(answer):
     """What the workers do after commit, done here and now: the merge, then near-duplicate
-    linking."""
+    linking. A worker that a test runs may be on the same batch (publishing queued it): its
+    linker holds the batch, or waits for this test's transactions to end, so outside a test
+    transaction this waits until the batch is linked, whoever links it."""
     batch_id = answer.json()["batch"]
     do_merge_batch(batch_id)
-    return do_link_batch(batch_id)
+    batch = do_link_batch(batch_id)
+    deadline = time.monotonic() + 30
+    while batch is not None and batch.link_ranges and not connection.in_atomic_block:
+        assert time.monotonic() < deadline, f"batch {batch_id} still not linked"
+        time.sleep(0.05)
+        batch = do_link_batch(batch_id)
+    return batch
 
 
 # As after restoring a backup whose entry id sequence is behind the table: the next entry id the
