@@ -5,11 +5,12 @@ from datetime import UTC
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import models
 from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from exchange.enqueue import enqueue_once_on_commit
 from exchange.middleware import client_ip
 
 
@@ -82,11 +83,9 @@ def record(
         owner_org_id=owner_org_id,
         details=_bounded(details or {}),
     )
-    from audit.tasks import enqueue_seal
-
-    # One seal request per transaction, however many events it records.
-    if not any(entry[1] is enqueue_seal for entry in connection.run_on_commit):
-        transaction.on_commit(enqueue_seal)
+    # One seal request per transaction, however many events it records; a Redis outage only
+    # delays sealing until beat's next run.
+    enqueue_once_on_commit("audit.seal")
     return event
 
 

@@ -1,0 +1,71 @@
+"""The one seam through which actions start background work (STYLE.md "Imports run one way").
+
+Actions name a task; they never import ``tasks.py``: tasks sit above the actions they call.
+Celery routes a task sent by name exactly as one sent through its function
+(``CELERY_TASK_ROUTES`` match names), and the message leaves only once the caller's
+transaction has committed, so a worker never looks for a row that is not there yet.
+"""
+
+import logging
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import redis
+from celery import current_app
+from django.db import connection, transaction
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from exchange.kv import redis_client
+
+log = logging.getLogger(__name__)
+
+# What a lost broker or Redis raises: the work waits for beat's next run instead.
+_UNREACHABLE = (redis.RedisError, OSError, KombuOperationalError)
+
+
+def enqueue_on_commit(name: str, *args: Any) -> None:
+    """Send the task ``name`` with ``args`` (ids or small JSON) once the transaction commits
+    (at once outside one)."""
+    transaction.on_commit(lambda: _send(name, args, retry=True))
+
+
+def enqueue_once_on_commit(name: str, *, ttl: int = 60) -> None:
+    """Send the argument-less task ``name`` after the commit unless one already waits in the
+    queue (NetBox's ``enqueue_once``): a Redis flag, which the task clears with ``clear_once``
+    before it starts, so work committed while it runs queues the next one. Asked any number of
+    times in one transaction, it sends at most once. The flag lapses after ``ttl`` seconds, in
+    case the task was lost."""
+    send = _once(name, ttl)
+    if not any(entry[1] is send for entry in connection.run_on_commit):
+        transaction.on_commit(send)
+
+
+def clear_once(name: str) -> None:
+    """Called first by a task queued with ``enqueue_once_on_commit``."""
+    redis_client().delete(_flag(name))
+
+
+def _flag(name: str) -> str:
+    return f"hashx:queued:{name}"
+
+
+@cache
+def _once(name: str, ttl: int) -> Callable[[], None]:
+    """One callable per task name, so a transaction's pending sends can be recognised."""
+
+    def send() -> None:
+        try:
+            if redis_client().set(_flag(name), "1", nx=True, ex=ttl):
+                _send(name, (), retry=False)
+        except _UNREACHABLE:
+            log.warning("could not queue %s; beat will run it", name, exc_info=True)
+
+    return send
+
+
+def _send(name: str, args: tuple[Any, ...], *, retry: bool) -> None:
+    try:
+        current_app.send_task(name, args=args, retry=retry)
+    except _UNREACHABLE:
+        log.warning("could not queue %s%r; beat will catch up", name, args, exc_info=True)
