@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit.access import latest_checkpoint
 from audit.actions.record import canonical_json
 from audit.actions.seal import SEAL_LOCK, chain_head
 from audit.models import AuditCheckpoint
@@ -45,7 +46,7 @@ def do_sign_checkpoint(*, only_if_changed: bool = False) -> AuditCheckpoint | No
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEAL_LOCK])
         tree_size, head = chain_head()
-        latest = AuditCheckpoint.objects.order_by("-id").first()
+        latest = latest_checkpoint()
         if only_if_changed and latest is not None and latest.tree_size == tree_size:
             return None
         kid, key = get_signing_key()

@@ -1,6 +1,5 @@
 import re
 
-from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.generics import ListAPIView
@@ -8,13 +7,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.access import access_events, latest_checkpoint, organisation_slugs
 from audit.actions.checkpoint import do_sign_checkpoint
 from audit.api.serializers import AuditEventSerializer, CheckpointSerializer
-from audit.models import AuditCheckpoint, AuditEvent
 from exchange.pagination import NewestFirst
 from exchange.problems import Problem
 from exchange.times import parse_when
-from members.models import Organisation
 from members.principal import IsMember, organisation_of
 
 _ACTION = re.compile(r"[a-z0-9_.]{1,100}")
@@ -50,10 +48,7 @@ class AuditEventList(ListAPIView):
         return self.list(request)
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
-        org = organisation_of(self.request)
-        events = AuditEvent.objects.filter(Q(actor_org=org) | Q(owner_org=org)).select_related(
-            "seal"
-        )
+        events = access_events(organisation_of(self.request))
         params = self.request.query_params
         action = params.get("action", "")
         if action and not _ACTION.fullmatch(action):
@@ -85,9 +80,7 @@ class AuditEventList(ListAPIView):
     def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
         page = super().paginate_queryset(queryset)
         ids = {e.actor_org_id for e in page or []} | {e.owner_org_id for e in page or []}
-        self._org_slugs = dict(
-            Organisation.objects.filter(pk__in=ids - {None}).values_list("pk", "slug")
-        )
+        self._org_slugs = organisation_slugs(ids)
         return page
 
 
@@ -98,5 +91,5 @@ class CheckpointView(APIView):
     def get(self, request: Request) -> Response:
         """The latest signed checkpoint of the audit chain. Verify `signature` with the key
         `kid` published at /.well-known/hashx."""
-        cp = AuditCheckpoint.objects.order_by("-id").first() or do_sign_checkpoint()
+        cp = latest_checkpoint() or do_sign_checkpoint()
         return Response(CheckpointSerializer(cp).data)

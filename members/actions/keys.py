@@ -27,14 +27,6 @@ CHALLENGE_SECONDS = 300
 MAX_RETIRE_OVERLAP = timedelta(days=90)
 
 
-def access_key(org: Organisation, key_id: str) -> SigningKey:
-    """The organisation's key ``key_id``; another organisation's key is a 404 like a missing one."""
-    key = SigningKey.objects.filter(organisation=org, key_id=key_id).first()
-    if key is None:
-        raise Problem("not-found", f"Your organisation has no key {key_id}")
-    return key
-
-
 def check_public_key(text: str, field: str = "public_key") -> bytes:
     try:
         return parse_public_key(text)

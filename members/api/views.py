@@ -4,9 +4,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hashx.keys import possession_statement
+from members.access import access_key, access_keys
 from members.actions.keys import (
     CHALLENGE_SECONDS,
-    access_key,
     check_possession,
     check_public_key,
     do_add_key,
@@ -48,7 +48,7 @@ class KeyListView(APIView):
     @extend_schema(operation_id="keys_list", tags=["members"], responses=KeyListSerializer)
     def get(self, request: Request) -> Response:
         """Your organisation's keys, in every state."""
-        keys = SigningKey.objects.filter(organisation=organisation_of(request))
+        keys = access_keys(organisation_of(request))
         return Response({"keys": KeySerializer(keys, many=True).data})
 
     @extend_schema(

@@ -1,0 +1,30 @@
+"""What an organisation may see of the members app: the one door through which views reach
+organisations and signing keys (STYLE.md: access_…)."""
+
+from django.db.models import QuerySet
+
+from exchange.problems import Problem
+from members.models import Organisation, SigningKey
+
+
+def access_keys(org: Organisation) -> QuerySet[SigningKey]:
+    """The organisation's own keys, in every state (model order: oldest first)."""
+    return SigningKey.objects.filter(organisation=org)
+
+
+def access_key(org: Organisation, key_id: str) -> SigningKey:
+    """The organisation's key ``key_id``; another organisation's key is a 404 like a missing one."""
+    key = access_keys(org).filter(key_id=key_id).first()
+    if key is None:
+        raise Problem("not-found", f"Your organisation has no key {key_id}")
+    return key
+
+
+def organisation_by_slug(slug: str) -> Organisation:
+    """The organisation ``slug``, of any kind or status (a grant may name one not yet active);
+    404 when there is none. Organisations are not secret among members: the slug is what they
+    name each other by."""
+    org = Organisation.objects.filter(slug=slug).first()
+    if org is None:
+        raise Problem("not-found", f"No organisation {slug!r}")
+    return org
