@@ -31,6 +31,7 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 # mypy's Django plugin imports the settings, which need service URLs; it never connects.
 typecheck: $(STAMP)
