@@ -32,10 +32,11 @@ from django.core.management import call_command  # noqa: E402
 from django.db.models import F  # noqa: E402
 
 from members.actions.organisations import do_create_organisation  # noqa: E402
-from signals.actions.positions import Position, visible_horizon  # noqa: E402
-from signals.actions.publish import do_publish, json_items  # noqa: E402
+from signals.actions.publish import do_publish  # noqa: E402
 from signals.actions.sets import do_create_set  # noqa: E402
 from signals.actions.subscriptions import do_create_subscription  # noqa: E402
+from signals.api.uploads import json_items  # noqa: E402
+from signals.feed.positions import Position, visible_horizon  # noqa: E402
 from signals.models import Batch  # noqa: E402
 from tests.receiver import Receiver  # noqa: E402
 

@@ -24,10 +24,16 @@ log = logging.getLogger(__name__)
 _UNREACHABLE = (redis.RedisError, OSError, KombuOperationalError)
 
 
+def enqueue(name: str, **kwargs: Any) -> None:
+    """Send the task ``name`` with ``kwargs`` now, whatever the transaction: for work that does
+    not depend on this transaction's rows (best effort: a lost broker is logged)."""
+    _send(name, (), kwargs, retry=False)
+
+
 def enqueue_on_commit(name: str, *args: Any) -> None:
     """Send the task ``name`` with ``args`` (ids or small JSON) once the transaction commits
     (at once outside one)."""
-    transaction.on_commit(lambda: _send(name, args, retry=True))
+    transaction.on_commit(lambda: _send(name, args, {}, retry=True))
 
 
 def enqueue_once_on_commit(name: str, *, ttl: int = 60) -> None:
@@ -57,15 +63,15 @@ def _once(name: str, ttl: int) -> Callable[[], None]:
     def send() -> None:
         try:
             if redis_client().set(_flag(name), "1", nx=True, ex=ttl):
-                _send(name, (), retry=False)
+                _send(name, (), {}, retry=False)
         except _UNREACHABLE:
             log.warning("could not queue %s; beat will run it", name, exc_info=True)
 
     return send
 
 
-def _send(name: str, args: tuple[Any, ...], *, retry: bool) -> None:
+def _send(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, retry: bool) -> None:
     try:
-        current_app.send_task(name, args=args, retry=retry)
+        current_app.send_task(name, args=args, kwargs=kwargs, retry=retry)
     except _UNREACHABLE:
         log.warning("could not queue %s%r; beat will catch up", name, args, exc_info=True)

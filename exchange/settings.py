@@ -198,14 +198,14 @@ HASHX_MATCH_COMPACT_SECONDS = env_int("HASHX_MATCH_COMPACT_SECONDS", 300, minimu
 # (signals.actions.neardup): about 50-170 µs per new PDQ hash against 0.2-2M entries.
 HASHX_MATCH_NEAR_DUPLICATES = env_bool("HASHX_MATCH_NEAR_DUPLICATES", True)
 # A batch's merge is split into this many parts of the value space, merged in parallel (one
-# database connection each): a divisor of 8 (signals.actions.merge.PART_COUNTS).
+# database connection each): a divisor of 8 (signals.feed.locks.PART_COUNTS).
 HASHX_MERGE_PARTS = int(env_choice("HASHX_MERGE_PARTS", "2", {"1", "2", "4", "8"}))
 
-# Request bodies past this size answer 413; bulk uploads stream instead (signals issue).
 # Audit: details larger than this (canonical JSON bytes) are replaced by a truncation marker.
 HASHX_AUDIT_MAX_DETAILS_BYTES = env_int("HASHX_AUDIT_MAX_DETAILS_BYTES", 8192, minimum=256)
 HASHX_AUDIT_CHECKPOINT_SECONDS = env_int("HASHX_AUDIT_CHECKPOINT_SECONDS", 300, minimum=10)
 
+# Request bodies past this size answer 413; bulk uploads stream instead (signals/api/uploads.py).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HASHX_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 
 # Webhooks (DESIGN.md "Push"). Outbound requests go only to public addresses: loopback, private,

@@ -1,6 +1,8 @@
 """What an organisation may see of the members app: the one door through which views reach
 organisations and signing keys (STYLE.md: access_…)."""
 
+from collections.abc import Iterable
+
 from django.db.models import QuerySet
 
 from exchange.problems import Problem
@@ -28,3 +30,10 @@ def organisation_by_slug(slug: str) -> Organisation:
     if org is None:
         raise Problem("not-found", f"No organisation {slug!r}")
     return org
+
+
+def organisation_slugs(ids: Iterable[int | None]) -> dict[int, str]:
+    """The slug of each organisation among ``ids`` (None, an event without one, is skipped),
+    by id; the log keeps ids without a constraint, so one deleted since is simply absent."""
+    wanted = {pk for pk in ids if pk is not None}
+    return dict(Organisation.objects.filter(pk__in=wanted).values_list("pk", "slug"))

@@ -241,12 +241,13 @@ class SignatureAuthentication(BaseAuthentication):
             return None
         components, params = selected
         length = int(django_request.META.get("CONTENT_LENGTH") or 0)
+        streamed_digest = None
         if django_request.content_type in STREAMED_TYPES and length > 0:
             # Streamed uploads are never read whole: the signed Content-Digest is checked by
             # the view as it reads (DigestReader), and a mismatch undoes everything it staged.
             key_id, nonce = _check_parameters(components, params, has_body=True)
             key = _check_key(key_id)
-            django_request.hashx_digest = _expected_digest(django_request)  # type: ignore[attr-defined]
+            streamed_digest = _expected_digest(django_request)
         else:
             body = django_request.body
             key_id, nonce = _check_parameters(components, params, has_body=bool(body))
@@ -255,7 +256,7 @@ class SignatureAuthentication(BaseAuthentication):
         _check_signature(django_request, key)
         _spend_nonce(key.key_id, nonce)
         _touch(key)
-        return MemberPrincipal(key.organisation, key), key
+        return MemberPrincipal(key.organisation, key, streamed_digest), key
 
     def authenticate_header(self, request: Request) -> str:
         return 'Signature realm="hashx"'

@@ -15,6 +15,8 @@ from members.models import Organisation
 class MemberPrincipal:
     organisation: Organisation
     key: Any = None  # the SigningKey that signed the request
+    # A streamed upload's signed Content-Digest, checked by the view as it reads the body.
+    streamed_digest: bytes | None = None
 
     is_authenticated = True
     is_anonymous = False

@@ -11,9 +11,9 @@ from django.http import HttpRequest
 from audit.admin import AuditedAdminMixin
 from exchange.admin_tools import ReadOnlyAdmin, confirm_with_reason
 from signals.actions.merge import do_retry_batch
-from signals.actions.positions import Position, visible_horizon
 from signals.actions.subscriptions import do_redeliver, do_update_subscription
-from signals.actions.webhooks import LAG_CAP, SQL_LAG
+from signals.feed.positions import Position, visible_horizon
+from signals.feed.reads import LAG_CAP, SQL_LAG
 from signals.models import (
     Batch,
     Contribution,

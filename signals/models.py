@@ -4,7 +4,7 @@ Change positions: every change to a ``SetEntry`` stamps it with ``(position_xid,
 the id of the writing transaction and a value of one exchange-wide sequence. Readers order by
 that pair and serve only rows whose transaction is older than the oldest one still running
 (``pg_snapshot_xmin``), so no transaction can later commit a change below a position a reader
-has already passed (DESIGN.md "Change feed", the xid8 design). See ``signals.actions.positions``.
+has already passed (DESIGN.md "Change feed", the xid8 design). See ``signals.feed.positions``.
 """
 
 import uuid

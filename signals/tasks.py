@@ -1,19 +1,16 @@
 """Thin Celery wrappers around the signals actions."""
 
 import logging
-from datetime import timedelta
 
 from celery import shared_task
 from django.db import OperationalError
-from django.utils import timezone
 
-from signals.actions.changes import do_expire_entries
-from signals.actions.feed import do_purge_tombstones
-from signals.actions.merge import do_fail_batch, do_merge_batch
+from signals.actions.expiry import do_expire_entries, do_purge_tombstones
+from signals.actions.merge import do_fail_batch, do_merge_batch, stalled_batches
 from signals.actions.neardup import do_link_batch
-from signals.actions.webhooks import clear_wake, do_dispatch, do_purge_deliveries, do_send
+from signals.actions.webhooks import do_dispatch, do_purge_deliveries, do_send
+from signals.feed.wakeups import clear_wake
 from signals.matching.index import shared_index
-from signals.models import Batch
 
 SEND_CHUNK = 5
 logger = logging.getLogger(__name__)
@@ -42,25 +39,15 @@ def link_near_duplicates(batch_id: str) -> None:
     do_link_batch(batch_id)
 
 
-# A batch whose task is older than this and still not finished lost its worker or its message.
-RESUME_AFTER = timedelta(minutes=2)
-
-
 @shared_task(name="signals.ingest.resume_batches", ignore_result=True)
 def resume_batches() -> None:
     """Beat: queue again the batches whose worker died or whose task was lost (a second task
     on a batch that is still being worked on steps aside)."""
-    stale = timezone.now() - RESUME_AFTER
-    for batch_id in Batch.objects.filter(
-        state__in=[Batch.State.QUEUED, Batch.State.MERGING], created_at__lt=stale
-    ).values_list("pk", flat=True)[:100]:
-        merge_batch.delay(str(batch_id))
-    for batch_id in (
-        Batch.objects.filter(state=Batch.State.DONE, finished_at__lt=stale)
-        .exclude(link_ranges=[])
-        .values_list("pk", flat=True)[:100]
-    ):
-        link_near_duplicates.delay(str(batch_id))
+    to_merge, to_link = stalled_batches()
+    for batch_id in to_merge:
+        merge_batch.delay(batch_id)
+    for batch_id in to_link:
+        link_near_duplicates.delay(batch_id)
 
 
 @shared_task(name="signals.purge_tombstones", ignore_result=True)

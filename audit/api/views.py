@@ -7,12 +7,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.access import access_events, latest_checkpoint, organisation_slugs
+from audit.access import access_events, latest_checkpoint
 from audit.actions.checkpoint import do_sign_checkpoint
 from audit.api.serializers import AuditEventSerializer, CheckpointSerializer
 from exchange.pagination import NewestFirst
 from exchange.problems import Problem
 from exchange.times import parse_when
+from members.access import organisation_slugs
 from members.principal import IsMember, organisation_of
 
 _ACTION = re.compile(r"[a-z0-9_.]{1,100}")

@@ -11,8 +11,8 @@ from django.db import connection, transaction
 from audit.actions import record
 from exchange.problems import Problem
 from members.models import Organisation
-from signals.actions.positions import Position
-from signals.actions.sets import access_readable_sets
+from signals.access import access_readable_sets
+from signals.feed.positions import Position
 from signals.matching.index import shared_index
 from signals.matching.mih import MAX_RADIUS, parse_hex
 from signals.models import HashSet

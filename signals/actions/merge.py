@@ -7,16 +7,12 @@ exactly once.
 A batch is merged in ``len(batch.parts_merged)`` parts (``HASHX_MERGE_PARTS`` when it was
 published), each a slice of the value space (by the first byte of the value's MD5), merged in
 parallel on its own connection and keeping its own progress. Parts never share a value, so
-they never share a signal, an entry or a contribution. Writers of a set's entries are
-serialised by transaction-scoped advisory locks on (set, slot), a slot being the first byte of
-the value's MD5 mod ``MAX_PARTS``: a part locks the slots its values fall in (``part_slots``),
-so merges of two batches into one set, whatever their part counts, take turns where they could
-share a value, and everything else that writes entries (retractions, opinions, expiry,
-near-duplicate links) locks every slot (``lock_set``).
+they never share a signal, an entry or a contribution. A part holds the (set, slot) locks of
+its values (``signals.feed.locks``) while it writes the set's entries.
 """
 
-import hashlib
 import threading
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -24,43 +20,13 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.actions import record
-from signals.actions.positions import NEW_POSITION
-from signals.actions.webhooks import wake
+from exchange.enqueue import enqueue_on_commit
+from signals.feed.locks import advisory_key, in_part, lock_slots, part_slots
+from signals.feed.positions import NEW_POSITION
+from signals.feed.wakeups import wake
 from signals.models import Batch
 
 CHUNK = 100_000
-# pg_advisory_xact_lock(SET_LOCK + slot, set id): a set's values fall into MAX_PARTS slots (by
-# the first byte of their MD5, mod MAX_PARTS); a writer locks every slot its values may fall in.
-SET_LOCK = 0x6878_5E7
-MAX_PARTS = 8
-# Part counts that divide MAX_PARTS: part k of p is then exactly the slots k, k + p, k + 2p, …,
-# so batches merged in different numbers of parts still lock every value they share.
-PART_COUNTS = (1, 2, 4, 8)
-
-
-def part_slots(parts: int, part: int) -> range:
-    """The slots whose values belong to ``part`` of ``parts`` (ascending: no deadlock)."""
-    return range(part, MAX_PARTS, parts)
-
-
-def _lock_slots(cursor: Any, set_id: int, slots: range) -> None:
-    cursor.execute(
-        "; ".join(f"SELECT pg_advisory_xact_lock({SET_LOCK + slot}, %s)" for slot in slots),
-        [set_id] * len(slots),
-    )
-
-
-def lock_set(cursor: Any, set_id: int) -> None:
-    """Every slot of the set (in order: two callers never deadlock)."""
-    _lock_slots(cursor, set_id, part_slots(1, 0))
-
-
-def in_part(column: str, parts: int, part: int) -> str:
-    """SQL: whether the value in ``column`` belongs to ``part`` of ``parts`` (stable across
-    servers and versions, unlike Postgres' own hash functions)."""
-    if parts == 1:
-        return "TRUE"
-    return f"mod(get_byte(decode(md5({column}), 'hex'), 0), {int(parts)}) = {int(part)}"
 
 
 # Hash and merge joins would read a whole table (every signal, every entry) for a chunk of
@@ -289,12 +255,6 @@ def _merge_part_thread(batch_id: str, part: int, chunk: int, errors: list[BaseEx
         connection.close()  # this thread's own
 
 
-def advisory_key(name: str) -> int:
-    """A 64-bit advisory lock key for ``name`` (stable across processes and versions)."""
-    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 def _part_key(batch_id: str, part: int) -> int:
     """The advisory lock key for merging (batch, part)."""
     return advisory_key(f"merge:{batch_id}:{part}")
@@ -317,7 +277,7 @@ def _merge_part(batch_id: str, part: int, chunk: int) -> None:
                 lo = batch.parts_merged[part]
                 hi = min(lo + chunk, batch.accepted)
                 parts = len(batch.parts_merged)
-                _lock_slots(cursor, batch.hash_set_id, part_slots(parts, part))
+                lock_slots(cursor, batch.hash_set_id, part_slots(parts, part))
                 lines, new, updated, pdq_range = _merge_chunk(cursor, batch, part, lo, hi)
             if new or updated:
                 wake()
@@ -353,6 +313,24 @@ def _record_chunk(
         )  # fmt: skip
     batch.save(update_fields=["parts_merged", "new", "updated", "duplicate",
                               "link_ranges", "state", "finished_at"])  # fmt: skip
+
+
+# A batch whose task is older than this and still not finished lost its worker or its message.
+RESUME_AFTER = timedelta(minutes=2)
+
+
+def stalled_batches(limit: int = 100) -> tuple[list[str], list[str]]:
+    """The batches whose merge, and those whose near-duplicate linking, started more than
+    ``RESUME_AFTER`` ago and has not finished: their worker died or their task was lost."""
+    stale = timezone.now() - RESUME_AFTER
+    to_merge = Batch.objects.filter(state__in=_OPEN, created_at__lt=stale)
+    to_link = Batch.objects.filter(state=Batch.State.DONE, finished_at__lt=stale).exclude(
+        link_ranges=[]
+    )
+    return (
+        [str(pk) for pk in to_merge.values_list("pk", flat=True)[:limit]],
+        [str(pk) for pk in to_link.values_list("pk", flat=True)[:limit]],
+    )
 
 
 def do_fail_batch(batch_id: str, error: str) -> bool:
@@ -395,7 +373,5 @@ def do_retry_batch(batch: Batch, *, actor_user: Any, reason: str) -> bool:
             owner_org=batch.hash_set.owner_id,
             details={"set": batch.hash_set.slug, "merged": batch.merged, "reason": reason},
         )
-        from signals.tasks import merge_batch
-
-        transaction.on_commit(lambda: merge_batch.delay(str(batch.pk)))
+        enqueue_on_commit("signals.ingest.merge_batch", str(batch.pk))
     return True

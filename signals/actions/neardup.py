@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from django.db import connection, transaction
 
-from signals.actions.merge import advisory_key, in_part, lock_set
-from signals.actions.positions import NEW_POSITION
+from signals.feed.locks import advisory_key, in_part, lock_set
+from signals.feed.positions import NEW_POSITION
 from signals.matching.index import View, shared_index
 from signals.matching.mih import parse_hex
 from signals.models import Batch

@@ -1,12 +1,10 @@
 """Publishing: validate every item, stage the valid ones with COPY, hand the batch to a worker.
 
-Sources: a JSON list (``{"signals": [...]}``, at most 10,000), or a streamed upload read line by
-line and never held whole in memory: NDJSON (one item object per line), CSV (header row:
-``type,value`` and optionally ``labels`` (``|``-separated), ``expires_at``, ``quality``), or
-python-threatexchange's plain format (``<type> <value>`` per line).
+Items come as a ``Source``: numbered raw items, read from a JSON list or a streamed upload by
+the parsers in ``signals.api.uploads``; a line a parser could not read is an ``Unparsable``
+(its reason), rejected here like any invalid item.
 """
 
-import csv
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -14,20 +12,17 @@ from datetime import datetime
 from itertools import islice
 from typing import Any, NamedTuple
 
-import orjson
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.actions import record
-from exchange.access import one_by_uuid
+from exchange.enqueue import enqueue_on_commit
 from exchange.problems import Problem
 from exchange.times import parse_when
 from members.models import Organisation
 from signals.models import Batch, HashSet
 from signals.types import SignalTypeError, canonicalise
 
-MAX_JSON_ITEMS = 10_000
 MAX_LABELS = 20
 # Rejections listed in an answer (all are counted); the batch keeps the first ones.
 MAX_LISTED_REJECTIONS = 10_000
@@ -64,16 +59,6 @@ class Outcome:
 
 class Unparsable(str):
     """What a source yields for a line it could not read: the reason."""
-
-
-def access_batches(org: Organisation) -> QuerySet[Batch]:
-    """``org``'s batches, with their sets: the only ones it may see."""
-    return Batch.objects.filter(organisation=org).select_related("hash_set")
-
-
-def access_batch(org: Organisation, batch_id: str) -> Batch:
-    """``org``'s batch ``batch_id``; 404 for anyone else's, so ids do not leak."""
-    return one_by_uuid(access_batches(org), batch_id, f"No batch {batch_id} of your organisation")
 
 
 def check_item(raw: Any, hash_set: HashSet, now: datetime) -> Item:
@@ -122,115 +107,6 @@ class Source(NamedTuple):
 
     key: str
     items: Iterable[tuple[int, Any]]
-
-
-def json_items(signals: Any) -> Source:
-    """Checked before anything is staged: a list of at most 10,000 items."""
-    if not isinstance(signals, list):
-        raise Problem(
-            "validation",
-            "signals: expected a list",
-            errors=[{"field": "signals", "message": "expected a list"}],
-        )
-    if len(signals) > MAX_JSON_ITEMS:
-        raise Problem(
-            "payload-too-large",
-            f"{len(signals)} signals in one JSON request; send at most {MAX_JSON_ITEMS}"
-            " or stream NDJSON",
-        )
-    return Source("index", enumerate(signals))
-
-
-_TOO_LONG = Unparsable("line longer than 64 KiB")
-
-
-def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
-    for number, raw in enumerate(lines, start=1):
-        if raw.startswith(b"\x00"):
-            yield number, "\x00"  # a line the reader cut (over 64 KiB): refused below
-            continue
-        text = raw.decode("utf-8", "replace").strip()
-        if text and not text.startswith("#"):
-            yield number, text
-
-
-def _ndjson(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
-    loads, error = orjson.loads, orjson.JSONDecodeError
-    for number, raw in enumerate(lines, start=1):
-        try:
-            yield number, loads(raw)  # the common case: no decode, no strip (JSON allows space)
-            continue
-        except error:
-            pass
-        if raw.startswith(b"\x00"):
-            yield number, _TOO_LONG  # a line the reader cut
-            continue
-        text = raw.strip()
-        if not text or text.startswith(b"#"):
-            continue  # blank lines and comments
-        try:
-            text.decode()
-        except UnicodeDecodeError:
-            yield number, Unparsable("not valid UTF-8")
-            continue
-        yield number, Unparsable("not valid JSON")
-
-
-def ndjson_items(lines: Iterable[bytes]) -> Source:
-    return Source("line", _ndjson(lines))
-
-
-def _text(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
-    for number, text in _numbered(lines):
-        if text == "\x00":
-            yield number, _TOO_LONG
-            continue
-        kind, _, value = text.partition(" ")
-        yield number, {"type": kind, "value": value}
-
-
-def text_items(lines: Iterable[bytes]) -> Source:
-    """python-threatexchange's simple format: ``<type> <value>`` per line."""
-    return Source("line", _text(lines))
-
-
-def csv_items(lines: Iterable[bytes]) -> Source:
-    decoded = (line.decode("utf-8", "replace") for line in lines)
-    reader = csv.DictReader(decoded)
-    try:
-        fieldnames = reader.fieldnames
-    except csv.Error as exc:  # e.g. a stray carriage return in the header row
-        raise Problem("validation", f"the CSV header row is not a CSV row: {exc}") from None
-    if fieldnames is None or not {"type", "value"} <= set(fieldnames):
-        raise Problem(
-            "validation", "CSV needs a header row with at least the columns type and value"
-        )
-    return Source("line", _csv(reader))
-
-
-def _csv(reader: csv.DictReader[str]) -> Iterator[tuple[int, Any]]:
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # e.g. a stray carriage return or an unclosed quote
-            yield reader.line_num, Unparsable(f"not a CSV row: {exc}")
-            continue
-        if "\x00" in (row.get("type") or ""):  # a line the reader cut (over 64 KiB)
-            yield reader.line_num, _TOO_LONG
-            continue
-        item: dict[str, Any] = {"type": row.get("type") or "", "value": row.get("value") or ""}
-        if row.get("labels"):
-            item["labels"] = [x for x in row["labels"].split("|") if x]
-        if row.get("expires_at"):
-            item["expires_at"] = row["expires_at"]
-        if row.get("quality"):
-            try:
-                item["quality"] = int(row["quality"])
-            except ValueError:
-                item["quality"] = row["quality"]
-        yield reader.line_num, item
 
 
 # -- staging -----------------------------------------------------------------------------------
@@ -375,9 +251,7 @@ def do_publish(
                          "rejected": outcome.rejected},
             )  # fmt: skip
             if outcome.accepted and queue:
-                from signals.tasks import merge_batch
-
-                transaction.on_commit(lambda: merge_batch.delay(str(batch.pk)))
+                enqueue_on_commit("signals.ingest.merge_batch", str(batch.pk))
     except _AtomicRefusal:
         raise Problem(
             "validation",

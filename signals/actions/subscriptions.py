@@ -1,4 +1,4 @@
-"""Subscriptions: the one door to them (``access_subscription(s)``) and the changes members make.
+"""Subscriptions: the changes members make to them (who may see one is ``signals.access``).
 
 A subscription is a cursor that the exchange advances for its organisation (DESIGN.md "Push");
 delivering is ``signals.actions.webhooks``.
@@ -7,35 +7,16 @@ delivering is ``signals.actions.webhooks``.
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.actions import record
 from exchange import outbound
-from exchange.access import one_by_uuid
 from exchange.problems import Problem
 from members.models import Organisation
-from signals.actions.feed import check_cursor
-from signals.actions.positions import Position, visible_horizon
-from signals.actions.webhooks import wake
+from signals.feed.positions import Position, visible_horizon
+from signals.feed.reads import check_cursor, held_cursor
+from signals.feed.wakeups import wake
 from signals.models import Delivery, HashSet, Subscription
-
-
-def access_subscriptions(org: Organisation) -> QuerySet[Subscription]:
-    """``org``'s subscriptions, oldest first: the only ones it may see."""
-    return Subscription.objects.filter(organisation=org)
-
-
-def access_subscription(org: Organisation, subscription_id: str) -> Subscription:
-    """``org``'s subscription ``subscription_id``; 404 for anyone else's, so ids do not leak."""
-    missing = f"No subscription {subscription_id!r} of your organisation"
-    return one_by_uuid(access_subscriptions(org), subscription_id, missing)
-
-
-def access_delivery(subscription: Subscription, delivery_id: str) -> Delivery:
-    """A delivery of ``subscription`` by its id or ``webhook-id`` (``msg_…``); 404 otherwise."""
-    missing = f"No delivery {delivery_id!r} of this subscription"
-    return one_by_uuid(subscription.deliveries.all(), delivery_id.removeprefix("msg_"), missing)
 
 
 def check_subscription_url(url: str) -> None:
@@ -53,11 +34,7 @@ def check_subscription_url(url: str) -> None:
 def _start_position(cursor: str | None) -> Position:
     """Where a new or rewound subscription starts: a feed cursor the member holds (410 when it
     is past tombstone retention), else "now": the first change not yet visible."""
-    if cursor:
-        position = Position.from_cursor(cursor)
-        check_cursor(position)
-        return position
-    return Position(visible_horizon(), 0)
+    return held_cursor(cursor) if cursor else Position(visible_horizon(), 0)
 
 
 def do_create_subscription(

@@ -1,12 +1,12 @@
 """Webhook fan-out: cut the next feed page of each subscription, claim due deliveries, send them
 signed (DESIGN.md "Push").
 
-The flow: actions that move positions call ``wake()``; after their commit a dispatch runs
-(``do_dispatch``, also on beat as a backstop and for retries). It cuts a page for every active
-subscription that has no pending delivery and has news after its cursor in a set its
-organisation may read now, then claims due deliveries with ``FOR UPDATE SKIP LOCKED`` and
-hands each to a send task. A claim is a lease: it pushes ``next_attempt_at`` out, so a worker
-that dies mid-send leaves the delivery to be claimed again once the lease runs out.
+The flow: actions that move positions call ``wake()`` (``signals.feed.wakeups``); after their
+commit a dispatch runs (``do_dispatch``, also on beat as a backstop and for retries). It cuts a
+page for every active subscription that has no pending delivery and has news after its cursor
+in a set its organisation may read now, then claims due deliveries with ``FOR UPDATE SKIP
+LOCKED`` and hands each to a send task. A claim is a lease: it pushes ``next_attempt_at`` out,
+so a worker that dies mid-send leaves the delivery to be claimed again once the lease runs out.
 ``do_send`` posts the page; on 2xx the cursor advances (only from the page's own starting
 point) and the next page is cut at once; otherwise the delivery is retried with exponential
 backoff and jitter, ``Retry-After`` honoured, and an endpoint failing for
@@ -14,7 +14,6 @@ backoff and jitter, ``Retry-After`` honoured, and an endpoint failing for
 """
 
 import json
-import logging
 import random
 import time
 import uuid
@@ -33,51 +32,16 @@ from django.utils import timezone
 from audit.actions import record
 from exchange import outbound
 from exchange.actions.identity import get_signing_key
-from exchange.kv import redis_client
 from hashx.webhooks import sign
 from members.models import Organisation
-from signals.actions.feed import Rendered, purge_horizon, rendered_after
-from signals.actions.positions import Position, sql_after_cursor, visible_horizon
-from signals.actions.sets import readable_by, visible_sets
+from signals.access import readable_by, visible_sets
+from signals.feed.positions import Position, visible_horizon
+from signals.feed.reads import SQL_HAS_NEWS, Rendered, purge_horizon, rendered_after
+from signals.feed.wakeups import wake
 from signals.models import Delivery, HashSet, Subscription
 
-log = logging.getLogger(__name__)
-
-_QUEUED_KEY = "hashx:webhooks:dispatch-queued"
 # Pages a dispatch may skip for one subscription when its filters leave them empty.
 _MAX_EMPTY_PAGES = 20
-
-
-def wake() -> None:
-    """Ask for a dispatch once the current transaction commits. Call it from every action that
-    gives entries new positions or changes a subscription. At most one dispatch waits in the
-    queue at a time; one that starts clears the flag first, so no wake-up is lost."""
-    transaction.on_commit(_enqueue_dispatch)
-
-
-def _enqueue_dispatch() -> None:
-    from signals.tasks import dispatch_webhooks
-
-    try:
-        if redis_client().set(_QUEUED_KEY, "1", nx=True, ex=30):
-            dispatch_webhooks.delay()
-    except Exception:
-        log.warning("webhook dispatch wake-up failed; beat will dispatch", exc_info=True)
-
-
-def clear_wake() -> None:
-    redis_client().delete(_QUEUED_KEY)
-
-
-# Of the candidates (an ORM query: active, nothing pending, and their readable sets), those with
-# changes after their cursor in a set they may read.
-_SQL_HAS_NEWS = f"""
-SELECT c.id FROM ({{candidates}}) c
-WHERE EXISTS (
-    SELECT 1 FROM signals_setentry e
-    WHERE e.hash_set_id = ANY(c.readable)
-      AND {sql_after_cursor(cursor="c.cursor_xid, c.cursor_seq", horizon="%s")})
-"""  # noqa: S608 - only constants are interpolated
 
 
 class _AnyOf(Func):
@@ -114,7 +78,7 @@ def _waiting() -> list[Any]:
     )
     sql, params = candidates.query.sql_with_params()
     with connection.cursor() as cursor:
-        cursor.execute(_SQL_HAS_NEWS.format(candidates=sql), [*params, str(visible_horizon())])
+        cursor.execute(SQL_HAS_NEWS.format(candidates=sql), [*params, str(visible_horizon())])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -471,16 +435,3 @@ def do_purge_deliveries(now: datetime | None = None) -> int:
         state__in=[Delivery.State.DELIVERED, Delivery.State.CANCELLED], created_at__lt=cutoff
     ).delete()
     return deleted
-
-
-LAG_CAP = 10_000
-# Changes in a subscription's sets after its cursor, counted up to the parameter (LAG_CAP): an
-# expression over the subscription row, so a list of subscriptions gets its lags in the same query.
-# Its parameters: a visible_horizon() (as text), then the cap.
-_LAG_AFTER = sql_after_cursor(
-    cursor="signals_subscription.cursor_xid, signals_subscription.cursor_seq", horizon="%s"
-)
-SQL_LAG = f"""(SELECT count(*) FROM (
-    SELECT 1 FROM signals_setentry e
-    WHERE e.hash_set_id = ANY(signals_subscription.set_ids) AND {_LAG_AFTER}
-    LIMIT %s) t)"""  # noqa: S608 - only constants are interpolated

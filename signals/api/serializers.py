@@ -3,7 +3,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from signals.actions.positions import Position
+from signals.feed.positions import Position
 from signals.models import Batch, Delivery, HashSet, Subscription
 from signals.types import SIGNAL_TYPES
 

@@ -1,10 +1,25 @@
-import hashlib
-from collections.abc import Iterator
+"""Reading uploads: a streamed body's lines, hashed against its signed Content-Digest as they
+are read (``DigestReader``), and the parsers that turn a JSON list or an NDJSON, CSV or
+``<type> <value>`` stream into numbered raw items (a ``Source``) for ``do_publish``.
 
+Streams are read line by line and never held whole in memory: NDJSON (one item object per line),
+CSV (header row: ``type,value`` and optionally ``labels`` (``|``-separated), ``expires_at``,
+``quality``), or python-threatexchange's plain format (``<type> <value>`` per line).
+"""
+
+import csv
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
 from django.http import HttpRequest
 
 from exchange.problems import Problem
 from members.auth import check_digest
+from signals.actions.publish import Source, Unparsable
+
+MAX_JSON_ITEMS = 10_000
 
 CHUNK = 1 << 20
 MAX_LINE = 64 * 1024
@@ -14,10 +29,10 @@ TOO_LONG = b"\x00line too long"
 
 class DigestReader:
     """Lines of a streamed request body, hashed as they are read; ``verify()`` at the end
-    compares with the signed Content-Digest that authentication stored on the request."""
+    compares with ``expected``, the signed Content-Digest that authentication read from the
+    request (``MemberPrincipal.streamed_digest``; None when the request had none)."""
 
-    def __init__(self, request: HttpRequest) -> None:
-        expected = getattr(request, "hashx_digest", None)
+    def __init__(self, request: HttpRequest, expected: bytes | None) -> None:
         if expected is None:
             raise Problem("digest-mismatch", "A streamed body needs a signed Content-Digest")
         if "CONTENT_LENGTH" not in request.META or not request.META["CONTENT_LENGTH"]:
@@ -56,3 +71,115 @@ class DigestReader:
         for _ in self._chunks():
             pass
         check_digest(self.expected, self.sha.digest())
+
+
+# -- parsers -----------------------------------------------------------------------------------
+
+
+def json_items(signals: Any) -> Source:
+    """Checked before anything is staged: a list of at most 10,000 items."""
+    if not isinstance(signals, list):
+        raise Problem(
+            "validation",
+            "signals: expected a list",
+            errors=[{"field": "signals", "message": "expected a list"}],
+        )
+    if len(signals) > MAX_JSON_ITEMS:
+        raise Problem(
+            "payload-too-large",
+            f"{len(signals)} signals in one JSON request; send at most {MAX_JSON_ITEMS}"
+            " or stream NDJSON",
+        )
+    return Source("index", enumerate(signals))
+
+
+_TOO_LONG = Unparsable("line longer than 64 KiB")
+
+
+def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(lines, start=1):
+        if raw.startswith(b"\x00"):
+            yield number, "\x00"  # a line the reader cut (over 64 KiB): refused below
+            continue
+        text = raw.decode("utf-8", "replace").strip()
+        if text and not text.startswith("#"):
+            yield number, text
+
+
+def _ndjson(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
+    loads, error = orjson.loads, orjson.JSONDecodeError
+    for number, raw in enumerate(lines, start=1):
+        try:
+            yield number, loads(raw)  # the common case: no decode, no strip (JSON allows space)
+            continue
+        except error:
+            pass
+        if raw.startswith(b"\x00"):
+            yield number, _TOO_LONG  # a line the reader cut
+            continue
+        text = raw.strip()
+        if not text or text.startswith(b"#"):
+            continue  # blank lines and comments
+        try:
+            text.decode()
+        except UnicodeDecodeError:
+            yield number, Unparsable("not valid UTF-8")
+            continue
+        yield number, Unparsable("not valid JSON")
+
+
+def ndjson_items(lines: Iterable[bytes]) -> Source:
+    return Source("line", _ndjson(lines))
+
+
+def _text(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
+    for number, text in _numbered(lines):
+        if text == "\x00":
+            yield number, _TOO_LONG
+            continue
+        kind, _, value = text.partition(" ")
+        yield number, {"type": kind, "value": value}
+
+
+def text_items(lines: Iterable[bytes]) -> Source:
+    """python-threatexchange's simple format: ``<type> <value>`` per line."""
+    return Source("line", _text(lines))
+
+
+def csv_items(lines: Iterable[bytes]) -> Source:
+    decoded = (line.decode("utf-8", "replace") for line in lines)
+    reader = csv.DictReader(decoded)
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:  # e.g. a stray carriage return in the header row
+        raise Problem("validation", f"the CSV header row is not a CSV row: {exc}") from None
+    if fieldnames is None or not {"type", "value"} <= set(fieldnames):
+        raise Problem(
+            "validation", "CSV needs a header row with at least the columns type and value"
+        )
+    return Source("line", _csv(reader))
+
+
+def _csv(reader: csv.DictReader[str]) -> Iterator[tuple[int, Any]]:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a stray carriage return or an unclosed quote
+            yield reader.line_num, Unparsable(f"not a CSV row: {exc}")
+            continue
+        if "\x00" in (row.get("type") or ""):  # a line the reader cut (over 64 KiB)
+            yield reader.line_num, _TOO_LONG
+            continue
+        item: dict[str, Any] = {"type": row.get("type") or "", "value": row.get("value") or ""}
+        if row.get("labels"):
+            item["labels"] = [x for x in row["labels"].split("|") if x]
+        if row.get("expires_at"):
+            item["expires_at"] = row["expires_at"]
+        if row.get("quality"):
+            try:
+                item["quality"] = int(row["quality"])
+            except ValueError:
+                item["quality"] = row["quality"]
+        yield reader.line_num, item

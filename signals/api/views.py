@@ -1,6 +1,4 @@
-import hashlib
 import json
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -15,43 +13,31 @@ from rest_framework.views import APIView
 
 from exchange.pagination import NewestFirst
 from exchange.problems import Problem
+from members.access import organisation_by_slug
 from members.models import Organisation
 from members.principal import MemberPrincipal, organisation_of
-from signals.actions.changes import do_give_opinions, do_retract
-from signals.actions.feed import (
-    Streamed,
-    check_cursor,
-    do_record_pull,
-    rendered_after,
-    stream_after,
-    stream_snapshot,
-    tally,
-)
-from signals.actions.match import check_queries, do_match
-from signals.actions.positions import START, Position
-from signals.actions.publish import (
+from signals.access import (
     access_batch,
     access_batches,
-    csv_items,
-    do_publish,
-    json_items,
-    ndjson_items,
-    text_items,
-)
-from signals.actions.sets import (
+    access_deliveries,
+    access_delivery,
+    access_feed_sets,
     access_set,
     access_sets,
-    do_create_set,
-    do_grant,
-    do_revoke_grant,
-    do_update_set,
-    plausible_slug,
-    visible_sets,
-)
-from signals.actions.subscriptions import (
-    access_delivery,
     access_subscription,
     access_subscriptions,
+    grants_of,
+    plausible_slug,
+    set_slugs,
+    visible_sets,
+)
+from signals.actions.match import check_queries, do_match
+from signals.actions.opinions import do_give_opinions
+from signals.actions.publish import do_publish
+from signals.actions.pulls import do_pull_page, pull_snapshot, pull_stream
+from signals.actions.retractions import do_retract
+from signals.actions.sets import do_create_set, do_grant, do_revoke_grant, do_update_set
+from signals.actions.subscriptions import (
     check_subscription_url,
     do_create_subscription,
     do_delete_subscription,
@@ -77,8 +63,10 @@ from signals.api.serializers import (
     SubscriptionSerializer,
     SubscriptionUpdateSerializer,
 )
-from signals.api.streams import DigestReader
-from signals.models import Batch, HashSet, SetGrant, Subscription
+from signals.api.uploads import DigestReader, csv_items, json_items, ndjson_items, text_items
+from signals.feed.positions import START
+from signals.feed.reads import held_cursor
+from signals.models import Batch, Subscription
 
 STREAM_SOURCES = {
     "application/x-ndjson": ndjson_items,
@@ -116,8 +104,7 @@ class SetDetailView(APIView):
         hash_set = access_set(organisation_of(request), slug)
         data = SetSerializer(hash_set).data
         if hash_set.owner_id == organisation_of(request).pk:
-            grants = SetGrant.objects.filter(hash_set=hash_set).select_related("organisation")
-            data["grants"] = GrantListSerializer(grants, many=True).data
+            data["grants"] = GrantListSerializer(grants_of(hash_set), many=True).data
         return Response(data)
 
     @extend_schema(
@@ -138,9 +125,7 @@ class SetDetailView(APIView):
 class GrantView(APIView):
     def _target(self, request: Request, slug: str, org_slug: str) -> tuple[Any, Organisation]:
         hash_set = access_set(organisation_of(request), slug, need="own")
-        org = Organisation.objects.filter(slug=org_slug).first()
-        if org is None:
-            raise Problem("not-found", f"No organisation {org_slug!r}")
+        org = organisation_by_slug(org_slug)
         if org.pk == hash_set.owner_id:
             raise Problem("validation", "The owner needs no grant on its own set")
         return hash_set, org
@@ -196,32 +181,27 @@ class PublishView(APIView):
         org = organisation_of(request)
         hash_set = access_set(org, slug, need="publish")
         principal = request.user
-        key_id = (
-            principal.key.key_id if isinstance(principal, MemberPrincipal) and principal.key else ""
-        )
-        idempotency_key = request.headers.get("Idempotency-Key", "")[:200]
-        django_request = request._request
-        stream_source = STREAM_SOURCES.get(django_request.content_type or "")
-        if stream_source is not None:
-            reader = DigestReader(django_request)
+        assert isinstance(principal, MemberPrincipal)
+        parse = STREAM_SOURCES.get(request._request.content_type or "")
+        if parse is not None:
+            reader = DigestReader(request._request, principal.streamed_digest)
+            source, before_commit = parse(reader), reader.verify
             atomic = request.query_params.get("atomic", "").lower() in {"1", "true", "yes"}
-            batch, replayed = do_publish(
-                hash_set, org, stream_source(reader), key_id=key_id, atomic=atomic,
-                idempotency_key=idempotency_key, request=request, before_commit=reader.verify,
-            )  # fmt: skip
         else:
             serializer = PublishSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
-            batch, replayed = do_publish(
-                hash_set,
-                org,
-                json_items(data["signals"]),
-                key_id=key_id,
-                atomic=data["atomic"],
-                idempotency_key=idempotency_key,
-                request=request,
-            )
+            source, before_commit = json_items(serializer.validated_data["signals"]), None
+            atomic = serializer.validated_data["atomic"]
+        batch, replayed = do_publish(
+            hash_set,
+            org,
+            source,
+            key_id=principal.key.key_id if principal.key else "",
+            atomic=atomic,
+            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
+            request=request,
+            before_commit=before_commit,
+        )
         headers = {"Location": f"/api/v1/batches/{batch.pk}"}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
@@ -329,7 +309,6 @@ class NDJSONRenderer(BaseRenderer):
 
 class ChangesView(APIView):
     MAX_LIMIT = 10_000
-    STREAM_PAGE = 5_000
     renderer_classes = [JSONRenderer, NDJSONRenderer]
 
     @extend_schema(
@@ -356,59 +335,24 @@ class ChangesView(APIView):
         """The latest state of every entry changed after the cursor, in change order, with
         tombstones for retracted and expired entries. Positions only ever grow: a change
         committed later never appears before a cursor you already hold."""
-        org = organisation_of(request)
         params = request.query_params
         slugs = [s for s in params.get("sets", "").split(",") if s]
-        hash_sets = access_sets(org, slugs) if slugs else list(visible_sets(org))
+        sets = access_feed_sets(organisation_of(request), slugs)
         limit = _limit(params.get("limit"), self.MAX_LIMIT)
-        after = Position.from_cursor(params["cursor"]) if params.get("cursor") else START
-        if params.get("cursor"):
-            check_cursor(after)
-        by_id = {s.pk: s for s in hash_sets}
+        after = held_cursor(params["cursor"]) if params.get("cursor") else START
         if request.accepted_renderer.format == "ndjson":
-            # A {"cursor": …} checkpoint line after every STREAM_PAGE changes.
-            stream = _audited_stream(
-                lambda served: stream_after(after, list(by_id), self.STREAM_PAGE, served),
-                by_id,
-                after,
-                request,
-            )
+            stream = pull_stream(sets, after, request=request)
             return StreamingHttpResponse(stream, content_type="application/x-ndjson")  # type: ignore[return-value]
-        changes, _ = rendered_after(after, list(by_id), limit=limit + 1)
-        more = len(changes) > limit
-        changes = changes[:limit]
-        cursor = changes[-1].position if changes else after
-        # An idle poll asked again gets 304: same sets, same cursor, nothing new.
-        state = f"{sorted(by_id)}|{after.cursor()}|{cursor.cursor()}|{more}"
-        etag = f'"{hashlib.sha256(state.encode()).hexdigest()[:32]}"'
-        if request.headers.get("If-None-Match") == etag:
-            return Response(status=304, headers={"ETag": etag})
-        do_record_pull(by_id, tally(changes, {}), after, cursor, request=request)
-        # The records are JSON already (rendered by Postgres): assembled, not re-encoded.
-        body = (
-            f'{{"changes":[{",".join(c.json for c in changes)}],'
-            f'"cursor":"{cursor.cursor()}","more":{"true" if more else "false"}}}'
+        page = do_pull_page(
+            sets,
+            after,
+            limit,
+            if_none_match=request.headers.get("If-None-Match"),
+            request=request,
         )
-        return HttpResponse(body, content_type="application/json", headers={"ETag": etag})  # type: ignore[return-value]
-
-
-def _audited_stream(
-    lines: Callable[[Streamed], Iterator[bytes]],
-    sets: dict[int, HashSet],
-    after: Position,
-    request: Request,
-) -> Iterator[bytes]:
-    """The NDJSON lines Postgres writes (constant memory), then ``{"cursor": …, "end": true}``.
-    The pull is audited at its end, or when the client leaves before it (what was read so far,
-    marked incomplete): leaving early does not read unseen."""
-    served = Streamed({}, after)
-    complete = False
-    try:
-        yield from lines(served)
-        complete = True
-    finally:
-        do_record_pull(sets, served.counts, after, served.until, request=request, complete=complete)
-    yield (json.dumps({"cursor": served.until.cursor(), "end": True}) + "\n").encode()
+        if page.body is None:
+            return Response(status=304, headers={"ETag": page.etag})
+        return HttpResponse(page.body, content_type="application/json", headers={"ETag": page.etag})  # type: ignore[return-value]
 
 
 def _limit(raw: str | None, maximum: int) -> int:
@@ -437,19 +381,12 @@ class SnapshotView(APIView):
         there. Start here when your cursor is too old (410) or you have nothing yet."""
         hash_set = access_set(organisation_of(request), slug)
         return StreamingHttpResponse(
-            _audited_stream(
-                lambda served: stream_snapshot(hash_set, served),
-                {hash_set.pk: hash_set},
-                START,
-                request,
-            ),
-            content_type="application/x-ndjson",
+            pull_snapshot(hash_set, request=request), content_type="application/x-ndjson"
         )
 
 
 def _set_slugs(subscriptions: list[Subscription]) -> dict[int, str]:
-    ids = {i for s in subscriptions for i in s.set_ids}
-    return dict(HashSet.objects.filter(pk__in=ids).values_list("pk", "slug"))
+    return set_slugs({i for s in subscriptions for i in s.set_ids})
 
 
 def _subscription_answer(subscription: Subscription, status: int = 200) -> Response:
@@ -556,7 +493,7 @@ class DeliveryListView(ListAPIView):
         subscription = access_subscription(
             organisation_of(self.request), self.kwargs["subscription_id"]
         )
-        return subscription.deliveries.defer("body")
+        return access_deliveries(subscription)
 
 
 class RedeliverView(APIView):

@@ -10,10 +10,11 @@ that follows the change feed (DESIGN.md "Matching").
   change feed after the generation's position. A query reads an immutable ``View`` (generation
   plus delta) taken by reference: updating builds a new view and swaps it in, so queries never
   wait for an update and never see half of one.
-- Beat runs ``do_compact_index`` every ``HASHX_MATCH_COMPACT_SECONDS``: the previous generation
-  minus ``dead`` plus ``added`` becomes a new generation (no database reread); processes move to
-  it on their next refresh. The very first generation (or one whose position is older than
-  purged tombstones) is read from the database in one consistent snapshot.
+- Beat runs ``signals.match.compact_index`` (``Index.compact``) every
+  ``HASHX_MATCH_COMPACT_SECONDS``: the previous generation minus ``dead`` plus ``added`` becomes
+  a new generation (no database reread); processes move to it on their next refresh. The very
+  first generation (or one whose position is older than purged tombstones) is read from the
+  database in one consistent snapshot.
 
 Memory budget, per hash: 32 bytes (hash) + 48 (12 chunk tables of int32 row numbers) + 8 (entry
 id) + 4 (set id) = 92 bytes, plus 128 MiB of bucket offsets: about 1.05 GB at 10M hashes,
@@ -25,7 +26,6 @@ second generation while it writes one.
 
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import threading
@@ -36,16 +36,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
-from kombu.exceptions import OperationalError as KombuOperationalError
 
-from signals.actions.feed import purge_horizon
-from signals.actions.positions import Position, cursor_params, sql_after_cursor, visible_horizon
+from exchange.enqueue import enqueue
+from signals.feed.positions import Position, visible_horizon
+from signals.feed.reads import pdq_changes_after, purge_horizon
 from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, brute_force, parse_hex
 
-logger = logging.getLogger(__name__)
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 # pg_advisory_lock(INDEX_LOCK, 0): one process writes generations at a time.
@@ -229,14 +227,9 @@ class Index:
         delta = len(self._view.added_entries) + len(self._view.dead)
         if delta > COMPACT_AT and started - self._compaction_asked_at > COMPACT_ASK_SECONDS:
             self._compaction_asked_at = started
-            try:
-                # Only worth it if the delta is still this big when the task runs: another
-                # process's request may have just compacted it.
-                current_app.send_task(
-                    "signals.match.compact_index", kwargs={"at_least": COMPACT_AT}
-                )
-            except KombuOperationalError:  # best effort: beat compacts anyway
-                logger.warning("could not ask for a compaction of the PDQ index", exc_info=True)
+            # Only worth it if the delta is still this big when the task runs: another
+            # process's request may have just compacted it. Best effort: beat compacts anyway.
+            enqueue("signals.match.compact_index", at_least=COMPACT_AT)
 
     def _open(self, name: str) -> Generation:
         try:
@@ -336,35 +329,6 @@ def _read_current(directory: Path) -> str | None:
 
 def _no_delta() -> tuple[I64, I32, U64]:
     return np.empty(0, np.int64), np.empty(0, np.int32), np.empty((0, 4), np.uint64)
-
-
-_SQL_PDQ_CHANGES = f"""
-SELECT e.id, e.hash_set_id, g.value, e.state, e.position_xid::text, e.position_seq
-FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE {sql_after_cursor()} AND g.type = 'pdq'
-ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
-"""  # noqa: S608 - only constants are interpolated
-
-
-def pdq_changes_after(
-    after: Position, limit: int
-) -> tuple[list[tuple[int, int, str, str]], Position]:
-    """PDQ entries of every set changed after ``after`` (entry id, set id, value, state), in
-    position order, and the position to continue from: as far as the feed is final (the
-    visible horizon) when the page is not full, so idle followers still move forward."""
-    horizon = visible_horizon()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SQL_PDQ_CHANGES,
-            {"limit": limit, **cursor_params(after, horizon)},
-        )
-        found = cursor.fetchall()
-    rows = [(r[0], r[1], r[2], r[3]) for r in found]
-    if len(found) == limit:
-        return rows, Position(int(found[-1][4]), found[-1][5])
-    # Every transaction below the horizon is over; nothing can be positioned below (horizon, 0)
-    # from now on, so the follower may stand there.
-    return rows, max(after, Position(horizon, 0))
 
 
 _SQL_ACTIVE_PDQ = """

@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        # The exchange-wide change order of set entries (signals.actions.positions).
+        # The exchange-wide change order of set entries (signals.feed.positions).
         migrations.RunSQL(
             "CREATE SEQUENCE signals_position_seq AS bigint;", "DROP SEQUENCE signals_position_seq;"
         ),

@@ -27,7 +27,7 @@ from hashx.threatexchange import (
     HashxSignalExchangeAPI,
     HashxSignalMetadata,
 )
-from signals.actions.feed import do_purge_tombstones
+from signals.actions.expiry import do_purge_tombstones
 from signals.actions.sets import do_create_set, do_grant
 from signals.models import Opinion, SetEntry
 from tests.signals.conftest import PDQ

@@ -7,10 +7,10 @@ from django.urls import reverse
 
 from audit.actions import record
 from audit.models import AuditEvent
-from signals.actions.positions import START
 from signals.actions.sets import do_create_set
 from signals.actions.subscriptions import do_create_subscription
 from signals.actions.webhooks import do_cut_pages
+from signals.feed.positions import START
 from signals.models import Subscription
 from tests.signals.conftest import PDQ, merged, pdq, publish
 

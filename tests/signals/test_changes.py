@@ -4,7 +4,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from signals.actions.changes import do_expire_entries
+from signals.actions.expiry import do_expire_entries
 from signals.models import Opinion, SetEntry
 from tests.signals.conftest import PDQ, merged, pdq, publish
 

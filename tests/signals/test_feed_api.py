@@ -135,9 +135,9 @@ def test_unsigned_is_401(api):
 def test_a_full_sync_streams_every_change_then_the_cursor(
     publisher, subscriber, shared_set, monkeypatch
 ):
-    from signals.api.views import ChangesView
+    from signals.actions import pulls
 
-    monkeypatch.setattr(ChangesView, "STREAM_PAGE", 7)  # several pages in one stream
+    monkeypatch.setattr(pulls, "STREAM_PAGE", 7)  # several pages in one stream
     merged(publish(publisher, "acme-csam", [pdq(n) for n in range(20)]))
     response = subscriber.api.get("/api/v1/changes", HTTP_ACCEPT="application/x-ndjson")
     assert response.status_code == 200 and response["Content-Type"] == "application/x-ndjson"
@@ -263,7 +263,7 @@ def test_an_idle_poll_asked_again_is_304(publisher, subscriber, shared_set):
 
 
 def test_a_cursor_older_than_purged_tombstones_is_410(publisher, subscriber, shared_set):
-    from signals.actions.feed import do_purge_tombstones
+    from signals.actions.expiry import do_purge_tombstones
     from signals.models import Contribution, SetEntry
 
     merged(publish(publisher, "acme-csam", [pdq(0), pdq(1)]))
@@ -288,8 +288,8 @@ def test_purging_tombstones_waits_for_the_set_lock_a_merge_holds(publisher, shar
     import psycopg2
     from django.db import connection
 
-    from signals.actions.feed import do_purge_tombstones
-    from signals.actions.merge import MAX_PARTS, SET_LOCK
+    from signals.actions.expiry import do_purge_tombstones
+    from signals.feed.locks import MAX_PARTS, SET_LOCK
     from tests.conftest import db_url_for_subprocesses
 
     merged(publish(publisher, "acme-csam", [pdq(0), pdq(1)]))

@@ -11,10 +11,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from signals.actions.feed import rendered_after
 from signals.actions.merge import do_merge_batch
-from signals.actions.positions import START
-from signals.actions.publish import do_publish, json_items
+from signals.actions.publish import do_publish
+from signals.api.uploads import json_items
+from signals.feed.positions import START
+from signals.feed.reads import rendered_after
 from signals.models import Batch, Contribution, SetEntry, Signal, StagedSignal
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
 from tests.signals.conftest import PDQ, REWIND_ENTRY_IDS, merged, pdq, publish
@@ -210,7 +211,7 @@ def test_a_batch_that_cannot_merge_fails_visibly_and_staff_can_merge_it_again(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_merges_in_parallel_parts_that_share_no_value(publisher, csam_set):
-    from signals.actions.merge import in_part
+    from signals.feed.locks import in_part
 
     # 150 lines, 60 values: each value comes back in later chunks with another label.
     items = [pdq(n % 60, labels=[f"l{n // 60}"]) for n in range(150)]
@@ -235,7 +236,7 @@ def test_a_batch_merges_in_parallel_parts_that_share_no_value(publisher, csam_se
 
 
 def test_a_part_locks_every_slot_its_values_fall_in_whatever_the_part_count():
-    from signals.actions.merge import MAX_PARTS, PART_COUNTS, part_slots
+    from signals.feed.locks import MAX_PARTS, PART_COUNTS, part_slots
 
     for parts in PART_COUNTS:
         slots = [slot for part in range(parts) for slot in part_slots(parts, part)]

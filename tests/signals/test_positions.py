@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from signals.actions.feed import rendered_after
-from signals.actions.positions import START, Position
 from signals.actions.sets import do_grant
+from signals.feed.positions import START, Position
+from signals.feed.reads import rendered_after
 from signals.models import SetEntry
 from tests.conftest import make_member
 from tests.signals.writer import start_writers

@@ -3,8 +3,8 @@
 import pytest
 
 from audit.models import AuditEvent
-from signals.actions.positions import Position
 from signals.actions.webhooks import do_cut_pages, do_dispatch
+from signals.feed.positions import Position
 from signals.models import Delivery, Subscription
 from tests.signals.conftest import merged, pdq, publish
 

@@ -6,9 +6,9 @@ from django.utils import timezone
 from hashx import Client
 from hashx.errors import HashxError
 from hashx.store import LocalStore, sync
-from signals.actions.feed import do_purge_tombstones
+from signals.actions import pulls
+from signals.actions.expiry import do_purge_tombstones
 from signals.actions.sets import do_grant
-from signals.api.views import ChangesView
 from signals.models import SetEntry
 from tests.conftest import make_member
 from tests.signals.conftest import PDQ, merged, pdq, publish
@@ -39,7 +39,7 @@ def server_state(hash_set):
 def test_an_interrupted_sync_resumes_from_its_last_checkpoint(
     client, store, publisher, shared_set, monkeypatch
 ):
-    monkeypatch.setattr(ChangesView, "STREAM_PAGE", 5)
+    monkeypatch.setattr(pulls, "STREAM_PAGE", 5)
     merged(publish(publisher, "acme-csam", [pdq(n) for n in range(23)]))
 
     def stop_after_two_pages(applied):

@@ -17,8 +17,8 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from exchange.actions.identity import published_jwks
 from hashx.webhooks import WebhookVerificationError, verify
-from signals.actions.positions import Position
 from signals.actions.webhooks import do_dispatch, do_send, retry_delay
+from signals.feed.positions import Position
 from signals.models import Delivery, Subscription
 from signals.tasks import dispatch_webhooks
 from tests.receiver import Answer, Receiver

@@ -13,9 +13,10 @@ import django
 def main(org_slug: str, set_slug: str, seed: int, batches: int) -> None:
     django.setup()
     from members.models import Organisation
-    from signals.actions.changes import do_retract
     from signals.actions.merge import do_merge_batch
-    from signals.actions.publish import do_publish, json_items
+    from signals.actions.publish import do_publish
+    from signals.actions.retractions import do_retract
+    from signals.api.uploads import json_items
     from signals.models import HashSet
     from tests.signals.conftest import PDQ as pdq
 

@@ -1,0 +1,235 @@
+"""Every visibility and permission query of the signals app: the one door (STYLE.md "Access
+through one door") through which views, serializers and actions reach sets, grants, entries,
+batches, subscriptions and deliveries.
+
+A row the caller may not see answers 404 exactly like a missing one, so existence does not
+leak; a readable set it may not publish to or does not own answers 403.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection
+from django.db.models import Q, QuerySet, Value
+from django.db.models.lookups import Exact
+
+from exchange.access import one_by_uuid
+from exchange.problems import Problem
+from members.models import Organisation
+from signals.models import Batch, Delivery, HashSet, SetEntry, SetGrant, Subscription
+from signals.types import SIGNAL_TYPES, SignalTypeError
+
+Distribution = HashSet.Distribution
+
+# -- sets and grants ---------------------------------------------------------------------------
+
+
+def visible_sets(org: Organisation) -> QuerySet[HashSet]:
+    """Sets ``org`` may read (see ``readable_by``)."""
+    return HashSet.objects.filter(readable_by(org.pk, Value(org.kind))).distinct()
+
+
+def readable_by(org_id: Any, org_kind: Any) -> Q:
+    """The visibility rule, as a filter on sets: an organisation may read its own sets; granted
+    ones (unless the set is owner-only); every coalition-wide set if it is a member; every
+    federated set (members and peers). ``org_id`` and ``org_kind`` are values, or references to
+    the organisation of an outer query's row (``OuterRef``), so that a query over many
+    organisations' rows applies the same rule to each."""
+    readable = Q(owner=org_id) | Q(distribution=Distribution.FEDERATED)
+    readable |= Q(
+        distribution__in=[Distribution.GRANTED, Distribution.COALITION],
+        grants__organisation=org_id,
+        grants__can_read=True,
+    )
+    readable |= Q(Exact(org_kind, Organisation.Kind.MEMBER), distribution=Distribution.COALITION)
+    return readable
+
+
+def may_publish(org: Organisation, hash_set: HashSet) -> bool:
+    if hash_set.owner_id == org.pk:
+        return True
+    if hash_set.distribution == Distribution.OWNER:
+        return False
+    return SetGrant.objects.filter(hash_set=hash_set, organisation=org, can_publish=True).exists()
+
+
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+
+
+def plausible_slug(text: str) -> bool:
+    """Whether ``text`` can be a set's slug; one that cannot (a NUL byte, say) names nothing,
+    and need never reach the database."""
+    return _SLUG.fullmatch(text) is not None
+
+
+def _visible_by_slug(org: Organisation, slugs: list[str]) -> dict[str, HashSet]:
+    """The sets among ``slugs`` that ``org`` may read (one that cannot be a slug: not found)."""
+    plausible = [slug for slug in slugs if plausible_slug(slug)]
+    if not plausible:
+        return {}
+    sets = visible_sets(org).filter(slug__in=plausible).select_related("owner")
+    return {s.slug: s for s in sets}
+
+
+def access_set(org: Organisation, slug: str, *, need: str = "read") -> HashSet:
+    """The set ``slug`` if ``org`` may ``need`` (read, publish or own) it.
+
+    A set the organisation may not read answers 404 exactly like a missing one, so existence
+    does not leak; a readable set it may not publish to or does not own answers 403.
+    """
+    hash_set = _visible_by_slug(org, [slug]).get(slug)
+    if hash_set is None:
+        raise Problem("not-found", f"No set {slug!r} is visible to your organisation")
+    if need == "publish" and not may_publish(org, hash_set):
+        raise Problem("forbidden", f"Your organisation may read {slug!r} but not publish to it")
+    if need == "own" and hash_set.owner_id != org.pk:
+        raise Problem("forbidden", f"Only the owner of {slug!r} may do this")
+    return hash_set
+
+
+def access_sets(org: Organisation, slugs: list[str]) -> list[HashSet]:
+    """``access_set`` for several slugs in one query: 404 naming the first that ``org`` may
+    not read (or that does not exist)."""
+    found = _visible_by_slug(org, slugs)
+    _check_found(found, slugs)
+    return [found[slug] for slug in dict.fromkeys(slugs)]
+
+
+def access_feed_sets(org: Organisation, slugs: list[str]) -> dict[int, HashSet]:
+    """The sets a pull of the feed reads, by id: ``slugs`` (404 as ``access_sets``), or every
+    set ``org`` may read when it names none."""
+    hash_sets = access_sets(org, slugs) if slugs else list(visible_sets(org))
+    return {s.pk: s for s in hash_sets}
+
+
+def access_readable_sets(org: Organisation, slugs: list[str]) -> dict[int, HashSet]:
+    """Every set ``org`` may read, by id, in one query, for callers that need them all and
+    some by name: 404 as ``access_sets`` when one of ``slugs`` is not among them."""
+    readable = {s.pk: s for s in visible_sets(org)}
+    _check_found({s.slug: s for s in readable.values()}, slugs)
+    return readable
+
+
+def _check_found(found: dict[str, HashSet], slugs: list[str]) -> None:
+    missing = next((slug for slug in slugs if slug not in found), None)
+    if missing is not None:
+        raise Problem("not-found", f"No set {missing!r} is visible to your organisation")
+
+
+def grants_of(hash_set: HashSet) -> QuerySet[SetGrant]:
+    """The grants on a set, with their organisations (for its owner's eyes)."""
+    return SetGrant.objects.filter(hash_set=hash_set).select_related("organisation")
+
+
+def set_slugs(set_ids: set[int]) -> dict[int, str]:
+    """The slugs of the sets ``set_ids``, by id (the caller already holds the ids)."""
+    return dict(HashSet.objects.filter(pk__in=set_ids).values_list("pk", "slug"))
+
+
+# -- entries -----------------------------------------------------------------------------------
+
+_SQL_RESOLVE = """
+SELECT g.type, g.value, e.id
+FROM signals_setentry e
+JOIN signals_signal g ON g.id = e.signal_id
+JOIN unnest(%s::text[], %s::text[]) AS q(type, value) ON g.type = q.type AND g.value = q.value
+WHERE e.hash_set_id = %s
+"""
+
+
+@dataclass
+class Resolved:
+    """Items resolved to entry ids of one set, with a reason for each one that was not."""
+
+    entries: dict[int, int] = field(default_factory=dict)  # item index -> entry id
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_entries(hash_set: HashSet, items: list[Any]) -> Resolved:
+    """Items are ``{"entry": id}`` or ``{"type": …, "value": …}``: one query for all of them."""
+    resolved = Resolved()
+    by_value: dict[tuple[str, str], list[int]] = {}
+    by_id: dict[int, list[int]] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            resolved.rejections.append({"index": index, "reason": "expected an object"})
+        elif isinstance(item.get("entry"), int) and not isinstance(item.get("entry"), bool):
+            if not 0 < item["entry"] < 2**63:
+                resolved.rejections.append({"index": index, "reason": "not in this set"})
+                continue
+            by_id.setdefault(item["entry"], []).append(index)
+        elif isinstance(item.get("type"), str) and isinstance(item.get("value"), str):
+            signal_type = SIGNAL_TYPES.get(item["type"])
+            try:
+                if signal_type is None:
+                    raise SignalTypeError(f"unknown signal type {item['type']!r:.40}")
+                # A lookup, not a publish: a value warninglisted since is still found.
+                key = (item["type"], signal_type.canonical(item["value"]))
+            except SignalTypeError as exc:
+                resolved.rejections.append({"index": index, "reason": str(exc)})
+                continue
+            by_value.setdefault(key, []).append(index)
+        else:
+            resolved.rejections.append({"index": index, "reason": "give entry, or type and value"})
+    found: dict[Any, int] = {}
+    if by_id:
+        for entry_id in SetEntry.objects.filter(hash_set=hash_set, pk__in=by_id).values_list(
+            "pk", flat=True
+        ):
+            found[entry_id] = entry_id
+    if by_value:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _SQL_RESOLVE, [[k[0] for k in by_value], [k[1] for k in by_value], hash_set.pk]
+            )
+            for kind, value, entry_id in cursor.fetchall():
+                found[(kind, value)] = entry_id
+    pending: list[tuple[Any, list[int]]] = [*by_id.items(), *by_value.items()]
+    for key, indexes in pending:
+        for index in indexes:
+            if key in found:
+                resolved.entries[index] = found[key]
+            else:
+                resolved.rejections.append({"index": index, "reason": "not in this set"})
+    resolved.rejections.sort(key=lambda r: r["index"])
+    return resolved
+
+
+# -- batches -----------------------------------------------------------------------------------
+
+
+def access_batches(org: Organisation) -> QuerySet[Batch]:
+    """``org``'s batches, with their sets: the only ones it may see."""
+    return Batch.objects.filter(organisation=org).select_related("hash_set")
+
+
+def access_batch(org: Organisation, batch_id: str) -> Batch:
+    """``org``'s batch ``batch_id``; 404 for anyone else's, so ids do not leak."""
+    return one_by_uuid(access_batches(org), batch_id, f"No batch {batch_id} of your organisation")
+
+
+# -- subscriptions and deliveries ---------------------------------------------------------------
+
+
+def access_subscriptions(org: Organisation) -> QuerySet[Subscription]:
+    """``org``'s subscriptions, oldest first: the only ones it may see."""
+    return Subscription.objects.filter(organisation=org)
+
+
+def access_subscription(org: Organisation, subscription_id: str) -> Subscription:
+    """``org``'s subscription ``subscription_id``; 404 for anyone else's, so ids do not leak."""
+    missing = f"No subscription {subscription_id!r} of your organisation"
+    return one_by_uuid(access_subscriptions(org), subscription_id, missing)
+
+
+def access_deliveries(subscription: Subscription) -> QuerySet[Delivery]:
+    """The deliveries of a subscription the caller may see (``access_subscription``), without
+    their bodies (whole pages), for a list."""
+    return subscription.deliveries.defer("body")
+
+
+def access_delivery(subscription: Subscription, delivery_id: str) -> Delivery:
+    """A delivery of ``subscription`` by its id or ``webhook-id`` (``msg_…``); 404 otherwise."""
+    missing = f"No delivery {delivery_id!r} of this subscription"
+    return one_by_uuid(subscription.deliveries.all(), delivery_id.removeprefix("msg_"), missing)

@@ -1,0 +1,343 @@
+"""The one reader of the change feed (DESIGN.md "Change feed", STYLE.md "One reader per
+stream of data").
+
+Every consumer reads entries in change order here: API pages and webhook pages
+(``rendered_after``), NDJSON syncs (``stream_after``), snapshots (``stream_snapshot``), the PDQ
+match index's follower (``pdq_changes_after``), and the subscriptions' news and lag
+(``SQL_HAS_NEWS``, ``SQL_LAG``). A change is rendered once, by Postgres, as the JSON every
+consumer serves; what "after the cursor" means is ``positions.sql_after_cursor`` everywhere.
+"""
+
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from exchange.problems import Problem
+from signals.feed.positions import (
+    START,
+    Position,
+    cursor_params,
+    sql_after_cursor,
+    visible_horizon,
+)
+from signals.models import FeedHorizon
+
+# One change as the feed, snapshots and webhooks serve it, rendered by Postgres: a full sync
+# serves millions, and building them in Python would cost more than reading them. Contributor
+# names appear only where the set names its contributors.
+_RECORD = """concat(
+    '{"entry":', e.id, ',"set":', to_json(h.slug), ',"type":', to_json(g.type),
+    ',"value":', to_json(g.value), ',"state":"', e.state, '","labels":', to_json(e.labels),
+    ',"contributors":', e.contributor_count,
+    ',"opinions":{"positive":', e.positive_count, ',"negative":', e.negative_count,
+    ',"investigation_seed":', e.investigation_count,
+    '},"disputed":', (e.positive_count > 0 AND e.negative_count > 0)::text,
+    ',"first_seen":', to_json(e.first_seen), ',"updated":', to_json(e.updated_at),
+    ',"expires_at":', coalesce(to_json(e.expires_at)::text, 'null'),
+    ',"near_duplicate_of":', coalesce(e.near_duplicate_of_id::text, 'null'),
+    CASE WHEN h.attribution = 'named'
+         THEN concat(',"contributor_names":', to_json(e.contributor_names)) END,
+    '}')"""
+_RENDERED_COLUMNS = f"e.hash_set_id, e.position_xid::text, e.position_seq, {_RECORD}"
+
+
+class Rendered(NamedTuple):
+    set_id: int
+    position: Position
+    json: str
+
+
+def _rendered(row: tuple[Any, ...]) -> Rendered:
+    return Rendered(row[0], Position(int(row[1]), row[2]), row[3])
+
+
+def _sql_after(columns: str) -> str:
+    """Per set, the next ``limit`` rows straight off the (set, position) index in order; then
+    the first ``limit`` of their union. (``hash_set_id = ANY(…)`` would read and sort every row
+    after the cursor: Postgres 16 cannot walk one ordered index range per array element.)"""
+    return f"""
+SELECT {columns}
+FROM unnest(%(sets)s::bigint[]) AS s(id)
+CROSS JOIN LATERAL (
+    SELECT * FROM signals_setentry x
+    WHERE x.hash_set_id = s.id AND {sql_after_cursor("x")}
+    ORDER BY x.position_xid, x.position_seq LIMIT %(limit)s
+) e
+JOIN signals_signal g ON g.id = e.signal_id
+JOIN signals_hashset h ON h.id = e.hash_set_id
+ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
+"""  # noqa: S608 - only constants are interpolated
+
+
+_SQL_RENDERED = _sql_after(_RENDERED_COLUMNS)
+
+
+def rendered_after(
+    after: Position, set_ids: list[int], limit: int = 1000
+) -> tuple[list[Rendered], Position]:
+    """The latest state of entries of ``set_ids`` changed after ``after``, in position order,
+    each as the JSON the API serves, and the position to continue from. Only rows of finished
+    transactions are served."""
+    changes = [_rendered(row) for row in _fetch_after(_SQL_RENDERED, after, set_ids, limit)]
+    return changes, (changes[-1].position if changes else after)
+
+
+def _fetch_after(sql: str, after: Position, set_ids: list[int], limit: int) -> list[Any]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {"sets": set_ids, "limit": limit, **cursor_params(after, visible_horizon())},
+        )
+        return cursor.fetchall()
+
+
+# A cursor in SQL, exactly as Position.cursor() writes it (base64url of "xid.seq", unpadded).
+_SQL_CURSOR = (
+    "rtrim(translate(encode(convert_to(e.position_xid::text || '.' || e.position_seq::text,"
+    " 'UTF8'), 'base64'), '+/', '-_'), '=')"
+)
+
+# Every change after the cursor as NDJSON, written by Postgres itself (COPY), with a
+# checkpoint line after every %(every)s changes. Each row starts with the change's set id and
+# position, tab-separated (COPY's text format escapes tabs in the record), for the stream to
+# count and strip as the row passes.
+_SQL_STREAM = f"""
+COPY (
+    SELECT e.hash_set_id, e.position_xid, e.position_seq,
+        {_RECORD} || CASE WHEN row_number() OVER w %% %(every)s = 0
+        THEN E'\n{{"cursor":"' || {_SQL_CURSOR} || '"}}' ELSE '' END
+    FROM signals_setentry e
+    JOIN signals_signal g ON g.id = e.signal_id
+    JOIN signals_hashset h ON h.id = e.hash_set_id
+    WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND {sql_after_cursor()}
+    WINDOW w AS (ORDER BY e.position_xid, e.position_seq)
+    ORDER BY e.position_xid, e.position_seq
+) TO STDOUT
+"""  # noqa: S608 - only constants are interpolated
+
+
+@dataclass
+class Streamed:
+    """What a stream served: changes per set id, and the cursor after the last one."""
+
+    counts: dict[int, int]
+    until: Position
+
+
+class _Served:
+    """Counts the rows of ``_SQL_STREAM`` per set and keeps the last one's position as they
+    pass; hands on each row without its leading columns."""
+
+    def __init__(self) -> None:
+        self.counts: dict[bytes, int] = {}
+        self.last: tuple[bytes, bytes] | None = None
+
+    def __call__(self, row: bytes) -> bytes:
+        set_id, xid, seq, record = row.split(b"\t", 3)
+        self.counts[set_id] = self.counts.get(set_id, 0) + 1
+        self.last = (xid, seq)
+        return record
+
+
+def stream_after(
+    after: Position, set_ids: list[int], every: int, result: Streamed
+) -> Iterator[bytes]:
+    """Every change after ``after`` to the end as NDJSON bytes, rendered and written by
+    Postgres (COPY), with a checkpoint after every ``every`` changes; then fills ``result``
+    with the changes served per set and the position of the last one, tallied from the rows
+    as they pass (one statement, so exactly the rows served; no second read)."""
+    params = {"sets": set_ids, "every": every, **cursor_params(after, visible_horizon())}
+    with connection.cursor() as cursor:
+        sql = cursor.mogrify(_SQL_STREAM, params).decode()
+    served = _Served()
+    try:
+        yield from _copy_out(sql, row=served)
+    finally:  # also when the client went away: what was read so far
+        result.counts = {int(set_id): count for set_id, count in served.counts.items()}
+        result.until = Position(int(served.last[0]), int(served.last[1])) if served.last else after
+
+
+_COPY_ESCAPE = re.compile(rb"\\(.)")
+_COPY_ESCAPES = {b"n": b"\n", b"t": b"\t", b"r": b"\r", b"b": b"\b", b"f": b"\f", b"v": b"\v"}
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    return _COPY_ESCAPES.get(match.group(1), match.group(1))
+
+
+def _copy_out(
+    sql: str, chunk: int = 1 << 16, row: Callable[[bytes], bytes] | None = None
+) -> Iterator[bytes]:
+    """COPY … TO STDOUT as a stream of byte chunks, each row first passed through ``row`` if
+    given. psycopg2 only writes COPY output into a file, so a thread copies into a bounded
+    queue that this generator drains. Closing the generator early (the client went away)
+    cancels the query on the server; the caller's transaction then rolls back as usual."""
+    raw = connection.connection
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+    stop = threading.Event()
+
+    def hand_over(item: bytes | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    class Sink:
+        def __init__(self) -> None:
+            self.buffer = bytearray()
+
+        def write(self, data: bytes) -> int:
+            # One row per call; COPY's text format escapes backslashes and newlines.
+            size = len(data)
+            if row is not None:
+                data = row(data)
+            self.buffer += _COPY_ESCAPE.sub(_unescape, data) if b"\\" in data else data
+            if len(self.buffer) >= chunk:
+                hand_over(bytes(self.buffer))
+                self.buffer.clear()
+            return size
+
+    def run() -> None:
+        try:
+            sink = Sink()
+            with raw.cursor() as cursor:
+                cursor.copy_expert(sql, sink)
+            hand_over(bytes(sink.buffer))
+            hand_over(None)
+        except BaseException as exc:
+            hand_over(exc)
+
+    worker = threading.Thread(target=run, name="copy-out", daemon=True)
+    worker.start()
+    finished = False
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        finished = True
+    finally:
+        stop.set()
+        if not finished and worker.is_alive():
+            raw.cancel()  # the COPY ends with QueryCanceled in the thread, which nobody reads
+        worker.join()
+
+
+def stream_snapshot(hash_set: Any, result: Streamed) -> Iterator[bytes]:
+    """Every active entry of a set as NDJSON bytes (written by Postgres), as of one consistent
+    database snapshot; then fills ``result`` with the count and the cursor the feed continues
+    from. Everything the snapshot could not see was written by a transaction at or above its
+    xmin, so it sorts after ``(xmin, 0)``: an entry can be both in the snapshot and after the
+    cursor, never in neither.
+
+    Opens its own REPEATABLE READ transaction: call it outside any other.
+    """
+    count, horizon = 0, START
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+                horizon = Position(int(cursor.fetchone()[0]), 0)
+                sql = cursor.mogrify(_SQL_SNAPSHOT, {"set": hash_set.pk}).decode()
+            for chunk in _copy_out(sql):
+                count += chunk.count(b"\n")
+                yield chunk
+    finally:  # also when the client went away: what was read so far
+        result.counts, result.until = {hash_set.pk: count}, horizon
+
+
+_SQL_SNAPSHOT = f"""
+COPY (
+    SELECT {_RECORD}
+    FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+    JOIN signals_hashset h ON h.id = e.hash_set_id
+    WHERE e.hash_set_id = %(set)s AND e.state = 'active'
+    ORDER BY e.id
+) TO STDOUT
+"""  # noqa: S608 - only constants are interpolated
+
+
+def purge_horizon() -> Position:
+    """The newest position of a purged tombstone (a cursor below it may have missed one)."""
+    horizon = FeedHorizon.objects.filter(id=1).first()
+    return Position(horizon.purged_xid, horizon.purged_seq) if horizon else Position(0, 0)
+
+
+def held_cursor(cursor: str) -> Position:
+    """The position a client's cursor names: 400 for one this exchange did not issue, 410 when
+    tombstones after it were purged since."""
+    position = Position.from_cursor(cursor)
+    check_cursor(position)
+    return position
+
+
+def check_cursor(after: Position) -> None:
+    """410 when tombstones the holder of ``after`` may not have seen were purged."""
+    if after < purge_horizon():
+        raise Problem(
+            "cursor-expired",
+            f"Tombstones older than {settings.HASHX_TOMBSTONE_RETENTION_DAYS} days were purged"
+            " after this cursor: start again from GET /api/v1/sets/{slug}/snapshot.",
+        )
+
+
+_SQL_PDQ_CHANGES = f"""
+SELECT e.id, e.hash_set_id, g.value, e.state, e.position_xid::text, e.position_seq
+FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+WHERE {sql_after_cursor()} AND g.type = 'pdq'
+ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
+"""  # noqa: S608 - only constants are interpolated
+
+
+def pdq_changes_after(
+    after: Position, limit: int
+) -> tuple[list[tuple[int, int, str, str]], Position]:
+    """PDQ entries of every set changed after ``after`` (entry id, set id, value, state), in
+    position order, and the position to continue from: as far as the feed is final (the
+    visible horizon) when the page is not full, so idle followers still move forward."""
+    horizon = visible_horizon()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SQL_PDQ_CHANGES,
+            {"limit": limit, **cursor_params(after, horizon)},
+        )
+        found = cursor.fetchall()
+    rows = [(r[0], r[1], r[2], r[3]) for r in found]
+    if len(found) == limit:
+        return rows, Position(int(found[-1][4]), found[-1][5])
+    # Every transaction below the horizon is over; nothing can be positioned below (horizon, 0)
+    # from now on, so the follower may stand there.
+    return rows, max(after, Position(horizon, 0))
+
+
+# Of the candidates (an ORM query: active, nothing pending, and their readable sets), those with
+# changes after their cursor in a set they may read.
+SQL_HAS_NEWS = f"""
+SELECT c.id FROM ({{candidates}}) c
+WHERE EXISTS (
+    SELECT 1 FROM signals_setentry e
+    WHERE e.hash_set_id = ANY(c.readable)
+      AND {sql_after_cursor(cursor="c.cursor_xid, c.cursor_seq", horizon="%s")})
+"""  # noqa: S608 - only constants are interpolated
+
+
+LAG_CAP = 10_000
+# Changes in a subscription's sets after its cursor, counted up to the parameter (LAG_CAP): an
+# expression over the subscription row, so a list of subscriptions gets its lags in the same query.
+# Its parameters: a visible_horizon() (as text), then the cap.
+_LAG_AFTER = sql_after_cursor(
+    cursor="signals_subscription.cursor_xid, signals_subscription.cursor_seq", horizon="%s"
+)
+SQL_LAG = f"""(SELECT count(*) FROM (
+    SELECT 1 FROM signals_setentry e
+    WHERE e.hash_set_id = ANY(signals_subscription.set_ids) AND {_LAG_AFTER}
+    LIMIT %s) t)"""  # noqa: S608 - only constants are interpolated
