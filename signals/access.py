@@ -199,9 +199,24 @@ def resolve_entries(hash_set: HashSet, items: list[Any]) -> Resolved:
 # -- batches -----------------------------------------------------------------------------------
 
 
-def access_batches(org: Organisation) -> QuerySet[Batch]:
-    """``org``'s batches, with their sets: the only ones it may see."""
-    return Batch.objects.filter(organisation=org).select_related("hash_set")
+def access_batches(org: Organisation, *, set_slug: str = "", state: str = "") -> QuerySet[Batch]:
+    """``org``'s batches, with their sets: the only ones it may see; only those into the set
+    ``set_slug`` and in ``state`` when given (400 naming the states for an unknown one)."""
+    batches = Batch.objects.filter(organisation=org).select_related("hash_set")
+    if set_slug:
+        batches = (
+            batches.filter(hash_set__slug=set_slug) if plausible_slug(set_slug) else batches.none()
+        )
+    if state:
+        if state not in Batch.State.values:
+            choices = ", ".join(Batch.State.values)
+            raise Problem(
+                "validation",
+                f"state: one of {choices}",
+                errors=[{"field": "state", "message": f"one of {choices}"}],
+            )
+        batches = batches.filter(state=state)
+    return batches
 
 
 def access_batch(org: Organisation, batch_id: str) -> Batch:

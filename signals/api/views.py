@@ -27,7 +27,6 @@ from signals.access import (
     access_subscription,
     access_subscriptions,
     grants_of,
-    plausible_slug,
     set_slugs,
     visible_sets,
 )
@@ -230,22 +229,11 @@ class BatchListView(ListAPIView):
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         params = self.request.query_params
-        batches = access_batches(organisation_of(self.request))
-        if params.get("set"):
-            slug = params["set"]
-            batches = (
-                batches.filter(hash_set__slug=slug) if plausible_slug(slug) else batches.none()
-            )
-        if params.get("state"):
-            if params["state"] not in Batch.State.values:
-                choices = ", ".join(Batch.State.values)
-                raise Problem(
-                    "validation",
-                    f"state: one of {choices}",
-                    errors=[{"field": "state", "message": f"one of {choices}"}],
-                )
-            batches = batches.filter(state=params["state"])
-        return batches
+        return access_batches(
+            organisation_of(self.request),
+            set_slug=params.get("set", ""),
+            state=params.get("state", ""),
+        )
 
 
 class BatchView(APIView):
