@@ -8,7 +8,6 @@ import json as jsonlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from hashx.keys import key_id_of, raw_public_bytes, write_private_key
 from members.actions.keys import do_add_key
 from members.actions.organisations import do_create_organisation
 from members.models import Organisation, SigningKey
+from tests.helpers import eventually
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,15 +98,14 @@ class WorkerProcess:
             client.close()
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.heartbeat_present():
+        def ready() -> bool:
+            log = self.log_path.read_text()[-3000:]
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"worker not ready in {timeout} s:\n{self.log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.1)
+                raise RuntimeError(f"worker exited early:\n{log}")
+            assert self.heartbeat_present(), f"no heartbeat yet; the log ends:\n{log}"
+            return True
+
+        eventually(ready, timeout=timeout, what=f"worker {self.hostname} ready")
 
     def stop(self) -> None:
         if self.process.poll() is None:

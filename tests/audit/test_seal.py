@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import psycopg2
 import pytest
@@ -15,6 +14,7 @@ from audit.actions.seal import GENESIS_HASH, chain_hash, do_seal_pending
 from audit.actions.verify import verify_audit_log
 from audit.models import AuditEvent, AuditSeal
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -109,10 +109,7 @@ def test_the_chain_has_no_gap_or_fork_with_two_writers_and_sealers_racing():
 @pytest.mark.worker
 def test_a_worker_seals_events_after_they_commit(celery_worker, acme):
     event = record("test.committed", actor_org=acme)
-    deadline = time.monotonic() + 30
-    while not AuditSeal.objects.filter(event=event).exists():
-        assert time.monotonic() < deadline, "the worker did not seal the event"
-        time.sleep(0.1)
+    eventually(lambda: AuditSeal.objects.filter(event=event).exists(), what="the worker's seal")
     assert_one_unbroken_chain()
 
 

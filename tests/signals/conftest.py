@@ -1,5 +1,3 @@
-import time
-
 import pytest
 from django.db import connection
 
@@ -8,6 +6,7 @@ from signals.actions.neardup import do_link_batch
 from signals.actions.sets import do_create_set, do_grant
 from signals.models import Batch
 from tests.conftest import REPO_ROOT
+from tests.helpers import eventually
 
 PDQ_DATA = REPO_ROOT.parent / "shared" / "data" / "pdq"
 PDQ = [
@@ -40,13 +39,15 @@ def merged(answer):
     transaction this waits until the batch is linked, whoever links it."""
     batch_id = answer.json()["batch"]
     do_merge_batch(batch_id)
-    batch = do_link_batch(batch_id)
-    deadline = time.monotonic() + 30
-    while batch is not None and batch.link_ranges and not connection.in_atomic_block:
-        assert time.monotonic() < deadline, f"batch {batch_id} still not linked"
-        time.sleep(0.05)
+    if connection.in_atomic_block:
+        return do_link_batch(batch_id)
+
+    def linked():
         batch = do_link_batch(batch_id)
-    return batch
+        assert not batch.link_ranges, f"batch {batch_id} still not linked"
+        return batch
+
+    return eventually(linked, interval=0.05)
 
 
 # As after restoring a backup whose entry id sequence is behind the table: the next entry id the

@@ -13,6 +13,7 @@ from audit.models import AuditEvent
 from signals.actions.sets import do_create_set, do_update_set
 from signals.matching.index import Index, shared_index
 from signals.matching.mih import parse_hex, to_hex
+from tests.helpers import eventually
 from tests.signals.conftest import PDQ, merged, publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -296,13 +297,6 @@ def test_a_large_delta_gets_its_own_index_and_stays_exact(publisher, shared_set)
     assert later.position > view.position and later.added_index is view.added_index
 
 
-def poll(until, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.2)
-
-
 @pytest.mark.worker
 def test_with_a_real_worker_a_publish_matches_and_a_retraction_stops_within_seconds(
     settings, publisher, subscriber, shared_set, celery_worker
@@ -311,9 +305,17 @@ def test_with_a_real_worker_a_publish_matches_and_a_retraction_stops_within_seco
     query = [{"type": "pdq", "value": near(FAR[7], 4)}]
     assert matches_of(match(subscriber, query)) == []
     assert publish(publisher, "acme-csam", [pdq(7)]).status_code == 202  # the worker merges
-    poll(lambda: matches_of(match(subscriber, query)) == [("acme-csam", FAR[7], 4)])
+    eventually(
+        lambda: matches_of(match(subscriber, query)) == [("acme-csam", FAR[7], 4)],
+        interval=0.2,
+        what="a match of the published hash",
+    )
     publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(7)]})
-    poll(lambda: shared_index().view().search(parse_hex([FAR[7]])) == [])
+    eventually(
+        lambda: shared_index().view().search(parse_hex([FAR[7]])) == [],
+        interval=0.2,
+        what="the retracted hash gone from the index",
+    )
     assert matches_of(match(subscriber, query)) == []
 
 

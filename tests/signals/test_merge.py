@@ -17,6 +17,7 @@ from signals.actions.positions import START
 from signals.actions.publish import do_publish, json_items
 from signals.models import Batch, Contribution, SetEntry, Signal, StagedSignal
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
+from tests.helpers import eventually
 from tests.signals.conftest import PDQ, REWIND_ENTRY_IDS, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db
@@ -26,6 +27,17 @@ def entry(hash_set, n):
     from tests.signals.conftest import PDQ
 
     return SetEntry.objects.get(hash_set=hash_set, signal__value=PDQ[n])
+
+
+def merged_by_a_worker(batch_id):
+    """Wait until a worker has merged the batch."""
+
+    def done():
+        state = Batch.objects.get(pk=batch_id).state
+        assert state == "done", f"batch {batch_id} is {state}"
+        return True
+
+    eventually(done, what="a worker's merge")
 
 
 def test_the_same_hash_from_two_members_is_one_entry_with_two_contributions(
@@ -104,10 +116,7 @@ def test_a_worker_killed_mid_batch_is_finished_by_the_next_exactly_once(publishe
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_merges_after_commit(celery_worker, publisher, csam_set):
     answer = publish(publisher, "acme-csam", [pdq(n) for n in range(5)]).json()
-    deadline = time.monotonic() + 30
-    while Batch.objects.get(pk=answer["batch"]).state != "done":
-        assert time.monotonic() < deadline, "the worker did not merge the batch"
-        time.sleep(0.1)
+    merged_by_a_worker(answer["batch"])
     changes, _ = rendered_after(START, [csam_set.pk])
     assert len(changes) == 5
 
@@ -156,10 +165,7 @@ def test_beat_queues_again_a_batch_whose_task_was_lost(celery_worker, publisher,
     assert Batch.objects.get(pk=batch.pk).state == "queued"
     with time_machine.travel(timezone.now() + timedelta(minutes=3), tick=True):
         resume_batches()
-    deadline = time.monotonic() + 30
-    while Batch.objects.get(pk=batch.pk).state != "done":
-        assert time.monotonic() < deadline, "the worker did not merge the resumed batch"
-        time.sleep(0.1)
+    merged_by_a_worker(batch.pk)
     assert Batch.objects.get(pk=batch.pk).new == 2
 
 
@@ -199,10 +205,7 @@ def test_a_batch_that_cannot_merge_fails_visibly_and_staff_can_merge_it_again(
     form = {"action": "merge_again", "_selected_action": [str(batch.pk)]}
     assert b"reason" in client.post(url, form).content  # asks first
     assert client.post(url, {**form, "confirm": "1", "reason": "staging fixed"}).status_code == 302
-    deadline = time.monotonic() + 30
-    while Batch.objects.get(pk=batch.pk).state != "done":
-        assert time.monotonic() < deadline, "the batch was not merged again"
-        time.sleep(0.1)
+    merged_by_a_worker(batch.pk)
     assert (Batch.objects.get(pk=batch.pk).new, SetEntry.objects.count()) == (2, 3)
     event = AuditEvent.objects.get(action="signals.batch.retried")
     assert event.details["reason"] == "staging fixed"

@@ -21,6 +21,7 @@ from signals.actions.positions import Position
 from signals.actions.webhooks import do_dispatch, do_send, retry_delay
 from signals.models import Delivery, Subscription
 from signals.tasks import dispatch_webhooks
+from tests.helpers import eventually
 from tests.receiver import Answer, Receiver
 from tests.signals.conftest import PDQ, merged, pdq, publish
 
@@ -75,11 +76,14 @@ def subscribe(member, url, **fields):
 
 def beat_until(condition: Callable[[], bool], timeout: float = 30) -> None:
     """What beat does every 2 s (dispatch: retries that fell due, reclaimed leases), faster."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
+
+    def beaten() -> bool:
+        if condition():
+            return True
         dispatch_webhooks.delay()
-        time.sleep(0.3)
+        return False
+
+    eventually(beaten, timeout=timeout, interval=0.3)
 
 
 def changes_of(requests):
