@@ -4,7 +4,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import pytest
@@ -140,11 +139,32 @@ def test_a_value_another_merge_inserts_first_is_shared_not_duplicated(
     rival = psycopg2.connect(db_url_for_subprocesses())
     with rival.cursor() as cursor:  # uncommitted: the merge's probe does not see it
         cursor.execute("INSERT INTO signals_signal (type, value) VALUES ('pdq', %s)", [PDQ[1]])
-    threading.Timer(1.0, rival.commit).start()  # the merge's insert waits for it, then fails
+    waited = []
+
+    def waiting_for_the_rival(cursor):  # the merge's insert (in one of its parts' connections)
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks"
+            " WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        )
+        return cursor.fetchone()[0]
+
+    def commit_once_the_merge_waits():  # the merge's insert waits for it, then fails
+        try:
+            with rival.cursor() as cursor:
+                waited.append(
+                    eventually(lambda: waiting_for_the_rival(cursor), what="the merge's insert")
+                )
+        finally:
+            rival.commit()
+
+    committer = threading.Thread(target=commit_once_the_merge_waits)
+    committer.start()
     try:
         batch = do_merge_batch(str(batch.pk))
     finally:
+        committer.join()
         rival.close()
+    assert waited, "the merge's insert never waited for the rival's"
     assert (batch.new, batch.duplicate) == (2, 0)
     assert Signal.objects.filter(value=PDQ[1]).count() == 1
     assert entry(csam_set, 1).signal_id == Signal.objects.get(value=PDQ[1]).pk
@@ -161,7 +181,9 @@ def test_beat_queues_again_a_batch_whose_task_was_lost(celery_worker, publisher,
     # Staged, but its task never sent (as if the broker lost it).
     batch, _ = do_publish(csam_set, publisher.org, json_items([pdq(0), pdq(1)]), queue=False)
     resume_batches()  # too young: its own task may still be on the way
-    time.sleep(1)
+    # The worker merges the ingest queue in order: had the lost batch been queued again, it would
+    # be merged before a batch published after it.
+    merged_by_a_worker(publish(publisher, "acme-csam", [pdq(2)]).json()["batch"])
     assert Batch.objects.get(pk=batch.pk).state == "queued"
     with time_machine.travel(timezone.now() + timedelta(minutes=3), tick=True):
         resume_batches()
