@@ -1,7 +1,11 @@
-"""What many tests need and no fixture gives: waiting for another thread or process."""
+"""What many tests need and no fixture gives: waiting for another thread or process, and
+reading the exchange's problem documents."""
 
 import time
 from collections.abc import Callable
+from typing import Any
+
+from exchange.problems import PROBLEM_CONTENT_TYPE
 
 
 def eventually[T](
@@ -35,3 +39,14 @@ def eventually[T](
                 f"waited {timeout:g} s for {what or 'the condition'}; {last}"
             ) from error
         time.sleep(interval)
+
+
+def assert_problem(response: Any, status: int, slug: str) -> Any:
+    """``response`` is an RFC 9457 problem document of type ``slug``; returns its body."""
+    assert response.status_code == status, (response.status_code, response.content)
+    assert response["Content-Type"] == PROBLEM_CONTENT_TYPE, response["Content-Type"]
+    body = response.json()
+    assert body["status"] == status, body
+    assert body["type"].endswith(f"/problems/{slug}"), body
+    assert body["title"] and body["detail"], body
+    return body

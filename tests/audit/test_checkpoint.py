@@ -1,6 +1,5 @@
 """Checkpoints are signed by the exchange key that /.well-known/hashx publishes."""
 
-import base64
 import json
 
 import pytest
@@ -10,12 +9,9 @@ from audit.actions import record
 from audit.actions.checkpoint import do_sign_checkpoint
 from audit.actions.seal import chain_head
 from audit.models import AuditCheckpoint, AuditSeal
+from hashx.keys import b64url_decode
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def b64url_decode(text):
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def test_the_checkpoint_verifies_with_the_published_key(acme_api, acme, sealed):
