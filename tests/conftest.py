@@ -18,7 +18,9 @@ import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.test import Client
 from rest_framework.test import APIClient
 
 from exchange.health import HEARTBEAT_PREFIX
@@ -264,3 +266,20 @@ def outsider(db: None) -> Member:
 def peer(db: None) -> Member:
     """Another coalition's exchange."""
     return make_member("eu-exchange", kind="peer")
+
+
+@pytest.fixture
+def staff(db: None, client: Client) -> Client:
+    """Coalition staff: the Django test client logged in to admin as a superuser (``.user``)."""
+    user = User.objects.create_superuser("staff", password="a long admin passphrase")
+    client.force_login(user)
+    client.user = user  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def loopback_allowed(settings: Any) -> None:
+    """Outbound calls (webhooks) may go to this machine, over plain HTTP: where the tests'
+    receivers listen."""
+    settings.HASHX_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
+    settings.HASHX_WEBHOOK_ALLOW_HTTP = True

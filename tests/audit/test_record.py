@@ -50,11 +50,9 @@ def test_a_request_id_is_echoed_or_made(api):
     assert made != "not a token!" and len(made) == 32
 
 
-def test_an_admin_change_is_recorded_with_staff_user_ip_and_request_id(client):
-    staff = User.objects.create_superuser("staff", password="pw-long-enough-1")
+def test_an_admin_change_is_recorded_with_staff_user_ip_and_request_id(staff):
     target = User.objects.create_user("someone", password="pw-long-enough-2")
-    client.force_login(staff)
-    response = client.post(
+    response = staff.post(
         f"/admin/auth/user/{target.pk}/change/",
         {"username": "someone-renamed", "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00",
          "is_active": "on"},
@@ -63,16 +61,14 @@ def test_an_admin_change_is_recorded_with_staff_user_ip_and_request_id(client):
     )  # fmt: skip
     assert response.status_code == 302, response.content[:2000]
     event = AuditEvent.objects.get(action="admin.auth.user.changed")
-    assert event.actor_user_id == staff.pk and event.actor_username == "staff"
+    assert event.actor_user_id == staff.user.pk and event.actor_username == "staff"
     assert (event.ip, event.request_id, event.object_id) == ("192.0.2.7", "req-42", str(target.pk))
     assert "Username" in str(event.details["change"])
 
 
-def test_an_admin_deletion_is_recorded(client):
-    staff = User.objects.create_superuser("staff", password="pw-long-enough-1")
+def test_an_admin_deletion_is_recorded(staff):
     target = User.objects.create_user("leaving")
-    client.force_login(staff)
-    response = client.post(f"/admin/auth/user/{target.pk}/delete/", {"post": "yes"})
+    response = staff.post(f"/admin/auth/user/{target.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert AuditEvent.objects.filter(
         action="admin.auth.user.deleted", object_id=str(target.pk)

@@ -5,7 +5,6 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from django.contrib.auth.models import User
 
 from audit.models import AuditEvent
 from hashx.keys import b64url, key_id_of, public_jwk, public_pem, raw_public_bytes
@@ -13,14 +12,6 @@ from members.models import Organisation, SigningKey
 from tests.conftest import make_member
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff(client):
-    user = User.objects.create_superuser("staff", password="a long admin passphrase")
-    client.force_login(user)
-    client.user = user
-    return client
 
 
 def test_the_organisation_list_filters_searches_and_counts_keys(staff, publisher, outsider):

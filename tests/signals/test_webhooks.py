@@ -38,9 +38,7 @@ WORKER_ENV = {
 
 
 @pytest.fixture(autouse=True)
-def loopback_allowed(settings):
-    settings.HASHX_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-    settings.HASHX_WEBHOOK_ALLOW_HTTP = True
+def quick_webhooks(loopback_allowed, settings):
     settings.HASHX_WEBHOOK_RETRY_BASE_SECONDS = 1
     settings.HASHX_WEBHOOK_TIMEOUT_SECONDS = 2
 
