@@ -10,35 +10,39 @@ from audit.models import AuditEvent
 pytestmark = pytest.mark.django_db
 
 
-def test_an_event_is_written_with_the_change(acme):
+def test_an_event_is_written_with_the_change(publisher):
     with transaction.atomic():
-        acme.name = "Acme Video Inc."
-        acme.save()
-        record("members.organisation.renamed", obj=acme, details={"name": acme.name})
+        publisher.org.name = "Acme Video Inc."
+        publisher.org.save()
+        record(
+            "members.organisation.renamed", obj=publisher.org, details={"name": publisher.org.name}
+        )
     event = AuditEvent.objects.get(action="members.organisation.renamed")
     assert (event.action, event.object_type, event.object_id) == (
         "members.organisation.renamed",
         "members.organisation",
-        str(acme.pk),
+        str(publisher.org.pk),
     )
-    assert event.owner_org_id == acme.pk
+    assert event.owner_org_id == publisher.org.pk
     assert event.details == {"name": "Acme Video Inc."}
 
 
-def test_an_event_vanishes_with_a_rolled_back_change(acme):
+def test_an_event_vanishes_with_a_rolled_back_change(publisher):
     class Refused(Exception):
         pass
 
     before = AuditEvent.objects.count()
     with pytest.raises(Refused), transaction.atomic():
-        record("members.organisation.suspended", obj=acme)
+        record("members.organisation.suspended", obj=publisher.org)
         raise Refused
     assert AuditEvent.objects.count() == before
 
 
-def test_oversized_details_are_replaced_by_a_bounded_marker(acme, settings):
+def test_oversized_details_are_replaced_by_a_bounded_marker(publisher, settings):
     settings.HASHX_AUDIT_MAX_DETAILS_BYTES = 300
-    event = record("signals.published", actor_org=acme, details={"values": ["f" * 64] * 50})
+    event = record(
+        "signals.published", actor_org=publisher.org, details={"values": ["f" * 64] * 50}
+    )
     assert event.details["truncated"] is True
     assert event.details["size"] > 300
     assert len(event.details["preview"]) <= 150
