@@ -269,6 +269,12 @@ def peer(db: None) -> Member:
 
 
 @pytest.fixture
+def applicant(db: None) -> Member:
+    """An organisation that applied to join and is not approved yet (pending)."""
+    return make_member("newcomer", active=False)
+
+
+@pytest.fixture
 def staff(db: None, client: Client) -> Client:
     """Coalition staff: the Django test client logged in to admin as a superuser (``.user``)."""
     user = User.objects.create_superuser("staff", password="a long admin passphrase")

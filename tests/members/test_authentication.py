@@ -17,7 +17,7 @@ from hashx.auth import sign_headers
 from members.actions.keys import do_retire_key, do_revoke_key
 from members.actions.organisations import do_change_status
 from members.models import SigningKey
-from tests.conftest import SignedClient, make_member
+from tests.conftest import SignedClient
 from tests.helpers import assert_problem
 
 pytestmark = pytest.mark.django_db
@@ -64,9 +64,8 @@ def test_a_suspended_organisation_is_refused_on_the_next_request(publisher):
     assert_problem(publisher.api.get(WHOAMI), 401, "organisation-suspended")
 
 
-def test_a_pending_organisation_is_refused():
-    pending = make_member("newcomer", active=False)
-    assert_problem(pending.api.get(WHOAMI), 401, "organisation-pending")
+def test_a_pending_organisation_is_refused(applicant):
+    assert_problem(applicant.api.get(WHOAMI), 401, "organisation-pending")
 
 
 def test_a_tampered_body_fails_the_digest(publisher):
