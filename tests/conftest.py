@@ -8,7 +8,6 @@ import json as jsonlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,9 @@ import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.test import Client
 from rest_framework.test import APIClient
 
 from exchange.health import HEARTBEAT_PREFIX
@@ -28,6 +29,7 @@ from hashx.keys import key_id_of, raw_public_bytes, write_private_key
 from members.actions.keys import do_add_key
 from members.actions.organisations import do_create_organisation
 from members.models import Organisation, SigningKey
+from tests.helpers import eventually
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,15 +100,14 @@ class WorkerProcess:
             client.close()
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.heartbeat_present():
+        def ready() -> bool:
+            log = self.log_path.read_text()[-3000:]
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"worker not ready in {timeout} s:\n{self.log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.1)
+                raise RuntimeError(f"worker exited early:\n{log}")
+            assert self.heartbeat_present(), f"no heartbeat yet; the log ends:\n{log}"
+            return True
+
+        eventually(ready, timeout=timeout, what=f"worker {self.hostname} ready")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -265,3 +266,26 @@ def outsider(db: None) -> Member:
 def peer(db: None) -> Member:
     """Another coalition's exchange."""
     return make_member("eu-exchange", kind="peer")
+
+
+@pytest.fixture
+def applicant(db: None) -> Member:
+    """An organisation that applied to join and is not approved yet (pending)."""
+    return make_member("newcomer", active=False)
+
+
+@pytest.fixture
+def staff(db: None, client: Client) -> Client:
+    """Coalition staff: the Django test client logged in to admin as a superuser (``.user``)."""
+    user = User.objects.create_superuser("staff", password="a long admin passphrase")
+    client.force_login(user)
+    client.user = user  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def loopback_allowed(settings: Any) -> None:
+    """Outbound calls (webhooks) may go to this machine, over plain HTTP: where the tests'
+    receivers listen."""
+    settings.HASHX_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
+    settings.HASHX_WEBHOOK_ALLOW_HTTP = True

@@ -22,16 +22,16 @@ def refused(sql, params=()):
     return error
 
 
-def test_raw_update_and_delete_of_an_event_fail(acme):
-    event = record("members.key.revoked", actor_org=acme)
+def test_raw_update_and_delete_of_an_event_fail(publisher):
+    event = record("members.key.revoked", actor_org=publisher.org)
     refused("UPDATE audit_auditevent SET action = 'nothing.happened' WHERE id = %s", [event.pk])
     refused("DELETE FROM audit_auditevent WHERE id = %s", [event.pk])
     event.refresh_from_db()
     assert event.action == "members.key.revoked"
 
 
-def test_truncate_fails(acme):
-    record("members.key.revoked", actor_org=acme)
+def test_truncate_fails(publisher):
+    record("members.key.revoked", actor_org=publisher.org)
     with transaction.atomic(), connection.cursor() as cursor:
         # The test database allows TRUNCATE for resetting between tests; production has no such
         # setting: take it away here.
@@ -41,8 +41,8 @@ def test_truncate_fails(acme):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_seals_and_checkpoints_are_append_only_too(acme, sealed):
-    record("members.key.revoked", actor_org=acme)
+def test_seals_and_checkpoints_are_append_only_too(publisher, sealed):
+    record("members.key.revoked", actor_org=publisher.org)
     sealed()
     do_sign_checkpoint()
     refused("UPDATE audit_auditseal SET hash = repeat('0', 64)")

@@ -10,35 +10,39 @@ from audit.models import AuditEvent
 pytestmark = pytest.mark.django_db
 
 
-def test_an_event_is_written_with_the_change(acme):
+def test_an_event_is_written_with_the_change(publisher):
     with transaction.atomic():
-        acme.name = "Acme Video Inc."
-        acme.save()
-        record("members.organisation.renamed", obj=acme, details={"name": acme.name})
+        publisher.org.name = "Acme Video Inc."
+        publisher.org.save()
+        record(
+            "members.organisation.renamed", obj=publisher.org, details={"name": publisher.org.name}
+        )
     event = AuditEvent.objects.get(action="members.organisation.renamed")
     assert (event.action, event.object_type, event.object_id) == (
         "members.organisation.renamed",
         "members.organisation",
-        str(acme.pk),
+        str(publisher.org.pk),
     )
-    assert event.owner_org_id == acme.pk
+    assert event.owner_org_id == publisher.org.pk
     assert event.details == {"name": "Acme Video Inc."}
 
 
-def test_an_event_vanishes_with_a_rolled_back_change(acme):
+def test_an_event_vanishes_with_a_rolled_back_change(publisher):
     class Refused(Exception):
         pass
 
     before = AuditEvent.objects.count()
     with pytest.raises(Refused), transaction.atomic():
-        record("members.organisation.suspended", obj=acme)
+        record("members.organisation.suspended", obj=publisher.org)
         raise Refused
     assert AuditEvent.objects.count() == before
 
 
-def test_oversized_details_are_replaced_by_a_bounded_marker(acme, settings):
+def test_oversized_details_are_replaced_by_a_bounded_marker(publisher, settings):
     settings.HASHX_AUDIT_MAX_DETAILS_BYTES = 300
-    event = record("signals.published", actor_org=acme, details={"values": ["f" * 64] * 50})
+    event = record(
+        "signals.published", actor_org=publisher.org, details={"values": ["f" * 64] * 50}
+    )
     assert event.details["truncated"] is True
     assert event.details["size"] > 300
     assert len(event.details["preview"]) <= 150
@@ -50,11 +54,9 @@ def test_a_request_id_is_echoed_or_made(api):
     assert made != "not a token!" and len(made) == 32
 
 
-def test_an_admin_change_is_recorded_with_staff_user_ip_and_request_id(client):
-    staff = User.objects.create_superuser("staff", password="pw-long-enough-1")
+def test_an_admin_change_is_recorded_with_staff_user_ip_and_request_id(staff):
     target = User.objects.create_user("someone", password="pw-long-enough-2")
-    client.force_login(staff)
-    response = client.post(
+    response = staff.post(
         f"/admin/auth/user/{target.pk}/change/",
         {"username": "someone-renamed", "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00",
          "is_active": "on"},
@@ -63,16 +65,14 @@ def test_an_admin_change_is_recorded_with_staff_user_ip_and_request_id(client):
     )  # fmt: skip
     assert response.status_code == 302, response.content[:2000]
     event = AuditEvent.objects.get(action="admin.auth.user.changed")
-    assert event.actor_user_id == staff.pk and event.actor_username == "staff"
+    assert event.actor_user_id == staff.user.pk and event.actor_username == "staff"
     assert (event.ip, event.request_id, event.object_id) == ("192.0.2.7", "req-42", str(target.pk))
     assert "Username" in str(event.details["change"])
 
 
-def test_an_admin_deletion_is_recorded(client):
-    staff = User.objects.create_superuser("staff", password="pw-long-enough-1")
+def test_an_admin_deletion_is_recorded(staff):
     target = User.objects.create_user("leaving")
-    client.force_login(staff)
-    response = client.post(f"/admin/auth/user/{target.pk}/delete/", {"post": "yes"})
+    response = staff.post(f"/admin/auth/user/{target.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert AuditEvent.objects.filter(
         action="admin.auth.user.deleted", object_id=str(target.pk)

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import psycopg2
 import pytest
@@ -15,6 +14,7 @@ from audit.actions.seal import GENESIS_HASH, chain_hash, do_seal_pending
 from audit.actions.verify import verify_audit_log
 from audit.models import AuditEvent, AuditSeal
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,10 +29,10 @@ def assert_one_unbroken_chain():
     return seals
 
 
-def test_it_seals_in_insertion_order_and_is_idempotent(acme):
+def test_it_seals_in_insertion_order_and_is_idempotent(publisher):
     do_seal_pending(wait=True)
     before = AuditSeal.objects.count()
-    events = [record("test.event", actor_org=acme, details={"n": n}) for n in range(5)]
+    events = [record("test.event", actor_org=publisher.org, details={"n": n}) for n in range(5)]
     # A worker may seal some of them first: only the chain it leaves matters.
     result = do_seal_pending(wait=True)
     assert result.head_seq == before + 5
@@ -42,7 +42,7 @@ def test_it_seals_in_insertion_order_and_is_idempotent(acme):
     assert result.head_hash == seals[-1].hash
 
 
-def test_an_event_still_in_flight_is_sealed_after_it_commits_not_before(acme):
+def test_an_event_still_in_flight_is_sealed_after_it_commits_not_before(publisher):
     before = do_seal_pending(wait=True).head_seq
     other = psycopg2.connect(db_url_for_subprocesses())
     try:
@@ -107,21 +107,18 @@ def test_the_chain_has_no_gap_or_fork_with_two_writers_and_sealers_racing():
 
 
 @pytest.mark.worker
-def test_a_worker_seals_events_after_they_commit(celery_worker, acme):
-    event = record("test.committed", actor_org=acme)
-    deadline = time.monotonic() + 30
-    while not AuditSeal.objects.filter(event=event).exists():
-        assert time.monotonic() < deadline, "the worker did not seal the event"
-        time.sleep(0.1)
+def test_a_worker_seals_events_after_they_commit(celery_worker, publisher):
+    event = record("test.committed", actor_org=publisher.org)
+    eventually(lambda: AuditSeal.objects.filter(event=event).exists(), what="the worker's seal")
     assert_one_unbroken_chain()
 
 
-def test_a_sealer_killed_mid_batch_leaves_no_trace_and_the_next_one_finishes(acme):
+def test_a_sealer_killed_mid_batch_leaves_no_trace_and_the_next_one_finishes(publisher):
     do_seal_pending(wait=True)
     before = AuditSeal.objects.count()
     # No worker runs beside this test (tests/conftest.py celery_worker), so only the crashing
     # sealer and this test seal.
-    events = [record("test.event", actor_org=acme, details={"n": n}) for n in range(7)]
+    events = [record("test.event", actor_org=publisher.org, details={"n": n}) for n in range(7)]
     env = {**os.environ, "DATABASE_URL": db_url_for_subprocesses()}
     crashed = subprocess.run(
         [sys.executable, "-m", "tests.audit.crashing_sealer", "5"],

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def honest_log(acme, sealed):
-    events = [record("test.event", actor_org=acme, details={"n": n}) for n in range(6)]
+def honest_log(publisher, sealed):
+    events = [record("test.event", actor_org=publisher.org, details={"n": n}) for n in range(6)]
     sealed()
     do_sign_checkpoint()
     return events
@@ -54,9 +54,12 @@ def test_an_altered_event_is_named(honest_log):
     assert f"event {victim.pk} (seq {seq_of(victim)}," in verify_fails()
 
 
-def test_an_altered_actor_is_named(honest_log, globex):
+def test_an_altered_actor_is_named(honest_log, subscriber):
     victim = honest_log[1]
-    tamper("UPDATE audit_auditevent SET actor_org_id = %s WHERE id = %s", [globex.pk, victim.pk])
+    tamper(
+        "UPDATE audit_auditevent SET actor_org_id = %s WHERE id = %s",
+        [subscriber.org.pk, victim.pk],
+    )
     assert f"event {victim.pk} (seq {seq_of(victim)}," in verify_fails()
 
 

@@ -12,8 +12,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def cli(exchange_url, settings, publisher, subscriber, tmp_path):
-    settings.HASHX_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+def cli(exchange_url, loopback_allowed, publisher, subscriber, tmp_path):
     hash_set = do_create_set(publisher.org, {"slug": "acme-csam", "name": "Acme CSAM"})
     do_grant(hash_set, subscriber.org, can_read=True, can_publish=False)
     key = subscriber.key_file(tmp_path / "globex.pem")

@@ -30,27 +30,15 @@ from hashx.threatexchange import (
 from signals.actions.expiry import do_purge_tombstones
 from signals.actions.sets import do_create_set, do_grant
 from signals.models import Opinion, SetEntry
-from tests.signals.conftest import PDQ
+from tests.signals.conftest import far_apart
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 THREATEXCHANGE = str(Path(sys.executable).parent / "threatexchange")
 
 
-def far_apart(count: int) -> list[str]:
-    """PDQ hashes from the haystack more than 31 bits from each other, so matching one never
-    finds another."""
-    chosen: list[str] = []
-    for candidate in PDQ:
-        bits = int(candidate, 16)
-        if all(bin(bits ^ int(other, 16)).count("1") > 31 for other in chosen):
-            chosen.append(candidate)
-        if len(chosen) == count:
-            return chosen
-    raise AssertionError("not enough distinct PDQ hashes")
-
-
-HASHES = far_apart(8)
+# Far apart: matching one never finds another.
+HASHES = far_apart()[:8]
 
 
 @pytest.fixture

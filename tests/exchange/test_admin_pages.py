@@ -2,30 +2,17 @@
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import User
 from django.urls import reverse
 
 from audit.actions import record
 from audit.models import AuditEvent
 from signals.actions.sets import do_create_set
 from signals.actions.subscriptions import do_create_subscription
-from signals.actions.webhooks import do_cut_pages
 from signals.feed.positions import START
 from signals.models import Subscription
-from tests.signals.conftest import PDQ, merged, pdq, publish
+from tests.signals.conftest import PDQ, cut, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db
-
-
-def cut(subscription_id):
-    """The subscription's next page, cut now (what a dispatch does), or None."""
-    return next(iter(do_cut_pages([subscription_id])), None)
-
-
-@pytest.fixture
-def staff(client):
-    client.force_login(User.objects.create_superuser("staff", password="a long admin passphrase"))
-    return client
 
 
 @pytest.fixture

@@ -1,10 +1,9 @@
 """/healthz answers while the process lives; /readyz names what is down and recovers with it."""
 
-import time
-
 import pytest
 
 from exchange.embedded import EmbeddedRedis
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.django_db
 
@@ -31,13 +30,15 @@ def readyz(api):
     return response.status_code, response.json()
 
 
-def wait_for_status(api, status, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_until_ready(api):
+    """Wait for /readyz to answer 200."""
+
+    def answers_200():
         code, body = readyz(api)
-        if code == status or time.monotonic() > deadline:
-            return code, body
-        time.sleep(0.25)
+        assert code == 200, body
+        return body
+
+    return eventually(answers_200, timeout=60, interval=0.25, what="/readyz 200")
 
 
 @pytest.mark.worker
@@ -62,7 +63,7 @@ def test_readyz_names_the_worker_while_none_runs(api, private_redis, start_worke
     assert "no Celery worker heartbeat" in body["detail"]
 
     worker = start_worker("comeback", private_redis.url)
-    assert wait_for_status(api, 200)[0] == 200
+    wait_until_ready(api)
     worker.stop()
     code, body = readyz(api)
     assert (code, body["failed"]) == (503, ["worker"])
@@ -83,5 +84,4 @@ def test_readyz_names_redis_when_it_stops_and_recovers_when_it_returns(
     assert "redis: unreachable" in body["detail"]
 
     private_redis.start()
-    code, body = wait_for_status(api, 200)
-    assert code == 200, body
+    wait_until_ready(api)

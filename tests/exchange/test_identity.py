@@ -1,20 +1,14 @@
 """The exchange's own identity: created once, published as a JWKS, usable to sign."""
 
-import base64
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.core.exceptions import ImproperlyConfigured
 
 from exchange.actions.identity import do_ensure_identity, get_signing_key
 from exchange.models import ExchangeIdentity, ExchangeKey
-from hashx.keys import jwk_thumbprint, private_key_to_pem, raw_public_bytes
+from hashx.keys import b64url_decode, jwk_thumbprint, private_key_to_pem, raw_public_bytes
 
 pytestmark = pytest.mark.django_db
-
-
-def b64url_decode(text):
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def test_the_thumbprint_matches_the_rfc_8037_example():

@@ -5,19 +5,10 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
-from exchange.problems import PROBLEM_CONTENT_TYPE, field_errors
+from exchange.problems import field_errors
+from tests.helpers import assert_problem
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.exchange.urls")]
-
-
-def assert_problem(response, status, slug):
-    assert response.status_code == status
-    assert response["Content-Type"] == PROBLEM_CONTENT_TYPE
-    body = response.json()
-    assert body["status"] == status
-    assert body["type"].endswith(f"/problems/{slug}")
-    assert body["title"] and body["detail"]
-    return body
 
 
 def test_an_unknown_api_path_is_a_problem_404(api):

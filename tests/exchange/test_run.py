@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 import pytest
@@ -15,6 +14,7 @@ import requests
 
 from exchange.embedded import free_port
 from tests.conftest import REPO_ROOT
+from tests.helpers import eventually
 
 
 class Launcher:
@@ -40,14 +40,14 @@ class Launcher:
         return "\n".join(self.lines)
 
     def wait_for(self, predicate, what, timeout=120):
-        deadline = time.monotonic() + timeout
-        while not predicate():
+        def done():
             if self.process.poll() is not None:
                 code = self.process.returncode
                 pytest.fail(f"launcher exited ({code}) waiting for {what}:\n{self.output[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out waiting for {what}:\n{self.output[-4000:]}")
-            time.sleep(0.25)
+            assert predicate(), f"its output ends:\n{self.output[-4000:]}"
+            return True
+
+        eventually(done, timeout=timeout, interval=0.25, what=what)
 
     def get(self, path):
         return requests.get(self.base + path, timeout=10)
@@ -112,8 +112,10 @@ def test_make_run_serves_recovers_and_stops_cleanly(tmp_path):
     assert not [
         pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
     ]
+
     # Embedded Postgres and Redis were stopped too: nothing runs from the var directory.
-    deadline = time.monotonic() + 10
-    while processes_using(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert processes_using(tmp_path) == []
+    def none_left():
+        assert processes_using(tmp_path) == []
+        return True
+
+    eventually(none_left, timeout=10, interval=0.2, what="no process running from var")

@@ -5,27 +5,18 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from django.contrib.auth.models import User
 
 from audit.models import AuditEvent
 from hashx.keys import b64url, key_id_of, public_jwk, public_pem, raw_public_bytes
 from members.models import Organisation, SigningKey
-from tests.conftest import make_member
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff(client):
-    user = User.objects.create_superuser("staff", password="a long admin passphrase")
-    client.force_login(user)
-    client.user = user
-    return client
-
-
-def test_the_organisation_list_filters_searches_and_counts_keys(staff, publisher, outsider):
+def test_the_organisation_list_filters_searches_and_counts_keys(
+    staff, publisher, outsider, applicant
+):
     publisher.add_key()
-    make_member("pending-co", active=False)
     page = staff.get("/admin/members/organisation/?status__exact=active&q=acme")
     assert page.status_code == 200
     orgs = list(page.context["cl"].result_list)
@@ -38,21 +29,20 @@ def action(staff, name, orgs, **extra):
     return staff.post("/admin/members/organisation/", data)
 
 
-def test_approving_asks_for_confirmation_and_a_reason_then_records_it(staff):
-    newcomer = make_member("newcomer", active=False)
-    page = action(staff, "approve", [newcomer.org])
+def test_approving_asks_for_confirmation_and_a_reason_then_records_it(staff, applicant):
+    page = action(staff, "approve", [applicant.org])
     assert page.status_code == 200 and b"Yes, I" in page.content and b"newcomer" in page.content
-    assert Organisation.objects.get(pk=newcomer.org.pk).status == "pending"
+    assert Organisation.objects.get(pk=applicant.org.pk).status == "pending"
 
-    page = action(staff, "approve", [newcomer.org], confirm="yes", reason="")
+    page = action(staff, "approve", [applicant.org], confirm="yes", reason="")
     assert page.status_code == 200 and b"This field is required" in page.content
 
-    done = action(staff, "approve", [newcomer.org], confirm="yes", reason="signed the charter")
+    done = action(staff, "approve", [applicant.org], confirm="yes", reason="signed the charter")
     assert done.status_code == 302
-    assert Organisation.objects.get(pk=newcomer.org.pk).status == "active"
+    assert Organisation.objects.get(pk=applicant.org.pk).status == "active"
     event = AuditEvent.objects.get(action="members.organisation.approved")
     assert event.details["reason"] == "signed the charter" and event.actor_user_id == staff.user.pk
-    assert newcomer.api.get("/api/v1/whoami").status_code == 200
+    assert applicant.api.get("/api/v1/whoami").status_code == 200
 
 
 def test_suspending_in_admin_refuses_the_next_request(staff, publisher):

@@ -17,19 +17,12 @@ from hashx.auth import sign_headers
 from members.actions.keys import do_retire_key, do_revoke_key
 from members.actions.organisations import do_change_status
 from members.models import SigningKey
-from tests.conftest import SignedClient, make_member
+from tests.conftest import SignedClient
+from tests.helpers import assert_problem
 
 pytestmark = pytest.mark.django_db
 
 WHOAMI = "/api/v1/whoami"
-
-
-def refused(response, reason, status=401):
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == "application/problem+json"
-    body = response.json()
-    assert body["type"].endswith(f"/problems/{reason}"), body
-    return body
 
 
 def test_a_signed_request_gets_its_organisation(publisher):
@@ -41,20 +34,20 @@ def test_a_signed_request_gets_its_organisation(publisher):
 
 def test_an_unsigned_request_is_refused_and_told_what_to_sign(api, publisher):
     response = api.get(WHOAMI)
-    refused(response, "signature-missing")
+    assert_problem(response, 401, "signature-missing")
     assert response["WWW-Authenticate"].startswith("Signature")
     assert '"@target-uri"' in response["Accept-Signature"]
 
 
 def test_an_unknown_key_is_refused(publisher):
     stranger = SignedClient(Ed25519PrivateKey.generate())
-    refused(stranger.get(WHOAMI), "key-unknown")
+    assert_problem(stranger.get(WHOAMI), 401, "key-unknown")
 
 
 def test_a_revoked_key_is_refused_on_the_next_request(publisher):
     assert publisher.api.get(WHOAMI).status_code == 200
     do_revoke_key(publisher.key, "laptop stolen")
-    refused(publisher.api.get(WHOAMI), "key-revoked")
+    assert_problem(publisher.api.get(WHOAMI), 401, "key-revoked")
 
 
 def test_a_retired_key_works_until_not_after_then_is_expired(publisher):
@@ -62,18 +55,17 @@ def test_a_retired_key_works_until_not_after_then_is_expired(publisher):
     do_retire_key(publisher.key, timezone.now() + timezone.timedelta(days=1))
     assert publisher.api.get(WHOAMI).json()["key"]["state"] == "retiring"
     with time_machine.travel(timezone.now() + timezone.timedelta(days=1, seconds=1)):
-        refused(publisher.api.get(WHOAMI), "key-expired")
+        assert_problem(publisher.api.get(WHOAMI), 401, "key-expired")
 
 
 def test_a_suspended_organisation_is_refused_on_the_next_request(publisher):
     assert publisher.api.get(WHOAMI).status_code == 200
     do_change_status(publisher.org, "suspend", "unpaid dues")
-    refused(publisher.api.get(WHOAMI), "organisation-suspended")
+    assert_problem(publisher.api.get(WHOAMI), 401, "organisation-suspended")
 
 
-def test_a_pending_organisation_is_refused():
-    pending = make_member("newcomer", active=False)
-    refused(pending.api.get(WHOAMI), "organisation-pending")
+def test_a_pending_organisation_is_refused(applicant):
+    assert_problem(applicant.api.get(WHOAMI), 401, "organisation-pending")
 
 
 def test_a_tampered_body_fails_the_digest(publisher):
@@ -83,25 +75,25 @@ def test_a_tampered_body_fails_the_digest(publisher):
     response = publisher.api.post(
         "/api/v1/keys/revoke-me/revoke", body=b'{"reason": "b"}', headers=signed, sign=False
     )
-    refused(response, "digest-mismatch")
+    assert_problem(response, 401, "digest-mismatch")
 
 
 def test_a_body_without_a_digest_is_refused(publisher):
     signed = publisher.api.signed_headers("POST", "/api/v1/keys/challenge", None)
     response = publisher.api.post("/api/v1/keys/challenge", body=b"{}", headers=signed, sign=False)
-    refused(response, "signature-incomplete")
+    assert_problem(response, 401, "signature-incomplete")
 
 
 def test_a_tampered_query_string_fails_the_signature(publisher):
     signed = publisher.api.signed_headers("GET", "/api/v1/audit/events?action=feed.pulled", None)
     response = publisher.api.get("/api/v1/audit/events?action=members.", headers=signed, sign=False)
-    refused(response, "signature-invalid")
+    assert_problem(response, 401, "signature-invalid")
 
 
 def test_a_tampered_method_fails_the_signature(publisher):
     signed = publisher.api.signed_headers("GET", "/api/v1/keys/challenge", None)
     response = publisher.api.request("POST", "/api/v1/keys/challenge", headers=signed, sign=False)
-    refused(response, "signature-invalid")
+    assert_problem(response, 401, "signature-invalid")
 
 
 @pytest.mark.parametrize(
@@ -109,13 +101,13 @@ def test_a_tampered_method_fails_the_signature(publisher):
 )
 def test_created_must_be_within_five_minutes(publisher, offset, reason):
     signed = publisher.api.signed_headers("GET", WHOAMI, None, created=int(time.time()) + offset)
-    refused(publisher.api.get(WHOAMI, headers=signed, sign=False), reason)
+    assert_problem(publisher.api.get(WHOAMI, headers=signed, sign=False), 401, reason)
 
 
 def test_a_replayed_request_is_refused(publisher):
     signed = publisher.api.signed_headers("GET", WHOAMI, None)
     assert publisher.api.get(WHOAMI, headers=signed, sign=False).status_code == 200
-    refused(publisher.api.get(WHOAMI, headers=signed, sign=False), "nonce-replayed")
+    assert_problem(publisher.api.get(WHOAMI, headers=signed, sign=False), 401, "nonce-replayed")
 
 
 def test_a_nonce_used_by_one_key_is_free_for_another(publisher, subscriber):
@@ -131,20 +123,22 @@ def test_a_bad_signature_is_refused(publisher):
     raw = bytearray(base64.b64decode(value.strip(":")))
     raw[0] ^= 0xFF
     signed["Signature"] = f"{label}=:{base64.b64encode(bytes(raw)).decode()}:"
-    refused(publisher.api.get(WHOAMI, headers=signed, sign=False), "signature-invalid")
+    assert_problem(publisher.api.get(WHOAMI, headers=signed, sign=False), 401, "signature-invalid")
 
 
 def test_a_signature_by_another_key_under_my_key_id_is_refused(publisher, outsider):
     forged = sign_headers(
         outsider.private_key, "GET", settings.HASHX_PUBLIC_URL + WHOAMI, key_id=publisher.key.key_id
     )
-    refused(publisher.api.get(WHOAMI, headers=forged, sign=False), "signature-invalid")
+    assert_problem(publisher.api.get(WHOAMI, headers=forged, sign=False), 401, "signature-invalid")
 
 
 def test_a_missing_nonce_is_malformed(publisher):
     signed = publisher.api.signed_headers("GET", WHOAMI, None)
     signed["Signature-Input"] = signed["Signature-Input"].replace(";nonce=", ";x-nonce=")
-    refused(publisher.api.get(WHOAMI, headers=signed, sign=False), "signature-malformed")
+    assert_problem(
+        publisher.api.get(WHOAMI, headers=signed, sign=False), 401, "signature-malformed"
+    )
 
 
 @pytest.mark.parametrize(
@@ -165,7 +159,9 @@ def test_an_extra_attacker_signature_next_to_a_valid_one_is_refused(publisher, o
     # Same tag, another label: two signatures claim to be the hashx one.
     extra = {name: value.replace("hashx=", "evil=", 1) for name, value in attacker.items()}
     headers = {name: f"{valid[name]}, {extra[name]}" for name in ("Signature-Input", "Signature")}
-    refused(publisher.api.get(WHOAMI, headers=headers, sign=False), "signature-malformed")
+    assert_problem(
+        publisher.api.get(WHOAMI, headers=headers, sign=False), 401, "signature-malformed"
+    )
 
 
 def test_a_signature_with_another_tag_beside_ours_is_ignored(publisher, outsider):
@@ -198,10 +194,12 @@ def hmac_headers(public_raw, *, alg):
 def test_an_hmac_with_the_public_key_as_secret_is_refused(publisher):
     public_raw = bytes(publisher.key.public_key)
     headers = hmac_headers(public_raw, alg=("hmac-sha256", publisher.key.key_id))
-    refused(publisher.api.get(WHOAMI, headers=headers, sign=False), "algorithm-unsupported")
+    assert_problem(
+        publisher.api.get(WHOAMI, headers=headers, sign=False), 401, "algorithm-unsupported"
+    )
     # Without alg the exchange still verifies as Ed25519, never as what the request implies.
     headers = hmac_headers(public_raw, alg=("", publisher.key.key_id))
-    refused(publisher.api.get(WHOAMI, headers=headers, sign=False), "signature-invalid")
+    assert_problem(publisher.api.get(WHOAMI, headers=headers, sign=False), 401, "signature-invalid")
 
 
 def test_the_target_uri_is_the_public_url_whatever_host_a_proxy_sends(publisher, settings):
@@ -212,8 +210,9 @@ def test_the_target_uri_is_the_public_url_whatever_host_a_proxy_sends(publisher,
     assert response.status_code == 200
     # A signature over the address the proxy used internally is not a signature over ours.
     signed = sign_headers(publisher.private_key, "GET", "http://internal-backend" + WHOAMI)
-    refused(
+    assert_problem(
         publisher.api.get(WHOAMI, headers=signed, sign=False, HTTP_HOST="internal-backend"),
+        401,
         "signature-invalid",
     )
 
@@ -221,7 +220,7 @@ def test_the_target_uri_is_the_public_url_whatever_host_a_proxy_sends(publisher,
 def test_a_read_only_key_reads_but_may_not_write(publisher):
     reader = publisher.add_key(read_only=True)
     assert reader.api.get(WHOAMI).json()["permissions"] == ["read"]
-    refused(reader.api.post("/api/v1/keys/challenge"), "key-read-only", status=403)
+    assert_problem(reader.api.post("/api/v1/keys/challenge"), 403, "key-read-only")
 
 
 def test_last_used_is_stamped_at_most_once_a_minute(publisher, django_assert_num_queries):
@@ -238,7 +237,7 @@ def test_last_used_is_stamped_at_most_once_a_minute(publisher, django_assert_num
 
 def test_without_redis_the_replay_check_answers_503_not_500(publisher, settings, tmp_path):
     settings.REDIS_URL = f"unix://{tmp_path}/no-redis.sock"
-    refused(publisher.api.get(WHOAMI), "replay-check-unavailable", status=503)
+    assert_problem(publisher.api.get(WHOAMI), 503, "replay-check-unavailable")
 
 
 def test_a_peer_exchange_authenticates_like_a_member(peer):

@@ -5,14 +5,10 @@ import time_machine
 from django.utils import timezone
 
 from signals.actions.expiry import do_expire_entries
-from signals.models import Opinion, SetEntry
-from tests.signals.conftest import PDQ, merged, pdq, publish
+from signals.models import Opinion
+from tests.signals.conftest import entry, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db
-
-
-def entry(n):
-    return SetEntry.objects.get(signal__value=PDQ[n])
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from signals.actions.sets import do_create_set, do_update_set
 from signals.models import SetEntry
+from tests.helpers import eventually
 from tests.signals.conftest import PDQ, merged, pdq, publish
 
 # Transactional: the feed serves only committed changes (positions below the oldest running
@@ -283,7 +284,6 @@ def test_a_cursor_older_than_purged_tombstones_is_410(publisher, subscriber, sha
 
 def test_purging_tombstones_waits_for_the_set_lock_a_merge_holds(publisher, shared_set):
     import threading
-    import time
 
     import psycopg2
     from django.db import connection
@@ -311,18 +311,19 @@ def test_purging_tombstones_waits_for_the_set_lock_a_merge_holds(publisher, shar
             )
         purger = threading.Thread(target=purge)
         purger.start()
-        deadline = time.monotonic() + 10
-        with merge.cursor() as cursor:
-            while True:  # until the purge waits for the slot
+
+        def purge_waits():
+            if not purger.is_alive():
+                pytest.fail("the purge ended without waiting for the slot")
+            with merge.cursor() as cursor:
                 cursor.execute(
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
                     " AND objid = %s",
                     [shared_set.pk],
                 )
-                if cursor.fetchone()[0]:
-                    break
-                assert time.monotonic() < deadline and purger.is_alive(), "the purge did not wait"
-                time.sleep(0.01)
+                return cursor.fetchone()[0]
+
+        eventually(purge_waits, timeout=10, interval=0.01, what="the purge waiting for the slot")
         assert SetEntry.objects.filter(signal__value=PDQ[0]).exists()
         merge.commit()
         purger.join(timeout=10)

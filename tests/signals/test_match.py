@@ -13,32 +13,15 @@ from audit.models import AuditEvent
 from signals.actions.sets import do_create_set, do_update_set
 from signals.matching.index import Index, shared_index
 from signals.matching.mih import parse_hex, to_hex
-from tests.signals.conftest import PDQ, merged, publish
+from tests.helpers import eventually
+from tests.signals.conftest import far_apart, merged, publish
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_index")]
 
 MD5 = "5f4dcc3b5aa765d61d8327deb882cf99"
 
 
-@pytest.fixture(autouse=True)
-def match_dir(settings, match_index_dir):
-    """Follow the feed before every answer."""
-    settings.HASHX_MATCH_REFRESH_MS = 0
-    return match_index_dir
-
-
-def _far_apart(values, gap=64):
-    """The haystack holds clusters of near-duplicates: keep values pairwise more than ``gap``
-    apart, so each query below has exactly the neighbours a test gives it."""
-    rows = parse_hex(values)
-    kept: list[int] = []
-    for i in range(len(rows)):
-        if all(int(np.bitwise_count(rows[i] ^ rows[j]).sum()) > gap for j in kept):
-            kept.append(i)
-    return [values[i] for i in kept]
-
-
-FAR = _far_apart(PDQ)
+FAR = far_apart()
 
 
 def pdq(n, **extra):
@@ -198,7 +181,7 @@ def test_a_new_entry_starts_matching_and_a_tombstone_stops_within_seconds(
 
 
 def test_compaction_writes_a_generation_that_another_process_opens_with_no_delta(
-    publisher, match_dir, shared_set
+    publisher, match_index_dir, shared_set
 ):
     merged(publish(publisher, "acme-csam", [pdq(n) for n in range(50)]))
     index = shared_index()
@@ -210,7 +193,7 @@ def test_compaction_writes_a_generation_that_another_process_opens_with_no_delta
     assert len(before.added_entries) == 30 and len(before.dead) == 1
     generation = index.compact()
     assert generation is not None and len(generation.entries) == 79
-    other = Index(match_dir).view()  # as a second web worker would
+    other = Index(match_index_dir).view()  # as a second web worker would
     assert other.generation.name == generation.name
     assert len(other.added_entries) == 0 and not other.dead and other.size == 79
     queries = parse_hex(FAR[:80])
@@ -296,13 +279,6 @@ def test_a_large_delta_gets_its_own_index_and_stays_exact(publisher, shared_set)
     assert later.position > view.position and later.added_index is view.added_index
 
 
-def poll(until, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.2)
-
-
 @pytest.mark.worker
 def test_with_a_real_worker_a_publish_matches_and_a_retraction_stops_within_seconds(
     settings, publisher, subscriber, shared_set, celery_worker
@@ -311,21 +287,29 @@ def test_with_a_real_worker_a_publish_matches_and_a_retraction_stops_within_seco
     query = [{"type": "pdq", "value": near(FAR[7], 4)}]
     assert matches_of(match(subscriber, query)) == []
     assert publish(publisher, "acme-csam", [pdq(7)]).status_code == 202  # the worker merges
-    poll(lambda: matches_of(match(subscriber, query)) == [("acme-csam", FAR[7], 4)])
+    eventually(
+        lambda: matches_of(match(subscriber, query)) == [("acme-csam", FAR[7], 4)],
+        interval=0.2,
+        what="a match of the published hash",
+    )
     publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(7)]})
-    poll(lambda: shared_index().view().search(parse_hex([FAR[7]])) == [])
+    eventually(
+        lambda: shared_index().view().search(parse_hex([FAR[7]])) == [],
+        interval=0.2,
+        what="the retracted hash gone from the index",
+    )
     assert matches_of(match(subscriber, query)) == []
 
 
 def test_a_generation_of_another_layout_is_rebuilt_from_the_database(
-    publisher, match_dir, shared_set
+    publisher, match_index_dir, shared_set
 ):
     merged(publish(publisher, "acme-csam", [pdq(0)]))
-    old = match_dir / "gen-old"
+    old = match_index_dir / "gen-old"
     old.mkdir(parents=True, exist_ok=True)
     (old / "meta.json").write_text('{"xid": 1, "seq": 0, "count": 0, "layout": "mih-16x16"}')
-    (match_dir / "CURRENT").write_text("gen-old")
-    view = Index(match_dir).view()
+    (match_index_dir / "CURRENT").write_text("gen-old")
+    view = Index(match_index_dir).view()
     assert view.generation.name != "gen-old" and len(view.generation.entries) == 1
 
 

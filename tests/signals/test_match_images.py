@@ -15,13 +15,7 @@ from hashx.media import pdq_of_image
 from tests.cli import hashx
 from tests.signals.conftest import PDQ_DATA, merged, publish
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_index(settings):
-    """Follow the feed before every answer (by default at most once a second)."""
-    settings.HASHX_MATCH_REFRESH_MS = 0
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_index")]
 
 
 BRIDGE = sorted((PDQ_DATA / "bridge-mods").glob("*.jpg"))

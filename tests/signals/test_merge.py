@@ -4,7 +4,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import pytest
@@ -18,15 +17,21 @@ from signals.feed.positions import START
 from signals.feed.reads import rendered_after
 from signals.models import Batch, Contribution, SetEntry, Signal, StagedSignal
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
-from tests.signals.conftest import PDQ, REWIND_ENTRY_IDS, merged, pdq, publish
+from tests.helpers import eventually
+from tests.signals.conftest import PDQ, REWIND_ENTRY_IDS, entry, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db
 
 
-def entry(hash_set, n):
-    from tests.signals.conftest import PDQ
+def merged_by_a_worker(batch_id):
+    """Wait until a worker has merged the batch."""
 
-    return SetEntry.objects.get(hash_set=hash_set, signal__value=PDQ[n])
+    def done():
+        state = Batch.objects.get(pk=batch_id).state
+        assert state == "done", f"batch {batch_id} is {state}"
+        return True
+
+    eventually(done, what="a worker's merge")
 
 
 def test_the_same_hash_from_two_members_is_one_entry_with_two_contributions(
@@ -35,7 +40,7 @@ def test_the_same_hash_from_two_members_is_one_entry_with_two_contributions(
     merged(publish(publisher, "acme-csam", [pdq(0, labels=["csam"]), pdq(1)]))
     batch = merged(publish(subscriber, "acme-csam", [pdq(0, labels=["sextortion"]), pdq(2)]))
     assert (batch.new, batch.updated, batch.duplicate) == (1, 1, 0)
-    first = entry(shared_set, 0)
+    first = entry(0)
     assert first.contributor_count == 2
     assert first.labels == ["csam", "sextortion"]
     assert Contribution.objects.filter(entry=first).count() == 2
@@ -52,10 +57,10 @@ def test_republishing_is_a_duplicate_and_does_not_move_the_entry(publisher, csam
 
 def test_a_new_label_updates_the_entry_and_moves_it(publisher, csam_set):
     merged(publish(publisher, "acme-csam", [pdq(0)]))
-    old = entry(csam_set, 0)
+    old = entry(0)
     batch = merged(publish(publisher, "acme-csam", [pdq(0, labels=["grooming"])]))
     assert batch.updated == 1
-    new = entry(csam_set, 0)
+    new = entry(0)
     assert new.labels == ["grooming"] and new.contributor_count == 1
     assert (new.position_xid, new.position_seq) > (old.position_xid, old.position_seq)
 
@@ -105,10 +110,7 @@ def test_a_worker_killed_mid_batch_is_finished_by_the_next_exactly_once(publishe
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_merges_after_commit(celery_worker, publisher, csam_set):
     answer = publish(publisher, "acme-csam", [pdq(n) for n in range(5)]).json()
-    deadline = time.monotonic() + 30
-    while Batch.objects.get(pk=answer["batch"]).state != "done":
-        assert time.monotonic() < deadline, "the worker did not merge the batch"
-        time.sleep(0.1)
+    merged_by_a_worker(answer["batch"])
     changes, _ = rendered_after(START, [csam_set.pk])
     assert len(changes) == 5
 
@@ -132,15 +134,36 @@ def test_a_value_another_merge_inserts_first_is_shared_not_duplicated(
     rival = psycopg2.connect(db_url_for_subprocesses())
     with rival.cursor() as cursor:  # uncommitted: the merge's probe does not see it
         cursor.execute("INSERT INTO signals_signal (type, value) VALUES ('pdq', %s)", [PDQ[1]])
-    threading.Timer(1.0, rival.commit).start()  # the merge's insert waits for it, then fails
+    waited = []
+
+    def waiting_for_the_rival(cursor):  # the merge's insert (in one of its parts' connections)
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks"
+            " WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        )
+        return cursor.fetchone()[0]
+
+    def commit_once_the_merge_waits():  # the merge's insert waits for it, then fails
+        try:
+            with rival.cursor() as cursor:
+                waited.append(
+                    eventually(lambda: waiting_for_the_rival(cursor), what="the merge's insert")
+                )
+        finally:
+            rival.commit()
+
+    committer = threading.Thread(target=commit_once_the_merge_waits)
+    committer.start()
     try:
         batch = do_merge_batch(str(batch.pk))
     finally:
+        committer.join()
         rival.close()
+    assert waited, "the merge's insert never waited for the rival's"
     assert (batch.new, batch.duplicate) == (2, 0)
     assert Signal.objects.filter(value=PDQ[1]).count() == 1
-    assert entry(csam_set, 1).signal_id == Signal.objects.get(value=PDQ[1]).pk
-    assert entry(csam_set, 0).signal.value == PDQ[0]
+    assert entry(1).signal_id == Signal.objects.get(value=PDQ[1]).pk
+    assert entry(0).signal.value == PDQ[0]
 
 
 @pytest.mark.worker
@@ -153,23 +176,21 @@ def test_beat_queues_again_a_batch_whose_task_was_lost(celery_worker, publisher,
     # Staged, but its task never sent (as if the broker lost it).
     batch, _ = do_publish(csam_set, publisher.org, json_items([pdq(0), pdq(1)]), queue=False)
     resume_batches()  # too young: its own task may still be on the way
-    time.sleep(1)
+    # The worker merges the ingest queue in order: had the lost batch been queued again, it would
+    # be merged before a batch published after it.
+    merged_by_a_worker(publish(publisher, "acme-csam", [pdq(2)]).json()["batch"])
     assert Batch.objects.get(pk=batch.pk).state == "queued"
     with time_machine.travel(timezone.now() + timedelta(minutes=3), tick=True):
         resume_batches()
-    deadline = time.monotonic() + 30
-    while Batch.objects.get(pk=batch.pk).state != "done":
-        assert time.monotonic() < deadline, "the worker did not merge the resumed batch"
-        time.sleep(0.1)
+    merged_by_a_worker(batch.pk)
     assert Batch.objects.get(pk=batch.pk).new == 2
 
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_that_cannot_merge_fails_visibly_and_staff_can_merge_it_again(
-    celery_worker, client, publisher, csam_set
+    celery_worker, staff, publisher, csam_set
 ):
-    from django.contrib.auth.models import User
     from django.db import IntegrityError, connection
     from django.urls import reverse
 
@@ -195,15 +216,11 @@ def test_a_batch_that_cannot_merge_fails_visibly_and_staff_can_merge_it_again(
             "SELECT setval(pg_get_serial_sequence('signals_setentry', 'id'),"
             " (SELECT max(id) FROM signals_setentry))"
         )
-    client.force_login(User.objects.create_superuser("staff", password="a long admin passphrase"))
     url = reverse("admin:signals_batch_changelist")
     form = {"action": "merge_again", "_selected_action": [str(batch.pk)]}
-    assert b"reason" in client.post(url, form).content  # asks first
-    assert client.post(url, {**form, "confirm": "1", "reason": "staging fixed"}).status_code == 302
-    deadline = time.monotonic() + 30
-    while Batch.objects.get(pk=batch.pk).state != "done":
-        assert time.monotonic() < deadline, "the batch was not merged again"
-        time.sleep(0.1)
+    assert b"reason" in staff.post(url, form).content  # asks first
+    assert staff.post(url, {**form, "confirm": "1", "reason": "staging fixed"}).status_code == 302
+    merged_by_a_worker(batch.pk)
     assert (Batch.objects.get(pk=batch.pk).new, SetEntry.objects.count()) == (2, 3)
     event = AuditEvent.objects.get(action="signals.batch.retried")
     assert event.details["reason"] == "staging fixed"
@@ -222,7 +239,7 @@ def test_a_batch_merges_in_parallel_parts_that_share_no_value(publisher, csam_se
     assert (batch.new, batch.updated, batch.duplicate) == (60, 90, 0)
     assert SetEntry.objects.count() == Contribution.objects.count() == 60
     for n in range(60):
-        assert entry(csam_set, n).labels == (["l0", "l1", "l2"] if n < 30 else ["l0", "l1"])
+        assert entry(n).labels == (["l0", "l1", "l2"] if n < 30 else ["l0", "l1"])
     positions = set(SetEntry.objects.values_list("position_xid", "position_seq"))
     assert len(positions) == 60
     assert {part for _, _, part in batch.link_ranges} == {0, 1}  # both parts merged some

@@ -1,8 +1,6 @@
 """PDQ near-duplicates found at ingest: counted in the batch, linked to the nearest older
 entry by a task that runs after the merge."""
 
-import time
-
 import psycopg2
 import pytest
 
@@ -12,6 +10,7 @@ from signals.actions.sets import do_create_set, do_update_set
 from signals.matching.index import shared_index
 from signals.models import Batch, SetEntry
 from tests.conftest import db_url_for_subprocesses
+from tests.helpers import eventually
 from tests.signals.conftest import merged, publish
 from tests.signals.test_match import FAR, near
 
@@ -175,12 +174,12 @@ def test_a_second_linker_of_the_same_batch_steps_aside_at_once(publisher, shared
 def test_a_real_worker_links_after_merging(celery_worker, publisher, shared_set):
     merged(publish(publisher, "acme-csam", signals(FAR[0])))
     answer = publish(publisher, "acme-csam", signals(near(FAR[0], 7))).json()
-    deadline = time.monotonic() + 60
-    while True:
+
+    def merged_and_linked():
         batch = Batch.objects.get(pk=answer["batch"])
-        if batch.state == "done" and not batch.link_ranges:
-            break
-        assert time.monotonic() < deadline, "the batch was not merged and linked"
-        time.sleep(0.1)
+        assert (batch.state, batch.link_ranges) == ("done", [])
+        return batch
+
+    batch = eventually(merged_and_linked, timeout=60, what="the worker's merge and linking")
     assert batch.near_duplicates == 1
     assert entry_of(near(FAR[0], 7)).near_duplicate_of_id == entry_of(FAR[0]).pk

@@ -3,27 +3,14 @@
 import pytest
 
 from audit.models import AuditEvent
-from signals.actions.webhooks import do_cut_pages, do_dispatch
+from signals.actions.webhooks import do_dispatch
 from signals.feed.positions import Position
 from signals.models import Delivery, Subscription
-from tests.signals.conftest import merged, pdq, publish
+from tests.signals.conftest import cut, merged, pdq, publish
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def cut(subscription_id):
-    """The subscription's next page, cut now (what a dispatch does), or None."""
-    return next(iter(do_cut_pages([subscription_id])), None)
-
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loopback_allowed")]
 
 HOOK = "http://127.0.0.1:9/hook"
-
-
-@pytest.fixture(autouse=True)
-def loopback_allowed(settings):
-    settings.HASHX_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
-    settings.HASHX_WEBHOOK_ALLOW_HTTP = True
-    return settings
 
 
 def subscribe(member, **fields):

@@ -8,9 +8,7 @@ from hashx.errors import HashxError
 from hashx.store import LocalStore, sync
 from signals.actions import pulls
 from signals.actions.expiry import do_purge_tombstones
-from signals.actions.sets import do_grant
 from signals.models import SetEntry
-from tests.conftest import make_member
 from tests.signals.conftest import PDQ, merged, pdq, publish
 from tests.signals.writer import start_writers
 
@@ -71,11 +69,10 @@ def test_a_cursor_past_tombstone_retention_falls_back_to_snapshots(
     assert {v for _, _, v in store.values()} == set(PDQ[2:11])
 
 
-def test_the_local_copy_equals_the_server_while_writers_race(client, store, publisher, shared_set):
-    writers_orgs = [publisher, *[make_member(f"writer-{n}") for n in range(2)]]
-    for member in writers_orgs[1:]:
-        do_grant(shared_set, member.org, can_read=True, can_publish=True)
-    writers = start_writers(writers_orgs, shared_set, 20)
+def test_the_local_copy_equals_the_server_while_writers_race(
+    client, store, publisher, subscriber, shared_set
+):
+    writers = start_writers([publisher, subscriber, publisher], shared_set, 20)
     syncs = 0
     while any(w.poll() is None for w in writers):
         sync(client, store, ["acme-csam"])
@@ -89,12 +86,9 @@ def test_the_local_copy_equals_the_server_while_writers_race(client, store, publ
 
 
 def test_a_snapshot_taken_while_writers_race_plus_the_feed_after_it_is_the_final_state(
-    client, publisher, shared_set
+    client, publisher, subscriber, shared_set
 ):
-    writers_orgs = [publisher, *[make_member(f"writer-{n}") for n in range(2)]]
-    for member in writers_orgs[1:]:
-        do_grant(shared_set, member.org, can_read=True, can_publish=True)
-    writers = start_writers(writers_orgs, shared_set, 20)
+    writers = start_writers([publisher, subscriber, publisher], shared_set, 20)
     snapshots = []
     while any(w.poll() is None for w in writers):
         *entries, end = client.snapshot("acme-csam")

@@ -35,7 +35,8 @@ def main(org_slug: str, set_slug: str, seed: int, batches: int) -> None:
 
 
 def start_writers(members: list, hash_set: Any, batches: int) -> list[subprocess.Popen]:
-    """One writer process per member (each granted publish on the set beforehand), racing."""
+    """One writer process per member given, racing; each may publish into the set, and one may
+    come twice (two uploaders of one organisation)."""
     from tests.conftest import REPO_ROOT, db_url_for_subprocesses
 
     env = {**os.environ, "DATABASE_URL": db_url_for_subprocesses()}

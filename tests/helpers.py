@@ -1,0 +1,52 @@
+"""What many tests need and no fixture gives: waiting for another thread or process, and
+reading the exchange's problem documents."""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from exchange.problems import PROBLEM_CONTENT_TYPE
+
+
+def eventually[T](
+    check: Callable[[], T], *, timeout: float = 30, interval: float = 0.1, what: str = ""
+) -> T:
+    """Call ``check`` until it passes, and return what it returned.
+
+    It passes by returning a truthy value. A falsy value or an AssertionError means "not yet"
+    (so a check written as assertions ends with ``return True``); any other exception,
+    ``pytest.fail`` included, ends the wait at once. Past ``timeout`` seconds it fails with an
+    AssertionError naming ``what`` it waited for and what the last check gave or said.
+
+    For what another thread or process does: it waits on the real monotonic clock, which
+    time_machine does not move, so inside a time travel it still waits in real time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        error: AssertionError | None = None
+        try:
+            value = check()
+        except AssertionError as raised:
+            error = raised
+        else:
+            if value:
+                return value
+        if time.monotonic() >= deadline:
+            if error is not None:
+                last = f"the last check failed: {str(error) or 'AssertionError'}"
+            else:
+                last = f"the last check gave {value!r}"
+            raise AssertionError(
+                f"waited {timeout:g} s for {what or 'the condition'}; {last}"
+            ) from error
+        time.sleep(interval)
+
+
+def assert_problem(response: Any, status: int, slug: str) -> Any:
+    """``response`` is an RFC 9457 problem document of type ``slug``; returns its body."""
+    assert response.status_code == status, (response.status_code, response.content)
+    assert response["Content-Type"] == PROBLEM_CONTENT_TYPE, response["Content-Type"]
+    body = response.json()
+    assert body["status"] == status, body
+    assert body["type"].endswith(f"/problems/{slug}"), body
+    assert body["title"] and body["detail"], body
+    return body
