@@ -1,11 +1,20 @@
+import json
 import re
 import uuid
 from collections.abc import Callable
+from http import HTTPStatus
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, UnreadablePostError
 
-from exchange.problems import is_api_path
+from exchange.problems import (
+    PROBLEM_CONTENT_TYPE,
+    PROBLEM_TYPES,
+    echo,
+    is_api_path,
+    problem_body,
+    problem_response,
+)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -44,7 +53,62 @@ class RefuseNulMiddleware:
                 where = name.replace("\x00", "\\0")
         if where is None:
             return self.get_response(request)
-        return HttpResponseBadRequest(f"{where}: NUL characters are not allowed")
+        return problem_response("bad-request", f"{echo(where)}: NUL characters are not allowed")
+
+
+# The problem type of an error answer a view built itself (the admin's 405 to a GET of its
+# logout, WhiteNoise's 405): another 4xx is a bad request, another 5xx a server error.
+_SLUG_BY_STATUS = {
+    400: "bad-request", 401: "authentication-failed", 403: "forbidden", 404: "not-found",
+    405: "method-not-allowed", 406: "not-acceptable", 408: "request-timeout", 409: "conflict",
+    413: "payload-too-large", 414: "uri-too-long", 415: "unsupported-media-type",
+    417: "expectation-failed", 429: "rate-limited", 431: "header-fields-too-large",
+    500: "server-error", 503: "not-ready",
+}  # fmt: skip
+
+
+class ProblemMiddleware:
+    """Every error the exchange answers is a problem document. Views and handlers write their
+    own (with the reason); this turns any other error answer into one of its status, and a
+    request body that could not be read to its end (the client stalled past the worker's read
+    deadline, or went away) into a 408 or a 400 instead of a 500."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code < 400
+            or response.streaming
+            or response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE)
+        ):
+            return response
+        status = response.status_code
+        slug = _SLUG_BY_STATUS.get(status, "server-error" if status >= 500 else "bad-request")
+        try:
+            detail = HTTPStatus(status).description
+        except ValueError:
+            detail = response.reason_phrase
+        title = None if PROBLEM_TYPES[slug][0] == status else response.reason_phrase
+        body = problem_body(slug, detail, status=status, title=title)
+        response.content = json.dumps(body).encode()
+        response["Content-Type"] = PROBLEM_CONTENT_TYPE
+        if response.has_header("Content-Length"):
+            response["Content-Length"] = str(len(response.content))
+        return response
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if not isinstance(exc, UnreadablePostError):
+            return None
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, TimeoutError):
+            cause = cause.__cause__  # Django wraps the socket's error, maybe twice
+        if cause is not None:
+            return problem_response(
+                "request-timeout", "The request body stopped arriving before its end."
+            )
+        return problem_response("bad-request", "The request body could not be read to its end.")
 
 
 def client_ip(request: HttpRequest) -> str | None:

@@ -2,13 +2,22 @@
 
 Actions raise ``Problem`` (or a DRF exception); ``exception_handler`` turns any of them into
 ``application/problem+json`` with ``type``, ``title``, ``status``, ``detail`` and, for
-validation, an ``errors`` list of ``{"field", "message"}``.
+validation, an ``errors`` list of ``{"field", "message"}``. Django's error handlers (400, 403,
+404, 500 and the CSRF failure view) answer problem documents too, and so does the gunicorn worker
+for what it refuses before Django (exchange/gunicorn_worker.py). Details are bounded: request
+input quoted in one goes through ``echo``, and no detail or field message exceeds its cap.
 """
 
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import (
+    DisallowedHost,
+    PermissionDenied,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
@@ -49,9 +58,38 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "payload-too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "rate-limited": (429, "Too many requests"),
+    # Refused before a view runs: by the gunicorn worker, or by Django's own checks.
+    "bad-request": (400, "The request is malformed"),
+    "request-timeout": (408, "The request did not arrive in time"),
+    "uri-too-long": (414, "The request line is too long"),
+    "expectation-failed": (417, "The expectation cannot be met"),
+    "header-fields-too-large": (431, "The request's header fields are too large"),
     "server-error": (500, "Internal server error"),
     "not-ready": (503, "The exchange is not ready"),
 }
+
+
+# Caps on what a problem document repeats: request input quoted in a detail (a key id, a path, a
+# header value), a whole detail, and each message and field name of a validation error.
+ECHO_CHARS = 80
+MAX_DETAIL_CHARS = 500
+MAX_FIELD_CHARS = 200
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters: cut in the middle, where an ellipsis stands for
+    what is left out, so that the reason at the end of a message that quotes input survives."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "\u2026" + text[len(text) - (limit - 1 - head) :]
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """Request input (a key id, a slug, a path) as a detail quotes it: its first ``limit``
+    characters, so the reason stays readable however long the input was."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def problem_type_uri(slug: str) -> str:
@@ -66,7 +104,7 @@ def problem_body(
         "type": problem_type_uri(slug),
         "title": title or default_title,
         "status": status or default_status,
-        "detail": detail,
+        "detail": bounded(detail, MAX_DETAIL_CHARS),
         **extra,
     }
 
@@ -115,13 +153,21 @@ def field_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
         return out
     if isinstance(detail, list):
         if all(not isinstance(item, (dict, list)) for item in detail):
-            return [{"field": prefix, "message": str(item)} for item in detail]
+            return [_field_error(prefix, item) for item in detail]
         out = []
         for index, item in enumerate(detail):
             if item:
                 out += field_errors(item, f"{prefix}.{index}" if prefix else str(index))
         return out
-    return [{"field": prefix, "message": str(detail)}]
+    return [_field_error(prefix, detail)]
+
+
+def _field_error(field: str, message: Any) -> dict[str, str]:
+    # Messages may quote the input (DRF's "is not a valid choice" does, whole).
+    return {
+        "field": bounded(field, MAX_FIELD_CHARS),
+        "message": bounded(str(message), MAX_DETAIL_CHARS),
+    }
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -167,10 +213,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+def _not_found(request: HttpRequest) -> HttpResponse:
+    return problem_response("not-found", f"No endpoint at {echo(request.path)}.")
+
+
 @csrf_exempt  # else a POST to an unknown path met Django's CSRF check: an HTML 403
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """Catch-all for unknown paths under /api/: a problem document, never an HTML page."""
-    return problem_response("not-found", f"No endpoint at {request.path}.")
+    return _not_found(request)
 
 
 def is_api_path(path: str) -> bool:
@@ -178,12 +228,40 @@ def is_api_path(path: str) -> bool:
     return path.startswith(("/api/", "/.well-known/", "/problems/", "/readyz", "/healthz"))
 
 
-def server_error(request: HttpRequest) -> HttpResponse:
-    """handler500: a problem document for API paths, Django's page elsewhere."""
-    if is_api_path(request.path):
-        return problem_response(
-            "server-error", "The exchange failed to answer; the error is logged."
-        )
-    from django.views.defaults import server_error as django_server_error
+# Django's error handlers (exchange/urls.py): every error is a problem document, the admin's
+# included. None of them reads the Host header: a DisallowedHost 400 would raise again.
 
-    return django_server_error(request)
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400: Django's SuspiciousOperation and BadRequest, raised before or in a view."""
+    if isinstance(exception, DisallowedHost):
+        return problem_response(
+            "bad-request", "The Host header does not name this exchange; see ALLOWED_HOSTS."
+        )
+    if isinstance(exception, RequestDataTooBig):
+        return problem_response(
+            "payload-too-large", f"The body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+        )
+    if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent)):
+        return problem_response("bad-request", "The form holds too many fields or files.")
+    return problem_response("bad-request", "The request is malformed or was refused as unsafe.")
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler403."""
+    return problem_response("forbidden", "You may not do this.")
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404."""
+    return _not_found(request)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500."""
+    return problem_response("server-error", "The exchange failed to answer; the error is logged.")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: a form post (the admin's) without a valid CSRF token."""
+    return problem_response("forbidden", f"CSRF verification failed: {echo(reason, 200)}")

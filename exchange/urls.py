@@ -24,4 +24,8 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
 ]
 
+# Every error is a problem document, whatever the path (exchange/problems.py).
+handler400 = "exchange.problems.bad_request"
+handler403 = "exchange.problems.permission_denied"
+handler404 = "exchange.problems.page_not_found"
 handler500 = "exchange.problems.server_error"

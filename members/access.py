@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
-from exchange.problems import Problem
+from exchange.problems import Problem, echo
 from members.models import Organisation, SigningKey
 
 
@@ -18,7 +18,7 @@ def access_key(org: Organisation, key_id: str) -> SigningKey:
     """The organisation's key ``key_id``; another organisation's key is a 404 like a missing one."""
     key = access_keys(org).filter(key_id=key_id).first()
     if key is None:
-        raise Problem("not-found", f"Your organisation has no key {key_id}")
+        raise Problem("not-found", f"Your organisation has no key {echo(key_id)}")
     return key
 
 
@@ -28,7 +28,7 @@ def organisation_by_slug(slug: str) -> Organisation:
     name each other by."""
     org = Organisation.objects.filter(slug=slug).first()
     if org is None:
-        raise Problem("not-found", f"No organisation {slug!r}")
+        raise Problem("not-found", f"No organisation {echo(slug)!r}")
     return org
 
 

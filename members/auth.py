@@ -29,7 +29,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from exchange.kv import redis_client
-from exchange.problems import Problem
+from exchange.problems import Problem, echo
 from members.models import Organisation, SigningKey
 from members.principal import MemberPrincipal
 
@@ -122,7 +122,8 @@ def _check_parameters(
     alg = params.get("alg")
     if alg is not None and alg != ALGORITHM:
         raise Problem(
-            "algorithm-unsupported", f'alg "{alg}" is not accepted; members sign with "{ALGORITHM}"'
+            "algorithm-unsupported",
+            f'alg "{echo(alg)}" is not accepted; members sign with "{ALGORITHM}"',
         )
     key_id, nonce, created = params.get("keyid"), params.get("nonce"), params.get("created")
     if not isinstance(key_id, str) or not key_id:
@@ -152,7 +153,9 @@ def _check_key(key_id: str) -> SigningKey:
     try:
         key = SigningKey.objects.select_related("organisation").get(key_id=key_id)
     except SigningKey.DoesNotExist:
-        raise Problem("key-unknown", f"No key {key_id} is registered with this exchange") from None
+        raise Problem(
+            "key-unknown", f"No key {echo(key_id)} is registered with this exchange"
+        ) from None
     if key.state == SigningKey.State.REVOKED:
         raise Problem("key-revoked", f"Key {key_id} was revoked")
     if key.not_after is not None and key.not_after <= timezone.now():

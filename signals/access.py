@@ -15,7 +15,7 @@ from django.db.models import Q, QuerySet, Value
 from django.db.models.lookups import Exact
 
 from exchange.access import one_by_uuid
-from exchange.problems import Problem
+from exchange.problems import Problem, echo
 from members.models import Organisation
 from signals.models import Batch, Delivery, HashSet, SetEntry, SetGrant, Subscription
 from signals.types import SIGNAL_TYPES, SignalTypeError
@@ -80,7 +80,7 @@ def access_set(org: Organisation, slug: str, *, need: str = "read") -> HashSet:
     """
     hash_set = _visible_by_slug(org, [slug]).get(slug)
     if hash_set is None:
-        raise Problem("not-found", f"No set {slug!r} is visible to your organisation")
+        raise Problem("not-found", f"No set {echo(slug)!r} is visible to your organisation")
     if need == "publish" and not may_publish(org, hash_set):
         raise Problem("forbidden", f"Your organisation may read {slug!r} but not publish to it")
     if need == "own" and hash_set.owner_id != org.pk:
@@ -114,7 +114,7 @@ def access_readable_sets(org: Organisation, slugs: list[str]) -> dict[int, HashS
 def _check_found(found: dict[str, HashSet], slugs: list[str]) -> None:
     missing = next((slug for slug in slugs if slug not in found), None)
     if missing is not None:
-        raise Problem("not-found", f"No set {missing!r} is visible to your organisation")
+        raise Problem("not-found", f"No set {echo(missing)!r} is visible to your organisation")
 
 
 def grants_of(hash_set: HashSet) -> QuerySet[SetGrant]:

@@ -19,6 +19,7 @@ from exchange.problems import (
     PROBLEM_CONTENT_TYPE,
     PROBLEM_TYPES,
     Problem,
+    echo,
     problem_body,
     problem_type_uri,
 )
@@ -82,6 +83,6 @@ class ProblemTypeView(PublicView):
     def get(self, request: Request, slug: str) -> Response:
         """What a problem document's ``type`` means."""
         if slug not in PROBLEM_TYPES:
-            raise Problem("not-found", f"No problem type {slug!r}.")
+            raise Problem("not-found", f"No problem type {echo(slug)!r}.")
         status, title = PROBLEM_TYPES[slug]
         return Response({"type": problem_type_uri(slug), "title": title, "status": status})
