@@ -7,6 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     DJANGO_SETTINGS_MODULE=exchange.settings \
     HASHX_VAR_DIR=/var/lib/hashx \
+    HASHX_BIND=0.0.0.0 \
     STATIC_ROOT=/app/static
 
 RUN apt-get update \
@@ -27,4 +28,5 @@ RUN DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:63
 
 USER hashx
 EXPOSE 8000
-CMD ["gunicorn", "exchange.wsgi:application", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]
+# Served as `make run` serves it: every option is in exchange/gunicorn_conf.py.
+CMD ["gunicorn", "-c", "python:exchange.gunicorn_conf"]

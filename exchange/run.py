@@ -78,14 +78,9 @@ def children(port: int) -> list[Child]:
     py = sys.executable
     bind = os.environ.get("HASHX_BIND", "127.0.0.1")
     return [
+        # Served as compose and the image serve it (exchange/gunicorn_conf.py), on our port.
         Child("web", [
-            py, "-m", "gunicorn", "exchange.wsgi:application",
-            "--bind", f"{bind}:{port}",
-            "--workers", os.environ.get("WEB_CONCURRENCY", "2"),
-            "--access-logfile", "-",
-            "--graceful-timeout", "10",
-            # Streamed uploads of millions of signals keep a sync worker busy for minutes.
-            "--timeout", "900",
+            py, "-m", "gunicorn", "-c", "python:exchange.gunicorn_conf", "--bind", f"{bind}:{port}",
         ]),
         Child("worker", [
             py, "-m", "celery", "-A", "exchange", "worker",

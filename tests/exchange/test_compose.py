@@ -1,8 +1,10 @@
 """No Docker engine runs here, so the compose file is checked by reading it: every service is
-there, and every command names a settings module, WSGI app, Celery app or manage.py command
-that exists in this project."""
+there, and every command names a settings module, gunicorn configuration, Celery app or
+manage.py command that exists in this project."""
 
 import importlib
+import json
+import re
 import shlex
 from pathlib import Path
 
@@ -10,11 +12,15 @@ import pytest
 import yaml
 from django.core.management import get_commands
 
+from exchange import run
 from tests.conftest import REPO_ROOT
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 APP_SERVICES = ["migrate", "web", "worker", "beat"]
+CONFIG = "exchange.gunicorn_conf"
+GUNICORN = ["gunicorn", "-c", f"python:{CONFIG}"]
+DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 
 
 def command_of(service):
@@ -46,7 +52,8 @@ def test_every_command_refers_to_something_that_exists(service):
         assert argv[2] in get_commands(), f"{service}: no manage.py command {argv[2]!r}"
         assert (REPO_ROOT / "manage.py").exists()
     elif argv[0] == "gunicorn":
-        module, attribute = argv[1].split(":")
+        assert argv == GUNICORN, f"{service}: gunicorn takes its options from one module"
+        module, attribute = importlib.import_module(CONFIG).wsgi_app.split(":")
         assert callable(getattr(importlib.import_module(module), attribute))
     elif argv[0] == "celery":
         app_module = argv[argv.index("-A") + 1]
@@ -83,3 +90,12 @@ def test_the_image_contains_every_package_the_project_installs():
     ]
     assert packages and not set(packages) & ignored
     assert Path(REPO_ROOT / "manage.py").name not in ignored
+
+
+def test_make_run_compose_and_the_image_serve_with_the_one_gunicorn_configuration():
+    (cmd,) = re.findall(r"^CMD (.*)$", DOCKERFILE, re.MULTILINE)
+    assert json.loads(cmd) == GUNICORN
+    assert command_of("web") == GUNICORN
+    (web,) = [child for child in run.children(8000) if child.name == "web"]
+    # `make run` names its own port, nothing else.
+    assert web.argv[1:] == ["-m", *GUNICORN, "--bind", "127.0.0.1:8000"]
