@@ -4,6 +4,7 @@ through the typed readers in ``exchange.env``; a bad value stops start-up with t
 
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
@@ -51,8 +52,13 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 
-_public_host = HASHX_PUBLIC_URL.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [_public_host, "127.0.0.1", "localhost", "[::1]"])
+_hostname = urlsplit(HASHX_PUBLIC_URL).hostname or ""
+_public_host = f"[{_hostname}]" if ":" in _hostname else _hostname
+# The public URL's host and loopback (healthchecks, `make run`) are always served; ALLOWED_HOSTS
+# adds more (a proxy's or a compose service's name), it never takes these away.
+ALLOWED_HOSTS = list(
+    dict.fromkeys([_public_host, "127.0.0.1", "localhost", "[::1]", *env_list("ALLOWED_HOSTS", [])])
+)
 CSRF_TRUSTED_ORIGINS = [HASHX_PUBLIC_URL]
 if HASHX_PUBLIC_URL.startswith("https://"):
     SESSION_COOKIE_SECURE = True
@@ -133,26 +139,26 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "exchange.middleware.RequestIdMiddleware",
+    "exchange.middleware.ProblemMiddleware",
     "exchange.middleware.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "exchange.middleware.ProblemMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "exchange.urls"
+CSRF_FAILURE_VIEW = "exchange.problems.csrf_failure"
 WSGI_APPLICATION = "exchange.wsgi.application"
 APPEND_SLASH = False
 
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-CSRF_FAILURE_VIEW = "exchange.problems.csrf_failure"
         "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
