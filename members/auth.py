@@ -4,9 +4,10 @@ Order of checks, each refusal a 401 problem naming its reason: signature headers
 well-formed, exactly one signature tagged ``hashx``; it covers ``@method``, ``@target-uri`` and,
 with a body, ``content-digest``; ``alg`` (if given) is ``ed25519``; ``created`` within the
 allowed skew; the key is known, not revoked or past ``not_after``; its organisation is active;
-the Content-Digest matches the received body; the Ed25519 signature verifies over a signature
-base whose ``@target-uri`` is rebuilt from ``HASHX_PUBLIC_URL`` (never from Host); and only
-then is the nonce spent (Redis ``SET NX EX``), so nobody can burn another member's nonces.
+the Ed25519 signature verifies over a signature base whose ``@target-uri`` is rebuilt from
+``HASHX_PUBLIC_URL`` (never from Host); only then is the body read, and the Content-Digest
+must match it (a streamed body: as the view reads it); and only then is the nonce spent (Redis
+``SET NX EX``), so nobody can burn another member's nonces.
 """
 
 import hashlib
@@ -244,19 +245,19 @@ class SignatureAuthentication(BaseAuthentication):
             return None
         components, params = selected
         length = int(django_request.META.get("CONTENT_LENGTH") or 0)
+        key_id, nonce = _check_parameters(components, params, has_body=length > 0)
+        key = _check_key(key_id)
+        # The signature covers the Content-Digest header, so it is checked before any of the
+        # body is read: nobody waits on the body of a request that is not a member's (trickled,
+        # it would hold one of the threads that serve requests).
+        _check_signature(django_request, key)
         streamed_digest = None
         if django_request.content_type in STREAMED_TYPES and length > 0:
             # Streamed uploads are never read whole: the signed Content-Digest is checked by
             # the view as it reads (DigestReader), and a mismatch undoes everything it staged.
-            key_id, nonce = _check_parameters(components, params, has_body=True)
-            key = _check_key(key_id)
             streamed_digest = _expected_digest(django_request)
         else:
-            body = django_request.body
-            key_id, nonce = _check_parameters(components, params, has_body=bool(body))
-            key = _check_key(key_id)
-            _check_digest(django_request, body)
-        _check_signature(django_request, key)
+            _check_digest(django_request, django_request.body)
         _spend_nonce(key.key_id, nonce)
         _touch(key)
         return MemberPrincipal(key.organisation, key, streamed_digest), key

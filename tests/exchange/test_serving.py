@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 
 from exchange import run
@@ -250,6 +251,26 @@ def test_a_body_that_stops_arriving_is_a_408_problem_after_the_read_deadline(ser
     with server.connect() as sock:
         sock.sendall(raw_request("POST", "/api/v1/match", headers) + body[:5])
         assert_raw_problem(read_answer(sock, BODY_READ_TIMEOUT + 5), 408, "request-timeout")
+
+
+@pytest.mark.parametrize(
+    ("whose", "slug"), [("nobody's", "key-unknown"), ("forged", "signature-invalid")]
+)
+def test_a_request_no_member_signed_is_refused_without_waiting_for_its_body(
+    server, publisher, whose, slug
+):
+    """Its body is announced long and never sent: only a member's body is waited for."""
+    stranger = Ed25519PrivateKey.generate()
+    key_id = publisher.key.key_id if whose == "forged" else None
+    body = json.dumps({"signals": [{"type": "md5", "value": "0" * 32}]}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": "100000",
+        **sign_headers(stranger, "POST", server.base + "/api/v1/match", body, key_id=key_id),
+    }
+    with server.connect() as sock:
+        sock.sendall(raw_request("POST", "/api/v1/match", headers) + body[:5])
+        assert_raw_problem(read_answer(sock, PROMPTLY), 401, slug)
 
 
 def test_the_control_socket_is_this_exchanges_own_not_one_per_user(server):
