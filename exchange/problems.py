@@ -3,12 +3,19 @@
 Actions raise ``Problem`` (or a DRF exception); ``exception_handler`` turns any of them into
 ``application/problem+json`` with ``type``, ``title``, ``status``, ``detail`` and, for
 validation, an ``errors`` list of ``{"field", "message"}``.
+
+A service the exchange depends on being down (PostgreSQL, Redis) is no server error: wherever
+the request was when it found out (authentication, a view, a middleware), it answers 503
+``service-unavailable`` with ``Retry-After``, as does every other 503.
 """
 
+import sys
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
@@ -51,7 +58,19 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "rate-limited": (429, "Too many requests"),
     "server-error": (500, "Internal server error"),
     "not-ready": (503, "The exchange is not ready"),
+    "service-unavailable": (503, "A service the exchange depends on is unavailable"),
 }
+
+# What a client is asked to wait before retrying a 503: about how long a restarted PostgreSQL
+# or Redis takes to answer again.
+RETRY_AFTER_SECONDS = 5
+
+# The errors that mean "PostgreSQL or Redis cannot be reached now" (refused, reset, timed out,
+# restarting, a connection that broke mid-request), not "this request is wrong".
+_UNAVAILABLE: list[tuple[tuple[type[BaseException], ...], str]] = [
+    ((OperationalError, InterfaceError), "The database"),
+    ((redis.ConnectionError, redis.TimeoutError), "Redis"),
+]
 
 
 def problem_type_uri(slug: str) -> str:
@@ -74,7 +93,15 @@ def problem_body(
 def problem_response(slug: str, detail: str, **extra: Any) -> JsonResponse:
     """A problem document for plain Django views (DRF views raise ``Problem`` instead)."""
     body = problem_body(slug, detail, **extra)
-    return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
+    response = JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
+    return with_retry_after(response)
+
+
+def with_retry_after[R: HttpResponse](response: R) -> R:
+    """Every 503 tells the client when to try again (RFC 9110 section 10.2.3)."""
+    if response.status_code == 503 and not response.has_header("Retry-After"):
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 class Problem(exceptions.APIException):
@@ -87,6 +114,17 @@ class Problem(exceptions.APIException):
         self.title = title
         self.extra = extra
         super().__init__(detail)
+
+
+def unavailable(exc: BaseException | None) -> Problem | None:
+    """The 503 problem for an error that means a service is down, else None."""
+    for classes, service in _UNAVAILABLE:
+        if isinstance(exc, classes):
+            return Problem(
+                "service-unavailable",
+                f"{service} is unavailable; retry in {RETRY_AFTER_SECONDS} s.",
+            )
+    return None
 
 
 _DRF_SLUGS: list[tuple[type[exceptions.APIException], str]] = [
@@ -137,6 +175,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    else:
+        exc = unavailable(exc) or exc
 
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
@@ -164,7 +204,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # RFC 9421 section 5.1: tell the client what to sign.
         response["WWW-Authenticate"] = 'Signature realm="hashx"'
         response["Accept-Signature"] = ACCEPT_SIGNATURE
-    return response
+    return with_retry_after(response)
 
 
 @csrf_exempt  # else a POST to an unknown path met Django's CSRF check: an HTML 403
@@ -179,7 +219,13 @@ def is_api_path(path: str) -> bool:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """handler500: a problem document for API paths, Django's page elsewhere."""
+    """handler500: a 503 problem document wherever a service the exchange depends on was found
+    down (Django calls it while handling the error, which ``sys.exc_info`` names: raised outside
+    a DRF view, in a middleware or an admin page, it never reached ``exception_handler``); else
+    a problem document for API paths, Django's page elsewhere."""
+    down = unavailable(sys.exc_info()[1])
+    if down is not None:
+        return problem_response(down.slug, str(down.detail))
     if is_api_path(request.path):
         return problem_response(
             "server-error", "The exchange failed to answer; the error is logged."
