@@ -98,8 +98,21 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A worker outlives any Redis outage: it reconnects for as long as it takes (Celery's default
+# gives up after 100 attempts, about 45 minutes, and the worker exits), and a Redis error on a
+# channel (loading its data after a restart, say) reconnects too instead of stopping it.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CHANNEL_ERROR_RETRY = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    # Without timeouts, a publish to a Redis that vanished without closing the connection waits
+    # for ever (the consumer's BRPOP waits 1 s, well within them).
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One queue per kind of work (DESIGN.md "Scale-out"); a worker consumes all of them unless
 # started with -Q.
