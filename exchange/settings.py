@@ -119,6 +119,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_QUEUES = [Queue("default"), Queue("audit"), Queue("ingest"), Queue("webhooks")]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
+    # Exact names win over patterns: beat's check for stalled batches must not wait behind them.
+    "signals.ingest.resume_batches": {"queue": "default"},
     "audit.*": {"queue": "audit"},
     "signals.ingest.*": {"queue": "ingest"},
     "signals.webhooks.*": {"queue": "webhooks"},
