@@ -35,8 +35,11 @@ def main(what: str, options: list[str]) -> None:
         merge._merge_chunk = stalling_chunk
     else:
 
-        def stalling_search(*args: Any) -> Any:
+        def stalling_search(
+            view: Any, set_id: int, threshold: int, new: list[tuple[int, str]]
+        ) -> dict[int, tuple[int, int]]:
             stall()
+            return {}
 
         neardup.nearest_older = stalling_search
     app.worker_main(["worker", *options])
