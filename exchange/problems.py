@@ -6,10 +6,16 @@ validation, an ``errors`` list of ``{"field", "message"}``. Django's error handl
 404, 500 and the CSRF failure view) answer problem documents too, and so does the gunicorn worker
 for what it refuses before Django (exchange/gunicorn_worker.py). Details are bounded: request
 input quoted in one goes through ``echo``, and no detail or field message exceeds its cap.
+
+A service the exchange depends on being down (PostgreSQL, Redis) is no server error: wherever
+the request was when it found out (authentication, a view, a middleware), it answers 503
+``service-unavailable`` with ``Retry-After``, as does every other 503.
 """
 
+import sys
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.exceptions import (
     DisallowedHost,
@@ -18,6 +24,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
@@ -66,7 +73,19 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "header-fields-too-large": (431, "The request's header fields are too large"),
     "server-error": (500, "Internal server error"),
     "not-ready": (503, "The exchange is not ready"),
+    "service-unavailable": (503, "A service the exchange depends on is unavailable"),
 }
+
+# What a client is asked to wait before retrying a 503: about how long a restarted PostgreSQL
+# or Redis takes to answer again.
+RETRY_AFTER_SECONDS = 5
+
+# The errors that mean "PostgreSQL or Redis cannot be reached now" (refused, reset, timed out,
+# restarting, a connection that broke mid-request), not "this request is wrong".
+_UNAVAILABLE: list[tuple[tuple[type[BaseException], ...], str]] = [
+    ((OperationalError, InterfaceError), "The database"),
+    ((redis.ConnectionError, redis.TimeoutError), "Redis"),
+]
 
 
 # Caps on what a problem document repeats: request input quoted in a detail (a key id, a path, a
@@ -112,7 +131,15 @@ def problem_body(
 def problem_response(slug: str, detail: str, **extra: Any) -> JsonResponse:
     """A problem document for plain Django views (DRF views raise ``Problem`` instead)."""
     body = problem_body(slug, detail, **extra)
-    return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
+    response = JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
+    return with_retry_after(response)
+
+
+def with_retry_after[R: HttpResponse](response: R) -> R:
+    """Every 503 tells the client when to try again (RFC 9110 section 10.2.3)."""
+    if response.status_code == 503 and not response.has_header("Retry-After"):
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 class Problem(exceptions.APIException):
@@ -125,6 +152,17 @@ class Problem(exceptions.APIException):
         self.title = title
         self.extra = extra
         super().__init__(detail)
+
+
+def unavailable(exc: BaseException | None) -> Problem | None:
+    """The 503 problem for an error that means a service is down, else None."""
+    for classes, service in _UNAVAILABLE:
+        if isinstance(exc, classes):
+            return Problem(
+                "service-unavailable",
+                f"{service} is unavailable; retry in {RETRY_AFTER_SECONDS} s.",
+            )
+    return None
 
 
 _DRF_SLUGS: list[tuple[type[exceptions.APIException], str]] = [
@@ -183,6 +221,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    else:
+        exc = unavailable(exc) or exc
 
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
@@ -210,7 +250,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # RFC 9421 section 5.1: tell the client what to sign.
         response["WWW-Authenticate"] = 'Signature realm="hashx"'
         response["Accept-Signature"] = ACCEPT_SIGNATURE
-    return response
+    return with_retry_after(response)
 
 
 def _not_found(request: HttpRequest) -> HttpResponse:
@@ -258,7 +298,13 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """handler500."""
+    """handler500: a 503 problem document wherever a service the exchange depends on was found
+    down (Django calls it while handling the error, which ``sys.exc_info`` names: raised outside
+    a DRF view, in a middleware or an admin page, it never reached ``exception_handler``); else a
+    500 problem document."""
+    down = unavailable(sys.exc_info()[1])
+    if down is not None:
+        return problem_response(down.slug, str(down.detail))
     return problem_response("server-error", "The exchange failed to answer; the error is logged.")
 
 

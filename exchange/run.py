@@ -3,8 +3,10 @@
 Starts embedded PostgreSQL and Redis when ``DATABASE_URL`` / ``REDIS_URL`` are unset, runs
 ``manage.py bootstrap`` (migrate, static files, identity, superuser), then supervises three
 children: web (gunicorn), worker (Celery) and beat (Celery beat). Their output is interleaved
-with a name prefix. A child that exits on its own is reported and restarted with back-off;
-Ctrl-C (or SIGTERM) stops all children, then the embedded services, and leaves no process behind.
+with a name prefix. A child that exits on its own, or an embedded service it started that dies,
+is reported and restarted with back-off (meanwhile the API answers 503 and the children
+reconnect by themselves); Ctrl-C (or SIGTERM) stops all children, then the embedded services,
+and leaves no process behind.
 """
 
 import logging
@@ -46,14 +48,32 @@ def _pump(name: str, stream: IO[bytes]) -> None:
 
 
 @dataclass
-class Child:
+class Supervised:
+    """Something the supervisor keeps running: it notices the end, restarts with back-off."""
+
     name: str
-    argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
     failures: int = 0
     restart_at: float | None = None
+
+    def ended(self) -> str | None:
+        """None while it runs; else how it ended, for the report."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Child(Supervised):
+    argv: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
     pump: threading.Thread | None = field(default=None, repr=False)
+
+    def ended(self) -> str | None:
+        assert self.process is not None
+        code = self.process.poll()
+        return None if code is None else f"exited unexpectedly with code {code}"
 
     def start(self) -> None:
         # Own session: a terminal Ctrl-C reaches only the supervisor, which stops children in order.
@@ -74,21 +94,40 @@ class Child:
         say("run", f"started {self.name} (pid {self.process.pid})")
 
 
+@dataclass
+class EmbeddedService(Supervised):
+    """An embedded PostgreSQL or Redis this launcher started: restarted at the same address, so
+    the children's URLs stay right."""
+
+    service: embedded.Service | None = None
+
+    def ended(self) -> str | None:
+        assert self.service is not None
+        return None if self.service.alive() else "stopped unexpectedly"
+
+    def start(self) -> None:
+        assert self.service is not None
+        self.service.restart()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        say("run", f"restarted {self.name} at {self.service.url}")
+
+
 def children(port: int) -> list[Child]:
     py = sys.executable
     bind = os.environ.get("HASHX_BIND", "127.0.0.1")
     return [
         # Served as compose and the image serve it (exchange/gunicorn_conf.py), on our port.
-        Child("web", [
+        Child("web", argv=[
             py, "-m", "gunicorn", "-c", "python:exchange.gunicorn_conf", "--bind", f"{bind}:{port}",
         ]),
-        Child("worker", [
+        Child("worker", argv=[
             py, "-m", "celery", "-A", "exchange", "worker",
             "--loglevel", os.environ.get("LOG_LEVEL", "INFO"),
             "--concurrency", os.environ.get("HASHX_WORKER_CONCURRENCY", "2"),
             "--hostname", "worker@%h",
         ]),
-        Child("beat", [
+        Child("beat", argv=[
             py, "-m", "celery", "-A", "exchange", "beat",
             "--loglevel", os.environ.get("LOG_LEVEL", "INFO"),
             "--pidfile", "",
@@ -99,7 +138,17 @@ def children(port: int) -> list[Child]:
 class Supervisor:
     def __init__(self, kids: list[Child]) -> None:
         self.kids = kids
+        self.services: list[EmbeddedService] = []
         self.stopping = threading.Event()
+
+    def guard(self, services: list[embedded.Service]) -> None:
+        """Also restart these embedded services when they die (those this launcher started; a
+        service it shares with another launcher is that one's to restart)."""
+        self.services = [
+            EmbeddedService(f"embedded {service.name}", service=service)
+            for service in services
+            if service.owned
+        ]
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping.is_set():
@@ -110,23 +159,31 @@ class Supervisor:
         for kid in self.kids:
             kid.start()
         while not self.stopping.wait(0.25):
-            now = time.monotonic()
-            for kid in self.kids:
-                if kid.restart_at is not None:
-                    if now >= kid.restart_at:
-                        kid.start()
-                    continue
-                assert kid.process is not None
-                code = kid.process.poll()
-                if code is None:
-                    continue
-                kid.failures = 1 if now - kid.started_at > _STABLE_SECONDS else kid.failures + 1
-                delay = min(2 ** (kid.failures - 1), _MAX_BACKOFF_SECONDS)
-                say(
-                    "run",
-                    f"!! {kid.name} exited unexpectedly with code {code}; restarting in {delay} s",
-                )
-                kid.restart_at = now + delay
+            # Services first: a child restarted in the same round finds them back.
+            for each in [*self.services, *self.kids]:
+                self._look_after(each)
+
+    def _look_after(self, each: Supervised) -> None:
+        now = time.monotonic()
+        if each.restart_at is not None:
+            if now < each.restart_at:
+                return
+            try:
+                each.start()
+            except Exception as exc:
+                self._back_off(each, f"could not be restarted ({exc})", now)
+            return
+        ended = each.ended()
+        if ended is not None:
+            if now - each.started_at > _STABLE_SECONDS:
+                each.failures = 0
+            self._back_off(each, ended, now)
+
+    def _back_off(self, each: Supervised, what: str, now: float) -> None:
+        each.failures += 1
+        delay = min(2 ** (each.failures - 1), _MAX_BACKOFF_SECONDS)
+        say("run", f"!! {each.name} {what}; restarting in {delay} s")
+        each.restart_at = now + delay
 
     def stop_all(self) -> int:
         running = [k for k in self.kids if k.process is not None and k.process.poll() is None]
@@ -158,8 +215,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, supervisor.request_stop)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     with embedded.services(base) as started:
-        for name, url in started.items():
-            say("run", f"embedded {name.split('_')[0].lower()} at {url}")
+        for service in started:
+            say("run", f"embedded {service.name} at {service.url}")
+        supervisor.guard(started)
         say("run", "bootstrap: migrate, static files, identity, superuser")
         bootstrap = subprocess.run(
             [sys.executable, "manage.py", "bootstrap"], cwd=embedded.REPO_ROOT

@@ -5,19 +5,25 @@ import logging
 from celery import shared_task
 from django.db import OperationalError
 
+from exchange.enqueue import clear_once, enqueue_once
 from signals.actions.expiry import do_expire_entries, do_purge_tombstones
-from signals.actions.merge import do_fail_batch, do_merge_batch, stalled_batches
-from signals.actions.neardup import do_link_batch
+from signals.actions.merge import do_fail_batch, do_merge_batch, stalled_merges
+from signals.actions.neardup import do_link_batch, stalled_links
 from signals.actions.webhooks import do_dispatch, do_purge_deliveries, do_send
 from signals.feed.wakeups import clear_wake
 from signals.matching.index import shared_index
 
 SEND_CHUNK = 5
+MERGE = "signals.ingest.merge_batch"
+LINK = "signals.match.link_near_duplicates"
+# A batch queued again is not queued a third time while this copy may still wait in the queue.
+REQUEUE_TTL = 120
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="signals.ingest.merge_batch", ignore_result=True, acks_late=True)
+@shared_task(name=MERGE, ignore_result=True, acks_late=True)
 def merge_batch(batch_id: str) -> None:
+    clear_once(MERGE, batch_id)
     try:
         batch = do_merge_batch(batch_id)
     except OperationalError:
@@ -30,24 +36,26 @@ def merge_batch(batch_id: str) -> None:
         )
         raise
     if batch is not None and batch.link_ranges:
-        link_near_duplicates.delay(batch_id)
+        enqueue_once(LINK, batch_id, ttl=REQUEUE_TTL)
 
 
 # Not on the ingest queue: a long search must not hold up the next batch's merge.
-@shared_task(name="signals.match.link_near_duplicates", ignore_result=True, acks_late=True)
+@shared_task(name=LINK, ignore_result=True, acks_late=True)
 def link_near_duplicates(batch_id: str) -> None:
+    clear_once(LINK, batch_id)
     do_link_batch(batch_id)
 
 
+# On the default queue (CELERY_TASK_ROUTES), not behind the merges it may have to resume.
 @shared_task(name="signals.ingest.resume_batches", ignore_result=True)
 def resume_batches() -> None:
-    """Beat: queue again the batches whose worker died or whose task was lost (a second task
-    on a batch that is still being worked on steps aside)."""
-    to_merge, to_link = stalled_batches()
-    for batch_id in to_merge:
-        merge_batch.delay(batch_id)
-    for batch_id in to_link:
-        link_near_duplicates.delay(batch_id)
+    """Beat, every few seconds: queue again the batches whose worker died, whose task failed on
+    a lost connection or was lost, and the links left to make, each once while its copy waits
+    (a second task on a batch that is still being worked on steps aside)."""
+    for batch_id in stalled_merges():
+        enqueue_once(MERGE, batch_id, ttl=REQUEUE_TTL)
+    for batch_id in stalled_links():
+        enqueue_once(LINK, batch_id, ttl=REQUEUE_TTL)
 
 
 @shared_task(name="signals.purge_tombstones", ignore_result=True)

@@ -22,6 +22,7 @@ from exchange.problems import (
     echo,
     problem_body,
     problem_type_uri,
+    with_retry_after,
 )
 from signals.types import describe_types
 
@@ -57,7 +58,8 @@ class ReadyzView(PublicView):
             return Response({"status": "ready", "checks": report}, headers=headers)
         detail = "; ".join(f"{c.name}: {c.detail}" for c in failed)
         body = problem_body("not-ready", detail, failed=[c.name for c in failed], checks=report)
-        return Response(body, status=503, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+        response = Response(body, status=503, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+        return with_retry_after(response)
 
 
 class WellKnownView(PublicView):

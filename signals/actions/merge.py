@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from audit.actions import record
 from exchange.enqueue import enqueue_on_commit
-from signals.feed.locks import advisory_key, in_part, lock_slots, part_slots
+from signals.feed.locks import advisory_key, held_keys, in_part, lock_slots, part_slots
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
 from signals.models import Batch
@@ -213,17 +213,20 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
     exactly once. Parts run on threads of their own (one connection each), unless called inside
     a transaction, where they run one after the other on its connection.
 
-    Per chunk, a part holds a transaction-scoped try-lock on (batch, part) (a second worker on
-    the same part steps aside) and the (set, slot) locks of its values. New entries are
-    positioned by their INSERT, changed ones by the UPDATE; duplicates keep their position (a
-    re-publish is no change). Emits a webhook dispatch wake-up when a chunk changed entries.
-    The id ranges of new PDQ entries are kept in ``batch.link_ranges`` (unless
-    ``HASHX_MATCH_NEAR_DUPLICATES`` is off) for ``signals.actions.neardup.do_link_batch``,
-    which runs after the merge: searching the match index is not on the merge's path.
+    A queued batch is marked ``merging`` first: a worker is on it from then on, and
+    ``stalled_merges`` knows it by its part locks. Per chunk, a part holds a transaction-scoped
+    try-lock on (batch, part) (a second worker on the same part steps aside) and the (set, slot)
+    locks of its values. New entries are positioned by their INSERT, changed ones by the UPDATE;
+    duplicates keep their position (a re-publish is no change). Emits a webhook dispatch
+    wake-up when a chunk changed entries. The id ranges of new PDQ entries are kept in
+    ``batch.link_ranges`` (unless ``HASHX_MATCH_NEAR_DUPLICATES`` is off) for
+    ``signals.actions.neardup.do_link_batch``, which runs after the merge: searching the match
+    index is not on the merge's path.
     """
     batch = Batch.objects.filter(pk=batch_id).first()
     if batch is None or batch.state not in _OPEN:
         return batch
+    Batch.objects.filter(pk=batch_id, state=Batch.State.QUEUED).update(state=Batch.State.MERGING)
     parts = range(len(batch.parts_merged))
     if len(parts) == 1 or connection.in_atomic_block:
         for part in parts:
@@ -315,22 +318,34 @@ def _record_chunk(
                               "link_ranges", "state", "finished_at"])  # fmt: skip
 
 
-# A batch whose task is older than this and still not finished lost its worker or its message.
+# A batch still queued this long after it was published lost its task (the broker lost the
+# message): no worker started it, so nothing but its age tells.
 RESUME_AFTER = timedelta(minutes=2)
 
 
-def stalled_batches(limit: int = 100) -> tuple[list[str], list[str]]:
-    """The batches whose merge, and those whose near-duplicate linking, started more than
-    ``RESUME_AFTER`` ago and has not finished: their worker died or their task was lost."""
-    stale = timezone.now() - RESUME_AFTER
-    to_merge = Batch.objects.filter(state__in=_OPEN, created_at__lt=stale)
-    to_link = Batch.objects.filter(state=Batch.State.DONE, finished_at__lt=stale).exclude(
-        link_ranges=[]
+def stalled_merges(limit: int = 100) -> list[str]:
+    """The open batches to queue again: those still ``queued`` ``RESUME_AFTER`` after they were
+    published, and at once those a worker started (``merging``) with an unfinished part whose
+    try-lock no live session holds: its worker died (the lock went with its connection) or its
+    task failed on a lost connection. A live part between two chunks may look stalled for an
+    instant: the task queued for it then steps aside, or takes over at the next chunk; no line
+    is ever merged twice."""
+    lost = Batch.objects.filter(
+        state=Batch.State.QUEUED, created_at__lt=timezone.now() - RESUME_AFTER
     )
-    return (
-        [str(pk) for pk in to_merge.values_list("pk", flat=True)[:limit]],
-        [str(pk) for pk in to_link.values_list("pk", flat=True)[:limit]],
+    started = Batch.objects.filter(state=Batch.State.MERGING).values_list(
+        "pk", "parts_merged", "accepted"
     )
+    parts = {
+        _part_key(str(pk), part): str(pk)
+        for pk, parts_merged, accepted in started[:limit]
+        for part, merged in enumerate(parts_merged)
+        if merged < accepted
+    }
+    with connection.cursor() as cursor:
+        held = held_keys(cursor, list(parts))
+    stalled = {pk for key, pk in parts.items() if key not in held}
+    return [str(pk) for pk in lost.values_list("pk", flat=True)[:limit]] + sorted(stalled)
 
 
 def do_fail_batch(batch_id: str, error: str) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from django.db import connection, transaction
 
-from signals.feed.locks import advisory_key, in_part, lock_set
+from signals.feed.locks import advisory_key, held_keys, in_part, lock_set
 from signals.feed.positions import NEW_POSITION
 from signals.matching.index import View, shared_index
 from signals.matching.mih import parse_hex
@@ -82,10 +82,10 @@ def link_key(batch_id: str) -> int:
 def do_link_batch(batch_id: str, view_of: Callable[[], View] = _fresh_view) -> Batch | None:
     """Link the batch's new PDQ entries to their nearest older neighbour (``_link_batch``).
 
-    Locks: a session-level try-lock on the batch (``link_key``) for the whole run, as beat
-    queues the batch again every minute while a long search is still on it: a second caller
-    returns at once instead of searching the same range. Per range, the batch row and every
-    slot of its set (``lock_set``) while its links are written."""
+    Locks: a session-level try-lock on the batch (``link_key``) for the whole run: a second
+    caller (the batch queued again) returns at once instead of searching the same range, and
+    ``stalled_links`` knows a live run by it. Per range, the batch row and every slot of its set
+    (``lock_set``) while its links are written."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [link_key(batch_id)])
         if not cursor.fetchone()[0]:
@@ -152,3 +152,18 @@ def _link_batch(batch_id: str, view_of: Callable[[], View]) -> Batch | None:
             # A batch that brings the set its first PDQ hashes is a bulk load: not searched.
             locked.link_ranges = [] if first_load else [r for r in locked.link_ranges if r != todo]
             locked.save(update_fields=["near_duplicates", "link_ranges"])
+
+
+def stalled_links(limit: int = 100) -> list[str]:
+    """The merged batches with ranges left to link that no live session is linking (no one holds
+    their ``link_key``): their task waits in the queue, or their worker died, or the view was
+    not yet past their entries. Beat queues each again unless a copy already waits."""
+    pending = [
+        str(pk)
+        for pk in Batch.objects.filter(state=Batch.State.DONE)
+        .exclude(link_ranges=[])
+        .values_list("pk", flat=True)[:limit]
+    ]
+    with connection.cursor() as cursor:
+        held = held_keys(cursor, [link_key(pk) for pk in pending])
+    return [pk for pk in pending if link_key(pk) not in held]

@@ -6,6 +6,11 @@ fall in (``part_slots``), so merges of two batches into one set, whatever their 
 take turns where they could share a value, and everything else that writes entries
 (retractions, opinions, expiry, near-duplicate links, tombstone purges) locks every slot
 (``lock_set``).
+
+Work that may be queued twice holds a try-lock named by ``advisory_key`` while it runs (a merge
+part, a batch's near-duplicate linking): a second worker steps aside, and ``held_keys`` tells
+beat exactly which of them a live session is running, since PostgreSQL lets a lock go the moment
+the session holding it ends, a worker killed with SIGKILL included.
 """
 
 import hashlib
@@ -49,3 +54,21 @@ def advisory_key(name: str) -> int:
     """A 64-bit advisory lock key for ``name`` (stable across processes and versions)."""
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+# Advisory locks taken with one bigint key: pg_locks shows its high half as classid, its low half
+# as objid, and objsubid 1.
+_SQL_HELD = """
+SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
+WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND ((classid::bigint << 32) | objid::bigint) = ANY(%s::bigint[])
+"""
+
+
+def held_keys(cursor: Any, keys: list[int]) -> set[int]:
+    """Which of these ``advisory_key`` keys some live session of this database holds now."""
+    if not keys:
+        return set()
+    cursor.execute(_SQL_HELD, [keys])
+    return {key for (key,) in cursor.fetchall()}
