@@ -21,6 +21,7 @@ ACCEPT_SIGNATURE = 'hashx=("@method" "@target-uri" "content-digest");alg="ed2551
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "validation": (400, "The request is not valid"),
     "malformed-request": (400, "The request body could not be parsed"),
+    "empty-body": (400, "The request body is empty"),
     "authentication-failed": (401, "Authentication failed"),
     # Request signatures (RFC 9421): each refusal names its reason.
     "signature-missing": (401, "Missing signature"),

@@ -86,7 +86,7 @@ def check_item(raw: Any, hash_set: HashSet, now: datetime) -> Item:
     clean = []
     for label in labels:
         if not isinstance(label, str) or not _LABEL.match(label.lower()):
-            raise ValueError(f"bad label {label!r}: letters, digits and _.:/- only, up to 100")
+            raise ValueError(f"bad label {label!r:.40}: letters, digits and _.:/- only, up to 100")
         clean.append(label.lower())
     expires_at = None
     if raw.get("expires_at") is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from django.http import HttpRequest
 
+from exchange.bodies import MAX_DEPTH, TooDeep, check_nesting
 from exchange.problems import Problem
 from members.auth import check_digest
 from signals.actions.publish import Source, Unparsable
@@ -106,14 +107,21 @@ def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
+_TOO_DEEP = Unparsable(f"nested deeper than {MAX_DEPTH} levels")
+_NOT_JSON = Unparsable("not valid JSON")
+
+
 def _ndjson(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
-    loads, error = orjson.loads, orjson.JSONDecodeError
+    loads = orjson.loads
     for number, raw in enumerate(lines, start=1):
         try:
+            check_nesting(raw)  # bounded before parsing, as every JSON body (exchange.bodies)
             yield number, loads(raw)  # the common case: no decode, no strip (JSON allows space)
             continue
-        except error:
-            pass
+        except TooDeep:
+            reason = _TOO_DEEP
+        except ValueError:  # orjson's JSONDecodeError, or brackets that do not pair up
+            reason = _NOT_JSON
         if raw.startswith(b"\x00"):
             yield number, _TOO_LONG  # a line the reader cut
             continue
@@ -125,7 +133,7 @@ def _ndjson(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
         except UnicodeDecodeError:
             yield number, Unparsable("not valid UTF-8")
             continue
-        yield number, Unparsable("not valid JSON")
+        yield number, reason
 
 
 def ndjson_items(lines: Iterable[bytes]) -> Source:

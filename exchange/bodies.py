@@ -1,0 +1,89 @@
+"""Request bodies: JSON bounded in size and nesting before any parser sees it.
+
+Python's json module recurses once per level of nesting: a body nested ~1,500 deep was a
+RecursionError (a 500) in DRF's parser, and DRF's JSONField recurses again when it re-encodes an
+item. ``check_nesting`` measures a JSON text's nesting without parsing it, in passes over its
+brackets that run at C speed, so that no parser (DRF's, or the NDJSON reader's for each line)
+is handed a text nested deeper than ``MAX_DEPTH``.
+"""
+
+import io
+import re
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+from rest_framework.request import Request
+
+from exchange.problems import Problem
+
+# Arrays and objects inside one another; the deepest item the API takes nests four.
+MAX_DEPTH = 64
+
+# A JSON string, escapes and all. It always matches (an unclosed string runs to the end), so the
+# engine never backtracks: linear in the text whatever its quotes and backslashes.
+_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*"?', re.DOTALL)
+# Objects nest like arrays: one kind of bracket, everything else deleted.
+_AS_ARRAYS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+class TooDeep(ValueError):
+    pass
+
+
+def check_nesting(text: bytes, limit: int = MAX_DEPTH) -> None:
+    """Raise ``TooDeep`` when the JSON ``text`` nests arrays and objects more than ``limit``
+    deep, or ``ValueError`` when its brackets do not pair up (it is not JSON either, and a
+    parser would recurse into every unclosed one before saying so). Each pass removes the
+    innermost pairs, so a text nested n deep empties in exactly n passes."""
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return  # the common case, and every short text: not enough brackets to be too deep
+    brackets = _STRING.sub(b"", text).translate(_AS_ARRAYS, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            raise ValueError("brackets that do not pair up")
+        brackets = inner
+    if brackets:
+        raise TooDeep(f"nested deeper than {limit} levels")
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser (the API's only one), bounded: a body past
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` answers 413, a blank one 400 ``empty-body``, one nested
+    deeper than ``MAX_DEPTH`` or not in its declared charset 400, before ``json`` parses it."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        text = stream.read(limit + 1)
+        if len(text) > limit:
+            raise Problem("payload-too-large", f"The body exceeds {limit} bytes.")
+        context = dict(parser_context or {})
+        encoding = str(context.get("encoding") or "utf-8")
+        if encoding.lower().replace("_", "-") not in {"utf-8", "utf8"}:
+            try:
+                text = text.decode(encoding).encode()
+            except (LookupError, UnicodeError):
+                raise ParseError(f"JSON parse error - the body is not {encoding:.40}") from None
+            context["encoding"] = "utf-8"
+        if not text.strip():
+            raise _empty(context.get("request"))
+        try:
+            check_nesting(text)
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+        return super().parse(io.BytesIO(text), media_type, context)
+
+
+def _empty(request: Request | HttpRequest | None) -> Problem:
+    what = f"{request.method} {request.path}" if request is not None else "This request"
+    return Problem(
+        "empty-body",
+        f"The request body is empty: {what} needs one, sent with a Content-Length"
+        " (an empty JSON object {} where every field may be left out)",
+    )
