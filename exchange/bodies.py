@@ -1,4 +1,5 @@
-"""Request bodies: JSON bounded in size and nesting before any parser sees it.
+"""Request bodies: JSON bounded in size and nesting before any parser sees it, and the one check
+that a request which needs a body came with one.
 
 Python's json module recurses once per level of nesting: a body nested ~1,500 deep was a
 RecursionError (a 500) in DRF's parser, and DRF's JSONField recurses again when it re-encodes an
@@ -80,10 +81,32 @@ class JSONParser(parsers.JSONParser):
         return super().parse(io.BytesIO(text), media_type, context)
 
 
+def has_body(request: HttpRequest) -> bool:
+    """Whether the request carries a body Django will read: a positive Content-Length (a body
+    sent without one, chunked, is read as empty)."""
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > 0
+    except ValueError:
+        return False
+
+
 def _empty(request: Request | HttpRequest | None) -> Problem:
     what = f"{request.method} {request.path}" if request is not None else "This request"
     return Problem(
         "empty-body",
         f"The request body is empty: {what} needs one, sent with a Content-Length"
-        " (an empty JSON object {} where every field may be left out)",
+        " (JSON: {} where every field may be left out)",
     )
+
+
+def require_body(request: Request) -> None:
+    """400 ``empty-body`` when a request that needs a body came without one."""
+    if not has_body(request._request):
+        raise _empty(request)
+
+
+def body_of(request: Request) -> Any:
+    """The parsed JSON body of a request that needs one: every view that reads a body asks
+    here, never ``request.data``, which reads an empty body as ``{}``."""
+    require_body(request)
+    return request.data

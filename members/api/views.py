@@ -3,6 +3,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from exchange.bodies import body_of
 from hashx.keys import possession_statement
 from members.access import access_key, access_keys
 from members.actions.keys import (
@@ -61,7 +62,7 @@ class KeyListView(APIView):
         """Add a key. First get a challenge (POST /api/v1/keys/challenge); the new key signs
         the possession statement, proving you hold it."""
         org = organisation_of(request)
-        serializer = AddKeySerializer(data=request.data)
+        serializer = AddKeySerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         public_raw = check_public_key(data["public_key"])
@@ -100,7 +101,7 @@ class KeyRevokeView(APIView):
     def post(self, request: Request, key_id: str) -> Response:
         """Revoke a key now, with a reason: the next request it signs is refused."""
         key = access_key(organisation_of(request), key_id)
-        serializer = RevokeSerializer(data=request.data)
+        serializer = RevokeSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         key = do_revoke_key(key, serializer.validated_data["reason"], request=request)
         return Response(KeySerializer(key).data)
@@ -116,7 +117,7 @@ class KeyRetireView(APIView):
     def post(self, request: Request, key_id: str) -> Response:
         """Retire a key for rotation: it keeps verifying until ``not_after``."""
         key = access_key(organisation_of(request), key_id)
-        serializer = RetireSerializer(data=request.data)
+        serializer = RetireSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         key = do_retire_key(key, serializer.validated_data["not_after"], request=request)
         return Response(KeySerializer(key).data)

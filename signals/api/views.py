@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from exchange.bodies import body_of, require_body
 from exchange.pagination import NewestFirst
 from exchange.problems import Problem
 from members.access import organisation_by_slug
@@ -89,7 +90,7 @@ class SetListView(APIView):
     )
     def post(self, request: Request) -> Response:
         """Create a set; your organisation owns it."""
-        serializer = SetSerializer(data=request.data)
+        serializer = SetSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         hash_set = do_create_set(
             organisation_of(request), serializer.validated_data, request=request
@@ -115,7 +116,7 @@ class SetDetailView(APIView):
     def patch(self, request: Request, slug: str) -> Response:
         """Change a set you own."""
         hash_set = access_set(organisation_of(request), slug, need="own")
-        serializer = SetUpdateSerializer(data=request.data, partial=True)
+        serializer = SetUpdateSerializer(data=body_of(request), partial=True)
         serializer.is_valid(raise_exception=True)
         hash_set = do_update_set(hash_set, dict(serializer.validated_data), request=request)
         return Response(SetSerializer(hash_set).data)
@@ -135,7 +136,7 @@ class GrantView(APIView):
     def put(self, request: Request, slug: str, org_slug: str) -> Response:
         """Let another organisation read (and perhaps publish to) your set."""
         hash_set, org = self._target(request, slug, org_slug)
-        serializer = GrantSerializer(data=request.data)
+        serializer = GrantSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         grant = do_grant(hash_set, org, request=request, **serializer.validated_data)
         return Response(GrantSerializer(grant).data)
@@ -181,13 +182,14 @@ class PublishView(APIView):
         hash_set = access_set(org, slug, need="publish")
         principal = request.user
         assert isinstance(principal, MemberPrincipal)
+        require_body(request)
         parse = STREAM_SOURCES.get(request._request.content_type or "")
         if parse is not None:
             reader = DigestReader(request._request, principal.streamed_digest)
             source, before_commit = parse(reader), reader.verify
             atomic = request.query_params.get("atomic", "").lower() in {"1", "true", "yes"}
         else:
-            serializer = PublishSerializer(data=request.data)
+            serializer = PublishSerializer(data=body_of(request))
             serializer.is_valid(raise_exception=True)
             source, before_commit = json_items(serializer.validated_data["signals"]), None
             atomic = serializer.validated_data["atomic"]
@@ -255,7 +257,7 @@ class RetractView(APIView):
         contribution left becomes a tombstone in the change feed."""
         org = organisation_of(request)
         hash_set = access_set(org, slug, need="publish")
-        serializer = ItemsSerializer(data=request.data)
+        serializer = ItemsSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         return Response(
             do_retract(hash_set, org, serializer.validated_data["signals"], request=request)
@@ -274,7 +276,7 @@ class OpinionView(APIView):
         set you can read; one per organisation per entry, the latest counts."""
         org = organisation_of(request)
         hash_set = access_set(org, slug)
-        serializer = ItemsSerializer(data=request.data)
+        serializer = ItemsSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         # do_give_opinions is one transaction of its own.
         answer = do_give_opinions(
@@ -406,7 +408,7 @@ class SubscriptionListView(APIView):
         Webhooks headers by its key at /.well-known/hashx, one page in flight at a time, and
         moves the cursor on a 2xx. The URL must be https and resolve to public addresses."""
         org = organisation_of(request)
-        serializer = SubscriptionSerializer(data=request.data)
+        serializer = SubscriptionSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         check_subscription_url(data["url"])
@@ -444,7 +446,7 @@ class SubscriptionDetailView(APIView):
         from the next page."""
         org = organisation_of(request)
         subscription = access_subscription(org, subscription_id)
-        serializer = SubscriptionUpdateSerializer(data=request.data, partial=True)
+        serializer = SubscriptionUpdateSerializer(data=body_of(request), partial=True)
         serializer.is_valid(raise_exception=True)
         changes = dict(serializer.validated_data)
         if "url" in changes:
@@ -496,7 +498,7 @@ class RedeliverView(APIView):
         ``{"delivery": id}``: rewind there and send every page from that point again. A paused
         or disabled subscription becomes active."""
         subscription = access_subscription(organisation_of(request), subscription_id)
-        serializer = RedeliverSerializer(data=request.data)
+        serializer = RedeliverSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         delivery = None
@@ -520,7 +522,7 @@ class MatchView(APIView):
         within Hamming distance (default 31; never more than a set allows). ``position`` is the
         change-feed cursor the PDQ index answered as of."""
         org = organisation_of(request)
-        serializer = MatchRequestSerializer(data=request.data)
+        serializer = MatchRequestSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         queries, readable = check_queries(org, serializer.validated_data["signals"])
         return Response(do_match(org, queries, readable, request=request))
