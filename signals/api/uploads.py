@@ -9,6 +9,7 @@ CSV (header row: ``type,value`` and optionally ``labels`` (``|``-separated), ``e
 
 import csv
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from django.http import HttpRequest
 from exchange.bodies import MAX_DEPTH, TooDeep, check_nesting
 from exchange.problems import Problem
 from members.auth import check_digest
+from members.principal import MemberPrincipal
 from signals.actions.publish import Source, Unparsable
 
 MAX_JSON_ITEMS = 10_000
@@ -72,6 +74,36 @@ class DigestReader:
         for _ in self._chunks():
             pass
         check_digest(self.expected, self.sha.digest())
+
+
+# -- idempotency ------------------------------------------------------------------------------
+
+_IDEMPOTENCY_KEY = re.compile(r"[ -~]{1,200}")
+
+
+def idempotency_key_of(request: Any) -> str:
+    """The request's ``Idempotency-Key`` ("" without one): 1 to 200 printable ASCII characters,
+    else 400 (a longer one was cut to 200, so two keys could collide)."""
+    key: str = request.headers.get("Idempotency-Key", "")
+    if key and not _IDEMPOTENCY_KEY.fullmatch(key):
+        message = "1 to 200 printable ASCII characters"
+        raise Problem(
+            "validation",
+            f"Idempotency-Key: {message}",
+            errors=[{"field": "Idempotency-Key", "message": message}],
+        )
+    return key
+
+
+def fingerprint(request: HttpRequest, slug: str, atomic: bool, principal: MemberPrincipal) -> str:
+    """What an ``Idempotency-Key`` is stored with (the IETF Idempotency-Key draft's request
+    fingerprint): the set, the content type, ``atomic`` and the body's SHA-256, for a streamed
+    upload the signed Content-Digest it is checked against as it is read."""
+    digest = principal.streamed_digest
+    if digest is None:
+        digest = hashlib.sha256(request.body).digest()  # a JSON body, read by authentication
+    head = f"{slug}\n{request.content_type}\n{int(atomic)}\n".encode()
+    return hashlib.sha256(head + digest).hexdigest()
 
 
 # -- parsers -----------------------------------------------------------------------------------

@@ -63,7 +63,15 @@ from signals.api.serializers import (
     SubscriptionSerializer,
     SubscriptionUpdateSerializer,
 )
-from signals.api.uploads import DigestReader, csv_items, json_items, ndjson_items, text_items
+from signals.api.uploads import (
+    DigestReader,
+    csv_items,
+    fingerprint,
+    idempotency_key_of,
+    json_items,
+    ndjson_items,
+    text_items,
+)
 from signals.feed.positions import START
 from signals.feed.reads import held_cursor
 from signals.models import Batch, Subscription
@@ -169,7 +177,10 @@ class PublishView(APIView):
                 "Idempotency-Key",
                 OpenApiTypes.STR,
                 OpenApiParameter.HEADER,
-                description="a retry with the same key gets the first answer, changes nothing",
+                description="up to 200 printable ASCII characters: a retry of the same request"
+                " (set, content type, atomic, body) with the same key gets the first answer and"
+                " changes nothing; the key with another request is 422, and 409 while the first"
+                " request with it is still in flight",
             ),
         ],
         responses={202: BatchSerializer},
@@ -183,6 +194,7 @@ class PublishView(APIView):
         principal = request.user
         assert isinstance(principal, MemberPrincipal)
         require_body(request)
+        idempotency_key = idempotency_key_of(request)
         parse = STREAM_SOURCES.get(request._request.content_type or "")
         if parse is not None:
             reader = DigestReader(request._request, principal.streamed_digest)
@@ -199,7 +211,12 @@ class PublishView(APIView):
             source,
             key_id=principal.key.key_id if principal.key else "",
             atomic=atomic,
-            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
+            idempotency_key=idempotency_key,
+            fingerprint=(
+                fingerprint(request._request, hash_set.slug, atomic, principal)
+                if idempotency_key
+                else ""
+            ),
             request=request,
             before_commit=before_commit,
         )
