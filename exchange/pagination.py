@@ -8,12 +8,15 @@ from rest_framework.exceptions import NotFound
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 
+from exchange.problems import Problem
+
 
 class NewestFirst(CursorPagination):
-    """Newest first, paged by an opaque cursor; ``limit`` sets the page size. A cursor whose
-    position does not fit the ordering column is refused like any other bad cursor (404): DRF
-    decodes the position but hands it to the filter unchecked, where ``p=foo``, an impossible
-    date or a number past bigint was a 500."""
+    """Newest first, paged by an opaque cursor; ``limit`` sets the page size, a whole number from
+    1 to ``max_page_size`` (else 400: DRF quietly served its default page for ``limit=abc``).
+    A cursor whose position does not fit the ordering column is refused like any other bad
+    cursor (404): DRF decodes the position but hands it to the filter unchecked, where
+    ``p=foo``, an impossible date or a number past bigint was a 500."""
 
     ordering = "-created_at"
     page_size = 50
@@ -24,6 +27,19 @@ class NewestFirst(CursorPagination):
     def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
         self._column = queryset.model._meta.get_field(str(self.ordering).lstrip("-"))
         return super().paginate_queryset(queryset, request, view)
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param or "limit")
+        if raw is None:
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not (
+            1 <= int(raw) <= self.max_page_size
+        ):
+            message = f"a whole number from 1 to {self.max_page_size}"
+            raise Problem(
+                "validation", f"limit: {message}", errors=[{"field": "limit", "message": message}]
+            )
+        return int(raw)
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         cursor = super().decode_cursor(request)

@@ -365,7 +365,7 @@ class ChangesView(APIView):
 def _limit(raw: str | None, maximum: int) -> int:
     if raw is None or raw == "":
         return 1000
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= maximum:
         raise Problem(
             "validation",
             f"limit: a whole number from 1 to {maximum}",
