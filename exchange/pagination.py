@@ -1,4 +1,5 @@
-"""Paging of the API's lists."""
+"""Paging of the API's lists: every list endpoint pages by an opaque cursor, ``limit`` items at
+a time, in an order that a row never leaves (so following ``next`` sees each row once)."""
 
 from typing import Any
 
@@ -49,3 +50,16 @@ class NewestFirst(CursorPagination):
             except ValidationError:
                 raise NotFound(self.invalid_cursor_message) from None
         return cursor
+
+
+class OldestFirst(NewestFirst):
+    """Oldest first: subscriptions and keys, in the order they were made."""
+
+    ordering = "created_at"
+
+
+class BySlug(NewestFirst):
+    """In slug order (unique and never changed): sets."""
+
+    ordering = "slug"
+    page_size = 100

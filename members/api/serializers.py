@@ -35,10 +35,6 @@ class KeySerializer(serializers.Serializer):
         return public_jwk(bytes(key.public_key))
 
 
-class KeyListSerializer(serializers.Serializer):
-    keys = KeySerializer(many=True)
-
-
 class WhoamiSerializer(serializers.Serializer):
     organisation = OrganisationSerializer()
     key = KeySerializer()

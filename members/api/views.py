@@ -1,9 +1,11 @@
 from drf_spectacular.utils import extend_schema
+from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from exchange.bodies import body_of
+from exchange.pagination import OldestFirst
 from hashx.keys import possession_statement
 from members.access import access_key, access_keys
 from members.actions.keys import (
@@ -18,7 +20,6 @@ from members.actions.keys import (
 from members.api.serializers import (
     AddKeySerializer,
     ChallengeSerializer,
-    KeyListSerializer,
     KeySerializer,
     OrganisationSerializer,
     RetireSerializer,
@@ -45,12 +46,17 @@ class WhoamiView(APIView):
         )
 
 
-class KeyListView(APIView):
-    @extend_schema(operation_id="keys_list", tags=["members"], responses=KeyListSerializer)
+class KeyListView(ListAPIView):
+    serializer_class = KeySerializer
+    pagination_class = OldestFirst
+
+    @extend_schema(operation_id="keys_list", tags=["members"])
     def get(self, request: Request) -> Response:
-        """Your organisation's keys, in every state."""
-        keys = access_keys(organisation_of(request))
-        return Response({"keys": KeySerializer(keys, many=True).data})
+        """Your organisation's keys, in every state, oldest first; paged by opaque cursor."""
+        return self.list(request)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return access_keys(organisation_of(self.request))
 
     @extend_schema(
         operation_id="keys_add",

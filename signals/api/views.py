@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from exchange.bodies import body_of, require_body
-from exchange.pagination import NewestFirst
+from exchange.pagination import BySlug, NewestFirst, OldestFirst
 from exchange.problems import Problem
 from members.access import organisation_by_slug
 from members.models import Organisation
@@ -83,12 +83,17 @@ STREAM_SOURCES = {
 }
 
 
-class SetListView(APIView):
-    @extend_schema(operation_id="sets_list", tags=["sets"], responses=SetSerializer(many=True))
+class SetListView(ListAPIView):
+    serializer_class = SetSerializer
+    pagination_class = BySlug
+
+    @extend_schema(operation_id="sets_list", tags=["sets"])
     def get(self, request: Request) -> Response:
-        """The sets your organisation may read."""
-        sets = visible_sets(organisation_of(request)).select_related("owner")
-        return Response(SetSerializer(sets, many=True).data)
+        """The sets your organisation may read, by slug; paged by opaque cursor."""
+        return self.list(request)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return visible_sets(organisation_of(self.request)).select_related("owner")
 
     @extend_schema(
         operation_id="sets_create",
@@ -401,17 +406,26 @@ def _subscription_answer(subscription: Subscription, status: int = 200) -> Respo
     return Response(SubscriptionSerializer(subscription, context=context).data, status=status)
 
 
-class SubscriptionListView(APIView):
-    @extend_schema(
-        operation_id="subscriptions_list",
-        tags=["subscriptions"],
-        responses=SubscriptionSerializer(many=True),
-    )
+class SubscriptionListView(ListAPIView):
+    serializer_class = SubscriptionSerializer
+    pagination_class = OldestFirst
+    _set_slugs: dict[int, str]
+
+    @extend_schema(operation_id="subscriptions_list", tags=["subscriptions"])
     def get(self, request: Request) -> Response:
-        """Your organisation's webhook subscriptions, oldest first."""
-        subscriptions = list(access_subscriptions(organisation_of(request)))
-        context = {"set_slugs": _set_slugs(subscriptions)}
-        return Response(SubscriptionSerializer(subscriptions, many=True, context=context).data)
+        """Your organisation's webhook subscriptions, oldest first; paged by opaque cursor."""
+        return self.list(request)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return access_subscriptions(organisation_of(self.request))
+
+    def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
+        page = super().paginate_queryset(queryset)
+        self._set_slugs = _set_slugs(page or [])
+        return page
+
+    def get_serializer_context(self):  # type: ignore[no-untyped-def]
+        return {**super().get_serializer_context(), "set_slugs": self._set_slugs}
 
     @extend_schema(
         operation_id="subscriptions_create",

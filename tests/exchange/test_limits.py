@@ -119,6 +119,9 @@ def test_a_public_key_past_its_bound_is_a_400(publisher, public_key):
 @pytest.mark.parametrize(
     "path",
     [
+        "/api/v1/sets",
+        "/api/v1/keys",
+        "/api/v1/subscriptions",
         "/api/v1/batches",
         "/api/v1/audit/events",
         "/api/v1/changes",
