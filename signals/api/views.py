@@ -425,7 +425,8 @@ class SubscriptionListView(ListAPIView):
         return page
 
     def get_serializer_context(self):  # type: ignore[no-untyped-def]
-        return {**super().get_serializer_context(), "set_slugs": self._set_slugs}
+        # No page (an OPTIONS request describing the POST body): no sets to name.
+        return {**super().get_serializer_context(), "set_slugs": getattr(self, "_set_slugs", {})}
 
     @extend_schema(
         operation_id="subscriptions_create",

@@ -130,3 +130,9 @@ def test_a_forged_cursor_on_a_newly_paged_list_is_never_a_server_error(publisher
         assert response.status_code in {200, 404}, (path, response.content)
         if response.status_code == 404:
             assert response["Content-Type"] == "application/problem+json"
+
+
+def test_options_on_a_paged_list_describes_it(publisher):
+    for path in ("/api/v1/sets", "/api/v1/keys", "/api/v1/subscriptions"):
+        response = publisher.api.request("OPTIONS", path)
+        assert response.status_code == 200, (path, response.content)
