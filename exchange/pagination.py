@@ -1,4 +1,5 @@
-"""Paging of the API's lists."""
+"""Paging of the API's lists: every list endpoint pages by an opaque cursor, ``limit`` items at
+a time, in an order that a row never leaves (so following ``next`` sees each row once)."""
 
 from typing import Any
 
@@ -8,12 +9,15 @@ from rest_framework.exceptions import NotFound
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 
+from exchange.problems import Problem
+
 
 class NewestFirst(CursorPagination):
-    """Newest first, paged by an opaque cursor; ``limit`` sets the page size. A cursor whose
-    position does not fit the ordering column is refused like any other bad cursor (404): DRF
-    decodes the position but hands it to the filter unchecked, where ``p=foo``, an impossible
-    date or a number past bigint was a 500."""
+    """Newest first, paged by an opaque cursor; ``limit`` sets the page size, a whole number from
+    1 to ``max_page_size`` (else 400: DRF quietly served its default page for ``limit=abc``).
+    A cursor whose position does not fit the ordering column is refused like any other bad
+    cursor (404): DRF decodes the position but hands it to the filter unchecked, where
+    ``p=foo``, an impossible date or a number past bigint was a 500."""
 
     ordering = "-created_at"
     page_size = 50
@@ -25,6 +29,19 @@ class NewestFirst(CursorPagination):
         self._column = queryset.model._meta.get_field(str(self.ordering).lstrip("-"))
         return super().paginate_queryset(queryset, request, view)
 
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param or "limit")
+        if raw is None:
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not (
+            1 <= int(raw) <= self.max_page_size
+        ):
+            message = f"a whole number from 1 to {self.max_page_size}"
+            raise Problem(
+                "validation", f"limit: {message}", errors=[{"field": "limit", "message": message}]
+            )
+        return int(raw)
+
     def decode_cursor(self, request: Request) -> Cursor | None:
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
@@ -33,3 +50,16 @@ class NewestFirst(CursorPagination):
             except ValidationError:
                 raise NotFound(self.invalid_cursor_message) from None
         return cursor
+
+
+class OldestFirst(NewestFirst):
+    """Oldest first: subscriptions and keys, in the order they were made."""
+
+    ordering = "created_at"
+
+
+class BySlug(NewestFirst):
+    """In slug order (unique and never changed): sets."""
+
+    ordering = "slug"
+    page_size = 100

@@ -37,6 +37,7 @@ ACCEPT_SIGNATURE = 'hashx=("@method" "@target-uri" "content-digest");alg="ed2551
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "validation": (400, "The request is not valid"),
     "malformed-request": (400, "The request body could not be parsed"),
+    "empty-body": (400, "The request body is empty"),
     "authentication-failed": (401, "Authentication failed"),
     # Request signatures (RFC 9421): each refusal names its reason.
     "signature-missing": (401, "Missing signature"),
@@ -60,10 +61,12 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed"),
     "not-acceptable": (406, "No acceptable representation"),
     "conflict": (409, "Conflicts with the current state"),
+    "idempotency-key-in-flight": (409, "A request with this Idempotency-Key is still in flight"),
     "cursor-expired": (410, "The cursor is older than tombstone retention"),
     "proof-of-possession-failed": (400, "The new key did not prove possession"),
     "payload-too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
+    "idempotency-key-mismatch": (422, "The Idempotency-Key was used for a different request"),
     "rate-limited": (429, "Too many requests"),
     # Refused before a view runs: by the gunicorn worker, or by Django's own checks.
     "bad-request": (400, "The request is malformed"),

@@ -55,6 +55,8 @@ def may_publish(org: Organisation, hash_set: HashSet) -> bool:
 
 
 _SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+# Sets one request may name (a subscription, a pull of the feed, the matches of one request).
+MAX_SETS = 100
 
 
 def plausible_slug(text: str) -> bool:
@@ -64,7 +66,9 @@ def plausible_slug(text: str) -> bool:
 
 
 def _visible_by_slug(org: Organisation, slugs: list[str]) -> dict[str, HashSet]:
-    """The sets among ``slugs`` that ``org`` may read (one that cannot be a slug: not found)."""
+    """The sets among ``slugs`` that ``org`` may read (one that cannot be a slug: not found);
+    400 for more than ``MAX_SETS`` slugs in one request."""
+    _check_count(slugs)
     plausible = [slug for slug in slugs if plausible_slug(slug)]
     if not plausible:
         return {}
@@ -105,10 +109,20 @@ def access_feed_sets(org: Organisation, slugs: list[str]) -> dict[int, HashSet]:
 
 def access_readable_sets(org: Organisation, slugs: list[str]) -> dict[int, HashSet]:
     """Every set ``org`` may read, by id, in one query, for callers that need them all and
-    some by name: 404 as ``access_sets`` when one of ``slugs`` is not among them."""
+    some by name: 404 as ``access_sets`` when one of ``slugs`` is not among them (400 past
+    ``MAX_SETS``)."""
+    _check_count(slugs)
     readable = {s.pk: s for s in visible_sets(org)}
     _check_found({s.slug: s for s in readable.values()}, slugs)
     return readable
+
+
+def _check_count(slugs: list[str]) -> None:
+    if len(slugs) > MAX_SETS:
+        message = f"at most {MAX_SETS} sets in one request; {len(slugs)} were named"
+        raise Problem(
+            "validation", f"sets: {message}", errors=[{"field": "sets", "message": message}]
+        )
 
 
 def _check_found(found: dict[str, HashSet], slugs: list[str]) -> None:

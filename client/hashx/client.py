@@ -141,13 +141,27 @@ class Client:
             return None
         return response.json()
 
+    PAGE = 500
+
+    def all_pages(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every item of a paged list (``results``), following each page's ``next`` to the
+        end, ``PAGE`` items at a time."""
+        items: list[dict[str, Any]] = []
+        page = self.request("GET", path, params={**(params or {}), "limit": self.PAGE})
+        while True:
+            items.extend(page["results"])
+            if not page.get("next"):
+                return items
+            page = self.request("GET", page["next"])
+
     # -- identity and keys -------------------------------------------------------------------
 
     def whoami(self) -> dict[str, Any]:
         return self.request("GET", "/api/v1/whoami")
 
     def keys(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/api/v1/keys")["keys"]
+        """Every key of your organisation, oldest first (all pages)."""
+        return self.all_pages("/api/v1/keys")
 
     def add_key(
         self, new_key: Ed25519PrivateKey, *, label: str = "", read_only: bool = False
@@ -175,7 +189,8 @@ class Client:
     # -- sets, publishing, feedback ---------------------------------------------------------
 
     def sets(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/api/v1/sets")
+        """Every set you may read, by slug (all pages)."""
+        return self.all_pages("/api/v1/sets")
 
     def get_set(self, slug: str) -> dict[str, Any]:
         return self.request("GET", f"/api/v1/sets/{slug}")
@@ -341,7 +356,8 @@ class Client:
     # -- subscriptions (webhooks) ------------------------------------------------------------
 
     def subscriptions(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/api/v1/subscriptions")
+        """Every subscription of your organisation, oldest first (all pages)."""
+        return self.all_pages("/api/v1/subscriptions")
 
     def subscribe(self, url: str, sets: list[str], **fields: Any) -> dict[str, Any]:
         """``fields``: signal_types, labels, description, cursor (default: from now), active."""

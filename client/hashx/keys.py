@@ -110,7 +110,7 @@ def parse_public_key(text: str) -> bytes:
     if text.startswith("{"):
         try:
             jwk = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deep is no JWK either
             raise KeyFormatError("not valid JSON for a JWK") from None
         if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
             raise KeyFormatError('a JWK must have "kty": "OKP" and "crv": "Ed25519"')

@@ -35,10 +35,6 @@ class KeySerializer(serializers.Serializer):
         return public_jwk(bytes(key.public_key))
 
 
-class KeyListSerializer(serializers.Serializer):
-    keys = KeySerializer(many=True)
-
-
 class WhoamiSerializer(serializers.Serializer):
     organisation = OrganisationSerializer()
     key = KeySerializer()
@@ -59,14 +55,21 @@ class ChallengeSerializer(serializers.Serializer):
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "object"}]})
 class PublicKeyField(serializers.Field):
-    """Accepts a PEM string, a raw base64 key, or a JWK object."""
+    """Accepts a PEM string, a raw base64 key, or a JWK object: at most ``MAX_LENGTH``
+    characters as text (an Ed25519 public key is ~113 as PEM, ~100 as a JWK)."""
+
+    MAX_LENGTH = 1000
 
     def to_internal_value(self, data: Any) -> str:
         if isinstance(data, dict):
-            return json.dumps(data)
-        if isinstance(data, str):
-            return data
-        raise serializers.ValidationError("expected a PEM or base64 string, or a JWK object")
+            data = json.dumps(data)
+        if not isinstance(data, str):
+            raise serializers.ValidationError("expected a PEM or base64 string, or a JWK object")
+        if len(data) > self.MAX_LENGTH:
+            raise serializers.ValidationError(
+                f"at most {self.MAX_LENGTH} characters; an Ed25519 public key needs ~120"
+            )
+        return data
 
     def to_representation(self, value: Any) -> Any:
         return value

@@ -1,8 +1,11 @@
 from drf_spectacular.utils import extend_schema
+from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from exchange.bodies import body_of
+from exchange.pagination import OldestFirst
 from hashx.keys import possession_statement
 from members.access import access_key, access_keys
 from members.actions.keys import (
@@ -17,7 +20,6 @@ from members.actions.keys import (
 from members.api.serializers import (
     AddKeySerializer,
     ChallengeSerializer,
-    KeyListSerializer,
     KeySerializer,
     OrganisationSerializer,
     RetireSerializer,
@@ -44,12 +46,17 @@ class WhoamiView(APIView):
         )
 
 
-class KeyListView(APIView):
-    @extend_schema(operation_id="keys_list", tags=["members"], responses=KeyListSerializer)
+class KeyListView(ListAPIView):
+    serializer_class = KeySerializer
+    pagination_class = OldestFirst
+
+    @extend_schema(operation_id="keys_list", tags=["members"])
     def get(self, request: Request) -> Response:
-        """Your organisation's keys, in every state."""
-        keys = access_keys(organisation_of(request))
-        return Response({"keys": KeySerializer(keys, many=True).data})
+        """Your organisation's keys, in every state, oldest first; paged by opaque cursor."""
+        return self.list(request)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return access_keys(organisation_of(self.request))
 
     @extend_schema(
         operation_id="keys_add",
@@ -61,7 +68,7 @@ class KeyListView(APIView):
         """Add a key. First get a challenge (POST /api/v1/keys/challenge); the new key signs
         the possession statement, proving you hold it."""
         org = organisation_of(request)
-        serializer = AddKeySerializer(data=request.data)
+        serializer = AddKeySerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         public_raw = check_public_key(data["public_key"])
@@ -100,7 +107,7 @@ class KeyRevokeView(APIView):
     def post(self, request: Request, key_id: str) -> Response:
         """Revoke a key now, with a reason: the next request it signs is refused."""
         key = access_key(organisation_of(request), key_id)
-        serializer = RevokeSerializer(data=request.data)
+        serializer = RevokeSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         key = do_revoke_key(key, serializer.validated_data["reason"], request=request)
         return Response(KeySerializer(key).data)
@@ -116,7 +123,7 @@ class KeyRetireView(APIView):
     def post(self, request: Request, key_id: str) -> Response:
         """Retire a key for rotation: it keeps verifying until ``not_after``."""
         key = access_key(organisation_of(request), key_id)
-        serializer = RetireSerializer(data=request.data)
+        serializer = RetireSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         key = do_retire_key(key, serializer.validated_data["not_after"], request=request)
         return Response(KeySerializer(key).data)

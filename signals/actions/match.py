@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from audit.actions import record
 from exchange.problems import Problem
 from members.models import Organisation
-from signals.access import access_readable_sets
+from signals.access import MAX_SETS, access_readable_sets
 from signals.feed.positions import Position
 from signals.matching.index import shared_index
 from signals.matching.mih import MAX_RADIUS, parse_hex
@@ -87,9 +87,11 @@ def _check_query(item: Any, by_slug: dict[str, HashSet]) -> Query:
         raise ValueError(str(exc)) from None
     sets = item.get("sets")
     if sets is not None and (
-        not isinstance(sets, list) or not sets or not all(isinstance(s, str) for s in sets)
+        not isinstance(sets, list)
+        or not 0 < len(sets) <= MAX_SETS
+        or not all(isinstance(s, str) for s in sets)
     ):
-        raise ValueError("sets must be a non-empty list of set slugs")
+        raise ValueError(f"sets must be a list of 1 to {MAX_SETS} set slugs")
     max_distance = item.get(
         "max_distance", MAX_RADIUS if signal_type.comparison == "hamming" else 0
     )

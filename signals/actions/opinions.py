@@ -16,6 +16,8 @@ from signals.feed.wakeups import wake
 from signals.models import HashSet, Opinion
 from signals.types import storable
 
+MAX_TAGS = 20
+
 _SQL_OPINIONS = """
 INSERT INTO signals_opinion (entry_id, organisation_id, category, tags, created_at, updated_at)
 SELECT u.entry_id, %(org)s, u.category, ARRAY(SELECT json_array_elements_text(u.tags::json)),
@@ -63,14 +65,16 @@ def do_give_opinions(
                     "reason": f"category must be one of {', '.join(sorted(categories))}",
                 }
             )
-        elif not isinstance(tags, list) or not all(
-            isinstance(t, str) and 0 < len(t) <= 100 and storable(t) for t in tags
+        elif (
+            not isinstance(tags, list)
+            or len(tags) > MAX_TAGS
+            or not all(isinstance(t, str) and 0 < len(t) <= 100 and storable(t) for t in tags)
         ):
             rejections.append(
                 {
                     "index": index,
-                    "reason": "tags must be a list of strings of 1 to 100 characters, without NUL"
-                    " or lone surrogates",
+                    "reason": f"tags must be a list of at most {MAX_TAGS} strings of 1 to 100"
+                    " characters, without NUL or lone surrogates",
                 }
             )
         else:

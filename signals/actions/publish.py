@@ -12,7 +12,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any, NamedTuple
 
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit.actions import record
@@ -20,6 +20,7 @@ from exchange.enqueue import enqueue_on_commit
 from exchange.problems import Problem
 from exchange.times import parse_when
 from members.models import Organisation
+from signals.feed.locks import advisory_key
 from signals.models import Batch, HashSet
 from signals.types import SignalTypeError, canonicalise
 
@@ -86,7 +87,7 @@ def check_item(raw: Any, hash_set: HashSet, now: datetime) -> Item:
     clean = []
     for label in labels:
         if not isinstance(label, str) or not _LABEL.match(label.lower()):
-            raise ValueError(f"bad label {label!r}: letters, digits and _.:/- only, up to 100")
+            raise ValueError(f"bad label {label!r:.40}: letters, digits and _.:/- only, up to 100")
         clean.append(label.lower())
     expires_at = None
     if raw.get("expires_at") is not None:
@@ -193,6 +194,7 @@ def do_publish(
     key_id: str = "",
     atomic: bool = False,
     idempotency_key: str = "",
+    fingerprint: str = "",
     request: Any = None,
     before_commit: Any = None,
     queue: bool = True,
@@ -201,20 +203,25 @@ def do_publish(
 
     One transaction: the batch row, the COPY of every valid item into staging, the audit
     event. ``atomic`` refuses the whole batch (422, nothing staged) if any item is rejected.
-    With an ``idempotency_key`` already used by the organisation, nothing is read or staged and
-    the first batch is returned (``replayed``); the unique constraint settles a race between two
-    retries. ``before_commit`` (e.g. the streamed body's digest check) may raise to undo it all.
+    With an ``idempotency_key`` (see ``_check_idempotency_key``, which locks it for the whole
+    transaction) already used by the organisation for the same request (``fingerprint``),
+    nothing is read or staged and the first batch is returned (``replayed``).
+    ``before_commit`` (e.g. the streamed body's digest check) may raise to undo it all.
     ``queue=False`` leaves the merge to the caller (or to beat's resume job) instead of a worker.
     """
-    if idempotency_key:
-        first = Batch.objects.filter(organisation=org, idempotency_key=idempotency_key).first()
-        if first is not None:
-            return first, True
     outcome = Outcome()
     try:
         with transaction.atomic():
+            if idempotency_key:
+                first = _check_idempotency_key(org, idempotency_key, fingerprint)
+                if first is not None:
+                    return first, True
             batch = Batch.objects.create(
-                hash_set=hash_set, organisation=org, key_id=key_id, idempotency_key=idempotency_key
+                hash_set=hash_set,
+                organisation=org,
+                key_id=key_id,
+                idempotency_key=idempotency_key,
+                request_hash=fingerprint if idempotency_key else "",
             )
             copy = _CopySource(_copy_rows(batch, hash_set, source, outcome))
             with connection.cursor() as cursor:
@@ -259,12 +266,39 @@ def do_publish(
             " asked: nothing was published",
             errors=[_as_error(r) for r in outcome.rejections],
         ) from None
-    except IntegrityError:
-        if not idempotency_key:
-            raise
-        # Another request with the same key committed first: answer as it did.
-        return Batch.objects.get(organisation=org, idempotency_key=idempotency_key), True
     return batch, False
+
+
+def _check_idempotency_key(org: Organisation, key: str, fingerprint: str) -> Batch | None:
+    """The batch the organisation first published with ``key`` if it was for this same request
+    (None: this request is the first); 422 when the key was used for another request (its set,
+    content type or body: ``fingerprint``), 409 while a request with the key is still in flight.
+
+    Takes a transaction-scoped advisory lock on (organisation, key) without waiting, held until
+    the batch commits or rolls back: a second request with the key while the first still
+    streams its upload is told so at once. (The unique constraint alone made it wait for the
+    whole upload, and answered with the first batch whatever it had sent.) A request that finds
+    the lock free reads after the first one committed, so it sees that batch."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(%s)", [advisory_key(f"idempotency:{org.pk}:{key}")]
+        )
+        (locked,) = cursor.fetchone()
+    if not locked:
+        raise Problem(
+            "idempotency-key-in-flight",
+            f"A request with Idempotency-Key {key!r} is still in flight: retry once it has"
+            " been answered",
+        )
+    first = Batch.objects.filter(organisation=org, idempotency_key=key).first()
+    # A batch from before fingerprints were kept ("") replays as it always did.
+    if first is not None and first.request_hash and first.request_hash != fingerprint:
+        raise Problem(
+            "idempotency-key-mismatch",
+            f"Idempotency-Key {key!r} was first used for another request (its set, content type"
+            f" or body differ: batch {first.pk}); send a new request with a new key",
+        )
+    return first
 
 
 class _AtomicRefusal(Exception):

@@ -3,20 +3,35 @@ from typing import Any
 
 from rest_framework import serializers
 
+from exchange.fields import BoundedList
+from signals.access import MAX_SETS
 from signals.feed.positions import Position
 from signals.models import Batch, Delivery, HashSet, Subscription
 from signals.types import SIGNAL_TYPES
+
+MAX_DESCRIPTION = 2000
+MAX_ITEMS = 10_000
+
+
+def signal_types_field(help_text: str) -> BoundedList:
+    """Signal type names: at most as many as there are types."""
+    return BoundedList(
+        child=serializers.ChoiceField(choices=list(SIGNAL_TYPES)),
+        max_length=len(SIGNAL_TYPES),
+        required=False,
+        default=list,
+        help_text=help_text,
+    )
 
 
 class SetSerializer(serializers.Serializer):
     slug = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=200)
-    description = serializers.CharField(allow_blank=True, required=False, default="")
+    description = serializers.CharField(
+        max_length=MAX_DESCRIPTION, allow_blank=True, required=False, default=""
+    )
     owner = serializers.CharField(source="owner.slug", read_only=True)
-    signal_types = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(SIGNAL_TYPES)), required=False, default=list,
-        help_text="types the set takes; empty: all",
-    )  # fmt: skip
+    signal_types = signal_types_field("types the set takes; empty: all")
     tlp = serializers.ChoiceField(choices=HashSet.TLP.choices, default=HashSet.TLP.AMBER)
     attribution = serializers.ChoiceField(
         choices=HashSet.Attribution.choices, default=HashSet.Attribution.NAMED
@@ -47,9 +62,11 @@ class GrantListSerializer(serializers.Serializer):
 
 
 class PublishSerializer(serializers.Serializer):
-    signals = serializers.ListField(
-        child=serializers.JSONField(), help_text="items: type, value, labels, expires_at, quality"
-    )
+    signals = BoundedList(
+        child=serializers.JSONField(), max_length=MAX_ITEMS,
+        too_large=f"send at most {MAX_ITEMS:,} or stream NDJSON",
+        help_text=f"up to {MAX_ITEMS:,} items: type, value, labels, expires_at, quality",
+    )  # fmt: skip
     atomic = serializers.BooleanField(
         default=False, help_text="refuse everything if one item is rejected"
     )
@@ -87,8 +104,8 @@ class BatchSerializer(serializers.Serializer):
 
 
 class ItemsSerializer(serializers.Serializer):
-    signals = serializers.ListField(
-        child=serializers.JSONField(), max_length=10_000,
+    signals = BoundedList(
+        child=serializers.JSONField(), max_length=MAX_ITEMS,
         help_text='each {"entry": id} or {"type": …, "value": …}; opinions add category and tags',
     )  # fmt: skip
 
@@ -150,15 +167,12 @@ class SubscriptionSerializer(serializers.Serializer):
     url = serializers.CharField(
         max_length=2000, help_text="https endpoint the exchange POSTs pages to"
     )
-    sets = serializers.ListField(
-        child=serializers.SlugField(max_length=64), min_length=1, max_length=100,
+    sets = BoundedList(
+        child=serializers.SlugField(max_length=64), min_length=1, max_length=MAX_SETS,
         help_text="slugs of sets you read",
     )  # fmt: skip
-    signal_types = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(SIGNAL_TYPES)), required=False, default=list,
-        help_text="only changes of these types; empty: all",
-    )  # fmt: skip
-    labels = serializers.ListField(
+    signal_types = signal_types_field("only changes of these types; empty: all")
+    labels = BoundedList(
         child=serializers.CharField(max_length=100), required=False, default=list,
         max_length=100, help_text="only entries carrying one of these labels; empty: all",
     )  # fmt: skip
@@ -243,10 +257,11 @@ class RedeliverSerializer(serializers.Serializer):
 
 
 class MatchRequestSerializer(serializers.Serializer):
-    signals = serializers.ListField(
-        child=serializers.JSONField(),
+    signals = BoundedList(
+        child=serializers.JSONField(), max_length=MAX_ITEMS,
+        too_large=f"send at most {MAX_ITEMS:,}",
         help_text="up to 10,000 queries: type, value, optional sets (slugs) and max_distance",
-    )
+    )  # fmt: skip
 
 
 class MatchAnswerSerializer(serializers.Serializer):

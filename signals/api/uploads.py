@@ -9,14 +9,17 @@ CSV (header row: ``type,value`` and optionally ``labels`` (``|``-separated), ``e
 
 import csv
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
 from django.http import HttpRequest
 
+from exchange.bodies import MAX_DEPTH, TooDeep, check_nesting
 from exchange.problems import Problem
 from members.auth import check_digest
+from members.principal import MemberPrincipal
 from signals.actions.publish import Source, Unparsable
 
 MAX_JSON_ITEMS = 10_000
@@ -73,6 +76,36 @@ class DigestReader:
         check_digest(self.expected, self.sha.digest())
 
 
+# -- idempotency ------------------------------------------------------------------------------
+
+_IDEMPOTENCY_KEY = re.compile(r"[ -~]{1,200}")
+
+
+def idempotency_key_of(request: Any) -> str:
+    """The request's ``Idempotency-Key`` ("" without one): 1 to 200 printable ASCII characters,
+    else 400 (a longer one was cut to 200, so two keys could collide)."""
+    key: str = request.headers.get("Idempotency-Key", "")
+    if key and not _IDEMPOTENCY_KEY.fullmatch(key):
+        message = "1 to 200 printable ASCII characters"
+        raise Problem(
+            "validation",
+            f"Idempotency-Key: {message}",
+            errors=[{"field": "Idempotency-Key", "message": message}],
+        )
+    return key
+
+
+def fingerprint(request: HttpRequest, slug: str, atomic: bool, principal: MemberPrincipal) -> str:
+    """What an ``Idempotency-Key`` is stored with (the IETF Idempotency-Key draft's request
+    fingerprint): the set, the content type, ``atomic`` and the body's SHA-256, for a streamed
+    upload the signed Content-Digest it is checked against as it is read."""
+    digest = principal.streamed_digest
+    if digest is None:
+        digest = hashlib.sha256(request.body).digest()  # a JSON body, read by authentication
+    head = f"{slug}\n{request.content_type}\n{int(atomic)}\n".encode()
+    return hashlib.sha256(head + digest).hexdigest()
+
+
 # -- parsers -----------------------------------------------------------------------------------
 
 
@@ -106,14 +139,21 @@ def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
+_TOO_DEEP = Unparsable(f"nested deeper than {MAX_DEPTH} levels")
+_NOT_JSON = Unparsable("not valid JSON")
+
+
 def _ndjson(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
-    loads, error = orjson.loads, orjson.JSONDecodeError
+    loads = orjson.loads
     for number, raw in enumerate(lines, start=1):
         try:
+            check_nesting(raw)  # bounded before parsing, as every JSON body (exchange.bodies)
             yield number, loads(raw)  # the common case: no decode, no strip (JSON allows space)
             continue
-        except error:
-            pass
+        except TooDeep:
+            reason = _TOO_DEEP
+        except ValueError:  # orjson's JSONDecodeError, or brackets that do not pair up
+            reason = _NOT_JSON
         if raw.startswith(b"\x00"):
             yield number, _TOO_LONG  # a line the reader cut
             continue
@@ -125,7 +165,7 @@ def _ndjson(lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
         except UnicodeDecodeError:
             yield number, Unparsable("not valid UTF-8")
             continue
-        yield number, Unparsable("not valid JSON")
+        yield number, reason
 
 
 def ndjson_items(lines: Iterable[bytes]) -> Source:

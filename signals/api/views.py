@@ -11,7 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from exchange.pagination import NewestFirst
+from exchange.bodies import body_of, require_body
+from exchange.pagination import BySlug, NewestFirst, OldestFirst
 from exchange.problems import Problem
 from members.access import organisation_by_slug
 from members.models import Organisation
@@ -62,7 +63,15 @@ from signals.api.serializers import (
     SubscriptionSerializer,
     SubscriptionUpdateSerializer,
 )
-from signals.api.uploads import DigestReader, csv_items, json_items, ndjson_items, text_items
+from signals.api.uploads import (
+    DigestReader,
+    csv_items,
+    fingerprint,
+    idempotency_key_of,
+    json_items,
+    ndjson_items,
+    text_items,
+)
 from signals.feed.positions import START
 from signals.feed.reads import held_cursor
 from signals.models import Batch, Subscription
@@ -74,12 +83,17 @@ STREAM_SOURCES = {
 }
 
 
-class SetListView(APIView):
-    @extend_schema(operation_id="sets_list", tags=["sets"], responses=SetSerializer(many=True))
+class SetListView(ListAPIView):
+    serializer_class = SetSerializer
+    pagination_class = BySlug
+
+    @extend_schema(operation_id="sets_list", tags=["sets"])
     def get(self, request: Request) -> Response:
-        """The sets your organisation may read."""
-        sets = visible_sets(organisation_of(request)).select_related("owner")
-        return Response(SetSerializer(sets, many=True).data)
+        """The sets your organisation may read, by slug; paged by opaque cursor."""
+        return self.list(request)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return visible_sets(organisation_of(self.request)).select_related("owner")
 
     @extend_schema(
         operation_id="sets_create",
@@ -89,7 +103,7 @@ class SetListView(APIView):
     )
     def post(self, request: Request) -> Response:
         """Create a set; your organisation owns it."""
-        serializer = SetSerializer(data=request.data)
+        serializer = SetSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         hash_set = do_create_set(
             organisation_of(request), serializer.validated_data, request=request
@@ -115,7 +129,7 @@ class SetDetailView(APIView):
     def patch(self, request: Request, slug: str) -> Response:
         """Change a set you own."""
         hash_set = access_set(organisation_of(request), slug, need="own")
-        serializer = SetUpdateSerializer(data=request.data, partial=True)
+        serializer = SetUpdateSerializer(data=body_of(request), partial=True)
         serializer.is_valid(raise_exception=True)
         hash_set = do_update_set(hash_set, dict(serializer.validated_data), request=request)
         return Response(SetSerializer(hash_set).data)
@@ -135,7 +149,7 @@ class GrantView(APIView):
     def put(self, request: Request, slug: str, org_slug: str) -> Response:
         """Let another organisation read (and perhaps publish to) your set."""
         hash_set, org = self._target(request, slug, org_slug)
-        serializer = GrantSerializer(data=request.data)
+        serializer = GrantSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         grant = do_grant(hash_set, org, request=request, **serializer.validated_data)
         return Response(GrantSerializer(grant).data)
@@ -168,7 +182,10 @@ class PublishView(APIView):
                 "Idempotency-Key",
                 OpenApiTypes.STR,
                 OpenApiParameter.HEADER,
-                description="a retry with the same key gets the first answer, changes nothing",
+                description="up to 200 printable ASCII characters: a retry of the same request"
+                " (set, content type, atomic, body) with the same key gets the first answer and"
+                " changes nothing; the key with another request is 422, and 409 while the first"
+                " request with it is still in flight",
             ),
         ],
         responses={202: BatchSerializer},
@@ -181,13 +198,15 @@ class PublishView(APIView):
         hash_set = access_set(org, slug, need="publish")
         principal = request.user
         assert isinstance(principal, MemberPrincipal)
+        require_body(request)
+        idempotency_key = idempotency_key_of(request)
         parse = STREAM_SOURCES.get(request._request.content_type or "")
         if parse is not None:
             reader = DigestReader(request._request, principal.streamed_digest)
             source, before_commit = parse(reader), reader.verify
             atomic = request.query_params.get("atomic", "").lower() in {"1", "true", "yes"}
         else:
-            serializer = PublishSerializer(data=request.data)
+            serializer = PublishSerializer(data=body_of(request))
             serializer.is_valid(raise_exception=True)
             source, before_commit = json_items(serializer.validated_data["signals"]), None
             atomic = serializer.validated_data["atomic"]
@@ -197,7 +216,12 @@ class PublishView(APIView):
             source,
             key_id=principal.key.key_id if principal.key else "",
             atomic=atomic,
-            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
+            idempotency_key=idempotency_key,
+            fingerprint=(
+                fingerprint(request._request, hash_set.slug, atomic, principal)
+                if idempotency_key
+                else ""
+            ),
             request=request,
             before_commit=before_commit,
         )
@@ -255,7 +279,7 @@ class RetractView(APIView):
         contribution left becomes a tombstone in the change feed."""
         org = organisation_of(request)
         hash_set = access_set(org, slug, need="publish")
-        serializer = ItemsSerializer(data=request.data)
+        serializer = ItemsSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         return Response(
             do_retract(hash_set, org, serializer.validated_data["signals"], request=request)
@@ -274,7 +298,7 @@ class OpinionView(APIView):
         set you can read; one per organisation per entry, the latest counts."""
         org = organisation_of(request)
         hash_set = access_set(org, slug)
-        serializer = ItemsSerializer(data=request.data)
+        serializer = ItemsSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         # do_give_opinions is one transaction of its own.
         answer = do_give_opinions(
@@ -346,7 +370,7 @@ class ChangesView(APIView):
 def _limit(raw: str | None, maximum: int) -> int:
     if raw is None or raw == "":
         return 1000
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= maximum:
         raise Problem(
             "validation",
             f"limit: a whole number from 1 to {maximum}",
@@ -382,17 +406,27 @@ def _subscription_answer(subscription: Subscription, status: int = 200) -> Respo
     return Response(SubscriptionSerializer(subscription, context=context).data, status=status)
 
 
-class SubscriptionListView(APIView):
-    @extend_schema(
-        operation_id="subscriptions_list",
-        tags=["subscriptions"],
-        responses=SubscriptionSerializer(many=True),
-    )
+class SubscriptionListView(ListAPIView):
+    serializer_class = SubscriptionSerializer
+    pagination_class = OldestFirst
+    _set_slugs: dict[int, str]
+
+    @extend_schema(operation_id="subscriptions_list", tags=["subscriptions"])
     def get(self, request: Request) -> Response:
-        """Your organisation's webhook subscriptions, oldest first."""
-        subscriptions = list(access_subscriptions(organisation_of(request)))
-        context = {"set_slugs": _set_slugs(subscriptions)}
-        return Response(SubscriptionSerializer(subscriptions, many=True, context=context).data)
+        """Your organisation's webhook subscriptions, oldest first; paged by opaque cursor."""
+        return self.list(request)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return access_subscriptions(organisation_of(self.request))
+
+    def paginate_queryset(self, queryset):  # type: ignore[no-untyped-def]
+        page = super().paginate_queryset(queryset)
+        self._set_slugs = _set_slugs(page or [])
+        return page
+
+    def get_serializer_context(self):  # type: ignore[no-untyped-def]
+        # No page (an OPTIONS request describing the POST body): no sets to name.
+        return {**super().get_serializer_context(), "set_slugs": getattr(self, "_set_slugs", {})}
 
     @extend_schema(
         operation_id="subscriptions_create",
@@ -406,7 +440,7 @@ class SubscriptionListView(APIView):
         Webhooks headers by its key at /.well-known/hashx, one page in flight at a time, and
         moves the cursor on a 2xx. The URL must be https and resolve to public addresses."""
         org = organisation_of(request)
-        serializer = SubscriptionSerializer(data=request.data)
+        serializer = SubscriptionSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         check_subscription_url(data["url"])
@@ -444,7 +478,7 @@ class SubscriptionDetailView(APIView):
         from the next page."""
         org = organisation_of(request)
         subscription = access_subscription(org, subscription_id)
-        serializer = SubscriptionUpdateSerializer(data=request.data, partial=True)
+        serializer = SubscriptionUpdateSerializer(data=body_of(request), partial=True)
         serializer.is_valid(raise_exception=True)
         changes = dict(serializer.validated_data)
         if "url" in changes:
@@ -496,7 +530,7 @@ class RedeliverView(APIView):
         ``{"delivery": id}``: rewind there and send every page from that point again. A paused
         or disabled subscription becomes active."""
         subscription = access_subscription(organisation_of(request), subscription_id)
-        serializer = RedeliverSerializer(data=request.data)
+        serializer = RedeliverSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         delivery = None
@@ -520,7 +554,7 @@ class MatchView(APIView):
         within Hamming distance (default 31; never more than a set allows). ``position`` is the
         change-feed cursor the PDQ index answered as of."""
         org = organisation_of(request)
-        serializer = MatchRequestSerializer(data=request.data)
+        serializer = MatchRequestSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         queries, readable = check_queries(org, serializer.validated_data["signals"])
         return Response(do_match(org, queries, readable, request=request))

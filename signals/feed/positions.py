@@ -17,6 +17,9 @@ from django.db import connection
 
 from exchange.problems import Problem
 
+# base64url of "<xid>.<seq>", each at most 20 digits: 55 characters.
+MAX_CURSOR = 64
+
 # SQL fragment that stamps a row with a new position; use it in every UPDATE of an entry.
 NEW_POSITION = "position_xid = pg_current_xact_id(), position_seq = nextval('signals_position_seq')"
 
@@ -32,13 +35,15 @@ class Position:
 
     @classmethod
     def from_cursor(cls, cursor: str) -> "Position":
-        try:
-            xid, seq = (
-                base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(".")
-            )
-            position = cls(int(xid), int(seq))
-        except (ValueError, UnicodeDecodeError):
-            position = None
+        position = None
+        if len(cursor) <= MAX_CURSOR:  # a longer one is none this exchange issued
+            try:
+                xid, seq = (
+                    base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(".")
+                )
+                position = cls(int(xid), int(seq))
+            except (ValueError, UnicodeDecodeError):
+                pass
         # Exactly as issued (int() also reads signs, spaces and other scripts' digits), and
         # within xid8 and bigint, or the database would refuse the comparison (a 500).
         if (

@@ -38,7 +38,7 @@ def add_key_body(member, new_key, *, challenge_value=None, slug=None, public=Non
 
 def test_a_member_lists_its_own_keys_only(publisher, subscriber):
     second = publisher.add_key(read_only=True)
-    keys = publisher.api.get("/api/v1/keys").json()["keys"]
+    keys = publisher.api.get("/api/v1/keys").json()["results"]
     assert {k["key_id"] for k in keys} == {publisher.key.key_id, second.key.key_id}
     assert all(k["public_key"]["kty"] == "OKP" for k in keys)
 

@@ -164,6 +164,8 @@ def test_a_second_linker_of_the_same_batch_steps_aside_at_once(publisher, shared
             cursor.execute("SELECT pg_advisory_lock(%s)", [link_key(str(batch.pk))])
         batch = do_link_batch(str(batch.pk))
         assert (batch.near_duplicates, bool(batch.link_ranges)) == (0, True)
+        with other.cursor() as cursor:  # at once: closing lets the server release it later
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [link_key(str(batch.pk))])
     finally:
         other.close()
     batch = do_link_batch(str(batch.pk))

@@ -8,7 +8,7 @@ pytestmark = pytest.mark.django_db
 
 
 def slugs(response):
-    return {s["slug"] for s in response.json()}
+    return {s["slug"] for s in response.json()["results"]}
 
 
 def test_a_member_creates_a_set_it_owns(publisher):

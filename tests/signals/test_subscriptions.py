@@ -32,7 +32,7 @@ def test_a_subscriber_subscribes_to_a_set_it_reads(subscriber, shared_set):
         ["csam"],
     )
     assert (body["state"], body["active"], body["description"]) == ("active", True, "prod")
-    assert subscriber.api.get("/api/v1/subscriptions").json() == [body]
+    assert subscriber.api.get("/api/v1/subscriptions").json()["results"] == [body]
     assert subscriber.api.get(f"/api/v1/subscriptions/{body['id']}").json() == body
     event = AuditEvent.objects.get(action="signals.subscription.created")
     assert event.actor_org_id == subscriber.org.pk and event.details["url"] == HOOK
@@ -66,7 +66,7 @@ def test_an_outsider_gets_404_for_sets_and_subscriptions_it_may_not_see(
     assert outsider.api.request("DELETE", f"/api/v1/subscriptions/{sid}").status_code == 404
     assert outsider.api.post(f"/api/v1/subscriptions/{sid}/redeliver", {}).status_code == 404
     assert outsider.api.get("/api/v1/subscriptions/not-a-uuid").status_code == 404
-    assert outsider.api.get("/api/v1/subscriptions").json() == []
+    assert outsider.api.get("/api/v1/subscriptions").json()["results"] == []
 
 
 def test_the_list_shows_the_organisations_own_subscriptions_in_a_fixed_number_of_queries(
@@ -78,7 +78,7 @@ def test_the_list_shows_the_organisations_own_subscriptions_in_a_fixed_number_of
     subscribe(outsider, sets=["other"])
     mine = [subscribe(subscriber, description=str(n)).json()["id"] for n in range(3)]
     with django_assert_num_queries(3):  # the key, the subscriptions, their sets' slugs
-        listed = subscriber.api.get("/api/v1/subscriptions").json()
+        listed = subscriber.api.get("/api/v1/subscriptions").json()["results"]
     assert [s["id"] for s in listed] == mine
 
 
