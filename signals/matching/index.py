@@ -17,11 +17,13 @@ that follows the change feed (DESIGN.md "Matching").
   database in one consistent snapshot.
 
 Memory budget, per hash: 32 bytes (hash) + 48 (12 chunk tables of int32 row numbers) + 8 (entry
-id) + 4 (set id) = 92 bytes, plus 128 MiB of bucket offsets: about 1.05 GB at 10M hashes,
-shared by every process of the host through the page cache. Per process, the delta costs about 200
-bytes per entry changed since the generation (Python objects, plus a multi-index of its own
-past ``DELTA_SCAN`` entries), bounded by compaction. The compacting worker briefly holds a
-second generation while it writes one.
+id) + 4 (set id) = 92 bytes, plus bucket directories that grow with the hashes (mih.py: 80 MiB
+at 1M, 128 MiB from a few million on): about 172 MiB at 1M hashes, 1.05 GB at 10M, shared by
+every process of the host through the page cache. Opening a generation maps its files and
+builds nothing. Per process, the delta costs about 200 bytes per entry changed since the
+generation (Python objects, plus a multi-index of its own past ``DELTA_SCAN`` entries, sized to
+the delta), bounded by compaction; bench/memory.py measures the web workers. The compacting
+worker briefly holds a second generation while it writes one.
 """
 
 import dataclasses
@@ -70,14 +72,16 @@ class Generation:
     sets: I32
     mih: MIH
 
-    FILES = ("entries", "sets", "hashes", "rows", "offsets")
+    FILES = ("entries", "sets", *MIH.ARRAYS)
 
     @classmethod
     def open(cls, directory: Path, name: str) -> "Generation":
+        """Every array memory-mapped read-only, none copied nor derived: all the processes of
+        a host share one copy in the page cache."""
         path = directory / name
         meta = json.loads((path / "meta.json").read_text())
         arrays = {f: np.load(path / f"{f}.npy", mmap_mode="r") for f in cls.FILES}
-        mih = MIH(arrays["hashes"], arrays["rows"], arrays["offsets"])
+        mih = MIH(**{f: arrays[f] for f in MIH.ARRAYS})
         return cls(name, Position(meta["xid"], meta["seq"]), arrays["entries"], arrays["sets"], mih)
 
     @classmethod
@@ -97,9 +101,7 @@ class Generation:
         arrays: dict[str, npt.NDArray[Any]] = {
             "entries": entries,
             "sets": sets,
-            "hashes": mih.hashes,
-            "rows": mih.rows,
-            "offsets": mih.offsets,
+            **{f: getattr(mih, f) for f in MIH.ARRAYS},
         }
         for file, array in arrays.items():
             np.save(tmp / f"{file}.npy", array)
