@@ -12,6 +12,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from exchange.embedded import free_port
+from exchange.run import children
 from hashx.keys import raw_public_bytes
 from members.actions.keys import do_add_key
 from members.actions.organisations import do_create_organisation
@@ -22,16 +23,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_web(
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, *, as_run: bool = False
 ) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
-    """One sync gunicorn worker; returns it once /healthz answers, its base URL, and the
-    environment (with that URL as ``HASHX_PUBLIC_URL``) for other processes of the run."""
+    """gunicorn serving the exchange on a free loopback port: one sync worker, or with
+    ``as_run`` the command line ``make run`` starts (exchange/run.py: its workers, worker
+    class and options, whatever they are today; its access log is discarded). Returns it once
+    /healthz answers, its base URL, and the environment (with that URL as
+    ``HASHX_PUBLIC_URL``) for other processes of the run."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HASHX_PUBLIC_URL": base, "LOG_LEVEL": "WARNING", **(extra_env or {})}
-    argv = [sys.executable, "-m", "gunicorn", "exchange.wsgi:application"]
-    argv += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "3600"]
-    web = subprocess.Popen([*argv, "--log-level", "warning"], cwd=ROOT, env=env)
+    if as_run:
+        (child,) = [c for c in children(port) if c.name == "web"]
+        argv = child.argv
+    else:
+        argv = [sys.executable, "-m", "gunicorn", "exchange.wsgi:application"]
+        argv += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "3600"]
+        argv += ["--log-level", "warning"]
+    web = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL if as_run else None)
     deadline = time.monotonic() + 60
     while True:
         try:

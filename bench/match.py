@@ -102,10 +102,7 @@ def ours(hashes: U64, queries: U64, sample: U64, truth: set[tuple[int, int]]) ->
         "single_qps": rate(singles, lambda: [index.search(q[None, :]) for q in queries[:singles]]),
         "batch_qps": rate(QUERIES, lambda: index.search(queries)),
         # hashes + chunk tables + offsets, plus entry ids (8) and set ids (4) per row
-        "memory_mb": (
-            index.hashes.nbytes + index.rows.nbytes + index.offsets.nbytes + len(hashes) * 12
-        )
-        / 2**20,
+        "memory_mb": (index.nbytes + len(hashes) * 12) / 2**20,
         "recall": len(found & truth) / max(1, len(truth)),
         "false": len(found - truth),
     }

@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from django.conf import settings
@@ -146,16 +147,107 @@ def check_destination(url: str) -> None:
     resolve(check_url(url))
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to a checked address, with SNI and certificate checks for the URL's host."""
+class Incomplete(http.client.HTTPException):
+    """An answer cut short or malformed: not an answer at all, whatever its status line said."""
 
-    def __init__(self, address: str, port: int, host: str, timeout: float) -> None:
-        super().__init__(address, port, timeout=timeout, context=ssl.create_default_context())
-        self._tls_host = host
+
+class _LineWatch:
+    """The response's stream, remembering the last line read: http.client takes the end of the
+    stream for the blank line that ends a header section (or a chunked body's trailer), so a
+    status line followed by a hang-up, or headers cut off mid-way, would pass as complete."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.last_line = b""
+
+    def readline(self, limit: int = -1) -> bytes:
+        self.last_line = self._stream.readline(limit)
+        return self.last_line
+
+    def ended_section(self) -> bool:
+        return self.last_line in (b"\r\n", b"\n")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _Response(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = self.watch = _LineWatch(self.fp)  # type: ignore[assignment]
+
+    def begin(self) -> None:
+        super().begin()
+        if not self.watch.ended_section():
+            raise Incomplete("the answer ended before its header section did")
+        if self.length is None and not self.chunked and "content-length" in self.headers:
+            raise Incomplete(f"Content-Length: {self.headers['content-length'][:50]!r}")
+
+    def read_whole(self) -> bytes:
+        """The body read to its end (its Content-Length, its last chunk, or a clean close),
+        of which the first ``EXCERPT_CHARS`` bytes are kept."""
+        kept = b""
+        while chunk := self.read(65536):
+            kept += chunk[: EXCERPT_CHARS - len(kept)]
+        if self.length:  # http.client lets a short body pass for a whole one
+            raise Incomplete(f"the body ended {self.length} bytes short of its Content-Length")
+        if self.chunked and not self.watch.ended_section():
+            raise Incomplete("the chunked body ended before its final blank line")
+        return kept
+
+
+class _Connection(http.client.HTTPConnection):
+    """HTTP, or HTTPS with SNI and certificate checks for ``tls_host``, to an address already
+    checked, that ``cut()`` ends at any step: connecting, the TLS handshake, sending, or
+    reading any part of the answer. A socket timeout bounds each read or write, not their
+    sum: a peer that trickles a byte at a time (a handshake, a status line, headers that never
+    end, a body that never ends) trips none of them, so the caller cuts at its deadline."""
+
+    response_class = _Response
+
+    def __init__(self, address: str, port: int, tls_host: str | None, deadline: float) -> None:
+        super().__init__(address, port)
+        self._tls_host = tls_host
+        self._deadline = deadline  # on the monotonic clock
+        self._lock = threading.Lock()
+        self.expired = threading.Event()
+
+    def left(self) -> float:
+        return self._deadline - time.monotonic()
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self._tls_host)  # type: ignore[attr-defined]
+        timeout = min(settings.HASHX_WEBHOOK_TIMEOUT_SECONDS, max(self.left(), 0.001))
+        sock = socket.create_connection((self.host, self.port), timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._expose(sock)
+        if self._tls_host is not None:
+            # No handshake while wrapping: it runs on a socket cut() can already reach.
+            self._expose(
+                ssl.create_default_context().wrap_socket(
+                    sock,
+                    server_hostname=self._tls_host,
+                    do_handshake_on_connect=False,
+                    # A close-delimited body must end with the TLS close, not a bare hang-up.
+                    suppress_ragged_eofs=False,
+                )
+            )
+            assert isinstance(self.sock, ssl.SSLSocket)
+            self.sock.do_handshake()
+
+    def _expose(self, sock: socket.socket) -> None:
+        with self._lock:
+            self.sock = sock
+            if self.expired.is_set():
+                raise TimeoutError
+
+    def cut(self) -> None:
+        with self._lock:
+            self.expired.set()
+            if self.sock is not None:
+                # The plain socket's shutdown: the blocked read returns at once (the TLS
+                # layer's own shutdown would tear its state down under the reading thread).
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
 
 def _storable(text: str) -> str:
@@ -167,10 +259,12 @@ def _storable(text: str) -> str:
 
 def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> Answer:
     """POST ``body`` to ``url`` after checking it; no redirects, and only a short excerpt of the
-    answer is kept. Bounded time: each socket operation by ``HASHX_WEBHOOK_TIMEOUT_SECONDS``,
-    and the whole exchange, name lookup included, by ``deadline`` seconds (a receiver trickling
-    its answer a byte at a time never trips the first): past it the connection is cut and
-    ``SendFailed`` raised."""
+    answer is kept. An answer counts only whole and well formed: a status line, a header section
+    ended by its blank line, and the body read to its end (Content-Length, last chunk, or a
+    clean close). Bounded time: each socket operation by ``HASHX_WEBHOOK_TIMEOUT_SECONDS``, and
+    everything together (name lookup, connect, TLS handshake, sending, status line, headers and
+    body) by ``deadline`` seconds: past it the connection is cut and ``SendFailed`` raised,
+    however much of the answer had come."""
     started = time.monotonic()
     parts = check_url(url)
     address = str(resolve(parts)[0])
@@ -180,37 +274,23 @@ def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> 
         raise SendFailed(f"no complete answer within {deadline:g} s (the name lookup took it)")
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
-    timeout = settings.HASHX_WEBHOOK_TIMEOUT_SECONDS
-    connection: http.client.HTTPConnection = (
-        _PinnedHTTPSConnection(address, port, parts.hostname or "", timeout)
-        if https
-        else http.client.HTTPConnection(address, port, timeout=timeout)
-    )
+    tls_host = (parts.hostname or "") if https else None
+    connection = _Connection(address, port, tls_host, started + deadline)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    expired = threading.Event()
-
-    def cut() -> None:
-        expired.set()
-        if connection.sock is not None:
-            # The plain socket's shutdown: the blocked read returns at once (the TLS layer's
-            # own shutdown would tear its state down under the reading thread).
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(connection.sock, socket.SHUT_RDWR)
-
-    timer = threading.Timer(left, cut)
+    timer = threading.Timer(left, connection.cut)
     timer.start()
     try:
         connection.connect()
-        # Cut while connecting, before there was a socket to shut (the connect, and a TLS
-        # handshake as a whole, are bounded by the socket timeout).
-        if expired.is_set():
-            raise TimeoutError
         connection.request("POST", path, body=body, headers={**headers, "Host": parts.netloc})
         response = connection.getresponse()
-        excerpt = _storable(response.read(EXCERPT_CHARS).decode("utf-8", "replace"))
+        assert isinstance(response, _Response)
+        excerpt = _storable(response.read_whole().decode("utf-8", "replace"))
+        if connection.expired.is_set():  # the cut may have ended the answer where it was
+            raise TimeoutError
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, excerpt)
     except (OSError, http.client.HTTPException) as exc:
-        if expired.is_set():
+        # A socket timeout near the deadline is the deadline too: the same message either way.
+        if connection.expired.is_set() or connection.left() <= 0:
             raise SendFailed(f"no complete answer within {deadline:g} s") from None
         raise SendFailed(_storable(f"{type(exc).__name__}: {exc}")[:EXCERPT_CHARS]) from None
     finally:

@@ -1,7 +1,10 @@
 """An HTTP server on loopback that records every request and answers from a script: a webhook
-receiver, or an exchange that is overloaded on cue (tests/client/test_retries.py)."""
+receiver (well-behaved, or hostile: ``HOSTILE``), or an exchange that is overloaded on cue
+(tests/client/test_retries.py). ``Silent`` never answers at all."""
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,11 +31,75 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     body: bytes = b"ok"
-    # Seconds between the bytes of the answer, written one at a time: a receiver that keeps
-    # every read well within the socket timeout and still takes for ever.
+    # Seconds between the bytes of the answer, written one at a time (from byte
+    # ``trickle_from`` on): a receiver that keeps every read well within the socket timeout and
+    # still takes for ever.
     trickle: float = 0.0
+    trickle_from: int = 0
     # Close the connection without answering.
     hang_up: bool = False
+    # Bytes written instead of a well-formed answer (a receiver that breaks HTTP, or frames its
+    # body its own way: ``body`` then says what they carry), then
+    # ``forever`` written again and again, every ``trickle`` seconds, until the exchange hangs
+    # up (or a minute passes); then the connection is closed, or with ``hold`` kept open and
+    # silent until the exchange hangs up (or a minute passes).
+    raw: bytes | None = None
+    forever: bytes = b""
+    hold: bool = False
+
+    def wire(self) -> bytes:
+        """The bytes of this answer as written on the wire."""
+        if self.raw is not None:
+            return self.raw
+        headers = {**self.headers, "Content-Length": str(len(self.body))}
+        lines = [f"HTTP/1.1 {self.status} OK", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+        return "\r\n".join(lines).encode() + self.body
+
+
+_STATUS = b"HTTP/1.1 200 OK\r\n"
+_CHUNKED = _STATUS + b"Transfer-Encoding: chunked\r\n\r\n"
+
+# Answers that are not whole, well-formed HTTP answers however they start: a sender must count
+# each a failed attempt, never a delivery.
+HOSTILE = {
+    "a trickled status line": Answer(
+        raw=_STATUS + b"Content-Length: 2\r\n\r\nok", trickle=0.2, trickle_from=12
+    ),
+    "trickled headers": Answer(
+        raw=_STATUS + b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+        trickle=0.2,
+        trickle_from=len(_STATUS),
+    ),
+    "headers that never end": Answer(raw=_STATUS, forever=b"X-More: and more\r\n", trickle=0.05),
+    "a status line, no headers, then a hang-up": Answer(raw=_STATUS),
+    "a status line, then silence": Answer(raw=_STATUS, hold=True),
+    "headers, then silence": Answer(raw=_STATUS + b"Content-Length: 2\r\n", hold=True),
+    "a status line cut off": Answer(raw=b"HTTP/1.1 200 OK"),
+    "a header line cut off": Answer(raw=_STATUS + b"Content-Le"),
+    "a body that never ends": Answer(raw=_STATUS + b"\r\n", forever=b"ok ", trickle=0.05),
+    "a chunked body that never ends": Answer(raw=_CHUNKED, forever=b"2\r\nok\r\n", trickle=0.05),
+    "a body shorter than its Content-Length": Answer(raw=_STATUS + b"Content-Length: 10\r\n\r\nok"),
+    "part of a body, then silence": Answer(
+        raw=_STATUS + b"Content-Length: 10\r\n\r\nok", hold=True
+    ),
+    "a body ended by silence, not by closing": Answer(raw=_STATUS + b"\r\nok", hold=True),
+    "a chunked body cut off": Answer(raw=_CHUNKED + b"5\r\nok"),
+    "a chunked body without its last line": Answer(raw=_CHUNKED + b"2\r\nok\r\n0\r\n"),
+    "a Content-Length that is no number": Answer(raw=_STATUS + b"Content-Length: two\r\n\r\nok"),
+}
+
+# Whole answers, each framed another way: each counts, and carries ``body``.
+WELL_FORMED = {
+    "a Content-Length body": Answer(body=b"ok"),
+    "a body of 100 kB": Answer(body=b"ok" * 50_000),
+    "no body": Answer(204, body=b""),
+    "a chunked body with a trailer": Answer(
+        raw=_CHUNKED + b"2\r\nok\r\n1\r\n!\r\n0\r\nX-Trailer: yes\r\n\r\n", body=b"ok!"
+    ),
+    "a body ended by closing the connection": Answer(
+        raw=_STATUS + b"\r\nall of it", body=b"all of it"
+    ),
+}
 
 
 class Receiver:
@@ -66,11 +133,10 @@ class Receiver:
                 if answer.hang_up:
                     self.close_connection = True
                     return
-                if answer.trickle:
-                    raw = f"HTTP/1.1 {answer.status} OK\r\nContent-Length: 2\r\n\r\nok".encode()
-                    for byte in raw:
-                        time.sleep(answer.trickle)
-                        self.wfile.write(bytes([byte]))
+                if answer.trickle or answer.raw is not None:
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):  # the exchange may hang up first
+                        self.misbehave(answer)
                     return
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
@@ -78,6 +144,21 @@ class Receiver:
                 self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
                 self.wfile.write(answer.body)
+
+            def misbehave(self, answer: Answer) -> None:
+                wire = answer.wire()
+                at = answer.trickle_from if answer.trickle else len(wire)
+                self.wfile.write(wire[:at])
+                for byte in wire[at:]:
+                    time.sleep(answer.trickle)
+                    self.wfile.write(bytes([byte]))
+                until = time.monotonic() + 60
+                while answer.forever and time.monotonic() < until:
+                    self.wfile.write(answer.forever)
+                    time.sleep(answer.trickle)
+                if answer.hold:
+                    self.connection.settimeout(60)
+                    self.rfile.read(1)  # until the exchange hangs up
 
             do_GET = do_POST = do_PUT = do_DELETE = answer
 
@@ -113,3 +194,46 @@ class Receiver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Silent:
+    """A listener on loopback that takes one connection and never says a word (a TLS server
+    whose handshake never ends), until the other side hangs up or ``patience`` seconds pass;
+    ``hung_up`` is set if the other side hung up first."""
+
+    def __init__(self, patience: float) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(patience)
+        self.hung_up = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(patience,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, patience: float) -> None:
+        until = time.monotonic() + patience
+        try:
+            connection, _ = self.listener.accept()
+        except OSError:
+            return
+        with connection:
+            while (left := until - time.monotonic()) > 0:
+                connection.settimeout(left)
+                try:
+                    if not connection.recv(65536):
+                        self.hung_up.set()
+                        return
+                except TimeoutError:
+                    return
+                except OSError:  # reset
+                    self.hung_up.set()
+                    return
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+
+    def __enter__(self) -> "Silent":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+        self.thread.join()

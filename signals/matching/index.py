@@ -17,11 +17,13 @@ that follows the change feed (DESIGN.md "Matching").
   database in one consistent snapshot.
 
 Memory budget, per hash: 32 bytes (hash) + 48 (12 chunk tables of int32 row numbers) + 8 (entry
-id) + 4 (set id) = 92 bytes, plus 128 MiB of bucket offsets: about 1.05 GB at 10M hashes,
-shared by every process of the host through the page cache. Per process, the delta costs about 200
-bytes per entry changed since the generation (Python objects, plus a multi-index of its own
-past ``DELTA_SCAN`` entries), bounded by compaction. The compacting worker briefly holds a
-second generation while it writes one.
+id) + 4 (set id) = 92 bytes, plus bucket directories that grow with the hashes (mih.py: 80 MiB
+at 1M, 128 MiB from a few million on): about 172 MiB at 1M hashes, 1.05 GB at 10M, shared by
+every process of the host through the page cache. Opening a generation maps its files and
+builds nothing. Per process, the delta costs about 200 bytes per entry changed since the
+generation (numpy arrays, plus a multi-index of its own past ``DELTA_SCAN`` entries, sized to
+the delta), bounded by compaction; bench/memory.py measures the web workers. The compacting
+worker briefly holds a second generation while it writes one.
 """
 
 import dataclasses
@@ -70,14 +72,16 @@ class Generation:
     sets: I32
     mih: MIH
 
-    FILES = ("entries", "sets", "hashes", "rows", "offsets")
+    FILES = ("entries", "sets", *MIH.ARRAYS)
 
     @classmethod
     def open(cls, directory: Path, name: str) -> "Generation":
+        """Every array memory-mapped read-only, none copied nor derived: all the processes of
+        a host share one copy in the page cache."""
         path = directory / name
         meta = json.loads((path / "meta.json").read_text())
         arrays = {f: np.load(path / f"{f}.npy", mmap_mode="r") for f in cls.FILES}
-        mih = MIH(arrays["hashes"], arrays["rows"], arrays["offsets"])
+        mih = MIH(**{f: arrays[f] for f in MIH.ARRAYS})
         return cls(name, Position(meta["xid"], meta["seq"]), arrays["entries"], arrays["sets"], mih)
 
     @classmethod
@@ -97,9 +101,7 @@ class Generation:
         arrays: dict[str, npt.NDArray[Any]] = {
             "entries": entries,
             "sets": sets,
-            "hashes": mih.hashes,
-            "rows": mih.rows,
-            "offsets": mih.offsets,
+            **{f: getattr(mih, f) for f in MIH.ARRAYS},
         }
         for file, array in arrays.items():
             np.save(tmp / f"{file}.npy", array)
@@ -186,7 +188,9 @@ class Index:
         self.directory = directory
         self._view: View | None = None
         self._dead: set[int] = set()
-        self._added: dict[int, tuple[int, str]] = {}
+        # Active entries the generation lacks, as arrays (entry ids, set ids, hashes) that are
+        # replaced, never changed in place: views share them.
+        self._added: tuple[I64, I32, U64] = _no_delta()
         self._lock = threading.Lock()
         self._refreshed_at = 0.0
         self._compaction_asked_at = -COMPACT_ASK_SECONDS
@@ -242,7 +246,7 @@ class Index:
         return _read_current(self.directory)
 
     def _fresh(self, generation: Generation) -> View:
-        self._dead, self._added = set(), {}
+        self._dead, self._added = set(), _no_delta()
         return View(generation, generation.position, frozenset(), *_no_delta())
 
     def _follow(self, base: View) -> View:
@@ -262,20 +266,24 @@ class Index:
         return base
 
     def _apply(self, generation: Generation, rows: list[tuple[int, int, str, str]]) -> None:
-        in_generation = generation.contains(np.array([r[0] for r in rows], np.int64))
-        for (entry_id, set_id, value, state), known in zip(rows, in_generation, strict=True):
-            active = state == "active"
-            if known:
-                (self._dead.discard if active else self._dead.add)(entry_id)
-            elif active:
-                self._added[entry_id] = (set_id, value)
-            else:
-                self._added.pop(entry_id, None)
+        """Fold a page of changes (each entry once, at its latest state) into the delta."""
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        active = np.fromiter((r[3] == "active" for r in rows), np.bool_, len(rows))
+        known = generation.contains(ids)
+        self._dead.difference_update(ids[known & active].tolist())
+        self._dead.update(ids[known & ~active].tolist())
+        # A change to an entry the delta holds replaces it (or, a tombstone, removes it).
+        added_ids, added_sets, added_hashes = self._added
+        kept = ~np.isin(added_ids, ids)
+        new = np.flatnonzero(~known & active).tolist()
+        self._added = (
+            np.concatenate([added_ids[kept], ids[new]]),
+            np.concatenate([added_sets[kept], np.array([rows[i][1] for i in new], np.int32)]),
+            np.concatenate([added_hashes[kept], parse_hex([rows[i][2] for i in new])]),
+        )
 
     def _build_view(self, generation: Generation, position: Position) -> View:
-        ids = np.fromiter(self._added, dtype=np.int64, count=len(self._added))
-        sets = np.fromiter((s for s, _ in self._added.values()), np.int32, len(self._added))
-        hashes = parse_hex([v for _, v in self._added.values()])
+        ids, sets, hashes = self._added
         index = MIH.build(hashes) if len(hashes) > DELTA_SCAN else None
         return View(generation, position, frozenset(self._dead), ids, sets, hashes, index)
 

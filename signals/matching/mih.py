@@ -17,20 +17,33 @@ and ~530/s at 10M, where it verifies ~41,000 random candidates per query; these 
 chunks read more buckets but verify ~9,000 candidates at 10M, ~1,260 queries/s there.
 
 Layout (``MIH``), all plain arrays so a generation can live in ``.npy`` files and be memory-mapped
-read-only by every process:
+read-only by every process, with nothing built when it is opened:
 
 - ``hashes``  uint64[n, 4]: the hashes, row ``i`` is hash ``i``;
-- ``rows``    int32[12, n]: per chunk, row numbers ordered by that chunk's value (counting sort);
-- ``offsets`` int32[4 x (2^22 + 1) + 8 x (2^21 + 1)]: per chunk, one after the other, where each
-  chunk value's bucket starts in ``rows``.
+- ``rows``    int32[12, n]: per chunk, row numbers grouped by that chunk's bucket (counting sort);
+- ``offsets`` int32: per chunk, one after the other, where each bucket starts in ``rows``;
+- ``low``     uint8[chunks with a shift, n]: beside ``rows``, the low bits of each row's chunk value
+  that its bucket leaves out;
+- ``shifts``  int64[12]: per chunk, how many low bits of the chunk value a bucket leaves out.
 
-Memory: 32 (hash) + 48 (rows) bytes per hash, plus 128 MiB of offsets: 0.9 GB at 10M hashes.
+A chunk's bucket is its value without its ``shift`` low bits, so its directory has
+``2^(width - shift) + 1`` entries. Dense directories (no shift) cost 128 MiB for the 12 chunks
+whatever the number of hashes, nearly all empty buckets below a few million hashes, and a
+process that indexed a delta of its own held those 128 MiB privately. ``choose_shifts`` leaves
+out as many low bits as leave about one hash per bucket (up to 8: a byte of ``low`` per hash and
+chunk) where that at least halves the chunk's cost. A query reads once each bucket within the
+chunk's radius of its own (in the high bits), and verifies those members whose low bits lie
+within what the radius leaves.
+
+Memory: 32 (hash) + 48 (rows) bytes per hash, plus the directories and ``low``: 160 MiB at 1M
+hashes (dense: 204), 15 MiB at 100,000 (dense: 136), 0.9 GB at 10M (dense).
 """
 
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import numba
 import numpy as np
@@ -38,13 +51,12 @@ import numpy.typing as npt
 
 WIDTHS = np.array([22] * 4 + [21] * 8, dtype=np.int64)
 STARTS = np.concatenate([[0], np.cumsum(WIDTHS)[:-1]]).astype(np.int64)
-# Where each chunk's offsets begin in the one offsets array.
-BASES = np.concatenate([[0], np.cumsum((1 << WIDTHS) + 1)[:-1]]).astype(np.int64)
-OFFSETS_SIZE = int(((1 << WIDTHS) + 1).sum())
 CHUNKS = len(WIDTHS)
 MAX_RADIUS = 31
 # Named in every generation written: one of another layout is never read with this code.
-LAYOUT = "mih-4x22-8x21"
+LAYOUT = "mih-4x22-8x21-shifted"
+# The most low bits a bucket may leave out: what one byte of ``low`` holds.
+MAX_SHIFT = 8
 # Batches of at least this many queries per core are split across cores (up to _THREADS).
 PARALLEL_FROM = 64
 _THREADS = min(4, os.cpu_count() or 1)
@@ -65,6 +77,8 @@ BLOCK_CANDIDATES = 2_000_000
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+U8 = npt.NDArray[np.uint8]
 
 
 def parse_hex(values: list[str]) -> U64:
@@ -88,25 +102,71 @@ def chunk_radii(radius: int) -> npt.NDArray[np.int64]:
     return radii
 
 
+def choose_shifts(n: int) -> I64:
+    """Per chunk, how many low bits of its value its buckets leave out for ``n`` hashes: as many
+    as leave about one hash per bucket, up to ``MAX_SHIFT``, where that at least halves what
+    the chunk's directory costs (with ``low``'s byte per hash); else none. Dense directories
+    stay where they are full enough to be worth their size (at 10M every chunk's, at 1M the
+    21-bit chunks', whose 232 probes a query reads fastest without ``low``)."""
+    bits = (max(n, 1) - 1).bit_length()  # 2**bits buckets: about one hash each
+    shifts = np.zeros(CHUNKS, dtype=np.int64)
+    for k, width in enumerate(WIDTHS.tolist()):
+        shift = min(MAX_SHIFT, max(0, width - bits))
+        if shift and 2 * (4 * (1 << (width - shift)) + n) <= 4 * (1 << width):
+            shifts[k] = shift
+    return shifts
+
+
+def _layout(shifts: I64) -> tuple[I64, int]:
+    """What the kernels need to find each chunk, as one int64[5, CHUNKS] array: its first bit,
+    its width, its shift, where its directory begins in ``offsets``, and its row in ``low`` (-1
+    for none); and the size of ``offsets``."""
+    sizes = (1 << (WIDTHS - shifts)) + 1
+    bases = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    lows = np.where(shifts > 0, np.cumsum(shifts > 0) - 1, -1)
+    return np.stack([STARTS, WIDTHS, shifts, bases, lows]).astype(np.int64), int(sizes.sum())
+
+
 @dataclass(frozen=True)
 class MIH:
     hashes: U64
-    rows: npt.NDArray[np.int32]
-    offsets: npt.NDArray[np.int32]
+    rows: I32
+    offsets: I32
+    low: U8
+    shifts: I64
+
+    # The arrays a query reads, by field name: what a generation holds.
+    ARRAYS = ("hashes", "rows", "offsets", "low", "shifts")
 
     @classmethod
-    def build(cls, hashes: U64) -> "MIH":
-        """Index ``hashes`` (rows keep their order). One counting sort per chunk: O(n)."""
+    def build(cls, hashes: U64, shifts: I64 | None = None) -> "MIH":
+        """Index ``hashes`` (rows keep their order). One counting sort per chunk: O(n).
+        ``shifts``: other than ``choose_shifts``' (tests try every layout)."""
         hashes = np.ascontiguousarray(hashes, dtype=np.uint64).reshape(-1, 4)
         if len(hashes) >= 2**31:
             raise ValueError("at most 2**31 - 1 hashes per index")
+        if shifts is None:
+            shifts = choose_shifts(len(hashes))
+        shifts = np.asarray(shifts, dtype=np.int64)
+        if shifts.shape != (CHUNKS,) or shifts.min() < 0 or shifts.max() > MAX_SHIFT:
+            raise ValueError(f"shifts: {CHUNKS} numbers from 0 to {MAX_SHIFT}")
+        layout, size = _layout(shifts)
         rows = np.empty((CHUNKS, len(hashes)), dtype=np.int32)
-        offsets = np.zeros(OFFSETS_SIZE, dtype=np.int32)
-        _build(hashes, rows, offsets, STARTS, WIDTHS, BASES)
-        return cls(hashes, rows, offsets)
+        offsets = np.zeros(size, dtype=np.int32)
+        low = np.empty((int((shifts > 0).sum()), len(hashes)), dtype=np.uint8)
+        _build(hashes, rows, offsets, low, layout)
+        return cls(hashes, rows, offsets, low, shifts)
 
     def __len__(self) -> int:
         return len(self.hashes)
+
+    @cached_property
+    def layout(self) -> I64:
+        return _layout(np.asarray(self.shifts, dtype=np.int64))[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in self.ARRAYS)
 
     def search(self, queries: U64, radius: int = MAX_RADIUS) -> tuple[I64, I64, I64]:
         """Every (query number, row, distance) with distance <= ``radius``, each pair once,
@@ -115,10 +175,11 @@ class MIH:
             raise ValueError(f"radius must be 0 to {MAX_RADIUS}")
         queries = np.ascontiguousarray(queries, dtype=np.uint64).reshape(-1, 4)
         radii = chunk_radii(radius)
+        layout = self.layout
 
         def scan(block: U64) -> tuple[I64, I64, I64]:
-            return _search(self.hashes, self.rows, self.offsets, block, radius, radii,
-                           STARTS, WIDTHS, BASES)  # fmt: skip
+            return _search(self.hashes, self.rows, self.offsets, self.low, layout, block, radius,
+                           radii)  # fmt: skip
 
         threads = min(_THREADS, len(queries) // PARALLEL_FROM)
         if threads > 1:
@@ -156,52 +217,73 @@ def _chunk(words, start, width):  # type: ignore[no-untyped-def]  # pragma: no c
 
 
 @numba.njit(cache=True, nogil=True)
-def _build(hashes, rows, offsets, starts, widths, bases):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    """Counting sort of the rows by each chunk's value; offsets[base + v] is where value v's
-    bucket starts (stable: rows stay in order within a bucket)."""
+def _build(hashes, rows, offsets, low, layout):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """Counting sort of the rows by each chunk's bucket (its value without its ``shift`` low
+    bits, which go to ``low``); offsets[base + b] is where bucket b starts (stable: rows stay in
+    order within a bucket)."""
     n = hashes.shape[0]
     values = np.empty(n, dtype=np.int64)
-    for k in range(starts.shape[0]):
-        base, size = bases[k], (1 << widths[k]) + 1
+    for k in range(layout.shape[1]):
+        start, width, shift = layout[0, k], layout[1, k], layout[2, k]
+        base, at_low = layout[3, k], layout[4, k]
+        size = (1 << (width - shift)) + 1
         for i in range(n):
-            values[i] = _chunk(hashes[i], starts[k], widths[k])
-            offsets[base + values[i] + 1] += 1
+            values[i] = _chunk(hashes[i], start, width)
+            offsets[base + (values[i] >> shift) + 1] += 1
         for v in range(1, size):
             offsets[base + v] += offsets[base + v - 1]
         fill = offsets[base : base + size - 1].copy()
+        mask = (1 << shift) - 1
         for i in range(n):
-            rows[k, fill[values[i]]] = i
-            fill[values[i]] += 1
+            bucket = values[i] >> shift
+            rows[k, fill[bucket]] = i
+            if shift > 0:
+                low[at_low, fill[bucket]] = np.uint8(values[i] & mask)
+            fill[bucket] += 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _search(hashes, rows, offsets, queries, radius, radii, starts, widths, bases):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    """The scan: for each query, each chunk and each bucket within the chunk's radius, verify
-    every member."""
+def _search(hashes, rows, offsets, low, layout, queries, radius, radii):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """The scan: for each query and each chunk, every bucket whose high bits lie within the
+    chunk's radius of the query's, once; of its members, those whose low bits lie within what
+    the radius leaves, verified by popcount."""
     cap = 1024
     out_q = np.empty(cap, dtype=np.int64)
     out_r = np.empty(cap, dtype=np.int64)
     out_d = np.empty(cap, dtype=np.int64)
-    probes = np.empty(1 + 22 + 231, dtype=np.int64)
+    buckets = np.empty(1 + 22 + 231, dtype=np.int64)
+    budgets = np.empty(1 + 22 + 231, dtype=np.int64)
     found = 0
     for qi in range(queries.shape[0]):
         q0, q1, q2, q3 = queries[qi, 0], queries[qi, 1], queries[qi, 2], queries[qi, 3]
-        for k in range(starts.shape[0]):
-            width, value = widths[k], _chunk(queries[qi], starts[k], widths[k])
-            # The chunk value and every value within radii[k] (<= 2) bits of it.
+        for k in range(layout.shape[1]):
+            start, width, shift = layout[0, k], layout[1, k], layout[2, k]
+            base, at_low = layout[3, k], layout[4, k]
+            value, radius_k = _chunk(queries[qi], start, width), radii[k]
+            high, high_bits, low_value = value >> shift, width - shift, value & ((1 << shift) - 1)
+            # The query's bucket and every bucket within radius_k (<= 2) bits of it; what is
+            # left of radius_k for the low bits of their members.
             count = 1
-            probes[0] = value
-            if radii[k] >= 1:
-                for a in range(width):
-                    probes[count] = value ^ (1 << a)
+            buckets[0], budgets[0] = high, radius_k
+            if radius_k >= 1:
+                for a in range(high_bits):
+                    buckets[count], budgets[count] = high ^ (1 << a), radius_k - 1
                     count += 1
-                    if radii[k] >= 2:
-                        for b in range(a + 1, width):
-                            probes[count] = value ^ (1 << a) ^ (1 << b)
+                    if radius_k >= 2:
+                        for b in range(a + 1, high_bits):
+                            buckets[count] = high ^ (1 << a) ^ (1 << b)
+                            budgets[count] = 0
                             count += 1
             for p in range(count):
-                at = bases[k] + probes[p]
+                at, budget = base + buckets[p], budgets[p]
                 for j in range(offsets[at], offsets[at + 1]):
+                    if shift > 0:
+                        # Past the budget if bits remain once ``budget`` of them are cleared.
+                        apart = np.int64(low[at_low, j]) ^ low_value
+                        for _ in range(budget):
+                            apart &= apart - 1
+                        if apart:
+                            continue
                     row = rows[k, j]
                     d = (
                         _popcount(hashes[row, 0] ^ q0)

@@ -1,12 +1,36 @@
-"""The PDQ multi-index against brute force: random, adversarial and real hashes."""
+"""The PDQ multi-index against brute force: random, adversarial and real hashes, in every bucket
+layout (each chunk's directory dense, or its buckets leaving out up to 8 low bits)."""
 
 import numpy as np
 import pytest
 
-from signals.matching.mih import MIH, STARTS, WIDTHS, brute_force, chunk_radii, parse_hex, to_hex
+from signals.feed.positions import Position
+from signals.matching.index import Generation
+from signals.matching.mih import (
+    CHUNKS,
+    MAX_SHIFT,
+    MIH,
+    STARTS,
+    WIDTHS,
+    brute_force,
+    chunk_radii,
+    parse_hex,
+    to_hex,
+)
 from tests.signals.conftest import PDQ
 
 rng = np.random.default_rng(20261128)
+
+
+# None: what MIH.build chooses for the number of hashes; then all dense, all shifted as far as
+# they go, and mixed.
+LAYOUTS = {
+    "chosen": None,
+    "dense": [0] * CHUNKS,
+    "shifted": [MAX_SHIFT] * CHUNKS,
+    "mixed": [2, 0, 5, 8, 1, 0, 3, 8, 7, 0, 4, 6],
+}
+layouts = pytest.mark.parametrize("shifts", LAYOUTS.values(), ids=LAYOUTS.keys())
 
 
 def random_hashes(n):
@@ -35,9 +59,10 @@ def same(a, b):
     )
 
 
-def test_it_finds_exactly_what_brute_force_finds_on_random_hashes():
+@layouts
+def test_it_finds_exactly_what_brute_force_finds_on_random_hashes(shifts):
     hashes = random_hashes(50_000)
-    index = MIH.build(hashes)
+    index = MIH.build(hashes, shifts)
     picks = rng.integers(0, len(hashes), 400)
     queries = np.concatenate(
         [flipped(hashes[picks], rng.integers(0, 48, len(picks))), random_hashes(100)]
@@ -47,11 +72,13 @@ def test_it_finds_exactly_what_brute_force_finds_on_random_hashes():
     assert len(found[0]) > 200  # the near-duplicates within 31 were there to be found
 
 
+@layouts
 @pytest.mark.parametrize("radius", [0, 1, 10, 15, 16, 20, 30, 31])
-def test_every_radius_up_to_31_is_exact(radius):
+def test_every_radius_up_to_31_is_exact(radius, shifts):
     hashes = random_hashes(5_000)
     queries = flipped(hashes[:300], rng.integers(0, 40, 300))
-    assert same(MIH.build(hashes).search(queries, radius), brute_force(hashes, queries, radius))
+    index = MIH.build(hashes, shifts)
+    assert same(index.search(queries, radius), brute_force(hashes, queries, radius))
 
 
 def test_hashes_at_distance_exactly_31_match_and_at_32_do_not():
@@ -76,30 +103,38 @@ def test_hashes_at_distance_exactly_31_match_and_at_32_do_not():
     assert same((q, rows, d), brute_force(hashes, query[None, :], 31))
 
 
-def test_the_pigeonhole_edge_of_every_chunk_is_found():
+@layouts
+@pytest.mark.parametrize("end", ["low", "high"])
+def test_the_pigeonhole_edge_of_every_chunk_is_found(shifts, end):
     """Each chunk exactly one bit past its radius except chunk ``j``, which is at its radius:
     distance 31, reachable only through chunk ``j``'s outermost buckets. One bit more in chunk
-    ``j`` makes 32: never found."""
+    ``j`` makes 32: never found. The bits flipped are a chunk's lowest (those a shifted bucket
+    leaves to ``low``) or its highest (those that choose the bucket)."""
     radii = chunk_radii(31)
     query = random_hashes(1)[0]
+
+    def bit(k, b):  # the b-th lowest or highest bit of chunk k
+        return int(STARTS[k]) + (b if end == "low" else int(WIDTHS[k]) - 1 - b)
+
     found_at, beyond = [], []
     for j in range(len(WIDTHS)):
-        bits = [int(STARTS[k]) + b for k in range(len(WIDTHS))
+        bits = [bit(k, b) for k in range(len(WIDTHS))
                 for b in range(int(radii[k]) + (0 if k == j else 1))]  # fmt: skip
         found_at.append(flip_bits(query, bits))
-        beyond.append(flip_bits(query, [*bits, int(STARTS[j] + WIDTHS[j] - 1)]))
-    hashes = np.array(found_at + beyond)
-    _, rows, d = MIH.build(hashes).search(query[None, :], 31)
+        beyond.append(flip_bits(query, [*bits, bit(j, int(WIDTHS[j]) - 1)]))
+    hashes = np.concatenate([np.array(found_at + beyond), random_hashes(3_000)])
+    _, rows, d = MIH.build(hashes, shifts).search(query[None, :], 31)
     assert sorted(rows.tolist()) == list(range(len(WIDTHS)))
     assert set(d.tolist()) == {31}
 
 
-def test_clusters_of_near_identical_hashes_are_all_found_once():
+@layouts
+def test_clusters_of_near_identical_hashes_are_all_found_once(shifts):
     centres = random_hashes(20)
     cluster = np.concatenate([flipped(np.repeat(centres, 200, axis=0), rng.integers(0, 4, 4000))])
     hashes = np.concatenate([cluster, cluster[:500], random_hashes(5_000)])  # exact copies too
     queries = flipped(centres, rng.integers(0, 20, len(centres)))
-    found = MIH.build(hashes).search(queries, 31)
+    found = MIH.build(hashes, shifts).search(queries, 31)
     assert same(found, brute_force(hashes, queries, 31))
     pairs = list(zip(found[0].tolist(), found[1].tolist(), strict=True))
     assert len(pairs) == len(set(pairs))
@@ -113,6 +148,39 @@ def test_it_is_exact_on_the_real_hashes_of_the_haystack():
     assert to_hex(hashes[:3]) == PDQ[:3]
 
 
-def test_an_empty_index_finds_nothing():
-    q, rows, d = MIH.build(np.empty((0, 4), np.uint64)).search(random_hashes(3), 31)
+@layouts
+def test_an_empty_index_finds_nothing(shifts):
+    q, rows, d = MIH.build(np.empty((0, 4), np.uint64), shifts).search(random_hashes(3), 31)
     assert len(q) == len(rows) == len(d) == 0
+
+
+@pytest.mark.parametrize("count", [0, 5_000, 100_000, 1_000_000])
+def test_an_index_costs_what_its_hashes_need_not_a_fixed_128_mib(count):
+    """32 bytes of hash and 48 of row numbers per hash, and bucket directories that grow with
+    the number of hashes (about one bucket per hash and chunk, with a byte of low bits), up
+    to 128 MiB when all are dense: a small index (a process's delta) cost those 128 MiB too."""
+    index = MIH.build(random_hashes(count))
+    held = sum(value.nbytes for value in vars(index).values())
+    assert held <= 200 * count + 2**20, held / 2**20
+
+
+def test_a_generation_opens_every_array_it_searches_mapped_read_only(tmp_path):
+    """Every array a query reads is in the generation's files, and opening it maps them
+    read-only and derives nothing: the processes of a host share one copy in the page cache,
+    none holds a copy of its own."""
+    hashes = random_hashes(20_000)
+    ids = np.arange(len(hashes), dtype=np.int64)
+    Generation.write(tmp_path, Position(5, 0), ids, np.zeros(len(hashes), np.int32), hashes)
+    opened = Generation.open(tmp_path, (tmp_path / "CURRENT").read_text())
+    arrays = {"entries": opened.entries, "sets": opened.sets}
+    arrays |= {name: getattr(opened.mih, name) for name in MIH.ARRAYS}
+    assert set(arrays) == set(Generation.FILES)
+    for name, array in arrays.items():
+        assert isinstance(array, np.memmap) and not array.flags.writeable, name
+    queries = flipped(hashes[:200], rng.integers(0, 40, 200))
+    assert same(opened.mih.search(queries, 31), brute_force(hashes, queries, 31))
+
+
+def test_a_bad_layout_is_refused():
+    with pytest.raises(ValueError, match="shifts"):
+        MIH.build(random_hashes(10), [9] * CHUNKS)

@@ -22,7 +22,7 @@ from signals.feed.positions import Position
 from signals.models import Delivery, Subscription
 from signals.tasks import dispatch_webhooks
 from tests.helpers import eventually
-from tests.receiver import Answer, Receiver
+from tests.receiver import HOSTILE, WELL_FORMED, Answer, Receiver, Silent
 from tests.signals.conftest import PDQ, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -348,6 +348,58 @@ def test_an_endpoint_trickling_its_answer_is_cut_off_at_the_send_deadline(
     with time_machine.travel(delivery.next_attempt_at, tick=False):  # the backoff is over
         (claimed,) = do_dispatch()
         assert do_send(*claimed) == "delivered"
+
+
+@pytest.mark.parametrize("answer", HOSTILE.values(), ids=HOSTILE.keys())
+def test_an_answer_short_of_whole_and_well_formed_is_a_failed_attempt(
+    answer, publisher, subscriber, shared_set, receiver, settings
+):
+    """A 200 counts only with its header section ended by a blank line and its body read to
+    its end (its length, its last chunk, or a clean close), all within the send deadline:
+    anything less is a failure, retried with the same page later, never "delivered"."""
+    settings.HASHX_WEBHOOK_LEASE_SECONDS = 1  # a deadline of 0.5 s
+    receiver.script = [answer]
+    sid = subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "retry"
+    delivery = Delivery.objects.get()
+    assert (delivery.state, delivery.delivered_at, delivery.attempts) == ("pending", None, 1)
+    assert delivery.last_error and delivery.last_status is None, delivery.last_error
+    assert Subscription.objects.get(pk=sid).last_delivered_at is None
+    with time_machine.travel(delivery.next_attempt_at, tick=False):
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == "delivered"
+    first, second = receiver.received
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+
+
+@pytest.mark.parametrize("answer", WELL_FORMED.values(), ids=WELL_FORMED.keys())
+def test_a_whole_answer_is_delivered_however_its_body_is_framed(
+    answer, publisher, subscriber, shared_set, receiver
+):
+    receiver.script = [answer]
+    subscribe(subscriber, receiver.url)
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    (claimed,) = do_dispatch()
+    assert do_send(*claimed) == "delivered"
+    assert Delivery.objects.get().response_excerpt == answer.body[:500].decode()
+
+
+def test_a_tls_handshake_that_never_ends_is_cut_off_at_the_send_deadline(
+    publisher, subscriber, shared_set, settings
+):
+    """The socket timeout bounds each read of the handshake, and the handshake as a whole
+    in Python: the send deadline must cut it too, not wait for a timeout far past it."""
+    settings.HASHX_WEBHOOK_LEASE_SECONDS = 1  # a deadline of 0.5 s
+    settings.HASHX_WEBHOOK_TIMEOUT_SECONDS = 30
+    with Silent(patience=10) as silent:
+        subscribe(subscriber, silent.https_url)
+        merged(publish(publisher, "acme-csam", [pdq(0)]))
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == "retry"
+        eventually(silent.hung_up.is_set, timeout=5, what="the exchange to hang up")
+    assert Delivery.objects.get().last_error == "no complete answer within 0.5 s"
 
 
 def test_a_slow_name_lookup_counts_against_the_send_deadline(
