@@ -29,7 +29,7 @@ from hashx.keys import key_id_of, raw_public_bytes, write_private_key
 from members.actions.keys import do_add_key
 from members.actions.organisations import do_create_organisation
 from members.models import Organisation, SigningKey
-from tests.helpers import eventually
+from tests.helpers import eventually, stop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,13 +110,7 @@ class WorkerProcess:
         eventually(ready, timeout=timeout, what=f"worker {self.hostname} ready")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
 
 
 @pytest.fixture(scope="session")

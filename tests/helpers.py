@@ -1,11 +1,24 @@
-"""What many tests need and no fixture gives: waiting for another thread or process, and
-reading the exchange's problem documents."""
+"""What many tests need and no fixture gives: waiting for another thread or process, stopping
+one, and reading the exchange's problem documents."""
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 from exchange.problems import PROBLEM_CONTENT_TYPE
+
+
+def stop(process: subprocess.Popen[Any], grace: float = 30) -> None:
+    """Ask ``process`` to stop (SIGTERM); kill it if it has not within ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def eventually[T](

@@ -38,7 +38,7 @@ from hashx.auth import HashxAuth
 from hashx.keys import raw_public_bytes
 from tests.conftest import REPO_ROOT
 from tests.exchange.test_run import Launcher
-from tests.helpers import eventually
+from tests.helpers import eventually, stop
 from tests.signals.test_match import FAR, near
 
 pytestmark = [pytest.mark.faults, pytest.mark.worker]
@@ -261,13 +261,7 @@ def stopped_after(private: PrivateExchange) -> Iterator[list[subprocess.Popen[by
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for process in started:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
 
 
 def assert_unavailable(answer: requests.Response, slug: str = "service-unavailable") -> None:

@@ -26,7 +26,7 @@ from exchange.problems import MAX_DETAIL_CHARS, PROBLEM_CONTENT_TYPE
 from hashx.auth import sign_headers
 from signals.actions.sets import do_create_set
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
-from tests.helpers import eventually
+from tests.helpers import eventually, stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,12 +115,7 @@ def server(django_db_setup, tmp_path_factory) -> Iterator[Server]:
 
     eventually(up, timeout=60, what="gunicorn answering /healthz")
     yield served
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop(process)
 
 
 def signed(member, server: Server, method: str, path: str, body: bytes | None = None) -> dict:
