@@ -5,6 +5,13 @@ import socket
 from typing import Any
 
 from celery import Celery, bootsteps
+from django.conf import settings
+
+from exchange.health import (
+    beat_worker_heartbeat,
+    clear_worker_heartbeat,
+    worker_heartbeat_interval,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange.settings")
 
@@ -16,8 +23,6 @@ app.autodiscover_tasks()
 @app.on_after_configure.connect
 def beat_schedule(sender: Celery, **kwargs: Any) -> None:
     """The whole beat schedule (read after configuration, so settings are loaded)."""
-    from django.conf import settings
-
     # Sealing is also triggered after every commit; this catches what a Redis hiccup dropped.
     sender.add_periodic_task(10.0, sender.signature("audit.seal"), name="audit-seal")
     sender.add_periodic_task(
@@ -63,8 +68,6 @@ class Heartbeat(bootsteps.StartStopStep):
         self.tref: Any = None
 
     def start(self, worker: Any) -> None:
-        from exchange.health import beat_worker_heartbeat, worker_heartbeat_interval
-
         name = worker.hostname or socket.gethostname()
         beat_worker_heartbeat(name)
         self.tref = worker.timer.call_repeatedly(
@@ -72,8 +75,6 @@ class Heartbeat(bootsteps.StartStopStep):
         )
 
     def stop(self, worker: Any) -> None:
-        from exchange.health import clear_worker_heartbeat
-
         if self.tref is not None:
             self.tref.cancel()
             self.tref = None

@@ -49,7 +49,7 @@ class AuditEventList(ListAPIView):
         return self.list(request)
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
-        events = access_events(organisation_of(self.request))
+        events = access_events(organisation_of(self.request).pk)
         params = self.request.query_params
         action = params.get("action", "")
         if action and not _ACTION.fullmatch(action):
