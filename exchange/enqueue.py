@@ -77,11 +77,7 @@ def _once(name: str, ttl: int) -> Callable[[], None]:
     """One callable per task name, so a transaction's pending sends can be recognised."""
 
     def send() -> None:
-        try:
-            if redis_client().set(_flag(name), "1", nx=True, ex=ttl):
-                _send(name, (), {}, retry=False)
-        except _UNREACHABLE:
-            log.warning("could not queue %s; beat will run it", name, exc_info=True)
+        enqueue_once(name, ttl=ttl)
 
     return send
 

@@ -12,6 +12,20 @@ from rest_framework.request import Request
 from exchange.problems import Problem
 
 
+def parse_limit(raw: str | None, maximum: int, default: int) -> int:
+    """A list's ``limit`` parameter: ``default`` when absent or blank, else a whole number from 1
+    to ``maximum`` (400 naming the range for anything else: a sign, other scripts' digits, or a
+    number of thousands of digits, which ``int`` would labour over)."""
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= maximum:
+        message = f"a whole number from 1 to {maximum}"
+        raise Problem(
+            "validation", f"limit: {message}", errors=[{"field": "limit", "message": message}]
+        )
+    return int(raw)
+
+
 class NewestFirst(CursorPagination):
     """Newest first, paged by an opaque cursor; ``limit`` sets the page size, a whole number from
     1 to ``max_page_size`` (else 400: DRF quietly served its default page for ``limit=abc``).
@@ -31,16 +45,7 @@ class NewestFirst(CursorPagination):
 
     def get_page_size(self, request: Request) -> int:
         raw = request.query_params.get(self.page_size_query_param or "limit")
-        if raw is None:
-            return self.page_size
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not (
-            1 <= int(raw) <= self.max_page_size
-        ):
-            message = f"a whole number from 1 to {self.max_page_size}"
-            raise Problem(
-                "validation", f"limit: {message}", errors=[{"field": "limit", "message": message}]
-            )
-        return int(raw)
+        return parse_limit(raw, self.max_page_size, self.page_size)
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         cursor = super().decode_cursor(request)

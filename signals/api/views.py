@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from exchange.bodies import body_of, require_body
-from exchange.pagination import BySlug, NewestFirst, OldestFirst
+from exchange.pagination import BySlug, NewestFirst, OldestFirst, parse_limit
 from exchange.problems import Problem
 from members.access import organisation_by_slug
 from members.models import Organisation
@@ -350,7 +350,7 @@ class ChangesView(APIView):
         params = request.query_params
         slugs = [s for s in params.get("sets", "").split(",") if s]
         sets = access_feed_sets(organisation_of(request), slugs)
-        limit = _limit(params.get("limit"), self.MAX_LIMIT)
+        limit = parse_limit(params.get("limit"), self.MAX_LIMIT, 1000)
         after = held_cursor(params["cursor"]) if params.get("cursor") else START
         if request.accepted_renderer.format == "ndjson":
             stream = pull_stream(sets, after, request=request)
@@ -365,18 +365,6 @@ class ChangesView(APIView):
         if page.body is None:
             return Response(status=304, headers={"ETag": page.etag})
         return HttpResponse(page.body, content_type="application/json", headers={"ETag": page.etag})  # type: ignore[return-value]
-
-
-def _limit(raw: str | None, maximum: int) -> int:
-    if raw is None or raw == "":
-        return 1000
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= maximum:
-        raise Problem(
-            "validation",
-            f"limit: a whole number from 1 to {maximum}",
-            errors=[{"field": "limit", "message": f"a whole number from 1 to {maximum}"}],
-        )
-    return int(raw)
 
 
 class SnapshotView(APIView):

@@ -346,25 +346,29 @@ def test_while_redis_is_down_requests_answer_503_and_the_worker_reconnects_after
     private.assert_exact("redis-outage", {first: 10, second: 5})
 
 
-def stall_mark(private: PrivateExchange, name: str) -> Path:
-    mark = private.base / f"{name}.stalled"
+def start_staller(
+    private: PrivateExchange, stage: str, started: list[subprocess.Popen[bytes]]
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """A real worker that stalls inside ``stage`` (merge or link) and touches the returned mark
+    file when it does, for the test to kill it with SIGKILL at exactly that point."""
+    mark = private.base / f"{stage}.stalled"
     mark.unlink(missing_ok=True)
-    return mark
+    staller = private.spawn(
+        f"staller-{stage}",
+        [sys.executable, "-m", "tests.exchange.stalling_worker", stage, "--pool", "solo",
+         "--loglevel", "INFO", "--hostname", f"staller-{stage}@faults", "--without-mingle",
+         "--without-gossip"],
+        HASHX_STALL_MARK=str(mark),
+    )  # fmt: skip
+    started.append(staller)
+    return staller, mark
 
 
 def test_a_worker_killed_mid_merge_has_its_batch_finished_by_beat_within_30_s(
     private, stopped_after
 ):
     private.new_set("killed-merge")
-    mark = stall_mark(private, "merge")
-    staller = private.spawn(
-        "staller-merge",
-        [sys.executable, "-m", "tests.exchange.stalling_worker", "merge", "--pool", "solo",
-         "--loglevel", "INFO", "--hostname", "staller@faults", "--without-mingle",
-         "--without-gossip"],
-        HASHX_STALL_MARK=str(mark),
-    )  # fmt: skip
-    stopped_after.append(staller)
+    staller, mark = start_staller(private, "merge", stopped_after)
     batch_id = private.publish("killed-merge", FAR[40:70])
     eventually(mark.exists, timeout=60, what="the worker stalled mid-merge")
     # Part 0 committed; part 1 wrote its entries and holds its lock, uncommitted.
@@ -380,15 +384,7 @@ def test_a_worker_killed_mid_merge_has_its_batch_finished_by_beat_within_30_s(
 
 def test_a_worker_killed_mid_link_has_its_batch_linked_by_beat_within_30_s(private, stopped_after):
     private.new_set("killed-link")
-    mark = stall_mark(private, "link")
-    staller = private.spawn(
-        "staller-link",
-        [sys.executable, "-m", "tests.exchange.stalling_worker", "link", "--pool", "solo",
-         "--loglevel", "INFO", "--hostname", "staller-link@faults", "--without-mingle",
-         "--without-gossip"],
-        HASHX_STALL_MARK=str(mark),
-    )  # fmt: skip
-    stopped_after.append(staller)
+    staller, mark = start_staller(private, "link", stopped_after)
     # The set's first PDQ hashes are a bulk load, never searched; the next batch is.
     first = private.publish("killed-link", FAR[80:90])
     private.merged(first)
