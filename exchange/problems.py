@@ -33,6 +33,9 @@ from rest_framework.response import Response
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 ACCEPT_SIGNATURE = 'hashx=("@method" "@target-uri" "content-digest");alg="ed25519";tag="hashx"'
 
+# Refusals that a repeat of the same request soon may not get: how many seconds to wait.
+RETRY_SOON: dict[str, int] = {"idempotency-key-in-flight": 1}
+
 # slug -> (status, title): the catalogue of problem types, documented at /problems/<slug>.
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "validation": (400, "The request is not valid"),
@@ -233,6 +236,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
     if isinstance(exc, Problem):
         body = problem_body(exc.slug, str(exc.detail), **exc.extra)
+        if exc.slug in RETRY_SOON:
+            response["Retry-After"] = str(RETRY_SOON[exc.slug])
     else:
         slug = next((s for cls, s in _DRF_SLUGS if isinstance(exc, cls)), "server-error")
         if isinstance(exc, exceptions.ValidationError):

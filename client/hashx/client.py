@@ -22,6 +22,16 @@ _IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
 _REPEATABLE = _IDEMPOTENT - {"DELETE"}
 
 
+def _in_flight(response: requests.Response) -> bool:
+    """A 409 that says a request with the same Idempotency-Key is still being carried out."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return False
+    kind = problem.get("type", "") if isinstance(problem, dict) else ""
+    return isinstance(kind, str) and kind.endswith("/idempotency-key-in-flight")
+
+
 def _retry_after(value: str) -> float | None:
     """Seconds to wait from a Retry-After header (delay seconds or an HTTP date)."""
     value = value.strip()
@@ -86,8 +96,11 @@ class Client:
         """Send a signed request, each try signed afresh (a nonce is good once). A 429 is
         retried for any call (the exchange did nothing); 502/503/504 and connection errors only
         for idempotent calls: GET, HEAD, PUT, DELETE, and POSTs with an ``Idempotency-Key``;
-        answers that did not come in time for those but DELETE. Waits ``Retry-After`` when the
-        answer gives one, else backs off exponentially with jitter."""
+        answers that did not come in time for those but DELETE. A POST with an
+        ``Idempotency-Key`` that finds the first request with that key still in flight (409
+        ``idempotency-key-in-flight``: an earlier try whose answer was lost is still uploading)
+        is sent again once it has been answered, which then replays its answer. Waits
+        ``Retry-After`` when the answer gives one, else backs off exponentially with jitter."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         keyed = bool((headers or {}).get("Idempotency-Key"))
         idempotent = method in _IDEMPOTENT or keyed
@@ -119,7 +132,11 @@ class Client:
                 wait = None
             else:
                 status = response.status_code
-                retry = status == 429 or (status in _RETRY_STATUSES and idempotent)
+                retry = (
+                    status == 429
+                    or (status in _RETRY_STATUSES and idempotent)
+                    or (keyed and status == 409 and _in_flight(response))
+                )
                 if not retry or last:
                     return response
                 wait = _retry_after(response.headers.get("Retry-After", ""))

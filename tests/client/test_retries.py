@@ -74,6 +74,34 @@ def test_a_post_with_an_idempotency_key_is_retried_on_503(client_for):
     assert len(server.received) == 3
 
 
+def in_flight() -> Answer:
+    problem = {
+        "type": "http://127.0.0.1:8000/problems/idempotency-key-in-flight",
+        "title": "A request with this Idempotency-Key is still in flight",
+        "status": 409,
+    }
+    headers = {"Content-Type": "application/problem+json", "Retry-After": "0"}
+    return Answer(409, headers, body=json.dumps(problem).encode())
+
+
+def test_a_keyed_post_is_sent_again_once_its_first_try_is_no_longer_in_flight(client_for):
+    with overloaded(in_flight(), in_flight()) as server:
+        client = client_for(server.base_url)
+        assert client.publish("acme", [], idempotency_key="k1") == {"ok": True}
+    assert len(server.received) == 3
+
+
+def test_other_conflicts_and_unkeyed_posts_are_not_sent_again(client_for):
+    other = busy(409, **{"Retry-After": "0"})
+    with overloaded(other) as server, pytest.raises(HashxError) as refused:
+        client_for(server.base_url).publish("acme", [], idempotency_key="k1")
+    assert refused.value.status == 409 and len(server.received) == 1
+
+    with overloaded(in_flight()) as server, pytest.raises(HashxError) as refused:
+        client_for(server.base_url).request("POST", "/x", json={})
+    assert refused.value.status == 409 and len(server.received) == 1
+
+
 def test_a_dropped_connection_is_retried_for_a_get_only(client_for):
     with overloaded(HANG_UP) as server:
         assert client_for(server.base_url).request("GET", "/api/v1/sets") == {"ok": True}

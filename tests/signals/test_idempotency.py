@@ -140,6 +140,7 @@ def test_the_key_while_its_first_request_still_streams_is_a_409(exchange_url, pu
             response = stream(publisher, retry, "slow-upload")
             problem = assert_problem(response, 409, "idempotency-key-in-flight")
             assert "in flight" in problem["detail"]
+            assert response.headers["Retry-After"] == "1"
 
         first.send(body[half:])
         answer = first.getresponse()
