@@ -390,7 +390,9 @@ def test_every_dataclass_survives_pickle_and_json():
     assert str(values[2]) == "DISPUTED csam"
 
 
-def test_labelling_a_signal_the_exchange_does_not_hold_says_so_in_one_line(exchange, owner, tx):
+def test_labelling_a_signal_the_exchange_does_not_hold_says_so_in_one_line(
+    exchange, owner, tx, tmp_path
+):
     publish(owner, HASHES[:1])
     set_up_collab(tx, exchange)
     refused = tx("label", "-H", "pdq", "-l", "meme", "acme", "photo", "--", HASHES[1], check=False)
@@ -398,6 +400,14 @@ def test_labelling_a_signal_the_exchange_does_not_hold_says_so_in_one_line(excha
     assert "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1] == (
         f"acme: no set of acme-csam holds pdq {HASHES[1]}"
+    )
+    stranger = tmp_path / "stranger.pem"
+    stranger.write_text(private_key_to_pem(Ed25519PrivateKey.generate()))
+    label = ("label", "-H", "pdq", "-l", "meme", "acme", "photo", "--", HASHES[0])
+    unknown_key = tx(*label, check=False, key=stranger)
+    assert unknown_key.returncode == 3 and "Traceback" not in unknown_key.stderr
+    assert (
+        unknown_key.stderr.strip().splitlines()[-1].startswith("acme: acme-csam: 401 Unknown key")
     )
 
 
