@@ -1,6 +1,8 @@
 """The hashx python-threatexchange extension against a live exchange: the real `threatexchange`
 CLI (its state under a temporary HOME) and the adapter driven the way HMA drives it."""
 
+import hashlib
+import json
 import os
 import pickle
 import subprocess
@@ -21,6 +23,7 @@ from audit.models import AuditEvent
 from hashx.client import Client
 from hashx.keys import private_key_to_pem
 from hashx.threatexchange import (
+    CHECKPOINT_VERSION,
     HashxCheckpoint,
     HashxCollabConfig,
     HashxCredentials,
@@ -137,20 +140,22 @@ def test_an_interrupted_fetch_resumes_from_its_checkpoint(exchange, owner, tx):
     assert all("(acme)" in matches(tx, value) for value in HASHES[:8])
 
 
-def test_the_cli_starts_over_from_snapshots_once_its_cursor_expired(exchange, owner, tx):
-    publish(owner, HASHES[:3])
+def test_a_fetch_with_an_expired_checkpoint_ends_with_exactly_the_active_set(exchange, owner, tx):
+    publish(owner, HASHES[:4])
     set_up_collab(tx, exchange)
     tx("fetch")
-    owner.retract("acme-csam", [{"type": "pdq", "value": HASHES[0]}])
-    assert do_purge_tombstones(now=timezone.now() + timedelta(days=91)) == 1
+    # While the fetcher is away, two signals are retracted and their tombstones purged, so the
+    # feed cannot tell it about them (410), and another signal arrives.
+    owner.retract("acme-csam", [{"type": "pdq", "value": v} for v in HASHES[:2]])
+    publish(owner, HASHES[4:5])
+    assert do_purge_tombstones(now=timezone.now() + timedelta(days=91)) == 2
 
-    tx("fetch")  # 410: the checkpoint is marked stale, the local copy kept for now
-    assert stored_state(tx).checkpoint.is_stale()
-    tx("fetch")  # dropped and fetched again from the snapshot, without the purged signal
+    tx("fetch")
     state = stored_state(tx)
-    assert not state.checkpoint.is_stale()
-    assert {record.value for record in state.updates.values()} == set(HASHES[1:3])
-    assert matches(tx, HASHES[0]).strip() == ""
+    assert {record.value for record in state.updates.values()} == set(HASHES[2:5])
+    assert state.checkpoint.cursor and not state.checkpoint.is_stale()
+    assert matches(tx, HASHES[0]).strip() == "" and matches(tx, HASHES[1]).strip() == ""
+    assert "(acme)" in matches(tx, HASHES[4])
 
 
 def test_an_opinion_given_with_the_cli_reaches_the_exchange(exchange, owner, tx, subscriber):
@@ -180,11 +185,34 @@ def test_the_cli_says_how_to_give_the_key(exchange, tx, tmp_path, key_file):
     assert "HashxError: 401 Unknown key" in tx("-v", "fetch", check=False, key=stranger).stderr
 
 
-def hma_fetch(api, checkpoint, store):
-    """What HMA's fetcher does with fetch_iter: merge deltas with dict.update, then commit each
-    key (None deletes) and keep the checkpoint as JSON."""
+class HmaStore:
+    """What HMA keeps of one exchange: records by key (pickled) and the checkpoint as JSON."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, bytes] = {}
+        self.checkpoint_json: dict | None = None
+
+    def checkpoint(self) -> HashxCheckpoint | None:
+        if self.checkpoint_json is None:
+            return None
+        return dataclass_json.dataclass_load_dict(self.checkpoint_json, HashxCheckpoint)
+
+    def signals(self) -> set[str]:
+        return {pickle.loads(blob).value for blob in self.records.values()}  # noqa: S301
+
+
+def hma_fetch(api, store, max_deltas=None):
+    """One run of HMA's fetcher (OpenMediaMatch.background_tasks.fetcher._fetch) and its
+    storage's exchange_commit_fetch, as they treat an API: a stale checkpoint makes it fetch
+    from scratch *without clearing what it holds*; deltas are merged with dict.update; the run
+    stops after a time limit (here after ``max_deltas``) and commits what it has: a None, or
+    a record none of its signal types can use, deletes the key, others are stored pickled, and
+    the checkpoint is stored as JSON once the stored one is found equal to the one the run
+    started from."""
+    starting = store.checkpoint()
+    checkpoint = None if starting is None or starting.is_stale() else starting
     pending = None
-    for delta in api.fetch_iter([PdqSignal, VideoMD5Signal], checkpoint):
+    for count, delta in enumerate(api.fetch_iter([PdqSignal, VideoMD5Signal], checkpoint), 1):
         if checkpoint is not None and checkpoint.get_progress_timestamp() is not None:
             assert checkpoint.get_progress_timestamp() <= delta.checkpoint.get_progress_timestamp()
         checkpoint = delta.checkpoint
@@ -193,29 +221,30 @@ def hma_fetch(api, checkpoint, store):
         else:
             pending.updates.update(delta.updates)
             pending.checkpoint = delta.checkpoint
+        if count == max_deltas:
+            break
     assert pending is not None
+    assert store.checkpoint() == starting, "checkpoint changed since the fetch started"
     for key, value in pending.updates.items():
-        if value is not None:  # HMA's other store keeps records as JSON
-            as_json = dataclass_json.dataclass_dumps(value)
+        usable = value is not None and HashxSignalExchangeAPI.naive_convert_to_signal_type(
+            [PdqSignal, VideoMD5Signal], api.collab, {key: value}
+        )
+        if usable:
+            as_json = dataclass_json.dataclass_dumps(value)  # HMA's other store keeps JSON
             assert dataclass_json.dataclass_loads(as_json, HashxSignalMetadata) == value
-        if value is None:
-            store.pop(str(key), None)
-        elif HashxSignalExchangeAPI.naive_convert_to_signal_type(
-            [PdqSignal], api.collab, {key: value}
-        ):
-            store[str(key)] = pickle.dumps(value)
-    saved = dataclass_json.dataclass_dumps(pending.checkpoint)
-    return dataclass_json.dataclass_loads(saved, HashxCheckpoint)
+            store.records[str(key)] = pickle.dumps(value)
+        else:
+            store.records.pop(str(key), None)
+    store.checkpoint_json = json.loads(
+        json.dumps(dataclass_json.dataclass_dump_dict(pending.checkpoint))
+    )
 
 
-def signals_in(store):
-    return {pickle.loads(blob).value for blob in store.values()}  # noqa: S301
-
-
-def test_hma_fetches_in_pages_resumes_and_starts_over_after_a_410(exchange, owner, key_file):
-    publish(owner, HASHES[:5])
-    # As HMA's curation API creates an exchange (POST /c/exchanges) and stores its credentials
-    # (POST /c/exchanges/api/hashx): JSON loaded into the dataclasses, kept as JSON.
+@pytest.fixture
+def hma_api(exchange, key_file):
+    """The API as HMA builds it: the collab as its curation API creates it (POST /c/exchanges)
+    and the credentials as it stores them (POST /c/exchanges/api/hashx), JSON loaded into the
+    dataclasses and kept as JSON, the credentials handed over as the helper's default."""
     api_json = {"url": exchange, "sets": ["acme-csam"], "page_size": 2}
     api_json.update(name="HASHX_ACME", enabled=True, api="hashx")
     collab = dataclass_json.dataclass_load_dict(api_json, HashxCollabConfig)
@@ -224,32 +253,53 @@ def test_hma_fetches_in_pages_resumes_and_starts_over_after_a_410(exchange, owne
     )
     creds = dataclass_json.dataclass_load_dict({"key": key_file.read_text()}, HashxCredentials)
     creds = dataclass_json.dataclass_loads(dataclass_json.dataclass_dumps(creds), HashxCredentials)
-    # HMA hands stored credentials over as the helper's default, then calls for_collab.
     with HashxCredentials.set_default(creds, "db"):
-        api = HashxSignalExchangeAPI.for_collab(collab)
-    store: dict[str, bytes] = {}
+        return HashxSignalExchangeAPI.for_collab(collab)
 
-    checkpoint = hma_fetch(api, None, store)
-    assert signals_in(store) == set(HASHES[:5])
+
+def test_hma_fetches_in_pages_and_ends_with_the_active_set_after_a_410(exchange, owner, hma_api):
+    publish(owner, HASHES[:5])
+    store = HmaStore()
+    hma_fetch(hma_api, store)
+    assert store.signals() == set(HASHES[:5])
+    checkpoint = store.checkpoint()
     assert pickle.loads(pickle.dumps(checkpoint)) == checkpoint  # noqa: S301
     assert not checkpoint.is_stale()
 
     owner.retract("acme-csam", [{"type": "pdq", "value": HASHES[0]}])
     publish(owner, HASHES[5:6])
-    old = checkpoint
-    checkpoint = hma_fetch(api, checkpoint, store)
-    assert signals_in(store) == set(HASHES[1:6])
-    assert checkpoint.get_progress_timestamp() >= old.get_progress_timestamp()
+    hma_fetch(hma_api, store)
+    assert store.signals() == set(HASHES[1:6])
+    assert store.checkpoint().progress_ts >= checkpoint.progress_ts
 
-    # Tombstones purged past the cursor: the exchange answers 410, the checkpoint turns stale,
-    # and HMA starts again from scratch with a clear store.
+    # Tombstones purged past the cursor: the exchange answers 410, and the same run resyncs
+    # and deletes what HMA holds and the exchange no longer has.
     owner.retract("acme-csam", [{"type": "pdq", "value": HASHES[1]}])
     assert do_purge_tombstones(now=timezone.now() + timedelta(days=91)) == 2
-    stale = hma_fetch(api, checkpoint, store)
-    assert stale.is_stale() and stale.get_progress_timestamp() == checkpoint.progress_ts
-    store.clear()
-    hma_fetch(api, None, store)
-    assert signals_in(store) == set(HASHES[2:6])
+    hma_fetch(hma_api, store)
+    assert store.signals() == set(HASHES[2:6])
+    assert len(store.records) == 4
+
+
+def test_an_interrupted_resync_goes_on_where_it_stopped(exchange, owner, hma_api):
+    publish(owner, HASHES[:6])
+    store = HmaStore()
+    hma_fetch(hma_api, store)
+    owner.retract("acme-csam", [{"type": "pdq", "value": v} for v in HASHES[:3]])
+    assert do_purge_tombstones(now=timezone.now() + timedelta(days=91)) == 3
+    publish(owner, HASHES[6:8])
+
+    # HMA's time limit, as four deltas a run. The first run meets the 410 and reads the
+    # snapshot (three pages of two) and a first page of deletions; the second goes on with the
+    # deletions, then follows the feed. (A set's snapshot has to fit in a run: an interrupted
+    # one is read again from its start.)
+    hma_fetch(hma_api, store, max_deltas=4)
+    assert not store.checkpoint().cursor and len(store.records) == 6
+    hma_fetch(hma_api, store, max_deltas=4)
+    assert store.checkpoint().cursor
+    assert store.signals() == set(HASHES[3:8]) and len(store.records) == 5
+    hma_fetch(hma_api, store)
+    assert store.signals() == set(HASHES[3:8]) and len(store.records) == 5
 
 
 def test_an_opinion_reported_by_hma_reaches_the_exchange(exchange, owner, key_file, subscriber):
@@ -262,20 +312,18 @@ def test_an_opinion_reported_by_hma_reaches_the_exchange(exchange, owner, key_fi
     opinion = Opinion.objects.get(organisation=subscriber.org)
     assert (opinion.category, opinion.tags) == ("negative", ["meme"])
 
-    with pytest.raises(ValueError, match="no set of acme holds pdq"):
+    with pytest.raises(ValueError, match="acme: no set of acme-csam holds pdq"):
         api.report_opinion(
             PdqSignal, HASHES[1], SignalOpinion(True, SignalOpinionCategory.NEGATIVE_CLASS, set())
         )
 
 
-def test_a_checkpoint_goes_stale_after_tombstone_retention():
-    now = int(timezone.now().timestamp())
-    checkpoint = HashxCheckpoint("cursor", now, now)
-    with time_machine.travel(timezone.now() + timedelta(days=89)):
-        assert not checkpoint.is_stale()
-    with time_machine.travel(timezone.now() + timedelta(days=91)):
-        assert checkpoint.is_stale()
-    assert HashxCheckpoint("cursor", now, now, expired=True).is_stale()
+def test_only_a_checkpoint_of_an_older_extension_is_stale():
+    # Older checkpoints did not record what the fetcher holds: the fetcher starts over.
+    legacy = {"cursor": "c", "progress_ts": 5, "fresh_ts": 5, "expired": False, "sets": ["a"]}
+    assert dataclass_json.dataclass_load_dict(legacy, HashxCheckpoint).is_stale()
+    with time_machine.travel(timezone.now() + timedelta(days=3650)):
+        assert not HashxCheckpoint("c", 5, version=CHECKPOINT_VERSION).is_stale()
 
 
 def test_a_signal_in_two_sets_stays_until_both_retract_it(exchange, owner, publisher, tx):
@@ -311,19 +359,26 @@ def test_a_signal_in_two_sets_stays_until_both_retract_it(exchange, owner, publi
     assert tx(*printed).stdout.strip() == ""
 
 
-def test_a_collab_whose_sets_changed_starts_again(exchange, owner, key_file):
+def test_a_collab_whose_sets_changed_gets_them_on_the_next_fetch(exchange, owner, publisher, tx):
+    do_create_set(
+        publisher.org, {"slug": "acme-ncii", "name": "Acme NCII", "distribution": "coalition"}
+    )
     publish(owner, HASHES[:2])
-    collab = HashxCollabConfig(name="acme", url=exchange, sets=["acme-csam"])
-    api = HashxSignalExchangeAPI.for_collab(collab, HashxCredentials(str(key_file)))
-    checkpoint = hma_fetch(api, None, {})
-    collab.sets = ["acme-csam", "other"]
-    assert hma_fetch(api, checkpoint, {}).is_stale()
+    publish(owner, HASHES[2:4], slug="acme-ncii")
+    set_up_collab(tx, exchange)
+    tx("fetch")
+    assert "(acme)" in matches(tx, HASHES[0]) and matches(tx, HASHES[2]).strip() == ""
+
+    tx("config", "collab", "edit", "hashx", "acme", "--url", exchange, "--sets", "acme-ncii")
+    tx("fetch")
+    assert {record.value for record in stored_state(tx).updates.values()} == set(HASHES[2:4])
+    assert matches(tx, HASHES[0]).strip() == "" and "(acme)" in matches(tx, HASHES[2])
 
 
 def test_every_dataclass_survives_pickle_and_json():
     values = [
         HashxCollabConfig(name="acme", url="https://x", sets=["a", "b"], signal_types=["pdq"]),
-        HashxCheckpoint("c", 1, 2, False, ["a", "b"], ["a"], "s"),
+        HashxCheckpoint("c", 1, ["a", "b"], ["pdq"], {"0": "eJw="}, ["a"], "s", {}, 2),
         HashxSignalMetadata(7, ["a"], "pdq", HASHES[0], ["csam"], 2, 1, 1, 0, 3),
         HashxCredentials("/keys/acme.pem"),
     ]
@@ -333,3 +388,57 @@ def test_every_dataclass_survives_pickle_and_json():
         assert dataclass_json.dataclass_loads(as_json, type(value)) == value
     # Contributions and a member's negative opinion: a match reads as disputed.
     assert str(values[2]) == "DISPUTED csam"
+
+
+def test_labelling_a_signal_the_exchange_does_not_hold_says_so_in_one_line(
+    exchange, owner, tx, tmp_path
+):
+    publish(owner, HASHES[:1])
+    set_up_collab(tx, exchange)
+    refused = tx("label", "-H", "pdq", "-l", "meme", "acme", "photo", "--", HASHES[1], check=False)
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"acme: no set of acme-csam holds pdq {HASHES[1]}"
+    )
+    stranger = tmp_path / "stranger.pem"
+    stranger.write_text(private_key_to_pem(Ed25519PrivateKey.generate()))
+    label = ("label", "-H", "pdq", "-l", "meme", "acme", "photo", "--", HASHES[0])
+    unknown_key = tx(*label, check=False, key=stranger)
+    assert unknown_key.returncode == 3 and "Traceback" not in unknown_key.stderr
+    assert (
+        unknown_key.stderr.strip().splitlines()[-1].startswith("acme: acme-csam: 401 Unknown key")
+    )
+
+
+def test_sha1_domain_and_url_signals_reach_the_cli(exchange, owner, tx, tmp_path, subscriber):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"not really a photo")
+    sha1 = hashlib.sha1(photo.read_bytes(), usedforsecurity=False).hexdigest()
+    url = "https://files.abuse-host.net/a/b?c=1"
+    signals = [
+        {"type": "sha1", "value": sha1.upper()},
+        {"type": "domain", "value": "Abuse-Host.NET."},
+        {"type": "url", "value": url},
+    ]
+    batch = owner.publish("acme-csam", signals)["batch"]
+    assert owner.wait_for_batch(batch, poll=0.2)["state"] == "done"
+    set_up_collab(tx, exchange)
+    tx("fetch")
+
+    assert "sha1 - (acme)" in tx("match", "-S", "sha1", "photo", str(photo)).stdout
+    assert "(acme)" in tx("match", "-S", "sha1", "-H", "photo", "--", sha1).stdout
+    for host in ("https://abuse-host.net/x", "https://cdn.abuse-host.net/y", "abuse-host.net"):
+        assert "(acme)" in tx("match", "-S", "domain", "url", "--", host).stdout
+    assert tx("match", "-S", "domain", "url", "--", "https://abuse-host.org/").stdout == ""
+    assert "(acme)" in tx("match", "-S", "url", "url", "--", url).stdout
+    assert tx("match", "-S", "url", "url", "--", url + "&d=2").stdout == ""
+
+    tx("label", "-H", "sha1", "-l", "seen", "acme", "photo", "--", sha1)
+    opinion = Opinion.objects.get(organisation=subscriber.org)
+    assert opinion.entry.signal.value == sha1
+
+    # Retracted, they leave as the others do.
+    owner.retract("acme-csam", [{"type": s["type"], "value": s["value"]} for s in signals])
+    tx("fetch")
+    assert stored_state(tx).updates == {}
