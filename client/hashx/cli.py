@@ -87,7 +87,7 @@ class Inputs:
         try:
             return Path(self.path(name)).read_bytes()
         except OSError as exc:
-            raise UsageError(f"cannot read {shown(name)}: {exc.strerror}") from None
+            raise UsageError(f"cannot use {shown(name)}: {exc.strerror}") from None
 
     def read_text(self, name: str) -> str:
         return self.read_bytes(name).decode("utf-8")
@@ -579,7 +579,7 @@ def _hash_files(args: argparse.Namespace) -> list[FileHash]:
         except MediaExtraMissing as exc:
             raise UsageError(str(exc).replace(args.inputs.spooled or "\0", shown(name))) from None
         except OSError as exc:
-            raise UsageError(f"cannot read {shown(name)}: {exc.strerror}") from None
+            raise UsageError(f"cannot use {shown(name)}: {exc.strerror}") from None
         found.extend(FileHash(shown(name), h.type, h.value, h.quality) for h in hashes)
     progress.done()
     return found
