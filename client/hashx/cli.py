@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -664,8 +664,16 @@ def cmd_audit(args: argparse.Namespace) -> None:
     _print(args, events, f"{text}\n{len(events):,} events{more}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too, naming where the help is (every subcommand's parser is
+    one of these: argparse makes them of the top parser's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hashx",
         description="Talk to a Hash Exchange as a member: identity, keys, sets, publishing.",
         epilog="Start with `hashx keygen --out key.pem`, have the exchange register the public "
@@ -1000,6 +1008,10 @@ def _run(func: Callable[[argparse.Namespace], None], args: argparse.Namespace) -
         return 4, str(exc)
     except KeyboardInterrupt:
         return 130, "interrupted"
+    except BrokenPipeError:
+        # The reader went away (`hashx hash * | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141, ""
     except HashxError as exc:
         if args.json:  # scripts get the whole problem document (its errors list too)
             print(json.dumps({"status": exc.status, **exc.problem}, indent=2))

@@ -5,6 +5,7 @@ codes, and what a signature for another host name is told."""
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import threading
@@ -17,7 +18,7 @@ from hashx.cli import EXIT_CODES, client_version, completion_script
 from signals.actions.merge import do_merge_batch
 from signals.actions.sets import do_create_set, do_grant
 from signals.models import SetEntry, SetGrant
-from tests.cli import hashx
+from tests.cli import HASHX, hashx
 from tests.signals.conftest import PDQ
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -226,3 +227,30 @@ def test_signing_for_another_host_name_is_told_what_the_exchange_verified_agains
     problem = json.loads(hashx("whoami", "--json", url=other, key=key, check=False).stdout)
     assert problem["verified_target_uri"] == f"{exchange_url}/api/v1/whoami"
     assert hashx("whoami", url=exchange_url, key=key).returncode == 0
+
+
+def test_a_usage_error_is_one_line_naming_the_help():
+    result = hashx("opinion", "--set", "s", "--value", "x", check=False)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "hashx opinion: the following arguments are required: --category"
+        " (see hashx opinion --help)\n"
+    )
+    unknown = hashx("sets", "frobnicate", check=False)
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+    assert unknown.stderr.startswith("hashx sets: argument ACTION: invalid choice: 'frobnicate'")
+
+
+def test_a_reader_that_stops_early_ends_hashing_quietly(tmp_path):
+    files = []
+    for n in range(1500):  # far more output than a pipe holds (64 KiB)
+        files.append(tmp_path / f"f{n}.bin")
+        files[-1].write_bytes(str(n).encode())
+    hashing = subprocess.Popen(
+        [HASHX, "hash", *map(str, files)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "HASHX_CONFIG": os.devnull},
+    )  # fmt: skip
+    assert hashing.stdout.readline().startswith(b"# ")
+    hashing.stdout.close()  # as `| head -1` does
+    assert hashing.wait(60) == 141
+    assert hashing.stderr.read() == b""
