@@ -1,7 +1,7 @@
 """What each problem type means, for its page at ``/problems/<slug>`` (the ``type`` URI of every
 problem document): what happened, the usual cause, how to fix it, and a request that gets it
 right. One entry per slug of ``exchange.problems.PROBLEM_TYPES``; a test holds that every type
-has one."""
+has one. ``{public_url}`` in an example stands for this exchange's public URL."""
 
 from dataclasses import dataclass
 
@@ -135,7 +135,7 @@ DOCS: dict[str, ProblemDoc] = {
         "query.",
         "Use exactly the exchange's public URL as the client's base URL (`api_root` at "
         "/.well-known/hashx shows it), and sign with the key named by `keyid`.",
-        "HASHX_URL=http://127.0.0.1:8000 hashx whoami",
+        "HASHX_URL={public_url} hashx whoami",
     ),
     "nonce-replayed": ProblemDoc(
         "The signature's nonce was already used with this key.",
@@ -235,7 +235,7 @@ DOCS: dict[str, ProblemDoc] = {
         "A malformed request line or header, an unknown transfer coding, or a Host the exchange "
         "does not serve (see ALLOWED_HOSTS).",
         "Send well-formed HTTP/1.1 to the exchange's own host name.",
-        "GET /healthz  Host: 127.0.0.1:8000",
+        "GET {public_url}/healthz",
     ),
     "request-timeout": ProblemDoc(
         "The request's head, or its body, stopped arriving.",

@@ -143,7 +143,7 @@ class ProblemTypeView(PageView):
             "happened": doc.happened,
             "cause": doc.cause,
             "fix": doc.fix,
-            "example": doc.example,
+            "example": doc.example.replace("{public_url}", settings.HASHX_PUBLIC_URL),
         }
         if isinstance(request.accepted_renderer, TemplateHTMLRenderer):
             home = settings.HASHX_PUBLIC_URL + "/"
