@@ -11,12 +11,15 @@ STAMP := $(VENV)/.installed-dev
 .PHONY: run test lint format typecheck manage bench clean
 
 $(RUNTIME): pyproject.toml client/pyproject.toml
+	@echo "== installing what the exchange needs into $(VENV) (first start, or pyproject.toml changed; a minute or two)"
 	@test -x $(PY) || $$(scripts/find-python) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ./client -e .
 	@touch $(RUNTIME)
+	@echo "== installed; later starts skip this"
 
 $(STAMP): $(RUNTIME)
+	@echo "== installing the development tools (pytest, ruff, mypy, …) into $(VENV)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 

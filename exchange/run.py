@@ -12,6 +12,7 @@ and leaves no process behind.
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -206,9 +207,33 @@ class Supervisor:
         return 0
 
 
+def port_taken(bind: str, port: int) -> str | None:
+    """Why gunicorn could not listen on ``bind:port`` (another `make run`, another server), or
+    None when it can. Checked before anything starts: a web child that cannot bind would only
+    be restarted again and again."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gunicorn binds: SO_REUSEADDR, so a port in TIME_WAIT after a stop is not "taken".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((bind, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="   run | %(message)s", stream=sys.stdout)
     port = int(os.environ.get("PORT", "8000"))
+    bind = os.environ.get("HASHX_BIND", "127.0.0.1")
+    taken = port_taken(bind, port)
+    if taken is not None:
+        say(
+            "run",
+            f"!! cannot serve on {bind}:{port}: {taken} (another `make run` or server uses"
+            f" it?); stop it, or choose another port: PORT={port + 1} make run",
+        )
+        return 2
     base = embedded.var_dir()
     base.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(children(port))

@@ -14,6 +14,7 @@ api_v1: list[URLPattern | URLResolver] = [
 ]
 
 urlpatterns = [
+    path("", views.LandingView.as_view(), name="landing"),
     path("healthz", views.HealthzView.as_view(), name="healthz"),
     path("readyz", views.ReadyzView.as_view(), name="readyz"),
     path(".well-known/hashx", views.WellKnownView.as_view(), name="well-known"),

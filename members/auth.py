@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import http_sf
 import redis
@@ -211,8 +212,30 @@ def _check_signature(request: HttpRequest, key: SigningKey) -> None:
         )
     except (InvalidSignature, HTTPMessageSignaturesException):
         raise Problem(
-            "signature-invalid", "The signature does not verify for this request"
+            "signature-invalid",
+            _why_not_verified(request),
+            verified_target_uri=_message(request).url,
         ) from None
+
+
+def _why_not_verified(request: HttpRequest) -> str:
+    """What the exchange verified against, and the usual cause when it shows: a client signs the
+    URL it was given, the exchange rebuilds ``@target-uri`` from its public URL, so a client
+    that reached it by another name (``localhost`` for ``127.0.0.1``) signed something else."""
+    url = _message(request).url
+    public = urlsplit(settings.HASHX_PUBLIC_URL)
+    reached = request.headers.get("Host", "")
+    hint = (
+        f" You reached it as {echo(reached)}: if you signed for that address, use"
+        f" {settings.HASHX_PUBLIC_URL} as your base URL (HASHX_URL) instead."
+        if reached and reached.lower() != public.netloc.lower()
+        else " Sign for exactly this URL, with the key named by keyid."
+    )
+    return (
+        f"The signature does not verify for {request.method} {echo(url, 200)}: the exchange"
+        f" verifies @target-uri against its public URL (HASHX_PUBLIC_URL ="
+        f" {settings.HASHX_PUBLIC_URL}).{hint}"
+    )
 
 
 def _spend_nonce(key_id: str, nonce: str) -> None:

@@ -14,9 +14,10 @@ def hashx(
     key: str | os.PathLike[str] | None = None,
     env: dict[str, str | None] | None = None,
     check: bool = True,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI with only the settings given: never the developer's own config file or
-    environment. ``env`` adds variables (None removes one)."""
+    environment. ``env`` adds variables (None removes one); ``stdin`` is its standard input."""
     given: dict[str, str | None] = {
         k: v for k, v in os.environ.items() if not k.startswith(("HASHX_", "XDG_"))
     }
@@ -27,7 +28,9 @@ def hashx(
         given["HASHX_KEY"] = str(key)
     given.update(env or {})
     clean = {k: v for k, v in given.items() if v is not None}
-    result = subprocess.run([HASHX, *args], env=clean, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [HASHX, *args], env=clean, capture_output=True, text=True, timeout=60, input=stdin
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result

@@ -3,18 +3,32 @@
 Configuration, first match wins: flags (--url, --key), then the environment (HASHX_URL,
 HASHX_KEY: path of your PEM private key), then a config file (see ``hashx.config``).
 
-Exit codes: 0 done; 1 the exchange refused (its problem document is printed) or could not merge
-a batch; 2 bad usage, a missing or unreadable key, config or input file; 3 the exchange cannot be
-reached; 4 a batch was still merging when ``--wait-timeout`` ran out; 130 interrupted.
+Output: tables, counts and file names for people; ``--json`` (before or after the command) prints
+the answer as JSON for scripts, and on a refusal the problem document. Every error is one line on
+standard error: ``hashx: …``, for a refusal the problem's status, title and detail.
+
+A file name of ``-`` reads standard input, wherever the CLI reads a file (once per command).
+
+Exit codes (``EXIT_CODES``): 0 done; 1 the exchange refused (its problem's title and detail are
+printed) or could not merge a batch; 2 bad usage, a missing or unreadable key, config or input
+file; 3 the exchange cannot be reached; 4 a batch was still merging when ``--wait-timeout`` ran
+out; 70 an unexpected answer or a bug (``HASHX_DEBUG=1`` shows the traceback); 130 interrupted.
 """
 
 import argparse
 import json
+import os
 import re
+import shutil
 import sqlite3
 import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,6 +44,7 @@ from hashx.keys import (
     raw_public_bytes,
     write_private_key,
 )
+from hashx.media import FileHash, MediaExtraMissing, file_hashes
 from hashx.store import LocalStore, OtherSets, sync
 from hashx.webhooks import WebhookVerificationError, verify
 
@@ -44,6 +59,43 @@ class BatchFailed(Exception):
 
 class StillMerging(Exception):
     """``--wait-timeout`` ran out before the merge finished."""
+
+
+STDIN = "-"
+
+
+class Inputs:
+    """The files a command reads. ``-`` names standard input: read once, into a temporary file
+    removed when the command ends (an upload needs its size and digest before it is sent)."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.stack = stack
+        self.spooled: str | None = None
+
+    def path(self, name: str) -> str:
+        if name != STDIN:
+            return name
+        if self.spooled is not None:
+            raise UsageError("standard input (-) can be read only once per command")
+        folder = self.stack.enter_context(tempfile.TemporaryDirectory(prefix="hashx-"))
+        self.spooled = str(Path(folder) / "stdin")
+        with open(self.spooled, "wb") as spool:  # noqa: PTH123 - a plain copy
+            shutil.copyfileobj(sys.stdin.buffer, spool)
+        return self.spooled
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            return Path(self.path(name)).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot use {shown(name)}: {exc.strerror}") from None
+
+    def read_text(self, name: str) -> str:
+        return self.read_bytes(name).decode("utf-8")
+
+
+def shown(name: str) -> str:
+    """A file name as messages and listings show it."""
+    return "standard input" if name == STDIN else name
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -77,6 +129,46 @@ def _client(args: argparse.Namespace) -> Client:
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2) if args.json else text)
+
+
+def _table(headers: list[str], rows: list[list[Any]], *, right: tuple[str, ...] = ()) -> str:
+    """Columns as wide as their widest cell (numbers with thousands separators, right-aligned
+    in the ``right`` columns); the last column is not padded."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    lines = []
+    for row in [headers, *cells]:
+        padded = [
+            value.rjust(widths[i]) if headers[i] in right else value.ljust(widths[i])
+            for i, value in enumerate(row)
+        ]
+        padded[-1] = row[-1]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    """A value as a person reads it: no Python reprs (None is "-", lists are comma-separated,
+    mappings "key=value", booleans yes/no)."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _fields(record: dict[str, Any]) -> str:
+    """A record as aligned ``name: value`` lines."""
+    width = max((len(k) for k in record), default=0) + 1
+    return "\n".join(f"{k + ':':<{width}} {_cell(v)}" for k, v in record.items())
 
 
 def cmd_keygen(args: argparse.Namespace) -> None:
@@ -126,9 +218,9 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
 
 def cmd_keys_add(args: argparse.Namespace) -> None:
     try:
-        new_key = load_private_key(args.new_key)
+        new_key = load_private_key(args.inputs.path(args.new_key))
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load the new key {args.new_key}: {exc}") from None
+        raise UsageError(f"cannot load the new key {shown(args.new_key)}: {exc}") from None
     added = _client(args).add_key(new_key, label=args.label, read_only=args.read_only)
     _print(args, added, f"added key {added['key_id']} ({added['state']})")
 
@@ -146,14 +238,23 @@ def cmd_keys_retire(args: argparse.Namespace) -> None:
 _FORMATS = {"ndjson": "application/x-ndjson", "csv": "text/csv", "text": "text/plain"}
 
 
-def _format_of(path: str, given: str) -> str:
+def _format_of(name: str, path: str, given: str) -> str:
+    """The upload's content type: ``--format``, else the file name's suffix, else (standard
+    input) its first line: a JSON object is NDJSON, ``type,value…`` a CSV header, else text."""
     if given != "auto":
         return _FORMATS[given]
-    suffix = Path(path).suffix.lower()
+    suffix = Path(name).suffix.lower()
     if suffix in {".ndjson", ".jsonl"}:
         return _FORMATS["ndjson"]
     if suffix == ".csv":
         return _FORMATS["csv"]
+    if name == STDIN:
+        with open(path, "rb") as head:  # noqa: PTH123
+            first = head.readline(4096).strip()
+        if first.startswith(b"{"):
+            return _FORMATS["ndjson"]
+        if first.replace(b" ", b"").lower().startswith(b"type,value"):
+            return _FORMATS["csv"]
     return _FORMATS["text"]
 
 
@@ -195,6 +296,26 @@ def cmd_sets_create(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_sets_update(args: argparse.Namespace) -> None:
+    changes: dict[str, Any] = {
+        field: getattr(args, field)
+        for field in ("name", "description", "distribution", "tlp", "attribution", "pdq_threshold")
+        if getattr(args, field) is not None
+    }
+    if args.types is not None:
+        changes["signal_types"] = [t for t in args.types.split(",") if t]
+    if not changes:
+        raise UsageError("nothing to change: give at least one of the options (--help lists them)")
+    updated = _client(args).update_set(args.slug, **changes)
+    _print(args, updated, f"updated set {updated['slug']}\n{_fields(_set_summary(updated))}")
+
+
+def _set_summary(hash_set: dict[str, Any]) -> dict[str, Any]:
+    fields = ("name", "owner", "distribution", "tlp", "attribution", "signal_types",
+              "pdq_threshold", "description")  # fmt: skip
+    return {k: hash_set[k] for k in fields if k in hash_set}
+
+
 def cmd_sets_grant(args: argparse.Namespace) -> None:
     grant = _client(args).grant(
         args.slug, args.organisation, can_read=True, can_publish=args.publish
@@ -203,14 +324,24 @@ def cmd_sets_grant(args: argparse.Namespace) -> None:
     _print(args, grant, f"{args.organisation} may {rights} {args.slug}")
 
 
+def cmd_sets_revoke(args: argparse.Namespace) -> None:
+    _client(args).revoke_grant(args.slug, args.organisation)
+    _print(
+        args,
+        {"set": args.slug, "organisation": args.organisation, "revoked": True},
+        f"{args.organisation} may no longer read or publish {args.slug}",
+    )
+
+
 def cmd_publish(args: argparse.Namespace) -> None:
     client = _client(args)
+    path = args.inputs.path(args.file)
     progress = _Progress()
-    size = max(Path(args.file).stat().st_size, 1)
+    size = max(Path(path).stat().st_size, 1)
     answer = client.publish_file(
         args.set,
-        args.file,
-        _format_of(args.file, args.format),
+        path,
+        _format_of(args.file, path, args.format),
         atomic=args.atomic,
         idempotency_key=args.idempotency_key or "",
         progress=lambda sent: progress.show(f"uploading {100 * sent // size}% ({sent >> 20} MiB)"),
@@ -239,8 +370,8 @@ def cmd_publish(args: argparse.Namespace) -> None:
             _print(args, {"answer": answer, "report": report}, "")
         raise BatchFailed(f"batch {answer['batch']} could not be merged: {report.get('error')}")
     text = [
-        f"batch {answer['batch']}: {answer['accepted']:,} accepted, {answer['rejected']:,} rejected"
-        f" of {answer['received']:,}"
+        f"{shown(args.file)} into {args.set}: batch {answer['batch']}: {answer['accepted']:,}"
+        f" accepted, {answer['rejected']:,} rejected of {answer['received']:,}"
     ]
     if "new" in report:
         text.append(
@@ -256,36 +387,51 @@ def cmd_publish(args: argparse.Namespace) -> None:
     _print(args, {"answer": answer, "report": report}, "\n".join(text))
 
 
-def _type_value_lines(text: str) -> list[dict[str, Any]]:
+def _type_value_lines(text: str) -> list[tuple[int, dict[str, Any]]]:
     """python-threatexchange's simple format, ``<type> <value>`` per line, as the exchange reads
-    it: blank lines and ``#`` comments skipped."""
+    it: blank lines and ``#`` comments skipped. Each item with its line number, from 1."""
     items = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         kind, _, value = line.strip().partition(" ")
         if kind and not kind.startswith("#"):
-            items.append({"type": kind, "value": value.strip()})
+            items.append((number, {"type": kind, "value": value.strip()}))
     return items
 
 
-def _items_from(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _items_from(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+    """The items to send and, for each, where it came from (``line N`` of --file, from 1 as
+    publish counts, or ``--value``)."""
     if args.value:
-        return [{"type": args.type, "value": args.value}]
-    return _type_value_lines(Path(args.file).read_text())
+        return [{"type": args.type, "value": args.value}], ["--value"]
+    lines = _type_value_lines(args.inputs.read_text(args.file))
+    return [item for _, item in lines], [f"line {number}" for number, _ in lines]
+
+
+def _rejections(answer: dict[str, Any], origins: list[str]) -> str:
+    """The first 20 rejections, each at its line of the file (the answer counts items from 0)."""
+    text = []
+    for r in answer["rejections"][:20]:
+        index = r.get("index")
+        where = origins[index] if isinstance(index, int) and 0 <= index < len(origins) else index
+        text.append(f"\n  {where}: {r['reason']}")
+    if len(answer["rejections"]) > 20:
+        text.append(f"\n  … {len(answer['rejections']) - 20:,} more (--json lists them)")
+    return "".join(text)
 
 
 def cmd_retract(args: argparse.Namespace) -> None:
-    answer = _client(args).retract(args.set, _items_from(args))
+    items, origins = _items_from(args)
+    answer = _client(args).retract(args.set, items)
     text = f"retracted {answer['retracted']}, of which {answer['tombstoned']} are now tombstones"
-    text += "".join(f"\n  {r['index']}: {r['reason']}" for r in answer["rejections"][:20])
-    _print(args, answer, text)
+    _print(args, answer, text + _rejections(answer, origins))
 
 
 def cmd_opinion(args: argparse.Namespace) -> None:
-    items = [{**item, "category": args.category, "tags": args.tag} for item in _items_from(args)]
+    items, origins = _items_from(args)
+    items = [{**item, "category": args.category, "tags": args.tag} for item in items]
     answer = _client(args).opinions(args.set, items)
     text = f"{answer['accepted']} opinions recorded"
-    text += "".join(f"\n  {r['index']}: {r['reason']}" for r in answer["rejections"][:20])
-    _print(args, answer, text)
+    _print(args, answer, text + _rejections(answer, origins))
 
 
 def cmd_batches(args: argparse.Namespace) -> None:
@@ -302,7 +448,7 @@ def cmd_batches(args: argparse.Namespace) -> None:
 
 def cmd_batch(args: argparse.Namespace) -> None:
     report = _client(args).batch(args.batch_id)
-    _print(args, report, "\n".join(f"{k}: {v}" for k, v in report.items()))
+    _print(args, report, _fields(report))
 
 
 def cmd_sync(args: argparse.Namespace) -> None:
@@ -382,8 +528,8 @@ def cmd_subscriptions_deliveries(args: argparse.Namespace) -> None:
 def cmd_webhook_verify(args: argparse.Namespace) -> None:
     """Check a saved delivery: the body file and its headers (JSON object or "name: value"
     lines), against the exchange's published keys (--keys file, or fetched from --url)."""
-    body = _read(args.body)
-    raw_headers = _read(args.headers).decode("utf-8", "replace")
+    body = args.inputs.read_bytes(args.body)
+    raw_headers = args.inputs.read_bytes(args.headers).decode("utf-8", "replace")
     try:
         headers = json.loads(raw_headers)
     except ValueError:
@@ -396,7 +542,7 @@ def cmd_webhook_verify(args: argparse.Namespace) -> None:
         raise UsageError(f"{args.headers}: expected a JSON object or 'name: value' lines")
     if args.keys:
         try:
-            keys = json.loads(_read(args.keys))
+            keys = json.loads(args.inputs.read_bytes(args.keys))
         except ValueError:
             raise UsageError(f"{args.keys} is not JSON: expected a JWKS") from None
         if isinstance(keys, dict):  # /.well-known/hashx as saved, or a JWKS
@@ -421,83 +567,131 @@ def cmd_webhook_verify(args: argparse.Namespace) -> None:
     _print(args, {"verified": True, "webhook_id": webhook_id}, f"verified {webhook_id}")
 
 
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _hash_files(paths: list[str]) -> list[Any]:
-    from hashx.media import MediaExtraMissing, file_hashes
-
-    found, progress = [], _Progress()
-    for done, path in enumerate(paths, 1):
+def _hash_files(args: argparse.Namespace) -> list[FileHash]:
+    paths: list[str] = args.files
+    found: list[FileHash] = []
+    progress = _Progress()
+    for done, name in enumerate(paths, 1):
         if len(paths) > 1:
-            progress.show(f"hashing {done:,} of {len(paths):,} files: {path}")
+            progress.show(f"hashing {done:,} of {len(paths):,} files: {shown(name)}")
         try:
-            found.extend(file_hashes(path))
+            hashes = file_hashes(args.inputs.path(name))
         except MediaExtraMissing as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(str(exc).replace(args.inputs.spooled or "\0", shown(name))) from None
         except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            raise UsageError(f"cannot use {shown(name)}: {exc.strerror}") from None
+        found.extend(FileHash(shown(name), h.type, h.value, h.quality) for h in hashes)
     progress.done()
     return found
 
 
 def cmd_hash(args: argparse.Namespace) -> None:
-    """Hash files locally; prints python-threatexchange's ``<type> <value>`` lines."""
-    found = _hash_files(args.files)
+    """Hash files locally. Prints, for each file, a ``# FILE`` comment line and then
+    python-threatexchange's ``<type> <value>`` lines, so the output is itself a file that
+    ``hashx match --hashes`` and ``hashx publish`` read."""
+    found = _hash_files(args)
+    lines: list[str] = []
     for item in found:
         if item.type == "pdq" and item.quality is not None and item.quality < 50:
             print(f"hashx: {item.path}: PDQ quality {item.quality} is too low to match on",
                   file=sys.stderr)  # fmt: skip
-    data = [vars(item) for item in found]
-    _print(args, data, "\n".join(f"{item.type} {item.value}" for item in found))
+    current = None
+    for item in found:
+        if item.path != current:
+            current = item.path
+            lines.append(f"# {item.path}")
+        lines.append(f"{item.type} {item.value}")
+    _print(args, [vars(item) for item in found], "\n".join(lines))
 
 
-def _queries_from(args: argparse.Namespace) -> list[dict[str, Any]]:
-    queries = [{"type": h.type, "value": h.value} for h in _hash_files(args.files)]
+def _queries_from(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+    """The signals to match and, for each, what it came from (a file name, a line of --hashes,
+    or --value)."""
+    queries, origins = [], []
+    for h in _hash_files(args):
+        queries.append({"type": h.type, "value": h.value})
+        origins.append(h.path)
     if args.hashes:
-        text = sys.stdin.read() if args.hashes == "-" else Path(args.hashes).read_text()
-        queries += _type_value_lines(text)
+        for number, item in _type_value_lines(args.inputs.read_text(args.hashes)):
+            queries.append(item)
+            origins.append(f"{shown(args.hashes)} line {number}")
     if args.value:
         queries.append({"type": args.type, "value": args.value})
+        origins.append("--value")
     if not queries:
         raise UsageError("nothing to match: give files, --hashes or --value")
-    return queries
+    return queries, origins
 
 
 def cmd_match(args: argparse.Namespace) -> None:
-    queries = _queries_from(args)
+    queries, origins = _queries_from(args)
     answer = _client(args).match(
         queries, sets=args.sets.split(",") if args.sets else None, max_distance=args.max_distance
     )
-    lines = []
-    for result in answer["results"]:
+    rows = []
+    for origin, result in zip(origins, answer["results"], strict=True):
         for m in result["matches"]:
-            lines.append(f"{result['type']} {result['value']}  {m['set']} entry {m['entry']}"
-                         f" distance {m['distance']} {','.join(m['labels'])}".rstrip())  # fmt: skip
-    matched = sum(1 for r in answer["results"] if r["matches"])
-    lines.append(f"{matched} of {len(queries)} signals matched (index at {answer['position']})")
+            rows.append([origin, result["type"], m["set"], m["entry"], m["distance"], m["labels"]])
+    matched = {origin for origin, r in zip(origins, answer["results"], strict=True) if r["matches"]}
+    lines = [_table(["SOURCE", "TYPE", "SET", "ENTRY", "DISTANCE", "LABELS"], rows,
+                    right=("ENTRY", "DISTANCE"))] if rows else []  # fmt: skip
+    sources = len(set(origins))
+    lines.append(f"{len(matched)} of {sources} {'source' if sources == 1 else 'sources'} matched"
+                 f" ({len(queries)} signals; index at {answer['position']})")  # fmt: skip
     _print(args, answer, "\n".join(lines))
 
 
+def cmd_audit(args: argparse.Namespace) -> None:
+    """Audit events about your organisation (it acted, or owns what was acted on), newest first,
+    following pages up to --limit."""
+    client = _client(args)
+    filters = {k: v for k, v in {"action": args.action, "since": args.since,
+                                 "until": args.until}.items() if v}  # fmt: skip
+    events: list[dict[str, Any]] = []
+    page = client.audit_events(**filters, limit=str(min(args.limit, 500)))
+    while True:
+        events.extend(page["results"][: args.limit - len(events)])
+        if len(events) >= args.limit or not page.get("next"):
+            break
+        page = client.request("GET", page["next"])
+    rows = [
+        [e["occurred_at"], e["action"], "staff" if e["actor_staff"] else e["actor_org"],
+         e["actor_key_id"][:12], f"{e['object_type']} {e['object_id']}".strip(), e["details"]]
+        for e in events
+    ]  # fmt: skip
+    text = _table(["TIME", "ACTION", "ACTOR", "KEY", "OBJECT", "DETAILS"], rows)
+    more = " (more with --limit)" if page.get("next") and len(events) >= args.limit else ""
+    _print(args, events, f"{text}\n{len(events):,} events{more}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too, naming where the help is (every subcommand's parser is
+    one of these: argparse makes them of the top parser's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hashx",
         description="Talk to a Hash Exchange as a member: identity, keys, sets, publishing.",
         epilog="Start with `hashx keygen --out key.pem`, have the exchange register the public "
         "key, then `HASHX_URL=… HASHX_KEY=key.pem hashx whoami`. URL and key can also live in "
-        '~/.config/hashx/config.toml (url = "…", key = "…"; or $HASHX_CONFIG). Exit codes: '
-        "1 the exchange refused (or could not merge a batch), 2 usage, key, config or file "
-        "problem, 3 exchange unreachable, 4 still merging after --wait-timeout, 130 interrupted.",
+        '~/.config/hashx/config.toml (url = "…", key = "…"; or $HASHX_CONFIG). A file name '
+        "of - reads standard input. Exit codes: 1 the exchange refused (or could not merge a "
+        "batch), 2 usage, key, config or file problem, 3 exchange unreachable, 4 still merging "
+        "after --wait-timeout, 70 unexpected answer or bug, 130 interrupted. Shell completion: "
+        "`hashx completion bash` (or zsh).",
     )
+    p.add_argument("--version", action="version", version=f"hashx {client_version()}")
     p.add_argument("--url", help="exchange base URL (default: $HASHX_URL, then the config file)")
     p.add_argument(
         "--key", help="path of your PEM private key (default: $HASHX_KEY, then the config file)"
     )
-    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument(
+        "--json", action="store_true", help="print JSON for scripts (also after a command)"
+    )
     p.add_argument(
         "--retries",
         type=int,
@@ -520,7 +714,7 @@ def parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     keys_sub.add_parser("list", help="list the keys").set_defaults(func=cmd_keys_list)
     add = keys_sub.add_parser("add", help="register another key (proves you hold it)")
-    add.add_argument("new_key", help="PEM private key file of the new key")
+    add.add_argument("new_key", help="PEM private key file of the new key (- for stdin)")
     add.add_argument("--label", default="", help="a name for the key")
     add.add_argument("--read-only", action="store_true", help="the key may only read")
     add.set_defaults(func=cmd_keys_add)
@@ -555,11 +749,28 @@ def parser() -> argparse.ArgumentParser:
     grant.add_argument("organisation")
     grant.add_argument("--publish", action="store_true", help="also allow publishing")
     grant.set_defaults(func=cmd_sets_grant)
+    revoke_grant = sets_sub.add_parser(
+        "revoke", help="take back what `sets grant` gave an organisation (read and publish)"
+    )
+    revoke_grant.add_argument("slug")
+    revoke_grant.add_argument("organisation")
+    revoke_grant.set_defaults(func=cmd_sets_revoke)
+    update = sets_sub.add_parser("update", help="change a set you own (only the options given)")
+    update.add_argument("slug")
+    update.add_argument("--name")
+    update.add_argument("--description")
+    update.add_argument("--distribution", choices=["owner", "granted", "coalition", "federated"])
+    update.add_argument("--tlp", choices=["clear", "green", "amber", "amber+strict", "red"])
+    update.add_argument("--attribution", choices=["named", "anonymous"])
+    update.add_argument("--pdq-threshold", type=int, metavar="0-31")
+    update.add_argument("--types", help='comma-separated signal types the set takes ("" for all)')
+    update.set_defaults(func=cmd_sets_update)
 
     publish = sub.add_parser("publish", help="upload a file of signals into a set (any size)")
     publish.add_argument("--set", required=True, help="slug of the set")
     publish.add_argument(
-        "file", help='NDJSON (.ndjson), CSV (.csv) or "<type> <value>" lines (other)'
+        "file",
+        help='NDJSON (.ndjson), CSV (.csv) or "<type> <value>" lines (other); - reads stdin',
     )
     publish.add_argument("--format", default="auto", choices=["auto", *_FORMATS])
     publish.add_argument(
@@ -582,7 +793,7 @@ def parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=helptext)
         command.add_argument("--set", required=True, help="slug of the set")
         source = command.add_mutually_exclusive_group(required=True)
-        source.add_argument("--file", help='"<type> <value>" lines')
+        source.add_argument("--file", help='"<type> <value>" lines (- for stdin)')
         source.add_argument("--value", help="one value (with --type)")
         command.add_argument("--type", default="pdq", help="signal type of --value (default: pdq)")
         if name == "opinion":
@@ -635,8 +846,10 @@ def parser() -> argparse.ArgumentParser:
     webhook = sub.add_parser(
         "webhook-verify", help="check a webhook delivery's signature (body and headers files)"
     )
-    webhook.add_argument("body", help="file holding the raw request body")
-    webhook.add_argument("headers", help='file holding the headers (JSON or "name: value" lines)')
+    webhook.add_argument("body", help="file holding the raw request body (- for stdin)")
+    webhook.add_argument(
+        "headers", help='file holding the headers (JSON or "name: value" lines; - for stdin)'
+    )
     webhook.add_argument("--keys", help="the exchange's JWKS (default: fetched from --url)")
     webhook.add_argument("--tolerance", type=int, default=300, help="seconds of clock skew")
     webhook.set_defaults(func=cmd_webhook_verify)
@@ -651,7 +864,7 @@ def parser() -> argparse.ArgumentParser:
     batches.set_defaults(func=cmd_batches)
 
     hash_ = sub.add_parser("hash", help="hash files locally: MD5, SHA-256, PDQ for images")
-    hash_.add_argument("files", nargs="+", metavar="FILE")
+    hash_.add_argument("files", nargs="+", metavar="FILE", help="files to hash (- for stdin)")
     hash_.set_defaults(func=cmd_hash)
 
     match = sub.add_parser("match", help="match files (hashed here) or hashes against the exchange")
@@ -662,7 +875,84 @@ def parser() -> argparse.ArgumentParser:
     match.add_argument("--sets", help="comma-separated set slugs (default: every set you read)")
     match.add_argument("--max-distance", type=int, help="pdq: at most this far (default 31)")
     match.set_defaults(func=cmd_match)
+
+    audit = sub.add_parser(
+        "audit",
+        help="audit events about your organisation (who read or changed what), newest first",
+    )
+    audit.add_argument("--action", help="only this action, e.g. feed.pulled")
+    audit.add_argument("--since", help="ISO 8601 time, e.g. 2026-12-01T00:00:00Z")
+    audit.add_argument("--until", help="ISO 8601 time")
+    audit.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    audit.set_defaults(func=cmd_audit)
+
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    completion.set_defaults(func=cmd_completion)
+
+    _json_after_every_command(p)
     return p
+
+
+def _commands(p: argparse.ArgumentParser) -> Iterator[tuple[list[str], argparse.ArgumentParser]]:
+    """Every (sub)command's name path and parser, the top level first."""
+    yield [], p
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                for path, parser_ in _commands(child):
+                    yield [name, *path], parser_
+
+
+def _json_after_every_command(p: argparse.ArgumentParser) -> None:
+    """``hashx sets list --json`` as well as ``hashx --json sets list``."""
+    for path, command in _commands(p):
+        if path:
+            command.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                 help="print JSON for scripts")  # fmt: skip
+
+
+def completion_script(shell: str) -> str:
+    """A bash completion for every command, action and option of ``parser()``, generated from it
+    (so it never falls behind); zsh loads it through bashcompinit. Files complete where nothing
+    else does."""
+    words = []
+    for path, command in _commands(parser()):
+        choices = [
+            name
+            for action in command._actions
+            if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices
+        ]
+        options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+        key = " ".join(["hashx", *path])
+        words.append(f'  ["{key}"]="{" ".join([*choices, *options])}"')
+    script = "\n".join([
+        "# hashx completion: eval \"$(hashx completion bash)\" in ~/.bashrc",
+        "declare -A _hashx_words=(", *words, ")",
+        "_hashx() {",
+        '  local cur="${COMP_WORDS[COMP_CWORD]}" path=hashx w',
+        '  for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do',
+        '    [[ -n "${_hashx_words["$path $w"]+set}" ]] && path="$path $w"',
+        "  done",
+        '  COMPREPLY=($(compgen -W "${_hashx_words[$path]}" -- "$cur"))',
+        "}",
+        "complete -o default -F _hashx hashx",
+    ])  # fmt: skip
+    if shell == "zsh":
+        script = "autoload -U +X bashcompinit && bashcompinit\n" + script
+    return script + "\n"
+
+
+def cmd_completion(args: argparse.Namespace) -> None:
+    sys.stdout.write(completion_script(args.shell))
+
+
+def client_version() -> str:
+    try:
+        return version("hash-exchange-client")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 KEY_ID = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -682,44 +972,68 @@ def _key_ids_as_operands(argv: list[str]) -> list[str]:
     return [a for a in head if a not in ids] + ["--", *ids, *tail]
 
 
+# What each exit status means (the module docstring and `hashx --help` say the same).
+EXIT_CODES = {
+    0: "done",
+    1: "the exchange refused (its problem's title and detail are printed) or a batch failed",
+    2: "bad usage, or a missing or unreadable key, config or input file",
+    3: "the exchange cannot be reached",
+    4: "a batch was still merging when --wait-timeout ran out",
+    70: "an unexpected answer or a bug (HASHX_DEBUG=1 shows the traceback)",
+    130: "interrupted",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(_key_ids_as_operands(argv))
+    with ExitStack() as stack:
+        args.inputs = Inputs(stack)
+        code, message = _run(args.func, args)
+        if message:
+            print(f"hashx: {message}".replace(args.inputs.spooled or "\0", "standard input"),
+                  file=sys.stderr)  # fmt: skip
+    return code
+
+
+def _run(func: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> tuple[int, str]:
+    """Run a command; every failure becomes an exit code and one line to print."""
     try:
-        args.func(args)
+        func(args)
     except UsageError as exc:
-        print(f"hashx: {exc}", file=sys.stderr)
-        return 2
+        return 2, str(exc)
     except BatchFailed as exc:
-        print(f"hashx: {exc}", file=sys.stderr)
-        return 1
+        return 1, str(exc)
     except StillMerging as exc:
-        print(f"hashx: {exc}", file=sys.stderr)
-        return 4
+        return 4, str(exc)
     except KeyboardInterrupt:
-        print("hashx: interrupted", file=sys.stderr)
-        return 130
+        return 130, "interrupted"
+    except BrokenPipeError:
+        # The reader went away (`hashx hash * | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141, ""
     except HashxError as exc:
-        print(f"hashx: the exchange refused: {exc}", file=sys.stderr)
-        for error in exc.problem.get("errors") or []:
-            if isinstance(error, dict):
-                print(f"  {error.get('field', '')}: {error.get('message', '')}", file=sys.stderr)
-        return 1
+        if args.json:  # scripts get the whole problem document (its errors list too)
+            print(json.dumps({"status": exc.status, **exc.problem}, indent=2))
+        return 1, f"the exchange refused: {' '.join(str(exc).split())}"
+    except requests.JSONDecodeError:
+        return 70, "the answer is not JSON: is the URL (--url, HASHX_URL) an exchange's?"
     except requests.RequestException as exc:
-        print(f"hashx: cannot reach the exchange: {_reason(exc)}", file=sys.stderr)
-        return 3
+        return 3, f"cannot reach the exchange: {_reason(exc)}"
     except OSError as exc:
         # A file named on the command line (upload, list of values, state) is missing or unreadable.
-        print(f"hashx: cannot use {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
-        return 2
+        return 2, f"cannot use {exc.filename or 'a file'}: {exc.strerror}"
     except UnicodeDecodeError as exc:
-        print(f"hashx: a file given is not UTF-8 text: {exc.reason} at byte {exc.start}",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        return 2, f"a file given is not UTF-8 text: {exc.reason} at byte {exc.start}"
     except sqlite3.Error as exc:
-        print(f"hashx: cannot use the local copy: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 2, f"cannot use the local copy: {exc}"
+    except Exception as exc:  # an answer not shaped as expected, or a bug: still one line
+        if os.environ.get("HASHX_DEBUG"):
+            traceback.print_exc()
+        return 70, (
+            f"unexpected error ({type(exc).__name__}: {exc}); HASHX_DEBUG=1 shows the traceback"
+        )
+    return 0, ""
 
 
 def _reason(exc: requests.RequestException) -> str:

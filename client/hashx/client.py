@@ -221,6 +221,15 @@ class Client:
         body = {"can_read": can_read, "can_publish": can_publish}
         return self.request("PUT", f"/api/v1/sets/{slug}/grants/{organisation}", json=body)
 
+    def revoke_grant(self, slug: str, organisation: str) -> None:
+        """Take back an organisation's grant on a set you own."""
+        self.request("DELETE", f"/api/v1/sets/{slug}/grants/{organisation}")
+
+    def update_set(self, slug: str, **changes: Any) -> dict[str, Any]:
+        """Change a set you own (PATCH): any of name, description, signal_types, tlp,
+        attribution, distribution, pdq_threshold."""
+        return self.request("PATCH", f"/api/v1/sets/{slug}", json=changes)
+
     def publish(
         self,
         slug: str,

@@ -41,3 +41,7 @@ class ProblemTypeSerializer(serializers.Serializer):
     type = serializers.URLField()
     title = serializers.CharField()
     status = serializers.IntegerField()
+    happened = serializers.CharField(help_text="what an answer of this type means")
+    cause = serializers.CharField(help_text="the usual cause")
+    fix = serializers.CharField(help_text="how to fix it")
+    example = serializers.CharField(help_text="a request that gets it right")

@@ -1,8 +1,13 @@
-"""Unauthenticated endpoints: health, readiness, the exchange's public identity, problem types."""
+"""Unauthenticated endpoints: the landing page, health, readiness, the exchange's public identity,
+problem types."""
+
+from typing import Any
 
 from django.conf import settings
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer, TemplateHTMLRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +20,7 @@ from exchange.api.serializers import (
     ReadinessSerializer,
     WellKnownSerializer,
 )
+from exchange.problem_docs import doc_for
 from exchange.problems import (
     PROBLEM_CONTENT_TYPE,
     PROBLEM_TYPES,
@@ -30,6 +36,43 @@ from signals.types import describe_types
 class PublicView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
+
+
+class PageView(PublicView):
+    """A page for people and a document for programs: HTML or JSON by the Accept header, the
+    first renderer when the client takes anything. Errors stay problem documents (JSON), never
+    an HTML error page."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = PROBLEM_CONTENT_TYPE
+        return response
+
+
+class LandingView(PageView):
+    # A browser, or curl with no Accept header, gets the page; `Accept: application/json` JSON.
+    renderer_classes = [TemplateHTMLRenderer, JSONRenderer]
+    template_name = "exchange/landing.html"
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        """What this exchange is, and where its API, documentation and admin are."""
+        public = settings.HASHX_PUBLIC_URL
+        body = {
+            "name": settings.HASHX_EXCHANGE_NAME,
+            "exchange_id": get_identity().exchange_id,
+            "api_version": settings.HASHX_API_VERSION,
+            "public_url": public,
+            "links": {
+                "docs": public + reverse("docs"),
+                "schema": public + reverse("schema"),
+                "well_known": public + reverse("well-known"),
+                "admin": public + reverse("admin:index"),
+                "readyz": public + reverse("readyz"),
+            },
+        }
+        return Response(body)
 
 
 class HealthzView(PublicView):
@@ -80,11 +123,29 @@ class WellKnownView(PublicView):
         return Response(body, headers={"Cache-Control": "public, max-age=300"})
 
 
-class ProblemTypeView(PublicView):
+class ProblemTypeView(PageView):
+    # Programs (and curl) get JSON; a browser following a problem's `type` gets the page.
+    renderer_classes = [JSONRenderer, TemplateHTMLRenderer]
+    template_name = "exchange/problem.html"
+
     @extend_schema(operation_id="problem_type", tags=["identity"], responses=ProblemTypeSerializer)
     def get(self, request: Request, slug: str) -> Response:
-        """What a problem document's ``type`` means."""
+        """What a problem document's ``type`` means: what happened, the usual cause, how to fix
+        it and a request that gets it right."""
         if slug not in PROBLEM_TYPES:
             raise Problem("not-found", f"No problem type {echo(slug)!r}.")
         status, title = PROBLEM_TYPES[slug]
-        return Response({"type": problem_type_uri(slug), "title": title, "status": status})
+        doc = doc_for(slug, title)
+        body: dict[str, Any] = {
+            "type": problem_type_uri(slug),
+            "title": title,
+            "status": status,
+            "happened": doc.happened,
+            "cause": doc.cause,
+            "fix": doc.fix,
+            "example": doc.example.replace("{public_url}", settings.HASHX_PUBLIC_URL),
+        }
+        if isinstance(request.accepted_renderer, TemplateHTMLRenderer):
+            home = settings.HASHX_PUBLIC_URL + "/"
+            body = {**body, "slug": slug, "name": settings.HASHX_EXCHANGE_NAME, "home": home}
+        return Response(body)

@@ -89,13 +89,18 @@ def test_a_missing_file_to_publish_or_retract_exits_2(key_file, tmp_path):
         assert result.stderr.strip() == f"hashx: cannot use {missing}: No such file or directory"
 
 
-def test_a_refusal_prints_the_problem_and_each_field(exchange_url, key_file):
+def test_a_refusal_is_one_line_of_title_and_detail_and_json_gets_the_problem(
+    exchange_url, key_file
+):
     env = {"HASHX_URL": exchange_url, "HASHX_KEY": str(key_file)}
     result = hashx("sets", "create", "Not A Slug!", "--name", "x", env=env, check=False)
     assert result.returncode == 1
-    lines = result.stderr.splitlines()
-    assert lines[0].startswith("hashx: the exchange refused: 400 ")
-    assert any(line.startswith("  slug: ") for line in lines[1:])
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("hashx: the exchange refused: 400 The request is not valid: ")
+    assert "slug: " in result.stderr
+    scripted = hashx("sets", "create", "Not A Slug!", "--name", "x", "--json", env=env, check=False)
+    problem = json.loads(scripted.stdout)
+    assert problem["status"] == 400 and problem["errors"][0]["field"] == "slug"
 
     result = hashx("sets", "grant", "nope", "someone", env=env, check=False)
     assert result.returncode == 1 and "404" in result.stderr

@@ -5,6 +5,7 @@ files locally and prints what matched."""
 
 import io
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -102,13 +103,17 @@ def test_the_cli_hashes_like_threatexchange_and_matches_files_locally_hashed(
     exchange_url, publisher, subscriber, shared_set, tmp_path
 ):
     out = hashx("hash", str(BRIDGE[0])).stdout.splitlines()
-    assert out[0] == f"pdq {pdq_from_file(pathlib.Path(BRIDGE[0]))[0]}"
-    assert [line.split()[0] for line in out] == ["pdq", "md5", "sha256"]
-    merged(publish(publisher, "acme-csam", [{"type": "pdq", "value": out[0].split()[1]}]))
+    # The file's name as a comment line, then threatexchange's "<type> <value>" lines.
+    assert out[0] == f"# {BRIDGE[0]}"
+    assert out[1] == f"pdq {pdq_from_file(pathlib.Path(BRIDGE[0]))[0]}"
+    assert [line.split()[0] for line in out[1:]] == ["pdq", "md5", "sha256"]
+    merged(publish(publisher, "acme-csam", [{"type": "pdq", "value": out[1].split()[1]}]))
     key = subscriber.key_file(tmp_path / "key.pem")
     text = hashx("match", str(BRIDGE[3]), url=exchange_url, key=key).stdout
-    assert "acme-csam entry" in text and "1 of 3 signals matched" in text
+    assert re.search(rf"^{re.escape(str(BRIDGE[3]))}\s+pdq\s+acme-csam\s", text, re.M), text
+    assert "1 of 1 source matched (3 signals" in text
     hashes = tmp_path / "hashes.txt"
     hashes.write_text("\n".join(out) + "\n")
     text = hashx("match", "--hashes", str(hashes), url=exchange_url, key=key).stdout
-    assert "distance 0" in text
+    # The hash on line 2 of the file (line 1 names the image) matched at distance 0.
+    assert re.search(rf"^{re.escape(str(hashes))} line 2\s+pdq\s+acme-csam\s+\d+\s+0\s", text, re.M)
