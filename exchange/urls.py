@@ -21,6 +21,7 @@ urlpatterns = [
     path("problems/<str:slug>", views.ProblemTypeView.as_view(), name="problem-type"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("taxii2/", include("taxii.api.urls")),
     # Anything else under /api/ is a problem document 404, never an HTML page.
     re_path(r"^api/", api_not_found),
 ]

@@ -47,4 +47,6 @@ def access_feed_tokens(org: Organisation) -> QuerySet[FeedToken]:
 
 def access_feed_token(org: Organisation, token_id: str) -> FeedToken:
     """The organisation's feed token ``token_id``; anyone else's is a 404 like a missing one."""
-    return one_by_uuid(access_feed_tokens(org), token_id, f"Your organisation has no feed token {echo(token_id)}")
+    return one_by_uuid(
+        access_feed_tokens(org), token_id, f"Your organisation has no feed token {echo(token_id)}"
+    )

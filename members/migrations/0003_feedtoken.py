@@ -7,28 +7,42 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('members', '0002_signingkey'),
+        ("members", "0002_signingkey"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FeedToken',
+            name="FeedToken",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=200)),
-                ('digest', models.BinaryField(max_length=32, unique=True)),
-                ('hint', models.CharField(max_length=16)),
-                ('set_ids', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField())),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField()),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('organisation', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='feed_tokens', to='members.organisation')),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("digest", models.BinaryField(max_length=32, unique=True)),
+                ("hint", models.CharField(max_length=16)),
+                (
+                    "set_ids",
+                    django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField()),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField()),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "organisation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="feed_tokens",
+                        to="members.organisation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['organisation', 'created_at'],
+                "ordering": ["organisation", "created_at"],
             },
         ),
     ]
