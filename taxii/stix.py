@@ -105,7 +105,7 @@ def indicator(exchange_id: str, record: dict[str, Any], tlp: str) -> dict[str, A
     obj["x_hashx_set"] = record["set"]
     obj["x_hashx_entry"] = record["entry"]
     obj["x_hashx_contributors"] = record["contributors"]
-    if "contributor_names" in record:
+    if record.get("contributor_names"):
         obj["x_hashx_contributor_names"] = record["contributor_names"]
     obj["x_hashx_opinions"] = record["opinions"]
     obj["x_hashx_disputed"] = record["disputed"]

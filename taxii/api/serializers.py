@@ -45,4 +45,4 @@ class NewFeedTokenSerializer(FeedTokenSerializer):
 
     def to_representation(self, instance: Any) -> Any:
         token, secret = instance
-        return {**super().to_representation(token), "token": secret}
+        return {**FeedTokenSerializer(token, context=self.context).data, "token": secret}
