@@ -6,7 +6,7 @@ from signals.actions.sets import do_create_set, do_grant
 from tests.signals.conftest import PDQ, merged, publish
 
 
-def mixed(n: int) -> list[dict[str, str]]:
+def mixed(n: int) -> list[dict[str, object]]:
     """``n`` signals of every type TAXII maps to a STIX SCO or a custom hash key."""
     kinds = [
         ("pdq", lambda i: PDQ[i]),
