@@ -149,3 +149,15 @@ def test_every_use_of_a_token_is_audited_with_the_token_as_actor(subscriber, sha
     assert [e.details["count"] for e in pulls] == [25, 25, 25]
     token.refresh_from_db()
     assert token.last_used_at is not None
+
+
+def test_staff_see_and_revoke_a_token_in_admin_with_a_reason(staff, subscriber, shared, token_of):
+    secret = token_of(subscriber, ["acme-csam"])
+    token = FeedToken.objects.get()
+    listing = staff.get("/admin/members/feedtoken/?q=globex")
+    assert [t.pk for t in listing.context["cl"].result_list] == [token.pk]
+    data = {"action": "revoke", "_selected_action": [token.pk], "confirm": "yes", "reason": "leak"}
+    assert staff.post("/admin/members/feedtoken/", data).status_code == 302
+    assert kind(get("/api/v1/changes", bearer(secret))) == "token-revoked"
+    event = AuditEvent.objects.get(action="members.feed_token.revoked")
+    assert event.details["reason"] == "leak" and event.actor_user_id == staff.user.pk
