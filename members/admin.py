@@ -185,10 +185,10 @@ class FeedTokenAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "hint", "organisation__slug", "organisation__name"]
     list_select_related = ["organisation"]
-    fields = readonly_fields = [
+    fields = readonly_fields = (
         "id", "organisation", "name", "hint", "set_ids", "created_at", "expires_at", "revoked_at",
         "last_used_at",
-    ]  # fmt: skip
+    )  # fmt: skip
     actions = ["revoke"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
