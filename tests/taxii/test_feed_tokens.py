@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from members.models import FeedToken
 from signals.actions.sets import do_create_set, do_revoke_grant
+from tests.cli import hashx
 from tests.signals.conftest import PDQ, merged, publish
 
 # Transactional: the feed serves only committed changes.
@@ -161,3 +162,19 @@ def test_staff_see_and_revoke_a_token_in_admin_with_a_reason(staff, subscriber, 
     assert kind(get("/api/v1/changes", bearer(secret))) == "token-revoked"
     event = AuditEvent.objects.get(action="members.feed_token.revoked")
     assert event.details["reason"] == "leak" and event.actor_user_id == staff.user.pk
+
+
+def test_the_cli_makes_lists_and_revokes_tokens(exchange_url, subscriber, shared, tmp_path):
+    key = subscriber.key_file(tmp_path / "key.pem")
+    made = hashx("--json", "token", "create", "opencti", "--sets", "acme-csam", url=exchange_url,
+                 key=key)  # fmt: skip
+    secret = json.loads(made.stdout)["token"]
+    assert get("/api/v1/changes", bearer(secret)).status_code == 200
+    listed = hashx("token", "list", url=exchange_url, key=key).stdout
+    assert "opencti" in listed and "active" in listed and secret not in listed
+    token_id = json.loads(made.stdout)["id"]
+    assert "revoked" in hashx("token", "revoke", token_id, url=exchange_url, key=key).stdout
+    assert kind(get("/api/v1/changes", bearer(secret))) == "token-revoked"
+    refused = hashx("token", "create", "x", "--sets", "nope", url=exchange_url, key=key,
+                    check=False)  # fmt: skip
+    assert refused.returncode == 1 and "No set 'nope'" in refused.stderr
