@@ -22,6 +22,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("taxii2/", include("taxii.api.urls")),
+    path("feeds/misp/", include("taxii.api.misp_urls")),
     # Anything else under /api/ is a problem document 404, never an HTML page.
     re_path(r"^api/", api_not_found),
 ]

@@ -5,24 +5,32 @@ Paging rides on the feed's cursor: ``next`` is the cursor of the last change ser
 client following ``next`` sees every change once, in order, even while writers commit (the
 reader serves only final positions). ``added_after`` filters on the time of each change (its
 ``date_added``); ``match[id]`` reads the named entries directly.
+
+The MISP feed reads a set's entries by the UTC month they were first seen in (taxii.misp).
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
+from django.conf import settings
 
 from signals.actions.pulls import do_record_pull, tally
 from signals.feed.positions import Position
 from signals.feed.reads import (
     Rendered,
     entry_ids_of,
+    months_of,
     rendered_after,
     rendered_entries,
+    rendered_month,
     rendered_since,
 )
 from signals.models import HashSet
+from taxii.misp import event as misp_event
+from taxii.misp import event_uuid, hashes_line, manifest_entry
 from taxii.stix import indicator, indicator_id, timestamp
 
 
@@ -102,3 +110,49 @@ def do_read_objects(
             request=request,
         )
     return _page_of(exchange, hash_set, changes)
+
+
+# -- the MISP feed -------------------------------------------------------------------------------
+
+
+def misp_manifest(exchange: str, hash_set: HashSet) -> dict[str, Any]:
+    """``manifest.json``: every event of the set (one per UTC month of first sight)."""
+    return dict(
+        manifest_entry(exchange, settings.HASHX_EXCHANGE_NAME, hash_set, m.start, m.updated)
+        for m in months_of(hash_set.pk)
+    )
+
+
+def do_read_misp_event(
+    exchange: str, hash_set: HashSet, event: str, *, request: Any
+) -> dict[str, Any] | None:
+    """The event ``event`` of the set (None when it has none by that uuid); audited as a pull
+    of the set (``feed.pulled``) with the number of attributes served."""
+    month = next(
+        (
+            m
+            for m in months_of(hash_set.pk)
+            if event_uuid(exchange, hash_set.slug, m.start) == event
+        ),
+        None,
+    )
+    if month is None:
+        return None
+    changes = rendered_month(hash_set.pk, month.start)
+    records = [orjson.loads(c.json) for c in changes]
+    if changes:
+        first, last = min(c.position for c in changes), max(c.position for c in changes)
+        do_record_pull({hash_set.pk: hash_set}, tally(changes, {}), first, last, request=request)
+    return misp_event(
+        exchange, settings.HASHX_EXCHANGE_NAME, hash_set, month.start, month.updated, records
+    )
+
+
+def misp_hashes(exchange: str, hash_set: HashSet) -> Iterator[str]:
+    """``hashes.csv``: a line per active attribute (the MD5 of its value, its event's uuid)."""
+    for month in months_of(hash_set.pk):
+        event = event_uuid(exchange, hash_set.slug, month.start)
+        for change in rendered_month(hash_set.pk, month.start):
+            record = orjson.loads(change.json)
+            if record["state"] == "active":
+                yield hashes_line(record["value"], event)

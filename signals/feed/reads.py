@@ -389,3 +389,53 @@ SQL_LAG = f"""(SELECT count(*) FROM (
     SELECT 1 FROM signals_setentry e
     WHERE e.hash_set_id = ANY(signals_subscription.set_ids) AND {_LAG_AFTER}
     LIMIT %s) t)"""  # noqa: S608 - only constants are interpolated
+
+
+class Month(NamedTuple):
+    """A set's entries first seen in one UTC month: the newest change among them, and how many
+    there are (every state) and are active."""
+
+    start: datetime
+    updated: datetime
+    entries: int
+    active: int
+
+
+_SQL_MONTHS = """
+SELECT date_trunc('month', e.first_seen, 'UTC'), max(e.updated_at), count(*),
+       count(*) FILTER (WHERE e.state = 'active')
+FROM signals_setentry e
+WHERE e.hash_set_id = %(set)s AND e.position_xid < %(horizon)s::text::xid8
+GROUP BY 1 ORDER BY 1
+"""
+
+_SQL_RENDERED_MONTH = f"""
+SELECT {_RENDERED_COLUMNS}
+FROM signals_setentry e
+JOIN signals_signal g ON g.id = e.signal_id
+JOIN signals_hashset h ON h.id = e.hash_set_id
+WHERE e.hash_set_id = %(set)s AND e.position_xid < %(horizon)s::text::xid8
+  AND e.first_seen >= %(start)s
+  AND e.first_seen < ((%(start)s::timestamptz AT TIME ZONE 'UTC') + interval '1 month')
+                     AT TIME ZONE 'UTC'
+ORDER BY e.id
+"""  # noqa: S608 - only constants are interpolated
+
+
+def months_of(set_id: int) -> list[Month]:
+    """The set's final entries (every state) grouped by the UTC month they were first seen in,
+    oldest first (the MISP feed's events)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_MONTHS, {"set": set_id, "horizon": str(visible_horizon())})
+        return [Month(*row) for row in cursor.fetchall()]
+
+
+def rendered_month(set_id: int, start: datetime) -> list[Rendered]:
+    """The latest final state of every entry of the set first seen in the UTC month starting at
+    ``start``, tombstones included, by entry id."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SQL_RENDERED_MONTH,
+            {"set": set_id, "start": start, "horizon": str(visible_horizon())},
+        )
+        return [_rendered(row) for row in cursor.fetchall()]
