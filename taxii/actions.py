@@ -38,7 +38,7 @@ from taxii.stix import indicator, indicator_id, timestamp
 class Page:
     """Indicators of one page, each with its ``date_added``; ``next`` the cursor after it."""
 
-    objects: list[dict[str, Any]] = field(default_factory=list)
+    indicators: list[dict[str, Any]] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     more: bool = False
     next: str | None = None
@@ -48,7 +48,7 @@ def _page_of(exchange: str, hash_set: HashSet, changes: list[Rendered]) -> Page:
     page = Page()
     for change in changes:
         record = orjson.loads(change.json)
-        page.objects.append(indicator(exchange, record, hash_set.tlp))
+        page.indicators.append(indicator(exchange, record, hash_set.tlp))
         page.added.append(timestamp(record["updated"]))
     return page
 

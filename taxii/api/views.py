@@ -190,8 +190,8 @@ def _page(request: Request, collection_id: str) -> Page:
                             request=request)  # fmt: skip
     # Only the latest version of an entry is kept: it is its first, last and every version.
     if not {"first", "last", "all"} & set(versions):
-        kept = [i for i, o in enumerate(page.objects) if o["modified"] in versions]
-        page.objects = [page.objects[i] for i in kept]
+        kept = [i for i, o in enumerate(page.indicators) if o["modified"] in versions]
+        page.indicators = [page.indicators[i] for i in kept]
         page.added = [page.added[i] for i in kept]
     return page
 
@@ -214,7 +214,7 @@ def _envelope(page: Page, key: str, items: list[Any]) -> HttpResponse:
 class ObjectsView(TaxiiView):
     def get(self, request: Request, collection_id: str) -> HttpResponse:
         page = _page(request, collection_id)
-        return _envelope(page, "objects", page.objects)
+        return _envelope(page, "objects", page.indicators)
 
 
 class ManifestView(TaxiiView):
@@ -227,7 +227,7 @@ class ManifestView(TaxiiView):
                 "version": obj["modified"],
                 "media_type": STIX_MEDIA_TYPE,
             }
-            for obj, added in zip(page.objects, page.added, strict=True)
+            for obj, added in zip(page.indicators, page.added, strict=True)
         ]
         return _envelope(page, "objects", records)
 
@@ -241,7 +241,7 @@ def _one(request: Request, collection_id: str, object_id: str) -> Page:
         added_after=_added_after(request.query_params.get("added_after")),
         request=request,
     )
-    if not page.objects:
+    if not page.indicators:
         raise Problem("not-found", f"No object {object_id[:80]} in this collection")
     return page
 
@@ -249,13 +249,13 @@ def _one(request: Request, collection_id: str, object_id: str) -> Page:
 class ObjectView(TaxiiView):
     def get(self, request: Request, collection_id: str, object_id: str) -> HttpResponse:
         page = _one(request, collection_id, object_id)
-        return _envelope(page, "objects", page.objects)
+        return _envelope(page, "objects", page.indicators)
 
 
 class VersionsView(TaxiiView):
     def get(self, request: Request, collection_id: str, object_id: str) -> HttpResponse:
         page = _one(request, collection_id, object_id)
-        return _envelope(page, "versions", [obj["modified"] for obj in page.objects])
+        return _envelope(page, "versions", [obj["modified"] for obj in page.indicators])
 
 
 class NotFoundView(TaxiiView):
