@@ -159,3 +159,29 @@ def test_match_filters_select_by_type_and_id(exchange_url, subscriber, shared):
     )
     stamp = datetime.now(UTC).isoformat()
     assert collection.get_objects(added_after=stamp).get("objects", []) == []
+
+
+def test_a_token_never_reaches_a_collection_outside_its_scope_or_a_write(
+    exchange_url, subscriber, shared, token_of
+):
+    do_create_set(subscriber.org, {"slug": "globex-own", "name": "Own"})
+    secret = token_of(subscriber, ["acme-csam"])
+    (root,) = Server(f"{exchange_url}/taxii2/", user="feed", password=secret).api_roots
+    assert [c.alias for c in root.collections] == ["acme-csam"]
+    own = the_collection(signed(subscriber, exchange_url), "globex-own")
+    headers = {"Accept": TAXII, "Authorization": f"Bearer {secret}"}
+    outside = requests.get(own.objects_url, headers=headers)
+    assert outside.status_code == 404 and outside.json()["error_code"] == "not-found"
+    write = requests.post(
+        the_collection(root_server := signed(subscriber, exchange_url)).objects_url,
+        json={"objects": []},
+        headers={**headers, "Content-Type": TAXII},
+    )
+    assert write.status_code == 403 and write.json()["error_code"] == "token-not-accepted"
+    signed_write = requests.post(
+        the_collection(root_server).objects_url,
+        data=b'{"objects": []}',
+        headers={"Accept": TAXII, "Content-Type": "application/json"},
+        auth=HashxAuth(subscriber.private_key),
+    )
+    assert signed_write.status_code == 405 and signed_write.json()["http_status"] == "405"
