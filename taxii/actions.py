@@ -47,9 +47,9 @@ class Page:
 def _page_of(exchange: str, hash_set: HashSet, changes: list[Rendered]) -> Page:
     page = Page()
     for change in changes:
-        record = orjson.loads(change.json)
-        page.indicators.append(indicator(exchange, record, hash_set.tlp))
-        page.added.append(timestamp(record["updated"]))
+        obj = indicator(exchange, orjson.loads(change.json), hash_set.tlp)
+        page.indicators.append(obj)
+        page.added.append(obj["modified"])  # the time of the change: its date_added
     return page
 
 

@@ -4,10 +4,10 @@ or present a feed token. Every answer is ``application/taxii+json;version=2.1``;
 TAXII error message that is an RFC 9457 problem document too (``title``, ``description``,
 ``http_status`` beside ``type``, ``status``, ``detail``)."""
 
-import json
 from datetime import datetime
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from rest_framework.renderers import BaseRenderer
@@ -38,14 +38,14 @@ class TaxiiRenderer(BaseRenderer):
     def render(
         self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
     ) -> bytes:
-        return json.dumps(data).encode()
+        return orjson.dumps(data)
 
 
 def taxii_answer(
     body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> HttpResponse:
     return HttpResponse(
-        json.dumps(body), status=status, content_type=TAXII_MEDIA_TYPE, headers=headers
+        orjson.dumps(body), status=status, content_type=TAXII_MEDIA_TYPE, headers=headers
     )
 
 
