@@ -178,3 +178,13 @@ def test_the_cli_makes_lists_and_revokes_tokens(exchange_url, subscriber, shared
     refused = hashx("token", "create", "x", "--sets", "nope", url=exchange_url, key=key,
                     check=False)  # fmt: skip
     assert refused.returncode == 1 and "No set 'nope'" in refused.stderr
+
+
+def test_the_token_list_costs_the_same_for_one_token_or_ten(
+    subscriber, shared, token_of, django_assert_max_num_queries
+):
+    for _ in range(10):
+        token_of(subscriber, ["acme-csam"])
+    # key lookup, last-used stamp, the tokens, their sets' slugs
+    with django_assert_max_num_queries(4):
+        assert len(subscriber.api.get("/api/v1/feed-tokens").json()["results"]) == 10

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 import stix2
+from rest_framework.test import APIClient
 from stix2validator import ValidationOptions, validate_instance
 from taxii2client.v21 import Server, as_pages
 
@@ -185,3 +186,19 @@ def test_a_token_never_reaches_a_collection_outside_its_scope_or_a_write(
         auth=HashxAuth(subscriber.private_key),
     )
     assert signed_write.status_code == 405 and signed_write.json()["http_status"] == "405"
+
+
+def test_a_page_of_objects_costs_the_same_queries_for_few_or_many(
+    publisher, subscriber, shared, token_of, django_assert_max_num_queries
+):
+    secret = token_of(subscriber, ["acme-csam"])
+    client = APIClient()
+    headers = {"Accept": TAXII, "Authorization": f"Bearer {secret}"}
+    (collection,) = client.get("/taxii2/hashx/collections/", headers=headers).json()["collections"]
+    url = f"/taxii2/hashx/collections/{collection['id']}/objects/"
+    merged(publish(publisher, "acme-csam", [{"type": "pdq", "value": v} for v in PDQ[100:175]]))
+    # token, its audit event and last use; identity, collections; horizon, page; the pull's audit
+    for limit in (5, 100):
+        with django_assert_max_num_queries(9):
+            page = client.get(f"{url}?limit={limit}", headers=headers).json()
+        assert len(page["objects"]) == limit
