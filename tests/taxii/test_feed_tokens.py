@@ -11,6 +11,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from members.actions.organisations import do_change_status
 from members.models import FeedToken
 from signals.actions.sets import do_create_set, do_revoke_grant
 from tests.cli import hashx
@@ -188,3 +189,10 @@ def test_the_token_list_costs_the_same_for_one_token_or_ten(
     # key lookup, last-used stamp, the tokens, their sets' slugs
     with django_assert_max_num_queries(4):
         assert len(subscriber.api.get("/api/v1/feed-tokens").json()["results"]) == 10
+
+
+def test_a_suspended_organisations_tokens_are_refused(subscriber, shared, token_of):
+    secret = token_of(subscriber, ["acme-csam"])
+    do_change_status(subscriber.org, "suspend", "unpaid dues")
+    refused = get("/api/v1/changes", bearer(secret))
+    assert (refused.status_code, kind(refused)) == (401, "organisation-suspended")
