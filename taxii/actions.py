@@ -74,7 +74,8 @@ def do_read_page(
     page = _page_of(exchange, hash_set, changes)
     page.more = more
     until = changes[-1].position if changes else after
-    page.next = until.cursor() if more else None
+    # Also when there is no more: a client that polls again with it sees every change once.
+    page.next = until.cursor()
     do_record_pull({hash_set.pk: hash_set}, tally(changes, {}), after, until, request=request)
     return page
 

@@ -198,7 +198,7 @@ def _page(request: Request, collection_id: str) -> Page:
 
 def _envelope(page: Page, key: str, items: list[Any]) -> HttpResponse:
     body: dict[str, Any] = {"more": page.more}
-    if page.more and page.next:
+    if page.next:
         body["next"] = page.next
     if items:
         body[key] = items

@@ -12,8 +12,10 @@ from taxii2client.v21 import Server, as_pages
 
 from hashx.auth import HashxAuth
 from signals.actions.sets import do_create_set
+from signals.models import SetEntry
 from taxii.stix import TLP_MARKINGS
 from tests.signals.conftest import PDQ, merged, publish
+from tests.signals.writer import start_writers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -204,3 +206,33 @@ def test_a_page_of_objects_costs_the_same_queries_for_few_or_many(
         with django_assert_max_num_queries(9):
             page = client.get(f"{url}?limit={limit}", headers=headers).json()
         assert len(page["objects"]) == limit
+
+
+def test_a_client_polling_with_next_ends_with_exactly_the_active_set_while_writers_race(
+    exchange_url, publisher, subscriber, shared
+):
+    collection = the_collection(signed(subscriber, exchange_url))
+    held: dict[str, dict] = {}
+    cursor = ""
+
+    def poll():
+        nonlocal cursor
+        while True:
+            envelope = collection.get_objects(limit=50, next=cursor or None)
+            for obj in envelope.get("objects", []):
+                held[obj["id"]] = obj
+            cursor = envelope["next"]
+            if not envelope["more"]:
+                return
+
+    writers = start_writers([publisher, publisher], shared, 6)
+    while any(w.poll() is None for w in writers):
+        poll()
+    assert all(w.wait() == 0 for w in writers)
+    poll()
+    active = {o["x_hashx_value"] for o in held.values() if not o.get("revoked")}
+    assert active == set(
+        SetEntry.objects.filter(hash_set=shared, state="active").values_list(
+            "signal__value", flat=True
+        )
+    )
