@@ -149,11 +149,20 @@ def do_read_misp_event(
     )
 
 
-def misp_hashes(exchange: str, hash_set: HashSet) -> Iterator[str]:
-    """``hashes.csv``: a line per active attribute (the MD5 of its value, its event's uuid)."""
-    for month in months_of(hash_set.pk):
-        event = event_uuid(exchange, hash_set.slug, month.start)
-        for change in rendered_month(hash_set.pk, month.start):
-            record = orjson.loads(change.json)
-            if record["state"] == "active":
-                yield hashes_line(record["value"], event)
+def misp_hashes(exchange: str, hash_set: HashSet, *, request: Any) -> Iterator[str]:
+    """``hashes.csv``: a line per active attribute (the MD5 of its value, its event's uuid);
+    audited as a pull of the set (``feed.pulled``) once read, or left, with the count sent."""
+    served: list[Rendered] = []
+    try:
+        for month in months_of(hash_set.pk):
+            event = event_uuid(exchange, hash_set.slug, month.start)
+            for change in rendered_month(hash_set.pk, month.start):
+                record = orjson.loads(change.json)
+                if record["state"] == "active":
+                    served.append(change)
+                    yield hashes_line(record["value"], event)
+    finally:
+        if served:
+            first = min(c.position for c in served)
+            last = max(c.position for c in served)
+            do_record_pull({hash_set.pk: hash_set}, tally(served, {}), first, last, request=request)

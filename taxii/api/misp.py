@@ -4,8 +4,10 @@ header. Members may sign these requests instead."""
 
 import json
 import re
+from typing import Any
 
 from django.http import HttpResponse, StreamingHttpResponse
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -18,8 +20,19 @@ from taxii.actions import do_read_misp_event, misp_hashes, misp_manifest
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+class AnyAccept(BaseContentNegotiation):
+    """The feed's files have one form each, whatever the fetcher's Accept says."""
+
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: Any, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
 class MispView(APIView):
     authentication_classes = FEED_AUTHENTICATION
+    content_negotiation_class = AnyAccept
     schema = None  # MISP's feed format; not part of /api/v1/schema
 
 
@@ -33,7 +46,7 @@ class ManifestView(MispView):
 class HashesView(MispView):
     def get(self, request: Request, slug: str) -> StreamingHttpResponse:
         hash_set = access_feed_set(organisation_of(request), scope_of(request), slug)
-        lines = (line.encode() for line in misp_hashes(exchange_id(), hash_set))
+        lines = (line.encode() for line in misp_hashes(exchange_id(), hash_set, request=request))
         return StreamingHttpResponse(lines, content_type="text/csv")
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from pymisp import MISPEvent
 from rest_framework.test import APIClient
 
+from audit.models import AuditEvent
 from signals.actions.sets import do_create_set
 from tests.signals.conftest import PDQ
 
@@ -108,6 +109,11 @@ def test_the_feed_of_a_set_outside_the_token_or_the_member_is_404(
     feed = Feed(secret)
     assert feed.get("00000000-0000-0000-0000-000000000000.json").status_code == 404
     assert feed.get("nonsense.json").status_code == 404
+    csv = feed.client.get(
+        "/feeds/misp/acme-csam/hashes.csv", headers={**feed.headers, "Accept": "text/csv"}
+    )
+    assert csv.status_code == 200 and len(b"".join(csv.streaming_content).splitlines()) == 25
+    assert AuditEvent.objects.filter(action="feed.pulled", details__count=25).exists()
     unsigned = APIClient().get("/feeds/misp/acme-csam/hashes.csv")
     assert unsigned.status_code == 401
     assert json.loads(unsigned.content)["type"].endswith("/signature-missing")
