@@ -4,7 +4,8 @@ stream of data").
 Every consumer reads entries in change order here: API pages and webhook pages
 (``rendered_after``), NDJSON syncs (``stream_after``), snapshots (``stream_snapshot``), the PDQ
 match index's follower (``pdq_changes_after``), and the subscriptions' news and lag
-(``SQL_HAS_NEWS``, ``SQL_LAG``). A change is rendered once, by Postgres, as the JSON every
+(``SQL_HAS_NEWS``, ``SQL_LAG``); TAXII pages (``rendered_after``, ``rendered_since``,
+``rendered_entries``) and the MISP feed (``months_of``, ``rendered_month``) too. A change is rendered once, by Postgres, as the JSON every
 consumer serves; what "after the cursor" means is ``positions.sql_after_cursor`` everywhere.
 """
 
@@ -59,8 +60,8 @@ def _rendered(row: tuple[Any, ...]) -> Rendered:
 
 
 def _sql_after(columns: str, condition: str = "TRUE") -> str:
-    """Per set, the next ``limit`` rows straight off the (set, position) index in order; then
-    the first ``limit`` of their union. (``hash_set_id = ANY(…)`` would read and sort every row
+    """Per set, the next ``limit`` rows (that meet ``condition``, SQL over the entry ``x``)
+    straight off the (set, position) index in order; then the first ``limit`` of their union. (``hash_set_id = ANY(…)`` would read and sort every row
     after the cursor: Postgres 16 cannot walk one ordered index range per array element.)"""
     return f"""
 SELECT {columns}
