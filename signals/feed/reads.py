@@ -61,8 +61,9 @@ def _rendered(row: tuple[Any, ...]) -> Rendered:
 
 def _sql_after(columns: str, condition: str = "TRUE") -> str:
     """Per set, the next ``limit`` rows (that meet ``condition``, SQL over the entry ``x``)
-    straight off the (set, position) index in order; then the first ``limit`` of their union. (``hash_set_id = ANY(…)`` would read and sort every row
-    after the cursor: Postgres 16 cannot walk one ordered index range per array element.)"""
+    straight off the (set, position) index in order; then the first ``limit`` of their union.
+    (``hash_set_id = ANY(…)`` would read and sort every row after the cursor: Postgres 16
+    cannot walk one ordered index range per array element.)"""
     return f"""
 SELECT {columns}
 FROM unnest(%(sets)s::bigint[]) AS s(id)
