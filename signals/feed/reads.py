@@ -5,8 +5,9 @@ Every consumer reads entries in change order here: API pages and webhook pages
 (``rendered_after``), NDJSON syncs (``stream_after``), snapshots (``stream_snapshot``), the PDQ
 match index's follower (``pdq_changes_after``), and the subscriptions' news and lag
 (``SQL_HAS_NEWS``, ``SQL_LAG``); TAXII pages (``rendered_after``, ``rendered_since``,
-``rendered_entries``) and the MISP feed (``months_of``, ``rendered_month``) too. A change is rendered once, by Postgres, as the JSON every
-consumer serves; what "after the cursor" means is ``positions.sql_after_cursor`` everywhere.
+``rendered_entries``) and the MISP feed (``months_of``, ``rendered_month``) too. A change is
+rendered once, by Postgres, as the JSON every consumer serves; what "after the cursor" means is
+``positions.sql_after_cursor`` everywhere.
 """
 
 import queue
