@@ -11,10 +11,13 @@ from stix2validator import ValidationOptions, validate_instance
 from taxii2client.v21 import Server, as_pages
 
 from hashx.auth import HashxAuth
+from signals.actions.merge import do_merge_batch
+from signals.actions.neardup import do_link_batch
 from signals.actions.sets import do_create_set
 from signals.models import SetEntry
 from taxii.stix import TLP_MARKINGS
 from tests.signals.conftest import PDQ, merged, publish
+from tests.signals.test_match import near
 from tests.signals.writer import start_writers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -236,3 +239,20 @@ def test_a_client_polling_with_next_ends_with_exactly_the_active_set_while_write
             "signal__value", flat=True
         )
     )
+
+
+def test_linking_a_near_duplicate_is_a_new_version_seen_after_the_last_poll(
+    exchange_url, publisher, subscriber, shared
+):
+    collection = the_collection(signed(subscriber, exchange_url))
+    every_object(collection)
+    variant = near(PDQ[0], 5)
+    batch = publish(publisher, "acme-csam", [{"type": "pdq", "value": variant}]).json()
+    do_merge_batch(batch["batch"])
+    (merged_only,) = [o for o in every_object(collection) if o["x_hashx_value"] == variant]
+    assert "x_hashx_near_duplicate_of" not in merged_only
+    do_link_batch(batch["batch"])
+    news = every_object(collection, added_after=merged_only["modified"])
+    assert [o["id"] for o in news] == [merged_only["id"]]
+    assert news[0]["modified"] > merged_only["modified"]
+    assert news[0]["x_hashx_near_duplicate_of"].startswith("indicator--")
