@@ -50,7 +50,8 @@ def taxii_answer(
 
 
 def _check_accept(request: HttpRequest) -> None:
-    """TAXII 2.1 section 1.6.8: a TAXII media type of another version is 406."""
+    """A TAXII media type of another version than 2.1 is 406 (TAXII 2.1 content negotiation);
+    another media type is 406 through DRF's negotiation."""
     for item in request.headers.get("Accept", "").split(","):
         kind, *params = (part.strip().lower() for part in item.split(";"))
         if kind == "application/taxii+json" and any(
