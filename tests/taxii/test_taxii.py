@@ -146,6 +146,8 @@ def test_taxii_refuses_the_unsigned_another_version_and_bad_input(exchange_url, 
         headers={"Accept": "application/taxii+json;version=2.0"},
     )
     assert old.status_code == 406 and old.headers["Content-Type"] == TAXII
+    xml = requests.get(f"{exchange_url}/taxii2/", auth=auth, headers={"Accept": "text/xml"})
+    assert xml.status_code == 406 and xml.json()["error_code"] == "not-acceptable"
     url = the_collection(signed(subscriber, exchange_url)).objects_url
     for query in ("limit=0", "added_after=yesterday", "next=forged"):
         bad = requests.get(f"{url}?{query}", auth=auth, headers={"Accept": TAXII})
