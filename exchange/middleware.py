@@ -82,6 +82,8 @@ class ProblemMiddleware:
             response.status_code < 400
             or response.streaming
             or response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE)
+            # TAXII's error messages are problem documents too, in TAXII's media type.
+            or response.get("Content-Type", "").startswith("application/taxii+json")
         ):
             return response
         status = response.status_code

@@ -58,6 +58,11 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "signature-invalid": (401, "Bad signature"),
     "nonce-replayed": (401, "Replayed nonce"),
     "replay-check-unavailable": (503, "Replay protection unavailable"),
+    # Feed tokens (members/tokens.py): read-only, and only on the feed endpoints.
+    "token-unknown": (401, "Unknown feed token"),
+    "token-revoked": (401, "Revoked feed token"),
+    "token-expired": (401, "Expired feed token"),
+    "token-not-accepted": (403, "A feed token is not accepted here"),
     "key-read-only": (403, "Read-only key"),
     "forbidden": (403, "Not allowed"),
     "not-found": (404, "Not found"),

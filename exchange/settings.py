@@ -152,6 +152,7 @@ INSTALLED_APPS = [
     "members",
     "signals",
     "audit",
+    "taxii",
 ]
 
 MIDDLEWARE = [
@@ -251,7 +252,11 @@ HASHX_WEBHOOK_DISABLE_AFTER_HOURS = env_int("HASHX_WEBHOOK_DISABLE_AFTER_HOURS",
 HASHX_WEBHOOK_HISTORY_DAYS = env_int("HASHX_WEBHOOK_HISTORY_DAYS", 14, minimum=1)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["members.auth.SignatureAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "members.auth.SignatureAuthentication",
+        # A feed token anywhere but the feed endpoints (which accept it) is refused with a reason.
+        "members.tokens.RefuseFeedTokens",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["members.principal.IsMember"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["exchange.bodies.JSONParser"],

@@ -11,6 +11,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("members.api.urls")),
     path("", include("signals.api.urls")),
     path("", include("audit.api.urls")),
+    path("", include("taxii.api.tokens_urls")),
 ]
 
 urlpatterns = [
@@ -21,6 +22,8 @@ urlpatterns = [
     path("problems/<str:slug>", views.ProblemTypeView.as_view(), name="problem-type"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("taxii2/", include("taxii.api.urls")),
+    path("feeds/misp/", include("taxii.api.misp_urls")),
     # Anything else under /api/ is a problem document 404, never an HTML page.
     re_path(r"^api/", api_not_found),
 ]

@@ -5,8 +5,9 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
+from exchange.access import one_by_uuid
 from exchange.problems import Problem, echo
-from members.models import Organisation, SigningKey
+from members.models import FeedToken, Organisation, SigningKey
 
 
 def access_keys(org: Organisation) -> QuerySet[SigningKey]:
@@ -37,3 +38,15 @@ def organisation_slugs(ids: Iterable[int | None]) -> dict[int, str]:
     by id; the log keeps ids without a constraint, so one deleted since is simply absent."""
     wanted = {pk for pk in ids if pk is not None}
     return dict(Organisation.objects.filter(pk__in=wanted).values_list("pk", "slug"))
+
+
+def access_feed_tokens(org: Organisation) -> QuerySet[FeedToken]:
+    """The organisation's own feed tokens, revoked and expired ones too (oldest first)."""
+    return FeedToken.objects.filter(organisation=org)
+
+
+def access_feed_token(org: Organisation, token_id: str) -> FeedToken:
+    """The organisation's feed token ``token_id``; anyone else's is a 404 like a missing one."""
+    return one_by_uuid(
+        access_feed_tokens(org), token_id, f"Your organisation has no feed token {echo(token_id)}"
+    )

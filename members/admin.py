@@ -16,7 +16,8 @@ from exchange.admin_tools import confirm_with_reason
 from hashx.keys import KeyFormatError, jwk_thumbprint, parse_public_key
 from members.actions.keys import do_add_key, do_revoke_key
 from members.actions.organisations import do_change_status
-from members.models import Organisation, SigningKey
+from members.actions.tokens import do_revoke_feed_token
+from members.models import FeedToken, Organisation, SigningKey
 
 
 class KeyAddForm(forms.ModelForm):
@@ -172,4 +173,34 @@ class SigningKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
             self, request, queryset, action="revoke", title="Revoke keys",
             apply=lambda key, reason: key.state != SigningKey.State.REVOKED
             and bool(do_revoke_key(key, reason, actor_user=request.user, request=request)),
+        )  # fmt: skip
+
+
+@admin.register(FeedToken)
+class FeedTokenAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Members' read-only feed tokens: staff see them (never their secrets, which the exchange
+    does not keep) and revoke them with a reason."""
+
+    list_display = ["name", "hint", "organisation", "expires_at", "revoked_at", "last_used_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "hint", "organisation__slug", "organisation__name"]
+    list_select_related = ["organisation"]
+    fields = readonly_fields = (
+        "id", "organisation", "name", "hint", "set_ids", "created_at", "expires_at", "revoked_at",
+        "last_used_at",
+    )  # fmt: skip
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # members make tokens with a signed request: only they see the secret
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoke instead: the audit log keeps referring to the token
+
+    @admin.action(description="Revoke selected feed tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[FeedToken]) -> Any:
+        return confirm_with_reason(
+            self, request, queryset, action="revoke", title="Revoke feed tokens",
+            apply=lambda token, reason: token.revoked_at is None
+            and bool(do_revoke_feed_token(token, request=request, reason=reason)),
         )  # fmt: skip

@@ -1,5 +1,8 @@
 """Member organisations (companies and peer exchanges) and their signing keys."""
 
+import uuid
+
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -74,3 +77,46 @@ class SigningKey(models.Model):
     @property
     def audit_owner_org_id(self) -> int:
         return self.organisation_id
+
+
+class FeedToken(models.Model):
+    """A read-only bearer token for partner systems that can only send a fixed header (a TAXII
+    client, a MISP feed, a scheduled pull): accepted only by the feed endpoints, for the sets
+    it names (``set_ids``) that its organisation may still read at the time of each request.
+
+    Only the SHA-256 of the secret is kept; the secret (``hxft_…``) is shown once, when the
+    token is created. ``hint`` (its first characters) tells tokens apart in lists.
+    ``last_used_at`` is refreshed at most once a minute; every use is audited.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.PROTECT, related_name="feed_tokens"
+    )
+    name = models.CharField(max_length=200)
+    digest = models.BinaryField(max_length=32, unique=True)
+    hint = models.CharField(max_length=16)
+    # Ids of signals.HashSet (the members app sits below signals: no foreign key to it).
+    set_ids = ArrayField(models.BigIntegerField())
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["organisation", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint}…)"
+
+    @property
+    def audit_owner_org_id(self) -> int:
+        return self.organisation_id
+
+    # The request's principal carries a token where it would carry a signing key: the audit
+    # log names it by this id, and IsMember refuses any change made with it.
+    @property
+    def key_id(self) -> str:
+        return f"feed-token:{self.pk}"
+
+    read_only = True

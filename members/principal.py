@@ -17,6 +17,9 @@ class MemberPrincipal:
     key: Any = None  # the SigningKey that signed the request
     # A streamed upload's signed Content-Digest, checked by the view as it reads the body.
     streamed_digest: bytes | None = None
+    # A feed token's sets (ids): the most it may read, whatever its organisation may read.
+    # None for a signed request: everything the organisation may read.
+    scope: frozenset[int] | None = None
 
     is_authenticated = True
     is_anonymous = False
@@ -44,3 +47,10 @@ def organisation_of(request: Request) -> Organisation:
     user = request.user
     assert isinstance(user, MemberPrincipal), "use IsMember on this view"
     return user.organisation
+
+
+def scope_of(request: Request) -> frozenset[int] | None:
+    """The set ids a feed token limits the request to, or None (a signed request)."""
+    user = request.user
+    assert isinstance(user, MemberPrincipal), "use IsMember on this view"
+    return user.scope

@@ -21,3 +21,31 @@ class SignatureScheme(OpenApiAuthenticationExtension):
                 " signs for you."
             ),
         }
+
+
+class FeedTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "members.tokens.FeedTokenAuthentication"
+    name = "feedToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": (
+                "A read-only feed token (hxft_…, POST /api/v1/feed-tokens), on the feed"
+                " endpoints only; also accepted as the password of HTTP Basic."
+            ),
+        }
+
+
+class RefuseFeedTokensScheme(OpenApiAuthenticationExtension):
+    """Refuses feed tokens where they are not accepted: no way in, so no security scheme."""
+
+    target_class = "members.tokens.RefuseFeedTokens"
+    name: list[str] = []
+
+    def get_security_requirement(self, auto_schema: Any) -> list[Any]:
+        return []
+
+    def get_security_definition(self, auto_schema: Any) -> list[Any]:
+        return []

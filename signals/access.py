@@ -25,9 +25,11 @@ Distribution = HashSet.Distribution
 # -- sets and grants ---------------------------------------------------------------------------
 
 
-def visible_sets(org: Organisation) -> QuerySet[HashSet]:
-    """Sets ``org`` may read (see ``readable_by``)."""
-    return HashSet.objects.filter(readable_by(org.pk, Value(org.kind))).distinct()
+def visible_sets(org: Organisation, scope: frozenset[int] | None = None) -> QuerySet[HashSet]:
+    """Sets ``org`` may read (see ``readable_by``); only those among ``scope`` (set ids: a feed
+    token's sets) when given, so a token never reads past what its organisation may read now."""
+    sets = HashSet.objects.filter(readable_by(org.pk, Value(org.kind))).distinct()
+    return sets if scope is None else sets.filter(pk__in=scope)
 
 
 def readable_by(org_id: Any, org_kind: Any) -> Q:
@@ -65,24 +67,28 @@ def plausible_slug(text: str) -> bool:
     return _SLUG.fullmatch(text) is not None
 
 
-def _visible_by_slug(org: Organisation, slugs: list[str]) -> dict[str, HashSet]:
+def _visible_by_slug(
+    org: Organisation, slugs: list[str], scope: frozenset[int] | None = None
+) -> dict[str, HashSet]:
     """The sets among ``slugs`` that ``org`` may read (one that cannot be a slug: not found);
     400 for more than ``MAX_SETS`` slugs in one request."""
     _check_count(slugs)
     plausible = [slug for slug in slugs if plausible_slug(slug)]
     if not plausible:
         return {}
-    sets = visible_sets(org).filter(slug__in=plausible).select_related("owner")
+    sets = visible_sets(org, scope).filter(slug__in=plausible).select_related("owner")
     return {s.slug: s for s in sets}
 
 
-def access_set(org: Organisation, slug: str, *, need: str = "read") -> HashSet:
+def access_set(
+    org: Organisation, slug: str, *, need: str = "read", scope: frozenset[int] | None = None
+) -> HashSet:
     """The set ``slug`` if ``org`` may ``need`` (read, publish or own) it.
 
     A set the organisation may not read answers 404 exactly like a missing one, so existence
     does not leak; a readable set it may not publish to or does not own answers 403.
     """
-    hash_set = _visible_by_slug(org, [slug]).get(slug)
+    hash_set = _visible_by_slug(org, [slug], scope).get(slug)
     if hash_set is None:
         raise Problem("not-found", f"No set {echo(slug)!r} is visible to your organisation")
     if need == "publish" and not may_publish(org, hash_set):
@@ -92,18 +98,22 @@ def access_set(org: Organisation, slug: str, *, need: str = "read") -> HashSet:
     return hash_set
 
 
-def access_sets(org: Organisation, slugs: list[str]) -> list[HashSet]:
+def access_sets(
+    org: Organisation, slugs: list[str], scope: frozenset[int] | None = None
+) -> list[HashSet]:
     """``access_set`` for several slugs in one query: 404 naming the first that ``org`` may
     not read (or that does not exist)."""
-    found = _visible_by_slug(org, slugs)
+    found = _visible_by_slug(org, slugs, scope)
     _check_found(found, slugs)
     return [found[slug] for slug in dict.fromkeys(slugs)]
 
 
-def access_feed_sets(org: Organisation, slugs: list[str]) -> dict[int, HashSet]:
+def access_feed_sets(
+    org: Organisation, slugs: list[str], scope: frozenset[int] | None = None
+) -> dict[int, HashSet]:
     """The sets a pull of the feed reads, by id: ``slugs`` (404 as ``access_sets``), or every
-    set ``org`` may read when it names none."""
-    hash_sets = access_sets(org, slugs) if slugs else list(visible_sets(org))
+    set ``org`` may read when it names none; within ``scope`` when given (a feed token)."""
+    hash_sets = access_sets(org, slugs, scope) if slugs else list(visible_sets(org, scope))
     return {s.pk: s for s in hash_sets}
 
 

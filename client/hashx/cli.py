@@ -525,6 +525,35 @@ def cmd_subscriptions_deliveries(args: argparse.Namespace) -> None:
     _print(args, page, "\n".join(lines))
 
 
+def cmd_token_create(args: argparse.Namespace) -> None:
+    made = _client(args).create_feed_token(
+        args.name, args.sets.split(","), expires_at=args.expires_at
+    )
+    _print(
+        args,
+        made,
+        f"feed token {made['id']} for {','.join(made['sets'])}, until {made['expires_at']}\n"
+        f"{made['token']}\n(shown once: keep it now; send it as 'Authorization: Bearer <token>')",
+    )
+
+
+def cmd_token_list(args: argparse.Namespace) -> None:
+    tokens = _client(args).feed_tokens()
+    lines = [f"{'ID':<36} {'HINT':<10} {'STATE':<8} {'EXPIRES':<26} {'SETS':<24} NAME"]
+    for t in tokens:
+        state = "revoked" if t["revoked_at"] else "active"
+        lines.append(
+            f"{t['id']:<36} {t['hint']:<10} {state:<8} {t['expires_at']:<26}"
+            f" {','.join(t['sets']):<24} {t['name']}"
+        )
+    _print(args, tokens, "\n".join(lines))
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> None:
+    revoked = _client(args).revoke_feed_token(args.id)
+    _print(args, revoked, f"feed token {revoked['id']} revoked")
+
+
 def cmd_webhook_verify(args: argparse.Namespace) -> None:
     """Check a saved delivery: the body file and its headers (JSON object or "name: value"
     lines), against the exchange's published keys (--keys file, or fetched from --url)."""
@@ -842,6 +871,20 @@ def parser() -> argparse.ArgumentParser:
     deliveries.add_argument("id")
     deliveries.add_argument("--limit", type=int, default=20)
     deliveries.set_defaults(func=cmd_subscriptions_deliveries)
+
+    token = sub.add_parser("token", help="read-only feed tokens for TAXII, MISP and other pulls")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    token_create = token_sub.add_parser("create", help="make a token (its secret is shown once)")
+    token_create.add_argument("name", help="what it is for, e.g. opencti")
+    token_create.add_argument("--sets", required=True, help="comma-separated set slugs")
+    token_create.add_argument("--expires-at", help="ISO 8601 time (default: in 90 days)")
+    token_create.set_defaults(func=cmd_token_create)
+    token_sub.add_parser("list", help="your tokens (never secrets)").set_defaults(
+        func=cmd_token_list
+    )
+    token_revoke = token_sub.add_parser("revoke", help="revoke a token now")
+    token_revoke.add_argument("id")
+    token_revoke.set_defaults(func=cmd_token_revoke)
 
     webhook = sub.add_parser(
         "webhook-verify", help="check a webhook delivery's signature (body and headers files)"

@@ -411,6 +411,25 @@ class Client:
         body = {k: v for k, v in {"cursor": cursor, "delivery": delivery}.items() if v}
         return self.request("POST", f"/api/v1/subscriptions/{subscription_id}/redeliver", json=body)
 
+    # -- feed tokens (read-only, for partner systems: TAXII, MISP, scheduled pulls) ----------
+
+    def feed_tokens(self) -> list[dict[str, Any]]:
+        """Your organisation's feed tokens (never their secrets), oldest first."""
+        return self.all_pages("/api/v1/feed-tokens")
+
+    def create_feed_token(
+        self, name: str, sets: list[str], *, expires_at: str | None = None
+    ) -> dict[str, Any]:
+        """A read-only token for the feed endpoints of ``sets``; its ``token`` (the secret) is
+        in this answer only."""
+        body: dict[str, Any] = {"name": name, "sets": sets}
+        if expires_at:
+            body["expires_at"] = expires_at
+        return self.request("POST", "/api/v1/feed-tokens", json=body)
+
+    def revoke_feed_token(self, token_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/v1/feed-tokens/{token_id}")
+
     def exchange_keys(self) -> list[dict[str, Any]]:
         """The exchange's public keys (JWKs) from /.well-known/hashx: they verify webhooks."""
         return exchange_keys(self.base_url, session=self.session, timeout=self.timeout)

@@ -46,7 +46,7 @@ WHERE hash_set_id = %s AND id BETWEEN %s AND %s
 
 _SQL_LINK = f"""
 UPDATE signals_setentry e SET near_duplicate_of_id = u.nearest,
-    near_duplicate_distance = u.distance, {NEW_POSITION}
+    near_duplicate_distance = u.distance, updated_at = now(), {NEW_POSITION}
 FROM unnest(%s::bigint[], %s::bigint[], %s::int[]) AS u(entry_id, nearest, distance)
 WHERE e.id = u.entry_id
 """  # noqa: S608 - only constants are interpolated

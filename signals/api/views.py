@@ -16,7 +16,8 @@ from exchange.pagination import BySlug, NewestFirst, OldestFirst, parse_limit
 from exchange.problems import Problem
 from members.access import organisation_by_slug
 from members.models import Organisation
-from members.principal import MemberPrincipal, organisation_of
+from members.principal import MemberPrincipal, organisation_of, scope_of
+from members.tokens import FEED_AUTHENTICATION
 from signals.access import (
     access_batch,
     access_batches,
@@ -321,6 +322,7 @@ class NDJSONRenderer(BaseRenderer):
 
 class ChangesView(APIView):
     MAX_LIMIT = 10_000
+    authentication_classes = FEED_AUTHENTICATION
     renderer_classes = [JSONRenderer, NDJSONRenderer]
 
     @extend_schema(
@@ -349,7 +351,7 @@ class ChangesView(APIView):
         committed later never appears before a cursor you already hold."""
         params = request.query_params
         slugs = [s for s in params.get("sets", "").split(",") if s]
-        sets = access_feed_sets(organisation_of(request), slugs)
+        sets = access_feed_sets(organisation_of(request), slugs, scope_of(request))
         limit = parse_limit(params.get("limit"), self.MAX_LIMIT, 1000)
         after = held_cursor(params["cursor"]) if params.get("cursor") else START
         if request.accepted_renderer.format == "ndjson":
@@ -369,6 +371,7 @@ class ChangesView(APIView):
 
 class SnapshotView(APIView):
     renderer_classes = [NDJSONRenderer, JSONRenderer]
+    authentication_classes = FEED_AUTHENTICATION
 
     @extend_schema(
         operation_id="sets_snapshot",
@@ -379,7 +382,7 @@ class SnapshotView(APIView):
         """Every active entry of a set, one JSON object per line, from one consistent database
         snapshot; the last line is ``{"cursor": …, "end": true}``: pull /api/v1/changes from
         there. Start here when your cursor is too old (410) or you have nothing yet."""
-        hash_set = access_set(organisation_of(request), slug)
+        hash_set = access_set(organisation_of(request), slug, scope=scope_of(request))
         return StreamingHttpResponse(
             pull_snapshot(hash_set, request=request), content_type="application/x-ndjson"
         )

@@ -4,8 +4,10 @@ stream of data").
 Every consumer reads entries in change order here: API pages and webhook pages
 (``rendered_after``), NDJSON syncs (``stream_after``), snapshots (``stream_snapshot``), the PDQ
 match index's follower (``pdq_changes_after``), and the subscriptions' news and lag
-(``SQL_HAS_NEWS``, ``SQL_LAG``). A change is rendered once, by Postgres, as the JSON every
-consumer serves; what "after the cursor" means is ``positions.sql_after_cursor`` everywhere.
+(``SQL_HAS_NEWS``, ``SQL_LAG``); TAXII pages (``rendered_after``, ``rendered_since``,
+``rendered_entries``) and the MISP feed (``months_of``, ``rendered_month``) too. A change is
+rendered once, by Postgres, as the JSON every consumer serves; what "after the cursor" means is
+``positions.sql_after_cursor`` everywhere.
 """
 
 import queue
@@ -13,6 +15,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -57,16 +60,17 @@ def _rendered(row: tuple[Any, ...]) -> Rendered:
     return Rendered(row[0], Position(int(row[1]), row[2]), row[3])
 
 
-def _sql_after(columns: str) -> str:
-    """Per set, the next ``limit`` rows straight off the (set, position) index in order; then
-    the first ``limit`` of their union. (``hash_set_id = ANY(…)`` would read and sort every row
-    after the cursor: Postgres 16 cannot walk one ordered index range per array element.)"""
+def _sql_after(columns: str, condition: str = "TRUE") -> str:
+    """Per set, the next ``limit`` rows (that meet ``condition``, SQL over the entry ``x``)
+    straight off the (set, position) index in order; then the first ``limit`` of their union.
+    (``hash_set_id = ANY(…)`` would read and sort every row after the cursor: Postgres 16
+    cannot walk one ordered index range per array element.)"""
     return f"""
 SELECT {columns}
 FROM unnest(%(sets)s::bigint[]) AS s(id)
 CROSS JOIN LATERAL (
     SELECT * FROM signals_setentry x
-    WHERE x.hash_set_id = s.id AND {sql_after_cursor("x")}
+    WHERE x.hash_set_id = s.id AND {sql_after_cursor("x")} AND {condition}
     ORDER BY x.position_xid, x.position_seq LIMIT %(limit)s
 ) e
 JOIN signals_signal g ON g.id = e.signal_id
@@ -88,13 +92,60 @@ def rendered_after(
     return changes, (changes[-1].position if changes else after)
 
 
-def _fetch_after(sql: str, after: Position, set_ids: list[int], limit: int) -> list[Any]:
+def _fetch_after(
+    sql: str, after: Position, set_ids: list[int], limit: int, **extra: Any
+) -> list[Any]:
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
-            {"sets": set_ids, "limit": limit, **cursor_params(after, visible_horizon())},
+            {"sets": set_ids, "limit": limit, **cursor_params(after, visible_horizon()), **extra},
         )
         return cursor.fetchall()
+
+
+# As _SQL_RENDERED, of the changes made after a time only (TAXII's added_after): the index
+# walk in position order is the same, the older rows are passed over in it.
+_SQL_RENDERED_SINCE = _sql_after(_RENDERED_COLUMNS, "x.updated_at > %(since)s")
+
+
+def rendered_since(
+    after: Position, set_ids: list[int], since: datetime, limit: int = 1000
+) -> tuple[list[Rendered], Position]:
+    """``rendered_after``, only the changes made after ``since`` (their ``updated`` time)."""
+    rows = _fetch_after(_SQL_RENDERED_SINCE, after, set_ids, limit, since=since)
+    changes = [_rendered(row) for row in rows]
+    return changes, (changes[-1].position if changes else after)
+
+
+_SQL_RENDERED_ENTRIES = f"""
+SELECT {_RENDERED_COLUMNS}
+FROM signals_setentry e
+JOIN signals_signal g ON g.id = e.signal_id
+JOIN signals_hashset h ON h.id = e.hash_set_id
+WHERE e.hash_set_id = %(set)s AND e.id = ANY(%(entries)s::bigint[])
+  AND e.position_xid < %(horizon)s::text::xid8
+ORDER BY e.position_xid, e.position_seq
+"""  # noqa: S608 - only constants are interpolated
+
+
+def rendered_entries(set_id: int, entry_ids: list[int]) -> list[Rendered]:
+    """The latest final state of the entries ``entry_ids`` of the set ``set_id``, in position
+    order, each as the JSON the API serves (one that changed in a transaction still running
+    is left out until it is final, as the feed would)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SQL_RENDERED_ENTRIES,
+            {"set": set_id, "entries": entry_ids, "horizon": str(visible_horizon())},
+        )
+        return [_rendered(row) for row in cursor.fetchall()]
+
+
+def entry_ids_of(set_id: int) -> Iterator[int]:
+    """Every entry id of a set, active or not (for lookups by a name derived from the id)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM signals_setentry WHERE hash_set_id = %s", [set_id])
+        while rows := cursor.fetchmany(10_000):
+            yield from (row[0] for row in rows)
 
 
 # A cursor in SQL, exactly as Position.cursor() writes it (base64url of "xid.seq", unpadded).
@@ -341,3 +392,53 @@ SQL_LAG = f"""(SELECT count(*) FROM (
     SELECT 1 FROM signals_setentry e
     WHERE e.hash_set_id = ANY(signals_subscription.set_ids) AND {_LAG_AFTER}
     LIMIT %s) t)"""  # noqa: S608 - only constants are interpolated
+
+
+class Month(NamedTuple):
+    """A set's entries first seen in one UTC month: the newest change among them, and how many
+    there are (every state) and are active."""
+
+    start: datetime
+    updated: datetime
+    entries: int
+    active: int
+
+
+_SQL_MONTHS = """
+SELECT date_trunc('month', e.first_seen, 'UTC'), max(e.updated_at), count(*),
+       count(*) FILTER (WHERE e.state = 'active')
+FROM signals_setentry e
+WHERE e.hash_set_id = %(set)s AND e.position_xid < %(horizon)s::text::xid8
+GROUP BY 1 ORDER BY 1
+"""
+
+_SQL_RENDERED_MONTH = f"""
+SELECT {_RENDERED_COLUMNS}
+FROM signals_setentry e
+JOIN signals_signal g ON g.id = e.signal_id
+JOIN signals_hashset h ON h.id = e.hash_set_id
+WHERE e.hash_set_id = %(set)s AND e.position_xid < %(horizon)s::text::xid8
+  AND e.first_seen >= %(start)s
+  AND e.first_seen < ((%(start)s::timestamptz AT TIME ZONE 'UTC') + interval '1 month')
+                     AT TIME ZONE 'UTC'
+ORDER BY e.id
+"""  # noqa: S608 - only constants are interpolated
+
+
+def months_of(set_id: int) -> list[Month]:
+    """The set's final entries (every state) grouped by the UTC month they were first seen in,
+    oldest first (the MISP feed's events)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_MONTHS, {"set": set_id, "horizon": str(visible_horizon())})
+        return [Month(*row) for row in cursor.fetchall()]
+
+
+def rendered_month(set_id: int, start: datetime) -> list[Rendered]:
+    """The latest final state of every entry of the set first seen in the UTC month starting at
+    ``start``, tombstones included, by entry id."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SQL_RENDERED_MONTH,
+            {"set": set_id, "start": start, "horizon": str(visible_horizon())},
+        )
+        return [_rendered(row) for row in cursor.fetchall()]

@@ -50,6 +50,9 @@ MEMBER_ENDPOINTS = [
     ("DELETE", f"/api/v1/subscriptions/{uuid.uuid4()}"),
     ("GET", f"/api/v1/subscriptions/{uuid.uuid4()}/deliveries"),
     ("POST", f"/api/v1/subscriptions/{uuid.uuid4()}/redeliver"),
+    ("GET", "/api/v1/feed-tokens"),
+    ("POST", "/api/v1/feed-tokens"),
+    ("DELETE", f"/api/v1/feed-tokens/{uuid.uuid4()}"),
 ]
 
 
