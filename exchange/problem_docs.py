@@ -155,6 +155,34 @@ DOCS: dict[str, ProblemDoc] = {
         "Sign writes with a key that is not read-only.",
         "hashx --key publisher.pem publish --set acme-csam hashes.ndjson",
     ),
+    "token-unknown": ProblemDoc(
+        "The bearer token (or HTTP Basic password) is not a feed token this exchange issued.",
+        "A token copied incompletely, one from another exchange, or a member key's text sent "
+        "as a token.",
+        "Create a feed token with `hashx token create NAME --sets SLUG` and send the whole "
+        "secret it prints once (it starts with `hxft_`).",
+        "GET /taxii2/  Authorization: Bearer hxft_…",
+    ),
+    "token-revoked": ProblemDoc(
+        "The feed token was revoked, by its organisation or by staff.",
+        "A token thought leaked, or one retired after the partner system that used it moved.",
+        "Create a new token (`hashx token create`) and put it in the partner system's settings.",
+        "hashx token create opencti --sets acme-csam",
+    ),
+    "token-expired": ProblemDoc(
+        "The feed token's `expires_at` has passed (90 days after creation unless chosen).",
+        "A token created for a trial, or one nobody renewed.",
+        "Create a new token, with a later `expires_at` if the partner needs it for longer.",
+        "hashx token create misp --sets acme-csam --expires-at 2027-06-30T00:00:00Z",
+    ),
+    "token-not-accepted": ProblemDoc(
+        "A feed token was sent to an endpoint that does not take one, or with a write.",
+        "Feed tokens only read the feeds (TAXII, the MISP feed, GET changes and snapshots); "
+        "everything else needs a request signed with a member key.",
+        "Sign the request with your organisation's key (the hashx client does), or read a feed "
+        "endpoint with the token.",
+        "GET /api/v1/changes?sets=acme-csam  Authorization: Bearer hxft_…",
+    ),
     "forbidden": ProblemDoc(
         "You may not do this, although you may see the object.",
         "Publishing to a set you may only read, or changing a set you do not own.",
