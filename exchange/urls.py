@@ -3,6 +3,7 @@ from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from exchange.api import views
+from exchange.api.metrics import metrics_view
 from exchange.problems import api_not_found
 
 api_v1: list[URLPattern | URLResolver] = [
@@ -18,6 +19,7 @@ urlpatterns = [
     path("readyz", views.ReadyzView.as_view(), name="readyz"),
     path(".well-known/hashx", views.WellKnownView.as_view(), name="well-known"),
     path("problems/<str:slug>", views.ProblemTypeView.as_view(), name="problem-type"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     # Anything else under /api/ is a problem document 404, never an HTML page.

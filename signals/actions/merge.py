@@ -20,6 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.actions import record
+from exchange import metrics
 from exchange.enqueue import enqueue_on_commit
 from signals.feed.locks import advisory_key, held_keys, in_part, lock_slots, part_slots
 from signals.feed.positions import NEW_POSITION
@@ -306,6 +307,7 @@ def _record_chunk(
         batch.state = Batch.State.DONE if batch.merged >= batch.accepted else Batch.State.MERGING
     if batch.state == Batch.State.DONE:
         batch.finished_at = timezone.now()
+        _count_finished(batch)
         record(
             "signals.batch.merged",
             obj=batch,
@@ -348,6 +350,19 @@ def stalled_merges(limit: int = 100) -> list[str]:
     return [str(pk) for pk in lost.values_list("pk", flat=True)[:limit]] + sorted(stalled)
 
 
+def _count_finished(batch: Batch) -> None:
+    """Metrics of a batch that reached ``done`` or ``failed``, once its transaction commits."""
+    assert batch.finished_at is not None
+    outcome, seconds = str(batch.state), (batch.finished_at - batch.created_at).total_seconds()
+
+    def count() -> None:
+        metrics.BATCHES.labels(outcome).inc()
+        if outcome == Batch.State.DONE:
+            metrics.BATCH_SECONDS.observe(seconds)
+
+    transaction.on_commit(count)
+
+
 def do_fail_batch(batch_id: str, error: str) -> bool:
     """Give up on a batch whose merge raised an error that retrying will not cure: it is
     reported failed (its staged lines are kept, so staff can merge it again once the cause is
@@ -363,6 +378,7 @@ def do_fail_batch(batch_id: str, error: str) -> bool:
             return False
         batch.state, batch.error, batch.finished_at = Batch.State.FAILED, error, timezone.now()
         batch.save(update_fields=["state", "error", "finished_at"])
+        _count_finished(batch)
         record(
             "signals.batch.failed",
             obj=batch,
