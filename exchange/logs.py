@@ -70,6 +70,9 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
             "celery.app.trace": {"level": "WARNING"},
             "celery.worker.strategy": {"level": "WARNING"},
             "celery.beat": {"level": "WARNING"},
+            # gunicorn's own messages through the same formatter (gunicorn_conf.logconfig_dict);
+            # its access log is off: hashx.request has a line per request, with more in it.
+            "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
         },
     }
 
