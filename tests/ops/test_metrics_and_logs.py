@@ -191,7 +191,7 @@ def test_a_request_and_the_task_it_started_log_one_request_id(exchange, publishe
     assert line["org"] == publisher.org.slug and line["key_id"] == publisher.key.key_id
     assert line["duration_ms"] >= 0 and line["level"] == "info"
 
-    def task_line() -> dict:
+    def task_line() -> list[dict]:
         lines = [
             line for line in exchange.log_lines(exchange.worker_log)
             if line.get("event") == "task" and line.get("request_id") == request_id
