@@ -12,6 +12,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("members.api.urls")),
     path("", include("signals.api.urls")),
     path("", include("audit.api.urls")),
+    path("", include("ops.api.urls")),
 ]
 
 urlpatterns = [
@@ -20,6 +21,8 @@ urlpatterns = [
     path(".well-known/hashx", views.WellKnownView.as_view(), name="well-known"),
     path("problems/<str:slug>", views.ProblemTypeView.as_view(), name="problem-type"),
     path("metrics", metrics_view, name="metrics"),
+    # The staff dashboard (ops/urls.py), before the admin's catch-all.
+    path("admin/ops/", include("ops.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     # Anything else under /api/ is a problem document 404, never an HTML page.
