@@ -483,6 +483,42 @@ def cmd_match(args: argparse.Namespace) -> None:
     _print(args, answer, "\n".join(lines))
 
 
+def cmd_stats(args: argparse.Namespace) -> None:
+    """Your organisation's figures (GET /api/v1/stats), self-contained: its own text layout."""
+    stats = _client(args).request("GET", "/api/v1/stats")
+    lines = [f"organisation:  {stats['organisation']}"]
+    lines.append(f"last publish:  {stats['last_publish_at'] or 'never'}")
+    lines.append(f"last pull:     {stats['last_pull_at'] or 'never'}")
+    lines.append(f"active keys:   {stats['active_keys']}")
+    for key in stats["keys_expiring"]:
+        lines.append(f"key expiring:  {key['key_id']} at {key['not_after']}")
+    for quota in stats["quotas"]:
+        lines.append(
+            f"quota:         {quota['name']}: {quota['remaining']:,} of {quota['limit']:,} left "
+            f"(per {quota['window']} s)"
+        )
+    days = stats["published_per_day"]
+    lines.append(f"published:     {sum(d['signals'] for d in days):,} signals in {len(days)} days")
+    for day in days:
+        if day["signals"]:
+            lines.append(f"  {day['day']}  {day['signals']:>10,}")
+    for each in stats["sets"]:
+        lines.append(
+            f"set {each['slug']}: {each['active']:,} active, {each['tombstones']:,} tombstones, "
+            f"{each['positive']:,} positive, {each['negative']:,} negative, "
+            f"{each['disputed']:,} disputed"
+        )
+    for hook in stats["webhooks"]:
+        failing = f", failing since {hook['failing_since']}" if hook["failing_since"] else ""
+        lines.append(
+            f"webhook {hook['url']}: {hook['state']}, {hook['delivered_24h']} delivered in 24 h, "
+            f"{hook['pending']} pending{failing}"
+        )
+    for batch in stats["failed_batches"]:
+        lines.append(f"failed batch {batch['id']} ({batch['set']}): {batch['error']}")
+    _print(args, stats, "\n".join(lines))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hashx",
@@ -662,6 +698,8 @@ def parser() -> argparse.ArgumentParser:
     match.add_argument("--sets", help="comma-separated set slugs (default: every set you read)")
     match.add_argument("--max-distance", type=int, help="pdq: at most this far (default 31)")
     match.set_defaults(func=cmd_match)
+    stats = sub.add_parser("stats", help="your organisation's figures: publishing, sets, quotas")
+    stats.set_defaults(func=cmd_stats)
     return p
 
 
