@@ -37,6 +37,13 @@ def _open(title: str, height: int) -> str:
     )
 
 
+def _nothing(y: float) -> str:
+    return (
+        f'<text class="empty" x="{WIDTH / 2:.0f}" y="{y:.0f}" font-size="13" fill="#666" '
+        'text-anchor="middle">No data yet</text>'
+    )
+
+
 def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
@@ -95,6 +102,8 @@ def stacked_columns(
             f'<text x="{x + slot * 0.35:.1f}" y="{TOP + plot_h + 14}" font-size="10" '
             f'text-anchor="middle">{escape(label)}</text>'
         )
+    if not any(totals):
+        parts.append(_nothing(height / 2))
     parts += _legend(series, height + 4)
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every text in it is escaped above
@@ -134,6 +143,8 @@ def stacked_bars(
                 f"{escape(each.name)}: {value:,.0f}</title></rect>"
             )
             x += w
+    if not any(totals):
+        parts.append(_nothing(height / 2))
     parts += _legend(series, height - AXIS + 22, palette)
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every text in it is escaped above

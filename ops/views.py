@@ -88,7 +88,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         _context(
             request,
             "Exchange dashboard",
-            charts=[per_day, entries, opinions, webhooks],
+            charts=[
+                ("Signals published per day per member", per_day),
+                ("Active entries and tombstones per set", entries),
+                ("Opinions on active entries per set", opinions),
+                ("Webhook deliveries per subscription", webhooks),
+            ],
             hooks=hooks,
             failed=figures.failed_batches,
             organisations=figures.organisations,
