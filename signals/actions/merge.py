@@ -11,6 +11,7 @@ they never share a signal, an entry or a contribution. A part holds the (set, sl
 its values (``signals.feed.locks``) while it writes the set's entries.
 """
 
+import contextvars
 import threading
 from datetime import timedelta
 from typing import Any
@@ -234,8 +235,13 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
             _merge_part(batch_id, part, chunk)
     else:
         errors: list[BaseException] = []
+        # Each part's thread in a copy of this context: its logs and audit events carry the
+        # request id of the publish that queued the merge (exchange/logs.py).
         threads = [
-            threading.Thread(target=_merge_part_thread, args=(batch_id, part, chunk, errors))
+            threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(_merge_part_thread, batch_id, part, chunk, errors),
+            )
             for part in parts[1:]
         ]
         for thread in threads:

@@ -50,6 +50,7 @@ MEMBER_ENDPOINTS = [
     ("DELETE", f"/api/v1/subscriptions/{uuid.uuid4()}"),
     ("GET", f"/api/v1/subscriptions/{uuid.uuid4()}/deliveries"),
     ("POST", f"/api/v1/subscriptions/{uuid.uuid4()}/redeliver"),
+    ("GET", "/api/v1/stats"),
 ]
 
 

@@ -13,6 +13,7 @@ import requests
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from audit.models import AuditEvent
 from exchange import run
 from exchange.embedded import free_port
 from hashx.auth import sign_headers
@@ -201,6 +202,9 @@ def test_a_request_and_the_task_it_started_log_one_request_id(exchange, publishe
 
     (task,) = eventually(task_line, timeout=60, what="the merge task's log line")
     assert task["task"] == "signals.ingest.merge_batch" and task["state"] == "SUCCESS"
+    # The audit events of the request and of the merge it started carry the id too.
+    actions = set(AuditEvent.objects.filter(request_id=request_id).values_list("action", flat=True))
+    assert {"signals.published", "signals.batch.merged"} <= actions, actions
 
 
 def test_a_problem_document_names_its_request_id(exchange):
