@@ -50,11 +50,7 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         },
         "filters": {"expected_503": {"()": "exchange.logs.DropExpected503"}},
         "handlers": {
-            "console": {
-                "class": "logging.StreamHandler",
-                "formatter": "structured",
-                "filters": ["expected_503"],
-            }
+            "console": {"class": "logging.StreamHandler", "formatter": "structured"}
         },
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
@@ -64,7 +60,7 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
             "django.security.DisallowedHost": {"level": "CRITICAL"},
             # The request log (hashx.request) has one line per request; Django's would repeat
             # every 4xx as a warning.
-            "django.request": {"level": "ERROR"},
+            "django.request": {"level": "ERROR", "filters": ["expected_503"]},
             # One line per task from hashx.task instead of Celery's "received" and "succeeded",
             # and beat says nothing for each task it sends (webhook dispatch runs every 2 s).
             "celery.app.trace": {"level": "WARNING"},
