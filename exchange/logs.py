@@ -49,9 +49,7 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
             }
         },
         "filters": {"expected_503": {"()": "exchange.logs.DropExpected503"}},
-        "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": "structured"}
-        },
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
             "django.db.backends": {"level": "INFO"},
