@@ -5,6 +5,7 @@ It sits right after ``RequestIdMiddleware`` (so its line carries the request id)
 ``ProblemMiddleware`` (so it sees the status the client gets).
 """
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 
 from exchange import metrics
+from exchange.problems import PROBLEM_CONTENT_TYPE
 from exchange.ratelimit import Decision, ratelimit_headers
 
 request_log = structlog.get_logger("hashx.request")
@@ -35,7 +37,17 @@ def endpoint_of(request: HttpRequest) -> str:
 
 
 def _problem_slug(response: HttpResponse) -> str:
+    """The problem type of a refusal: from a DRF answer's data, or a plain problem document."""
     data = getattr(response, "data", None)
+    if (
+        data is None
+        and not response.streaming
+        and response.get("Content-Type") == (PROBLEM_CONTENT_TYPE)
+    ):
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            data = None
     if isinstance(data, dict) and isinstance(data.get("type"), str):
         return str(data["type"]).rsplit("/", 1)[-1]
     return "unknown"

@@ -3,7 +3,7 @@ few aggregate queries, over the whole exchange (staff) or scoped to one organisa
 see only their own: ``member_stats``)."""
 
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet, Sum
@@ -29,7 +29,8 @@ def published_per_day(
     since: date, organisation: Organisation | None = None
 ) -> dict[str, dict[date, int]]:
     """Signals accepted per day per publishing organisation (by slug), from ``since``."""
-    batches = Batch.objects.filter(created_at__date__gte=since)
+    start = datetime.combine(since, time.min, tzinfo=UTC)
+    batches = Batch.objects.filter(created_at__gte=start)
     if organisation is not None:
         batches = batches.filter(organisation=organisation)
     rows = (
@@ -116,7 +117,8 @@ def webhook_health(subscriptions: QuerySet[Subscription], now: datetime) -> list
 
 
 def failed_batches(batches: QuerySet[Batch], since: date) -> list[dict[str, Any]]:
-    rows = batches.filter(state=Batch.State.FAILED, created_at__date__gte=since).select_related(
+    start = datetime.combine(since, time.min, tzinfo=UTC)
+    rows = batches.filter(state=Batch.State.FAILED, created_at__gte=start).select_related(
         "hash_set", "organisation"
     )
     return [

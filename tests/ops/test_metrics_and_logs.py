@@ -141,6 +141,7 @@ def test_metrics_move_with_real_traffic_and_refuse_anyone_without_the_token(exch
     )
     assert matched.status_code == 200, matched.text
     assert requests.get(exchange.base + "/api/v1/whoami", timeout=10).status_code == 401
+    assert exchange.scrape(token="wrong").status_code == 401
 
     def moved() -> bool:
         after = exchange.samples()
@@ -152,6 +153,7 @@ def test_metrics_move_with_real_traffic_and_refuse_anyone_without_the_token(exch
             ("hashx_http_request_duration_seconds_count",
              {"endpoint": "match", "method": "POST"}, 1),
             ("hashx_auth_refusals_total", {"reason": "signature-missing"}, 1),
+            ("hashx_auth_refusals_total", {"reason": "authentication-failed"}, 1),
             ("hashx_signals_published_total", {}, 1),
             ("hashx_signals_rejected_total", {}, 1),
             ("hashx_match_queries_total", {}, 1),
