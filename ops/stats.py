@@ -45,6 +45,18 @@ def published_per_day(
     return out
 
 
+def failed_per_day(since: date) -> dict[date, int]:
+    """Batches that failed, per day they were published, from ``since``."""
+    start = datetime.combine(since, time.min, tzinfo=UTC)
+    rows = (
+        Batch.objects.filter(state=Batch.State.FAILED, created_at__gte=start)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(n=Count("pk"))
+    )
+    return {row["day"]: row["n"] for row in rows}
+
+
 @dataclass(frozen=True)
 class SetFigures:
     slug: str
@@ -211,6 +223,7 @@ class ExchangeFigures:
     sets: list[SetFigures]
     webhooks: list[WebhookHealth]
     failed_batches: list[dict[str, Any]]
+    failed_per_day: dict[date, int]
     organisations: list[Organisation]
 
 
@@ -221,6 +234,7 @@ def exchange_figures(now: datetime, since: date) -> ExchangeFigures:
         set_figures(HashSet.objects.all()),
         webhook_health(Subscription.objects.all(), now),
         failed_batches(Batch.objects.all(), since),
+        failed_per_day(since),
         list(Organisation.objects.annotate(last_publish=Max("batches__created_at"))),
     )
 

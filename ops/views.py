@@ -82,6 +82,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         ],
         colours=_WEBHOOK_COLOURS,
     )
+    failures = stacked_columns(
+        "Batches that failed per day",
+        [day.strftime("%d %b") for day in days],
+        [Series("failed", [figures.failed_per_day.get(day, 0) for day in days])],
+    )
     return TemplateResponse(
         request,
         "ops/dashboard.html",
@@ -93,6 +98,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                 ("Active entries and tombstones per set", entries),
                 ("Opinions on active entries per set", opinions),
                 ("Webhook deliveries per subscription", webhooks),
+                ("Batches that failed per day", failures),
             ],
             hooks=hooks,
             failed=figures.failed_batches,

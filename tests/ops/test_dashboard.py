@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from members.actions.keys import do_retire_key
+from signals.actions.merge import do_fail_batch
 from signals.actions.opinions import do_give_opinions
 from signals.actions.sets import do_create_set, do_grant
 from tests.cli import hashx
@@ -49,14 +50,20 @@ def bars(html: str, css_class: str = "bar") -> dict[str, float]:
     }
 
 
-def test_staff_see_charts_drawn_from_the_data_with_no_external_source(staff, traffic):
+def test_staff_see_charts_drawn_from_the_data_with_no_external_source(staff, publisher, traffic):
+    stuck = publish(
+        publisher, "acme-csam", [{"type": "md5", "value": "9e107d9d372bb6826bd81d3542a419d6"}]
+    )
+    do_fail_batch(stuck.json()["batch"], "the disk filled up")
     answer = staff.get("/admin/ops/")
     assert answer.status_code == 200
     policy = answer["Content-Security-Policy"]
     assert "default-src 'self'" in policy and "script-src 'self'" in policy
     html = answer.content.decode()
-    assert html.count('<svg class="chart"') == 4
-    assert bars(html) == {"acme-video": 2.0}  # signals per day, today's column
+    assert html.count('<svg class="chart"') == 5
+    # Today's columns: three signals published (two, then one), one batch failed.
+    assert bars(html) == {"acme-video": 3.0, "failed": 1.0}
+    assert "the disk filled up" in html
     segments = re.findall(r'<rect class="segment" data-series="([^"]+)" data-value="([^"]+)"', html)
     assert ("active", "1") in segments and ("tombstones", "1") in segments
     assert ("disputed", "1") in segments or ("negative", "1") in segments
