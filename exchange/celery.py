@@ -7,6 +7,9 @@ from typing import Any
 from celery import Celery, bootsteps
 from django.conf import settings
 
+# Connects the handlers that keep Django's logging in the worker and run each task under the
+# request id of the request that queued it.
+from exchange import logs  # noqa: F401
 from exchange.health import (
     beat_worker_heartbeat,
     clear_worker_heartbeat,

@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from exchange.kv import redis_client
+from exchange.logs import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,14 @@ _UNREACHABLE = (redis.RedisError, OSError, KombuOperationalError)
 def enqueue(name: str, **kwargs: Any) -> None:
     """Send the task ``name`` with ``kwargs`` now, whatever the transaction: for work that does
     not depend on this transaction's rows (best effort: a lost broker is logged)."""
-    _send(name, (), kwargs, retry=False)
+    _send(name, (), kwargs, retry=False, request_id=current_request_id())
 
 
 def enqueue_on_commit(name: str, *args: Any) -> None:
     """Send the task ``name`` with ``args`` (ids or small JSON) once the transaction commits
     (at once outside one)."""
-    transaction.on_commit(lambda: _send(name, args, {}, retry=True))
+    request_id = current_request_id()
+    transaction.on_commit(lambda: _send(name, args, {}, retry=True, request_id=request_id))
 
 
 def enqueue_once_on_commit(name: str, *, ttl: int = 60) -> None:
@@ -82,8 +84,13 @@ def _once(name: str, ttl: int) -> Callable[[], None]:
     return send
 
 
-def _send(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, retry: bool) -> None:
+def _send(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, retry: bool, request_id: str = ""
+) -> None:
+    # The task runs, and logs, under the id of the request that started it (exchange/logs.py).
+    # Tasks queued once for many requests (enqueue_once) belong to none of them.
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
     try:
-        current_app.send_task(name, args=args, kwargs=kwargs, retry=retry)
+        current_app.send_task(name, args=args, kwargs=kwargs, retry=retry, headers=headers)
     except _UNREACHABLE:
         log.warning("could not queue %s%r; beat will catch up", name, args, exc_info=True)

@@ -7,7 +7,8 @@ Every value an operator may tune comes from the environment (README, "Configurat
 """
 
 from exchange import embedded
-from exchange.env import env_int, env_str
+from exchange.env import env_choice, env_int, env_str
+from exchange.logs import logging_config
 
 wsgi_app = "exchange.wsgi:application"
 bind = [f"{env_str('HASHX_BIND', '127.0.0.1')}:{env_int('PORT', 8000, minimum=1)}"]
@@ -30,7 +31,13 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 
-accesslog = "-"
+# One line per request comes from the exchange itself (exchange/observe.py, with the request id,
+# organisation, key and duration), and gunicorn's own lines go through the same formatter.
+accesslog = None
+logconfig_dict = logging_config(
+    env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}),
+    env_choice("HASHX_LOG_FORMAT", "text", {"TEXT", "JSON"}).lower(),
+)
 # Per exchange, not per user (~/.gunicorn/gunicorn.ctl): two exchanges on one host would take
 # each other's socket away.
 control_socket = str(embedded.var_dir() / "gunicorn.ctl")

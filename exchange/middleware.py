@@ -7,6 +7,7 @@ from http import HTTPStatus
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 
+from exchange.logs import bind_request, unbind_request
 from exchange.problems import (
     PROBLEM_CONTENT_TYPE,
     PROBLEM_TYPES,
@@ -30,7 +31,13 @@ class RequestIdMiddleware:
         given = request.headers.get("X-Request-ID", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
-        response = self.get_response(request)
+        bind_request(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            # The thread's next work (another request, a refusal by the gunicorn worker) is not
+            # this request's.
+            unbind_request()
         response["X-Request-ID"] = request_id
         return response
 

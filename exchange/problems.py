@@ -30,6 +30,8 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.response import Response
 
+from exchange.logs import current_request_id
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 ACCEPT_SIGNATURE = 'hashx=("@method" "@target-uri" "content-digest");alg="ed25519";tag="hashx"'
 
@@ -130,13 +132,19 @@ def problem_body(
     slug: str, detail: str, *, status: int | None = None, title: str | None = None, **extra: Any
 ) -> dict[str, Any]:
     default_status, default_title = PROBLEM_TYPES[slug]
-    return {
+    body = {
         "type": problem_type_uri(slug),
         "title": title or default_title,
         "status": status or default_status,
         "detail": bounded(detail, MAX_DETAIL_CHARS),
         **extra,
     }
+    # The X-Request-ID of the request answered: what to quote to staff, who find it in the logs
+    # and on the request's audit events.
+    request_id = current_request_id()
+    if request_id:
+        body["request_id"] = request_id
+    return body
 
 
 def problem_response(slug: str, detail: str, **extra: Any) -> JsonResponse:
@@ -155,6 +163,9 @@ def with_retry_after[R: HttpResponse](response: R) -> R:
 
 class Problem(exceptions.APIException):
     """A domain error with a problem type; raise it from ``check_…`` actions."""
+
+    # Sent with the answer (a 429's Retry-After and RateLimit headers).
+    headers: dict[str, str] = {}
 
     def __init__(self, slug: str, detail: str, **extra: Any) -> None:
         status, title = PROBLEM_TYPES[slug]
@@ -263,6 +274,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # RFC 9421 section 5.1: tell the client what to sign.
         response["WWW-Authenticate"] = 'Signature realm="hashx"'
         response["Accept-Signature"] = ACCEPT_SIGNATURE
+    for name, value in getattr(exc, "headers", {}).items():
+        response[name] = value
     return with_retry_after(response)
 
 

@@ -2,6 +2,7 @@
 through the typed readers in ``exchange.env``; a bad value stops start-up with the variable's name.
 """
 
+import os
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -9,7 +10,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from exchange import embedded
+from exchange import embedded, logs
 from exchange.env import (
     celery_broker_url,
     env_bool,
@@ -153,10 +154,12 @@ INSTALLED_APPS = [
     "signals",
     "audit",
     "taxii",
+    "ops",
 ]
 
 MIDDLEWARE = [
     "exchange.middleware.RequestIdMiddleware",
+    "exchange.observe.ObserveMiddleware",
     "exchange.middleware.ProblemMiddleware",
     "exchange.middleware.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -262,6 +265,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["exchange.bodies.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "exchange.problems.exception_handler",
+    # Each organisation's requests-per-second quota (members/quotas.py).
+    "DEFAULT_THROTTLE_CLASSES": ["members.quotas.RequestRate"],
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -286,16 +291,15 @@ SPECTACULAR_SETTINGS = {
 }
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.db.backends": {"level": "INFO"},
-        # A refused Host is answered 400 and shows in the access log; Django would log it again
-        # as an error, with a traceback and the whole header, for anyone who sends one.
-        "django.security.DisallowedHost": {"level": "CRITICAL"},
-    },
-}
+# Logs: structlog, one line per request and per task with its request id (exchange/logs.py);
+# text for a terminal (`make run`), json for a log pipeline (compose).
+HASHX_LOG_FORMAT = env_choice("HASHX_LOG_FORMAT", "text", {"TEXT", "JSON"}).lower()
+logs.configure()
+LOGGING = logs.logging_config(LOG_LEVEL, HASHX_LOG_FORMAT)
+
+# Prometheus /metrics (exchange/metrics.py) answers only `Authorization: Bearer <token>`; without
+# a token it is off (404). Every process writes its samples under PROMETHEUS_MULTIPROC_DIR, set
+# here before anything imports prometheus_client.
+HASHX_METRICS_TOKEN = env_secret("HASHX_METRICS_TOKEN")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from exchange.api import views
+from exchange.api.metrics import metrics_view
 from exchange.problems import api_not_found
 
 api_v1: list[URLPattern | URLResolver] = [
@@ -12,6 +13,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("signals.api.urls")),
     path("", include("audit.api.urls")),
     path("", include("taxii.api.tokens_urls")),
+    path("", include("ops.api.urls")),
 ]
 
 urlpatterns = [
@@ -20,6 +22,9 @@ urlpatterns = [
     path("readyz", views.ReadyzView.as_view(), name="readyz"),
     path(".well-known/hashx", views.WellKnownView.as_view(), name="well-known"),
     path("problems/<str:slug>", views.ProblemTypeView.as_view(), name="problem-type"),
+    path("metrics", metrics_view, name="metrics"),
+    # The staff dashboard (ops/urls.py), before the admin's catch-all.
+    path("admin/ops/", include("ops.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("taxii2/", include("taxii.api.urls")),

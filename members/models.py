@@ -26,6 +26,18 @@ class Organisation(models.Model):
     contact_name = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Quotas set by staff (empty: no limit), enforced as Redis token buckets
+    # (exchange/ratelimit.py). They come with the signing key's row (select_related), so checking
+    # them costs no query.
+    requests_per_second = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Signed API requests per second (bursts up to this many)."
+    )
+    signals_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Signals published per day, over all sets."
+    )
+    match_queries_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Signals looked up through POST /api/v1/match per day."
+    )
 
     class Meta:
         ordering = ["slug"]

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from exchange.enqueue import enqueue_once_on_commit
+from exchange.logs import current_request_id
 from exchange.middleware import client_ip
 
 
@@ -77,7 +78,10 @@ def record(
         actor_user_id=getattr(actor_user, "pk", None),
         actor_username=getattr(actor_user, "username", "") if actor_user is not None else "",
         ip=client_ip(request) if request is not None else None,
-        request_id=getattr(request, "request_id", "") if request is not None else "",
+        # Outside a request (a task), the id of the request that queued the task.
+        request_id=(
+            getattr(request, "request_id", "") if request is not None else current_request_id()
+        ),
         object_type=obj._meta.label_lower if obj is not None else "",
         object_id=str(obj.pk) if obj is not None else "",
         owner_org_id=owner_org_id,

@@ -693,6 +693,42 @@ def cmd_audit(args: argparse.Namespace) -> None:
     _print(args, events, f"{text}\n{len(events):,} events{more}")
 
 
+def cmd_stats(args: argparse.Namespace) -> None:
+    """Your organisation's figures (GET /api/v1/stats), self-contained: its own text layout."""
+    stats = _client(args).request("GET", "/api/v1/stats")
+    lines = [f"organisation:  {stats['organisation']}"]
+    lines.append(f"last publish:  {stats['last_publish_at'] or 'never'}")
+    lines.append(f"last pull:     {stats['last_pull_at'] or 'never'}")
+    lines.append(f"active keys:   {stats['active_keys']}")
+    for key in stats["keys_expiring"]:
+        lines.append(f"key expiring:  {key['key_id']} at {key['not_after']}")
+    for quota in stats["quotas"]:
+        lines.append(
+            f"quota:         {quota['name']}: {quota['remaining']:,} of {quota['limit']:,} left "
+            f"(per {quota['window']} s)"
+        )
+    days = stats["published_per_day"]
+    lines.append(f"published:     {sum(d['signals'] for d in days):,} signals in {len(days)} days")
+    for day in days:
+        if day["signals"]:
+            lines.append(f"  {day['day']}  {day['signals']:>10,}")
+    for each in stats["sets"]:
+        lines.append(
+            f"set {each['slug']}: {each['active']:,} active, {each['tombstones']:,} tombstones, "
+            f"{each['positive']:,} positive, {each['negative']:,} negative, "
+            f"{each['disputed']:,} disputed"
+        )
+    for hook in stats["webhooks"]:
+        failing = f", failing since {hook['failing_since']}" if hook["failing_since"] else ""
+        lines.append(
+            f"webhook {hook['url']}: {hook['state']}, {hook['delivered_24h']} delivered in 24 h, "
+            f"{hook['pending']} pending{failing}"
+        )
+    for batch in stats["failed_batches"]:
+        lines.append(f"failed batch {batch['id']} ({batch['set']}): {batch['error']}")
+    _print(args, stats, "\n".join(lines))
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors are one line too, naming where the help is (every subcommand's parser is
     one of these: argparse makes them of the top parser's class)."""
@@ -932,6 +968,9 @@ def parser() -> argparse.ArgumentParser:
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=["bash", "zsh"])
     completion.set_defaults(func=cmd_completion)
+
+    stats = sub.add_parser("stats", help="your organisation's figures: publishing, sets, quotas")
+    stats.set_defaults(func=cmd_stats)
 
     _json_after_every_command(p)
     return p

@@ -2,6 +2,7 @@
 "Matching"). Exact types are answered by the database, one set-based query per type; ``pdq``
 by the shared index (signals.matching.index), exact within the radius."""
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from audit.actions import record
+from exchange import metrics
 from exchange.problems import Problem
 from members.models import Organisation
 from signals.access import MAX_SETS, access_readable_sets
@@ -181,6 +183,7 @@ def do_match(
     """Answer a batch of queries with the matching entries ``org`` may read, nearest first,
     and audit it: the caller, how many queries and hits, never the hashes queried. Entries the
     database says were retracted since the index last followed the feed are left out."""
+    started = time.perf_counter()
     found, position = find_matches(queries, readable)
     ids = sorted({m.entry_id for matches in found for m in matches})
     with connection.cursor() as cursor:
@@ -202,6 +205,8 @@ def do_match(
             request=request,
             details={"queries": len(queries), "hits": hits},
         )
+    metrics.MATCH_QUERIES.inc(len(queries))
+    metrics.MATCH_SECONDS.observe(time.perf_counter() - started)
     return {"results": results, "position": position.cursor() if position else None}
 
 

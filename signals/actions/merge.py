@@ -11,6 +11,7 @@ they never share a signal, an entry or a contribution. A part holds the (set, sl
 its values (``signals.feed.locks``) while it writes the set's entries.
 """
 
+import contextvars
 import threading
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.actions import record
+from exchange import metrics
 from exchange.enqueue import enqueue_on_commit
 from signals.feed.locks import advisory_key, held_keys, in_part, lock_slots, part_slots
 from signals.feed.positions import NEW_POSITION
@@ -233,8 +235,13 @@ def do_merge_batch(batch_id: str, chunk: int = CHUNK) -> Batch | None:
             _merge_part(batch_id, part, chunk)
     else:
         errors: list[BaseException] = []
+        # Each part's thread in a copy of this context: its logs and audit events carry the
+        # request id of the publish that queued the merge (exchange/logs.py).
         threads = [
-            threading.Thread(target=_merge_part_thread, args=(batch_id, part, chunk, errors))
+            threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(_merge_part_thread, batch_id, part, chunk, errors),
+            )
             for part in parts[1:]
         ]
         for thread in threads:
@@ -306,6 +313,7 @@ def _record_chunk(
         batch.state = Batch.State.DONE if batch.merged >= batch.accepted else Batch.State.MERGING
     if batch.state == Batch.State.DONE:
         batch.finished_at = timezone.now()
+        _count_finished(batch)
         record(
             "signals.batch.merged",
             obj=batch,
@@ -348,6 +356,19 @@ def stalled_merges(limit: int = 100) -> list[str]:
     return [str(pk) for pk in lost.values_list("pk", flat=True)[:limit]] + sorted(stalled)
 
 
+def _count_finished(batch: Batch) -> None:
+    """Metrics of a batch that reached ``done`` or ``failed``, once its transaction commits."""
+    assert batch.finished_at is not None
+    outcome, seconds = str(batch.state), (batch.finished_at - batch.created_at).total_seconds()
+
+    def count() -> None:
+        metrics.BATCHES.labels(outcome).inc()
+        if outcome == Batch.State.DONE:
+            metrics.BATCH_SECONDS.observe(seconds)
+
+    transaction.on_commit(count)
+
+
 def do_fail_batch(batch_id: str, error: str) -> bool:
     """Give up on a batch whose merge raised an error that retrying will not cure: it is
     reported failed (its staged lines are kept, so staff can merge it again once the cause is
@@ -363,6 +384,7 @@ def do_fail_batch(batch_id: str, error: str) -> bool:
             return False
         batch.state, batch.error, batch.finished_at = Batch.State.FAILED, error, timezone.now()
         batch.save(update_fields=["state", "error", "finished_at"])
+        _count_finished(batch)
         record(
             "signals.batch.failed",
             obj=batch,

@@ -16,6 +16,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit.actions import record
+from exchange import metrics
 from exchange.enqueue import enqueue_on_commit
 from exchange.problems import Problem
 from exchange.times import parse_when
@@ -259,6 +260,7 @@ def do_publish(
             )  # fmt: skip
             if outcome.accepted and queue:
                 enqueue_on_commit("signals.ingest.merge_batch", str(batch.pk))
+            transaction.on_commit(lambda: _count_published(outcome))
     except _AtomicRefusal:
         raise Problem(
             "validation",
@@ -267,6 +269,11 @@ def do_publish(
             errors=[_as_error(r) for r in outcome.rejections],
         ) from None
     return batch, False
+
+
+def _count_published(outcome: Outcome) -> None:
+    metrics.SIGNALS_PUBLISHED.inc(outcome.accepted)
+    metrics.SIGNALS_REJECTED.inc(outcome.rejected)
 
 
 def _check_idempotency_key(org: Organisation, key: str, fingerprint: str) -> Batch | None:

@@ -30,7 +30,7 @@ from django.db.models import BooleanField, Exists, F, Func, OuterRef
 from django.utils import timezone
 
 from audit.actions import record
-from exchange import outbound
+from exchange import metrics, outbound
 from exchange.actions.identity import get_signing_key
 from hashx.webhooks import sign
 from members.models import Organisation
@@ -267,7 +267,14 @@ def send_deadline() -> float:
 def do_send(delivery_id: str, claim: str) -> str:
     """Send a claimed delivery once and record the outcome; returns it ("delivered",
     "retry", "disabled", "cancelled" when its organisation can no longer read a set in it, or
-    "stale" when the claim was lost).
+    "stale" when the claim was lost), and counts it in the metrics."""
+    outcome = _send(delivery_id, claim)
+    metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
+    return outcome
+
+
+def _send(delivery_id: str, claim: str) -> str:
+    """``do_send``'s work.
 
     Renews the lease first (a conditional update on the claim): the send may start long after
     the claim, behind others of its chunk, and must end, deadline included, inside the lease,
@@ -333,6 +340,7 @@ def _delivered(delivery: Delivery, claim: str, answer: outbound.Answer, now: dat
         )
         _record_push(delivery)
         wake()
+    metrics.WEBHOOK_SECONDS.observe((now - delivery.created_at).total_seconds())
     return "delivered"
 
 

@@ -36,6 +36,7 @@ from signals.actions.match import check_queries, do_match
 from signals.actions.opinions import do_give_opinions
 from signals.actions.publish import do_publish
 from signals.actions.pulls import do_pull_page, pull_snapshot, pull_stream
+from signals.actions.quotas import charge_signals, check_match_quota, check_signal_quota
 from signals.actions.retractions import do_retract
 from signals.actions.sets import do_create_set, do_grant, do_revoke_grant, do_update_set
 from signals.actions.subscriptions import (
@@ -206,11 +207,13 @@ class PublishView(APIView):
             reader = DigestReader(request._request, principal.streamed_digest)
             source, before_commit = parse(reader), reader.verify
             atomic = request.query_params.get("atomic", "").lower() in {"1", "true", "yes"}
+            check_signal_quota(org, None, request=request)
         else:
             serializer = PublishSerializer(data=body_of(request))
             serializer.is_valid(raise_exception=True)
             source, before_commit = json_items(serializer.validated_data["signals"]), None
             atomic = serializer.validated_data["atomic"]
+            check_signal_quota(org, len(serializer.validated_data["signals"]), request=request)
         batch, replayed = do_publish(
             hash_set,
             org,
@@ -226,6 +229,8 @@ class PublishView(APIView):
             request=request,
             before_commit=before_commit,
         )
+        if parse is not None and not replayed:
+            charge_signals(org, batch.accepted)
         headers = {"Location": f"/api/v1/batches/{batch.pk}"}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
@@ -548,4 +553,5 @@ class MatchView(APIView):
         serializer = MatchRequestSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)
         queries, readable = check_queries(org, serializer.validated_data["signals"])
+        check_match_quota(org, len(queries), request=request)
         return Response(do_match(org, queries, readable, request=request))

@@ -53,6 +53,7 @@ MEMBER_ENDPOINTS = [
     ("GET", "/api/v1/feed-tokens"),
     ("POST", "/api/v1/feed-tokens"),
     ("DELETE", f"/api/v1/feed-tokens/{uuid.uuid4()}"),
+    ("GET", "/api/v1/stats"),
 ]
 
 

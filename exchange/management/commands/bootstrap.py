@@ -3,6 +3,8 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from exchange.metrics import reset_multiproc_dir
+
 
 class Command(BaseCommand):
     help = (
@@ -16,6 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-static", action="store_true", help="skip collectstatic")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Before web, worker and beat start writing samples there: counters start at zero.
+        reset_multiproc_dir()
         call_command("migrate", interactive=False, verbosity=1)
         if not options["no_static"]:
             call_command("collectstatic", interactive=False, verbosity=0)
