@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from exchange.ratelimit import Quota, charge
-from members.models import Organisation, SigningKey
+from members.models import FeedToken, Organisation, SigningKey
 from members.quotas import match_quota, requests_quota, signals_quota
 from signals.models import Batch, HashSet, SetEntry, Subscription
 
@@ -171,7 +171,7 @@ def quota_use(organisation: Organisation) -> list[QuotaUse]:
 
 def member_figures(organisation: Organisation, now: datetime) -> dict[str, Any]:
     """What the member page and the member's own stats show: last publish, last pull, keys
-    that stop working soon, quotas."""
+    that stop working soon, live feed tokens (when each was last used), quotas."""
     last_publish = Batch.objects.filter(organisation=organisation).aggregate(at=Max("created_at"))
     last_pull = AuditEvent.objects.filter(
         actor_org_id=organisation.pk, action="feed.pulled"
@@ -191,6 +191,18 @@ def member_figures(organisation: Organisation, now: datetime) -> dict[str, Any]:
         "active_keys": SigningKey.objects.filter(
             organisation=organisation, state=SigningKey.State.ACTIVE
         ).count(),
+        "feed_tokens": [
+            {
+                "id": str(token.pk),
+                "name": token.name,
+                "hint": token.hint,
+                "expires_at": token.expires_at,
+                "last_used_at": token.last_used_at,
+            }
+            for token in FeedToken.objects.filter(
+                organisation=organisation, revoked_at=None, expires_at__gt=now
+            ).order_by("expires_at")
+        ],
         "quotas": [asdict(use) for use in quota_use(organisation)],
     }
 

@@ -702,6 +702,12 @@ def cmd_stats(args: argparse.Namespace) -> None:
     lines.append(f"active keys:   {stats['active_keys']}")
     for key in stats["keys_expiring"]:
         lines.append(f"key expiring:  {key['key_id']} at {key['not_after']}")
+    for token in stats.get("feed_tokens", []):
+        used = token["last_used_at"] or "never"
+        lines.append(
+            f"feed token:    {token['name']} ({token['hint']}…) until {token['expires_at']},"
+            f" last used {used}"
+        )
     for quota in stats["quotas"]:
         lines.append(
             f"quota:         {quota['name']}: {quota['remaining']:,} of {quota['limit']:,} left "

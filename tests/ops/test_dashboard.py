@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from members.actions.keys import do_retire_key
+from members.actions.tokens import do_create_feed_token, do_revoke_feed_token
 from signals.actions.merge import do_fail_batch
 from signals.actions.opinions import do_give_opinions
 from signals.actions.sets import do_create_set, do_grant
@@ -80,16 +81,22 @@ def test_the_dashboard_is_for_staff_only(client, db):
     assert answer.status_code == 302 and "/admin/login/" in answer["Location"]
 
 
-def test_the_member_page_shows_activity_keys_expiring_and_quota_use(staff, publisher, traffic):
+def test_the_member_page_shows_activity_keys_expiring_tokens_and_quota_use(
+    staff, publisher, traffic
+):
     publisher.org.signals_per_day = 1000
     publisher.org.save()
     spare = publisher.add_key()
     do_retire_key(spare.key, timezone.now() + timedelta(days=3))
+    live, _ = do_create_feed_token(publisher.org, "opencti-live", [], None)
+    gone, _ = do_create_feed_token(publisher.org, "misp-gone", [], None)
+    do_revoke_feed_token(gone)
     answer = staff.get("/admin/ops/members/acme-video")
     assert answer.status_code == 200 and "Content-Security-Policy" in answer
     html = answer.content.decode()
     assert bars(html) == {"acme-video": 2.0}
     assert spare.key.key_id in html
+    assert "opencti-live" in html and live.hint in html and "misp-gone" not in html
     assert re.search(r"signals</th><td>\d+ of 1000 left", html)
     assert staff.get("/admin/ops/members/nobody").status_code == 404
 
