@@ -132,8 +132,8 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def _table(headers: list[str], rows: list[list[Any]], *, right: tuple[str, ...] = ()) -> str:
-    """Columns as wide as their widest cell (numbers with thousands separators, right-aligned
-    in the ``right`` columns); the last column is not padded."""
+    """Columns as wide as their widest cell (counts with thousands separators: pass ids as
+    strings; right-aligned in the ``right`` columns); the last column is not padded."""
     cells = [[_cell(value) for value in row] for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
     lines = []
@@ -166,9 +166,17 @@ def _cell(value: Any) -> str:
 
 
 def _fields(record: dict[str, Any]) -> str:
-    """A record as aligned ``name: value`` lines."""
+    """A record as aligned ``name: value`` lines (ids as they are, counts with separators)."""
     width = max((len(k) for k in record), default=0) + 1
-    return "\n".join(f"{k + ':':<{width}} {_cell(v)}" for k, v in record.items())
+    return "\n".join(
+        f"{k + ':':<{width}} {_cell(str(v) if _names_an_id(k, v) else v)}"
+        for k, v in record.items()
+    )
+
+
+def _names_an_id(field: str, value: Any) -> bool:
+    is_id = field in {"id", "entry", "batch", "position"} or field.endswith("_id")
+    return is_id and isinstance(value, int) and not isinstance(value, bool)
 
 
 def cmd_keygen(args: argparse.Namespace) -> None:
@@ -660,7 +668,9 @@ def cmd_match(args: argparse.Namespace) -> None:
     rows = []
     for origin, result in zip(origins, answer["results"], strict=True):
         for m in result["matches"]:
-            rows.append([origin, result["type"], m["set"], m["entry"], m["distance"], m["labels"]])
+            rows.append(
+                [origin, result["type"], m["set"], str(m["entry"]), m["distance"], m["labels"]]
+            )
     matched = {origin for origin, r in zip(origins, answer["results"], strict=True) if r["matches"]}
     lines = [_table(["SOURCE", "TYPE", "SET", "ENTRY", "DISTANCE", "LABELS"], rows,
                     right=("ENTRY", "DISTANCE"))] if rows else []  # fmt: skip
