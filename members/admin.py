@@ -16,6 +16,7 @@ from exchange.admin_tools import confirm_with_reason
 from hashx.keys import KeyFormatError, jwk_thumbprint, parse_public_key
 from members.actions.keys import do_add_key, do_revoke_key
 from members.actions.organisations import do_change_status
+from members.keycache import invalidate_on_commit
 from members.models import Organisation, SigningKey
 
 
@@ -98,6 +99,10 @@ class OrganisationAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def active_keys(self, org: Organisation) -> int:
         return org.n_active_keys  # type: ignore[attr-defined]
 
+    def save_model(self, request: HttpRequest, obj: Organisation, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        invalidate_on_commit()  # requests act as the organisation as it is now (its name, kind)
+
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not SigningKey:
             return super().save_formset(request, form, formset, change)
@@ -165,6 +170,10 @@ class SigningKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # revoke instead: the audit log keeps referring to the key
+
+    def save_model(self, request: HttpRequest, obj: SigningKey, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        invalidate_on_commit()  # read_only holds from the next request, in every process
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> Any:

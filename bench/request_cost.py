@@ -1,0 +1,193 @@
+"""CPU cost of one request through the exchange's whole WSGI stack, in process.
+
+    .venv/bin/python -m exchange.embedded --var var/bench -- .venv/bin/python bench/request_cost.py
+
+Wall-clock rates move with whatever else runs on the machine; the CPU time a request costs the
+process that serves it barely does. This drives ``BENCH_COST_REQUESTS`` (default 500) requests of
+each kind, one after another, through ``exchange.wsgi.application`` (every middleware, DRF, the
+view, the response body read to its end) and prints the process CPU time (``time.process_time``)
+per request and its ratio to unsigned ``GET /healthz``: the floor every request pays. The kinds:
+signed ``GET /api/v1/whoami`` (authentication alone), signed ``GET /api/v1/changes`` (a page of
+100 entries), a signed publish of 5 new PDQ hashes as JSON, a signed match of 10 PDQ queries
+(half near indexed hashes). Requests are signed before the clock starts (signing is the
+client's work); Postgres and Redis run in processes of their own and are not counted, the round
+trips to them are. ``BENCH_COST_PROFILE=whoami`` (or another kind) also prints where that kind's
+time goes (cProfile, top 25 functions by own time).
+"""
+
+import cProfile
+import io
+import os
+import pstats
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange.settings")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+import django  # noqa: E402
+
+django.setup()
+
+import orjson  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from bench._common import bench_member  # noqa: E402
+from exchange.wsgi import application  # noqa: E402
+from hashx.auth import sign_headers  # noqa: E402
+from signals.actions.merge import do_merge_batch  # noqa: E402
+from signals.actions.publish import Source, do_publish  # noqa: E402
+from signals.matching.mih import to_hex  # noqa: E402
+from signals.models import Batch, HashSet  # noqa: E402
+
+REQUESTS = int(os.environ.get("BENCH_COST_REQUESTS", "500"))
+WARM_UP = 30
+ENTRIES = 2_000
+PROFILE = os.environ.get("BENCH_COST_PROFILE", "")
+EXPECTED = {"healthz": 200, "whoami": 200, "changes": 200, "publish": 202, "match": 200}
+rng = np.random.default_rng(5)
+
+
+def random_pdq(count: int) -> list[str]:
+    return to_hex(rng.integers(0, 2**64, (count, 4), dtype=np.uint64))
+
+
+def fill(hash_set: HashSet) -> list[str]:
+    values = random_pdq(ENTRIES)
+    items = ((n, {"type": "pdq", "value": v}) for n, v in enumerate(values, start=1))
+    do_publish(hash_set, hash_set.owner, Source("line", items), queue=False)
+    for batch_id in Batch.objects.filter(hash_set=hash_set).values_list("pk", flat=True):
+        do_merge_batch(str(batch_id))
+    return values
+
+
+class Environs:
+    """WSGI environs of signed requests, as gunicorn would hand them to the application."""
+
+    def __init__(self, key: Ed25519PrivateKey, slug: str, indexed: list[str]) -> None:
+        self.key, self.slug, self.indexed = key, slug, indexed
+        self.base = settings.HASHX_PUBLIC_URL
+        self.host = urlsplit(self.base).netloc
+
+    def make(self, kind: str) -> dict[str, Any]:
+        if kind == "healthz":
+            return self._environ("GET", "/healthz", signed=False)
+        if kind == "whoami":
+            return self._environ("GET", "/api/v1/whoami")
+        if kind == "changes":
+            return self._environ("GET", f"/api/v1/changes?sets={self.slug}&limit=100")
+        if kind == "publish":
+            signals = [{"type": "pdq", "value": v} for v in random_pdq(5)]
+            return self._environ("POST", f"/api/v1/sets/{self.slug}/signals", {"signals": signals})
+        near = [
+            v[:-1] + ("0" if v[-1] != "0" else "1")
+            for v in (self.indexed[i] for i in rng.choice(len(self.indexed), 5))
+        ]
+        queries = [{"type": "pdq", "value": v} for v in near + random_pdq(5)]
+        return self._environ("POST", "/api/v1/match", {"signals": queries})
+
+    def _environ(
+        self, method: str, target: str, payload: object = None, *, signed: bool = True
+    ) -> dict[str, Any]:
+        body = b"" if payload is None else orjson.dumps(payload)
+        path, _, query = target.partition("?")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": str(urlsplit(self.base).port or 80),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": self.host,
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+        if body:
+            environ["CONTENT_TYPE"] = "application/json"
+            environ["CONTENT_LENGTH"] = str(len(body))
+        if signed:
+            for name, value in sign_headers(self.key, method, self.base + target, body or None).items():
+                environ["HTTP_" + name.upper().replace("-", "_")] = value
+        return environ
+
+
+def serve(environ: dict[str, Any]) -> int:
+    status: list[str] = []
+
+    def start_response(line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        status.append(line)
+
+    response = application(environ, start_response)
+    try:
+        for _chunk in response:
+            pass
+    finally:
+        close: Callable[[], None] | None = getattr(response, "close", None)
+        if close is not None:
+            close()
+    return int(status[0].split()[0])
+
+
+def cost(environs: "Environs", kind: str) -> tuple[float, float]:
+    """CPU ms and wall ms per request of ``kind``."""
+    for _ in range(WARM_UP):
+        status = serve(environs.make(kind))
+        assert status == EXPECTED[kind], f"{kind}: HTTP {status}"
+    batch = [environs.make(kind) for _ in range(REQUESTS)]
+    profiler = cProfile.Profile() if kind == PROFILE else None
+    cpu, wall = time.process_time(), time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    for environ in batch:
+        status = serve(environ)
+        if status != EXPECTED[kind]:
+            raise SystemExit(f"{kind}: HTTP {status}")
+    if profiler is not None:
+        profiler.disable()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    if profiler is not None:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_COST_SORT", "tottime")).print_stats(int(os.environ.get("BENCH_COST_LINES", "25")))
+        print(out.getvalue())
+    return cpu / REQUESTS * 1000, wall / REQUESTS * 1000
+
+
+def main() -> None:
+    call_command("migrate", verbosity=0)
+    key, hash_set = bench_member()
+    indexed = fill(hash_set)
+    environs = Environs(key, hash_set.slug, indexed)
+    rows = {kind: cost(environs, kind) for kind in EXPECTED}
+    floor = rows["healthz"][0]
+    print(f"requests per kind {REQUESTS}, in process, one thread (CPU ms of this process only)")
+    print(f"{'request':<34} {'CPU ms':>8} {'× healthz':>10} {'wall ms':>8}")
+    labels = {
+        "healthz": "unsigned GET /healthz",
+        "whoami": "signed GET /api/v1/whoami",
+        "changes": "signed GET /api/v1/changes (100)",
+        "publish": "signed publish, 5 PDQ (JSON)",
+        "match": "signed match, 10 PDQ",
+    }
+    for kind, (cpu_ms, wall_ms) in rows.items():
+        print(f"{labels[kind]:<34} {cpu_ms:8.3f} {cpu_ms / floor:10.2f} {wall_ms:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
