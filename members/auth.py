@@ -62,9 +62,13 @@ class _Message:
     headers: Any
 
 
-def _message(request: HttpRequest) -> _Message:
+def _message(request: HttpRequest, components: list[str]) -> _Message:
+    """Only the header fields the library reads: the signature's own and those it covers (it
+    would copy every header of the request, twice, to find them)."""
     url = settings.HASHX_PUBLIC_URL + request.get_full_path()
-    return _Message(request.method or "GET", url, request.headers)
+    names = ["Signature-Input", "Signature", *(c for c in components if not c.startswith("@"))]
+    headers = {name: request.headers[name] for name in names if name in request.headers}
+    return _Message(request.method or "GET", url, headers)
 
 
 class _OneKey(HTTPSignatureKeyResolver):
@@ -208,7 +212,9 @@ def _check_digest(request: HttpRequest, body: bytes) -> None:
     check_digest(_expected_digest(request), hashlib.sha256(body).digest())
 
 
-def _check_signature(request: HttpRequest, key_id: str, public: Ed25519PublicKey) -> None:
+def _check_signature(
+    request: HttpRequest, components: list[str], key_id: str, public: Ed25519PublicKey
+) -> None:
     verifier = HTTPMessageVerifier(
         signature_algorithm=algorithms.ED25519, key_resolver=_OneKey(key_id, public)
     )
@@ -216,7 +222,10 @@ def _check_signature(request: HttpRequest, key_id: str, public: Ed25519PublicKey
     verifier.max_clock_skew = timedelta(seconds=settings.HASHX_SIGNATURE_MAX_SKEW_SECONDS)
     try:
         verifier.verify(
-            _message(request), max_age=None, expect_tag=TAG, require_components=REQUIRED
+            _message(request, components),
+            max_age=None,
+            expect_tag=TAG,
+            require_components=REQUIRED,
         )
     except (InvalidSignature, HTTPMessageSignaturesException):
         raise Problem(
@@ -280,7 +289,7 @@ class SignatureAuthentication(BaseAuthentication):
         # The signature covers the Content-Digest header, so it is checked before any of the
         # body is read: nobody waits on the body of a request that is not a member's (trickled,
         # it would hold one of the threads that serve requests).
-        _check_signature(django_request, key_id, cached.public)
+        _check_signature(django_request, components, key_id, cached.public)
         streamed_digest = None
         if django_request.content_type in STREAMED_TYPES and length > 0:
             # Streamed uploads are never read whole: the signed Content-Digest is checked by
