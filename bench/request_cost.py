@@ -3,18 +3,18 @@
     .venv/bin/python -m exchange.embedded --var var/bench -- .venv/bin/python bench/request_cost.py
 
 Wall-clock rates move with whatever else runs on the machine; the CPU time a request costs the
-process that serves it barely does. This drives ``BENCH_COST_REQUESTS`` (default 500) requests of
-each kind, in ``BENCH_COST_ROUNDS`` (default 5) rounds where the kinds take turns, through
-``exchange.wsgi.application`` (every middleware, DRF, the
-view, the response body read to its end) and prints the process CPU time (``time.process_time``)
-per request (of each kind's best round) and its ratio to unsigned ``GET /healthz``: the floor every request pays. The kinds:
+process that serves it moves much less. This drives ``BENCH_COST_REQUESTS`` (default 500)
+requests of each kind through ``exchange.wsgi.application`` (every middleware, DRF, the view,
+the response body read to its end), in ``BENCH_COST_ROUNDS`` (default 5) rounds where the kinds
+take turns, and prints the process CPU time (``time.process_time``) per request of each kind's
+best round, and its ratio to unsigned ``GET /healthz``, the floor every request pays. The kinds:
 signed ``GET /api/v1/whoami`` (authentication alone), signed ``GET /api/v1/changes`` (a page of
 100 entries), a signed publish of 5 new PDQ hashes as JSON, a signed match of 10 PDQ queries
-(half near indexed hashes). Requests are signed before the clock starts (signing is the
-client's work); Postgres and Redis run in processes of their own and are not counted, the round
-trips to them are. ``BENCH_COST_PROFILE=whoami`` (or another kind) also prints where that kind's
-time goes (cProfile, top ``BENCH_COST_LINES`` functions by ``BENCH_COST_SORT``, default 25 by
-own time, for each round).
+(half near indexed hashes), the mix of bench/load.py. Requests are signed before the clock
+starts (signing is the client's work); Postgres and Redis run in processes of their own and are
+not counted, the round trips to them are. ``BENCH_COST_PROFILE=whoami`` (or another kind) also
+prints where that kind's CPU time goes (cProfile on process time, for each round: the top
+``BENCH_COST_LINES`` functions, default 25, by ``BENCH_COST_SORT``, default own time).
 """
 
 import cProfile
@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -126,7 +126,9 @@ class Environs:
             environ["CONTENT_TYPE"] = "application/json"
             environ["CONTENT_LENGTH"] = str(len(body))
         if signed:
-            for name, value in sign_headers(self.key, method, self.base + target, body or None).items():
+            for name, value in sign_headers(
+                self.key, method, self.base + target, body or None
+            ).items():
                 environ["HTTP_" + name.upper().replace("-", "_")] = value
         return environ
 
@@ -137,7 +139,7 @@ def serve(environ: dict[str, Any]) -> int:
     def start_response(line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         status.append(line)
 
-    response = application(environ, start_response)
+    response = application(environ, cast(Any, start_response))
     try:
         for _chunk in response:
             pass
@@ -151,7 +153,7 @@ def serve(environ: dict[str, Any]) -> int:
 def cost(environs: "Environs", kind: str, count: int) -> tuple[float, float]:
     """CPU ms and wall ms per request of ``kind``, over ``count`` requests."""
     batch = [environs.make(kind) for _ in range(count)]
-    profiler = cProfile.Profile() if kind == PROFILE else None
+    profiler = cProfile.Profile(time.process_time) if kind == PROFILE else None
     cpu, wall = time.process_time(), time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -182,7 +184,7 @@ def main() -> None:
     # Kinds take turns, round after round; each kind's figure is its best round (the one least
     # disturbed by whatever else ran on the machine).
     best: dict[str, tuple[float, float]] = {}
-    for round_ in range(ROUNDS):
+    for _round in range(ROUNDS):
         for kind in EXPECTED:
             cpu_ms, wall_ms = cost(environs, kind, REQUESTS // ROUNDS)
             if kind not in best or cpu_ms < best[kind][0]:
@@ -193,7 +195,7 @@ def main() -> None:
         f"{REQUESTS} requests per kind in {ROUNDS} rounds, in process, one thread;"
         " CPU ms of this process per request, best round"
     )
-    print(f"{'request':<34} {'CPU ms':>8} {'× healthz':>10} {'wall ms':>8}")
+    print(f"{'request':<34} {'CPU ms':>8} {'x healthz':>10} {'wall ms':>8}")
     labels = {
         "healthz": "unsigned GET /healthz",
         "whoami": "signed GET /api/v1/whoami",

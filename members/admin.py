@@ -12,11 +12,11 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
 from audit.admin import AuditedAdminMixin
+from exchange import generation
 from exchange.admin_tools import confirm_with_reason
 from hashx.keys import KeyFormatError, jwk_thumbprint, parse_public_key
 from members.actions.keys import do_add_key, do_revoke_key
 from members.actions.organisations import do_change_status
-from members.keycache import invalidate_on_commit
 from members.models import Organisation, SigningKey
 
 
@@ -101,7 +101,8 @@ class OrganisationAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Organisation, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        invalidate_on_commit()  # requests act as the organisation as it is now (its name, kind)
+        # Requests act as the organisation as it is now (its name, its kind).
+        generation.invalidate_on_commit()
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not SigningKey:
@@ -173,7 +174,7 @@ class SigningKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: SigningKey, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        invalidate_on_commit()  # read_only holds from the next request, in every process
+        generation.invalidate_on_commit()  # read_only holds from the next request
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> Any:

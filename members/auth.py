@@ -10,8 +10,9 @@ must match it (a streamed body: as the view reads it); and only then is the nonc
 ``SET NX EX``), so nobody can burn another member's nonces.
 
 Keys and organisations come from this process's cache (``members.keycache``); the round trip
-that spends the nonce also reads the cache's generation, and a key cached before a change to
-keys or organisations is read again and checked again before the request passes.
+that spends the nonce also reads the access generation (``exchange.generation``), and a key
+cached before a change to keys or organisations is read again and checked again before the
+request passes.
 """
 
 import hashlib
@@ -34,9 +35,10 @@ from http_message_signatures.resolvers import HTTPSignatureKeyResolver
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
+from exchange.generation import GENERATION
 from exchange.kv import redis_client
 from exchange.problems import Problem, echo
-from members.keycache import GENERATION, CachedKey, keys
+from members.keycache import CachedKey, keys
 from members.models import Organisation, SigningKey
 from members.principal import MemberPrincipal
 
@@ -233,8 +235,8 @@ def _check_signature(
         ) from None
 
 
-def _spend_nonce(key_id: str, nonce: str) -> tuple[bool, str | None]:
-    """Spend the nonce (``SET NX EX``) and read the key cache's generation, in one round trip:
+def _spend_nonce(key_id: str, nonce: str) -> tuple[bool, bytes | None]:
+    """Spend the nonce (``SET NX EX``) and read the access generation, in one round trip:
     whether the nonce was fresh, and the generation."""
     ttl = 2 * settings.HASHX_SIGNATURE_MAX_SKEW_SECONDS + 60
     token = hashlib.sha256(nonce.encode()).hexdigest()[:32]
@@ -247,7 +249,7 @@ def _spend_nonce(key_id: str, nonce: str) -> tuple[bool, str | None]:
         raise Problem(
             "replay-check-unavailable", "Cannot check the nonce now; retry shortly"
         ) from None
-    return bool(fresh), generation.decode() if generation is not None else None
+    return bool(fresh), generation
 
 
 def _touch(key: SigningKey) -> None:
@@ -311,6 +313,8 @@ class SignatureAuthentication(BaseAuthentication):
         if not fresh:
             raise Problem("nonce-replayed", "This nonce was already used with this key")
         key = confirmed.key
+        # Set visibility may be read from memory for this organisation, as of this generation.
+        key.organisation.access_generation = confirmed.generation
         _touch(key)
         return MemberPrincipal(key.organisation, key, streamed_digest), key
 

@@ -24,6 +24,10 @@ class Organisation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Not a field: the access generation (exchange.generation) under which a signed request
+    # confirmed this instance; what it may read can then come from memory (signals.access).
+    access_generation: str | None = None
+
     class Meta:
         ordering = ["slug"]
 

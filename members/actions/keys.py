@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.actions import record
+from exchange import generation
 from exchange.kv import redis_client
 from exchange.problems import Problem
 from hashx.keys import (
@@ -20,7 +21,6 @@ from hashx.keys import (
     parse_public_key,
     possession_statement,
 )
-from members.keycache import invalidate_on_commit
 from members.models import Organisation, SigningKey
 
 CHALLENGE_SECONDS = 300
@@ -117,7 +117,7 @@ def do_revoke_key(
             .update(state=SigningKey.State.REVOKED, revoked_at=now, revoked_reason=reason)
         )
         if changed:
-            invalidate_on_commit()
+            generation.invalidate_on_commit()
             record(
                 "members.key.revoked",
                 obj=key,
@@ -155,7 +155,7 @@ def do_retire_key(key: SigningKey, not_after: datetime, *, request: Any = None) 
         SigningKey.objects.filter(pk=key.pk).update(
             state=SigningKey.State.RETIRING, not_after=not_after
         )
-        invalidate_on_commit()
+        generation.invalidate_on_commit()
         record(
             "members.key.retiring",
             obj=key,

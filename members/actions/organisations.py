@@ -5,8 +5,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from audit.actions import record
+from exchange import generation
 from exchange.problems import Problem
-from members.keycache import invalidate_on_commit
 from members.models import Organisation
 
 Status = Organisation.Status
@@ -73,7 +73,7 @@ def do_change_status(
     with transaction.atomic():
         changed = Organisation.objects.filter(pk=org.pk, status__in=allowed).update(status=target)
         if changed:
-            invalidate_on_commit()
+            generation.invalidate_on_commit()
             before = org.status
             org.refresh_from_db(fields=["status", "updated_at"])
             record(
