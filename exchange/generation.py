@@ -44,6 +44,13 @@ def seen() -> str | None:
     return _seen
 
 
+def current() -> bytes | None:
+    """The generation in Redis now (one round trip; a signed request reads it beside its nonce
+    instead)."""
+    value = redis_client().get(GENERATION)
+    return value if isinstance(value, bytes) else None
+
+
 def observe(current: bytes | str | None) -> str:
     """Record the generation a request just read from Redis (starting one if Redis has none) and
     return it."""

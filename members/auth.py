@@ -171,6 +171,10 @@ def _find_key(key_id: str, *, reload: bool = False) -> CachedKey:
         raise Problem(
             "key-unknown", f"No key {echo(key_id)} is registered with this exchange"
         ) from None
+    except redis.RedisError:
+        raise Problem(
+            "replay-check-unavailable", "Cannot check the nonce now; retry shortly"
+        ) from None
 
 
 def _check_key(key: SigningKey) -> None:

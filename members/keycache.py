@@ -48,12 +48,15 @@ class KeyCache:
 
     def get(self, key_id: str, *, reload: bool = False) -> CachedKey:
         """The key ``key_id`` from memory, or with ``reload`` or when it is not there, from the
-        database (raises ``SigningKey.DoesNotExist``). Check it with ``confirm``."""
+        database (raises ``SigningKey.DoesNotExist``, or ``redis.RedisError``). Check it with
+        ``confirm``."""
         seen = generation.seen()
         entry = None if reload else self._cache.get(key_id, seen)
         if entry is not None:
             return _build(entry, seen)
-        return self._load(key_id, seen)
+        # Read from the database under the generation as it is now: read under an older one,
+        # the key would be read twice when the generation has just changed.
+        return self._load(key_id, generation.observe(generation.current()))
 
     def confirm(self, cached: CachedKey, current: bytes | str | None) -> CachedKey:
         """``cached`` if it was read under the ``current`` generation (read from Redis after
