@@ -11,10 +11,12 @@ best round, and its ratio to unsigned ``GET /healthz``, the floor every request 
 signed ``GET /api/v1/whoami`` (authentication alone), signed ``GET /api/v1/changes`` (a page of
 100 entries), a signed publish of 5 new PDQ hashes as JSON, a signed match of 10 PDQ queries
 (half near indexed hashes), the mix of bench/load.py. Requests are signed before the clock
-starts (signing is the client's work); Postgres and Redis run in processes of their own and are
-not counted, the round trips to them are. ``BENCH_COST_PROFILE=whoami`` (or another kind) also
-prints where that kind's CPU time goes (cProfile on process time, for each round: the top
-``BENCH_COST_LINES`` functions, default 25, by ``BENCH_COST_SORT``, default own time).
+starts (signing is the client's work). Postgres and Redis run in processes of their own: the CPU
+time of the Postgres backend serving the run (from /proc, when it runs on this host) and of Redis
+(``INFO cpu``) is printed beside, per request, averaged over all rounds (counted in clock ticks:
+coarser). ``BENCH_COST_PROFILE=whoami`` (or another kind) also prints where that kind's CPU time
+goes (cProfile on process time, for each round: the top ``BENCH_COST_LINES`` functions, default
+25, by ``BENCH_COST_SORT``, default own time).
 """
 
 import cProfile
@@ -34,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange.settings")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+# One database connection for the whole run, so that its Postgres backend's CPU time adds up.
+os.environ.setdefault("DATABASE_CONN_MAX_AGE", "3600")
 
 import django  # noqa: E402
 
@@ -43,8 +47,10 @@ import orjson  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
 
 from bench._common import bench_member  # noqa: E402
+from exchange.kv import redis_client  # noqa: E402
 from exchange.wsgi import application  # noqa: E402
 from hashx.auth import sign_headers  # noqa: E402
 from signals.actions.merge import do_merge_batch  # noqa: E402
@@ -150,6 +156,24 @@ def serve(environ: dict[str, Any]) -> int:
     return int(status[0].split()[0])
 
 
+def backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def services_cpu(pid: int) -> tuple[float | None, float]:
+    """CPU seconds so far of the Postgres backend ``pid`` (None when it is not on this host) and
+    of Redis."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        postgres: float | None = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        postgres = None
+    info = redis_client().info("cpu")
+    return postgres, float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def cost(environs: "Environs", kind: str, count: int) -> tuple[float, float]:
     """CPU ms and wall ms per request of ``kind``, over ``count`` requests."""
     batch = [environs.make(kind) for _ in range(count)]
@@ -182,20 +206,31 @@ def main() -> None:
             status = serve(environs.make(kind))
             assert status == EXPECTED[kind], f"{kind}: HTTP {status}"
     # Kinds take turns, round after round; each kind's figure is its best round (the one least
-    # disturbed by whatever else ran on the machine).
+    # disturbed by whatever else ran on the machine). Postgres and Redis CPU time is coarser
+    # (clock ticks): summed over every round.
+    pid = backend_pid()
     best: dict[str, tuple[float, float]] = {}
+    services: dict[str, list[float]] = {kind: [0.0, 0.0] for kind in EXPECTED}
     for _round in range(ROUNDS):
         for kind in EXPECTED:
+            postgres_before, redis_before = services_cpu(pid)
             cpu_ms, wall_ms = cost(environs, kind, REQUESTS // ROUNDS)
+            postgres_after, redis_after = services_cpu(pid)
+            if postgres_before is not None and postgres_after is not None:
+                services[kind][0] += postgres_after - postgres_before
+            services[kind][1] += redis_after - redis_before
             if kind not in best or cpu_ms < best[kind][0]:
                 best[kind] = (cpu_ms, wall_ms)
-    rows = best
-    floor = rows["healthz"][0]
+    same_backend = backend_pid() == pid and services_cpu(pid)[0] is not None
+    floor = best["healthz"][0]
     print(
-        f"{REQUESTS} requests per kind in {ROUNDS} rounds, in process, one thread;"
-        " CPU ms of this process per request, best round"
+        f"{REQUESTS} requests per kind in {ROUNDS} rounds, in process, one thread. CPU ms per"
+        " request: of this process (best round), of its Postgres backend and of Redis (all rounds)"
     )
-    print(f"{'request':<34} {'CPU ms':>8} {'x healthz':>10} {'wall ms':>8}")
+    print(
+        f"{'request':<34} {'CPU ms':>8} {'x healthz':>10} {'wall ms':>8}"
+        f" {'Postgres':>9} {'Redis':>7}"
+    )
     labels = {
         "healthz": "unsigned GET /healthz",
         "whoami": "signed GET /api/v1/whoami",
@@ -203,8 +238,13 @@ def main() -> None:
         "publish": "signed publish, 5 PDQ (JSON)",
         "match": "signed match, 10 PDQ",
     }
-    for kind, (cpu_ms, wall_ms) in rows.items():
-        print(f"{labels[kind]:<34} {cpu_ms:8.3f} {cpu_ms / floor:10.2f} {wall_ms:8.3f}")
+    per = (REQUESTS // ROUNDS * ROUNDS) / 1000
+    for kind, (cpu_ms, wall_ms) in best.items():
+        postgres = f"{services[kind][0] / per:9.3f}" if same_backend else f"{'n/a':>9}"
+        print(
+            f"{labels[kind]:<34} {cpu_ms:8.3f} {cpu_ms / floor:10.2f} {wall_ms:8.3f}"
+            f" {postgres} {services[kind][1] / per:7.3f}"
+        )
 
 
 if __name__ == "__main__":
