@@ -227,12 +227,10 @@ def _check_signature(
     # Time was checked above with the exchange's own window.
     verifier.max_clock_skew = timedelta(seconds=settings.HASHX_SIGNATURE_MAX_SKEW_SECONDS)
     try:
-        verifier.verify(
-            _message(request, components),
-            max_age=None,
-            expect_tag=TAG,
-            require_components=REQUIRED,
-        )
+        # No require_components: _check_parameters has required them of this very signature
+        # (the one tagged hashx in the same header), and the library would parse every
+        # component identifier twice more to check again.
+        verifier.verify(_message(request, components), max_age=None, expect_tag=TAG)
     except (InvalidSignature, HTTPMessageSignaturesException):
         raise Problem(
             "signature-invalid", "The signature does not verify for this request"
