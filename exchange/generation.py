@@ -115,7 +115,3 @@ class LocalCache:
             if len(self._entries) >= self.size:
                 self._entries.clear()
             self._entries[key] = (generation, time.time(), value)
-
-    def clear(self) -> None:
-        with _lock:
-            self._entries.clear()
