@@ -8,13 +8,18 @@ the Ed25519 signature verifies over a signature base whose ``@target-uri`` is re
 ``HASHX_PUBLIC_URL`` (never from Host); only then is the body read, and the Content-Digest
 must match it (a streamed body: as the view reads it); and only then is the nonce spent (Redis
 ``SET NX EX``), so nobody can burn another member's nonces.
+
+Keys and organisations come from this process's cache (``members.keycache``); the round trip
+that spends the nonce also reads the access generation (``exchange.generation``), and a key
+cached before a change to keys or organisations is read again and checked again before the
+request passes.
 """
 
 import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -22,6 +27,7 @@ import http_sf
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 from http_message_signatures import HTTPMessageVerifier, InvalidSignature, algorithms
@@ -30,8 +36,10 @@ from http_message_signatures.resolvers import HTTPSignatureKeyResolver
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
+from exchange.generation import GENERATION
 from exchange.kv import redis_client
 from exchange.problems import Problem, echo
+from members.keycache import CachedKey, keys
 from members.models import Organisation, SigningKey
 from members.principal import MemberPrincipal
 
@@ -41,8 +49,10 @@ STREAMED_TYPES = {"application/x-ndjson", "text/csv", "text/plain"}
 ALGORITHM = "ed25519"
 REQUIRED = ("@method", "@target-uri")
 _NONCE = re.compile(r"^[A-Za-z0-9._~+/=-]{8,128}$")
-# last_used_at is written at most this often per key.
+# last_used_at is written at most this often per key (and process).
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
+# key pk -> when this process last wrote last_used_at.
+_touched: dict[int, datetime] = {}
 
 
 @dataclass
@@ -55,9 +65,18 @@ class _Message:
     headers: Any
 
 
-def _message(request: HttpRequest) -> _Message:
-    url = settings.HASHX_PUBLIC_URL + request.get_full_path()
-    return _Message(request.method or "GET", url, request.headers)
+def _target_uri(request: HttpRequest) -> str:
+    """The ``@target-uri`` the exchange verifies: its public URL, whatever Host was reached."""
+    return settings.HASHX_PUBLIC_URL + request.get_full_path()
+
+
+def _message(request: HttpRequest, components: list[str]) -> _Message:
+    """Only the header fields the library reads: the signature's own and those it covers (it
+    would copy every header of the request, twice, to find them)."""
+    url = _target_uri(request)
+    names = ["Signature-Input", "Signature", *(c for c in components if not c.startswith("@"))]
+    headers = {name: request.headers[name] for name in names if name in request.headers}
+    return _Message(request.method or "GET", url, headers)
 
 
 class _OneKey(HTTPSignatureKeyResolver):
@@ -151,17 +170,24 @@ def _check_parameters(
     return key_id, nonce
 
 
-def _check_key(key_id: str) -> SigningKey:
+def _find_key(key_id: str, *, reload: bool = False) -> CachedKey:
     try:
-        key = SigningKey.objects.select_related("organisation").get(key_id=key_id)
+        return keys.get(key_id, reload=reload)
     except SigningKey.DoesNotExist:
         raise Problem(
             "key-unknown", f"No key {echo(key_id)} is registered with this exchange"
         ) from None
+    except redis.RedisError:
+        raise Problem(
+            "replay-check-unavailable", "Cannot check the nonce now; retry shortly"
+        ) from None
+
+
+def _check_key(key: SigningKey) -> None:
     if key.state == SigningKey.State.REVOKED:
-        raise Problem("key-revoked", f"Key {key_id} was revoked")
+        raise Problem("key-revoked", f"Key {key.key_id} was revoked")
     if key.not_after is not None and key.not_after <= timezone.now():
-        raise Problem("key-expired", f"Key {key_id} retired at {key.not_after.isoformat()}")
+        raise Problem("key-expired", f"Key {key.key_id} retired at {key.not_after.isoformat()}")
     status = key.organisation.status
     if status == Organisation.Status.SUSPENDED:
         raise Problem(
@@ -171,7 +197,6 @@ def _check_key(key_id: str) -> SigningKey:
         raise Problem(
             "organisation-pending", f"Organisation {key.organisation.slug} is not yet approved"
         )
-    return key
 
 
 def _expected_digest(request: HttpRequest) -> bytes:
@@ -199,22 +224,24 @@ def _check_digest(request: HttpRequest, body: bytes) -> None:
     check_digest(_expected_digest(request), hashlib.sha256(body).digest())
 
 
-def _check_signature(request: HttpRequest, key: SigningKey) -> None:
+def _check_signature(
+    request: HttpRequest, components: list[str], key_id: str, public: Ed25519PublicKey
+) -> None:
     verifier = HTTPMessageVerifier(
-        signature_algorithm=algorithms.ED25519,
-        key_resolver=_OneKey(key.key_id, Ed25519PublicKey.from_public_bytes(bytes(key.public_key))),
+        signature_algorithm=algorithms.ED25519, key_resolver=_OneKey(key_id, public)
     )
     # Time was checked above with the exchange's own window.
     verifier.max_clock_skew = timedelta(seconds=settings.HASHX_SIGNATURE_MAX_SKEW_SECONDS)
     try:
-        verifier.verify(
-            _message(request), max_age=None, expect_tag=TAG, require_components=REQUIRED
-        )
+        # No require_components: _check_parameters has required them of this very signature
+        # (the one tagged hashx in the same header), and the library would parse every
+        # component identifier twice more to check again.
+        verifier.verify(_message(request, components), max_age=None, expect_tag=TAG)
     except (InvalidSignature, HTTPMessageSignaturesException):
         raise Problem(
             "signature-invalid",
             _why_not_verified(request),
-            verified_target_uri=_message(request).url,
+            verified_target_uri=_target_uri(request),
         ) from None
 
 
@@ -222,7 +249,7 @@ def _why_not_verified(request: HttpRequest) -> str:
     """What the exchange verified against, and the usual cause when it shows: a client signs the
     URL it was given, the exchange rebuilds ``@target-uri`` from its public URL, so a client
     that reached it by another name (``localhost`` for ``127.0.0.1``) signed something else."""
-    url = _message(request).url
+    url = _target_uri(request)
     public = urlsplit(settings.HASHX_PUBLIC_URL)
     reached = request.headers.get("Host", "")
     hint = (
@@ -238,24 +265,36 @@ def _why_not_verified(request: HttpRequest) -> str:
     )
 
 
-def _spend_nonce(key_id: str, nonce: str) -> None:
+def _spend_nonce(key_id: str, nonce: str) -> tuple[bool, bytes | None]:
+    """Spend the nonce (``SET NX EX``) and read the access generation, in one round trip:
+    whether the nonce was fresh, and the generation."""
     ttl = 2 * settings.HASHX_SIGNATURE_MAX_SKEW_SECONDS + 60
     token = hashlib.sha256(nonce.encode()).hexdigest()[:32]
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.set(f"hashx:nonce:{key_id}:{token}", "1", nx=True, ex=ttl)
+    pipe.get(GENERATION)
     try:
-        fresh = redis_client().set(f"hashx:nonce:{key_id}:{token}", "1", nx=True, ex=ttl)
+        fresh, generation = pipe.execute()
     except redis.RedisError:
         raise Problem(
             "replay-check-unavailable", "Cannot check the nonce now; retry shortly"
         ) from None
-    if not fresh:
-        raise Problem("nonce-replayed", "This nonce was already used with this key")
+    return bool(fresh), generation
 
 
 def _touch(key: SigningKey) -> None:
     now = timezone.now()
-    if key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION:
-        # Conditional: of concurrent requests in the same minute, one writes.
-        SigningKey.objects.filter(pk=key.pk, last_used_at=key.last_used_at).update(last_used_at=now)
+    last = max(filter(None, (key.last_used_at, _touched.get(key.pk))), default=None)
+    if last is None or now - last >= _LAST_USED_RESOLUTION:
+        # Read from this process's cache, last_used_at may be older than the row's: remember
+        # what this process wrote, and write only over a stamp that is old enough (of
+        # concurrent requests in the same minute, in any process, one writes).
+        _touched[key.pk] = now
+        SigningKey.objects.filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - _LAST_USED_RESOLUTION),
+            pk=key.pk,
+        ).update(last_used_at=now)
+        key.last_used_at = now
 
 
 class SignatureAuthentication(BaseAuthentication):
@@ -269,11 +308,20 @@ class SignatureAuthentication(BaseAuthentication):
         components, params = selected
         length = int(django_request.META.get("CONTENT_LENGTH") or 0)
         key_id, nonce = _check_parameters(components, params, has_body=length > 0)
-        key = _check_key(key_id)
+        cached = _find_key(key_id)
+        try:
+            _check_key(cached.key)
+        except Problem:
+            if not cached.from_cache:
+                raise
+            # A refusal is decided on the key as it is now, never on a cached copy: the
+            # organisation may have been reactivated since.
+            cached = _find_key(key_id, reload=True)
+            _check_key(cached.key)
         # The signature covers the Content-Digest header, so it is checked before any of the
         # body is read: nobody waits on the body of a request that is not a member's (trickled,
         # it would hold one of the threads that serve requests).
-        _check_signature(django_request, key)
+        _check_signature(django_request, components, key_id, cached.public)
         streamed_digest = None
         if django_request.content_type in STREAMED_TYPES and length > 0:
             # Streamed uploads are never read whole: the signed Content-Digest is checked by
@@ -281,7 +329,22 @@ class SignatureAuthentication(BaseAuthentication):
             streamed_digest = _expected_digest(django_request)
         else:
             _check_digest(django_request, django_request.body)
-        _spend_nonce(key.key_id, nonce)
+        fresh, generation = _spend_nonce(key_id, nonce)
+        try:
+            confirmed = keys.confirm(cached, generation)
+        except SigningKey.DoesNotExist:
+            raise Problem(
+                "key-unknown", f"No key {echo(key_id)} is registered with this exchange"
+            ) from None
+        if confirmed is not cached:
+            # The key was cached before a change to keys or organisations: decide again on the
+            # key as it is now (same key id, same public key: the signature stands).
+            _check_key(confirmed.key)
+        if not fresh:
+            raise Problem("nonce-replayed", "This nonce was already used with this key")
+        key = confirmed.key
+        # Set visibility may be read from memory for this organisation, as of this generation.
+        key.organisation.access_generation = confirmed.generation
         _touch(key)
         return MemberPrincipal(key.organisation, key, streamed_digest), key
 

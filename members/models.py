@@ -39,6 +39,10 @@ class Organisation(models.Model):
         null=True, blank=True, help_text="Signals looked up through POST /api/v1/match per day."
     )
 
+    # Not a field: the access generation (exchange.generation) under which a signed request
+    # confirmed this instance; what it may read can then come from memory (signals.access).
+    access_generation: str | None = None
+
     class Meta:
         ordering = ["slug"]
 

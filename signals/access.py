@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet, Value
 from django.db.models.lookups import Exact
 
+from exchange import generation
 from exchange.access import one_by_uuid
 from exchange.problems import Problem, echo
 from members.models import Organisation
@@ -30,6 +31,41 @@ def visible_sets(org: Organisation, scope: frozenset[int] | None = None) -> Quer
     token's sets) when given, so a token never reads past what its organisation may read now."""
     sets = HashSet.objects.filter(readable_by(org.pk, Value(org.kind))).distinct()
     return sets if scope is None else sets.filter(pk__in=scope)
+
+
+# Per organisation, the sets it may read (each with its owner), as rows: see _remembered_sets.
+_readable = generation.LocalCache(10_000)
+_SET_FIELDS = [f.attname for f in HashSet._meta.concrete_fields]
+_ORG_FIELDS = [f.attname for f in Organisation._meta.concrete_fields]
+_Rows = list[tuple[tuple[Any, ...], tuple[Any, ...]]]
+
+
+def _remembered_sets(org: Organisation) -> dict[str, HashSet] | None:
+    """Every set ``org`` may read, by slug, kept in this process for the organisation of a
+    signed request: that request confirmed ``org`` under the current access generation
+    (``exchange.generation``; every change to sets, grants or organisations renews it), so
+    what was read under the same generation still holds. None for any other caller (a task, a
+    management command), which reads the database."""
+    confirmed = org.access_generation
+    if confirmed is None:
+        return None
+    rows: _Rows | None = _readable.get(org.pk, confirmed)
+    if rows is None:
+        sets = list(visible_sets(org).select_related("owner"))
+        rows = [
+            (
+                tuple(getattr(s, name) for name in _SET_FIELDS),
+                tuple(getattr(s.owner, name) for name in _ORG_FIELDS),
+            )
+            for s in sets
+        ]
+        _readable.put(org.pk, confirmed, rows)
+    readable = {}
+    for set_values, owner_values in rows:
+        hash_set = HashSet.from_db("default", _SET_FIELDS, set_values)
+        hash_set.owner = Organisation.from_db("default", _ORG_FIELDS, owner_values)
+        readable[hash_set.slug] = hash_set
+    return readable
 
 
 def readable_by(org_id: Any, org_kind: Any) -> Q:
@@ -76,6 +112,10 @@ def _visible_by_slug(
     plausible = [slug for slug in slugs if plausible_slug(slug)]
     if not plausible:
         return {}
+    remembered = _remembered_sets(org)
+    if remembered is not None:
+        found = (remembered[slug] for slug in plausible if slug in remembered)
+        return {s.slug: s for s in found if scope is None or s.pk in scope}
     sets = visible_sets(org, scope).filter(slug__in=plausible).select_related("owner")
     return {s.slug: s for s in sets}
 
@@ -113,7 +153,7 @@ def access_feed_sets(
 ) -> dict[int, HashSet]:
     """The sets a pull of the feed reads, by id: ``slugs`` (404 as ``access_sets``), or every
     set ``org`` may read when it names none; within ``scope`` when given (a feed token)."""
-    hash_sets = access_sets(org, slugs, scope) if slugs else list(visible_sets(org, scope))
+    hash_sets = access_sets(org, slugs, scope) if slugs else _all_readable(org, scope)
     return {s.pk: s for s in hash_sets}
 
 
@@ -122,9 +162,16 @@ def access_readable_sets(org: Organisation, slugs: list[str]) -> dict[int, HashS
     some by name: 404 as ``access_sets`` when one of ``slugs`` is not among them (400 past
     ``MAX_SETS``)."""
     _check_count(slugs)
-    readable = {s.pk: s for s in visible_sets(org)}
+    readable = {s.pk: s for s in _all_readable(org)}
     _check_found({s.slug: s for s in readable.values()}, slugs)
     return readable
+
+
+def _all_readable(org: Organisation, scope: frozenset[int] | None = None) -> list[HashSet]:
+    remembered = _remembered_sets(org)
+    if remembered is None:
+        return list(visible_sets(org, scope))
+    return [s for s in remembered.values() if scope is None or s.pk in scope]
 
 
 def _check_count(slugs: list[str]) -> None:

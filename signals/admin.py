@@ -4,11 +4,13 @@
 from typing import Any
 
 from django.contrib import admin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import HttpRequest
 
 from audit.admin import AuditedAdminMixin
+from exchange import generation
 from exchange.admin_tools import ReadOnlyAdmin, confirm_with_reason
 from signals.actions.merge import do_retry_batch
 from signals.actions.subscriptions import do_redeliver, do_update_subscription
@@ -43,6 +45,21 @@ class HashSetAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_select_related = ["owner"]
     autocomplete_fields = ["owner"]
     inlines = [SetGrantInline]
+
+    # Who may read what changes with a set's distribution and its grants: every process reads
+    # it again on its next request (exchange.generation).
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        generation.invalidate_on_commit()
+
+    def delete_model(self, request: HttpRequest, obj: HashSet) -> None:
+        super().delete_model(request, obj)
+        generation.invalidate_on_commit()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[HashSet]) -> None:
+        with transaction.atomic():
+            super().delete_queryset(request, queryset)
+            generation.invalidate_on_commit()
 
 
 class ContributionInline(admin.TabularInline):

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.actions import record
+from exchange import generation
 from exchange.kv import redis_client
 from exchange.problems import Problem
 from hashx.keys import (
@@ -105,8 +106,9 @@ def do_add_key(
 def do_revoke_key(
     key: SigningKey, reason: str, *, actor_user: Any = None, request: Any = None
 ) -> SigningKey:
-    """Revoke now: the next request signed with it is refused. Idempotent (a revoked key stays
-    revoked with its first reason)."""
+    """Revoke now: the next request signed with it is refused, in every process (the key cache
+    is invalidated; with Redis unreachable the revocation is refused, a 503). Idempotent (a
+    revoked key stays revoked with its first reason)."""
     now = timezone.now()
     with transaction.atomic():
         changed = (
@@ -115,6 +117,7 @@ def do_revoke_key(
             .update(state=SigningKey.State.REVOKED, revoked_at=now, revoked_reason=reason)
         )
         if changed:
+            generation.invalidate_on_commit()
             record(
                 "members.key.revoked",
                 obj=key,
@@ -152,6 +155,7 @@ def do_retire_key(key: SigningKey, not_after: datetime, *, request: Any = None) 
         SigningKey.objects.filter(pk=key.pk).update(
             state=SigningKey.State.RETIRING, not_after=not_after
         )
+        generation.invalidate_on_commit()
         record(
             "members.key.retiring",
             obj=key,

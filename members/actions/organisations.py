@@ -5,6 +5,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from audit.actions import record
+from exchange import generation
 from exchange.problems import Problem
 from members.models import Organisation
 
@@ -61,8 +62,9 @@ def do_change_status(
     org: Organisation, action: str, reason: str, *, actor: Any = None, request: Any = None
 ) -> bool:
     """Apply ``approve`` / ``suspend`` / ``reactivate`` if the organisation is in a state that
-    allows it; returns whether it changed. Takes effect on the next request: authentication
-    reads the status on every request.
+    allows it; returns whether it changed. Takes effect on the next request, in every process:
+    the key cache authentication reads is invalidated (with Redis unreachable the change is
+    refused, a 503).
 
     Locks: a conditional UPDATE on the current status, so two staff acting at once change it
     once and record it once.
@@ -71,6 +73,7 @@ def do_change_status(
     with transaction.atomic():
         changed = Organisation.objects.filter(pk=org.pk, status__in=allowed).update(status=target)
         if changed:
+            generation.invalidate_on_commit()
             before = org.status
             org.refresh_from_db(fields=["status", "updated_at"])
             record(

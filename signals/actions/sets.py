@@ -1,11 +1,13 @@
 """Sets and grants: creating and changing sets, granting and revoking other organisations' rights
-(who may see a set is ``signals.access``)."""
+(who may see a set is ``signals.access``). Each change renews the access generation: processes
+that keep who may read what in memory read it again on their next request."""
 
 from typing import Any
 
 from django.db import IntegrityError, transaction
 
 from audit.actions import record
+from exchange import generation
 from exchange.problems import Problem
 from members.models import Organisation
 from signals.models import HashSet, SetGrant
@@ -16,6 +18,7 @@ def do_create_set(owner: Organisation, fields: dict[str, Any], *, request: Any =
     try:
         with transaction.atomic():
             hash_set = HashSet.objects.create(owner=owner, **fields)
+            generation.invalidate_on_commit()  # who may read what changed, in every process
             record(
                 "signals.set.created",
                 obj=hash_set,
@@ -32,6 +35,7 @@ def do_update_set(hash_set: HashSet, changes: dict[str, Any], *, request: Any = 
         for name, value in changes.items():
             setattr(hash_set, name, value)
         hash_set.save(update_fields=[*changes, "updated_at"])
+        generation.invalidate_on_commit()
         record("signals.set.updated", obj=hash_set, request=request, details=_plain(changes))
     return hash_set
 
@@ -46,6 +50,7 @@ def do_grant(
             organisation=org,
             defaults={"can_read": can_read, "can_publish": can_publish},
         )
+        generation.invalidate_on_commit()
         record(
             "signals.grant.created" if created else "signals.grant.changed",
             obj=grant,
@@ -64,6 +69,7 @@ def do_revoke_grant(hash_set: HashSet, org: Organisation, *, request: Any = None
     with transaction.atomic():
         deleted, _ = SetGrant.objects.filter(hash_set=hash_set, organisation=org).delete()
         if deleted:
+            generation.invalidate_on_commit()
             record(
                 "signals.grant.revoked",
                 obj=hash_set,
