@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -16,8 +17,11 @@ from exchange.run import children
 from hashx.keys import raw_public_bytes
 from members.actions.keys import do_add_key
 from members.actions.organisations import do_create_organisation
+from signals.actions.merge import do_merge_batch
+from signals.actions.publish import Source, do_publish
 from signals.actions.sets import do_create_set
-from signals.models import HashSet
+from signals.matching.mih import to_hex
+from signals.models import Batch, HashSet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,3 +65,18 @@ def bench_member() -> tuple[Ed25519PrivateKey, HashSet]:
     do_add_key(org, raw_public_bytes(key.public_key()))
     hash_set = do_create_set(org, {"slug": f"bench-{uuid.uuid4().hex[:8]}", "name": "Bench"})
     return key, hash_set
+
+
+def random_pdq(rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` random PDQ hashes as hex."""
+    return to_hex(rng.integers(0, 2**64, (count, 4), dtype=np.uint64))
+
+
+def fill_pdq(hash_set: HashSet, rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` random PDQ hashes published and merged into ``hash_set``; returns them."""
+    values = random_pdq(rng, count)
+    items = ((n, {"type": "pdq", "value": v}) for n, v in enumerate(values, start=1))
+    do_publish(hash_set, hash_set.owner, Source("line", items), queue=False)
+    for batch_id in Batch.objects.filter(hash_set=hash_set).values_list("pk", flat=True):
+        do_merge_batch(str(batch_id))
+    return values

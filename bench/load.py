@@ -42,12 +42,8 @@ import orjson  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from bench._common import bench_member, start_web  # noqa: E402
+from bench._common import bench_member, fill_pdq, random_pdq, start_web  # noqa: E402
 from hashx.auth import sign_headers  # noqa: E402
-from signals.actions.merge import do_merge_batch  # noqa: E402
-from signals.actions.publish import Source, do_publish  # noqa: E402
-from signals.matching.mih import to_hex  # noqa: E402
-from signals.models import Batch, HashSet  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", "30"))
 TIMEOUT = float(os.environ.get("BENCH_LOAD_TIMEOUT", "10"))
@@ -75,20 +71,6 @@ class Tally:
         self.latencies.setdefault(kind, []).append(seconds)
 
 
-def random_pdq(count: int) -> list[str]:
-    return to_hex(rng.integers(0, 2**64, (count, 4), dtype=np.uint64))
-
-
-def fill(hash_set: HashSet) -> list[str]:
-    """``ENTRIES`` PDQ hashes published and merged into ``hash_set``; returns them."""
-    values = random_pdq(ENTRIES)
-    items = ((n, {"type": "pdq", "value": v}) for n, v in enumerate(values, start=1))
-    do_publish(hash_set, hash_set.owner, Source("line", items), queue=False)
-    for batch_id in Batch.objects.filter(hash_set=hash_set).values_list("pk", flat=True):
-        do_merge_batch(str(batch_id))
-    return values
-
-
 class Requests:
     """Signed requests of the mix, made ahead of use (signing is the client's costliest work)."""
 
@@ -105,9 +87,9 @@ class Requests:
                 v[:-1] + ("0" if v[-1] != "0" else "1")
                 for v in (self.indexed[i] for i in rng.choice(len(self.indexed), 5))
             ]
-            queries = [{"type": "pdq", "value": v} for v in near + random_pdq(5)]
+            queries = [{"type": "pdq", "value": v} for v in near + random_pdq(rng, 5)]
             return self._raw("match", "POST", "/api/v1/match", {"signals": queries})
-        signals = [{"type": "pdq", "value": v} for v in random_pdq(5)]
+        signals = [{"type": "pdq", "value": v} for v in random_pdq(rng, 5)]
         return self._raw(
             "publish", "POST", f"/api/v1/sets/{self.slug}/signals", {"signals": signals}
         )
@@ -243,7 +225,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     key, hash_set = bench_member()
     started = time.perf_counter()
-    indexed = fill(hash_set)
+    indexed = fill_pdq(hash_set, rng, ENTRIES)
     print(f"{ENTRIES} PDQ entries published and merged in {time.perf_counter() - started:.1f} s")
     web, base, _ = start_web(as_run=True)
     try:

@@ -49,14 +49,10 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench._common import bench_member  # noqa: E402
+from bench._common import bench_member, fill_pdq, random_pdq  # noqa: E402
 from exchange.kv import redis_client  # noqa: E402
 from exchange.wsgi import application  # noqa: E402
 from hashx.auth import sign_headers  # noqa: E402
-from signals.actions.merge import do_merge_batch  # noqa: E402
-from signals.actions.publish import Source, do_publish  # noqa: E402
-from signals.matching.mih import to_hex  # noqa: E402
-from signals.models import Batch, HashSet  # noqa: E402
 
 REQUESTS = int(os.environ.get("BENCH_COST_REQUESTS", "500"))
 ROUNDS = int(os.environ.get("BENCH_COST_ROUNDS", "5"))
@@ -65,19 +61,6 @@ ENTRIES = 2_000
 PROFILE = os.environ.get("BENCH_COST_PROFILE", "")
 EXPECTED = {"healthz": 200, "whoami": 200, "changes": 200, "publish": 202, "match": 200}
 rng = np.random.default_rng(5)
-
-
-def random_pdq(count: int) -> list[str]:
-    return to_hex(rng.integers(0, 2**64, (count, 4), dtype=np.uint64))
-
-
-def fill(hash_set: HashSet) -> list[str]:
-    values = random_pdq(ENTRIES)
-    items = ((n, {"type": "pdq", "value": v}) for n, v in enumerate(values, start=1))
-    do_publish(hash_set, hash_set.owner, Source("line", items), queue=False)
-    for batch_id in Batch.objects.filter(hash_set=hash_set).values_list("pk", flat=True):
-        do_merge_batch(str(batch_id))
-    return values
 
 
 class Environs:
@@ -96,13 +79,13 @@ class Environs:
         if kind == "changes":
             return self._environ("GET", f"/api/v1/changes?sets={self.slug}&limit=100")
         if kind == "publish":
-            signals = [{"type": "pdq", "value": v} for v in random_pdq(5)]
+            signals = [{"type": "pdq", "value": v} for v in random_pdq(rng, 5)]
             return self._environ("POST", f"/api/v1/sets/{self.slug}/signals", {"signals": signals})
         near = [
             v[:-1] + ("0" if v[-1] != "0" else "1")
             for v in (self.indexed[i] for i in rng.choice(len(self.indexed), 5))
         ]
-        queries = [{"type": "pdq", "value": v} for v in near + random_pdq(5)]
+        queries = [{"type": "pdq", "value": v} for v in near + random_pdq(rng, 5)]
         return self._environ("POST", "/api/v1/match", {"signals": queries})
 
     def _environ(
@@ -199,7 +182,7 @@ def cost(environs: "Environs", kind: str, count: int) -> tuple[float, float]:
 def main() -> None:
     call_command("migrate", verbosity=0)
     key, hash_set = bench_member()
-    indexed = fill(hash_set)
+    indexed = fill_pdq(hash_set, rng, ENTRIES)
     environs = Environs(key, hash_set.slug, indexed)
     for kind in EXPECTED:
         for _ in range(WARM_UP):
