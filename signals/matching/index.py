@@ -43,8 +43,8 @@ from django.db import connection, transaction
 
 from exchange.enqueue import enqueue
 from signals.feed.positions import Position, visible_horizon
-from signals.feed.reads import pdq_changes_after, purge_horizon
-from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, brute_force, parse_hex
+from signals.feed.reads import pdq_changes_to_horizon, purge_horizon
+from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, parse_hex, scan
 
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
@@ -168,7 +168,7 @@ class View:
             if self.added_index is not None:
                 q, rows, d = self.added_index.search(queries, radius)
             else:
-                q, rows, d = brute_force(self.added_hashes, queries, radius)
+                q, rows, d = scan(self.added_hashes, queries, radius)
             hits.extend(
                 Hit(int(qi), int(self.added_entries[r]), int(self.added_sets[r]), int(dist))
                 for qi, r, dist in zip(q.tolist(), rows.tolist(), d.tolist(), strict=True)
@@ -250,36 +250,53 @@ class Index:
         return View(generation, generation.position, frozenset(), *_no_delta())
 
     def _follow(self, base: View) -> View:
-        """``base`` followed to the end of the feed (a new view if anything moved)."""
-        position, changed = base.position, base is not self._view
-        while True:
-            rows, position = pdq_changes_after(position, FEED_PAGE)
-            if rows:
-                changed = True
-                self._apply(base.generation, rows)
-            if len(rows) < FEED_PAGE:
-                break
-        if changed:
+        """``base`` followed to the end of the feed (a new view if anything moved). One
+        statement reads every change up to the horizon; its pages are gathered, then folded
+        into the delta at once (folding page by page copied the growing delta per page)."""
+        pages: list[tuple[I64, I32, U64, npt.NDArray[np.bool_]]] = []
+
+        def gather(rows: list[tuple[int, int, str, str]]) -> None:
+            pages.append(
+                (
+                    np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+                    np.fromiter((r[1] for r in rows), np.int32, len(rows)),
+                    parse_hex([r[2] for r in rows]),
+                    np.fromiter((r[3] == "active" for r in rows), np.bool_, len(rows)),
+                )
+            )
+
+        position = pdq_changes_to_horizon(base.position, FEED_PAGE, gather)
+        if pages:
+            self._apply(
+                base.generation, *(np.concatenate(part) for part in zip(*pages, strict=True))
+            )
+            return self._build_view(base.generation, position)
+        if base is not self._view:
             return self._build_view(base.generation, position)
         if position != base.position:  # other writes moved the horizon: the same delta, further on
             return dataclasses.replace(base, position=position)
         return base
 
-    def _apply(self, generation: Generation, rows: list[tuple[int, int, str, str]]) -> None:
-        """Fold a page of changes (each entry once, at its latest state) into the delta."""
-        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        active = np.fromiter((r[3] == "active" for r in rows), np.bool_, len(rows))
+    def _apply(
+        self,
+        generation: Generation,
+        ids: I64,
+        sets: I32,
+        hashes: U64,
+        active: npt.NDArray[np.bool_],
+    ) -> None:
+        """Fold changes (each entry once, at its latest state) into the delta."""
         known = generation.contains(ids)
         self._dead.difference_update(ids[known & active].tolist())
         self._dead.update(ids[known & ~active].tolist())
         # A change to an entry the delta holds replaces it (or, a tombstone, removes it).
         added_ids, added_sets, added_hashes = self._added
-        kept = ~np.isin(added_ids, ids)
-        new = np.flatnonzero(~known & active).tolist()
+        kept = ~np.isin(added_ids, ids) if len(added_ids) else np.zeros(0, np.bool_)
+        new = ~known & active
         self._added = (
             np.concatenate([added_ids[kept], ids[new]]),
-            np.concatenate([added_sets[kept], np.array([rows[i][1] for i in new], np.int32)]),
-            np.concatenate([added_hashes[kept], parse_hex([rows[i][2] for i in new])]),
+            np.concatenate([added_sets[kept], sets[new]]),
+            np.concatenate([added_hashes[kept], hashes[new]]),
         )
 
     def _build_view(self, generation: Generation, position: Position) -> View:
