@@ -396,6 +396,23 @@ def pdq_changes_to_horizon(
     return max(after, Position(horizon, 0))
 
 
+_SQL_PDQ_PENDING = f"""
+SELECT count(*) FROM (
+    SELECT 1 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+    WHERE {sql_after_cursor()} AND g.type = 'pdq' LIMIT %(limit)s
+) pending
+"""  # noqa: S608 - only constants are interpolated
+
+
+def pdq_pending(after: Position, limit: int) -> int:
+    """How many PDQ changes ``pdq_changes_to_horizon`` would read after ``after``, counted up
+    to ``limit`` (whether a burst waits, without reading it)."""
+    horizon = visible_horizon()
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_PDQ_PENDING, {"limit": limit, **cursor_params(after, horizon)})
+        return int(cursor.fetchone()[0])
+
+
 # Of the candidates (an ORM query: active, nothing pending, and their readable sets), those with
 # changes after their cursor in a set they may read.
 SQL_HAS_NEWS = f"""

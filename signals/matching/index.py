@@ -43,7 +43,7 @@ from django.db import connection, transaction
 
 from exchange.enqueue import enqueue
 from signals.feed.positions import Position, visible_horizon
-from signals.feed.reads import pdq_changes_to_horizon, purge_horizon
+from signals.feed.reads import pdq_changes_to_horizon, pdq_pending, purge_horizon
 from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, parse_hex, scan
 
 I64 = npt.NDArray[np.int64]
@@ -59,6 +59,10 @@ DELTA_SCAN = 4096
 # every refresh until beat's next compaction.
 COMPACT_AT = 200_000
 COMPACT_ASK_SECONDS = 30.0
+# More PDQ changes than this waiting in the feed (a bulk ingest) are left to a compaction rather
+# than read by a query's refresh (``Index._defer_burst``), for this long at most.
+BURST = COMPACT_AT
+BURST_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -194,10 +198,19 @@ class Index:
         self._lock = threading.Lock()
         self._refreshed_at = 0.0
         self._compaction_asked_at = -COMPACT_ASK_SECONDS
+        # While a burst is left to a compaction: until when (monotonic) to wait for it.
+        self._burst_until: float | None = None
 
     def view(self, *, max_age: float | None = None) -> View:
         """The current view, first followed to the feed's end if older than ``max_age``
-        seconds (default ``HASHX_MATCH_REFRESH_MS``) and no other thread is already at it."""
+        seconds and no other thread is already at it.
+
+        Without ``max_age`` (how queries ask: followed every ``HASHX_MATCH_REFRESH_MS``), a
+        burst of more than ``BURST`` PDQ changes is not read on a query's time: a compaction is
+        asked for and queries answer from the view they have until a generation holding the
+        burst is written (then opened: nothing read twice), or for ``BURST_WAIT_SECONDS`` at
+        most. An explicit ``max_age`` (linking, compaction) always follows to the end."""
+        defer_bursts = max_age is None
         if max_age is None:
             max_age = settings.HASHX_MATCH_REFRESH_MS / 1000
         stale = self._view is None or time.monotonic() - self._refreshed_at >= max_age
@@ -205,7 +218,7 @@ class Index:
         # first, and everyone else answers from the view they already have.
         if stale and self._lock.acquire(blocking=self._view is None):
             try:
-                self._refresh()
+                self._refresh(defer_bursts=defer_bursts)
             finally:
                 self._lock.release()
         assert self._view is not None
@@ -213,19 +226,36 @@ class Index:
 
     # -- following (under self._lock) --------------------------------------------------------
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, defer_bursts: bool = False) -> None:
         """Build the next view aside and swap it in whole: readers never see a new generation
         without its delta, nor half of a page of changes."""
         started = time.monotonic()
         current = self._current_name()
-        base = self._view
+        old = self._view
+        # A generation to start afresh from, if not the view's own.
+        generation: Generation | None = None
         if current is None:
-            base = self._fresh(build_from_database(self.directory, unless=None))
-        elif base is None or base.generation.name != current:
-            base = self._fresh(self._open(current))
-        if base.position < purge_horizon():
+            generation = build_from_database(self.directory, unless=None)
+        elif old is None or old.generation.name != current:
+            generation = self._open(current)
+        if generation is not None:
+            position = generation.position
+        else:
+            assert old is not None
+            position = old.position
+        if position < purge_horizon():
             # Tombstones we have not seen were purged: only a full reread is exact again.
-            base = self._fresh(build_from_database(self.directory, unless=base.position))
+            generation = build_from_database(self.directory, unless=position)
+            position = generation.position
+        if (
+            defer_bursts
+            and old is not None
+            and self._defer_burst(position, generation is not None, started)
+        ):
+            self._refreshed_at = started
+            return
+        base = old if generation is None else self._fresh(generation)
+        assert base is not None
         self._view = self._follow(base)
         self._refreshed_at = started
         delta = len(self._view.added_entries) + len(self._view.dead)
@@ -234,6 +264,28 @@ class Index:
             # Only worth it if the delta is still this big when the task runs: another
             # process's request may have just compacted it. Best effort: beat compacts anyway.
             enqueue("signals.match.compact_index", at_least=COMPACT_AT)
+
+    def _defer_burst(self, position: Position, new_generation: bool, now: float) -> bool:
+        """Whether to keep the current view rather than read a burst of changes after
+        ``position`` here: a compaction reads it once for every process, and its generation
+        is opened (mapped) instead. Counted again whenever a new generation shows up; read
+        here after all once ``BURST_WAIT_SECONDS`` have passed without one."""
+        if self._burst_until is not None and not new_generation:
+            if now < self._burst_until:
+                return True
+            self._burst_until = None
+            return False
+        if pdq_pending(position, BURST + 1) <= BURST:
+            self._burst_until = None
+            return False
+        if self._burst_until is None:
+            self._burst_until = now + BURST_WAIT_SECONDS
+            self._compaction_asked_at = now
+            enqueue("signals.match.compact_index", at_least=BURST)
+        if now < self._burst_until:
+            return True
+        self._burst_until = None
+        return False
 
     def _open(self, name: str) -> Generation:
         try:

@@ -321,7 +321,7 @@ def scan(hashes: U64, queries: U64, radius: int) -> tuple[I64, I64, I64]:
     queries = np.ascontiguousarray(queries, dtype=np.uint64).reshape(-1, 4)
     threads = min(_THREADS, len(queries) // PARALLEL_FROM)
     if threads <= 1:
-        return _scan(hashes, queries, radius)  # type: ignore[no-any-return]
+        return _scan(hashes, queries, radius)
     blocks = np.array_split(np.arange(len(queries)), threads)
     parts = list(_pool().map(lambda block: _scan(hashes, queries[block], radius), blocks))
     q = np.concatenate([p[0] + block[0] for p, block in zip(parts, blocks, strict=True)])
