@@ -387,30 +387,14 @@ def pdq_changes_to_horizon(
     """Every PDQ entry of every set changed after ``after`` (entry id, set id, value, state),
     handed to ``apply`` ``page`` rows at a time from one statement (a server-side cursor), in
     no particular order; returns the position to continue from: the visible horizon read
-    first (a change that statement could not see is positioned at or above it)."""
+    first (a change that statement could not see is positioned at or above it). ``apply`` may
+    raise to stop reading (the cursor is closed, nothing else is left behind)."""
     horizon = visible_horizon()
     with transaction.atomic(), connection.chunked_cursor() as cursor:
         cursor.execute(_SQL_PDQ_CHANGES_TO_HORIZON, cursor_params(after, horizon))
         while rows := cursor.fetchmany(page):
             apply(rows)
     return max(after, Position(horizon, 0))
-
-
-_SQL_PDQ_PENDING = f"""
-SELECT count(*) FROM (
-    SELECT 1 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-    WHERE {sql_after_cursor()} AND g.type = 'pdq' LIMIT %(limit)s
-) pending
-"""  # noqa: S608 - only constants are interpolated
-
-
-def pdq_pending(after: Position, limit: int) -> int:
-    """How many PDQ changes ``pdq_changes_to_horizon`` would read after ``after``, counted up
-    to ``limit`` (whether a burst waits, without reading it)."""
-    horizon = visible_horizon()
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL_PDQ_PENDING, {"limit": limit, **cursor_params(after, horizon)})
-        return int(cursor.fetchone()[0])
 
 
 # Of the candidates (an ORM query: active, nothing pending, and their readable sets), those with
