@@ -373,11 +373,13 @@ def pdq_changes_after(
 # Every PDQ change after a position up to the horizon, in no order: an entry is one row at its
 # latest state, so a follower that reads them all in one statement needs no order, and paging by
 # position (ORDER BY ... LIMIT) joined and sorted the whole remainder once per page (quadratic in
-# a burst of ingest: 4.2 s of a 200,000-entry burst's 4.7 s).
+# a burst of ingest: 4.2 s of a 200,000-entry burst's 4.7 s). The redundant ``position_xid >=``
+# is a range the planner can estimate: without it, the row comparison's default selectivity
+# made it scan the whole table (0.29 s at 2.4M entries for 10 changes).
 _SQL_PDQ_CHANGES_TO_HORIZON = f"""
 SELECT e.id, e.hash_set_id, g.value, e.state
 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE {sql_after_cursor()} AND g.type = 'pdq'
+WHERE {sql_after_cursor()} AND e.position_xid >= %(xid)s::text::xid8 AND g.type = 'pdq'
 """  # noqa: S608 - only constants are interpolated
 
 
