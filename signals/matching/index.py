@@ -263,11 +263,12 @@ class Index:
             position = generation.position
         until, self._burst_until = self._burst_until, None
         limit = BURST if defer_bursts and old is not None else None
-        if limit is not None and until is not None and generation is None:
-            if started < until:  # still waiting for the burst's generation
+        if limit is not None and until is not None:
+            if started >= until:
+                limit = None  # no generation holding it came in time: read it here
+            elif generation is None:  # still waiting for one
                 self._burst_until, self._refreshed_at = until, started
                 return
-            limit = None  # none came in time: read it here
         old_delta = (self._dead, self._added)
         base = old if generation is None else self._fresh(generation)
         assert base is not None
@@ -275,7 +276,8 @@ class Index:
             self._view = self._follow(base, burst=limit)
         except _Burst:
             # Left to a compaction: every process then opens its generation.
-            self._burst_until = started + BURST_WAIT_SECONDS
+            # A new generation without the burst keeps the wait it started with.
+            self._burst_until = until if until is not None else started + BURST_WAIT_SECONDS
             if started - self._compaction_asked_at > COMPACT_ASK_SECONDS:
                 self._compaction_asked_at = started
                 enqueue("signals.match.compact_index", at_least=BURST)

@@ -137,3 +137,29 @@ def test_the_delta_scan_finds_exactly_what_brute_force_finds(queries):
     assert len(scan(hashes, asked, 31)[0]) >= queries // 3  # the distance-31 ones at least
     with pytest.raises(ValueError):
         scan(hashes, asked, 32)
+
+
+def test_a_new_generation_without_the_burst_keeps_the_view_and_its_delta_until_the_wait_ends(
+    monkeypatch, publisher, shared_set, match_index_dir
+):
+    monkeypatch.setattr(index_module, "BURST", 40)
+    web = Index(match_index_dir)
+    web.view()
+    small = random_hashes(8, 5)
+    publish_hashes(publisher, small)
+    had = web.view()
+    assert len(had.added_entries) == 5
+    # Another process compacts before the burst: a generation that lacks it.
+    Index(match_index_dir).compact()
+    burst = random_hashes(9, 60)
+    publish_hashes(publisher, burst)
+    deferred = web.view()  # opens the new generation, finds the burst after it: keeps its view
+    assert deferred is had
+    assert sorted(h.query for h in deferred.search(small)) == list(range(5))
+    assert web.view() is had  # the same wait, not a new one per refresh
+    web._burst_until = 0.0  # the wait is over: read here, from the new generation
+    view = web.view()
+    assert view.generation.name != had.generation.name
+    assert len(view.added_entries) == 60
+    both = np.concatenate([small, burst])
+    assert sorted(h.query for h in view.search(both)) == list(range(65))
