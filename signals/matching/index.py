@@ -16,7 +16,7 @@ that follows the change feed (DESIGN.md "Matching").
   first generation (or one whose position is older than purged tombstones) is read from the
   database in one consistent snapshot.
 - A **burst** (more than ``BURST`` PDQ changes waiting, e.g. a bulk ingest) is not read on a
-  query's time: a query's refresh counts what waits, asks for a compaction and answers from
+  query's time: a query's refresh stops reading there, asks for a compaction and answers from
   the view it has until a generation holding the burst is written, which it then opens: the
   feed is read once, by the compaction, and no process indexes the burst privately. Only if
   none comes within ``BURST_WAIT_SECONDS`` does the process read it itself. Linking and
