@@ -3,7 +3,7 @@ stream of data").
 
 Every consumer reads entries in change order here: API pages and webhook pages
 (``rendered_after``), NDJSON syncs (``stream_after``), snapshots (``stream_snapshot``), the PDQ
-match index's follower (``pdq_changes_after``), and the subscriptions' news and lag
+match index's follower (``pdq_changes_to_horizon``), and the subscriptions' news and lag
 (``SQL_HAS_NEWS``, ``SQL_LAG``); TAXII pages (``rendered_after``, ``rendered_since``,
 ``rendered_entries``) and the MISP feed (``months_of``, ``rendered_month``) too. A change is
 rendered once, by Postgres, as the JSON every consumer serves; what "after the cursor" means is
@@ -368,6 +368,35 @@ def pdq_changes_after(
     # Every transaction below the horizon is over; nothing can be positioned below (horizon, 0)
     # from now on, so the follower may stand there.
     return rows, max(after, Position(horizon, 0))
+
+
+# Every PDQ change after a position up to the horizon, in no order: an entry is one row at its
+# latest state, so a follower that reads them all in one statement needs no order, and paging by
+# position (ORDER BY ... LIMIT) joined and sorted the whole remainder once per page (quadratic in
+# a burst of ingest: 4.2 s of a 200,000-entry burst's 4.7 s). The redundant ``position_xid >=``
+# is a range the planner can estimate: without it, the row comparison's default selectivity
+# made it scan the whole table (0.29 s at 2.4M entries for 10 changes).
+_SQL_PDQ_CHANGES_TO_HORIZON = f"""
+SELECT e.id, e.hash_set_id, g.value, e.state
+FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+WHERE {sql_after_cursor()} AND e.position_xid >= %(xid)s::text::xid8 AND g.type = 'pdq'
+"""  # noqa: S608 - only constants are interpolated
+
+
+def pdq_changes_to_horizon(
+    after: Position, page: int, apply: Callable[[list[tuple[int, int, str, str]]], None]
+) -> Position:
+    """Every PDQ entry of every set changed after ``after`` (entry id, set id, value, state),
+    handed to ``apply`` ``page`` rows at a time from one statement (a server-side cursor), in
+    no particular order; returns the position to continue from: the visible horizon read
+    first (a change that statement could not see is positioned at or above it). ``apply`` may
+    raise to stop reading (the cursor is closed, nothing else is left behind)."""
+    horizon = visible_horizon()
+    with transaction.atomic(), connection.chunked_cursor() as cursor:
+        cursor.execute(_SQL_PDQ_CHANGES_TO_HORIZON, cursor_params(after, horizon))
+        while rows := cursor.fetchmany(page):
+            apply(rows)
+    return max(after, Position(horizon, 0))
 
 
 # Of the candidates (an ORM query: active, nothing pending, and their readable sets), those with

@@ -15,6 +15,15 @@ that follows the change feed (DESIGN.md "Matching").
   a new generation (no database reread); processes move to it on their next refresh. The very
   first generation (or one whose position is older than purged tombstones) is read from the
   database in one consistent snapshot.
+- A **burst** (more than ``BURST`` PDQ changes waiting, e.g. a bulk ingest) is not read on a
+  query's time: a query's refresh stops reading there, asks for a compaction and answers from
+  the view it has until a generation holding the burst is written, which it then opens: the
+  feed is read once, by the compaction, and no process indexes the burst privately. Only if
+  none comes within ``BURST_WAIT_SECONDS`` does the process read it itself. Linking and
+  compaction (an explicit ``max_age``) always follow to the end.
+- The changes after a position are read in one statement (a server-side cursor, no order:
+  an entry is one row at its latest state); a delta of up to ``DELTA_SCAN`` entries is
+  scanned by a numba kernel (``mih.scan``), a bigger one gets a multi-index of its own.
 
 Memory budget, per hash: 32 bytes (hash) + 48 (12 chunk tables of int32 row numbers) + 8 (entry
 id) + 4 (set id) = 92 bytes, plus bucket directories that grow with the hashes (mih.py: 80 MiB
@@ -43,8 +52,8 @@ from django.db import connection, transaction
 
 from exchange.enqueue import enqueue
 from signals.feed.positions import Position, visible_horizon
-from signals.feed.reads import pdq_changes_after, purge_horizon
-from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, brute_force, parse_hex
+from signals.feed.reads import pdq_changes_to_horizon, purge_horizon
+from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, parse_hex, scan
 
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
@@ -59,6 +68,11 @@ DELTA_SCAN = 4096
 # every refresh until beat's next compaction.
 COMPACT_AT = 200_000
 COMPACT_ASK_SECONDS = 30.0
+# More PDQ changes than this waiting in the feed (a bulk ingest) are left to a compaction rather
+# than read by a query's refresh (``Index._refresh``), for this long at most. Finding out costs
+# reading this many (about 0.2 s on the 2-core test machine); reading 1,000,000 took 4.6 s.
+BURST = 50_000
+BURST_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -168,7 +182,7 @@ class View:
             if self.added_index is not None:
                 q, rows, d = self.added_index.search(queries, radius)
             else:
-                q, rows, d = brute_force(self.added_hashes, queries, radius)
+                q, rows, d = scan(self.added_hashes, queries, radius)
             hits.extend(
                 Hit(int(qi), int(self.added_entries[r]), int(self.added_sets[r]), int(dist))
                 for qi, r, dist in zip(q.tolist(), rows.tolist(), d.tolist(), strict=True)
@@ -178,6 +192,10 @@ class View:
     @property
     def size(self) -> int:
         return len(self.generation.entries) - len(self.dead) + len(self.added_entries)
+
+
+class _Burst(Exception):
+    """More changes wait in the feed than a query's refresh reads."""
 
 
 class Index:
@@ -194,10 +212,19 @@ class Index:
         self._lock = threading.Lock()
         self._refreshed_at = 0.0
         self._compaction_asked_at = -COMPACT_ASK_SECONDS
+        # While a burst is left to a compaction: until when (monotonic) to wait for it.
+        self._burst_until: float | None = None
 
     def view(self, *, max_age: float | None = None) -> View:
         """The current view, first followed to the feed's end if older than ``max_age``
-        seconds (default ``HASHX_MATCH_REFRESH_MS``) and no other thread is already at it."""
+        seconds and no other thread is already at it.
+
+        Without ``max_age`` (how queries ask: followed every ``HASHX_MATCH_REFRESH_MS``), a
+        burst of more than ``BURST`` PDQ changes is not read on a query's time: a compaction is
+        asked for and queries answer from the view they have until a generation holding the
+        burst is written (then opened: nothing read twice), or for ``BURST_WAIT_SECONDS`` at
+        most. An explicit ``max_age`` (linking, compaction) always follows to the end."""
+        defer_bursts = max_age is None
         if max_age is None:
             max_age = settings.HASHX_MATCH_REFRESH_MS / 1000
         stale = self._view is None or time.monotonic() - self._refreshed_at >= max_age
@@ -205,7 +232,7 @@ class Index:
         # first, and everyone else answers from the view they already have.
         if stale and self._lock.acquire(blocking=self._view is None):
             try:
-                self._refresh()
+                self._refresh(defer_bursts=defer_bursts)
             finally:
                 self._lock.release()
         assert self._view is not None
@@ -213,20 +240,51 @@ class Index:
 
     # -- following (under self._lock) --------------------------------------------------------
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, defer_bursts: bool = False) -> None:
         """Build the next view aside and swap it in whole: readers never see a new generation
         without its delta, nor half of a page of changes."""
         started = time.monotonic()
         current = self._current_name()
-        base = self._view
+        old = self._view
+        # A generation to start afresh from, if not the view's own.
+        generation: Generation | None = None
         if current is None:
-            base = self._fresh(build_from_database(self.directory, unless=None))
-        elif base is None or base.generation.name != current:
-            base = self._fresh(self._open(current))
-        if base.position < purge_horizon():
+            generation = build_from_database(self.directory, unless=None)
+        elif old is None or old.generation.name != current:
+            generation = self._open(current)
+        if generation is not None:
+            position = generation.position
+        else:
+            assert old is not None
+            position = old.position
+        if position < purge_horizon():
             # Tombstones we have not seen were purged: only a full reread is exact again.
-            base = self._fresh(build_from_database(self.directory, unless=base.position))
-        self._view = self._follow(base)
+            generation = build_from_database(self.directory, unless=position)
+            position = generation.position
+        until, self._burst_until = self._burst_until, None
+        limit = BURST if defer_bursts and old is not None else None
+        if limit is not None and until is not None:
+            if started >= until:
+                limit = None  # no generation holding it came in time: read it here
+            elif generation is None:  # still waiting for one
+                self._burst_until, self._refreshed_at = until, started
+                return
+        old_delta = (self._dead, self._added)
+        base = old if generation is None else self._fresh(generation)
+        assert base is not None
+        try:
+            self._view = self._follow(base, burst=limit)
+        except _Burst:
+            # Left to a compaction: every process then opens its generation.
+            # A new generation without the burst keeps the wait it started with.
+            self._burst_until = until if until is not None else started + BURST_WAIT_SECONDS
+            if started - self._compaction_asked_at > COMPACT_ASK_SECONDS:
+                self._compaction_asked_at = started
+                enqueue("signals.match.compact_index", at_least=BURST)
+            if base is not old:
+                self._dead, self._added = old_delta
+            self._refreshed_at = started
+            return
         self._refreshed_at = started
         delta = len(self._view.added_entries) + len(self._view.dead)
         if delta > COMPACT_AT and started - self._compaction_asked_at > COMPACT_ASK_SECONDS:
@@ -249,37 +307,60 @@ class Index:
         self._dead, self._added = set(), _no_delta()
         return View(generation, generation.position, frozenset(), *_no_delta())
 
-    def _follow(self, base: View) -> View:
-        """``base`` followed to the end of the feed (a new view if anything moved)."""
-        position, changed = base.position, base is not self._view
-        while True:
-            rows, position = pdq_changes_after(position, FEED_PAGE)
-            if rows:
-                changed = True
-                self._apply(base.generation, rows)
-            if len(rows) < FEED_PAGE:
-                break
-        if changed:
+    def _follow(self, base: View, *, burst: int | None = None) -> View:
+        """``base`` followed to the end of the feed (a new view if anything moved). One
+        statement reads every change up to the horizon; its pages are gathered, then folded
+        into the delta at once (folding page by page copied the growing delta per page).
+        Raises ``_Burst``, the delta untouched, past ``burst`` changes."""
+        pages: list[tuple[I64, I32, U64, npt.NDArray[np.bool_]]] = []
+        read = 0
+
+        def gather(rows: list[tuple[int, int, str, str]]) -> None:
+            nonlocal read
+            read += len(rows)
+            if burst is not None and read > burst:
+                raise _Burst
+            pages.append(
+                (
+                    np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+                    np.fromiter((r[1] for r in rows), np.int32, len(rows)),
+                    parse_hex([r[2] for r in rows]),
+                    np.fromiter((r[3] == "active" for r in rows), np.bool_, len(rows)),
+                )
+            )
+
+        position = pdq_changes_to_horizon(base.position, FEED_PAGE, gather)
+        if pages:
+            self._apply(
+                base.generation, *(np.concatenate(part) for part in zip(*pages, strict=True))
+            )
+            return self._build_view(base.generation, position)
+        if base is not self._view:
             return self._build_view(base.generation, position)
         if position != base.position:  # other writes moved the horizon: the same delta, further on
             return dataclasses.replace(base, position=position)
         return base
 
-    def _apply(self, generation: Generation, rows: list[tuple[int, int, str, str]]) -> None:
-        """Fold a page of changes (each entry once, at its latest state) into the delta."""
-        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        active = np.fromiter((r[3] == "active" for r in rows), np.bool_, len(rows))
+    def _apply(
+        self,
+        generation: Generation,
+        ids: I64,
+        sets: I32,
+        hashes: U64,
+        active: npt.NDArray[np.bool_],
+    ) -> None:
+        """Fold changes (each entry once, at its latest state) into the delta."""
         known = generation.contains(ids)
         self._dead.difference_update(ids[known & active].tolist())
         self._dead.update(ids[known & ~active].tolist())
         # A change to an entry the delta holds replaces it (or, a tombstone, removes it).
         added_ids, added_sets, added_hashes = self._added
-        kept = ~np.isin(added_ids, ids)
-        new = np.flatnonzero(~known & active).tolist()
+        kept = ~np.isin(added_ids, ids) if len(added_ids) else np.zeros(0, np.bool_)
+        new = ~known & active
         self._added = (
             np.concatenate([added_ids[kept], ids[new]]),
-            np.concatenate([added_sets[kept], np.array([rows[i][1] for i in new], np.int32)]),
-            np.concatenate([added_hashes[kept], parse_hex([rows[i][2] for i in new])]),
+            np.concatenate([added_sets[kept], sets[new]]),
+            np.concatenate([added_hashes[kept], hashes[new]]),
         )
 
     def _build_view(self, generation: Generation, position: Position) -> View:
