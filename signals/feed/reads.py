@@ -341,35 +341,6 @@ def check_cursor(after: Position) -> None:
         )
 
 
-_SQL_PDQ_CHANGES = f"""
-SELECT e.id, e.hash_set_id, g.value, e.state, e.position_xid::text, e.position_seq
-FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE {sql_after_cursor()} AND g.type = 'pdq'
-ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
-"""  # noqa: S608 - only constants are interpolated
-
-
-def pdq_changes_after(
-    after: Position, limit: int
-) -> tuple[list[tuple[int, int, str, str]], Position]:
-    """PDQ entries of every set changed after ``after`` (entry id, set id, value, state), in
-    position order, and the position to continue from: as far as the feed is final (the
-    visible horizon) when the page is not full, so idle followers still move forward."""
-    horizon = visible_horizon()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SQL_PDQ_CHANGES,
-            {"limit": limit, **cursor_params(after, horizon)},
-        )
-        found = cursor.fetchall()
-    rows = [(r[0], r[1], r[2], r[3]) for r in found]
-    if len(found) == limit:
-        return rows, Position(int(found[-1][4]), found[-1][5])
-    # Every transaction below the horizon is over; nothing can be positioned below (horizon, 0)
-    # from now on, so the follower may stand there.
-    return rows, max(after, Position(horizon, 0))
-
-
 # Every PDQ change after a position up to the horizon, in no order: an entry is one row at its
 # latest state, so a follower that reads them all in one statement needs no order, and paging by
 # position (ORDER BY ... LIMIT) joined and sorted the whole remainder once per page (quadratic in
