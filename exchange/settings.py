@@ -123,6 +123,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One queue per kind of work (DESIGN.md "Scale-out"); a worker consumes all of them unless
 # started with -Q.
 CELERY_TASK_QUEUES = [Queue("default"), Queue("audit"), Queue("ingest"), Queue("webhooks")]
+CELERY_TASK_QUEUES.append(Queue("federation"))
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     # Exact names win over patterns: beat's check for stalled batches must not wait behind them.
@@ -130,6 +131,7 @@ CELERY_TASK_ROUTES = {
     "audit.*": {"queue": "audit"},
     "signals.ingest.*": {"queue": "ingest"},
     "signals.webhooks.*": {"queue": "webhooks"},
+    "federation.*": {"queue": "federation"},
 }
 # How often a worker writes its liveness heartbeat to Redis (readyz reads it).
 HASHX_WORKER_HEARTBEAT_SECONDS = env_int("HASHX_WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
@@ -152,6 +154,7 @@ INSTALLED_APPS = [
     "members",
     "signals",
     "audit",
+    "federation",
 ]
 
 MIDDLEWARE = [
@@ -294,3 +297,6 @@ LOGGING = {
         "django.security.DisallowedHost": {"level": "CRITICAL"},
     },
 }
+
+# Federation (federation/): how often beat pulls each peer (failures back off from there).
+HASHX_FEDERATION_PULL_SECONDS = env_int("HASHX_FEDERATION_PULL_SECONDS", 60, minimum=1)

@@ -1,0 +1,87 @@
+"""Peers in Django admin: state, lag, last error and what each mirrors; pause and resume
+(audited, with a reason)."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from exchange.admin_tools import ReadOnlyAdmin, confirm_with_reason
+from federation.actions.peering import do_set_peer_state
+from federation.models import MirroredSet, Peer
+
+
+class MirroredSetInline(admin.TabularInline):
+    model = MirroredSet
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "remote_slug", "hash_set", "applied", "refused", "resyncs", "last_pulled_at",
+    )  # fmt: skip
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Peer)
+class PeerAdmin(ReadOnlyAdmin):
+    """Peers are added with ``manage.py add_peer`` (the fingerprint check needs the other
+    exchange's answer); here staff watch them and pause or resume pulling."""
+
+    list_display = [
+        "name", "url", "state", "lag_seconds", "last_applied", "entries_mirrored", "failures",
+        "last_error", "last_success_at", "next_attempt_at",
+    ]  # fmt: skip
+    list_filter = ["state"]
+    search_fields = ["name", "url", "exchange_id"]
+    readonly_fields = [
+        "name", "url", "exchange_id", "organisation", "fingerprint", "state", "last_error",
+        "failures", "last_attempt_at", "last_success_at", "next_attempt_at", "last_applied",
+        "opinions_forwarded_at", "created_at",
+    ]  # fmt: skip
+    exclude = ["public_key", "key_id"]
+    inlines = [MirroredSetInline]
+    actions = ["pause", "resume"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Peer]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                mirrored=Count(
+                    "mirrors__hash_set__entries",
+                    filter=Q(mirrors__hash_set__entries__state="active"),
+                )
+            )
+        )
+
+    @admin.display(description="entries mirrored", ordering="mirrored")
+    def entries_mirrored(self, peer: Any) -> int:
+        return int(peer.mirrored)
+
+    @admin.display(description="lag (s)")
+    def lag_seconds(self, peer: Peer) -> str:
+        """Seconds since the last complete pull began (what may not have arrived yet)."""
+        if peer.last_success_at is None:
+            return "never pulled"
+        return f"{(timezone.now() - peer.last_success_at).total_seconds():.0f}"
+
+    @admin.action(description="Pause pulling from the selected peers")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
+        def apply(peer: Peer, reason: str) -> bool:
+            return do_set_peer_state(peer, Peer.State.PAUSED, actor=request.user, reason=reason)
+
+        return confirm_with_reason(
+            self, request, queryset, action="pause", title="Pause pulling", apply=apply
+        )
+
+    @admin.action(description="Resume pulling from the selected peers (clears the error)")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
+        def apply(peer: Peer, reason: str) -> bool:
+            return do_set_peer_state(peer, Peer.State.ACTIVE, actor=request.user, reason=reason)
+
+        return confirm_with_reason(
+            self, request, queryset, action="resume", title="Resume pulling", apply=apply
+        )
