@@ -188,11 +188,12 @@ class SetEntry(models.Model):
     # this one, and ``hops_left`` how many more it may pass through from here (0: it stays with
     # this exchange's members). Local entries: empty path, no hops_left (the set's
     # ``federation_hops`` applies).
-    origin_set = models.CharField(max_length=64, blank=True)
+    # Database defaults as well: the merge and other set-based writers insert entries in SQL.
+    origin_set = models.CharField(max_length=64, blank=True, default="", db_default="")
     origin_entry = models.BigIntegerField(null=True, blank=True)
     origin_first_seen = models.DateTimeField(null=True, blank=True)
     hops_left = models.PositiveSmallIntegerField(null=True, blank=True)
-    path = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    path = ArrayField(models.CharField(max_length=64), default=list, db_default="{}", blank=True)
     # Set by the database on every insert; every UPDATE sets them anew (positions.NEW_POSITION).
     position_xid = XID8Field(db_default=CurrentXactId(), editable=False)
     position_seq = models.BigIntegerField(db_default=NextPosition(), editable=False)
