@@ -94,16 +94,16 @@ def access_set(org: Organisation, slug: str, *, need: str = "read") -> HashSet:
     hash_set = _visible_by_slug(org, [slug]).get(slug)
     if hash_set is None:
         raise Problem("not-found", f"No set {echo(slug)!r} is visible to your organisation")
-    if need == "publish" and not may_publish(org, hash_set):
-        raise Problem("forbidden", f"Your organisation may read {slug!r} but not publish to it")
-    if need == "own" and hash_set.owner_id != org.pk:
-        raise Problem("forbidden", f"Only the owner of {slug!r} may do this")
     if need != "read" and hash_set.is_mirror:
         raise Problem(
             "forbidden",
             f"{slug!r} mirrors {hash_set.origin_set!r} of the exchange {hash_set.origin_exchange}:"
             " it is read-only here; only its origin adds or retracts",
         )
+    if need == "publish" and not may_publish(org, hash_set):
+        raise Problem("forbidden", f"Your organisation may read {slug!r} but not publish to it")
+    if need == "own" and hash_set.owner_id != org.pk:
+        raise Problem("forbidden", f"Only the owner of {slug!r} may do this")
     return hash_set
 
 

@@ -86,6 +86,7 @@ class Exchange:
     var: Path
     port: int = field(default_factory=free_port)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _fingerprint: str = ""
 
     @property
     def base(self) -> str:
@@ -184,7 +185,9 @@ class Exchange:
         return Client(self.base, key, retries=0)
 
     def fingerprint(self) -> str:
-        return self.manage("peer_fingerprint").stdout.strip()
+        if not self._fingerprint:
+            self._fingerprint = self.manage("peer_fingerprint").stdout.strip()
+        return self._fingerprint
 
     def peer_with(self, other: "Exchange") -> None:
         """``add_peer`` here for ``other``, with the fingerprint its own command printed."""
