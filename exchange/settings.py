@@ -300,3 +300,5 @@ LOGGING = {
 
 # Federation (federation/): how often beat pulls each peer (failures back off from there).
 HASHX_FEDERATION_PULL_SECONDS = env_int("HASHX_FEDERATION_PULL_SECONDS", 60, minimum=1)
+# Push-assist: hold a subscription at each peer whose webhooks wake a pull at once.
+HASHX_FEDERATION_PUSH = env_bool("HASHX_FEDERATION_PUSH", True)

@@ -11,6 +11,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("members.api.urls")),
     path("", include("signals.api.urls")),
     path("", include("audit.api.urls")),
+    path("", include("federation.api.urls")),
 ]
 
 urlpatterns = [

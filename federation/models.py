@@ -1,6 +1,7 @@
 """Peer exchanges this exchange pulls from, and the cursor of every remote set it mirrors
 (DESIGN.md "Federation")."""
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
@@ -40,6 +41,11 @@ class Peer(models.Model):
     last_applied = models.PositiveIntegerField(
         default=0, help_text="changes the last complete pull applied (how far behind it was)"
     )
+    # Push-assist: the subscription this exchange holds at the peer, whose webhooks (to
+    # /api/v1/federation/push/<its exchange id> here) wake a pull at once, and the sets it names.
+    push_subscription = models.CharField(max_length=64, blank=True)
+    push_sets = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    push_error = models.CharField(max_length=500, blank=True)
     # Opinions of this exchange's members on the mirrors, forwarded to the peer up to here.
     opinions_forwarded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

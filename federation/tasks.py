@@ -4,8 +4,7 @@ from celery import shared_task
 
 from exchange.enqueue import clear_once, enqueue_once
 from federation.actions.pull import do_pull_peer, due_peers
-
-PULL = "federation.pull_peer"
+from federation.actions.push import PULL
 
 
 @shared_task(name="federation.pull_due", ignore_result=True)

@@ -28,8 +28,12 @@ FEDERABLE_TLP = [HashSet.TLP.CLEAR, HashSet.TLP.GREEN]
 
 
 def visible_sets(org: Organisation) -> QuerySet[HashSet]:
-    """Sets ``org`` may read (see ``readable_by``)."""
-    return HashSet.objects.filter(readable_by(org.pk, Value(org.kind))).distinct()
+    """Sets ``org`` may read (see ``readable_by``); to a peer exchange, none whose content
+    passed through it (a mirror of a mirror of its own set: its entries would all be refused)."""
+    sets = HashSet.objects.filter(readable_by(org.pk, Value(org.kind))).distinct()
+    if org.kind == Organisation.Kind.PEER:
+        sets = sets.exclude(origin_path__contains=[peer_exchange_of(org)])
+    return sets
 
 
 def readable_by(org_id: Any, org_kind: Any) -> Q:

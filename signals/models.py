@@ -71,6 +71,9 @@ class HashSet(models.Model):
     )
     origin_set = models.CharField(max_length=64, blank=True, help_text="its slug there")
     origin_url = models.URLField(max_length=500, blank=True, help_text="that exchange's URL")
+    # The exchanges a mirror's content passed through before this one, its origin first: a
+    # set is never listed to an exchange on its path (no mirror of a mirror comes back).
+    origin_path = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

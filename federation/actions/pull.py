@@ -9,6 +9,7 @@ lock goes with the connection of a killed process), and its failure is recorded 
 (``last_error``) and in the audit log, both sides keeping a record of every pull.
 """
 
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ from audit.actions import record
 from exchange.actions.identity import get_identity, get_signing_key
 from exchange.outbound import Refused, check_destination
 from exchange.problems import Problem
-from federation.actions.apply import Outcome, Resync, do_apply_page
+from federation.actions.apply import MAX_HOPS, Outcome, Resync, do_apply_page
 from federation.actions.opinions import do_forward_opinions
 from federation.actions.peering import current_key, fetch_identity
+from federation.actions.push import do_ensure_push
 from federation.models import MirroredSet, Peer
 from hashx.auth import HashxAuth
 from signals.access import FEDERABLE_TLP
@@ -41,6 +43,7 @@ MAX_LINE_BYTES = 1 << 20
 MAX_PAGE = 20_000
 CONNECT_TIMEOUT, READ_TIMEOUT = 10, 60
 BACKOFF_MAX_SECONDS = 3600
+logger = logging.getLogger(__name__)
 
 
 class PullFailed(Exception):
@@ -60,6 +63,7 @@ class Report:
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     refused_sets: dict[str, str] = field(default_factory=dict)
     opinions_forwarded: int = 0
+    push_error: str = ""
     error: str = ""
 
     @property
@@ -92,15 +96,18 @@ class _Remote:
             raise PullFailed(f"GET {path}: {type(exc).__name__}: {exc}") from None
         return response
 
-    def post(self, path: str, body: dict[str, Any]) -> requests.Response:
+    def send(self, method: str, path: str, body: dict[str, Any]) -> requests.Response:
         try:
-            return self.session.post(
-                f"{self.base}{path}", data=orjson.dumps(body), allow_redirects=False,
+            return self.session.request(
+                method, f"{self.base}{path}", data=orjson.dumps(body), allow_redirects=False,
                 headers={"Content-Type": "application/json"},
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
             )  # fmt: skip
         except requests.RequestException as exc:
-            raise PullFailed(f"POST {path}: {type(exc).__name__}: {exc}") from None
+            raise PullFailed(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+
+    def post(self, path: str, body: dict[str, Any]) -> requests.Response:
+        return self.send("POST", path, body)
 
 
 def failure(response: requests.Response, what: str) -> PullFailed:
@@ -152,9 +159,22 @@ def remote_sets(remote: _Remote) -> list[dict[str, Any]]:
         params = dict(parse_qsl(urlsplit(str(following)).query))
 
 
-def _refusal(remote: dict[str, Any]) -> str:
+def set_path(peer: Peer, remote: dict[str, Any]) -> list[str]:
+    """The exchanges a listed set's content passed through, its origin first, the peer last."""
+    origin = remote.get("origin")
+    path = origin.get("path") if isinstance(origin, dict) else []
+    if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+        path = ["?"]
+    return [*path, peer.exchange_id]
+
+
+def _refusal(remote: dict[str, Any], path: list[str], own: str) -> str:
     """Why a listed set must not be mirrored ("" when it may): the serving side should not have
     listed it."""
+    if own in path:
+        return "its content passed through this exchange"
+    if "?" in path or len(path) > MAX_HOPS:
+        return "its origin path is malformed or longer than any hops allow"
     if remote.get("distribution") != HashSet.Distribution.FEDERATED:
         return f"distribution {remote.get('distribution')!r} is not federated"
     if remote.get("tlp") not in FEDERABLE_TLP:
@@ -162,7 +182,7 @@ def _refusal(remote: dict[str, Any]) -> str:
     return ""
 
 
-def ensure_mirror(peer: Peer, remote: dict[str, Any]) -> MirroredSet:
+def ensure_mirror(peer: Peer, remote: dict[str, Any], path: list[str]) -> MirroredSet:
     """The local mirror of a peer's set, created on first sight (owned by the peer's
     organisation, federated, with the remote set's marking, attribution and types)."""
     slug = str(remote["slug"])[:64]
@@ -182,6 +202,7 @@ def ensure_mirror(peer: Peer, remote: dict[str, Any]) -> MirroredSet:
             origin_exchange=peer.exchange_id,
             origin_set=slug,
             origin_url=peer.url,
+            origin_path=path,
         )
         mirror = MirroredSet.objects.create(peer=peer, remote_slug=slug, hash_set=hash_set)
         record(
@@ -329,20 +350,32 @@ def _pull(peer: Peer, report: Report) -> None:
         remote = _Remote(peer)
         for remote_set in remote_sets(remote):
             slug = str(remote_set.get("slug", ""))
-            reason = _refusal(remote_set)
+            path = set_path(peer, remote_set)
+            reason = _refusal(remote_set, path, own)
             if reason:
                 report.refused_sets[slug] = reason
                 continue
-            mirror = ensure_mirror(peer, remote_set)
+            mirror = ensure_mirror(peer, remote_set, path)
             outcome = pull_set(remote, peer, mirror, own)
             report.sets[slug] = {
                 "applied": outcome.applied, "new": outcome.new, "tombstoned": outcome.tombstoned,
                 "refused": outcome.refused, "refusals": outcome.reasons, "cursor": mirror.cursor,
             }  # fmt: skip
         report.opinions_forwarded = do_forward_opinions(peer, remote.post, failure)
+        try:
+            report.push_error = do_ensure_push(peer, list(report.sets), own, remote.send)
+        except PullFailed as exc:
+            report.push_error = str(exc)
     except PullFailed as exc:
         report.error = str(exc)
         _failed(peer, exc, report)
+        return
+    except Exception as exc:
+        # A bug or a lost database here must not stop the other peers' pulls: recorded on this
+        # peer like any failure (and logged with its traceback for staff).
+        logger.exception("pulling from peer %s failed", peer.name)
+        report.error = f"internal error: {type(exc).__name__}: {exc}"
+        _failed(peer, PullFailed(report.error), report)
         return
     with transaction.atomic():
         Peer.objects.filter(pk=peer.pk).update(
@@ -372,6 +405,7 @@ def _details(report: Report) -> dict[str, Any]:
         "sets": report.sets,
         "refused_sets": report.refused_sets,
         "opinions_forwarded": report.opinions_forwarded,
+        "push_error": report.push_error,
     }
 
 

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('members', '0002_signingkey'),
+        ("members", "0002_signingkey"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='organisation',
-            name='exchange_id',
+            model_name="organisation",
+            name="exchange_id",
             field=models.CharField(blank=True, max_length=64),
         ),
     ]

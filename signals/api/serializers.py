@@ -45,18 +45,20 @@ class SetSerializer(serializers.Serializer):
         help_text="federated sets: how many exchanges an entry may pass through",
     )  # fmt: skip
     origin = serializers.SerializerMethodField(
-        help_text="a mirror of a peer exchange's set: that exchange, its slug there, its URL"
+        help_text="a mirror of a peer exchange's set: that exchange, its slug there, its URL,"
+        " and the exchanges its content passed through (origin first)"
     )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 
-    def get_origin(self, hash_set: HashSet) -> dict[str, str] | None:
+    def get_origin(self, hash_set: HashSet) -> dict[str, Any] | None:
         if not hash_set.is_mirror:
             return None
         return {
             "exchange": hash_set.origin_exchange,
             "set": hash_set.origin_set,
             "url": hash_set.origin_url,
+            "path": hash_set.origin_path,
         }
 
 

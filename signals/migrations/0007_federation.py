@@ -5,60 +5,78 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('members', '0003_organisation_exchange_id'),
-        ('signals', '0006_parallel_merge'),
+        ("members", "0003_organisation_exchange_id"),
+        ("signals", "0006_parallel_merge"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='hashset',
-            name='federation_hops',
-            field=models.PositiveSmallIntegerField(default=1, help_text='exchanges an entry may pass through (1 to 3)'),
+            model_name="hashset",
+            name="federation_hops",
+            field=models.PositiveSmallIntegerField(
+                default=1, help_text="exchanges an entry may pass through (1 to 3)"
+            ),
         ),
         migrations.AddField(
-            model_name='hashset',
-            name='origin_exchange',
-            field=models.CharField(blank=True, help_text='a mirror: the exchange it is pulled from', max_length=64),
+            model_name="hashset",
+            name="origin_exchange",
+            field=models.CharField(
+                blank=True, help_text="a mirror: the exchange it is pulled from", max_length=64
+            ),
         ),
         migrations.AddField(
-            model_name='hashset',
-            name='origin_set',
-            field=models.CharField(blank=True, help_text='its slug there', max_length=64),
+            model_name="hashset",
+            name="origin_path",
+            field=django.contrib.postgres.fields.ArrayField(
+                base_field=models.CharField(max_length=64), blank=True, default=list, size=None
+            ),
         ),
         migrations.AddField(
-            model_name='hashset',
-            name='origin_url',
+            model_name="hashset",
+            name="origin_set",
+            field=models.CharField(blank=True, help_text="its slug there", max_length=64),
+        ),
+        migrations.AddField(
+            model_name="hashset",
+            name="origin_url",
             field=models.URLField(blank=True, help_text="that exchange's URL", max_length=500),
         ),
         migrations.AddField(
-            model_name='setentry',
-            name='hops_left',
+            model_name="setentry",
+            name="hops_left",
             field=models.PositiveSmallIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='setentry',
-            name='origin_entry',
+            model_name="setentry",
+            name="origin_entry",
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='setentry',
-            name='origin_first_seen',
+            model_name="setentry",
+            name="origin_first_seen",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='setentry',
-            name='origin_set',
-            field=models.CharField(blank=True, db_default='', default='', max_length=64),
+            model_name="setentry",
+            name="origin_set",
+            field=models.CharField(blank=True, db_default="", default="", max_length=64),
         ),
         migrations.AddField(
-            model_name='setentry',
-            name='path',
-            field=django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=64), blank=True, db_default='{}', default=list),
+            model_name="setentry",
+            name="path",
+            field=django.contrib.postgres.fields.ArrayField(
+                base_field=models.CharField(max_length=64),
+                blank=True,
+                db_default="{}",
+                default=list,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='hashset',
-            constraint=models.CheckConstraint(condition=models.Q(('federation_hops__gte', 1), ('federation_hops__lte', 3)), name='federation_hops_1_to_3'),
+            model_name="hashset",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("federation_hops__gte", 1), ("federation_hops__lte", 3)),
+                name="federation_hops_1_to_3",
+            ),
         ),
     ]

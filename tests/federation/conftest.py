@@ -58,6 +58,7 @@ def mirror(peer_link: Peer) -> MirroredSet:
     return ensure_mirror(
         peer_link, {"slug": "their-set", "name": "Theirs", "tlp": "green",
                     "distribution": "federated", "attribution": "named"},
+        [OTHER],
     )  # fmt: skip
 
 

@@ -112,17 +112,14 @@ class Exchange:
             "HASHX_WORKER_HEARTBEAT_SECONDS": "1",
         }
 
-    def start(self, *, worker: bool = False) -> None:
+    def start(self, *, worker: str = "") -> None:
+        """gunicorn, and a Celery worker on the ``worker`` queues if named."""
         self.var.mkdir(parents=True, exist_ok=True)
         redis.Redis.from_url(self.redis_url).flushdb()
         (web,) = [child for child in run.children(self.port) if child.name == "web"]
         self._spawn("web", web.argv)
         if worker:
-            self._spawn("worker", [
-                sys.executable, "-m", "celery", "-A", "exchange", "worker", "--loglevel", "INFO",
-                "--concurrency", "1", "--pool", "solo", "--hostname", f"{self.name}@fed",
-                "--without-mingle", "--without-gossip", "-Q", "ingest,default",
-            ])  # fmt: skip
+            self.start_worker(worker)
 
         def up() -> bool:
             for process in self.processes:
@@ -133,6 +130,13 @@ class Exchange:
                 return False
 
         eventually(up, timeout=90, what=f"exchange {self.name} answering /healthz")
+
+    def start_worker(self, queues: str) -> None:
+        self._spawn("worker", [
+            sys.executable, "-m", "celery", "-A", "exchange", "worker", "--loglevel", "INFO",
+            "--concurrency", "1", "--pool", "solo", "--hostname", f"{self.name}@fed",
+            "--without-mingle", "--without-gossip", "-Q", queues,
+        ])  # fmt: skip
 
     def _spawn(self, what: str, argv: list[str]) -> None:
         with (self.var / f"{what}.log").open("ab") as log:
@@ -211,7 +215,8 @@ class Exchange:
 def exchanges(
     names: list[str], tmp: Path, *, workers: tuple[str, ...] = ()
 ) -> Iterator[dict[str, Exchange]]:
-    """Exchanges by name, each running on its own database and Redis database number."""
+    """Exchanges by name, each running on its own database and Redis database number;
+    ``workers``: the queues of a Celery worker, by the name of the exchange that runs one."""
     with databases(names) as urls:
         base_redis = os.environ["REDIS_URL"]
         started: dict[str, Exchange] = {}
@@ -219,7 +224,7 @@ def exchanges(
             for number, name in enumerate(names, start=11):
                 exchange = Exchange(name, urls[name], _redis_url(base_redis, number), tmp / name)
                 started[name] = exchange
-                exchange.start(worker=name in workers)
+                exchange.start(worker=(workers or {}).get(name, ""))
             yield started
         finally:
             for exchange in started.values():

@@ -65,7 +65,12 @@ def test_a_set_takes_one_to_three_hops(publisher):
 def test_a_mirror_is_read_only_and_lists_its_origin(subscriber, peer, mirror):
     slug = mirror.hash_set.slug
     listed = subscriber.api.get(f"/api/v1/sets/{slug}").json()
-    assert listed["origin"] == {"exchange": OTHER, "set": "their-set", "url": "http://127.0.0.1:9"}
+    assert listed["origin"] == {
+        "exchange": OTHER,
+        "set": "their-set",
+        "url": "http://127.0.0.1:9",
+        "path": [OTHER],
+    }
     item = {"signals": [{"type": "md5", "value": md5s(1)[0]}]}
     for action in ("signals", "retractions"):
         answer = subscriber.api.post(f"/api/v1/sets/{slug}/{action}", item)
@@ -86,7 +91,12 @@ def test_a_peer_is_served_hops_and_path_and_never_what_passed_through_it(
         key_id=third.key.key_id, public_key=bytes(third.key.public_key),
     )  # fmt: skip
     theirs = ensure_mirror(link, {"slug": "s", "name": "S", "tlp": "clear",
-                                  "distribution": "federated"})  # fmt: skip
+                                  "distribution": "federated"}, [THIRD])  # fmt: skip
+    # A mirror of a mirror of the peer's own set: its content passed through the peer.
+    ensure_mirror(link, {"slug": "back", "name": "Back", "tlp": "clear",
+                         "distribution": "federated"}, [OTHER, THIRD])  # fmt: skip
+    assert {s["slug"] for s in peer.api.get("/api/v1/sets").json()["results"]} == {
+        "fed", theirs.hash_set.slug}  # fmt: skip
     through_peer, onward, spent = md5s(3)
     do_apply_page(theirs, [
         change(through_peer, path=[OTHER, THIRD], hops=3),  # never served back to OTHER

@@ -4,13 +4,16 @@ leaves, once, and nothing else does.
 
 The tests share the ring and run in order, each building on what the ones before left."""
 
+import base64
 import secrets
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
 import pytest
+import requests
 
 from hashx.client import Client
 from hashx.errors import HashxError
@@ -51,7 +54,9 @@ class Ring:
 @pytest.fixture(scope="module")
 def ring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ring]:
     tmp = tmp_path_factory.mktemp("federation")
-    with exchanges(["a", "b", "c"], tmp, workers=("a",)) as found:
+    # A merges what its members publish, and sends webhooks (push-assist wakes B's pulls).
+    workers = {"a": "ingest,default,webhooks"}
+    with exchanges(["a", "b", "c"], tmp, workers=workers) as found:
         members = {"a": found["a"].member("acme", tmp), "b": found["b"].member("globex", tmp)}
         # Peering is mutual: each side pins the other (each may then read the other's sets).
         for one, other in [("a", "b"), ("b", "c"), ("c", "a")]:
@@ -72,7 +77,12 @@ def test_a_publish_at_a_is_visible_to_b_members_after_one_pull(ring: Ring) -> No
 
     assert "a/shared: 3 applied (3 new" in pulled.stdout, pulled.stdout
     mirror = ring.globex.get_set("a--shared")
-    assert mirror["origin"] == {"exchange": ring.ids["a"], "set": "shared", "url": ring.a.base}
+    assert mirror["origin"] == {
+        "exchange": ring.ids["a"],
+        "set": "shared",
+        "url": ring.a.base,
+        "path": [ring.ids["a"]],
+    }
     changes = ring.globex.changes(sets=["a--shared"])["changes"]
     assert sorted(c["value"] for c in changes) == sorted(SHARED)
     for change in changes:
@@ -88,7 +98,8 @@ def test_a_publish_at_a_is_visible_to_b_members_after_one_pull(ring: Ring) -> No
 
 
 def test_a_ring_of_three_holds_each_value_once_with_no_echo(ring: Ring) -> None:
-    ring.around()
+    ring.c.pull("b")
+    ring.a.pull("c")
     ring.around()
     # Pulls against the ring's direction bring nothing back either.
     ring.a.pull("b")
@@ -96,6 +107,10 @@ def test_a_ring_of_three_holds_each_value_once_with_no_echo(ring: Ring) -> None:
 
     for exchange in (ring.a, ring.b, ring.c):
         assert exchange.active_entries(SHARED) == dict.fromkeys(SHARED, 1), exchange.name
+    # Nor do sets come back: A's set is mirrored at B, that mirror at C, and no further.
+    mirrors = {e.name: {slug for (slug,) in e.sql("SELECT slug FROM signals_hashset")
+                        if "--" in slug} for e in (ring.a, ring.b, ring.c)}  # fmt: skip
+    assert mirrors == {"a": set(), "b": {"a--shared"}, "c": {"b--a--shared"}}
     (hops,) = ring.c.sql(
         "SELECT DISTINCT hops_left, path FROM signals_setentry e"
         " JOIN signals_hashset h ON h.id = e.hash_set_id WHERE h.slug = 'b--a--shared'"
@@ -144,7 +159,6 @@ def test_a_mirror_with_no_hops_left_is_never_passed_on(ring: Ring) -> None:
     values = md5s(3)
     ring.publish("one-hop", values)
 
-    ring.around()
     ring.around()
 
     assert ring.b.active_entries(values) == dict.fromkeys(values, 1)
@@ -218,6 +232,37 @@ def test_a_pull_killed_midway_resumes_with_nothing_lost_or_doubled(ring: Ring) -
     assert "a/bulk: 1000 applied (1000 new" in done.stdout, done.stdout
     assert _mirror_count(ring.b, "a--bulk") == 6_000
     assert ring.b.active_entries(values) == dict.fromkeys(values, 1)
+
+
+def test_with_push_assist_a_publish_at_a_reaches_b_with_no_pull_command(ring: Ring) -> None:
+    ((subscription, sets, error),) = ring.b.sql(
+        "SELECT push_subscription, push_sets, push_error FROM federation_peer WHERE name = 'a'"
+    )
+    assert subscription and error == "", error
+    assert sets == ["bulk", "one-hop", "shared"]
+    # B's worker runs the pulls that A's webhooks ask for (signed by A's key, verified by B).
+    ring.b.start_worker("federation")
+    value = md5s(1)
+
+    ring.publish("shared", value)
+
+    eventually(lambda: ring.b.active_entries(value) == {value[0]: 1}, timeout=120,
+               what="the value at B, pulled by B's worker on A's webhook")  # fmt: skip
+    assert "federation.pull_peer" in ring.b.log("worker")
+
+
+def test_a_push_not_signed_by_the_peer_pinned_key_is_refused(ring: Ring) -> None:
+    url = f"{ring.b.base}/api/v1/federation/push/{ring.ids['a']}"
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(int(time.time())),
+               "webhook-signature": "v1a," + base64.b64encode(bytes(64)).decode()}  # fmt: skip
+
+    refused = requests.post(url, data=b"{}", headers=headers, timeout=10)
+    unknown = requests.post(f"{ring.b.base}/api/v1/federation/push/hx-nobody", data=b"{}",
+                            headers=headers, timeout=10)  # fmt: skip
+
+    assert (refused.status_code, refused.json()["type"].rsplit("/", 1)[1]) == (
+        401, "signature-invalid")  # fmt: skip
+    assert unknown.status_code == 404
 
 
 def test_revoking_b_key_at_a_stops_b_pulls_with_a_clear_error(ring: Ring) -> None:

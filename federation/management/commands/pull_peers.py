@@ -36,6 +36,8 @@ class Command(BaseCommand):
                     )
                 for slug, reason in report.refused_sets.items():
                     self.stdout.write(f"{peer.name}/{slug}: refused: {reason}")
+                if report.push_error:
+                    self.stdout.write(f"{peer.name}: push-assist not set up: {report.push_error}")
                 if report.opinions_forwarded:
                     self.stdout.write(
                         f"{peer.name}: {report.opinions_forwarded} opinions forwarded"
