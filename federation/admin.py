@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from exchange.admin_tools import ReadOnlyAdmin, confirm_with_reason
-from federation.actions.peering import do_set_peer_state
+from federation.actions.peering import do_remove_peer, do_set_peer_state
 from federation.models import MirroredSet, Peer
 
 
@@ -43,7 +43,7 @@ class PeerAdmin(ReadOnlyAdmin):
     ]  # fmt: skip
     exclude = ["public_key", "key_id"]
     inlines = [MirroredSetInline]
-    actions = ["pause", "resume"]
+    actions = ["pause", "resume", "remove_dropping_mirrors", "remove_keeping_mirrors"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Peer]:
         return (
@@ -84,4 +84,23 @@ class PeerAdmin(ReadOnlyAdmin):
 
         return confirm_with_reason(
             self, request, queryset, action="resume", title="Resume pulling", apply=apply
+        )
+
+    @admin.action(description="Remove the selected peers and drop their mirrored entries")
+    def remove_dropping_mirrors(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
+        return self._remove(request, queryset, drop=True)
+
+    @admin.action(description="Remove the selected peers and keep their mirrors (frozen)")
+    def remove_keeping_mirrors(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
+        return self._remove(request, queryset, drop=False)
+
+    def _remove(self, request: HttpRequest, queryset: QuerySet[Peer], *, drop: bool) -> Any:
+        def apply(peer: Peer, reason: str) -> bool:
+            do_remove_peer(peer, drop_mirrors=drop, actor=request.user, reason=reason)
+            return True
+
+        action = "remove_dropping_mirrors" if drop else "remove_keeping_mirrors"
+        title = "Remove peers, dropping" if drop else "Remove peers, keeping"
+        return confirm_with_reason(
+            self, request, queryset, action=action, title=f"{title} their mirrors", apply=apply
         )

@@ -5,18 +5,21 @@ import re
 from typing import Any
 
 import requests
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.actions import record
 from exchange.actions.identity import get_identity, get_signing_key
 from exchange.outbound import Refused, check_destination
 from exchange.problems import Problem
-from federation.models import Peer
+from federation.models import MirroredSet, Peer
 from hashx.keys import b64url_decode, jwk_thumbprint
 from members.actions.keys import do_add_key
-from members.actions.organisations import do_create_organisation
+from members.actions.organisations import do_change_status, do_create_organisation
 from members.models import Organisation
+from signals.feed.locks import lock_set
+from signals.feed.positions import NEW_POSITION
+from signals.feed.wakeups import wake
 
 _FINGERPRINT = re.compile(r"^SHA256:([A-Za-z0-9_-]{43})$")
 # /.well-known/hashx is a small document; anything bigger is not one.
@@ -163,3 +166,39 @@ _VERB: dict[str, str] = {
     Peer.State.PAUSED: "paused",
     Peer.State.STOPPED: "stopped",
 }
+
+
+_SQL_DROP_MIRROR = f"""
+UPDATE signals_setentry SET state = 'tombstone', updated_at = now(), {NEW_POSITION}
+WHERE hash_set_id = %s AND state = 'active'
+"""  # noqa: S608 - only constants are interpolated
+
+
+def do_remove_peer(peer: Peer, *, drop_mirrors: bool, actor: Any = None, reason: str = "") -> int:
+    """End the peering: the peer's organisation is suspended (it reads nothing here any more)
+    and the link and cursors are deleted. Its mirror sets stay, read-only: with
+    ``drop_mirrors`` their entries become tombstones (members' copies drop them at their next
+    sync), otherwise they are kept as they were, frozen. Returns the entries dropped.
+
+    One transaction; locks each mirror set as every writer of its entries does."""
+    dropped = 0
+    with transaction.atomic():
+        set_ids = list(MirroredSet.objects.filter(peer=peer).values_list("hash_set_id", flat=True))
+        if drop_mirrors:
+            with connection.cursor() as cursor:
+                for set_id in set_ids:
+                    lock_set(cursor, set_id)
+                    cursor.execute(_SQL_DROP_MIRROR, [set_id])
+                    dropped += cursor.rowcount
+            if dropped:
+                wake()
+        do_change_status(peer.organisation, "suspend", f"peering ended: {reason}", actor=actor)
+        record(
+            "federation.peer.removed",
+            obj=peer,
+            actor_user=actor,
+            details={"name": peer.name, "exchange": peer.exchange_id, "reason": reason,
+                     "mirrors": len(set_ids), "dropped": dropped, "kept": not drop_mirrors},
+        )  # fmt: skip
+        peer.delete()
+    return dropped

@@ -213,7 +213,7 @@ class Exchange:
 
 @contextmanager
 def exchanges(
-    names: list[str], tmp: Path, *, workers: tuple[str, ...] = ()
+    names: list[str], tmp: Path, *, workers: dict[str, str] | None = None
 ) -> Iterator[dict[str, Exchange]]:
     """Exchanges by name, each running on its own database and Redis database number;
     ``workers``: the queues of a Celery worker, by the name of the exchange that runs one."""

@@ -92,6 +92,27 @@ def test_a_publish_at_a_is_visible_to_b_members_after_one_pull(ring: Ring) -> No
         assert change["origin"]["exchange"] == ring.ids["a"]
         assert change["origin"]["set"] == "shared"
         assert change["contributor_names"] == [f"acme@{ring.ids['a']}"[:64]]
+    # add_peer made A's organisation at B: a peer, active, holding A's pinned key.
+    ((kind, status, exchange_id, keys),) = ring.b.sql(
+        "SELECT o.kind, o.status, o.exchange_id, array_agg(k.key_id) FROM members_organisation o"
+        " JOIN members_signingkey k ON k.organisation_id = o.id WHERE o.slug = 'a'"
+        " GROUP BY o.kind, o.status, o.exchange_id"
+    )
+    assert (kind, status, exchange_id) == ("peer", "active", ring.ids["a"])
+    assert keys == [ring.a.fingerprint().removeprefix("SHA256:")]
+    # Both sides audit the pull: A saw peer B pull its set, B applied it.
+    served = ring.a.sql(
+        "SELECT e.details->>'count' FROM audit_auditevent e JOIN members_organisation o"
+        " ON o.id = e.actor_org_id WHERE e.action = 'feed.pulled' AND o.slug = 'b'"
+    )
+    assert ("3",) in served
+    (applied,) = ring.b.sql(
+        "SELECT details->'sets'->'shared'->>'applied' FROM audit_auditevent"
+        " WHERE action = 'federation.pulled'"
+    )
+    assert applied == ("3",)
+    assert ring.b.sql("SELECT count(*) FROM audit_auditevent WHERE action = 'federation.peer.added'"
+                      ) == [(2,)]  # fmt: skip
     # Mirrored entries are entries like any other: they match.
     answer = ring.globex.match(signals(SHARED[:1]))
     assert [m["set"] for m in answer["results"][0]["matches"]] == ["a--shared"]
