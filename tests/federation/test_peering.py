@@ -1,7 +1,6 @@
 """Peering with another exchange over HTTP (this test's live server stands in for it), the
 pulls that fail and back off, and what staff see and do in admin."""
 
-
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
