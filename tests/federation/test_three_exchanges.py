@@ -255,12 +255,40 @@ def test_a_pull_killed_midway_resumes_with_nothing_lost_or_doubled(ring: Ring) -
     assert ring.b.active_entries(values) == dict.fromkeys(values, 1)
 
 
+def test_a_peer_away_past_tombstone_retention_resyncs_to_exactly_the_origin_entries(
+    ring: Ring,
+) -> None:
+    ring.acme.create_set("away", "Away", tlp="green", distribution="federated")
+    values = md5s(3)
+    ring.publish("away", values)
+    ring.b.pull("a")
+    ring.acme.retract("away", signals(values[:1]))
+    # A's beat purges the tombstone once it is past retention (here: 91 days from now), before
+    # B pulled it: B's cursor is now too old (410).
+    ring.a.manage(
+        "shell", "-c",
+        "from datetime import timedelta; from django.utils import timezone;"
+        " from signals.actions.expiry import do_purge_tombstones;"
+        " assert do_purge_tombstones(now=timezone.now() + timedelta(days=91))",
+    )  # fmt: skip
+
+    ring.b.pull("a")
+
+    assert ring.b.active_entries(values) == dict.fromkeys(values[1:], 1)
+    assert _mirror_count(ring.b, "a--away") == 2
+    assert _mirror_count(ring.b, "a--bulk") == 6_000
+    ((resyncs,),) = ring.b.sql(
+        "SELECT resyncs FROM federation_mirroredset WHERE remote_slug = 'away'"
+    )
+    assert resyncs == 1
+
+
 def test_with_push_assist_a_publish_at_a_reaches_b_with_no_pull_command(ring: Ring) -> None:
     ((subscription, sets, error),) = ring.b.sql(
         "SELECT push_subscription, push_sets, push_error FROM federation_peer WHERE name = 'a'"
     )
     assert subscription and error == "", error
-    assert sets == ["bulk", "one-hop", "shared"]
+    assert sets == ["away", "bulk", "one-hop", "shared"]
     # B's worker runs the pulls that A's webhooks ask for (signed by A's key, verified by B).
     ring.b.start_worker("federation")
     value = md5s(1)
