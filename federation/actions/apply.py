@@ -9,6 +9,7 @@ stream and trigger webhooks like any others.
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -74,10 +75,17 @@ def _count(value: Any) -> int:
 def _when(value: Any, *, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
-    when = parse_when(value) if isinstance(value, str) else None
+    when = _parsed_when(value) if isinstance(value, str) else None
     if when is None:
         raise Refusal("a time is not ISO 8601 with a zone")
-    return when.isoformat()
+    return when
+
+
+@lru_cache(maxsize=4096)
+def _parsed_when(text: str) -> str | None:
+    """A feed's times repeat (every entry of a merged chunk was first seen at one instant)."""
+    when = parse_when(text)
+    return None if when is None else when.isoformat()
 
 
 def _contributor(name: str, origin: str) -> str:

@@ -12,9 +12,11 @@ from federation.actions.apply import do_apply_page
 from federation.actions.peering import check_fingerprint, own_fingerprint
 from federation.actions.pull import do_pull_peer
 from federation.models import Peer
+from federation.tasks import pull_due
 from members.models import Organisation
 from signals.models import SetEntry
 from tests.federation.conftest import OTHER, change, md5s
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.django_db
 
@@ -115,3 +117,17 @@ def test_staff_see_peers_and_pause_resume_and_remove_them(staff, peer_link, mirr
     assert set(SetEntry.objects.values_list("state", flat=True)) == {"tombstone"}
     peer_link.organisation.refresh_from_db()
     assert peer_link.organisation.status == "suspended"
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_beat_pulls_each_due_peer_on_the_federation_queue(peer_link, celery_worker, settings):
+    pull_due()  # what beat runs every HASHX_FEDERATION_PULL_SECONDS
+
+    def attempted() -> bool:
+        peer_link.refresh_from_db()
+        return peer_link.failures == 1
+
+    eventually(attempted, timeout=60, what="the worker's pull of the due peer")
+    # The worker's settings are the defaults: outbound calls go to public https only.
+    assert peer_link.last_error == "http://127.0.0.1:9: the URL must use https"
