@@ -32,6 +32,10 @@ class Peer(models.Model):
     )
     key_id = models.CharField(max_length=64, help_text="the pinned key's RFC 7638 thumbprint")
     public_key = models.BinaryField(max_length=32)
+    # The peer's next key, endorsed by the pinned one (a rotation it announced): followed when
+    # it becomes the peer's current key.
+    next_key_id = models.CharField(max_length=64, blank=True)
+    next_public_key = models.BinaryField(max_length=32, null=True, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
     last_error = models.CharField(max_length=500, blank=True)
     failures = models.PositiveIntegerField(default=0, help_text="failed pulls in a row")

@@ -2,21 +2,24 @@
 changes staff make to a peer link (pause, resume, remove). Every change is audited."""
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import requests
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.actions import record
-from exchange.actions.identity import get_identity, get_signing_key
+from exchange.actions.identity import get_identity, get_signing_key, key_change_statement
 from exchange.outbound import Refused, check_destination
 from exchange.problems import Problem
 from federation.models import MirroredSet, Peer
 from hashx.keys import b64url_decode, jwk_thumbprint
-from members.actions.keys import do_add_key
+from members.actions.keys import do_add_key, do_retire_key
 from members.actions.organisations import do_change_status, do_create_organisation
-from members.models import Organisation
+from members.models import Organisation, SigningKey
 from signals.feed.locks import lock_set
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
@@ -25,6 +28,8 @@ _FINGERPRINT = re.compile(r"^SHA256:([A-Za-z0-9_-]{43})$")
 # /.well-known/hashx is a small document; anything bigger is not one.
 MAX_IDENTITY_BYTES = 256 * 1024
 TIMEOUT_SECONDS = 10
+# After a peer's key rotation, its old key still verifies this long (requests already signed).
+KEY_OVERLAP = timedelta(hours=1)
 
 
 def own_fingerprint() -> str:
@@ -202,3 +207,65 @@ def do_remove_peer(peer: Peer, *, drop_mirrors: bool, actor: Any = None, reason:
         )  # fmt: skip
         peer.delete()
     return dropped
+
+
+def endorsed_next_key(peer: Peer, identity: dict[str, Any]) -> tuple[str, bytes] | None:
+    """The next key the peer's identity announces, if its pinned key signed for it."""
+    keys = {}
+    for jwk in identity["jwks"]["keys"]:
+        try:
+            public = b64url_decode(jwk["x"])
+            keys[jwk_thumbprint(public)] = public
+        except (KeyError, TypeError, ValueError):
+            continue
+    pinned = Ed25519PublicKey.from_public_bytes(bytes(peer.public_key))
+    for endorsement in identity.get("key_endorsements") or []:
+        if not isinstance(endorsement, dict) or endorsement.get("by") != peer.key_id:
+            continue
+        kid = endorsement.get("kid")
+        if kid not in keys or kid == peer.key_id:
+            continue
+        try:
+            signature = b64url_decode(str(endorsement.get("signature", "")))
+            pinned.verify(signature, key_change_statement(peer.exchange_id, kid))
+        except (ValueError, InvalidSignature):
+            continue
+        return kid, keys[kid]
+    return None
+
+
+def do_follow_key(peer: Peer, identity: dict[str, Any]) -> str:
+    """Follow a peer's key rotation, proved by its pinned key: an endorsed next key is added to
+    the peer's organisation here (its requests signed with it verify from then on), and once it
+    is the peer's current key it becomes the pinned one (the old key of the organisation
+    retires). Returns the current key's thumbprint as the peer presents it; the caller stops
+    the peer when that is neither pinned nor followed.
+
+    One transaction; audited (``federation.peer.key_announced``, ``federation.peer.key_changed``).
+    """
+    kid, _ = current_key(identity)
+    with transaction.atomic():
+        endorsed = endorsed_next_key(peer, identity)
+        if endorsed is not None and endorsed[0] != peer.next_key_id:
+            peer.next_key_id, peer.next_public_key = endorsed
+            if not SigningKey.objects.filter(key_id=peer.next_key_id).exists():
+                do_add_key(peer.organisation, endorsed[1], label="next key, endorsed")
+            Peer.objects.filter(pk=peer.pk).update(
+                next_key_id=peer.next_key_id, next_public_key=peer.next_public_key
+            )
+            record("federation.peer.key_announced", obj=peer,
+                   details={"name": peer.name, "next": f"SHA256:{peer.next_key_id}"})  # fmt: skip
+        if kid != peer.key_id and kid == peer.next_key_id and peer.next_public_key:
+            old = peer.key_id
+            for key in SigningKey.objects.filter(key_id=old, state=SigningKey.State.ACTIVE):
+                do_retire_key(key, timezone.now() + KEY_OVERLAP)
+            peer.key_id, peer.public_key = kid, bytes(peer.next_public_key)
+            peer.next_key_id, peer.next_public_key = "", None
+            Peer.objects.filter(pk=peer.pk).update(
+                key_id=peer.key_id, public_key=peer.public_key, next_key_id="",
+                next_public_key=None,
+            )  # fmt: skip
+            record("federation.peer.key_changed", obj=peer,
+                   details={"name": peer.name, "from": f"SHA256:{old}",
+                            "to": f"SHA256:{kid}"})  # fmt: skip
+    return kid

@@ -29,7 +29,7 @@ from exchange.outbound import Refused, check_destination
 from exchange.problems import Problem
 from federation.actions.apply import MAX_HOPS, Outcome, Resync, do_apply_page
 from federation.actions.opinions import do_forward_opinions
-from federation.actions.peering import current_key, fetch_identity
+from federation.actions.peering import do_follow_key, fetch_identity
 from federation.actions.push import do_ensure_push
 from federation.models import MirroredSet, Peer
 from hashx.auth import HashxAuth
@@ -123,15 +123,16 @@ def failure(response: requests.Response, what: str) -> PullFailed:
 
 
 def _check_key(peer: Peer) -> None:
-    """The peer still presents the pinned key; a key that changed without proof from the old
-    one stops the peer (never followed silently)."""
+    """The peer still presents the pinned key, or one its pinned key endorsed
+    (``do_follow_key``); a key that changed without proof from the old one stops the peer
+    (never followed silently)."""
     identity = fetch_identity(peer.url)
-    kid, _ = current_key(identity)
     if identity["exchange_id"] != peer.exchange_id:
         raise PullFailed(
             f"{peer.url} now names itself {identity['exchange_id']}, not {peer.exchange_id}",
             stop=True,
         )
+    kid = do_follow_key(peer, identity)
     if kid != peer.key_id:
         raise PullFailed(
             f"the peer's key changed from {peer.fingerprint} to SHA256:{kid} without proof from"

@@ -314,6 +314,48 @@ def test_a_push_not_signed_by_the_peer_pinned_key_is_refused(ring: Ring) -> None
     assert unknown.status_code == 404
 
 
+def _pinned(exchange: Exchange, peer: str) -> tuple[str, str, str]:
+    ((row),) = exchange.sql(
+        "SELECT key_id, state, last_error FROM federation_peer WHERE name = %s", [peer]
+    )
+    return row
+
+
+def test_a_peer_key_change_is_followed_only_with_proof_from_its_old_key(ring: Ring) -> None:
+    old = ring.c.fingerprint().removeprefix("SHA256:")
+    announced = ring.c.manage("rotate_exchange_key").stdout
+    new = announced.split("SHA256:")[1].split(" ")[0]
+    ring.a.pull("c")  # A learns C's next key, endorsed by the key A pinned
+    ring.b.pull("c")
+    ring.c.manage("rotate_exchange_key", "--finish")
+
+    ring.c.pull("b")  # C now signs with its new key, which B already accepts
+    ring.a.pull("c")  # and A follows it
+
+    assert _pinned(ring.a, "c") == (new, "active", "")
+    assert _pinned(ring.b, "c")[0] == old  # B follows at its next pull of C
+    ring.b.pull("c")
+    assert _pinned(ring.b, "c") == (new, "active", "")
+    # A key that changes with no proof (say, a new key file) stops the peer, visibly.
+    ring.c.manage(
+        "shell", "-c",
+        "from exchange.models import ExchangeKey;"
+        " from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey;"
+        " from hashx.keys import jwk_thumbprint, raw_public_bytes, private_key_to_pem;"
+        " k = Ed25519PrivateKey.generate(); p = raw_public_bytes(k.public_key());"
+        " ExchangeKey.objects.update(current=False);"
+        " ExchangeKey.objects.create(kid=jwk_thumbprint(p), public_key=p,"
+        " private_key_pem=private_key_to_pem(k), current=True)",
+    )  # fmt: skip
+
+    failed = ring.a.pull("c", check=False)
+
+    assert failed.returncode != 0
+    key, state, error = _pinned(ring.a, "c")
+    assert (key, state) == (new, "stopped")
+    assert "key changed from" in error and "without proof" in error, error
+
+
 def test_revoking_b_key_at_a_stops_b_pulls_with_a_clear_error(ring: Ring) -> None:
     ring.a.manage(
         "shell", "-c",
