@@ -11,7 +11,6 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("members.api.urls")),
     path("", include("signals.api.urls")),
     path("", include("audit.api.urls")),
-    path("", include("federation.api.urls")),
 ]
 
 urlpatterns = [
@@ -21,6 +20,8 @@ urlpatterns = [
     path("problems/<str:slug>", views.ProblemTypeView.as_view(), name="problem-type"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    # Signed by a peer exchange's key (webhooks), not by a member's: outside the member API.
+    path("federation/", include("federation.api.urls")),
     # Anything else under /api/ is a problem document 404, never an HTML page.
     re_path(r"^api/", api_not_found),
 ]

@@ -46,7 +46,7 @@ class Peer(models.Model):
         default=0, help_text="changes the last complete pull applied (how far behind it was)"
     )
     # Push-assist: the subscription this exchange holds at the peer, whose webhooks (to
-    # /api/v1/federation/push/<its exchange id> here) wake a pull at once, and the sets it names.
+    # /federation/push/<its exchange id> here) wake a pull at once, and the sets it names.
     push_subscription = models.CharField(max_length=64, blank=True)
     push_sets = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     push_error = models.CharField(max_length=500, blank=True)

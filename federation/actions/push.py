@@ -1,7 +1,7 @@
 """Push-assist: a webhook from a peer wakes a pull of it at once, instead of at the next beat.
 
 This exchange holds a subscription at each peer (the peer's ordinary webhook machinery) for the
-sets it mirrors, pointed at its own ``/api/v1/federation/push/<the peer's id>``; a delivery there
+sets it mirrors, pointed at its own ``/federation/push/<the peer's id>``; a delivery there
 is verified (Standard Webhooks, ``v1a``: Ed25519) against the peer's pinned key and queues a
 pull. The delivery's body is not applied: the pull reads the feed, signed, as always."""
 
@@ -22,7 +22,7 @@ PULL = "federation.pull_peer"
 
 def push_url(peer: Peer) -> str:
     """Where ``peer`` sends its webhooks here: named by the peer, whose key must sign them."""
-    return f"{settings.HASHX_PUBLIC_URL}/api/v1/federation/push/{peer.exchange_id}"
+    return f"{settings.HASHX_PUBLIC_URL}/federation/push/{peer.exchange_id}"
 
 
 def do_ensure_push(

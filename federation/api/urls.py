@@ -3,5 +3,5 @@ from django.urls import path
 from federation.api import views
 
 urlpatterns = [
-    path("federation/push/<str:exchange_id>", views.PushView.as_view(), name="federation-push"),
+    path("push/<str:exchange_id>", views.PushView.as_view(), name="federation-push"),
 ]

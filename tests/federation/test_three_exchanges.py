@@ -301,12 +301,12 @@ def test_with_push_assist_a_publish_at_a_reaches_b_with_no_pull_command(ring: Ri
 
 
 def test_a_push_not_signed_by_the_peer_pinned_key_is_refused(ring: Ring) -> None:
-    url = f"{ring.b.base}/api/v1/federation/push/{ring.ids['a']}"
+    url = f"{ring.b.base}/federation/push/{ring.ids['a']}"
     headers = {"webhook-id": "msg_1", "webhook-timestamp": str(int(time.time())),
                "webhook-signature": "v1a," + base64.b64encode(bytes(64)).decode()}  # fmt: skip
 
     refused = requests.post(url, data=b"{}", headers=headers, timeout=10)
-    unknown = requests.post(f"{ring.b.base}/api/v1/federation/push/hx-nobody", data=b"{}",
+    unknown = requests.post(f"{ring.b.base}/federation/push/hx-nobody", data=b"{}",
                             headers=headers, timeout=10)  # fmt: skip
 
     assert (refused.status_code, refused.json()["type"].rsplit("/", 1)[1]) == (
