@@ -7,12 +7,12 @@ new position in this exchange's feed, so they sync, match (the PDQ index follows
 stream and trigger webhooks like any others.
 """
 
+import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-import orjson
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -158,15 +158,20 @@ def check_change(change: Any, *, peer_exchange: str, own_exchange: str) -> dict[
     }  # fmt: skip
 
 
+# As in the merge (signals.actions.merge): every join here is "a page row probes an index"; a
+# hash or merge join would read every signal of the exchange for each page.
 _SQL_CHUNK = """
+SET LOCAL enable_hashjoin = off;
+SET LOCAL enable_mergejoin = off;
 CREATE TEMP TABLE IF NOT EXISTS federation_chunk (
     ord int, type text COLLATE "C", value text COLLATE "C", state text, labels varchar[],
     contributors int, names varchar[], positive int, negative int, investigation int,
     expires_at timestamptz, origin_set text, origin_entry bigint, origin_first_seen timestamptz,
     hops_left smallint, path varchar[]
-) ON COMMIT DELETE ROWS;
-INSERT INTO federation_chunk
-SELECT * FROM json_populate_recordset(NULL::federation_chunk, %(rows)s::json);
+) ON COMMIT DELETE ROWS
+"""
+
+_SQL_SIGNALS = """
 INSERT INTO signals_signal (type, value)
 SELECT DISTINCT type, value FROM federation_chunk WHERE state = 'active' ORDER BY type, value
 ON CONFLICT (type, value) DO NOTHING;
@@ -208,6 +213,34 @@ RETURNING (xmax = 0) AS inserted, state
 """  # noqa: S608 - only constants are interpolated
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _text(value: str) -> str:
+    """A text field of COPY's text format."""
+    return value.translate(_COPY_ESCAPES)
+
+
+def _array(values: list[str]) -> str:
+    """A Postgres array literal of strings, every element quoted (so NULL stays a string)."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return _text("{" + ",".join(f'"{v}"' for v in quoted) + "}")
+
+
+def _copy_text(rows: list[dict[str, Any]]) -> str:
+    """Checked rows as COPY text for ``federation_chunk``, in their order."""
+    lines = []
+    for ord_, r in enumerate(rows):
+        expires = r["expires_at"] or "\\N"
+        lines.append(
+            f"{ord_}\t{r['type']}\t{_text(r['value'])}\t{r['state']}\t{_array(r['labels'])}\t"
+            f"{r['contributors']}\t{_array(r['names'])}\t{r['positive']}\t{r['negative']}\t"
+            f"{r['investigation']}\t{expires}\t{_text(r['origin_set'])}\t{r['origin_entry']}\t"
+            f"{r['origin_first_seen']}\t{r['hops_left']}\t{_array(r['path'])}\n"
+        )
+    return "".join(lines)
+
+
 def apply_rows(mirror: MirroredSet, rows: list[dict[str, Any]], now: datetime) -> Outcome:
     """Apply checked rows (``check_change``) to the mirror set, set-based, in the caller's
     transaction. Locks every slot of the mirror set (``signals.feed.locks.lock_set``), as
@@ -215,11 +248,11 @@ def apply_rows(mirror: MirroredSet, rows: list[dict[str, Any]], now: datetime) -
     outcome = Outcome()
     if not rows:
         return outcome
-    for ord_, row in enumerate(rows):
-        row["ord"] = ord_
     with connection.cursor() as cursor:
         lock_set(cursor, mirror.hash_set_id)
-        cursor.execute(_SQL_CHUNK, {"rows": orjson.dumps(rows).decode()})
+        cursor.execute(_SQL_CHUNK)
+        cursor.copy_expert("COPY federation_chunk FROM STDIN", io.StringIO(_copy_text(rows)))
+        cursor.execute(_SQL_SIGNALS)
         cursor.execute(_SQL_UPSERT, {"set": mirror.hash_set_id, "now": now})
         changed = cursor.fetchall()
         cursor.execute("TRUNCATE federation_chunk")

@@ -199,3 +199,15 @@ def test_a_resync_ends_with_exactly_the_origin_active_entries(mirror, own_id):
     assert outcome.tombstoned == 1
     mirror.refresh_from_db()
     assert (mirror.cursor, mirror.resyncs) == ("snap", 1)
+
+
+def test_labels_and_names_holding_quotes_commas_and_backslashes_arrive_as_sent(mirror, own_id):
+    odd = ['a"b', "c,d", "e\\f", "{g}", "NULL", "tab\there"]
+    value = md5s(1)[0]
+
+    do_apply_page(mirror, [change(value, path=[OTHER], labels=odd, contributor_names=odd)],
+                  "c1", peer_exchange=OTHER, own_exchange=own_id)  # fmt: skip
+
+    entry = SetEntry.objects.get()
+    assert entry.labels == sorted(odd)
+    assert entry.contributor_names == sorted(f"{n}@{OTHER}" for n in odd)
