@@ -158,11 +158,7 @@ def check_change(change: Any, *, peer_exchange: str, own_exchange: str) -> dict[
     }  # fmt: skip
 
 
-# As in the merge (signals.actions.merge): every join here is "a page row probes an index"; a
-# hash or merge join would read every signal of the exchange for each page.
 _SQL_CHUNK = """
-SET LOCAL enable_hashjoin = off;
-SET LOCAL enable_mergejoin = off;
 CREATE TEMP TABLE IF NOT EXISTS federation_chunk (
     ord int, type text COLLATE "C", value text COLLATE "C", state text, labels varchar[],
     contributors int, names varchar[], positive int, negative int, investigation int,
