@@ -3,13 +3,17 @@
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from exchange.admin_tools import ReadOnlyAdmin, confirm_with_reason
-from federation.actions.peering import do_remove_peer, do_set_peer_state
+from exchange.problems import Problem
+from federation.actions.peering import do_add_peer, do_remove_peer, do_set_peer_state
 from federation.models import MirroredSet, Peer
 
 
@@ -25,10 +29,16 @@ class MirroredSetInline(admin.TabularInline):
         return False
 
 
+class AddPeerForm(forms.Form):
+    name = forms.SlugField(max_length=40, help_text="short name for the peer, e.g. eu-exchange")
+    url = forms.URLField(max_length=500, assume_scheme="https", help_text="its base URL")
+    fingerprint = forms.CharField(max_length=60, help_text="SHA256:… as its staff gave it")
+
+
 @admin.register(Peer)
 class PeerAdmin(ReadOnlyAdmin):
-    """Peers are added with ``manage.py add_peer`` (the fingerprint check needs the other
-    exchange's answer); here staff watch them and pause or resume pulling."""
+    """Staff add peers (as ``manage.py add_peer`` does: the key must match the fingerprint),
+    watch them, pause, resume and remove them."""
 
     list_display = [
         "name", "url", "state", "lag_seconds", "last_applied", "entries_mirrored", "failures",
@@ -44,6 +54,23 @@ class PeerAdmin(ReadOnlyAdmin):
     exclude = ["public_key", "key_id"]
     inlines = [MirroredSetInline]
     actions = ["pause", "resume", "remove_dropping_mirrors", "remove_keeping_mirrors"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
+        form = AddPeerForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                peer = do_add_peer(**form.cleaned_data, actor=request.user)
+            except Problem as exc:
+                form.add_error(None, str(exc.detail))
+            else:
+                self.message_user(request, f"Peer {peer.name} added: {peer.fingerprint} pinned.")
+                return redirect("admin:federation_peer_change", peer.pk)
+        context = {**self.admin_site.each_context(request), "title": "Add a peer exchange",
+                   "form": form, "opts": self.model._meta}  # fmt: skip
+        return TemplateResponse(request, "admin/federation/add_peer.html", context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Peer]:
         return (

@@ -131,3 +131,15 @@ def test_beat_pulls_each_due_peer_on_the_federation_queue(peer_link, celery_work
     eventually(attempted, timeout=60, what="the worker's pull of the due peer")
     # The worker's settings are the defaults: outbound calls go to public https only.
     assert peer_link.last_error == "http://127.0.0.1:9: the URL must use https"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_add_a_peer_in_admin_and_a_mismatch_says_why(staff, other_exchange):
+    url = reverse("admin:federation_peer_add")
+    assert staff.get(url).status_code == 200
+
+    answer = staff.post(url, {"name": "eu", "url": other_exchange,
+                              "fingerprint": "SHA256:" + "A" * 43})  # fmt: skip
+
+    assert answer.status_code == 200 and b"fingerprint mismatch" in answer.content
+    assert not Peer.objects.exists()
