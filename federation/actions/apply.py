@@ -98,6 +98,8 @@ def check_change(change: Any, *, peer_exchange: str, own_exchange: str) -> dict[
     apply, or ``Refusal`` naming why not. Refused: malformed or non-canonical values, an entry
     whose path holds this exchange (an echo), one not last passed through the peer, and one
     with no hops left (the serving side should have kept it)."""
+    if isinstance(change, Refusal):  # the line could not even be read
+        raise change
     if not isinstance(change, dict):
         raise Refusal("not an object")
     kind, value, state = change.get("type"), change.get("value"), change.get("state")

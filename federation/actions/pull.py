@@ -27,7 +27,7 @@ from audit.actions import record
 from exchange.actions.identity import get_identity, get_signing_key
 from exchange.outbound import Refused, check_destination
 from exchange.problems import Problem
-from federation.actions.apply import MAX_HOPS, Outcome, Resync, do_apply_page
+from federation.actions.apply import MAX_HOPS, Outcome, Refusal, Resync, do_apply_page
 from federation.actions.opinions import do_forward_opinions
 from federation.actions.peering import do_follow_key, fetch_identity
 from federation.actions.push import do_ensure_push
@@ -224,6 +224,8 @@ def _lines(response: requests.Response) -> Iterator[bytes | None]:
             line, buffer = buffer[:end], buffer[end + 1 :]
             if skipping:
                 skipping = False
+            elif len(line) > MAX_LINE_BYTES:
+                yield None
             elif line:
                 yield line
         if len(buffer) > MAX_LINE_BYTES:
@@ -235,12 +237,13 @@ def _lines(response: requests.Response) -> Iterator[bytes | None]:
 
 
 def _parse(line: bytes | None) -> Any:
+    """A feed line's JSON, or the ``Refusal`` that ``check_change`` counts it under."""
     if line is None:
-        return "oversized"
+        return Refusal("line longer than 1 MiB")
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
-        return "malformed"
+        return Refusal("not JSON")
 
 
 def _is_checkpoint(item: Any) -> bool:

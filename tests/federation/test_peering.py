@@ -1,6 +1,8 @@
 """Peering with another exchange over HTTP (this test's live server stands in for it), the
 pulls that fail and back off, and what staff see and do in admin."""
 
+import json
+
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -11,12 +13,14 @@ from exchange.actions.identity import get_identity
 from federation.actions.apply import do_apply_page
 from federation.actions.peering import check_fingerprint, own_fingerprint
 from federation.actions.pull import do_pull_peer
-from federation.models import Peer
+from federation.models import MirroredSet, Peer
 from federation.tasks import pull_due
+from hashx.keys import public_jwk
 from members.models import Organisation
 from signals.models import SetEntry
 from tests.federation.conftest import OTHER, change, md5s
 from tests.helpers import eventually
+from tests.receiver import Answer, Receiver
 
 pytestmark = pytest.mark.django_db
 
@@ -143,3 +147,70 @@ def test_staff_add_a_peer_in_admin_and_a_mismatch_says_why(staff, other_exchange
 
     assert answer.status_code == 200 and b"fingerprint mismatch" in answer.content
     assert not Peer.objects.exists()
+
+
+def _identity(peer_member) -> bytes:
+    jwk = public_jwk(bytes(peer_member.key.public_key))
+    return json.dumps({"exchange_id": OTHER, "name": "EU", "jwks": {"keys": [jwk]}}).encode()
+
+
+SETS = json.dumps({"next": None, "results": [
+    {"slug": "their-set", "name": "Theirs", "tlp": "green", "distribution": "federated",
+     "attribution": "named", "origin": None},
+    {"slug": "secret", "name": "Secret", "tlp": "amber", "distribution": "federated",
+     "origin": None},
+]}).encode()  # fmt: skip
+
+
+@pytest.fixture
+def hostile_peer(peer, peer_link, loopback_allowed):
+    """The peer's exchange, played by a scripted HTTP server."""
+    with Receiver() as receiver:
+        Peer.objects.filter(pk=peer_link.pk).update(url=receiver.base_url)
+        yield receiver
+
+
+def test_a_peer_sending_malformed_oversized_and_forbidden_entries_gets_only_the_rest_applied(
+    peer, peer_link, hostile_peer, own_id
+):
+    good = md5s(3)
+    lines = [
+        json.dumps(change(good[0], path=[OTHER])),
+        json.dumps(change(md5s(1)[0], path=[OTHER], labels=["x" * 90] * 20)) + " " * (1 << 20),
+        "not json at all",
+        json.dumps(change(md5s(1)[0], path=[own_id, OTHER])),
+        json.dumps(change(good[1], path=[OTHER])),
+        json.dumps({"cursor": "c1"}),
+        json.dumps(change(good[2], path=[OTHER])),
+        json.dumps({"cursor": "c2", "end": True}),
+    ]
+    hostile_peer.script = [
+        Answer(body=_identity(peer)),
+        Answer(body=SETS),
+        Answer(body="\n".join(lines).encode() + b"\n"),
+    ]
+
+    report = do_pull_peer(peer_link.pk, force=True)
+
+    assert report.error == "" and report.refused_sets == {
+        "secret": "TLP 'amber' may not leave its exchange"}  # fmt: skip
+    assert report.sets["their-set"]["applied"] == 3
+    assert report.sets["their-set"]["refusals"] == {
+        "line longer than 1 MiB": 1, "not JSON": 1, "path holds this exchange (an echo)": 1,
+    }  # fmt: skip
+    assert set(SetEntry.objects.values_list("signal__value", flat=True)) == set(good)
+    assert MirroredSet.objects.get().cursor == "c2"
+    changes_request = hostile_peer.received[2]
+    assert changes_request.path == "/api/v1/changes?sets=their-set"
+    assert "signature-input" in changes_request.headers  # signed with this exchange's key
+
+
+def test_a_peer_answering_503_backs_off_and_stays_active(peer, peer_link, hostile_peer):
+    hostile_peer.script = [Answer(body=_identity(peer)), Answer(status=503, body=b"busy")]
+
+    report = do_pull_peer(peer_link.pk, force=True)
+
+    peer_link.refresh_from_db()
+    assert report.error.startswith("GET /api/v1/sets answered 503")
+    assert (peer_link.state, peer_link.failures) == ("active", 1)
+    assert peer_link.next_attempt_at > timezone.now()
