@@ -33,7 +33,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from tests.federation.exchanges import exchanges  # noqa: E402
+from tests.federation.exchanges import Exchange, exchanges  # noqa: E402
 
 ENTRIES = int(os.environ.get("BENCH_FEDERATION_ENTRIES", "1000000"))
 LAG_TRIES = 5
@@ -49,8 +49,7 @@ def main() -> None:
         a, b = found["a"], found["b"]
         acme = a.member("acme", Path(tmp))
         acme.create_set("shared", "Shared", tlp="green", distribution="federated")
-        a.peer_with(b)
-        b.peer_with(a)
+        Exchange.peer_all([(a, b), (b, a)])
 
         upload = Path(tmp) / "signals.ndjson"
         with upload.open("w") as out:

@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,7 @@ class Exchange:
         if worker:
             self.start_worker(worker)
 
+    def wait_up(self) -> None:
         def up() -> bool:
             for process in self.processes:
                 assert process.poll() is None, self.log("web")[-3000:]
@@ -193,6 +195,13 @@ class Exchange:
             self._fingerprint = self.manage("peer_fingerprint").stdout.strip()
         return self._fingerprint
 
+    @staticmethod
+    def peer_all(pairs: list[tuple["Exchange", "Exchange"]]) -> None:
+        """``peer_with`` for each (exchange, other) pair, the commands run side by side."""
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(Exchange.fingerprint, {o.name: o for _, o in pairs}.values()))
+            list(pool.map(lambda pair: pair[0].peer_with(pair[1]), pairs))
+
     def peer_with(self, other: "Exchange") -> None:
         """``add_peer`` here for ``other``, with the fingerprint its own command printed."""
         self.manage("add_peer", other.name, other.base, "--fingerprint", other.fingerprint())
@@ -225,6 +234,8 @@ def exchanges(
                 exchange = Exchange(name, urls[name], _redis_url(base_redis, number), tmp / name)
                 started[name] = exchange
                 exchange.start(worker=(workers or {}).get(name, ""))
+            for exchange in started.values():
+                exchange.wait_up()
             yield started
         finally:
             for exchange in started.values():

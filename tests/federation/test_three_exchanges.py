@@ -59,9 +59,9 @@ def ring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ring]:
     with exchanges(["a", "b", "c"], tmp, workers=workers) as found:
         members = {"a": found["a"].member("acme", tmp), "b": found["b"].member("globex", tmp)}
         # Peering is mutual: each side pins the other (each may then read the other's sets).
-        for one, other in [("a", "b"), ("b", "c"), ("c", "a")]:
-            found[one].peer_with(found[other])
-            found[other].peer_with(found[one])
+        Exchange.peer_all([(found[one], found[other]) for one, other in
+                           [("a", "b"), ("b", "a"), ("b", "c"), ("c", "b"), ("c", "a"),
+                            ("a", "c")]])  # fmt: skip
         yield Ring(found, members)
 
 
