@@ -5,7 +5,8 @@ Every consumer reads entries in change order here: API pages and webhook pages
 (``rendered_after``), NDJSON syncs (``stream_after``), snapshots (``stream_snapshot``), the PDQ
 match index's follower (``pdq_changes_after``), and the subscriptions' news and lag
 (``SQL_HAS_NEWS``, ``SQL_LAG``). A change is rendered once, by Postgres, as the JSON every
-consumer serves; what "after the cursor" means is ``positions.sql_after_cursor`` everywhere.
+consumer serves; what "after the cursor" means is ``positions.sql_after_cursor`` everywhere,
+and what a peer exchange may be served is ``sql_for_reader`` everywhere (federation).
 """
 
 import queue
