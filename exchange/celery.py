@@ -55,6 +55,11 @@ def beat_schedule(sender: Celery, **kwargs: Any) -> None:
         sender.signature("signals.match.compact_index"),
         name="match-compact-index",
     )
+    sender.add_periodic_task(
+        float(settings.HASHX_FEDERATION_PULL_SECONDS),
+        sender.signature("federation.pull_due"),
+        name="federation-pull",
+    )
 
 
 class Heartbeat(bootsteps.StartStopStep):

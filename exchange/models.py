@@ -40,6 +40,11 @@ class ExchangeKey(models.Model):
     current = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     retired_at = models.DateTimeField(null=True, blank=True)
+    # A key rotation announced to peers (``rotate_exchange_key``): the next key, signed by the key
+    # that was current when it was made (``endorsed_by``), so that peers who pinned that one may
+    # follow (federation) before it becomes current.
+    endorsed_by = models.CharField(max_length=64, blank=True)
+    endorsement = models.CharField(max_length=200, blank=True)
 
     class Meta:
         constraints = [

@@ -77,6 +77,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "payload-too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "idempotency-key-mismatch": (422, "The Idempotency-Key was used for a different request"),
+    "not-federable": (422, "Only TLP:CLEAR and TLP:GREEN sets may be federated"),
     "rate-limited": (429, "Too many requests"),
     # Refused before a view runs: by the gunicorn worker, or by Django's own checks.
     "bad-request": (400, "The request is malformed"),

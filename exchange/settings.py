@@ -124,6 +124,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One queue per kind of work (DESIGN.md "Scale-out"); a worker consumes all of them unless
 # started with -Q.
 CELERY_TASK_QUEUES = [Queue("default"), Queue("audit"), Queue("ingest"), Queue("webhooks")]
+CELERY_TASK_QUEUES.append(Queue("federation"))
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     # Exact names win over patterns: beat's check for stalled batches must not wait behind them.
@@ -131,6 +132,7 @@ CELERY_TASK_ROUTES = {
     "audit.*": {"queue": "audit"},
     "signals.ingest.*": {"queue": "ingest"},
     "signals.webhooks.*": {"queue": "webhooks"},
+    "federation.*": {"queue": "federation"},
 }
 # How often a worker writes its liveness heartbeat to Redis (readyz reads it).
 HASHX_WORKER_HEARTBEAT_SECONDS = env_int("HASHX_WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
@@ -155,6 +157,7 @@ INSTALLED_APPS = [
     "audit",
     "taxii",
     "ops",
+    "federation",
 ]
 
 MIDDLEWARE = [
@@ -303,3 +306,8 @@ LOGGING = logs.logging_config(LOG_LEVEL, HASHX_LOG_FORMAT)
 HASHX_METRICS_TOKEN = env_secret("HASHX_METRICS_TOKEN")
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics"))
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
+# Federation (federation/): how often beat pulls each peer (failures back off from there).
+HASHX_FEDERATION_PULL_SECONDS = env_int("HASHX_FEDERATION_PULL_SECONDS", 60, minimum=1)
+# Push-assist: hold a subscription at each peer whose webhooks wake a pull at once.
+HASHX_FEDERATION_PUSH = env_bool("HASHX_FEDERATION_PUSH", True)

@@ -29,6 +29,8 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("taxii2/", include("taxii.api.urls")),
     path("feeds/misp/", include("taxii.api.misp_urls")),
+    # Signed by a peer exchange's key (webhooks), not by a member's: outside the member API.
+    path("federation/", include("federation.api.urls")),
     # Anything else under /api/ is a problem document 404, never an HTML page.
     re_path(r"^api/", api_not_found),
 ]

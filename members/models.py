@@ -24,6 +24,9 @@ class Organisation(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     contact_email = models.EmailField(blank=True)
     contact_name = models.CharField(max_length=200, blank=True)
+    # A peer exchange's id (its /.well-known/hashx ``exchange_id``): what its feed is filtered
+    # by, so that nothing that passed through it is served back to it.
+    exchange_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Quotas set by staff (empty: no limit), enforced as Redis token buckets

@@ -22,14 +22,20 @@ from signals.models import Batch, Delivery, HashSet, SetEntry, SetGrant, Subscri
 from signals.types import SIGNAL_TYPES, SignalTypeError
 
 Distribution = HashSet.Distribution
+# The only markings under which a set's entries may leave the exchange (DESIGN.md "Federation").
+FEDERABLE_TLP = [HashSet.TLP.CLEAR, HashSet.TLP.GREEN]
 
 # -- sets and grants ---------------------------------------------------------------------------
 
 
 def visible_sets(org: Organisation, scope: frozenset[int] | None = None) -> QuerySet[HashSet]:
     """Sets ``org`` may read (see ``readable_by``); only those among ``scope`` (set ids: a feed
-    token's sets) when given, so a token never reads past what its organisation may read now."""
+    token's sets) when given, so a token never reads past what its organisation may read now. To
+    a peer exchange, none whose content passed through it (a mirror of a mirror of its own set:
+    its entries would all be refused)."""
     sets = HashSet.objects.filter(readable_by(org.pk, Value(org.kind))).distinct()
+    if org.kind == Organisation.Kind.PEER:
+        sets = sets.exclude(origin_path__contains=[peer_exchange_of(org)])
     return sets if scope is None else sets.filter(pk__in=scope)
 
 
@@ -74,17 +80,24 @@ def readable_by(org_id: Any, org_kind: Any) -> Q:
     federated set (members and peers). ``org_id`` and ``org_kind`` are values, or references to
     the organisation of an outer query's row (``OuterRef``), so that a query over many
     organisations' rows applies the same rule to each."""
-    readable = Q(owner=org_id) | Q(distribution=Distribution.FEDERATED)
-    readable |= Q(
+    member = Q(owner=org_id) | Q(distribution=Distribution.FEDERATED)
+    member |= Q(
         distribution__in=[Distribution.GRANTED, Distribution.COALITION],
         grants__organisation=org_id,
         grants__can_read=True,
     )
-    readable |= Q(Exact(org_kind, Organisation.Kind.MEMBER), distribution=Distribution.COALITION)
-    return readable
+    member |= Q(distribution=Distribution.COALITION)
+    # A peer exchange reads federated sets marked CLEAR or GREEN, and nothing else: not what it
+    # was granted, not even the mirrors of its own sets (they came from it).
+    peer = Q(distribution=Distribution.FEDERATED, tlp__in=FEDERABLE_TLP) & ~Q(owner=org_id)
+    return (Q(Exact(org_kind, Organisation.Kind.MEMBER)) & member) | (
+        Q(Exact(org_kind, Organisation.Kind.PEER)) & peer
+    )
 
 
 def may_publish(org: Organisation, hash_set: HashSet) -> bool:
+    if hash_set.is_mirror:
+        return False
     if hash_set.owner_id == org.pk:
         return True
     if hash_set.distribution == Distribution.OWNER:
@@ -131,11 +144,27 @@ def access_set(
     hash_set = _visible_by_slug(org, [slug], scope).get(slug)
     if hash_set is None:
         raise Problem("not-found", f"No set {echo(slug)!r} is visible to your organisation")
+    if need != "read" and hash_set.is_mirror:
+        raise Problem(
+            "forbidden",
+            f"{slug!r} mirrors {hash_set.origin_set!r} of the exchange {hash_set.origin_exchange}:"
+            " it is read-only here; only its origin adds or retracts",
+        )
     if need == "publish" and not may_publish(org, hash_set):
         raise Problem("forbidden", f"Your organisation may read {slug!r} but not publish to it")
     if need == "own" and hash_set.owner_id != org.pk:
         raise Problem("forbidden", f"Only the owner of {slug!r} may do this")
     return hash_set
+
+
+def peer_exchange_of(org: Organisation) -> str:
+    """What the feed served to ``org`` is filtered by (``signals.feed.reads``): a peer
+    exchange's id (nothing that passed through it, nothing without hops left), or "" for a
+    member, which reads entries as they are. A peer whose exchange id is unknown still gets
+    the hops filter (its slug is in no path)."""
+    if org.kind != Organisation.Kind.PEER:
+        return ""
+    return org.exchange_id or f"org:{org.slug}"
 
 
 def access_sets(

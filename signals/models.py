@@ -60,6 +60,20 @@ class HashSet(models.Model):
         max_length=16, choices=Distribution.choices, default=Distribution.GRANTED
     )
     pdq_threshold = models.PositiveSmallIntegerField(default=31)
+    # Federation: how many exchanges an entry of this set may travel through (the owner's
+    # choice, 1 to 3); and, for a mirror of a peer's set, where it comes from (a mirror is
+    # read-only here: only its origin adds or retracts).
+    federation_hops = models.PositiveSmallIntegerField(
+        default=1, help_text="exchanges an entry may pass through (1 to 3)"
+    )
+    origin_exchange = models.CharField(
+        max_length=64, blank=True, help_text="a mirror: the exchange it is pulled from"
+    )
+    origin_set = models.CharField(max_length=64, blank=True, help_text="its slug there")
+    origin_url = models.URLField(max_length=500, blank=True, help_text="that exchange's URL")
+    # The exchanges a mirror's content passed through before this one, its origin first: a
+    # set is never listed to an exchange on its path (no mirror of a mirror comes back).
+    origin_path = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -68,7 +82,11 @@ class HashSet(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(pdq_threshold__lte=31), name="pdq_threshold_max_31"
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(federation_hops__gte=1, federation_hops__lte=3),
+                name="federation_hops_1_to_3",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -77,6 +95,11 @@ class HashSet(models.Model):
     @property
     def audit_owner_org_id(self) -> int:
         return self.owner_id
+
+    @property
+    def is_mirror(self) -> bool:
+        """A local copy of a peer exchange's set (federation): read-only here."""
+        return bool(self.origin_exchange)
 
 
 class SetGrant(models.Model):
@@ -163,6 +186,17 @@ class SetEntry(models.Model):
         db_index=False,
     )
     near_duplicate_distance = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Federation provenance of a mirrored entry: its exchange of origin is ``path[0]``, where it
+    # was this entry (set, id, first seen); ``path`` lists the exchanges it passed through before
+    # this one, and ``hops_left`` how many more it may pass through from here (0: it stays with
+    # this exchange's members). Local entries: empty path, no hops_left (the set's
+    # ``federation_hops`` applies).
+    # Database defaults as well: the merge and other set-based writers insert entries in SQL.
+    origin_set = models.CharField(max_length=64, blank=True, default="", db_default="")
+    origin_entry = models.BigIntegerField(null=True, blank=True)
+    origin_first_seen = models.DateTimeField(null=True, blank=True)
+    hops_left = models.PositiveSmallIntegerField(null=True, blank=True)
+    path = ArrayField(models.CharField(max_length=64), default=list, db_default="{}", blank=True)
     # Set by the database on every insert; every UPDATE sets them anew (positions.NEW_POSITION).
     position_xid = XID8Field(db_default=CurrentXactId(), editable=False)
     position_seq = models.BigIntegerField(db_default=NextPosition(), editable=False)

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from exchange.models import ExchangeIdentity, ExchangeKey
 from hashx.keys import (
+    b64url,
     jwk_thumbprint,
     load_private_key_pem,
     private_key_to_pem,
@@ -93,3 +94,63 @@ def published_jwks() -> dict[str, list[dict[str, str]]]:
     """Current key first, then retired keys that still verify old signatures."""
     keys = ExchangeKey.objects.order_by("-current", "-created_at")
     return {"keys": [public_jwk(bytes(k.public_key)) for k in keys]}
+
+
+def key_change_statement(exchange_id: str, kid: str) -> bytes:
+    """What an exchange's current key signs to vouch for its next one."""
+    return f"hashx-key-change\n{exchange_id}\n{kid}".encode()
+
+
+def do_prepare_key_rotation() -> ExchangeKey:
+    """Make the exchange's next key (idempotent: the one already made), endorsed by the current
+    key, and publish it: peers that pinned the current key learn the next one at their next
+    pull. ``do_finish_key_rotation`` then makes it current. Refused when the current key lives
+    in ``HASHX_EXCHANGE_KEY_FILE`` (its rotation is the file's).
+
+    Locks: the identity advisory lock, as first start does."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_IDENTITY_LOCK])
+        current = ExchangeKey.objects.get(current=True)
+        if not current.private_key_pem:
+            raise ImproperlyConfigured(
+                "the current key is in HASHX_EXCHANGE_KEY_FILE: rotate it by changing the file"
+            )
+        ready = ExchangeKey.objects.filter(endorsed_by=current.kid, current=False).first()
+        if ready is not None:
+            return ready
+        private = Ed25519PrivateKey.generate()
+        public = raw_public_bytes(private.public_key())
+        kid = jwk_thumbprint(public)
+        old = _load_signing_key(current.kid, current.private_key_pem)
+        statement = key_change_statement(get_identity().exchange_id, kid)
+        return ExchangeKey.objects.create(
+            kid=kid,
+            public_key=public,
+            private_key_pem=private_key_to_pem(private),
+            endorsed_by=current.kid,
+            endorsement=b64url(old.sign(statement)),
+        )
+
+
+def do_finish_key_rotation() -> ExchangeKey:
+    """Make the prepared next key current; the old one is retired and stays published.
+
+    Locks: the identity advisory lock; the one-current-key constraint holds throughout."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_IDENTITY_LOCK])
+        current = ExchangeKey.objects.get(current=True)
+        ready = ExchangeKey.objects.filter(endorsed_by=current.kid, current=False).first()
+        if ready is None:
+            raise ImproperlyConfigured("no next key: run rotate_exchange_key first")
+        ExchangeKey.objects.filter(pk=current.pk).update(current=False, retired_at=timezone.now())
+        ExchangeKey.objects.filter(pk=ready.pk).update(current=True)
+        ready.refresh_from_db()
+    return ready
+
+
+def key_endorsements() -> list[dict[str, str]]:
+    """The published endorsements: each next key, by the key that vouched for it."""
+    keys = ExchangeKey.objects.exclude(endorsement="").order_by("created_at")
+    return [{"kid": k.kid, "by": k.endorsed_by, "signature": k.endorsement} for k in keys]

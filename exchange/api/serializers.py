@@ -34,6 +34,11 @@ class WellKnownSerializer(serializers.Serializer):
     api_version = serializers.CharField()
     api_root = serializers.URLField()
     jwks = JWKSSerializer()
+    key_endorsements = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()),
+        help_text="during a key rotation: the next key (kid), the key that vouches for it (by) and"
+        " its Ed25519 signature (base64url) of 'hashx-key-change\\n<exchange_id>\\n<kid>'",
+    )
     signal_types = serializers.ListField(child=serializers.DictField())
 
 

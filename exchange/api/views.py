@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from exchange import health
-from exchange.actions.identity import get_identity, published_jwks
+from exchange.actions.identity import get_identity, key_endorsements, published_jwks
 from exchange.api.serializers import (
     HealthSerializer,
     ProblemTypeSerializer,
@@ -110,7 +110,8 @@ class WellKnownView(PublicView):
         operation_id="well_known_hashx", responses=WellKnownSerializer, tags=["identity"]
     )
     def get(self, request: Request) -> Response:
-        """The exchange's identity: id, name, API version, public keys (JWKS), signal types."""
+        """The exchange's identity: id, name, API version, public keys (JWKS), the next key
+        endorsed by the current one during a rotation, signal types."""
         identity = get_identity()
         body = {
             "exchange_id": identity.exchange_id,
@@ -118,6 +119,7 @@ class WellKnownView(PublicView):
             "api_version": settings.HASHX_API_VERSION,
             "api_root": f"{settings.HASHX_PUBLIC_URL}/api/{settings.HASHX_API_VERSION}/",
             "jwks": published_jwks(),
+            "key_endorsements": key_endorsements(),
             "signal_types": describe_types(),
         }
         return Response(body, headers={"Cache-Control": "public, max-age=300"})

@@ -32,16 +32,17 @@ def do_pull_page(
     *,
     if_none_match: str | None,
     request: Any,
+    peer: str = "",
 ) -> Page:
     """The latest state of up to ``limit`` entries of ``sets`` (by id) changed after
     ``after``, in change order, with the cursor to continue from and whether there is more;
     audited as a pull unless nothing was new (an idle poll asked again gets 304: same sets,
     same cursor, nothing new)."""
-    changes, _ = rendered_after(after, list(sets), limit=limit + 1)
+    changes, _ = rendered_after(after, list(sets), limit=limit + 1, peer=peer)
     more = len(changes) > limit
     changes = changes[:limit]
     cursor = changes[-1].position if changes else after
-    state = f"{sorted(sets)}|{after.cursor()}|{cursor.cursor()}|{more}"
+    state = f"{sorted(sets)}|{after.cursor()}|{cursor.cursor()}|{more}|{peer}"
     etag = f'"{hashlib.sha256(state.encode()).hexdigest()[:32]}"'
     if if_none_match == etag:
         return Page(None, etag)
@@ -54,17 +55,26 @@ def do_pull_page(
     return Page(body, etag)
 
 
-def pull_stream(sets: dict[int, HashSet], after: Position, *, request: Any) -> Iterator[bytes]:
-    """Every change of ``sets`` after ``after`` as NDJSON, with checkpoints (an NDJSON sync)."""
+def pull_stream(
+    sets: dict[int, HashSet], after: Position, *, request: Any, peer: str = ""
+) -> Iterator[bytes]:
+    """Every change of ``sets`` after ``after`` as NDJSON, with checkpoints (an NDJSON sync);
+    to a ``peer`` exchange only what may leave (``signals.feed.reads.sql_for_reader``)."""
     return _audited(
-        lambda served: stream_after(after, list(sets), STREAM_PAGE, served), sets, after, request
+        lambda served: stream_after(after, list(sets), STREAM_PAGE, served, peer=peer),
+        sets,
+        after,
+        request,
     )
 
 
-def pull_snapshot(hash_set: HashSet, *, request: Any) -> Iterator[bytes]:
+def pull_snapshot(hash_set: HashSet, *, request: Any, peer: str = "") -> Iterator[bytes]:
     """Every active entry of ``hash_set`` as NDJSON, from one consistent database snapshot."""
     return _audited(
-        lambda served: stream_snapshot(hash_set, served), {hash_set.pk: hash_set}, START, request
+        lambda served: stream_snapshot(hash_set, served, peer=peer),
+        {hash_set.pk: hash_set},
+        START,
+        request,
     )
 
 

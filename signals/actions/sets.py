@@ -10,11 +10,27 @@ from audit.actions import record
 from exchange import generation
 from exchange.problems import Problem
 from members.models import Organisation
+from signals.access import FEDERABLE_TLP
 from signals.models import HashSet, SetGrant
 
 
+def check_federable(tlp: str, distribution: str) -> None:
+    """Only TLP:CLEAR and TLP:GREEN sets may leave the exchange (422 otherwise)."""
+    if distribution == HashSet.Distribution.FEDERATED and tlp not in FEDERABLE_TLP:
+        raise Problem(
+            "not-federable",
+            f"A set marked TLP:{tlp.upper()} never leaves the exchange: only TLP:CLEAR and"
+            " TLP:GREEN sets may be federated",
+        )
+
+
 def do_create_set(owner: Organisation, fields: dict[str, Any], *, request: Any = None) -> HashSet:
-    """Create a set owned by ``owner``; 409 when the slug is taken."""
+    """Create a set owned by ``owner``; 409 when the slug is taken, 422 when it would be
+    federated under a marking that may not leave (``check_federable``)."""
+    check_federable(
+        fields.get("tlp", HashSet.TLP.AMBER),
+        fields.get("distribution", HashSet.Distribution.GRANTED),
+    )
     try:
         with transaction.atomic():
             hash_set = HashSet.objects.create(owner=owner, **fields)
@@ -31,6 +47,10 @@ def do_create_set(owner: Organisation, fields: dict[str, Any], *, request: Any =
 
 
 def do_update_set(hash_set: HashSet, changes: dict[str, Any], *, request: Any = None) -> HashSet:
+    """Change a set; 422 when it would end up federated under a marking that may not leave."""
+    check_federable(
+        changes.get("tlp", hash_set.tlp), changes.get("distribution", hash_set.distribution)
+    )
     with transaction.atomic():
         for name, value in changes.items():
             setattr(hash_set, name, value)

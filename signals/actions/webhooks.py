@@ -34,7 +34,7 @@ from exchange import metrics, outbound
 from exchange.actions.identity import get_signing_key
 from hashx.webhooks import sign
 from members.models import Organisation
-from signals.access import readable_by, visible_sets
+from signals.access import peer_exchange_of, readable_by, visible_sets
 from signals.feed.positions import Position, visible_horizon
 from signals.feed.reads import SQL_HAS_NEWS, Rendered, purge_horizon, rendered_after
 from signals.feed.wakeups import wake
@@ -163,7 +163,7 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
         )
         purged = purge_horizon()
         readable_by_org: dict[int, dict[int, HashSet]] = {}
-        pages: dict[tuple[tuple[int, ...], Position], _Page] = {}
+        pages: dict[tuple[tuple[int, ...], Position, str], _Page] = {}
         created = []
         for subscription in subscriptions:
             if subscription.pk in busy:
@@ -183,12 +183,15 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
             readable = readable_by_org[org.pk]
             sets = tuple(sorted(i for i in subscription.set_ids if i in readable))
             after, cut = start, False
+            peer = peer_exchange_of(org)
             for _ in range(_MAX_EMPTY_PAGES):
-                if (sets, after) not in pages:
-                    pages[sets, after] = _Page(
-                        *rendered_after(after, list(sets), limit=settings.HASHX_WEBHOOK_PAGE_SIZE)
+                if (sets, after, peer) not in pages:
+                    pages[sets, after, peer] = _Page(
+                        *rendered_after(
+                            after, list(sets), limit=settings.HASHX_WEBHOOK_PAGE_SIZE, peer=peer
+                        )
                     )
-                page = pages[sets, after]
+                page = pages[sets, after, peer]
                 wanted = page.wanted_by(subscription)
                 if wanted:
                     # It spans the pages skipped before it (from ``start``): the cursor moves

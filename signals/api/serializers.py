@@ -40,8 +40,26 @@ class SetSerializer(serializers.Serializer):
         choices=HashSet.Distribution.choices, default=HashSet.Distribution.GRANTED
     )
     pdq_threshold = serializers.IntegerField(min_value=0, max_value=31, default=31)
+    federation_hops = serializers.IntegerField(
+        min_value=1, max_value=3, default=1,
+        help_text="federated sets: how many exchanges an entry may pass through",
+    )  # fmt: skip
+    origin = serializers.SerializerMethodField(
+        help_text="a mirror of a peer exchange's set: that exchange, its slug there, its URL,"
+        " and the exchanges its content passed through (origin first)"
+    )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
+
+    def get_origin(self, hash_set: HashSet) -> dict[str, Any] | None:
+        if not hash_set.is_mirror:
+            return None
+        return {
+            "exchange": hash_set.origin_exchange,
+            "set": hash_set.origin_set,
+            "url": hash_set.origin_url,
+            "path": hash_set.origin_path,
+        }
 
 
 class SetUpdateSerializer(SetSerializer):
@@ -151,6 +169,16 @@ class ChangeSerializer(serializers.Serializer):
     near_duplicate_of = serializers.IntegerField(
         allow_null=True,
         help_text="pdq: the nearest entry of the set that existed when this one was merged",
+    )
+    hops_left = serializers.IntegerField(
+        help_text="exchanges it may still pass through (federation); 0: it stays here"
+    )
+    path = serializers.ListField(
+        child=serializers.CharField(), help_text="the exchanges it passed through, this one last"
+    )
+    origin = serializers.DictField(
+        allow_null=True,
+        help_text="mirrored from a peer: exchange, set, entry and first_seen at its origin",
     )
 
 

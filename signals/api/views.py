@@ -29,6 +29,7 @@ from signals.access import (
     access_subscription,
     access_subscriptions,
     grants_of,
+    peer_exchange_of,
     set_slugs,
     visible_sets,
 )
@@ -356,11 +357,13 @@ class ChangesView(APIView):
         committed later never appears before a cursor you already hold."""
         params = request.query_params
         slugs = [s for s in params.get("sets", "").split(",") if s]
-        sets = access_feed_sets(organisation_of(request), slugs, scope_of(request))
+        org = organisation_of(request)
+        sets = access_feed_sets(org, slugs, scope_of(request))
         limit = parse_limit(params.get("limit"), self.MAX_LIMIT, 1000)
         after = held_cursor(params["cursor"]) if params.get("cursor") else START
+        peer = peer_exchange_of(org)
         if request.accepted_renderer.format == "ndjson":
-            stream = pull_stream(sets, after, request=request)
+            stream = pull_stream(sets, after, request=request, peer=peer)
             return StreamingHttpResponse(stream, content_type="application/x-ndjson")  # type: ignore[return-value]
         page = do_pull_page(
             sets,
@@ -368,6 +371,7 @@ class ChangesView(APIView):
             limit,
             if_none_match=request.headers.get("If-None-Match"),
             request=request,
+            peer=peer,
         )
         if page.body is None:
             return Response(status=304, headers={"ETag": page.etag})
@@ -387,9 +391,11 @@ class SnapshotView(APIView):
         """Every active entry of a set, one JSON object per line, from one consistent database
         snapshot; the last line is ``{"cursor": …, "end": true}``: pull /api/v1/changes from
         there. Start here when your cursor is too old (410) or you have nothing yet."""
-        hash_set = access_set(organisation_of(request), slug, scope=scope_of(request))
+        org = organisation_of(request)
+        hash_set = access_set(org, slug, scope=scope_of(request))
         return StreamingHttpResponse(
-            pull_snapshot(hash_set, request=request), content_type="application/x-ndjson"
+            pull_snapshot(hash_set, request=request, peer=peer_exchange_of(org)),
+            content_type="application/x-ndjson",
         )
 
 

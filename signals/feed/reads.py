@@ -7,7 +7,8 @@ match index's follower (``pdq_changes_to_horizon``), and the subscriptions' news
 (``SQL_HAS_NEWS``, ``SQL_LAG``); TAXII pages (``rendered_after``, ``rendered_since``,
 ``rendered_entries``) and the MISP feed (``months_of``, ``rendered_month``) too. A change is
 rendered once, by Postgres, as the JSON every consumer serves; what "after the cursor" means is
-``positions.sql_after_cursor`` everywhere.
+``positions.sql_after_cursor`` everywhere, and what a peer exchange may be served is
+``sql_for_reader`` everywhere (federation).
 """
 
 import queue
@@ -46,7 +47,26 @@ _RECORD = """concat(
     ',"near_duplicate_of":', coalesce(e.near_duplicate_of_id::text, 'null'),
     CASE WHEN h.attribution = 'named'
          THEN concat(',"contributor_names":', to_json(e.contributor_names)) END,
+    ',"hops_left":', coalesce(e.hops_left, h.federation_hops),
+    ',"path":', to_json(e.path || ARRAY[(SELECT exchange_id FROM exchange_exchangeidentity)]),
+    ',"origin":', CASE WHEN e.origin_entry IS NULL THEN 'null' ELSE json_build_object(
+        'exchange', e.path[1], 'set', e.origin_set, 'entry', e.origin_entry,
+        'first_seen', e.origin_first_seen)::text END,
     '}')"""
+
+
+def sql_for_reader(row: str = "e") -> str:
+    """The federation rule, as SQL over the entry row aliased ``row``, for the reader named by
+    the ``%(peer)s`` parameter (``signals.access.peer_exchange_of``): a member ("") reads every
+    entry; a peer exchange never reads an entry that passed through it (its path names it) nor
+    a mirrored one with no hops left (it stays with this exchange's members). Which sets a peer
+    reads at all is ``signals.access.readable_by``."""
+    return (
+        f"(%(peer)s = '' OR (NOT (%(peer)s::varchar = ANY({row}.path))"
+        f" AND coalesce({row}.hops_left, 1) > 0))"
+    )
+
+
 _RENDERED_COLUMNS = f"e.hash_set_id, e.position_xid::text, e.position_seq, {_RECORD}"
 
 
@@ -70,7 +90,8 @@ SELECT {columns}
 FROM unnest(%(sets)s::bigint[]) AS s(id)
 CROSS JOIN LATERAL (
     SELECT * FROM signals_setentry x
-    WHERE x.hash_set_id = s.id AND {sql_after_cursor("x")} AND {condition}
+    WHERE x.hash_set_id = s.id AND {sql_after_cursor("x")} AND {sql_for_reader("x")}
+      AND {condition}
     ORDER BY x.position_xid, x.position_seq LIMIT %(limit)s
 ) e
 JOIN signals_signal g ON g.id = e.signal_id
@@ -83,23 +104,25 @@ _SQL_RENDERED = _sql_after(_RENDERED_COLUMNS)
 
 
 def rendered_after(
-    after: Position, set_ids: list[int], limit: int = 1000
+    after: Position, set_ids: list[int], limit: int = 1000, *, peer: str = ""
 ) -> tuple[list[Rendered], Position]:
     """The latest state of entries of ``set_ids`` changed after ``after``, in position order,
     each as the JSON the API serves, and the position to continue from. Only rows of finished
-    transactions are served."""
-    changes = [_rendered(row) for row in _fetch_after(_SQL_RENDERED, after, set_ids, limit)]
+    transactions are served; to a ``peer`` exchange only what ``sql_for_reader`` lets leave."""
+    rows = _fetch_after(_SQL_RENDERED, after, set_ids, limit, peer)
+    changes = [_rendered(row) for row in rows]
     return changes, (changes[-1].position if changes else after)
 
 
 def _fetch_after(
-    sql: str, after: Position, set_ids: list[int], limit: int, **extra: Any
+    sql: str, after: Position, set_ids: list[int], limit: int, peer: str, **extra: Any
 ) -> list[Any]:
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
-            {"sets": set_ids, "limit": limit, **cursor_params(after, visible_horizon()), **extra},
-        )
+            {"sets": set_ids, "limit": limit, "peer": peer,
+             **cursor_params(after, visible_horizon()), **extra},
+        )  # fmt: skip
         return cursor.fetchall()
 
 
@@ -109,10 +132,10 @@ _SQL_RENDERED_SINCE = _sql_after(_RENDERED_COLUMNS, "x.updated_at > %(since)s")
 
 
 def rendered_since(
-    after: Position, set_ids: list[int], since: datetime, limit: int = 1000
+    after: Position, set_ids: list[int], since: datetime, limit: int = 1000, *, peer: str = ""
 ) -> tuple[list[Rendered], Position]:
     """``rendered_after``, only the changes made after ``since`` (their ``updated`` time)."""
-    rows = _fetch_after(_SQL_RENDERED_SINCE, after, set_ids, limit, since=since)
+    rows = _fetch_after(_SQL_RENDERED_SINCE, after, set_ids, limit, peer, since=since)
     changes = [_rendered(row) for row in rows]
     return changes, (changes[-1].position if changes else after)
 
@@ -167,6 +190,7 @@ COPY (
     JOIN signals_signal g ON g.id = e.signal_id
     JOIN signals_hashset h ON h.id = e.hash_set_id
     WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND {sql_after_cursor()}
+      AND {sql_for_reader()}
     WINDOW w AS (ORDER BY e.position_xid, e.position_seq)
     ORDER BY e.position_xid, e.position_seq
 ) TO STDOUT
@@ -197,13 +221,15 @@ class _Served:
 
 
 def stream_after(
-    after: Position, set_ids: list[int], every: int, result: Streamed
+    after: Position, set_ids: list[int], every: int, result: Streamed, *, peer: str = ""
 ) -> Iterator[bytes]:
     """Every change after ``after`` to the end as NDJSON bytes, rendered and written by
     Postgres (COPY), with a checkpoint after every ``every`` changes; then fills ``result``
     with the changes served per set and the position of the last one, tallied from the rows
-    as they pass (one statement, so exactly the rows served; no second read)."""
-    params = {"sets": set_ids, "every": every, **cursor_params(after, visible_horizon())}
+    as they pass (one statement, so exactly the rows served; no second read). To a ``peer``
+    exchange only what ``sql_for_reader`` lets leave."""
+    params = {"sets": set_ids, "every": every, "peer": peer,
+              **cursor_params(after, visible_horizon())}  # fmt: skip
     with connection.cursor() as cursor:
         sql = cursor.mogrify(_SQL_STREAM, params).decode()
     served = _Served()
@@ -282,7 +308,7 @@ def _copy_out(
         worker.join()
 
 
-def stream_snapshot(hash_set: Any, result: Streamed) -> Iterator[bytes]:
+def stream_snapshot(hash_set: Any, result: Streamed, *, peer: str = "") -> Iterator[bytes]:
     """Every active entry of a set as NDJSON bytes (written by Postgres), as of one consistent
     database snapshot; then fills ``result`` with the count and the cursor the feed continues
     from. Everything the snapshot could not see was written by a transaction at or above its
@@ -298,7 +324,7 @@ def stream_snapshot(hash_set: Any, result: Streamed) -> Iterator[bytes]:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
                 horizon = Position(int(cursor.fetchone()[0]), 0)
-                sql = cursor.mogrify(_SQL_SNAPSHOT, {"set": hash_set.pk}).decode()
+                sql = cursor.mogrify(_SQL_SNAPSHOT, {"set": hash_set.pk, "peer": peer}).decode()
             for chunk in _copy_out(sql):
                 count += chunk.count(b"\n")
                 yield chunk
@@ -311,7 +337,7 @@ COPY (
     SELECT {_RECORD}
     FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
     JOIN signals_hashset h ON h.id = e.hash_set_id
-    WHERE e.hash_set_id = %(set)s AND e.state = 'active'
+    WHERE e.hash_set_id = %(set)s AND e.state = 'active' AND {sql_for_reader()}
     ORDER BY e.id
 ) TO STDOUT
 """  # noqa: S608 - only constants are interpolated

@@ -70,7 +70,10 @@ def test_a_set_the_caller_may_not_see_is_404_not_403(outsider, csam_set):
 
 
 def test_peers_see_federated_sets_but_not_coalition_ones(publisher, peer):
-    do_create_set(publisher.org, {"slug": "fed", "name": "Federated", "distribution": "federated"})
+    do_create_set(
+        publisher.org,
+        {"slug": "fed", "name": "Federated", "distribution": "federated", "tlp": "green"},
+    )
     do_create_set(publisher.org, {"slug": "coal", "name": "Coalition", "distribution": "coalition"})
     assert slugs(peer.api.get("/api/v1/sets")) == {"fed"}
 

@@ -296,7 +296,7 @@ def test_a_coalition_set_is_news_for_a_member_but_not_for_a_peer(
     from signals.actions.sets import do_update_set
     from signals.actions.subscriptions import do_create_subscription
 
-    do_update_set(shared_set, {"distribution": "federated"})
+    do_update_set(shared_set, {"distribution": "federated", "tlp": "green"})
     sid = subscribe(subscriber, cursor=Position(0, 0).cursor()).json()["id"]
     do_create_subscription(
         peer.org,

@@ -117,3 +117,18 @@ def test_the_feed_of_a_set_outside_the_token_or_the_member_is_404(
     unsigned = APIClient().get("/feeds/misp/acme-csam/hashes.csv")
     assert unsigned.status_code == 401
     assert json.loads(unsigned.content)["type"].endswith("/signature-missing")
+
+
+def test_a_peer_exchange_is_served_no_collection_and_no_misp_set(publisher, peer):
+    # A federated GREEN set: the peer reads it through the change feed, under the hops and path
+    # rules; TAXII and the MISP feed, which do not apply them, serve it nothing.
+    do_create_set(
+        publisher.org,
+        {"slug": "acme-fed", "name": "Federated", "distribution": "federated", "tlp": "green"},
+    )
+    assert peer.api.get("/api/v1/sets/acme-fed").status_code == 200
+    assert peer.api.get("/feeds/misp/acme-fed/manifest.json").status_code == 404
+    collections = peer.api.get(
+        "/taxii2/hashx/collections/", HTTP_ACCEPT="application/taxii+json;version=2.1"
+    )
+    assert collections.status_code == 200 and collections.json().get("collections", []) == []

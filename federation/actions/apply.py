@@ -1,0 +1,365 @@
+"""Applying a peer's changes to a local mirror set: every change checked again here (what the
+serving side should not have sent is refused and counted, the rest applied), then applied
+set-based, one checkpoint per transaction together with the cursor that covers it.
+
+Mirrored entries are ordinary entries of the mirror set: the upsert gives each changed one a
+new position in this exchange's feed, so they sync, match (the PDQ index follows the feed),
+stream and trigger webhooks like any others.
+"""
+
+import io
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from exchange.times import parse_when
+from federation.models import MirroredSet
+from signals.feed.locks import lock_set
+from signals.feed.positions import NEW_POSITION
+from signals.feed.wakeups import wake
+from signals.types import SignalTypeError, canonicalise
+
+MAX_HOPS = 3
+# An exchange id, a slug, a label: nothing longer is one.
+MAX_NAME = 64
+MAX_LABELS = 20
+MAX_COUNT = 2**31 - 1
+
+
+class Refusal(ValueError):
+    """Why one change is refused (counted; the rest of the page is applied)."""
+
+
+@dataclass
+class Outcome:
+    """What applying some changes did."""
+
+    applied: int = 0
+    new: int = 0
+    tombstoned: int = 0
+    refused: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def refuse(self, reason: str) -> None:
+        self.refused += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    def add(self, other: "Outcome") -> None:
+        self.applied += other.applied
+        self.new += other.new
+        self.tombstoned += other.tombstoned
+        self.refused += other.refused
+        for reason, count in other.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + count
+
+
+def _names(value: Any, what: str, limit: int = MAX_LABELS) -> list[str]:
+    if not isinstance(value, list) or len(value) > limit:
+        raise Refusal(f"{what} is not a list of at most {limit}")
+    if not all(isinstance(v, str) and 0 < len(v) <= MAX_NAME * 2 for v in value):
+        raise Refusal(f"{what} holds something that is not a short string")
+    return value
+
+
+def _count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
+        raise Refusal("a count is not a whole number")
+    return value
+
+
+def _when(value: Any, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    when = _parsed_when(value) if isinstance(value, str) else None
+    if when is None:
+        raise Refusal("a time is not ISO 8601 with a zone")
+    return when
+
+
+@lru_cache(maxsize=4096)
+def _parsed_when(text: str) -> str | None:
+    """A feed's times repeat (every entry of a merged chunk was first seen at one instant)."""
+    when = parse_when(text)
+    return None if when is None else when.isoformat()
+
+
+def _contributor(name: str, origin: str) -> str:
+    """``org@exchange``: a name from the origin is qualified by it, once."""
+    return (name if "@" in name else f"{name}@{origin}")[:MAX_NAME]
+
+
+def check_change(change: Any, *, peer_exchange: str, own_exchange: str) -> dict[str, Any]:
+    """One change as the peer served it, checked as if the peer were not trusted: the row to
+    apply, or ``Refusal`` naming why not. Refused: malformed or non-canonical values, an entry
+    whose path holds this exchange (an echo), one not last passed through the peer, and one
+    with no hops left (the serving side should have kept it)."""
+    if isinstance(change, Refusal):  # the line could not even be read
+        raise change
+    if not isinstance(change, dict):
+        raise Refusal("not an object")
+    kind, value, state = change.get("type"), change.get("value"), change.get("state")
+    if not isinstance(kind, str) or not isinstance(value, str):
+        raise Refusal("type and value must be strings")
+    try:
+        if canonicalise(kind, value) != value:
+            raise Refusal("value not in canonical form")
+    except SignalTypeError as exc:
+        raise Refusal(f"bad signal: {str(exc)[:80]}") from None
+    if state not in ("active", "tombstone"):
+        raise Refusal("state is neither active nor tombstone")
+    path = _names(change.get("path"), "path", limit=MAX_HOPS + 1)
+    if not path or path[-1] != peer_exchange:
+        raise Refusal("path does not end with the peer")
+    if own_exchange in path:
+        raise Refusal("path holds this exchange (an echo)")
+    if len(set(path)) != len(path):
+        raise Refusal("path passes an exchange twice")
+    hops = change.get("hops_left")
+    if not isinstance(hops, int) or isinstance(hops, bool) or not 1 <= hops <= MAX_HOPS:
+        raise Refusal("no hops left")
+    opinions = change.get("opinions")
+    if not isinstance(opinions, dict):
+        raise Refusal("opinions is not an object")
+    origin = change.get("origin")
+    if origin is None:  # an entry of the peer's own
+        origin = {"exchange": path[0], "set": change.get("set"), "entry": change.get("entry"),
+                  "first_seen": change.get("first_seen")}  # fmt: skip
+    if not isinstance(origin, dict) or origin.get("exchange") != path[0]:
+        raise Refusal("origin is not the first exchange of the path")
+    origin_set, origin_entry = origin.get("set"), origin.get("entry")
+    if not isinstance(origin_set, str) or not 0 < len(origin_set) <= MAX_NAME:
+        raise Refusal("origin set is not a slug")
+    if not isinstance(origin_entry, int) or isinstance(origin_entry, bool) or origin_entry < 1:
+        raise Refusal("origin entry is not an id")
+    labels = _names(change.get("labels"), "labels")
+    names = change.get("contributor_names")
+    return {
+        "type": kind,
+        "value": value,
+        "state": state,
+        "labels": sorted(set(labels)),
+        "contributors": _count(change.get("contributors")),
+        "names": sorted({_contributor(n, path[0]) for n in _names(names, "contributor names",
+                                                                   limit=1000)})
+        if names is not None else [],
+        "positive": _count(opinions.get("positive", 0)),
+        "negative": _count(opinions.get("negative", 0)),
+        "investigation": _count(opinions.get("investigation_seed", 0)),
+        "expires_at": _when(change.get("expires_at"), optional=True),
+        "origin_set": origin_set,
+        "origin_entry": origin_entry,
+        "origin_first_seen": _when(origin.get("first_seen")),
+        # What may still travel on from here: one hop was this one.
+        "hops_left": hops - 1,
+        "path": path,
+    }  # fmt: skip
+
+
+_SQL_CHUNK = """
+CREATE TEMP TABLE IF NOT EXISTS federation_chunk (
+    ord int, type text COLLATE "C", value text COLLATE "C", state text, labels varchar[],
+    contributors int, names varchar[], positive int, negative int, investigation int,
+    expires_at timestamptz, origin_set text, origin_entry bigint, origin_first_seen timestamptz,
+    hops_left smallint, path varchar[]
+) ON COMMIT DELETE ROWS
+"""
+
+_SQL_SIGNALS = """
+INSERT INTO signals_signal (type, value)
+SELECT DISTINCT type, value FROM federation_chunk WHERE state = 'active' ORDER BY type, value
+ON CONFLICT (type, value) DO NOTHING;
+"""
+
+# The latest change of each value wins (a page holds one change per entry; the peer may hold
+# two entries of one value in two of its sets only if they come from two origins, and then
+# they are two mirrors here). A tombstone for an entry never seen here is nothing to apply.
+_SQL_UPSERT = f"""
+INSERT INTO signals_setentry AS e (hash_set_id, signal_id, state, labels, contributor_count,
+    contributor_names, positive_count, negative_count, investigation_count, first_seen,
+    updated_at, expires_at, origin_set, origin_entry, origin_first_seen, hops_left, path)
+SELECT %(set)s, g.id, c.state, c.labels, c.contributors, c.names, c.positive, c.negative,
+    c.investigation, %(now)s, %(now)s, c.expires_at, c.origin_set, c.origin_entry,
+    c.origin_first_seen, c.hops_left, c.path
+FROM (
+    SELECT DISTINCT ON (type, value) * FROM federation_chunk ORDER BY type, value, ord DESC
+) c
+JOIN signals_signal g ON g.type = c.type AND g.value = c.value
+WHERE c.state = 'active' OR EXISTS (
+    SELECT 1 FROM signals_setentry x WHERE x.hash_set_id = %(set)s AND x.signal_id = g.id)
+ORDER BY g.id
+ON CONFLICT (hash_set_id, signal_id) DO UPDATE SET
+    state = EXCLUDED.state, labels = EXCLUDED.labels,
+    contributor_count = EXCLUDED.contributor_count,
+    contributor_names = EXCLUDED.contributor_names,
+    positive_count = EXCLUDED.positive_count, negative_count = EXCLUDED.negative_count,
+    investigation_count = EXCLUDED.investigation_count, expires_at = EXCLUDED.expires_at,
+    origin_set = EXCLUDED.origin_set, origin_entry = EXCLUDED.origin_entry,
+    origin_first_seen = EXCLUDED.origin_first_seen, hops_left = EXCLUDED.hops_left,
+    path = EXCLUDED.path, updated_at = EXCLUDED.updated_at, {NEW_POSITION}
+WHERE (e.state, e.labels, e.contributor_count, e.contributor_names, e.positive_count,
+       e.negative_count, e.investigation_count, e.expires_at, e.origin_entry, e.hops_left, e.path)
+    IS DISTINCT FROM
+      (EXCLUDED.state, EXCLUDED.labels, EXCLUDED.contributor_count, EXCLUDED.contributor_names,
+       EXCLUDED.positive_count, EXCLUDED.negative_count, EXCLUDED.investigation_count,
+       EXCLUDED.expires_at, EXCLUDED.origin_entry, EXCLUDED.hops_left, EXCLUDED.path)
+RETURNING (xmax = 0) AS inserted, state
+"""  # noqa: S608 - only constants are interpolated
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _text(value: str) -> str:
+    """A text field of COPY's text format."""
+    return value.translate(_COPY_ESCAPES)
+
+
+def _array(values: list[str]) -> str:
+    """A Postgres array literal of strings, every element quoted (so NULL stays a string)."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return _text("{" + ",".join(f'"{v}"' for v in quoted) + "}")
+
+
+def _copy_text(rows: list[dict[str, Any]]) -> str:
+    """Checked rows as COPY text for ``federation_chunk``, in their order."""
+    lines = []
+    for ord_, r in enumerate(rows):
+        expires = r["expires_at"] or "\\N"
+        lines.append(
+            f"{ord_}\t{r['type']}\t{_text(r['value'])}\t{r['state']}\t{_array(r['labels'])}\t"
+            f"{r['contributors']}\t{_array(r['names'])}\t{r['positive']}\t{r['negative']}\t"
+            f"{r['investigation']}\t{expires}\t{_text(r['origin_set'])}\t{r['origin_entry']}\t"
+            f"{r['origin_first_seen']}\t{r['hops_left']}\t{_array(r['path'])}\n"
+        )
+    return "".join(lines)
+
+
+def apply_rows(mirror: MirroredSet, rows: list[dict[str, Any]], now: datetime) -> Outcome:
+    """Apply checked rows (``check_change``) to the mirror set, set-based, in the caller's
+    transaction. Locks every slot of the mirror set (``signals.feed.locks.lock_set``), as
+    every writer of a set's entries does; emits a webhook wake-up when entries changed."""
+    outcome = Outcome()
+    if not rows:
+        return outcome
+    with connection.cursor() as cursor:
+        lock_set(cursor, mirror.hash_set_id)
+        cursor.execute(_SQL_CHUNK)
+        cursor.copy_expert("COPY federation_chunk FROM STDIN", io.StringIO(_copy_text(rows)))
+        cursor.execute(_SQL_SIGNALS)
+        cursor.execute(_SQL_UPSERT, {"set": mirror.hash_set_id, "now": now})
+        changed = cursor.fetchall()
+        cursor.execute("TRUNCATE federation_chunk")
+    outcome.applied = len(changed)
+    outcome.new = sum(1 for inserted, _ in changed if inserted)
+    outcome.tombstoned = sum(1 for _, state in changed if state == "tombstone")
+    if changed:
+        wake()
+    return outcome
+
+
+def do_apply_page(
+    mirror: MirroredSet,
+    changes: list[Any],
+    cursor: str,
+    *,
+    peer_exchange: str,
+    own_exchange: str,
+) -> Outcome:
+    """One checkpoint of a peer's feed: every change checked (``check_change``), the valid ones
+    applied to the mirror, and the mirror's cursor moved to ``cursor``, in one transaction: a
+    crash before the commit leaves cursor and entries as they were, so the page is pulled again
+    and applied once."""
+    outcome = Outcome()
+    rows = []
+    for change in changes:
+        try:
+            rows.append(check_change(change, peer_exchange=peer_exchange,
+                                     own_exchange=own_exchange))  # fmt: skip
+        except Refusal as exc:
+            outcome.refuse(str(exc))
+    now = timezone.now()
+    with transaction.atomic():
+        outcome.add(apply_rows(mirror, rows, now))
+        MirroredSet.objects.filter(pk=mirror.pk).update(
+            cursor=cursor, last_pulled_at=now, applied=_plus("applied", outcome.applied),
+            refused=_plus("refused", outcome.refused),
+        )  # fmt: skip
+    mirror.cursor = cursor
+    return outcome
+
+
+_SQL_STALE = f"""
+UPDATE signals_setentry e SET state = 'tombstone', updated_at = %(now)s, {NEW_POSITION}
+WHERE e.hash_set_id = %(set)s AND e.state = 'active' AND NOT EXISTS (
+    SELECT 1 FROM federation_seen s JOIN signals_signal g ON g.type = s.type AND g.value = s.value
+    WHERE g.id = e.signal_id)
+"""  # noqa: S608 - only constants are interpolated
+
+
+class Resync:
+    """A resync from the peer's snapshot (its feed answered 410: this exchange was away longer
+    than its tombstone retention): every snapshot line applied, then every mirror entry the
+    snapshot did not hold tombstoned, and the cursor set to the snapshot's, all in one
+    transaction, so the mirror ends with exactly the origin's active entries. Use as a context
+    manager around ``add`` calls, then ``finish``."""
+
+    def __init__(self, mirror: MirroredSet, *, peer_exchange: str, own_exchange: str) -> None:
+        self.mirror = mirror
+        self.peer_exchange, self.own_exchange = peer_exchange, own_exchange
+        self.outcome = Outcome()
+        self.now = timezone.now()
+        self._atomic = transaction.atomic()
+
+    def __enter__(self) -> "Resync":
+        self._atomic.__enter__()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                'CREATE TEMP TABLE IF NOT EXISTS federation_seen (type text COLLATE "C",'
+                ' value text COLLATE "C") ON COMMIT DELETE ROWS'
+            )
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._atomic.__exit__(*exc)
+
+    def add(self, changes: list[Any]) -> None:
+        rows = []
+        for change in changes:
+            try:
+                rows.append(check_change(change, peer_exchange=self.peer_exchange,
+                                         own_exchange=self.own_exchange))  # fmt: skip
+            except Refusal as exc:
+                self.outcome.refuse(str(exc))
+        rows = [row for row in rows if row["state"] == "active"]
+        self.outcome.add(apply_rows(self.mirror, rows, self.now))
+        if rows:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO federation_seen SELECT * FROM unnest(%s::text[], %s::text[])",
+                    [[r["type"] for r in rows], [r["value"] for r in rows]],
+                )
+
+    def finish(self, cursor: str) -> Outcome:
+        with connection.cursor() as db:
+            lock_set(db, self.mirror.hash_set_id)
+            db.execute(_SQL_STALE, {"set": self.mirror.hash_set_id, "now": self.now})
+            stale = db.rowcount
+        if stale:
+            wake()
+        self.outcome.tombstoned += stale
+        MirroredSet.objects.filter(pk=self.mirror.pk).update(
+            cursor=cursor, last_pulled_at=self.now, resyncs=_plus("resyncs", 1),
+            applied=_plus("applied", self.outcome.applied),
+            refused=_plus("refused", self.outcome.refused),
+        )  # fmt: skip
+        self.mirror.cursor = cursor
+        return self.outcome
+
+
+def _plus(name: str, amount: int) -> Any:
+    return F(name) + amount

@@ -1,0 +1,425 @@
+"""The pull engine: for one peer, list the sets it lets this exchange read, then stream each
+one's change feed from the mirror's cursor, signed with this exchange's key (RFC 9421, the
+``hashx`` client's own signer), applying every checkpoint in one transaction with its cursor
+(``federation.actions.apply``). A 410 resyncs that set from the peer's snapshot.
+
+A failing peer backs off exponentially with jitter and never holds up another: each peer is
+pulled under its own session advisory lock (a second pull of the same peer steps aside; the
+lock goes with the connection of a killed process), and its failure is recorded on its row
+(``last_error``) and in the audit log, both sides keeping a record of every pull.
+"""
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+import requests
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.actions import record
+from exchange import generation
+from exchange.actions.identity import get_identity, get_signing_key
+from exchange.outbound import Refused, check_destination
+from exchange.problems import Problem
+from federation.actions.apply import MAX_HOPS, Outcome, Refusal, Resync, do_apply_page
+from federation.actions.opinions import do_forward_opinions
+from federation.actions.peering import do_follow_key, fetch_identity
+from federation.actions.push import do_ensure_push
+from federation.models import MirroredSet, Peer
+from hashx.auth import HashxAuth
+from signals.access import FEDERABLE_TLP
+from signals.feed.locks import advisory_key
+from signals.models import HashSet
+
+# A feed line longer than this is no change this exchange would store: refused, skipped.
+MAX_LINE_BYTES = 1 << 20
+# Changes applied per transaction at most (the peer checkpoints every 5,000).
+MAX_PAGE = 20_000
+CONNECT_TIMEOUT, READ_TIMEOUT = 10, 60
+BACKOFF_MAX_SECONDS = 3600
+logger = logging.getLogger(__name__)
+
+
+class PullFailed(Exception):
+    """The pull of a peer could not go on; ``stop``: retrying cannot mend it (staff must)."""
+
+    def __init__(self, message: str, *, stop: bool = False) -> None:
+        super().__init__(message[:500])
+        self.stop = stop
+
+
+@dataclass
+class Report:
+    """What one pull of one peer did, per remote set."""
+
+    peer: str
+    skipped: str = ""
+    sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refused_sets: dict[str, str] = field(default_factory=dict)
+    opinions_forwarded: int = 0
+    push_error: str = ""
+    error: str = ""
+
+    @property
+    def applied(self) -> int:
+        return sum(s["applied"] for s in self.sets.values())
+
+
+class _Remote:
+    """Signed requests to one peer."""
+
+    def __init__(self, peer: Peer) -> None:
+        kid, key = get_signing_key()
+        self.base = peer.url
+        self.session = requests.Session()
+        self.session.auth = HashxAuth(key, kid)
+
+    def get(
+        self, path: str, params: dict[str, str] | None = None, *, stream: bool = False
+    ) -> requests.Response:
+        try:
+            response = self.session.get(
+                f"{self.base}{path}",
+                params=params or None,
+                stream=stream,
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                allow_redirects=False,
+                headers={"Accept": "application/x-ndjson" if stream else "application/json"},
+            )
+        except requests.RequestException as exc:
+            raise PullFailed(f"GET {path}: {type(exc).__name__}: {exc}") from None
+        return response
+
+    def send(self, method: str, path: str, body: dict[str, Any]) -> requests.Response:
+        try:
+            return self.session.request(
+                method, f"{self.base}{path}", data=orjson.dumps(body), allow_redirects=False,
+                headers={"Content-Type": "application/json"},
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+            )  # fmt: skip
+        except requests.RequestException as exc:
+            raise PullFailed(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+
+    def post(self, path: str, body: dict[str, Any]) -> requests.Response:
+        return self.send("POST", path, body)
+
+
+def failure(response: requests.Response, what: str) -> PullFailed:
+    """A peer's error answer as a PullFailed naming its problem document; refused credentials
+    (401, 403) stop the peer: retrying cannot mend them."""
+    try:
+        problem = response.json()
+        reason = f"{problem.get('title', '')}: {problem.get('detail', '')}"
+    except ValueError:
+        reason = response.text[:200]
+    status = response.status_code
+    return PullFailed(f"{what} answered {status} {reason}", stop=status in (401, 403))
+
+
+def _check_key(peer: Peer) -> None:
+    """The peer still presents the pinned key, or one its pinned key endorsed
+    (``do_follow_key``); a key that changed without proof from the old one stops the peer
+    (never followed silently)."""
+    identity = fetch_identity(peer.url)
+    if identity["exchange_id"] != peer.exchange_id:
+        raise PullFailed(
+            f"{peer.url} now names itself {identity['exchange_id']}, not {peer.exchange_id}",
+            stop=True,
+        )
+    kid = do_follow_key(peer, identity)
+    if kid != peer.key_id:
+        raise PullFailed(
+            f"the peer's key changed from {peer.fingerprint} to SHA256:{kid} without proof from"
+            " the old key: pulls stopped; confirm the new fingerprint with its staff",
+            stop=True,
+        )
+
+
+def remote_sets(remote: _Remote) -> list[dict[str, Any]]:
+    """Every set the peer lets this exchange read (GET /api/v1/sets, every page)."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, str] = {"limit": "100"}
+    while True:
+        response = remote.get("/api/v1/sets", params)
+        if response.status_code != 200:
+            raise failure(response, "GET /api/v1/sets")
+        try:
+            page = response.json()
+            found.extend(s for s in page["results"] if isinstance(s, dict))
+        except (ValueError, KeyError, TypeError):
+            raise PullFailed("GET /api/v1/sets: not a page of sets") from None
+        following = page.get("next")
+        if not following:
+            return found
+        params = dict(parse_qsl(urlsplit(str(following)).query))
+
+
+def set_path(peer: Peer, remote: dict[str, Any]) -> list[str]:
+    """The exchanges a listed set's content passed through, its origin first, the peer last."""
+    origin = remote.get("origin")
+    path = origin.get("path") if isinstance(origin, dict) else []
+    if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+        path = ["?"]
+    return [*path, peer.exchange_id]
+
+
+def _refusal(remote: dict[str, Any], path: list[str], own: str) -> str:
+    """Why a listed set must not be mirrored ("" when it may): the serving side should not have
+    listed it."""
+    if own in path:
+        return "its content passed through this exchange"
+    if "?" in path or len(path) > MAX_HOPS:
+        return "its origin path is malformed or longer than any hops allow"
+    if remote.get("distribution") != HashSet.Distribution.FEDERATED:
+        return f"distribution {remote.get('distribution')!r} is not federated"
+    if remote.get("tlp") not in FEDERABLE_TLP:
+        return f"TLP {remote.get('tlp')!r} may not leave its exchange"
+    return ""
+
+
+def ensure_mirror(peer: Peer, remote: dict[str, Any], path: list[str]) -> MirroredSet:
+    """The local mirror of a peer's set, created on first sight (owned by the peer's
+    organisation, federated, with the remote set's marking, attribution and types). A new set
+    changes what members may read: it renews the access generation (``exchange.generation``)."""
+    slug = str(remote["slug"])[:64]
+    mirror = MirroredSet.objects.filter(peer=peer, remote_slug=slug).first()
+    if mirror is not None:
+        return mirror
+    local_slug = f"{peer.name}--{slug}"[:64]
+    with transaction.atomic():
+        hash_set = HashSet.objects.create(
+            slug=local_slug,
+            name=f"{str(remote.get('name') or slug)[:150]} (from {peer.name})",
+            owner_id=peer.organisation_id,
+            tlp=remote["tlp"],
+            attribution=remote.get("attribution") or HashSet.Attribution.ANONYMOUS,
+            distribution=HashSet.Distribution.FEDERATED,
+            signal_types=[t for t in remote.get("signal_types") or [] if isinstance(t, str)],
+            origin_exchange=peer.exchange_id,
+            origin_set=slug,
+            origin_url=peer.url,
+            origin_path=path,
+        )
+        mirror = MirroredSet.objects.create(peer=peer, remote_slug=slug, hash_set=hash_set)
+        generation.invalidate_on_commit()
+        record(
+            "federation.mirror.created",
+            obj=mirror,
+            details={"peer": peer.name, "remote_set": slug, "set": local_slug},
+        )
+    return mirror
+
+
+def _lines(response: requests.Response) -> Iterator[bytes | None]:
+    """The NDJSON lines of a streamed answer; None in place of a line past MAX_LINE_BYTES."""
+    buffer = b""
+    skipping = False
+    for chunk in response.iter_content(1 << 16):
+        buffer += chunk
+        while (end := buffer.find(b"\n")) >= 0:
+            line, buffer = buffer[:end], buffer[end + 1 :]
+            if skipping:
+                skipping = False
+            elif len(line) > MAX_LINE_BYTES:
+                yield None
+            elif line:
+                yield line
+        if len(buffer) > MAX_LINE_BYTES:
+            if not skipping:
+                yield None
+            buffer, skipping = b"", True
+    if buffer and not skipping:
+        yield buffer
+
+
+def _parse(line: bytes | None) -> Any:
+    """A feed line's JSON, or the ``Refusal`` that ``check_change`` counts it under."""
+    if line is None:
+        return Refusal("line longer than 1 MiB")
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return Refusal("not JSON")
+
+
+def _is_checkpoint(item: Any) -> bool:
+    return isinstance(item, dict) and "cursor" in item and set(item) <= {"cursor", "end"}
+
+
+def pull_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outcome:
+    """The peer's feed of one set from the mirror's cursor to its end, each checkpoint applied
+    with its cursor; a 410 resyncs from the snapshot."""
+    params = {"sets": mirror.remote_slug}
+    if mirror.cursor:
+        params["cursor"] = mirror.cursor
+    response = remote.get("/api/v1/changes", params, stream=True)
+    if response.status_code == 410:
+        response.close()
+        return resync_set(remote, peer, mirror, own)
+    if response.status_code != 200:
+        raise failure(response, f"GET /api/v1/changes?sets={mirror.remote_slug}")
+    outcome, ended = Outcome(), False
+    page: list[Any] = []
+    with response:
+        for line in _lines(response):
+            item = _parse(line)
+            if _is_checkpoint(item) and isinstance(item["cursor"], str):
+                outcome.add(
+                    do_apply_page(mirror, page, item["cursor"], peer_exchange=peer.exchange_id,
+                                  own_exchange=own)
+                )  # fmt: skip
+                page = []
+                if item.get("end"):
+                    ended = True
+                    break
+            else:
+                page.append(item)
+                if len(page) > MAX_PAGE:
+                    raise PullFailed(f"{mirror.remote_slug}: no checkpoint in {MAX_PAGE} changes")
+    if not ended:
+        raise PullFailed(f"{mirror.remote_slug}: the feed stream ended before its end line")
+    return outcome
+
+
+def resync_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outcome:
+    """The set's snapshot, applied as one resync (``federation.actions.apply.Resync``)."""
+    path = f"/api/v1/sets/{mirror.remote_slug}/snapshot"
+    response = remote.get(path, stream=True)
+    if response.status_code != 200:
+        raise failure(response, f"GET {path}")
+    with response, Resync(mirror, peer_exchange=peer.exchange_id, own_exchange=own) as resync:
+        page: list[Any] = []
+        for line in _lines(response):
+            item = _parse(line)
+            if _is_checkpoint(item) and item.get("end") and isinstance(item["cursor"], str):
+                resync.add(page)
+                return resync.finish(item["cursor"])
+            page.append(item)
+            if len(page) >= 5_000:
+                resync.add(page)
+                page = []
+        raise PullFailed(f"{path}: the snapshot ended before its end line")
+
+
+def backoff(failures: int) -> timedelta:
+    """Exponential in the failures in a row, capped, with full jitter on the upper half."""
+    base = min(settings.HASHX_FEDERATION_PULL_SECONDS * 2 ** min(failures, 16), BACKOFF_MAX_SECONDS)
+    return timedelta(seconds=base * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+
+
+def do_pull_peer(peer_id: int, *, force: bool = False) -> Report | None:
+    """Pull every set a peer lets this exchange read into its mirrors, unless another pull of
+    it runs (None) or it is not due (``force`` pulls an active peer now). Audits the pull
+    (``federation.pulled`` or ``federation.pull_failed``) and records its outcome on the peer:
+    success resets the back-off; a failure backs off with jitter, and one that retrying cannot
+    mend (refused credentials, a changed key) stops the peer until staff resume it."""
+    peer = Peer.objects.select_related("organisation").filter(pk=peer_id).first()
+    if peer is None:
+        return None
+    report = Report(peer.name)
+    if peer.state != Peer.State.ACTIVE or (not force and peer.next_attempt_at > timezone.now()):
+        report.skipped = peer.state if peer.state != Peer.State.ACTIVE else "not due"
+        return report
+    key = advisory_key(f"federation.pull:{peer.pk}")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        if not cursor.fetchone()[0]:
+            report.skipped = "another pull of this peer is running"
+            return report
+    try:
+        _pull(peer, report)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+    return report
+
+
+def _pull(peer: Peer, report: Report) -> None:
+    started = timezone.now()
+    Peer.objects.filter(pk=peer.pk).update(last_attempt_at=started)
+    own = get_identity().exchange_id
+    try:
+        try:
+            check_destination(peer.url)
+        except Refused as exc:
+            raise PullFailed(f"{peer.url}: {exc}") from None
+        try:
+            _check_key(peer)
+        except Problem as exc:  # the identity document could not be read
+            raise PullFailed(f"{peer.url}/.well-known/hashx: {exc.detail}") from None
+        remote = _Remote(peer)
+        for remote_set in remote_sets(remote):
+            slug = str(remote_set.get("slug", ""))
+            path = set_path(peer, remote_set)
+            reason = _refusal(remote_set, path, own)
+            if reason:
+                report.refused_sets[slug] = reason
+                continue
+            mirror = ensure_mirror(peer, remote_set, path)
+            outcome = pull_set(remote, peer, mirror, own)
+            report.sets[slug] = {
+                "applied": outcome.applied, "new": outcome.new, "tombstoned": outcome.tombstoned,
+                "refused": outcome.refused, "refusals": outcome.reasons, "cursor": mirror.cursor,
+            }  # fmt: skip
+        report.opinions_forwarded = do_forward_opinions(peer, remote.post, failure)
+        try:
+            report.push_error = do_ensure_push(peer, list(report.sets), own, remote.send)
+        except PullFailed as exc:
+            report.push_error = str(exc)
+    except PullFailed as exc:
+        report.error = str(exc)
+        _failed(peer, exc, report)
+        return
+    except Exception as exc:
+        # A bug or a lost database here must not stop the other peers' pulls: recorded on this
+        # peer like any failure (and logged with its traceback for staff).
+        logger.exception("pulling from peer %s failed", peer.name)
+        report.error = f"internal error: {type(exc).__name__}: {exc}"
+        _failed(peer, PullFailed(report.error), report)
+        return
+    with transaction.atomic():
+        Peer.objects.filter(pk=peer.pk).update(
+            failures=0, last_error="", last_success_at=started, last_applied=report.applied,
+            next_attempt_at=started + timedelta(seconds=settings.HASHX_FEDERATION_PULL_SECONDS),
+        )  # fmt: skip
+        record("federation.pulled", obj=peer, details=_details(report))
+
+
+def _failed(peer: Peer, exc: PullFailed, report: Report) -> None:
+    with transaction.atomic():
+        current = Peer.objects.select_for_update().get(pk=peer.pk)
+        current.failures += 1
+        current.last_error = str(exc)
+        current.next_attempt_at = timezone.now() + backoff(current.failures)
+        if exc.stop and current.state == Peer.State.ACTIVE:
+            current.state = Peer.State.STOPPED
+        current.save(update_fields=["failures", "last_error", "next_attempt_at", "state"])
+        details = {**_details(report), "error": str(exc), "failures": current.failures,
+                   "state": current.state}  # fmt: skip
+        record("federation.pull_failed", obj=peer, details=details)
+
+
+def _details(report: Report) -> dict[str, Any]:
+    return {
+        "peer": report.peer,
+        "sets": report.sets,
+        "refused_sets": report.refused_sets,
+        "opinions_forwarded": report.opinions_forwarded,
+        "push_error": report.push_error,
+    }
+
+
+def due_peers() -> list[int]:
+    """Active peers whose next pull is due, oldest due first."""
+    return list(
+        Peer.objects.filter(state=Peer.State.ACTIVE, next_attempt_at__lte=timezone.now())
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)
+    )
