@@ -171,30 +171,25 @@ def entry_ids_of(set_id: int) -> Iterator[int]:
             yield from (row[0] for row in rows)
 
 
-# A cursor in SQL, exactly as Position.cursor() writes it (base64url of "xid.seq", unpadded).
-_SQL_CURSOR = (
-    "rtrim(translate(encode(convert_to(e.position_xid::text || '.' || e.position_seq::text,"
-    " 'UTF8'), 'base64'), '+/', '-_'), '=')"
-)
-
-# Every change after the cursor as NDJSON, written by Postgres itself (COPY), with a
-# checkpoint line after every %(every)s changes. Each row starts with the change's set id and
-# position, tab-separated (COPY's text format escapes tabs in the record), for the stream to
-# count and strip as the row passes.
+# Every change after the cursor, rendered by Postgres and written by it (COPY), one row per
+# change in position order. Each row starts with the change's set id and position,
+# tab-separated (COPY's text format escapes tabs in the record), for the stream to count, strip
+# and place its checkpoints by, a chunk of rows at a time. No window function numbers the rows
+# for the checkpoints (Postgres would then render every row in one process: 167k rows/s against
+# 229k/s rendered by parallel workers, on 200,000 entries); one set is read by equality, which
+# the planner can walk in (set, position) order.
 _SQL_STREAM = f"""
 COPY (
-    SELECT e.hash_set_id, e.position_xid, e.position_seq,
-        {_RECORD} || CASE WHEN row_number() OVER w %% %(every)s = 0
-        THEN E'\n{{"cursor":"' || {_SQL_CURSOR} || '"}}' ELSE '' END
+    SELECT e.hash_set_id, e.position_xid, e.position_seq, {_RECORD}
     FROM signals_setentry e
     JOIN signals_signal g ON g.id = e.signal_id
     JOIN signals_hashset h ON h.id = e.hash_set_id
-    WHERE e.hash_set_id = ANY(%(sets)s::bigint[]) AND {sql_after_cursor()}
-      AND {sql_for_reader()}
-    WINDOW w AS (ORDER BY e.position_xid, e.position_seq)
+    WHERE {{sets}} AND {sql_after_cursor()} AND {sql_for_reader()}
     ORDER BY e.position_xid, e.position_seq
 ) TO STDOUT
 """  # noqa: S608 - only constants are interpolated
+_SQL_STREAM_SETS = _SQL_STREAM.replace("{sets}", "e.hash_set_id = ANY(%(sets)s::bigint[])")
+_SQL_STREAM_SET = _SQL_STREAM.replace("{sets}", "e.hash_set_id = (%(sets)s::bigint[])[1]")
 
 
 @dataclass
@@ -206,18 +201,47 @@ class Streamed:
 
 
 class _Served:
-    """Counts the rows of ``_SQL_STREAM`` per set and keeps the last one's position as they
-    pass; hands on each row without its leading columns."""
+    """Turns chunks of ``_SQL_STREAM`` rows into NDJSON: strips each row's leading columns,
+    puts a ``{"cursor": …}`` line after every ``every`` changes, and counts the rows per set
+    and keeps the last one's position as they pass. Per chunk of rows: the rows are sliced in
+    one list comprehension (a multi-line regular expression took 4 µs a row, the slice 0.24),
+    and only a checkpoint's or a chunk's last row is split."""
 
-    def __init__(self) -> None:
-        self.counts: dict[bytes, int] = {}
+    def __init__(self, every: int, single: int | None) -> None:
+        self.every = every
+        self.single = single  # the one set id read, if only one (no per-row tally then)
+        self.served = 0
+        self.tally: dict[bytes, int] = {}
         self.last: tuple[bytes, bytes] | None = None
 
-    def __call__(self, row: bytes) -> bytes:
-        set_id, xid, seq, record = row.split(b"\t", 3)
-        self.counts[set_id] = self.counts.get(set_id, 0) + 1
-        self.last = (xid, seq)
-        return record
+    def __call__(self, rows: list[bytes]) -> bytes:
+        out: list[bytes] = []
+        done = 0
+        while done < len(rows):
+            # Up to (and with) the next checkpoint, or the end of the chunk. The record is
+            # all of a row from its first brace (the leading columns are numbers and tabs).
+            upto = min(len(rows), done + self.every - self.served % self.every)
+            part = rows[done:upto]
+            if self.single is None:
+                for row in part:
+                    set_id = row[: row.index(b"\t")]
+                    self.tally[set_id] = self.tally.get(set_id, 0) + 1
+            out.append(b"".join([row[row.index(b"{") :] for row in part]))
+            self.served += upto - done
+            _, xid, seq, _ = rows[upto - 1].split(b"\t", 3)
+            self.last = (xid, seq)
+            if self.served % self.every == 0:
+                cursor = Position(int(xid), int(seq)).cursor()
+                out.append(b'{"cursor":"' + cursor.encode() + b'"}\n')
+            done = upto
+        return _unescaped(b"".join(out))
+
+    @property
+    def counts(self) -> dict[int, int]:
+        """Changes served per set id."""
+        if self.single is not None:
+            return {self.single: self.served} if self.served else {}
+        return {int(set_id): count for set_id, count in self.tally.items()}
 
 
 def stream_after(
@@ -228,15 +252,15 @@ def stream_after(
     with the changes served per set and the position of the last one, tallied from the rows
     as they pass (one statement, so exactly the rows served; no second read). To a ``peer``
     exchange only what ``sql_for_reader`` lets leave."""
-    params = {"sets": set_ids, "every": every, "peer": peer,
-              **cursor_params(after, visible_horizon())}  # fmt: skip
+    params = {"sets": set_ids, "peer": peer, **cursor_params(after, visible_horizon())}
+    single = set_ids[0] if len(set_ids) == 1 else None
     with connection.cursor() as cursor:
-        sql = cursor.mogrify(_SQL_STREAM, params).decode()
-    served = _Served()
+        sql = cursor.mogrify(_SQL_STREAM_SET if single else _SQL_STREAM_SETS, params).decode()
+    served = _Served(every, single)
     try:
-        yield from _copy_out(sql, row=served)
+        yield from _copy_out(sql, served)
     finally:  # also when the client went away: what was read so far
-        result.counts = {int(set_id): count for set_id, count in served.counts.items()}
+        result.counts = served.counts
         result.until = Position(int(served.last[0]), int(served.last[1])) if served.last else after
 
 
@@ -248,13 +272,26 @@ def _unescape(match: re.Match[bytes]) -> bytes:
     return _COPY_ESCAPES.get(match.group(1), match.group(1))
 
 
-def _copy_out(
-    sql: str, chunk: int = 1 << 16, row: Callable[[bytes], bytes] | None = None
-) -> Iterator[bytes]:
-    """COPY … TO STDOUT as a stream of byte chunks, each row first passed through ``row`` if
-    given. psycopg2 only writes COPY output into a file, so a thread copies into a bounded
-    queue that this generator drains. Closing the generator early (the client went away)
-    cancels the query on the server; the caller's transaction then rolls back as usual."""
+def _unescaped(data: bytes) -> bytes:
+    """COPY's text format undone (it escapes backslashes, newlines and tabs in a value)."""
+    return _COPY_ESCAPE.sub(_unescape, data) if b"\\" in data else data
+
+
+def _joined(rows: list[bytes]) -> bytes:
+    return _unescaped(b"".join(rows))
+
+
+# Rows per chunk handed on: about 64 KiB of NDJSON, written to the socket in one go (per chunk,
+# the queue and the socket cost some 20 µs: 0.15 µs a row).
+_CHUNK_ROWS = 128
+
+
+def _copy_out(sql: str, chunk: Callable[[list[bytes]], bytes] = _joined) -> Iterator[bytes]:
+    """COPY … TO STDOUT as a stream of byte chunks, each ``chunk`` of a list of whole rows
+    (``_CHUNK_ROWS`` of them, fewer last). psycopg2 only writes COPY output into a file, one
+    row per call, so a thread copies into a bounded queue that this generator drains; per row
+    it only appends. Closing the generator early (the client went away) cancels the query on
+    the server; the caller's transaction then rolls back as usual."""
     raw = connection.connection
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
     stop = threading.Event()
@@ -267,27 +304,21 @@ def _copy_out(
             except queue.Full:
                 continue
 
-    class Sink:
-        def __init__(self) -> None:
-            self.buffer = bytearray()
+    rows: list[bytes] = []
 
-        def write(self, data: bytes) -> int:
-            # One row per call; COPY's text format escapes backslashes and newlines.
-            size = len(data)
-            if row is not None:
-                data = row(data)
-            self.buffer += _COPY_ESCAPE.sub(_unescape, data) if b"\\" in data else data
-            if len(self.buffer) >= chunk:
-                hand_over(bytes(self.buffer))
-                self.buffer.clear()
-            return size
+    class Sink:
+        def write(self, data: bytes) -> None:
+            rows.append(data)
+            if len(rows) >= _CHUNK_ROWS:
+                hand_over(chunk(rows))
+                rows.clear()
 
     def run() -> None:
         try:
-            sink = Sink()
             with raw.cursor() as cursor:
-                cursor.copy_expert(sql, sink)
-            hand_over(bytes(sink.buffer))
+                cursor.copy_expert(sql, Sink())
+            if rows:
+                hand_over(chunk(rows))
             hand_over(None)
         except BaseException as exc:
             hand_over(exc)

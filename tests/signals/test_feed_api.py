@@ -192,6 +192,43 @@ def test_a_full_sync_reads_the_feed_once_and_audits_what_it_served_per_set(
     assert end == {"cursor": cursor, "end": True}
 
 
+def test_a_full_sync_places_checkpoints_and_counts_across_the_chunks_the_rows_come_in(
+    publisher, subscriber, shared_set, monkeypatch
+):
+    from signals.actions import pulls
+    from signals.feed import reads
+
+    # Chunks of 4 rows, a checkpoint after every 7 changes: checkpoints fall inside chunks and
+    # on their edges, and the counts per set are tallied chunk by chunk.
+    monkeypatch.setattr(reads, "_CHUNK_ROWS", 4)
+    monkeypatch.setattr(pulls, "STREAM_PAGE", 7)
+    do_create_set(
+        publisher.org, {"slug": "acme-other", "name": "Other", "distribution": "coalition"}
+    )
+    for start in (0, 6, 12):
+        merged(publish(publisher, "acme-csam", [pdq(n) for n in range(start, start + 4)]))
+        merged(publish(publisher, "acme-other", [pdq(n) for n in range(start + 4, start + 6)]))
+    *lines, end = stream(subscriber)
+    counts = {
+        e.details["set"]: e.details["count"]
+        for e in AuditEvent.objects.filter(action="feed.pulled")
+    }
+    assert counts == {"acme-csam": 12, "acme-other": 6}
+    changes = [line for line in lines if "entry" in line]
+    assert len(changes) == 18
+    assert [n for n, line in enumerate(lines) if "entry" not in line] == [7, 15]
+    for checkpoint, served in ((lines[7], 7), (lines[15], 14)):
+        after = pull(subscriber, limit=100, cursor=checkpoint["cursor"]).json()["changes"]
+        assert [c["entry"] for c in after] == [c["entry"] for c in changes[served:]]
+    paged, cursor, _ = pull_all(subscriber, 5)
+    assert [c["entry"] for c in changes] == [c["entry"] for c in paged]
+    assert end == {"cursor": cursor, "end": True}
+    # One set alone (read by equality, counted without a per-row tally).
+    *lines, end = stream(subscriber, sets="acme-other")
+    assert [line["set"] for line in lines if "entry" in line] == ["acme-other"] * 6
+    assert AuditEvent.objects.filter(action="feed.pulled").latest("id").details["count"] == 6
+
+
 def test_a_full_sync_with_nothing_new_ends_at_its_own_cursor_and_records_nothing(
     publisher, subscriber, shared_set
 ):
