@@ -158,8 +158,8 @@ class SetEntry(models.Model):
         db_constraint=False,
         db_index=False,
     )
-    # Not indexed on its own: ingest paid for it on every new entry (half the entry INSERT's
-    # time) and every read by signal names the set too, which (set, signal) serves.
+    # Not indexed on its own: ingest paid for it on every new entry (a third of the entry
+    # INSERT's time) and every read by signal names the set too, which (set, signal) serves.
     signal = models.ForeignKey(
         Signal,
         on_delete=models.PROTECT,
