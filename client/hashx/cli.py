@@ -293,7 +293,9 @@ def cmd_sets_list(args: argparse.Namespace) -> None:
 
 
 def cmd_sets_create(args: argparse.Namespace) -> None:
-    fields = {"distribution": args.distribution, "tlp": args.tlp}
+    fields: dict[str, Any] = {"distribution": args.distribution, "tlp": args.tlp}
+    if args.hops is not None:
+        fields["federation_hops"] = args.hops
     if args.types:
         fields["signal_types"] = args.types.split(",")
     created = _client(args).create_set(args.slug, args.name, **fields)
@@ -310,6 +312,8 @@ def cmd_sets_update(args: argparse.Namespace) -> None:
         for field in ("name", "description", "distribution", "tlp", "attribution", "pdq_threshold")
         if getattr(args, field) is not None
     }
+    if args.hops is not None:
+        changes["federation_hops"] = args.hops
     if args.types is not None:
         changes["signal_types"] = [t for t in args.types.split(",") if t]
     if not changes:
@@ -319,8 +323,8 @@ def cmd_sets_update(args: argparse.Namespace) -> None:
 
 
 def _set_summary(hash_set: dict[str, Any]) -> dict[str, Any]:
-    fields = ("name", "owner", "distribution", "tlp", "attribution", "signal_types",
-              "pdq_threshold", "description")  # fmt: skip
+    fields = ("name", "owner", "distribution", "tlp", "federation_hops", "attribution",
+              "signal_types", "pdq_threshold", "description", "origin")  # fmt: skip
     return {k: hash_set[k] for k in fields if k in hash_set}
 
 
@@ -822,6 +826,12 @@ def parser() -> argparse.ArgumentParser:
         "--tlp", default="amber", choices=["clear", "green", "amber", "amber+strict", "red"]
     )
     create.add_argument("--types", help="comma-separated signal types the set takes (default: all)")
+    create.add_argument(
+        "--hops",
+        type=int,
+        choices=[1, 2, 3],
+        help="federated: how many exchanges an entry may pass",
+    )
     create.set_defaults(func=cmd_sets_create)
     grant = sets_sub.add_parser(
         "grant", help="let another organisation read (or publish to) your set"
@@ -843,6 +853,12 @@ def parser() -> argparse.ArgumentParser:
     update.add_argument("--distribution", choices=["owner", "granted", "coalition", "federated"])
     update.add_argument("--tlp", choices=["clear", "green", "amber", "amber+strict", "red"])
     update.add_argument("--attribution", choices=["named", "anonymous"])
+    update.add_argument(
+        "--hops",
+        type=int,
+        choices=[1, 2, 3],
+        help="federated: how many exchanges an entry may pass",
+    )
     update.add_argument("--pdq-threshold", type=int, metavar="0-31")
     update.add_argument("--types", help='comma-separated signal types the set takes ("" for all)')
     update.set_defaults(func=cmd_sets_update)
