@@ -11,7 +11,7 @@ from django.db import connection, transaction
 
 from audit.actions import record
 from exchange import metrics
-from exchange.problems import Problem
+from exchange.problems import Problem, invalid
 from members.models import Organisation
 from signals.access import MAX_SETS, access_readable_sets
 from signals.feed.positions import Position
@@ -43,11 +43,7 @@ def check_queries(org: Organisation, raw: Any) -> tuple[list[Query], dict[int, H
     read (by id). Every malformed query is named in one 400; a set the caller may not read is a
     404, as everywhere (existence does not leak)."""
     if not isinstance(raw, list) or not raw:
-        raise Problem(
-            "validation",
-            "signals: expected a non-empty list",
-            errors=[{"field": "signals", "message": "expected a non-empty list"}],
-        )
+        raise invalid("signals", "expected a non-empty list")
     if len(raw) > MAX_QUERIES:
         raise Problem(
             "payload-too-large", f"{len(raw)} signals in one request; send at most {MAX_QUERIES}"
