@@ -668,9 +668,11 @@ def cmd_match(args: argparse.Namespace) -> None:
     rows = []
     for origin, result in zip(origins, answer["results"], strict=True):
         for m in result["matches"]:
-            rows.append(
-                [origin, result["type"], m["set"], str(m["entry"]), m["distance"], m["labels"]]
-            )
+            distance = m["distance"]
+            if "query_match_percent" in m:  # vpdq: and the shares of frames matched
+                distance = f"{distance} ({m['query_match_percent']:g}%/"
+                distance += f"{m['compared_match_percent']:g}%)"
+            rows.append([origin, result["type"], m["set"], str(m["entry"]), distance, m["labels"]])
     matched = {origin for origin, r in zip(origins, answer["results"], strict=True) if r["matches"]}
     lines = [_table(["SOURCE", "TYPE", "SET", "ENTRY", "DISTANCE", "LABELS"], rows,
                     right=("ENTRY", "DISTANCE"))] if rows else []  # fmt: skip
