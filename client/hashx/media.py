@@ -80,7 +80,7 @@ def _frames_by_ffmpeg(path: str | Path, seconds_per_frame: float) -> list[tuple[
             ' (pip install "hash-exchange-client[video]") or ffmpeg on the PATH'
         )
     with tempfile.TemporaryDirectory(prefix="hashx-frames-") as folder:
-        done = subprocess.run(  # noqa: S603 - a fixed program and arguments, no shell
+        done = subprocess.run(
             [ffmpeg, "-nostdin", "-v", "error", "-i", str(path),
              "-vf", f"fps=1/{seconds_per_frame}", f"{folder}/%06d.png"],
             capture_output=True, text=True, check=False,
