@@ -94,9 +94,7 @@ def test_frame_count_bounds_for_stored_signals_and_for_queries():
 
 def test_a_video_of_only_blank_or_low_quality_frames_is_warninglisted():
     blank = video((BLANK_IMAGE_PDQ, 0, 0), (WHITE_IMAGE_PDQ, 100, 1), (HAYSTACK[0], 49, 2))
-    assert "refused by the warninglist: every frame is blank or below quality 50" in refusal(
-        blank
-    )
+    assert "refused by the warninglist: every frame is blank or below quality 50" in refusal(blank)
     # One usable frame is enough to be matched on.
     usable = video((BLANK_IMAGE_PDQ, 0, 0), (HAYSTACK[0], 50, 1))
     assert canonicalise("vpdq", usable) == VPDQ.canonical(usable)
