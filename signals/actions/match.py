@@ -10,11 +10,11 @@ An answer gives both percentages."""
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from django.db import connection, transaction
 
 from audit.actions import record
@@ -23,8 +23,8 @@ from exchange.problems import Problem
 from members.models import Organisation
 from signals.access import MAX_SETS, access_readable_sets
 from signals.feed.positions import Position
-from signals.matching.index import shared_index
-from signals.matching.mih import MAX_RADIUS, parse_hex
+from signals.matching.index import View, shared_index
+from signals.matching.mih import MAX_RADIUS, U64, parse_hex
 from signals.models import HashSet
 from signals.types import SIGNAL_TYPES, SignalTypeError, vpdq_frames
 from signals.warninglist import PDQ_MIN_QUALITY
@@ -192,7 +192,7 @@ def _pdq_matches(
     return view.position
 
 
-def video_hashes(value: str) -> npt.NDArray[np.uint64]:
+def video_hashes(value: str) -> U64:
     """The distinct frame hashes of a vPDQ value that are matched on (quality 50 or more), in
     first-seen order, as parsed hashes; what the index holds of a video, too."""
     seen: dict[str, None] = {}
@@ -202,7 +202,7 @@ def video_hashes(value: str) -> npt.NDArray[np.uint64]:
     return parse_hex(list(seen)) if seen else np.empty((0, 4), np.uint64)
 
 
-def _within(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64], radius: int) -> Any:
+def _within(a: U64, b: U64, radius: int) -> Any:
     """For each hash of ``a``, whether any hash of ``b`` is within ``radius`` bits."""
     if not len(a) or not len(b):
         return np.zeros(len(a), np.bool_)
@@ -222,20 +222,43 @@ def _vpdq_matches(
     readable: dict[int, HashSet],
     found: list[list[Match]],
 ) -> Position:
-    """Frame hits to video matches (the module's header)."""
     view = shared_index().view()
-    frames = [video_hashes(queries[n].value) for n in numbers]
+    asked = [queries[n] for n in numbers]
+    for number, matches in zip(
+        numbers, video_matches(view, asked, readable, _video_frames), strict=True
+    ):
+        found[number].extend(matches)
+    return view.position
+
+
+def _video_frames(entry_ids: list[int]) -> dict[int, U64]:
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_VALUES, {"ids": entry_ids})
+        return {entry: video_hashes(value) for entry, value in cursor.fetchall()}
+
+
+def video_matches(
+    view: View,
+    queries: list[Query],
+    readable: dict[int, HashSet],
+    frames_of: Callable[[list[int]], dict[int, U64]],
+) -> list[list[Match]]:
+    """The videos each vpdq query matches (the module's header): its distinct frames searched
+    in ``view`` at once, frame hits gathered per video, and for the videos whose share of the
+    query's frames reaches their set's threshold, their own frames (``frames_of``: entry id to
+    its distinct frame hashes) compared with the query's for the other share."""
+    frames = [video_hashes(query.value) for query in queries]
     # Row r of the search is frame r - starts[k] of query k.
     starts = np.cumsum([0] + [len(f) for f in frames])
     owner = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
-    radius = max(queries[n].max_distance for n in numbers)
+    radius = max(query.max_distance for query in queries)
     # (query k, entry) -> its set, the query frames it matched, the nearest frame distance.
     hits: dict[tuple[int, int], tuple[int, set[int], int]] = {}
     if len(owner):
         for hit in view.search(np.concatenate(frames), radius):
-            set_id = -hit.set_id
+            set_id = -hit.set_id  # a video's frames are indexed under the negated set id
             k = int(owner[hit.query])
-            query, hash_set = queries[numbers[k]], readable.get(set_id)
+            query, hash_set = queries[k], readable.get(set_id)
             if (
                 hit.set_id >= 0
                 or hash_set is None
@@ -248,30 +271,28 @@ def _vpdq_matches(
             hits[k, hit.entry_id] = (set_id, matched, min(nearest, hit.distance))
     # Only the videos whose query share reaches their set's threshold are read and compared.
     shares = {
-        key: 100.0 * len(matched) / len(frames[key[0]])
-        for key, (set_id, matched, _) in hits.items()
+        key: 100.0 * len(matched) / len(frames[key[0]]) for key, (_, matched, _) in hits.items()
     }
     wanted = [
         key
         for key, share in shares.items()
         if share >= readable[hits[key][0]].vpdq_query_match_percent
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL_VALUES, {"ids": sorted({entry for _, entry in wanted})})
-        values = dict(cursor.fetchall())
+    targets = frames_of(sorted({entry for _, entry in wanted})) if wanted else {}
+    found: list[list[Match]] = [[] for _ in queries]
     for k, entry in wanted:
         set_id, _, nearest = hits[k, entry]
-        query, hash_set = queries[numbers[k]], readable[set_id]
-        if entry not in values:
+        hash_set = readable[set_id]
+        if entry not in targets:
             continue
-        target = video_hashes(values[entry])
-        radius = min(query.max_distance, hash_set.pdq_threshold)
+        target = targets[entry]
+        radius = min(queries[k].max_distance, hash_set.pdq_threshold)
         compared = 100.0 * int(_within(target, frames[k], radius).sum()) / max(len(target), 1)
         if compared >= hash_set.vpdq_compared_match_percent:
-            found[numbers[k]].append(
+            found[k].append(
                 Match(entry, set_id, nearest, round(shares[k, entry], 2), round(compared, 2))
             )
-    return view.position
+    return found
 
 
 def do_match(
