@@ -72,6 +72,13 @@ def vpdq_of_video(path: str | Path, seconds_per_frame: float = 1.0) -> str:
     return vpdq_value([(f.hex, int(f.quality), float(f.timestamp)) for f in features])
 
 
+def _every(seconds: float) -> str:
+    """ffmpeg's filter keeping the first frame and then each frame at least ``seconds`` after
+    the last one kept, the frames vpdq hashes (ffmpeg's ``fps`` filter would take the frames
+    nearest to the middle of each interval instead)."""
+    return f"select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{seconds - 0.001:g})'"
+
+
 def _frames_by_ffmpeg(path: str | Path, seconds_per_frame: float) -> list[tuple[str, int, float]]:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
@@ -82,7 +89,7 @@ def _frames_by_ffmpeg(path: str | Path, seconds_per_frame: float) -> list[tuple[
     with tempfile.TemporaryDirectory(prefix="hashx-frames-") as folder:
         done = subprocess.run(
             [ffmpeg, "-nostdin", "-v", "error", "-i", str(path),
-             "-vf", f"fps=1/{seconds_per_frame}", f"{folder}/%06d.png"],
+             "-vf", _every(seconds_per_frame), "-vsync", "vfr", f"{folder}/%06d.png"],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if done.returncode != 0:

@@ -225,13 +225,14 @@ def _vpdq_matches(
     view = shared_index().view()
     asked = [queries[n] for n in numbers]
     for number, matches in zip(
-        numbers, video_matches(view, asked, readable, _video_frames), strict=True
+        numbers, video_matches(view, asked, readable, video_frames), strict=True
     ):
         found[number].extend(matches)
     return view.position
 
 
-def _video_frames(entry_ids: list[int]) -> dict[int, U64]:
+def video_frames(entry_ids: list[int]) -> dict[int, U64]:
+    """The distinct frame hashes matched on (``video_hashes``) of each of these video entries."""
     with connection.cursor() as cursor:
         cursor.execute(_SQL_VALUES, {"ids": entry_ids})
         return {entry: video_hashes(value) for entry, value in cursor.fetchall()}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from threatexchange.extensions.vpdq.vpdq_util import json_to_vpdq, vpdq_to_json
 
-from hashx.media import vpdq_of_video
+from hashx.media import _frames_by_ffmpeg, vpdq_of_video, vpdq_value
 from signals.models import HashSet, SetEntry
 from signals.types import vpdq_frames
 from tests.cli import hashx
@@ -158,3 +158,33 @@ def test_the_cli_hashes_and_matches_a_video(
     line = rf"^{re.escape(str(videos['scaled']))}\s+vpdq\s+acme-csam\s+\d+\s+\d+ \(100%/100%\)"
     assert re.search(line, text, re.M), text
     assert "1 of 1 source matched" in text
+
+
+def test_a_reencoded_copy_published_later_is_linked_to_its_original(
+    publisher, subscriber, shared_set, signals
+):
+    merged(publish(publisher, "acme-csam", [{"type": "vpdq", "value": signals["photo"]}]))
+    batch = merged(publish(subscriber, "acme-csam", [
+        {"type": "vpdq", "value": signals["reencoded"]},
+        {"type": "vpdq", "value": signals["fractal"]},
+    ]))  # fmt: skip
+    entries = {e.signal.value: e for e in SetEntry.objects.select_related("signal")}
+    original, copy = entries[signals["photo"]], entries[signals["reencoded"]]
+    assert copy.near_duplicate_of_id == original.pk
+    assert entries[signals["fractal"]].near_duplicate_of_id is None
+    assert original.near_duplicate_of_id is None and batch.near_duplicates == 1
+
+
+def test_frames_hashed_without_the_vpdq_package_match_those_hashed_with_it(
+    publisher, subscriber, shared_set, signals, videos
+):
+    # Where the vpdq package is not installed the client hashes ffmpeg's frames with pdqhash:
+    # what it sends must match what was hashed with the package, and the other way round.
+    # It hashes the frames vpdq hashes (the first, then one a second), so the values agree.
+    fallback = vpdq_value(_frames_by_ffmpeg(videos["photo"], 1.0))
+    assert fallback == signals["photo"]
+    assert vpdq_value(_frames_by_ffmpeg(videos["trimmed"], 1.0)) == signals["trimmed"]
+    merged(publish(publisher, "acme-csam", [{"type": "vpdq", "value": signals["photo"]}]))
+    [found] = match(subscriber, [fallback])
+    assert [m["value"] for m in found] == [signals["photo"]]
+    assert found[0]["query_match_percent"] == 100.0
