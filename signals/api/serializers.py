@@ -304,7 +304,8 @@ class MatchAnswerSerializer(serializers.Serializer):
     results = serializers.ListField(
         child=serializers.JSONField(),
         help_text="one per query, in order: type, value and matches (set, entry, value, "
-        "distance, labels, contributors, opinions, disputed, near_duplicate_of)",
+        "distance, labels, contributors, opinions, disputed, near_duplicate_of; for vpdq also "
+        "query_match_percent and compared_match_percent)",
     )
     position = serializers.CharField(
         allow_null=True, help_text="feed cursor the PDQ index answered as of (null: no PDQ)"
