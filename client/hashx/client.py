@@ -447,7 +447,8 @@ class Client:
     ) -> dict[str, Any]:
         """Which entries you may read match each signal (``type``, ``value``; ``pdq`` within
         Hamming distance, ``vpdq`` frame by frame). Sent 10,000 at a time; returns
-        ``{"results": [...], "position": …}`` with one result per signal, in order, and the oldest index position among the answers.
+        ``{"results": [...], "position": …}`` with one result per signal, in order, and the
+        oldest index position among the answers.
         ``sets`` and ``max_distance`` apply to signals that do not give their own."""
         results: list[dict[str, Any]] = []
         positions: list[str] = []
