@@ -188,3 +188,30 @@ def test_frames_hashed_without_the_vpdq_package_match_those_hashed_with_it(
     [found] = match(subscriber, [fallback])
     assert [m["value"] for m in found] == [signals["photo"]]
     assert found[0]["query_match_percent"] == 100.0
+
+
+def test_a_videos_frames_follow_the_feed_and_survive_compaction(
+    publisher, subscriber, shared_set, signals, match_index_dir
+):
+    from signals.matching.index import Index, shared_index
+
+    index = shared_index()
+    index.view()  # a generation, empty, before the video comes
+    merged(publish(publisher, "acme-csam", [{"type": "vpdq", "value": signals["photo"]}]))
+    view = index.view()
+    # 12 distinct frames, one entry, under the set's id negated: in the delta, no rebuild.
+    assert len(view.added_entries) == 12 and len(set(view.added_entries.tolist())) == 1
+    assert set(view.added_sets.tolist()) == {-shared_set.pk}
+    generation = index.compact()
+    assert generation is not None and len(generation.entries) == 12
+    other = Index(match_index_dir).view()  # another process opens it, nothing to follow
+    assert other.generation.name == generation.name and len(other.added_entries) == 0
+    [[found]] = match(subscriber, [signals["scaled"]])
+    assert found["compared_match_percent"] == 100.0
+    publisher.api.post(
+        "/api/v1/sets/acme-csam/retractions",
+        {"signals": [{"type": "vpdq", "value": signals["photo"]}]},
+    )
+    assert index.view().dead == {found["entry"]}
+    assert match(subscriber, [signals["scaled"]]) == [[]]
+    assert len(index.compact().entries) == 0
