@@ -44,7 +44,7 @@ from hashx.keys import (
     raw_public_bytes,
     write_private_key,
 )
-from hashx.media import FileHash, MediaExtraMissing, file_hashes
+from hashx.media import MAX_STORED_VPDQ_FRAMES, FileHash, MediaExtraMissing, file_hashes
 from hashx.store import LocalStore, OtherSets, sync
 from hashx.webhooks import WebhookVerificationError, verify
 
@@ -631,6 +631,10 @@ def cmd_hash(args: argparse.Namespace) -> None:
     for item in found:
         if item.type == "pdq" and item.quality is not None and item.quality < 50:
             print(f"hashx: {item.path}: PDQ quality {item.quality} is too low to match on",
+                  file=sys.stderr)  # fmt: skip
+        if item.type == "vpdq" and len(json.loads(item.value)) > MAX_STORED_VPDQ_FRAMES:
+            print(f"hashx: {item.path}: {len(json.loads(item.value))} frames: it can be matched"
+                  f" on, but an exchange stores at most {MAX_STORED_VPDQ_FRAMES}",
                   file=sys.stderr)  # fmt: skip
     current = None
     for item in found:

@@ -160,6 +160,12 @@ def test_the_cli_hashes_and_matches_a_video(
     line = rf"^{re.escape(str(videos['scaled']))}\s+vpdq\s+acme-csam\s+\d+\s+\d+ \(100%/100%\)"
     assert re.search(line, text, re.M), text
     assert "1 of 1 source matched" in text
+    # A video longer than an exchange stores: hashed for matching, and the member is told.
+    long = tmp_path / "long.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=duration=34:size=160x120:rate=5", *X264, str(long))
+    done = hashx("hash", str(long))
+    assert len(json.loads(done.stdout.splitlines()[1].partition(" ")[2])) == 34
+    assert "34 frames: it can be matched on, but an exchange stores at most 32" in done.stderr
 
 
 def test_a_reencoded_copy_published_later_is_linked_to_its_original(
