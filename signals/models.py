@@ -60,6 +60,11 @@ class HashSet(models.Model):
         max_length=16, choices=Distribution.choices, default=Distribution.GRANTED
     )
     pdq_threshold = models.PositiveSmallIntegerField(default=31)
+    # vpdq: a video matches when this share (%) of the query's frames, and this share of its
+    # own, match (python-threatexchange's VPDQ_QUERY_MATCH_THRESHOLD_PERCENT and
+    # VPDQ_INDEX_MATCH_THRESHOLD_PERCENT).
+    vpdq_query_match_percent = models.PositiveSmallIntegerField(default=80)
+    vpdq_compared_match_percent = models.PositiveSmallIntegerField(default=0)
     # Federation: how many exchanges an entry of this set may travel through (the owner's
     # choice, 1 to 3); and, for a mirror of a peer's set, where it comes from (a mirror is
     # read-only here: only its origin adds or retracts).
@@ -82,6 +87,12 @@ class HashSet(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(pdq_threshold__lte=31), name="pdq_threshold_max_31"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    vpdq_query_match_percent__lte=100, vpdq_compared_match_percent__lte=100
+                ),
+                name="vpdq_match_percent_max_100",
             ),
             models.CheckConstraint(
                 condition=models.Q(federation_hops__gte=1, federation_hops__lte=3),

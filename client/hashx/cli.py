@@ -44,7 +44,7 @@ from hashx.keys import (
     raw_public_bytes,
     write_private_key,
 )
-from hashx.media import FileHash, MediaExtraMissing, file_hashes
+from hashx.media import MAX_STORED_VPDQ_FRAMES, FileHash, MediaExtraMissing, file_hashes
 from hashx.store import LocalStore, OtherSets, sync
 from hashx.webhooks import WebhookVerificationError, verify
 
@@ -636,6 +636,10 @@ def cmd_hash(args: argparse.Namespace) -> None:
         if item.type == "pdq" and item.quality is not None and item.quality < 50:
             print(f"hashx: {item.path}: PDQ quality {item.quality} is too low to match on",
                   file=sys.stderr)  # fmt: skip
+        if item.type == "vpdq" and len(json.loads(item.value)) > MAX_STORED_VPDQ_FRAMES:
+            print(f"hashx: {item.path}: {len(json.loads(item.value))} frames: it can be matched"
+                  f" on, but an exchange stores at most {MAX_STORED_VPDQ_FRAMES}",
+                  file=sys.stderr)  # fmt: skip
     current = None
     for item in found:
         if item.path != current:
@@ -672,9 +676,11 @@ def cmd_match(args: argparse.Namespace) -> None:
     rows = []
     for origin, result in zip(origins, answer["results"], strict=True):
         for m in result["matches"]:
-            rows.append(
-                [origin, result["type"], m["set"], str(m["entry"]), m["distance"], m["labels"]]
-            )
+            distance = m["distance"]
+            if "query_match_percent" in m:  # vpdq: and the shares of frames matched
+                distance = f"{distance} ({m['query_match_percent']:g}%/"
+                distance += f"{m['compared_match_percent']:g}%)"
+            rows.append([origin, result["type"], m["set"], str(m["entry"]), distance, m["labels"]])
     matched = {origin for origin, r in zip(origins, answer["results"], strict=True) if r["matches"]}
     lines = [_table(["SOURCE", "TYPE", "SET", "ENTRY", "DISTANCE", "LABELS"], rows,
                     right=("ENTRY", "DISTANCE"))] if rows else []  # fmt: skip

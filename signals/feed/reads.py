@@ -31,6 +31,7 @@ from signals.feed.positions import (
     visible_horizon,
 )
 from signals.models import FeedHorizon
+from signals.warninglist import PDQ_MIN_QUALITY
 
 # One change as the feed, snapshots and webhooks serve it, rendered by Postgres: a full sync
 # serves millions, and building them in Python would cost more than reading them. Contributor
@@ -373,10 +374,25 @@ def check_cursor(after: Position) -> None:
 # a burst of ingest: 4.2 s of a 200,000-entry burst's 4.7 s). The redundant ``position_xid >=``
 # is a range the planner can estimate: without it, the row comparison's default selectivity
 # made it scan the whole table (0.29 s at 2.4M entries for 10 changes).
+# The PDQ hashes of a PDQ or vPDQ signal ``g`` of entry ``e``, as (set id, hash) rows: a PDQ
+# entry's one hash under its set; a video's frames (each distinct hash of quality >= 50 once)
+# under its set's id negated, so that image and video queries tell them apart in one index.
+SQL_INDEXED_HASHES = f"""
+CROSS JOIN LATERAL (
+    SELECT e.hash_set_id AS set_id, g.value AS hash WHERE g.type = 'pdq'
+    UNION ALL
+    SELECT DISTINCT -e.hash_set_id, split_part(frame, ',', 1)
+    FROM json_array_elements_text(
+        CASE WHEN g.type = 'vpdq' THEN g.value ELSE '[]' END::json) AS frame
+    WHERE split_part(frame, ',', 2)::int >= {PDQ_MIN_QUALITY}
+) f"""  # noqa: S608 - only constants are interpolated
+
 _SQL_PDQ_CHANGES_TO_HORIZON = f"""
-SELECT e.id, e.hash_set_id, g.value, e.state
+SELECT e.id, f.set_id, f.hash, e.state
 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE {sql_after_cursor()} AND e.position_xid >= %(xid)s::text::xid8 AND g.type = 'pdq'
+{SQL_INDEXED_HASHES}
+WHERE {sql_after_cursor()} AND e.position_xid >= %(xid)s::text::xid8
+  AND g.type IN ('pdq', 'vpdq')
 """  # noqa: S608 - only constants are interpolated
 
 
@@ -384,6 +400,8 @@ def pdq_changes_to_horizon(
     after: Position, page: int, apply: Callable[[list[tuple[int, int, str, str]]], None]
 ) -> Position:
     """Every PDQ entry of every set changed after ``after`` (entry id, set id, value, state),
+    and every vPDQ entry's frames (one row per frame: entry id, minus its set id, frame hash,
+    state; ``SQL_INDEXED_HASHES``),
     handed to ``apply`` ``page`` rows at a time from one statement (a server-side cursor), in
     no particular order; returns the position to continue from: the visible horizon read
     first (a change that statement could not see is positioned at or above it). ``apply`` may
