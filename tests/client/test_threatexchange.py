@@ -15,6 +15,7 @@ import time_machine
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.utils import timezone
 from threatexchange.exchanges.fetch_state import SignalOpinion, SignalOpinionCategory
+from threatexchange.extensions.vpdq.vpdq import VPDQSignal
 from threatexchange.signal_type.md5 import VideoMD5Signal
 from threatexchange.signal_type.pdq.signal import PdqSignal
 from threatexchange.utils import dataclass_json
@@ -446,9 +447,7 @@ def test_sha1_domain_and_url_signals_reach_the_cli(exchange, owner, tx, tmp_path
 
 def test_a_vpdq_signal_reaches_the_cli_through_its_vpdq_extension(exchange, owner, tx):
     # python-threatexchange's vpdq extension imports Meta's vpdq package (the client's [video]
-    # extra, built against ffmpeg's development libraries): without it there is nothing to test.
-    pytest.importorskip("vpdq")
-    from threatexchange.extensions.vpdq.vpdq import VPDQSignal
+    # extra, a dev dependency built against ffmpeg's development libraries).
 
     [video] = VPDQSignal.get_examples()
     batch = owner.publish("acme-csam", [{"type": "vpdq", "value": video, "labels": ["csam"]}])
