@@ -49,7 +49,7 @@ class PeerAdmin(ReadOnlyAdmin):
     readonly_fields = [
         "name", "url", "exchange_id", "organisation", "fingerprint", "state", "last_error",
         "failures", "last_attempt_at", "last_success_at", "next_attempt_at", "last_applied",
-        "opinions_forwarded_at", "created_at",
+        "opinions_cursor", "created_at",
     ]  # fmt: skip
     exclude = ["public_key", "key_id"]
     inlines = [MirroredSetInline]

@@ -50,8 +50,9 @@ class Peer(models.Model):
     push_subscription = models.CharField(max_length=64, blank=True)
     push_sets = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     push_error = models.CharField(max_length=500, blank=True)
-    # Opinions of this exchange's members on the mirrors, forwarded to the peer up to here.
-    opinions_forwarded_at = models.DateTimeField(null=True, blank=True)
+    # Opinions of this exchange's members on the mirrors, forwarded to the peer up to this
+    # opinion position (``signals.feed.positions`` cursor; "" before the first).
+    opinions_cursor = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -276,10 +276,17 @@ class Opinion(models.Model):
     tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Stamped like an entry's (set on insert; every UPDATE sets them anew, NEW_POSITION): the
+    # race-free order in which opinions changed, that federation forwards them in.
+    position_xid = XID8Field(db_default=CurrentXactId(), editable=False)
+    position_seq = models.BigIntegerField(db_default=NextPosition(), editable=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["entry", "organisation"], name="one_opinion_per_org")
+        ]
+        indexes = [
+            models.Index(fields=["position_xid", "position_seq"], name="opinion_position_idx")
         ]
 
     def __str__(self) -> str:
