@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit.actions import record
 from exchange.times import parse_when
 from federation.models import MirroredSet
 from signals.feed.locks import lock_set
@@ -359,6 +360,38 @@ class Resync:
         )  # fmt: skip
         self.mirror.cursor = cursor
         return self.outcome
+
+
+_SQL_WITHDRAW = f"""
+UPDATE signals_setentry SET state = 'tombstone', updated_at = %(now)s, {NEW_POSITION}
+WHERE hash_set_id = %(set)s AND state = 'active'
+"""  # noqa: S608 - only constants are interpolated
+
+
+def do_withdraw_mirror(mirror: MirroredSet, reason: str) -> int:
+    """The peer no longer serves this set (it is unlisted: unshared, no longer federated or
+    no longer CLEAR/GREEN, deleted), or serves it refused: every active entry of the mirror is
+    tombstoned (the tombstones travel on like any), and its cursor is forgotten, so a set
+    that comes back is read from its start again. Locks the mirror set's slots; audits
+    ``federation.mirror.withdrawn`` and emits a webhook wake-up when entries were tombstoned.
+    Returns how many; a mirror already withdrawn changes nothing."""
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        lock_set(cursor, mirror.hash_set_id)
+        cursor.execute(_SQL_WITHDRAW, {"set": mirror.hash_set_id, "now": now})
+        tombstoned = cursor.rowcount
+        forgot = MirroredSet.objects.filter(pk=mirror.pk).exclude(cursor="").update(cursor="")
+        if tombstoned or forgot:
+            record(
+                "federation.mirror.withdrawn",
+                obj=mirror,
+                details={"remote_set": mirror.remote_slug, "reason": reason,
+                         "tombstoned": tombstoned},
+            )  # fmt: skip
+        if tombstoned:
+            wake()
+    mirror.cursor = ""
+    return tombstoned
 
 
 def _plus(name: str, amount: int) -> Any:

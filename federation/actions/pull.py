@@ -28,7 +28,14 @@ from exchange import generation
 from exchange.actions.identity import get_identity, get_signing_key
 from exchange.outbound import Refused, check_destination
 from exchange.problems import Problem
-from federation.actions.apply import MAX_HOPS, Outcome, Refusal, Resync, do_apply_page
+from federation.actions.apply import (
+    MAX_HOPS,
+    Outcome,
+    Refusal,
+    Resync,
+    do_apply_page,
+    do_withdraw_mirror,
+)
 from federation.actions.opinions import do_forward_opinions
 from federation.actions.peering import do_follow_key, fetch_identity
 from federation.actions.push import do_ensure_push
@@ -63,6 +70,8 @@ class Report:
     skipped: str = ""
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     refused_sets: dict[str, str] = field(default_factory=dict)
+    # Mirrors of sets the peer no longer serves: entries tombstoned here, per remote set.
+    withdrawn: dict[str, int] = field(default_factory=dict)
     opinions_forwarded: int = 0
     push_error: str = ""
     error: str = ""
@@ -368,6 +377,13 @@ def _pull(peer: Peer, report: Report) -> None:
                 "applied": outcome.applied, "new": outcome.new, "tombstoned": outcome.tombstoned,
                 "refused": outcome.refused, "refusals": outcome.reasons, "cursor": mirror.cursor,
             }  # fmt: skip
+        # A mirror the peer no longer serves keeps no stale entries: the listing is complete
+        # (every page was read), so a set missing from it, or refused, is gone for this side.
+        for mirror in MirroredSet.objects.filter(peer=peer).exclude(remote_slug__in=report.sets):
+            why = report.refused_sets.get(mirror.remote_slug, "no longer listed by the peer")
+            tombstoned = do_withdraw_mirror(mirror, why)
+            if tombstoned:
+                report.withdrawn[mirror.remote_slug] = tombstoned
         report.opinions_forwarded = do_forward_opinions(peer, remote.post, failure)
         try:
             report.push_error = do_ensure_push(peer, list(report.sets), own, remote.send)
@@ -411,6 +427,7 @@ def _details(report: Report) -> dict[str, Any]:
         "peer": report.peer,
         "sets": report.sets,
         "refused_sets": report.refused_sets,
+        "withdrawn": report.withdrawn,
         "opinions_forwarded": report.opinions_forwarded,
         "push_error": report.push_error,
     }

@@ -214,3 +214,45 @@ def test_a_peer_answering_503_backs_off_and_stays_active(peer, peer_link, hostil
     assert report.error.startswith("GET /api/v1/sets answered 503")
     assert (peer_link.state, peer_link.failures) == ("active", 1)
     assert peer_link.next_attempt_at > timezone.now()
+
+# The push-assist subscription the first pull asks the peer for.
+PUSH = Answer(status=201, body=b'{"id": "push-1"}')
+
+
+def test_a_set_the_peer_stops_serving_has_its_mirror_tombstoned_and_read_afresh_if_it_returns(
+    peer, peer_link, hostile_peer
+):
+    values = md5s(2)
+    feed = "\n".join([*(json.dumps(change(v, path=[OTHER])) for v in values),
+                      json.dumps({"cursor": "c1", "end": True})]).encode() + b"\n"  # fmt: skip
+    unlisted = json.dumps({"next": None, "results": []}).encode()
+    hostile_peer.script = [Answer(body=_identity(peer)), Answer(body=SETS), Answer(body=feed),
+                           PUSH, Answer(body=_identity(peer)), Answer(body=unlisted),
+                           Answer(body=_identity(peer)), Answer(body=unlisted)]  # fmt: skip
+    do_pull_peer(peer_link.pk, force=True)
+
+    report = do_pull_peer(peer_link.pk, force=True)
+    again = do_pull_peer(peer_link.pk, force=True)
+
+    assert report.error == "", report.error
+    assert report.withdrawn == {"their-set": 2} and again.withdrawn == {}
+    assert set(SetEntry.objects.values_list("state", flat=True)) == {"tombstone"}
+    assert MirroredSet.objects.get().cursor == ""  # listed again, it is read from its start
+    withdrawn = AuditEvent.objects.filter(action="federation.mirror.withdrawn")
+    assert [e.details["reason"] for e in withdrawn] == ["no longer listed by the peer"]
+
+
+def test_a_set_the_peer_serves_under_a_marking_that_may_not_leave_is_withdrawn(
+    peer, peer_link, hostile_peer
+):
+    feed = "\n".join([json.dumps(change(md5s(1)[0], path=[OTHER])),
+                      json.dumps({"cursor": "c1", "end": True})]).encode() + b"\n"  # fmt: skip
+    amber = SETS.replace(b'"tlp": "green"', b'"tlp": "amber"')
+    hostile_peer.script = [Answer(body=_identity(peer)), Answer(body=SETS), Answer(body=feed),
+                           PUSH, Answer(body=_identity(peer)), Answer(body=amber)]  # fmt: skip
+    do_pull_peer(peer_link.pk, force=True)
+
+    report = do_pull_peer(peer_link.pk, force=True)
+
+    assert report.withdrawn == {"their-set": 1}
+    assert not SetEntry.objects.filter(state="active").exists()
