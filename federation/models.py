@@ -101,3 +101,14 @@ class MirroredSet(models.Model):
     @property
     def audit_owner_org_id(self) -> int:
         return self.peer.organisation_id
+
+
+class ResyncSeen(models.Model):
+    """A signal a resync of ``mirror`` has applied from the peer's snapshot so far. A resync
+    commits chunk by chunk (millions of entries are not one transaction); what the snapshot
+    did not hold is tombstoned only once it has been applied to its end, against these rows,
+    which are then dropped (and dropped when a resync starts over)."""
+
+    pk = models.CompositePrimaryKey("mirror", "signal_id")
+    mirror = models.ForeignKey(MirroredSet, on_delete=models.CASCADE, related_name="+")
+    signal_id = models.BigIntegerField()

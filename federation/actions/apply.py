@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from audit.actions import record
 from exchange.times import parse_when
-from federation.models import MirroredSet
+from federation.models import MirroredSet, ResyncSeen
 from signals.feed.locks import lock_set
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
@@ -240,10 +240,22 @@ def _copy_text(rows: list[dict[str, Any]]) -> str:
     return "".join(lines)
 
 
-def apply_rows(mirror: MirroredSet, rows: list[dict[str, Any]], now: datetime) -> Outcome:
+_SQL_SEEN = """
+INSERT INTO federation_resyncseen (mirror_id, signal_id)
+SELECT %(mirror)s, g.id FROM federation_chunk c
+JOIN signals_signal g ON g.type = c.type AND g.value = c.value
+WHERE c.state = 'active'
+ON CONFLICT DO NOTHING
+"""
+
+
+def apply_rows(
+    mirror: MirroredSet, rows: list[dict[str, Any]], now: datetime, *, seen: bool = False
+) -> Outcome:
     """Apply checked rows (``check_change``) to the mirror set, set-based, in the caller's
-    transaction. Locks every slot of the mirror set (``signals.feed.locks.lock_set``), as
-    every writer of a set's entries does; emits a webhook wake-up when entries changed."""
+    transaction (``seen``: and mark their signals seen by the mirror's resync). Locks every
+    slot of the mirror set (``signals.feed.locks.lock_set``), as every writer of a set's
+    entries does; emits a webhook wake-up when entries changed."""
     outcome = Outcome()
     if not rows:
         return outcome
@@ -254,6 +266,8 @@ def apply_rows(mirror: MirroredSet, rows: list[dict[str, Any]], now: datetime) -
         cursor.execute(_SQL_SIGNALS)
         cursor.execute(_SQL_UPSERT, {"set": mirror.hash_set_id, "now": now})
         changed = cursor.fetchall()
+        if seen:
+            cursor.execute(_SQL_SEEN, {"mirror": mirror.pk})
         cursor.execute("TRUNCATE federation_chunk")
     outcome.applied = len(changed)
     outcome.new = sum(1 for inserted, _ in changed if inserted)
@@ -297,36 +311,35 @@ def do_apply_page(
 _SQL_STALE = f"""
 UPDATE signals_setentry e SET state = 'tombstone', updated_at = %(now)s, {NEW_POSITION}
 WHERE e.hash_set_id = %(set)s AND e.state = 'active' AND NOT EXISTS (
-    SELECT 1 FROM federation_seen s JOIN signals_signal g ON g.type = s.type AND g.value = s.value
-    WHERE g.id = e.signal_id)
+    SELECT 1 FROM federation_resyncseen s WHERE s.mirror_id = %(mirror)s AND s.signal_id = e.signal_id)
 """  # noqa: S608 - only constants are interpolated
 
 
 class Resync:
     """A resync from the peer's snapshot (its feed answered 410: this exchange was away longer
-    than its tombstone retention): every snapshot line applied, then every mirror entry the
-    snapshot did not hold tombstoned, and the cursor set to the snapshot's, all in one
-    transaction, so the mirror ends with exactly the origin's active entries. Use as a context
-    manager around ``add`` calls, then ``finish``."""
+    than its tombstone retention), so that the mirror ends with exactly the origin's active
+    entries. Use as a context manager around ``add`` calls, then ``finish``.
+
+    Chunked: each ``add`` applies its lines in a transaction of its own and marks their
+    signals seen (``ResyncSeen``), so a snapshot of millions is never one huge transaction.
+    Nothing is lost meanwhile: a chunk only adds or updates entries. Only ``finish``, once the
+    snapshot has been applied to its end, tombstones the mirror entries it did not hold and
+    moves the cursor, in one transaction. A resync cut short leaves the cursor where it was, so
+    the next pull is answered 410 again and starts over (what was applied changes nothing
+    the second time; the marks are dropped first: they belonged to another snapshot)."""
 
     def __init__(self, mirror: MirroredSet, *, peer_exchange: str, own_exchange: str) -> None:
         self.mirror = mirror
         self.peer_exchange, self.own_exchange = peer_exchange, own_exchange
         self.outcome = Outcome()
         self.now = timezone.now()
-        self._atomic = transaction.atomic()
 
     def __enter__(self) -> "Resync":
-        self._atomic.__enter__()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                'CREATE TEMP TABLE IF NOT EXISTS federation_seen (type text COLLATE "C",'
-                ' value text COLLATE "C") ON COMMIT DELETE ROWS'
-            )
+        ResyncSeen.objects.filter(mirror=self.mirror).delete()
         return self
 
-    def __exit__(self, *exc: Any) -> Any:
-        return self._atomic.__exit__(*exc)
+    def __exit__(self, *exc: Any) -> None:
+        return None
 
     def add(self, changes: list[Any]) -> None:
         rows = []
@@ -337,27 +350,24 @@ class Resync:
             except Refusal as exc:
                 self.outcome.refuse(str(exc))
         rows = [row for row in rows if row["state"] == "active"]
-        self.outcome.add(apply_rows(self.mirror, rows, self.now))
-        if rows:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "INSERT INTO federation_seen SELECT * FROM unnest(%s::text[], %s::text[])",
-                    [[r["type"] for r in rows], [r["value"] for r in rows]],
-                )
+        with transaction.atomic():
+            self.outcome.add(apply_rows(self.mirror, rows, self.now, seen=True))
 
     def finish(self, cursor: str) -> Outcome:
-        with connection.cursor() as db:
+        with transaction.atomic(), connection.cursor() as db:
             lock_set(db, self.mirror.hash_set_id)
-            db.execute(_SQL_STALE, {"set": self.mirror.hash_set_id, "now": self.now})
+            db.execute(_SQL_STALE, {"set": self.mirror.hash_set_id, "mirror": self.mirror.pk,
+                                    "now": self.now})  # fmt: skip
             stale = db.rowcount
-        if stale:
-            wake()
+            ResyncSeen.objects.filter(mirror=self.mirror).delete()
+            MirroredSet.objects.filter(pk=self.mirror.pk).update(
+                cursor=cursor, last_pulled_at=self.now, resyncs=_plus("resyncs", 1),
+                applied=_plus("applied", self.outcome.applied),
+                refused=_plus("refused", self.outcome.refused),
+            )  # fmt: skip
+            if stale:
+                wake()
         self.outcome.tombstoned += stale
-        MirroredSet.objects.filter(pk=self.mirror.pk).update(
-            cursor=cursor, last_pulled_at=self.now, resyncs=_plus("resyncs", 1),
-            applied=_plus("applied", self.outcome.applied),
-            refused=_plus("refused", self.outcome.refused),
-        )  # fmt: skip
         self.mirror.cursor = cursor
         return self.outcome
 
