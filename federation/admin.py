@@ -14,6 +14,7 @@ from django.utils import timezone
 from exchange.admin_tools import ReadOnlyAdmin, confirm_with_reason
 from exchange.problems import Problem
 from federation.actions.peering import do_add_peer, do_remove_peer, do_set_peer_state
+from federation.actions.status import lag_seconds
 from federation.models import MirroredSet, Peer
 
 
@@ -91,9 +92,8 @@ class PeerAdmin(ReadOnlyAdmin):
     @admin.display(description="lag (s)")
     def lag_seconds(self, peer: Peer) -> str:
         """Seconds since the last complete pull began (what may not have arrived yet)."""
-        if peer.last_success_at is None:
-            return "never pulled"
-        return f"{(timezone.now() - peer.last_success_at).total_seconds():.0f}"
+        lag = f"{lag_seconds(peer, timezone.now()):.0f}"
+        return lag if peer.last_success_at is not None else f"{lag} (never pulled)"
 
     @admin.action(description="Pause pulling from the selected peers")
     def pause(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:

@@ -112,3 +112,6 @@ class ResyncSeen(models.Model):
     pk = models.CompositePrimaryKey("mirror", "signal_id")
     mirror = models.ForeignKey(MirroredSet, on_delete=models.CASCADE, related_name="+")
     signal_id = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.mirror_id}: {self.signal_id}"

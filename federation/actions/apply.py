@@ -311,7 +311,8 @@ def do_apply_page(
 _SQL_STALE = f"""
 UPDATE signals_setentry e SET state = 'tombstone', updated_at = %(now)s, {NEW_POSITION}
 WHERE e.hash_set_id = %(set)s AND e.state = 'active' AND NOT EXISTS (
-    SELECT 1 FROM federation_resyncseen s WHERE s.mirror_id = %(mirror)s AND s.signal_id = e.signal_id)
+    SELECT 1 FROM federation_resyncseen s
+    WHERE s.mirror_id = %(mirror)s AND s.signal_id = e.signal_id)
 """  # noqa: S608 - only constants are interpolated
 
 

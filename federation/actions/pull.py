@@ -298,7 +298,8 @@ def pull_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outc
 
 
 def resync_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outcome:
-    """The set's snapshot, applied as a resync, chunk by chunk (``federation.actions.apply.Resync``)."""
+    """The set's snapshot, applied as a resync, chunk by chunk
+    (``federation.actions.apply.Resync``)."""
     path = f"/api/v1/sets/{mirror.remote_slug}/snapshot"
     response = remote.get(path, stream=True)
     if response.status_code != 200:

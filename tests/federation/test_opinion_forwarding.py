@@ -95,8 +95,8 @@ def test_a_changed_opinion_is_forwarded_again_and_the_peer_own_never(
     _opinion(hash_set, peer, value, "negative")  # the peer's own: it has it
     standin.forward(peer_link)
 
-    do_give_opinions(hash_set, subscriber.org,
-                     [{"type": "md5", "value": value, "category": "positive", "tags": ["csam"]}])  # fmt: skip
+    retagged = {"type": "md5", "value": value, "category": "positive", "tags": ["csam"]}
+    do_give_opinions(hash_set, subscriber.org, [retagged])
     standin.forward(peer_link)
 
     assert standin.sent == [("/api/v1/sets/first/opinions", value, "positive")] * 2
