@@ -77,7 +77,9 @@ class MirroredSet(models.Model):
 
     peer = models.ForeignKey(Peer, on_delete=models.CASCADE, related_name="mirrors")
     remote_slug = models.CharField(max_length=64)
-    hash_set = models.OneToOneField(HashSet, on_delete=models.PROTECT, related_name="mirror")
+    # One local mirror per origin set: the same origin set reached through two peers is two
+    # MirroredSets (two paths, two cursors) of one HashSet.
+    hash_set = models.ForeignKey(HashSet, on_delete=models.PROTECT, related_name="mirrors")
     cursor = models.CharField(max_length=200, blank=True)
     applied = models.PositiveBigIntegerField(default=0, help_text="changes applied, in all")
     refused = models.PositiveBigIntegerField(

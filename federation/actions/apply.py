@@ -176,16 +176,45 @@ SELECT DISTINCT type, value FROM federation_chunk WHERE state = 'active' ORDER B
 ON CONFLICT (type, value) DO NOTHING;
 """
 
+# What this path (the peer, ``%(peer)s``) says and what the entry holds, column by column.
+# ``via`` lists the peers that serve the entry active now: an active change adds the peer, a
+# tombstone removes it, and the entry is tombstoned only when no peer serves it any more;
+# until then a tombstone changes ``via`` alone (``_OTHERS_SERVE``). Where several peers serve
+# it, its path and hops are those of the path with the most hops left (so pulls of two paths
+# do not flip it to and fro).
+_OTHERS_SERVE = "cardinality(array_remove(e.via, %(peer)s::varchar)) > 0"
+_KEEP = f"(EXCLUDED.state = 'tombstone' AND {_OTHERS_SERVE})"
+_KEEP_PATH = (
+    f"({_KEEP} OR (e.state = 'active' AND {_OTHERS_SERVE} AND e.hops_left >= EXCLUDED.hops_left))"
+)
+_VIA = """CASE WHEN EXCLUDED.state = 'tombstone' THEN array_remove(e.via, %(peer)s::varchar)
+    WHEN %(peer)s::varchar = ANY(e.via) THEN e.via ELSE e.via || %(peer)s::varchar END"""
+_NEW = {
+    "state": f"CASE WHEN {_KEEP} THEN e.state ELSE EXCLUDED.state END",
+    **{
+        column: f"CASE WHEN {_KEEP} THEN e.{column} ELSE EXCLUDED.{column} END"
+        for column in [
+            "labels", "contributor_count", "contributor_names", "positive_count",
+            "negative_count", "investigation_count", "expires_at", "origin_set", "origin_entry",
+            "origin_first_seen",
+        ]
+    },
+    "hops_left": f"CASE WHEN {_KEEP_PATH} THEN e.hops_left ELSE EXCLUDED.hops_left END",
+    "path": f"CASE WHEN {_KEEP_PATH} THEN e.path ELSE EXCLUDED.path END",
+    "via": _VIA,
+}  # fmt: skip
+_COMPARED = [c for c in _NEW if c not in ("origin_set", "origin_first_seen")]
+
 # The latest change of each value wins (a page holds one change per entry; the peer may hold
 # two entries of one value in two of its sets only if they come from two origins, and then
 # they are two mirrors here). A tombstone for an entry never seen here is nothing to apply.
 _SQL_UPSERT = f"""
 INSERT INTO signals_setentry AS e (hash_set_id, signal_id, state, labels, contributor_count,
     contributor_names, positive_count, negative_count, investigation_count, first_seen,
-    updated_at, expires_at, origin_set, origin_entry, origin_first_seen, hops_left, path)
+    updated_at, expires_at, origin_set, origin_entry, origin_first_seen, hops_left, path, via)
 SELECT %(set)s, g.id, c.state, c.labels, c.contributors, c.names, c.positive, c.negative,
     c.investigation, %(now)s, %(now)s, c.expires_at, c.origin_set, c.origin_entry,
-    c.origin_first_seen, c.hops_left, c.path
+    c.origin_first_seen, c.hops_left, c.path, ARRAY[%(peer)s]::varchar[]
 FROM (
     SELECT DISTINCT ON (type, value) * FROM federation_chunk ORDER BY type, value, ord DESC
 ) c
@@ -194,20 +223,10 @@ WHERE c.state = 'active' OR EXISTS (
     SELECT 1 FROM signals_setentry x WHERE x.hash_set_id = %(set)s AND x.signal_id = g.id)
 ORDER BY g.id
 ON CONFLICT (hash_set_id, signal_id) DO UPDATE SET
-    state = EXCLUDED.state, labels = EXCLUDED.labels,
-    contributor_count = EXCLUDED.contributor_count,
-    contributor_names = EXCLUDED.contributor_names,
-    positive_count = EXCLUDED.positive_count, negative_count = EXCLUDED.negative_count,
-    investigation_count = EXCLUDED.investigation_count, expires_at = EXCLUDED.expires_at,
-    origin_set = EXCLUDED.origin_set, origin_entry = EXCLUDED.origin_entry,
-    origin_first_seen = EXCLUDED.origin_first_seen, hops_left = EXCLUDED.hops_left,
-    path = EXCLUDED.path, updated_at = EXCLUDED.updated_at, {NEW_POSITION}
-WHERE (e.state, e.labels, e.contributor_count, e.contributor_names, e.positive_count,
-       e.negative_count, e.investigation_count, e.expires_at, e.origin_entry, e.hops_left, e.path)
-    IS DISTINCT FROM
-      (EXCLUDED.state, EXCLUDED.labels, EXCLUDED.contributor_count, EXCLUDED.contributor_names,
-       EXCLUDED.positive_count, EXCLUDED.negative_count, EXCLUDED.investigation_count,
-       EXCLUDED.expires_at, EXCLUDED.origin_entry, EXCLUDED.hops_left, EXCLUDED.path)
+    {", ".join(f"{column} = {expression}" for column, expression in _NEW.items())},
+    updated_at = EXCLUDED.updated_at, {NEW_POSITION}
+WHERE ({", ".join(f"e.{column}" for column in _COMPARED)})
+    IS DISTINCT FROM ({", ".join(_NEW[column] for column in _COMPARED)})
 RETURNING (xmax = 0) AS inserted, state
 """  # noqa: S608 - only constants are interpolated
 
@@ -250,10 +269,16 @@ ON CONFLICT DO NOTHING
 
 
 def apply_rows(
-    mirror: MirroredSet, rows: list[dict[str, Any]], now: datetime, *, seen: bool = False
+    mirror: MirroredSet,
+    rows: list[dict[str, Any]],
+    now: datetime,
+    *,
+    peer_exchange: str,
+    seen: bool = False,
 ) -> Outcome:
-    """Apply checked rows (``check_change``) to the mirror set, set-based, in the caller's
-    transaction (``seen``: and mark their signals seen by the mirror's resync). Locks every
+    """Apply checked rows (``check_change``), served by ``peer_exchange``, to the mirror set,
+    set-based, in the caller's transaction (``seen``: and mark their signals seen by the
+    mirror's resync). Locks every
     slot of the mirror set (``signals.feed.locks.lock_set``), as every writer of a set's
     entries does; emits a webhook wake-up when entries changed."""
     outcome = Outcome()
@@ -264,7 +289,7 @@ def apply_rows(
         cursor.execute(_SQL_CHUNK)
         cursor.copy_expert("COPY federation_chunk FROM STDIN", io.StringIO(_copy_text(rows)))
         cursor.execute(_SQL_SIGNALS)
-        cursor.execute(_SQL_UPSERT, {"set": mirror.hash_set_id, "now": now})
+        cursor.execute(_SQL_UPSERT, {"set": mirror.hash_set_id, "now": now, "peer": peer_exchange})
         changed = cursor.fetchall()
         if seen:
             cursor.execute(_SQL_SEEN, {"mirror": mirror.pk})
@@ -299,7 +324,7 @@ def do_apply_page(
             outcome.refuse(str(exc))
     now = timezone.now()
     with transaction.atomic():
-        outcome.add(apply_rows(mirror, rows, now))
+        outcome.add(apply_rows(mirror, rows, now, peer_exchange=peer_exchange))
         MirroredSet.objects.filter(pk=mirror.pk).update(
             cursor=cursor, last_pulled_at=now, applied=_plus("applied", outcome.applied),
             refused=_plus("refused", outcome.refused),
@@ -308,12 +333,41 @@ def do_apply_page(
     return outcome
 
 
-_SQL_STALE = f"""
-UPDATE signals_setentry e SET state = 'tombstone', updated_at = %(now)s, {NEW_POSITION}
-WHERE e.hash_set_id = %(set)s AND e.state = 'active' AND NOT EXISTS (
-    SELECT 1 FROM federation_resyncseen s
-    WHERE s.mirror_id = %(mirror)s AND s.signal_id = e.signal_id)
+def _sql_path_gone(condition: str) -> str:
+    """The peer ``%(peer)s`` no longer serves the active entries of the set ``%(set)s`` that
+    meet ``condition``: it leaves their ``via``, and those no other peer serves are
+    tombstoned (an entry with an empty ``via``, mirrored before paths were kept, counts as
+    served by every peer)."""
+    return f"""
+UPDATE signals_setentry e SET via = array_remove(e.via, %(peer)s::varchar),
+    state = CASE WHEN {_OTHERS_SERVE} THEN e.state ELSE 'tombstone' END,
+    updated_at = %(now)s, {NEW_POSITION}
+WHERE e.hash_set_id = %(set)s AND e.state = 'active'
+  AND (%(peer)s::varchar = ANY(e.via) OR e.via = '{{}}') AND {condition}
+RETURNING e.state
 """  # noqa: S608 - only constants are interpolated
+
+
+_SQL_STALE = _sql_path_gone(
+    "NOT EXISTS (SELECT 1 FROM federation_resyncseen s"
+    " WHERE s.mirror_id = %(mirror)s AND s.signal_id = e.signal_id)"
+)
+_SQL_WITHDRAW = _sql_path_gone("TRUE")
+
+
+def path_gone(
+    cursor: Any, mirror: MirroredSet, peer_exchange: str, now: datetime, sql: str = _SQL_WITHDRAW
+) -> int:
+    """Run ``sql`` (a ``_sql_path_gone``) over ``mirror``'s set for ``peer_exchange``, under
+    the set's lock, in the caller's transaction; emits a webhook wake-up when entries changed.
+    Returns the entries tombstoned."""
+    lock_set(cursor, mirror.hash_set_id)
+    cursor.execute(sql, {"set": mirror.hash_set_id, "peer": peer_exchange, "mirror": mirror.pk,
+                         "now": now})  # fmt: skip
+    states = [state for (state,) in cursor.fetchall()]
+    if states:
+        wake()
+    return states.count("tombstone")
 
 
 class Resync:
@@ -352,45 +406,35 @@ class Resync:
                 self.outcome.refuse(str(exc))
         rows = [row for row in rows if row["state"] == "active"]
         with transaction.atomic():
-            self.outcome.add(apply_rows(self.mirror, rows, self.now, seen=True))
+            self.outcome.add(
+                apply_rows(self.mirror, rows, self.now, peer_exchange=self.peer_exchange,
+                           seen=True)
+            )  # fmt: skip
 
     def finish(self, cursor: str) -> Outcome:
         with transaction.atomic(), connection.cursor() as db:
-            lock_set(db, self.mirror.hash_set_id)
-            db.execute(_SQL_STALE, {"set": self.mirror.hash_set_id, "mirror": self.mirror.pk,
-                                    "now": self.now})  # fmt: skip
-            stale = db.rowcount
+            stale = path_gone(db, self.mirror, self.peer_exchange, self.now, _SQL_STALE)
             ResyncSeen.objects.filter(mirror=self.mirror).delete()
             MirroredSet.objects.filter(pk=self.mirror.pk).update(
                 cursor=cursor, last_pulled_at=self.now, resyncs=_plus("resyncs", 1),
                 applied=_plus("applied", self.outcome.applied),
                 refused=_plus("refused", self.outcome.refused),
             )  # fmt: skip
-            if stale:
-                wake()
         self.outcome.tombstoned += stale
         self.mirror.cursor = cursor
         return self.outcome
 
 
-_SQL_WITHDRAW = f"""
-UPDATE signals_setentry SET state = 'tombstone', updated_at = %(now)s, {NEW_POSITION}
-WHERE hash_set_id = %(set)s AND state = 'active'
-"""  # noqa: S608 - only constants are interpolated
-
-
 def do_withdraw_mirror(mirror: MirroredSet, reason: str) -> int:
     """The peer no longer serves this set (it is unlisted: unshared, no longer federated or
-    no longer CLEAR/GREEN, deleted), or serves it refused: every active entry of the mirror is
-    tombstoned (the tombstones travel on like any), and its cursor is forgotten, so a set
-    that comes back is read from its start again. Locks the mirror set's slots; audits
-    ``federation.mirror.withdrawn`` and emits a webhook wake-up when entries were tombstoned.
-    Returns how many; a mirror already withdrawn changes nothing."""
+    no longer CLEAR/GREEN, deleted), or serves it refused: every active entry of the mirror
+    that no other peer serves is tombstoned (the tombstones travel on like any), and this
+    path's cursor is forgotten, so a set that comes back is read from its start again. Locks
+    the mirror set's slots; audits ``federation.mirror.withdrawn``. Returns the entries
+    tombstoned; a mirror already withdrawn changes nothing."""
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
-        lock_set(cursor, mirror.hash_set_id)
-        cursor.execute(_SQL_WITHDRAW, {"set": mirror.hash_set_id, "now": now})
-        tombstoned = cursor.rowcount
+        tombstoned = path_gone(cursor, mirror, mirror.peer.exchange_id, now)
         forgot = MirroredSet.objects.filter(pk=mirror.pk).exclude(cursor="").update(cursor="")
         if tombstoned or forgot:
             record(
@@ -399,8 +443,6 @@ def do_withdraw_mirror(mirror: MirroredSet, reason: str) -> int:
                 details={"remote_set": mirror.remote_slug, "reason": reason,
                          "tombstoned": tombstoned},
             )  # fmt: skip
-        if tombstoned:
-            wake()
     mirror.cursor = ""
     return tombstoned
 

@@ -193,36 +193,65 @@ def _refusal(remote: dict[str, Any], path: list[str], own: str) -> str:
     return ""
 
 
+def root_set(remote: dict[str, Any], path: list[str]) -> str:
+    """The listed set's slug at its exchange of origin (``path[0]``): its own slug when it is
+    the peer's own, else what the peer names as its root ("" when it does not say)."""
+    origin = remote.get("origin")
+    if not isinstance(origin, dict):
+        return str(remote["slug"])[:64]
+    root = origin.get("root_set")
+    if root is None and len(path) == 2:  # the peer pulls it from its origin: its slug there
+        root = origin.get("set")
+    return root[:64] if isinstance(root, str) else ""
+
+
 def ensure_mirror(peer: Peer, remote: dict[str, Any], path: list[str]) -> MirroredSet:
-    """The local mirror of a peer's set, created on first sight (owned by the peer's
-    organisation, federated, with the remote set's marking, attribution and types). A new set
-    changes what members may read: it renews the access generation (``exchange.generation``)."""
+    """The peer's set as a path into a local mirror, created on first sight. The mirror is one
+    per origin set: reached already through another peer, the set gets a second path (its own
+    cursor) into that mirror, so each value stays one entry here. A new mirror set (owned by
+    the peer's organisation, federated, with the remote set's marking, attribution and types)
+    changes what members may read: it renews the access generation (``exchange.generation``).
+    Locks the origin set's name (two peers' pulls cannot make two mirrors of it)."""
     slug = str(remote["slug"])[:64]
     mirror = MirroredSet.objects.filter(peer=peer, remote_slug=slug).first()
     if mirror is not None:
         return mirror
-    local_slug = f"{peer.name}--{slug}"[:64]
+    root = root_set(remote, path)
     with transaction.atomic():
-        hash_set = HashSet.objects.create(
-            slug=local_slug,
-            name=f"{str(remote.get('name') or slug)[:150]} (from {peer.name})",
-            owner_id=peer.organisation_id,
-            tlp=remote["tlp"],
-            attribution=remote.get("attribution") or HashSet.Attribution.ANONYMOUS,
-            distribution=HashSet.Distribution.FEDERATED,
-            signal_types=[t for t in remote.get("signal_types") or [] if isinstance(t, str)],
-            origin_exchange=peer.exchange_id,
-            origin_set=slug,
-            origin_url=peer.url,
-            origin_path=path,
-        )
+        hash_set = None
+        if root:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(%s)",
+                    [advisory_key(f"federation.mirror:{path[0]}/{root}")],
+                )
+            hash_set = HashSet.objects.filter(origin_path__0=path[0], origin_root_set=root).first()
+        if hash_set is None:
+            hash_set = HashSet.objects.create(
+                slug=f"{peer.name}--{slug}"[:64],
+                name=f"{str(remote.get('name') or slug)[:150]} (from {peer.name})",
+                owner_id=peer.organisation_id,
+                tlp=remote["tlp"],
+                attribution=remote.get("attribution") or HashSet.Attribution.ANONYMOUS,
+                distribution=HashSet.Distribution.FEDERATED,
+                signal_types=[t for t in remote.get("signal_types") or [] if isinstance(t, str)],
+                origin_exchange=peer.exchange_id,
+                origin_set=slug,
+                origin_url=peer.url,
+                origin_path=path,
+                origin_root_set=root,
+            )
+            generation.invalidate_on_commit()
+            action = "federation.mirror.created"
+        else:
+            action = "federation.mirror.path_added"
         mirror = MirroredSet.objects.create(peer=peer, remote_slug=slug, hash_set=hash_set)
-        generation.invalidate_on_commit()
         record(
-            "federation.mirror.created",
+            action,
             obj=mirror,
-            details={"peer": peer.name, "remote_set": slug, "set": local_slug},
-        )
+            details={"peer": peer.name, "remote_set": slug, "set": hash_set.slug,
+                     "origin": f"{path[0]}/{root}", "path": path},
+        )  # fmt: skip
     return mirror
 
 

@@ -70,6 +70,7 @@ def test_a_mirror_is_read_only_and_lists_its_origin(subscriber, peer, mirror):
         "set": "their-set",
         "url": "http://127.0.0.1:9",
         "path": [OTHER],
+        "root_set": "their-set",
     }
     item = {"signals": [{"type": "md5", "value": md5s(1)[0]}]}
     for action in ("signals", "retractions"):

@@ -82,6 +82,7 @@ def test_a_publish_at_a_is_visible_to_b_members_after_one_pull(ring: Ring) -> No
         "set": "shared",
         "url": ring.a.base,
         "path": [ring.ids["a"]],
+        "root_set": "shared",
     }
     changes = ring.globex.changes(sets=["a--shared"])["changes"]
     assert sorted(c["value"] for c in changes) == sorted(SHARED)
