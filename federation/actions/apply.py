@@ -8,6 +8,7 @@ stream and trigger webhooks like any others.
 """
 
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -232,15 +233,23 @@ RETURNING (xmax = 0) AS inserted, state
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+# Only these need escaping in COPY text; most fields (hex values, slugs) hold none of them.
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 
 def _text(value: str) -> str:
     """A text field of COPY's text format."""
-    return value.translate(_COPY_ESCAPES)
+    return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(value) else value
 
 
 def _array(values: list[str]) -> str:
     """A Postgres array literal of strings, every element quoted (so NULL stays a string)."""
+    return _array_of(tuple(values))
+
+
+@lru_cache(maxsize=4096)
+def _array_of(values: tuple[str, ...]) -> str:
+    """A feed's paths, labels and names repeat from entry to entry: each literal made once."""
     quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
     return _text("{" + ",".join(f'"{v}"' for v in quoted) + "}")
 
