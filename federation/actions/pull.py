@@ -261,14 +261,18 @@ def _lines(response: requests.Response) -> Iterator[bytes | None]:
     skipping = False
     for chunk in response.iter_content(1 << 16):
         buffer += chunk
-        while (end := buffer.find(b"\n")) >= 0:
-            line, buffer = buffer[:end], buffer[end + 1 :]
+        # Walk the lines by offset: cutting each off the front would copy the rest of the
+        # buffer once per line.
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line, start = buffer[start:end], end + 1
             if skipping:
                 skipping = False
             elif len(line) > MAX_LINE_BYTES:
                 yield None
             elif line:
                 yield line
+        buffer = buffer[start:]
         if len(buffer) > MAX_LINE_BYTES:
             if not skipping:
                 yield None
