@@ -27,6 +27,9 @@ JOIN signals_setentry e ON e.id = o.entry_id
 JOIN federation_mirroredset m ON m.hash_set_id = e.hash_set_id
 JOIN signals_signal g ON g.id = e.signal_id
 WHERE m.peer_id = %(peer)s AND o.organisation_id <> %(peer_org)s AND {sql_after_cursor("o")}
+  -- A mirror reached through several peers forwards along its oldest path only: the origin
+  -- counts this exchange's opinion once.
+  AND m.id = (SELECT min(p.id) FROM federation_mirroredset p WHERE p.hash_set_id = m.hash_set_id)
 ORDER BY o.position_xid, o.position_seq
 LIMIT %(limit)s
 """  # noqa: S608 - only constants are interpolated

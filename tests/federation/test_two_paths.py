@@ -127,3 +127,18 @@ def test_what_a_peer_serves_here_goes_back_to_it_only_as_a_tombstone(paths, hotl
     snapshot = hotline[0].api.get(f"/api/v1/sets/{slug}/snapshot")
     lines = b"".join(snapshot.streaming_content).decode().splitlines()[:-1]
     assert len(lines) == 1 and eu_only in lines[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_opinion_on_a_mirror_of_two_paths_is_forwarded_along_one(paths, subscriber):
+    from tests.federation.test_opinion_forwarding import PeerStandIn, _opinion
+
+    via_eu, via_hotline = paths
+    (value,) = md5s(1)
+    _page(via_eu, [value])
+    _page(via_hotline, [value])
+    _opinion(via_eu.hash_set, subscriber, value, "negative")
+    eu, hotline = PeerStandIn(), PeerStandIn()
+
+    assert (eu.forward(via_eu.peer), hotline.forward(via_hotline.peer)) == (1, 0)
+    assert eu.sent == [("/api/v1/sets/origin--csam/opinions", value, "negative")]
