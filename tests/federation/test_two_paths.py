@@ -4,6 +4,7 @@ leaves what the other still serves; and what a peer serves here goes back to it 
 tombstone."""
 
 import pytest
+from django.urls import reverse
 
 from federation.actions.apply import Resync, do_apply_page, do_withdraw_mirror
 from federation.actions.pull import ensure_mirror
@@ -142,3 +143,15 @@ def test_an_opinion_on_a_mirror_of_two_paths_is_forwarded_along_one(paths, subsc
 
     assert (eu.forward(via_eu.peer), hotline.forward(via_hotline.peer)) == (1, 0)
     assert eu.sent == [("/api/v1/sets/origin--csam/opinions", value, "negative")]
+
+
+def test_staff_see_for_each_peer_the_entries_it_serves(staff, paths):
+    via_eu, via_hotline = paths
+    both, eu_only = md5s(2)
+    _page(via_eu, [both, eu_only])
+    _page(via_hotline, [both])
+
+    listing = staff.get(reverse("admin:federation_peer_changelist"))
+
+    assert {p.name: p.mirrored for p in listing.context["cl"].result_list} == {
+        "eu": 2, "hotline": 1}  # fmt: skip
