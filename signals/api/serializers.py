@@ -54,7 +54,7 @@ class SetSerializer(serializers.Serializer):
     )  # fmt: skip
     origin = serializers.SerializerMethodField(
         help_text="a mirror of a peer exchange's set: that exchange, its slug there, its URL,"
-        " and the exchanges its content passed through (origin first)"
+        " the exchanges its content passed through (origin first), and its slug at the origin"
     )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
@@ -67,6 +67,7 @@ class SetSerializer(serializers.Serializer):
             "set": hash_set.origin_set,
             "url": hash_set.origin_url,
             "path": hash_set.origin_path,
+            "root_set": hash_set.origin_root_set or hash_set.origin_set,
         }
 
 

@@ -35,10 +35,11 @@ from signals.warninglist import PDQ_MIN_QUALITY
 
 # One change as the feed, snapshots and webhooks serve it, rendered by Postgres: a full sync
 # serves millions, and building them in Python would cost more than reading them. Contributor
-# names appear only where the set names its contributors.
-_RECORD = """concat(
+# names appear only where the set names its contributors. ``{state}``: the entry's state as
+# this reader is told it (``_STATE_FOR_READER``).
+_RECORD_AS = """concat(
     '{"entry":', e.id, ',"set":', to_json(h.slug), ',"type":', to_json(g.type),
-    ',"value":', to_json(g.value), ',"state":"', e.state, '","labels":', to_json(e.labels),
+    ',"value":', to_json(g.value), ',"state":"', {state}, '","labels":', to_json(e.labels),
     ',"contributors":', e.contributor_count,
     ',"opinions":{"positive":', e.positive_count, ',"negative":', e.negative_count,
     ',"investigation_seed":', e.investigation_count,
@@ -54,6 +55,13 @@ _RECORD = """concat(
         'exchange', e.path[1], 'set', e.origin_set, 'entry', e.origin_entry,
         'first_seen', e.origin_first_seen)::text END,
     '}')"""
+# A mirrored entry that a peer exchange serves here (``via`` names it) is served back to that
+# peer as a tombstone, never as active ("poisoned reverse"): two exchanges can then never hold
+# a value up for each other once its origin has retracted it. Only with the ``%(peer)s``
+# parameter (every read that applies ``sql_for_reader``).
+_STATE_FOR_READER = "CASE WHEN %(peer)s::varchar = ANY(e.via) THEN 'tombstone' ELSE e.state END"
+_RECORD = _RECORD_AS.replace("{state}", "e.state")
+_RECORD_FOR_READER = _RECORD_AS.replace("{state}", _STATE_FOR_READER)
 
 
 def sql_for_reader(row: str = "e") -> str:
@@ -69,6 +77,9 @@ def sql_for_reader(row: str = "e") -> str:
 
 
 _RENDERED_COLUMNS = f"e.hash_set_id, e.position_xid::text, e.position_seq, {_RECORD}"
+_RENDERED_COLUMNS_FOR_READER = (
+    f"e.hash_set_id, e.position_xid::text, e.position_seq, {_RECORD_FOR_READER}"
+)
 
 
 class Rendered(NamedTuple):
@@ -101,7 +112,7 @@ ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
 """  # noqa: S608 - only constants are interpolated
 
 
-_SQL_RENDERED = _sql_after(_RENDERED_COLUMNS)
+_SQL_RENDERED = _sql_after(_RENDERED_COLUMNS_FOR_READER)
 
 
 def rendered_after(
@@ -129,7 +140,7 @@ def _fetch_after(
 
 # As _SQL_RENDERED, of the changes made after a time only (TAXII's added_after): the index
 # walk in position order is the same, the older rows are passed over in it.
-_SQL_RENDERED_SINCE = _sql_after(_RENDERED_COLUMNS, "x.updated_at > %(since)s")
+_SQL_RENDERED_SINCE = _sql_after(_RENDERED_COLUMNS_FOR_READER, "x.updated_at > %(since)s")
 
 
 def rendered_since(
@@ -185,7 +196,7 @@ _SQL_CURSOR = (
 _SQL_STREAM = f"""
 COPY (
     SELECT e.hash_set_id, e.position_xid, e.position_seq,
-        {_RECORD} || CASE WHEN row_number() OVER w %% %(every)s = 0
+        {_RECORD_FOR_READER} || CASE WHEN row_number() OVER w %% %(every)s = 0
         THEN E'\n{{"cursor":"' || {_SQL_CURSOR} || '"}}' ELSE '' END
     FROM signals_setentry e
     JOIN signals_signal g ON g.id = e.signal_id
@@ -339,6 +350,7 @@ COPY (
     FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
     JOIN signals_hashset h ON h.id = e.hash_set_id
     WHERE e.hash_set_id = %(set)s AND e.state = 'active' AND {sql_for_reader()}
+      AND NOT (%(peer)s::varchar = ANY(e.via))
     ORDER BY e.id
 ) TO STDOUT
 """  # noqa: S608 - only constants are interpolated
