@@ -9,7 +9,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 
-from exchange.problems import Problem
+from exchange.problems import invalid
 
 
 def parse_limit(raw: str | None, maximum: int, default: int) -> int:
@@ -20,9 +20,7 @@ def parse_limit(raw: str | None, maximum: int, default: int) -> int:
         return default
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= maximum:
         message = f"a whole number from 1 to {maximum}"
-        raise Problem(
-            "validation", f"limit: {message}", errors=[{"field": "limit", "message": message}]
-        )
+        raise invalid("limit", message)
     return int(raw)
 
 

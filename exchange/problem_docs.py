@@ -155,6 +155,15 @@ DOCS: dict[str, ProblemDoc] = {
         "Sign writes with a key that is not read-only.",
         "hashx --key publisher.pem publish --set acme-csam hashes.ndjson",
     ),
+    "not-federable": ProblemDoc(
+        "A set was to be federated (shared with peer exchanges) under a TLP marking that may not "
+        "leave this exchange.",
+        "`distribution: federated` asked of, or kept for, a set marked TLP:AMBER, TLP:AMBER+STRICT "
+        "or TLP:RED: only TLP:CLEAR and TLP:GREEN sets ever leave an exchange.",
+        "Mark the set TLP:GREEN or TLP:CLEAR if its content may travel to other exchanges, or keep "
+        "its distribution `granted` or `coalition`.",
+        'PATCH /api/v1/sets/acme-csam  {"distribution": "federated", "tlp": "green"}',
+    ),
     "token-unknown": ProblemDoc(
         "The bearer token (or HTTP Basic password) is not a feed token this exchange issued.",
         "A token copied incompletely, one from another exchange, or a member key's text sent "

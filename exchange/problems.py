@@ -177,6 +177,13 @@ class Problem(exceptions.APIException):
         super().__init__(detail)
 
 
+def invalid(field: str, message: str) -> Problem:
+    """A 400 ``validation`` problem about one field: ``errors`` names it, the detail quotes it."""
+    return Problem(
+        "validation", f"{field}: {message}", errors=[{"field": field, "message": message}]
+    )
+
+
 def unavailable(exc: BaseException | None) -> Problem | None:
     """The 503 problem for an error that means a service is down, else None."""
     for classes, service in _UNAVAILABLE:

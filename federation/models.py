@@ -50,8 +50,9 @@ class Peer(models.Model):
     push_subscription = models.CharField(max_length=64, blank=True)
     push_sets = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     push_error = models.CharField(max_length=500, blank=True)
-    # Opinions of this exchange's members on the mirrors, forwarded to the peer up to here.
-    opinions_forwarded_at = models.DateTimeField(null=True, blank=True)
+    # Opinions of this exchange's members on the mirrors, forwarded to the peer up to this
+    # opinion position (``signals.feed.positions`` cursor; "" before the first).
+    opinions_cursor = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -76,7 +77,9 @@ class MirroredSet(models.Model):
 
     peer = models.ForeignKey(Peer, on_delete=models.CASCADE, related_name="mirrors")
     remote_slug = models.CharField(max_length=64)
-    hash_set = models.OneToOneField(HashSet, on_delete=models.PROTECT, related_name="mirror")
+    # One local mirror per origin set: the same origin set reached through two peers is two
+    # MirroredSets (two paths, two cursors) of one HashSet.
+    hash_set = models.ForeignKey(HashSet, on_delete=models.PROTECT, related_name="mirrors")
     cursor = models.CharField(max_length=200, blank=True)
     applied = models.PositiveBigIntegerField(default=0, help_text="changes applied, in all")
     refused = models.PositiveBigIntegerField(
@@ -100,3 +103,17 @@ class MirroredSet(models.Model):
     @property
     def audit_owner_org_id(self) -> int:
         return self.peer.organisation_id
+
+
+class ResyncSeen(models.Model):
+    """A signal a resync of ``mirror`` has applied from the peer's snapshot so far. A resync
+    commits chunk by chunk (millions of entries are not one transaction); what the snapshot
+    did not hold is tombstoned only once it has been applied to its end, against these rows,
+    which are then dropped (and dropped when a resync starts over)."""
+
+    pk = models.CompositePrimaryKey("mirror", "signal_id")
+    mirror = models.ForeignKey(MirroredSet, on_delete=models.CASCADE, related_name="+")
+    signal_id = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.mirror_id}: {self.signal_id}"

@@ -11,6 +11,7 @@ from django.utils import timezone
 from audit.models import AuditEvent, AuditSeal
 from exchange.kv import redis_client
 from exchange.metrics import Reading, scrape_gauge
+from federation.actions.status import peer_statuses
 from signals.feed.positions import visible_horizon
 from signals.feed.reads import LAG_CAP, SQL_LAG
 from signals.models import Subscription
@@ -69,6 +70,24 @@ def feed_lag() -> Iterator[Reading]:
         yield Reading((str(pk), org), float(behind))
 
 
+def peer_lag() -> Iterator[Reading]:
+    """Seconds since each peer's last complete pull began (federation.actions.status)."""
+    for peer in peer_statuses(timezone.now()):
+        yield Reading((peer.name, peer.state), peer.lag_seconds)
+
+
+def peer_failures() -> Iterator[Reading]:
+    for peer in peer_statuses(timezone.now()):
+        yield Reading((peer.name,), float(peer.failures))
+
+
+def mirror_applied() -> Iterator[Reading]:
+    """Each mirror's position in its peer's feed, as the changes applied there in all."""
+    for peer in peer_statuses(timezone.now()):
+        for mirror in peer.mirrors:
+            yield Reading((peer.name, mirror.remote_set), float(mirror.applied))
+
+
 def register() -> None:
     scrape_gauge(
         "hashx_celery_queue_depth", "Tasks waiting in each Celery queue.", queue_depth, ["queue"]
@@ -93,4 +112,23 @@ def register() -> None:
         f"Changes an active webhook subscription is behind the feed (counted up to {LAG_CAP}).",
         feed_lag,
         ["subscription", "organisation"],
+    )
+    scrape_gauge(
+        "hashx_federation_peer_lag_seconds",
+        "Seconds since the last complete pull of each peer exchange began (since it was added,"
+        " when never pulled); state: active, paused or stopped.",
+        peer_lag,
+        ["peer", "state"],
+    )
+    scrape_gauge(
+        "hashx_federation_peer_failures",
+        "Failed pulls of each peer exchange in a row (0: the last one succeeded).",
+        peer_failures,
+        ["peer"],
+    )
+    scrape_gauge(
+        "hashx_federation_mirror_changes_applied",
+        "Changes of a peer's set applied to its mirror here, in all (its position in the feed).",
+        mirror_applied,
+        ["peer", "set"],
     )

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from federation.actions.status import peer_statuses
 from ops import stats
 from ops.charts import Series, stacked_bars, stacked_columns
 
@@ -24,6 +25,7 @@ CONTENT_SECURITY_POLICY = (
 
 _OPINION_COLOURS = ["#009E73", "#D55E00", "#E69F00"]
 _WEBHOOK_COLOURS = ["#009E73", "#E69F00"]
+_LAG_COLOURS = ["#56B4E9"]
 
 
 def with_csp(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -87,6 +89,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         [day.strftime("%d %b") for day in days],
         [Series("failed", [figures.failed_per_day.get(day, 0) for day in days])],
     )
+    peers = peer_statuses(now)
+    peers_lag = stacked_bars(
+        "Peers' lag (seconds since the last complete pull began)",
+        [f"{p.name} ({p.state})" for p in peers],
+        [Series("lag", [round(p.lag_seconds) for p in peers])],
+        colours=_LAG_COLOURS,
+    )
     return TemplateResponse(
         request,
         "ops/dashboard.html",
@@ -99,7 +108,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                 ("Opinions on active entries per set", opinions),
                 ("Webhook deliveries per subscription", webhooks),
                 ("Batches that failed per day", failures),
+                ("Peers' lag", peers_lag),
             ],
+            peers=peers,
             hooks=hooks,
             failed=figures.failed_batches,
             organisations=figures.organisations,

@@ -16,7 +16,7 @@ from django.db.models.lookups import Exact
 
 from exchange import generation
 from exchange.access import one_by_uuid
-from exchange.problems import Problem, echo
+from exchange.problems import Problem, echo, invalid
 from members.models import Organisation
 from signals.models import Batch, Delivery, HashSet, SetEntry, SetGrant, Subscription
 from signals.types import SIGNAL_TYPES, SignalTypeError
@@ -206,9 +206,7 @@ def _all_readable(org: Organisation, scope: frozenset[int] | None = None) -> lis
 def _check_count(slugs: list[str]) -> None:
     if len(slugs) > MAX_SETS:
         message = f"at most {MAX_SETS} sets in one request; {len(slugs)} were named"
-        raise Problem(
-            "validation", f"sets: {message}", errors=[{"field": "sets", "message": message}]
-        )
+        raise invalid("sets", message)
 
 
 def _check_found(found: dict[str, HashSet], slugs: list[str]) -> None:
@@ -310,11 +308,7 @@ def access_batches(org: Organisation, *, set_slug: str = "", state: str = "") ->
     if state:
         if state not in Batch.State.values:
             choices = ", ".join(Batch.State.values)
-            raise Problem(
-                "validation",
-                f"state: one of {choices}",
-                errors=[{"field": "state", "message": f"one of {choices}"}],
-            )
+            raise invalid("state", f"one of {choices}")
         batches = batches.filter(state=state)
     return batches
 

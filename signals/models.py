@@ -60,6 +60,11 @@ class HashSet(models.Model):
         max_length=16, choices=Distribution.choices, default=Distribution.GRANTED
     )
     pdq_threshold = models.PositiveSmallIntegerField(default=31)
+    # vpdq: a video matches when this share (%) of the query's frames, and this share of its
+    # own, match (python-threatexchange's VPDQ_QUERY_MATCH_THRESHOLD_PERCENT and
+    # VPDQ_INDEX_MATCH_THRESHOLD_PERCENT).
+    vpdq_query_match_percent = models.PositiveSmallIntegerField(default=80)
+    vpdq_compared_match_percent = models.PositiveSmallIntegerField(default=0)
     # Federation: how many exchanges an entry of this set may travel through (the owner's
     # choice, 1 to 3); and, for a mirror of a peer's set, where it comes from (a mirror is
     # read-only here: only its origin adds or retracts).
@@ -74,6 +79,11 @@ class HashSet(models.Model):
     # The exchanges a mirror's content passed through before this one, its origin first: a
     # set is never listed to an exchange on its path (no mirror of a mirror comes back).
     origin_path = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    # The set at the exchange of origin (``origin_path[0]``) its content comes from: a mirror
+    # is one per origin set, however many peers it is reached through.
+    origin_root_set = models.CharField(
+        max_length=64, blank=True, default="", db_default="", help_text="its slug at the origin"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -82,6 +92,12 @@ class HashSet(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(pdq_threshold__lte=31), name="pdq_threshold_max_31"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    vpdq_query_match_percent__lte=100, vpdq_compared_match_percent__lte=100
+                ),
+                name="vpdq_match_percent_max_100",
             ),
             models.CheckConstraint(
                 condition=models.Q(federation_hops__gte=1, federation_hops__lte=3),
@@ -199,6 +215,9 @@ class SetEntry(models.Model):
     # ``federation_hops`` applies).
     # Database defaults as well: the merge and other set-based writers insert entries in SQL.
     origin_set = models.CharField(max_length=64, blank=True, default="", db_default="")
+    # A mirrored entry: the peer exchanges that serve it active to this one now (it is
+    # tombstoned when the last one stops); served back to none of them as active.
+    via = ArrayField(models.CharField(max_length=64), default=list, db_default="{}", blank=True)
     origin_entry = models.BigIntegerField(null=True, blank=True)
     origin_first_seen = models.DateTimeField(null=True, blank=True)
     hops_left = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -282,10 +301,17 @@ class Opinion(models.Model):
     tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Stamped like an entry's (set on insert; every UPDATE sets them anew, NEW_POSITION): the
+    # race-free order in which opinions changed, that federation forwards them in.
+    position_xid = XID8Field(db_default=CurrentXactId(), editable=False)
+    position_seq = models.BigIntegerField(db_default=NextPosition(), editable=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["entry", "organisation"], name="one_opinion_per_org")
+        ]
+        indexes = [
+            models.Index(fields=["position_xid", "position_seq"], name="opinion_position_idx")
         ]
 
     def __str__(self) -> str:

@@ -30,6 +30,8 @@ as it is; add new types at the end so that no published position ever moves.
 
 import base64
 import ipaddress
+import json
+import math
 import re
 import string
 from collections.abc import Callable
@@ -48,6 +50,16 @@ MAX_RAW_TEXT_CHARS = 4096
 # above 31 bits false positives climb quickly, so no set may allow more.
 PDQ_THRESHOLD = 31
 PHOTODNA_BYTES = 144
+# vpdq: one PDQ hash per sampled frame. A query may be a long video; a stored signal holds at
+# most MAX_VPDQ_FRAMES frames, what the unique (type, value) index of signals can hold (a
+# b-tree row is at most 2,704 bytes, and 32 frames take at most 2,594).
+MAX_VPDQ_QUERY_FRAMES = 600
+MAX_VPDQ_FRAMES = 32
+MAX_VPDQ_BYTES = 64 * 1024
+# python-threatexchange's VPDQ_TIMESTAMP_PRECISION: a timestamp is written f"{t:.3}".
+VPDQ_TIMESTAMP_DIGITS = 3
+_DIGITS = re.compile(r"[0-9]{1,3}")
+_VPDQ_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 _HEX_DIGITS = frozenset(string.hexdigits)
 _DECIMAL_BYTE = re.compile(r"[0-9]{1,3}")
@@ -73,6 +85,8 @@ class SignalType:
     # Takes the value stripped of surrounding whitespace and within size; raises
     # SignalTypeError with a reason that ``canonical`` prefixes with the type name.
     parse: Callable[[str], str] = field(repr=False, compare=False)
+    # Refused before parsing above this size.
+    max_bytes: int = MAX_VALUE_BYTES
 
     def canonical(self, value: str) -> str:
         """``value`` in its canonical spelling, or SignalTypeError saying why it is refused.
@@ -80,7 +94,7 @@ class SignalType:
         Only the format: the warninglist is ``canonicalise``'s job, so looking up a
         warninglisted value (which matches nothing) is not an error."""
         try:
-            return self.parse(_bounded(value))
+            return self.parse(_bounded(value, self.max_bytes))
         except SignalTypeError as exc:
             raise SignalTypeError(f"{self.name}: {exc}") from None
 
@@ -98,20 +112,20 @@ def storable(text: str) -> bool:
     return True
 
 
-def _bounded(value: object) -> str:
+def _bounded(value: object, max_bytes: int = MAX_VALUE_BYTES) -> str:
     """The checks every type shares, size first; returns the value without surrounding
     whitespace. NUL and lone surrogates would make Postgres refuse the row later."""
     if not isinstance(value, str):
         raise SignalTypeError(f"expected a string, got {type(value).__name__}")
-    if len(value) > MAX_VALUE_BYTES:
-        raise SignalTypeError(f"longer than {MAX_VALUE_BYTES} bytes")
+    if len(value) > max_bytes:
+        raise SignalTypeError(f"longer than {max_bytes} bytes")
     if not value.isascii():  # ASCII (every hash) is one byte a character: no need to encode
         try:
             size = len(value.encode())
         except UnicodeEncodeError:
             raise SignalTypeError("not valid Unicode text (lone surrogate)") from None
-        if size > MAX_VALUE_BYTES:
-            raise SignalTypeError(f"longer than {MAX_VALUE_BYTES} bytes")
+        if size > max_bytes:
+            raise SignalTypeError(f"longer than {max_bytes} bytes")
     if "\x00" in value:
         raise SignalTypeError("contains a NUL character")
     stripped = value.strip()
@@ -256,6 +270,59 @@ def _raw_text(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class VpdqFrame:
+    """One frame of a vPDQ signal: its PDQ hash (lowercase hex), quality and timestamp (s)."""
+
+    pdq: str
+    quality: int
+    timestamp: float
+
+    def __str__(self) -> str:
+        """python-threatexchange's spelling (VpdqCompactFeature.__str__)."""
+        return f"{self.pdq},{self.quality},{self.timestamp:.{VPDQ_TIMESTAMP_DIGITS}}"
+
+
+def vpdq_frames(value: str) -> list[VpdqFrame]:
+    """The frames of a vPDQ value in python-threatexchange's serialisation (a JSON list of
+    "pdq hex,quality,timestamp" strings), validated: 1 to MAX_VPDQ_QUERY_FRAMES frames, each
+    64 hex digits, quality 0-100, timestamps finite, not negative and non-decreasing."""
+    try:
+        items = json.loads(value)
+    except ValueError:
+        raise SignalTypeError('expected a JSON list of "pdq,quality,timestamp" strings') from None
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise SignalTypeError('expected a JSON list of "pdq,quality,timestamp" strings')
+    if not 0 < len(items) <= MAX_VPDQ_QUERY_FRAMES:
+        raise SignalTypeError(f"expected 1 to {MAX_VPDQ_QUERY_FRAMES} frames, got {len(items)}")
+    frames: list[VpdqFrame] = []
+    for number, item in enumerate(items):
+        parts = item.split(",")
+        if len(parts) != 3:
+            raise SignalTypeError(f'frame {number}: expected "pdq,quality,timestamp"')
+        pdq, quality, timestamp = (part.strip() for part in parts)
+        if not _VPDQ_HEX.fullmatch(pdq):
+            raise SignalTypeError(f"frame {number}: expected 64 hex digits")
+        if not _DIGITS.fullmatch(quality) or int(quality) > 100:
+            raise SignalTypeError(f"frame {number}: quality must be a whole number from 0 to 100")
+        try:
+            seconds = float(timestamp)
+        except ValueError:
+            raise SignalTypeError(f"frame {number}: timestamp is not a number") from None
+        if not math.isfinite(seconds) or seconds < 0:
+            raise SignalTypeError(f"frame {number}: timestamp must be a number of seconds >= 0")
+        if frames and seconds < frames[-1].timestamp:
+            raise SignalTypeError(f"frame {number}: timestamps must not decrease")
+        frames.append(VpdqFrame(pdq.lower(), int(quality), seconds))
+    return frames
+
+
+def _vpdq(value: str) -> str:
+    """The frames as python-threatexchange's vpdq_to_json writes them: a value it wrote is
+    its own canonical spelling, and a canonical value round-trips through it unchanged."""
+    return json.dumps([str(frame) for frame in vpdq_frames(value)])
+
+
 SIGNAL_TYPES: dict[str, SignalType] = {
     signal_type.name: signal_type
     for signal_type in (
@@ -305,6 +372,16 @@ SIGNAL_TYPES: dict[str, SignalType] = {
             None,
             _raw_text,
         ),
+        SignalType(
+            "vpdq",
+            "vPDQ hash of a video: python-threatexchange's JSON list of"
+            ' "pdq,quality,timestamp" frames, matched frame by frame within a PDQ distance',
+            "hamming",
+            PDQ_THRESHOLD,
+            PDQ_THRESHOLD,
+            _vpdq,
+            MAX_VPDQ_BYTES,
+        ),
     )
 }
 
@@ -320,6 +397,11 @@ def canonicalise(type_name: str, value: str, *, quality: int | None = None) -> s
             f"unknown signal type {type_name!r:.40}; known types: {', '.join(SIGNAL_TYPES)}"
         )
     canonical = signal_type.canonical(value)
+    if signal_type.name == "vpdq" and (frames := len(vpdq_frames(canonical))) > MAX_VPDQ_FRAMES:
+        raise SignalTypeError(
+            f"vpdq: at most {MAX_VPDQ_FRAMES} frames can be stored, got {frames}"
+            " (hash one frame every few seconds)"
+        )
     if quality is not None:
         if signal_type.name != "pdq":
             raise SignalTypeError(f"{type_name}: quality applies to pdq only")

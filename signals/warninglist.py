@@ -2,8 +2,11 @@
 
 A hash of the empty file or of a blank image matches every empty upload or blank picture on a
 member's platform: shared as abusive, it would flag innocent content by the million. Values are
-canonical (see ``signals.types``), so a check is one dictionary look-up.
+canonical (see ``signals.types``), so a check is one dictionary look-up (for ``vpdq``, one per
+frame).
 """
+
+import json
 
 # The PDQ hash of a solid black image, and what the degenerate all-zero hash looks like: with no
 # gradient, no DCT coefficient rises above the median, so every bit is 0. Found with
@@ -36,4 +39,18 @@ PDQ_MIN_QUALITY = 50
 
 def warninglist_reason(type_name: str, canonical: str) -> str | None:
     """Why ``canonical`` (already canonical for ``type_name``) is refused, or None."""
+    if type_name == "vpdq":
+        return _vpdq_reason(canonical)
     return WARNINGLIST.get((type_name, canonical))
+
+
+def _vpdq_reason(canonical: str) -> str | None:
+    """A video whose every frame is blank (a blank image's PDQ hash, or below the quality that
+    is matched on) matches nothing real and every blank video: refused like a blank image.
+    ``canonical`` is the JSON list of "pdq,quality,timestamp" frames signals.types writes."""
+    blank = {BLANK_IMAGE_PDQ, WHITE_IMAGE_PDQ}
+    for frame in json.loads(canonical):
+        pdq, quality, _ = frame.split(",")
+        if pdq not in blank and int(quality) >= PDQ_MIN_QUALITY:
+            return None
+    return "every frame is blank or below quality 50: the vPDQ hash of a blank video"

@@ -12,7 +12,8 @@ event JSON per set and UTC month), without touching the database.
 - Types, from MISP's describeTypes: ``md5`` (and ``video_md5``, an MD5 of a video file's
   bytes), ``sha1``, ``sha256`` and ``url``, ``domain`` are MISP's own types, ``to_ids`` true.
   MISP has no type for perceptual hashes: ``pdq`` is a ``hex`` attribute (64 hex digits) and
-  ``photodna`` and ``raw_text`` are ``text`` attributes, ``to_ids`` false (they are not exact
+  ``photodna``, ``raw_text`` and ``vpdq`` (a video's frames, python-threatexchange's JSON) are
+  ``text`` attributes, ``to_ids`` false (they are not exact
   IDS matches), each tagged ``hashx:signal-type="<type>"`` and commented with its type.
 - Tags: the set's TLP as MISP's ``tlp`` taxonomy on the event; on each attribute its labels
   (``hashx:label="<label>"``), its signal type, and ``hashx:disputed`` when members' opinions
@@ -39,6 +40,7 @@ ATTRIBUTE_TYPES = {
     "pdq": ("hex", "Payload delivery", False),
     "photodna": ("text", "Payload delivery", False),
     "raw_text": ("text", "Other", False),
+    "vpdq": ("text", "Payload delivery", False),
 }
 
 TLP_TAGS = {

@@ -9,7 +9,8 @@ One Indicator per set entry, its latest state:
 - ``pattern``: STIX patterning over the SCO that fits: ``file:hashes.MD5`` / ``'SHA-1'`` /
   ``'SHA-256'`` for ``md5``, ``sha1``, ``sha256`` and ``video_md5`` (an MD5 of a video file's
   bytes); ``url:value``; ``domain-name:value``. Hashes STIX does not name are custom hash keys
-  of ``file:hashes``: ``x_pdq`` (64 hex digits), ``x_photodna`` (base64); ``raw_text`` is the
+  of ``file:hashes``: ``x_pdq`` (64 hex digits), ``x_photodna`` (base64), ``x_vpdq`` (a
+  video's frames, python-threatexchange's JSON list of "pdq,quality,timestamp"); ``raw_text`` is the
   custom SCO property ``x-hashx-raw-text:value``.
 - ``object_marking_refs``: the set's TLP 2.0 level as the official STIX TLP 2.0 marking
   definitions (the ids of the OASIS TLP 2.0 extension).
@@ -48,6 +49,7 @@ _PATHS = {
     "url": "url:value",
     "domain": "domain-name:value",
     "raw_text": "x-hashx-raw-text:value",
+    "vpdq": "file:hashes.x_vpdq",
 }
 
 # Name-based ids (UUIDv5) of collections and indicators, in this exchange's namespace.

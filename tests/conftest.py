@@ -6,8 +6,10 @@ var/test unless DATABASE_URL / REDIS_URL name real services.
 
 import json as jsonlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,19 @@ from members.models import Organisation, SigningKey
 from tests.helpers import eventually, stop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def exchange_var() -> Iterator[Path]:
+    """A var directory for an exchange a test starts with its own embedded PostgreSQL, outside
+    pytest's temporary tree: as root, the embedded PostgreSQL runs as the ``pgserver`` user, and
+    a pytest session starting beside this one resets that tree's base to mode 0700, locking the
+    server out of its own data. Removed afterwards."""
+    base = REPO_ROOT / "var"
+    base.mkdir(exist_ok=True)
+    var = Path(tempfile.mkdtemp(prefix="exchange-", dir=base))
+    yield var
+    shutil.rmtree(var, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

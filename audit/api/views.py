@@ -11,7 +11,7 @@ from audit.access import access_events, latest_checkpoint
 from audit.actions.checkpoint import do_sign_checkpoint
 from audit.api.serializers import AuditEventSerializer, CheckpointSerializer
 from exchange.pagination import NewestFirst
-from exchange.problems import Problem
+from exchange.problems import invalid
 from exchange.times import parse_when
 from members.access import organisation_slugs
 from members.principal import IsMember, organisation_of
@@ -54,9 +54,7 @@ class AuditEventList(ListAPIView):
         action = params.get("action", "")
         if action and not _ACTION.fullmatch(action):
             message = "an action name or a prefix ending in '.': letters, digits, '_' and '.'"
-            raise Problem(
-                "validation", f"action: {message}", errors=[{"field": "action", "message": message}]
-            )
+            raise invalid("action", message)
         if action:
             events = (
                 events.filter(action__startswith=action)
@@ -67,11 +65,7 @@ class AuditEventList(ListAPIView):
             if params.get(name):
                 when = parse_when(params[name])
                 if when is None:
-                    raise Problem(
-                        "validation",
-                        f"{name}: expected an ISO 8601 time with a zone",
-                        errors=[{"field": name, "message": "not an ISO 8601 time with a zone"}],
-                    )
+                    raise invalid(name, "not an ISO 8601 time with a zone")
                 events = events.filter(**{lookup: when})
         return events
 

@@ -44,7 +44,7 @@ from hashx.keys import (
     raw_public_bytes,
     write_private_key,
 )
-from hashx.media import FileHash, MediaExtraMissing, file_hashes
+from hashx.media import MAX_STORED_VPDQ_FRAMES, FileHash, MediaExtraMissing, file_hashes
 from hashx.store import LocalStore, OtherSets, sync
 from hashx.webhooks import WebhookVerificationError, verify
 
@@ -293,7 +293,9 @@ def cmd_sets_list(args: argparse.Namespace) -> None:
 
 
 def cmd_sets_create(args: argparse.Namespace) -> None:
-    fields = {"distribution": args.distribution, "tlp": args.tlp}
+    fields: dict[str, Any] = {"distribution": args.distribution, "tlp": args.tlp}
+    if args.hops is not None:
+        fields["federation_hops"] = args.hops
     if args.types:
         fields["signal_types"] = args.types.split(",")
     created = _client(args).create_set(args.slug, args.name, **fields)
@@ -310,6 +312,8 @@ def cmd_sets_update(args: argparse.Namespace) -> None:
         for field in ("name", "description", "distribution", "tlp", "attribution", "pdq_threshold")
         if getattr(args, field) is not None
     }
+    if args.hops is not None:
+        changes["federation_hops"] = args.hops
     if args.types is not None:
         changes["signal_types"] = [t for t in args.types.split(",") if t]
     if not changes:
@@ -319,8 +323,8 @@ def cmd_sets_update(args: argparse.Namespace) -> None:
 
 
 def _set_summary(hash_set: dict[str, Any]) -> dict[str, Any]:
-    fields = ("name", "owner", "distribution", "tlp", "attribution", "signal_types",
-              "pdq_threshold", "description")  # fmt: skip
+    fields = ("name", "owner", "distribution", "tlp", "federation_hops", "attribution",
+              "signal_types", "pdq_threshold", "description", "origin")  # fmt: skip
     return {k: hash_set[k] for k in fields if k in hash_set}
 
 
@@ -632,6 +636,10 @@ def cmd_hash(args: argparse.Namespace) -> None:
         if item.type == "pdq" and item.quality is not None and item.quality < 50:
             print(f"hashx: {item.path}: PDQ quality {item.quality} is too low to match on",
                   file=sys.stderr)  # fmt: skip
+        if item.type == "vpdq" and len(json.loads(item.value)) > MAX_STORED_VPDQ_FRAMES:
+            print(f"hashx: {item.path}: {len(json.loads(item.value))} frames: it can be matched"
+                  f" on, but an exchange stores at most {MAX_STORED_VPDQ_FRAMES}",
+                  file=sys.stderr)  # fmt: skip
     current = None
     for item in found:
         if item.path != current:
@@ -668,9 +676,11 @@ def cmd_match(args: argparse.Namespace) -> None:
     rows = []
     for origin, result in zip(origins, answer["results"], strict=True):
         for m in result["matches"]:
-            rows.append(
-                [origin, result["type"], m["set"], str(m["entry"]), m["distance"], m["labels"]]
-            )
+            distance = m["distance"]
+            if "query_match_percent" in m:  # vpdq: and the shares of frames matched
+                distance = f"{distance} ({m['query_match_percent']:g}%/"
+                distance += f"{m['compared_match_percent']:g}%)"
+            rows.append([origin, result["type"], m["set"], str(m["entry"]), distance, m["labels"]])
     matched = {origin for origin, r in zip(origins, answer["results"], strict=True) if r["matches"]}
     lines = [_table(["SOURCE", "TYPE", "SET", "ENTRY", "DISTANCE", "LABELS"], rows,
                     right=("ENTRY", "DISTANCE"))] if rows else []  # fmt: skip
@@ -822,6 +832,12 @@ def parser() -> argparse.ArgumentParser:
         "--tlp", default="amber", choices=["clear", "green", "amber", "amber+strict", "red"]
     )
     create.add_argument("--types", help="comma-separated signal types the set takes (default: all)")
+    create.add_argument(
+        "--hops",
+        type=int,
+        choices=[1, 2, 3],
+        help="federated: how many exchanges an entry may pass",
+    )
     create.set_defaults(func=cmd_sets_create)
     grant = sets_sub.add_parser(
         "grant", help="let another organisation read (or publish to) your set"
@@ -843,6 +859,12 @@ def parser() -> argparse.ArgumentParser:
     update.add_argument("--distribution", choices=["owner", "granted", "coalition", "federated"])
     update.add_argument("--tlp", choices=["clear", "green", "amber", "amber+strict", "red"])
     update.add_argument("--attribution", choices=["named", "anonymous"])
+    update.add_argument(
+        "--hops",
+        type=int,
+        choices=[1, 2, 3],
+        help="federated: how many exchanges an entry may pass",
+    )
     update.add_argument("--pdq-threshold", type=int, metavar="0-31")
     update.add_argument("--types", help='comma-separated signal types the set takes ("" for all)')
     update.set_defaults(func=cmd_sets_update)

@@ -446,8 +446,9 @@ class Client:
         max_distance: int | None = None,
     ) -> dict[str, Any]:
         """Which entries you may read match each signal (``type``, ``value``; ``pdq`` within
-        Hamming distance). Sent 10,000 at a time; returns ``{"results": [...], "position": …}``
-        with one result per signal, in order, and the oldest index position among the answers.
+        Hamming distance, ``vpdq`` frame by frame). Sent 10,000 at a time; returns
+        ``{"results": [...], "position": …}`` with one result per signal, in order, and the
+        oldest index position among the answers.
         ``sets`` and ``max_distance`` apply to signals that do not give their own."""
         results: list[dict[str, Any]] = []
         positions: list[str] = []
@@ -457,7 +458,7 @@ class Client:
                 query = dict(item)
                 if sets:
                     query.setdefault("sets", sets)
-                if max_distance is not None and query.get("type") == "pdq":
+                if max_distance is not None and query.get("type") in ("pdq", "vpdq"):
                     query.setdefault("max_distance", max_distance)
                 queries.append(query)
             answer = self.request("POST", "/api/v1/match", json={"signals": queries})

@@ -73,7 +73,10 @@ MAX_PAGE_SIZE = 10_000
 # plain file-hash types: its video_md5 / video_sha256 are the MD5 / SHA-256 of a file's bytes,
 # in the same format as the exchange's md5 / sha256. Every other type maps by its own name:
 # pdq, video_md5, url and raw_text ship with the package, sha1 and domain with this extension,
-# photodna, vpdq, … with others.
+# photodna, vpdq, … with others: a ``vpdq`` value is python-threatexchange's own vPDQ
+# serialisation, handed unchanged to its vpdq extension's VPDQSignal where that extension is
+# enabled (``threatexchange config extensions add threatexchange.extensions.vpdq.manifest``,
+# which needs Meta's ``vpdq`` package: the client's ``[video]`` extra).
 _TX_NAME_OF = {"md5": "video_md5", "sha256": "video_sha256"}
 
 _CATEGORY_OF = {

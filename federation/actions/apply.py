@@ -8,6 +8,7 @@ stream and trigger webhooks like any others.
 """
 
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -17,8 +18,9 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit.actions import record
 from exchange.times import parse_when
-from federation.models import MirroredSet
+from federation.models import MirroredSet, ResyncSeen
 from signals.feed.locks import lock_set
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
@@ -175,16 +177,45 @@ SELECT DISTINCT type, value FROM federation_chunk WHERE state = 'active' ORDER B
 ON CONFLICT (type, value) DO NOTHING;
 """
 
+# What this path (the peer, ``%(peer)s``) says and what the entry holds, column by column.
+# ``via`` lists the peers that serve the entry active now: an active change adds the peer, a
+# tombstone removes it, and the entry is tombstoned only when no peer serves it any more;
+# until then a tombstone changes ``via`` alone (``_OTHERS_SERVE``). Where several peers serve
+# it, its path and hops are those of the path with the most hops left (so pulls of two paths
+# do not flip it to and fro).
+_OTHERS_SERVE = "cardinality(array_remove(e.via, %(peer)s::varchar)) > 0"
+_KEEP = f"(EXCLUDED.state = 'tombstone' AND {_OTHERS_SERVE})"
+_KEEP_PATH = (
+    f"({_KEEP} OR (e.state = 'active' AND {_OTHERS_SERVE} AND e.hops_left >= EXCLUDED.hops_left))"
+)
+_VIA = """CASE WHEN EXCLUDED.state = 'tombstone' THEN array_remove(e.via, %(peer)s::varchar)
+    WHEN %(peer)s::varchar = ANY(e.via) THEN e.via ELSE e.via || %(peer)s::varchar END"""
+_NEW = {
+    "state": f"CASE WHEN {_KEEP} THEN e.state ELSE EXCLUDED.state END",
+    **{
+        column: f"CASE WHEN {_KEEP} THEN e.{column} ELSE EXCLUDED.{column} END"
+        for column in [
+            "labels", "contributor_count", "contributor_names", "positive_count",
+            "negative_count", "investigation_count", "expires_at", "origin_set", "origin_entry",
+            "origin_first_seen",
+        ]
+    },
+    "hops_left": f"CASE WHEN {_KEEP_PATH} THEN e.hops_left ELSE EXCLUDED.hops_left END",
+    "path": f"CASE WHEN {_KEEP_PATH} THEN e.path ELSE EXCLUDED.path END",
+    "via": _VIA,
+}  # fmt: skip
+_COMPARED = [c for c in _NEW if c not in ("origin_set", "origin_first_seen")]
+
 # The latest change of each value wins (a page holds one change per entry; the peer may hold
 # two entries of one value in two of its sets only if they come from two origins, and then
 # they are two mirrors here). A tombstone for an entry never seen here is nothing to apply.
 _SQL_UPSERT = f"""
 INSERT INTO signals_setentry AS e (hash_set_id, signal_id, state, labels, contributor_count,
     contributor_names, positive_count, negative_count, investigation_count, first_seen,
-    updated_at, expires_at, origin_set, origin_entry, origin_first_seen, hops_left, path)
+    updated_at, expires_at, origin_set, origin_entry, origin_first_seen, hops_left, path, via)
 SELECT %(set)s, g.id, c.state, c.labels, c.contributors, c.names, c.positive, c.negative,
     c.investigation, %(now)s, %(now)s, c.expires_at, c.origin_set, c.origin_entry,
-    c.origin_first_seen, c.hops_left, c.path
+    c.origin_first_seen, c.hops_left, c.path, ARRAY[%(peer)s]::varchar[]
 FROM (
     SELECT DISTINCT ON (type, value) * FROM federation_chunk ORDER BY type, value, ord DESC
 ) c
@@ -193,34 +224,32 @@ WHERE c.state = 'active' OR EXISTS (
     SELECT 1 FROM signals_setentry x WHERE x.hash_set_id = %(set)s AND x.signal_id = g.id)
 ORDER BY g.id
 ON CONFLICT (hash_set_id, signal_id) DO UPDATE SET
-    state = EXCLUDED.state, labels = EXCLUDED.labels,
-    contributor_count = EXCLUDED.contributor_count,
-    contributor_names = EXCLUDED.contributor_names,
-    positive_count = EXCLUDED.positive_count, negative_count = EXCLUDED.negative_count,
-    investigation_count = EXCLUDED.investigation_count, expires_at = EXCLUDED.expires_at,
-    origin_set = EXCLUDED.origin_set, origin_entry = EXCLUDED.origin_entry,
-    origin_first_seen = EXCLUDED.origin_first_seen, hops_left = EXCLUDED.hops_left,
-    path = EXCLUDED.path, updated_at = EXCLUDED.updated_at, {NEW_POSITION}
-WHERE (e.state, e.labels, e.contributor_count, e.contributor_names, e.positive_count,
-       e.negative_count, e.investigation_count, e.expires_at, e.origin_entry, e.hops_left, e.path)
-    IS DISTINCT FROM
-      (EXCLUDED.state, EXCLUDED.labels, EXCLUDED.contributor_count, EXCLUDED.contributor_names,
-       EXCLUDED.positive_count, EXCLUDED.negative_count, EXCLUDED.investigation_count,
-       EXCLUDED.expires_at, EXCLUDED.origin_entry, EXCLUDED.hops_left, EXCLUDED.path)
+    {", ".join(f"{column} = {expression}" for column, expression in _NEW.items())},
+    updated_at = EXCLUDED.updated_at, {NEW_POSITION}
+WHERE ({", ".join(f"e.{column}" for column in _COMPARED)})
+    IS DISTINCT FROM ({", ".join(_NEW[column] for column in _COMPARED)})
 RETURNING (xmax = 0) AS inserted, state
 """  # noqa: S608 - only constants are interpolated
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+# Only these need escaping in COPY text; most fields (hex values, slugs) hold none of them.
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 
 def _text(value: str) -> str:
     """A text field of COPY's text format."""
-    return value.translate(_COPY_ESCAPES)
+    return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(value) else value
 
 
 def _array(values: list[str]) -> str:
     """A Postgres array literal of strings, every element quoted (so NULL stays a string)."""
+    return _array_of(tuple(values))
+
+
+@lru_cache(maxsize=4096)
+def _array_of(values: tuple[str, ...]) -> str:
+    """A feed's paths, labels and names repeat from entry to entry: each literal made once."""
     quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
     return _text("{" + ",".join(f'"{v}"' for v in quoted) + "}")
 
@@ -239,10 +268,28 @@ def _copy_text(rows: list[dict[str, Any]]) -> str:
     return "".join(lines)
 
 
-def apply_rows(mirror: MirroredSet, rows: list[dict[str, Any]], now: datetime) -> Outcome:
-    """Apply checked rows (``check_change``) to the mirror set, set-based, in the caller's
-    transaction. Locks every slot of the mirror set (``signals.feed.locks.lock_set``), as
-    every writer of a set's entries does; emits a webhook wake-up when entries changed."""
+_SQL_SEEN = """
+INSERT INTO federation_resyncseen (mirror_id, signal_id)
+SELECT %(mirror)s, g.id FROM federation_chunk c
+JOIN signals_signal g ON g.type = c.type AND g.value = c.value
+WHERE c.state = 'active'
+ON CONFLICT DO NOTHING
+"""
+
+
+def apply_rows(
+    mirror: MirroredSet,
+    rows: list[dict[str, Any]],
+    now: datetime,
+    *,
+    peer_exchange: str,
+    seen: bool = False,
+) -> Outcome:
+    """Apply checked rows (``check_change``), served by ``peer_exchange``, to the mirror set,
+    set-based, in the caller's transaction (``seen``: and mark their signals seen by the
+    mirror's resync). Locks every
+    slot of the mirror set (``signals.feed.locks.lock_set``), as every writer of a set's
+    entries does; emits a webhook wake-up when entries changed."""
     outcome = Outcome()
     if not rows:
         return outcome
@@ -251,8 +298,10 @@ def apply_rows(mirror: MirroredSet, rows: list[dict[str, Any]], now: datetime) -
         cursor.execute(_SQL_CHUNK)
         cursor.copy_expert("COPY federation_chunk FROM STDIN", io.StringIO(_copy_text(rows)))
         cursor.execute(_SQL_SIGNALS)
-        cursor.execute(_SQL_UPSERT, {"set": mirror.hash_set_id, "now": now})
+        cursor.execute(_SQL_UPSERT, {"set": mirror.hash_set_id, "now": now, "peer": peer_exchange})
         changed = cursor.fetchall()
+        if seen:
+            cursor.execute(_SQL_SEEN, {"mirror": mirror.pk})
         cursor.execute("TRUNCATE federation_chunk")
     outcome.applied = len(changed)
     outcome.new = sum(1 for inserted, _ in changed if inserted)
@@ -284,7 +333,7 @@ def do_apply_page(
             outcome.refuse(str(exc))
     now = timezone.now()
     with transaction.atomic():
-        outcome.add(apply_rows(mirror, rows, now))
+        outcome.add(apply_rows(mirror, rows, now, peer_exchange=peer_exchange))
         MirroredSet.objects.filter(pk=mirror.pk).update(
             cursor=cursor, last_pulled_at=now, applied=_plus("applied", outcome.applied),
             refused=_plus("refused", outcome.refused),
@@ -293,39 +342,68 @@ def do_apply_page(
     return outcome
 
 
-_SQL_STALE = f"""
-UPDATE signals_setentry e SET state = 'tombstone', updated_at = %(now)s, {NEW_POSITION}
-WHERE e.hash_set_id = %(set)s AND e.state = 'active' AND NOT EXISTS (
-    SELECT 1 FROM federation_seen s JOIN signals_signal g ON g.type = s.type AND g.value = s.value
-    WHERE g.id = e.signal_id)
+def _sql_path_gone(condition: str) -> str:
+    """The peer ``%(peer)s`` no longer serves the active entries of the set ``%(set)s`` that
+    meet ``condition``: it leaves their ``via``, and those no other peer serves are
+    tombstoned (an entry with an empty ``via``, mirrored before paths were kept, counts as
+    served by every peer)."""
+    return f"""
+UPDATE signals_setentry e SET via = array_remove(e.via, %(peer)s::varchar),
+    state = CASE WHEN {_OTHERS_SERVE} THEN e.state ELSE 'tombstone' END,
+    updated_at = %(now)s, {NEW_POSITION}
+WHERE e.hash_set_id = %(set)s AND e.state = 'active'
+  AND (%(peer)s::varchar = ANY(e.via) OR e.via = '{{}}') AND {condition}
+RETURNING e.state
 """  # noqa: S608 - only constants are interpolated
+
+
+_SQL_STALE = _sql_path_gone(
+    "NOT EXISTS (SELECT 1 FROM federation_resyncseen s"
+    " WHERE s.mirror_id = %(mirror)s AND s.signal_id = e.signal_id)"
+)
+_SQL_WITHDRAW = _sql_path_gone("TRUE")
+
+
+def path_gone(
+    cursor: Any, mirror: MirroredSet, peer_exchange: str, now: datetime, sql: str = _SQL_WITHDRAW
+) -> int:
+    """Run ``sql`` (a ``_sql_path_gone``) over ``mirror``'s set for ``peer_exchange``, under
+    the set's lock, in the caller's transaction; emits a webhook wake-up when entries changed.
+    Returns the entries tombstoned."""
+    lock_set(cursor, mirror.hash_set_id)
+    cursor.execute(sql, {"set": mirror.hash_set_id, "peer": peer_exchange, "mirror": mirror.pk,
+                         "now": now})  # fmt: skip
+    states = [state for (state,) in cursor.fetchall()]
+    if states:
+        wake()
+    return states.count("tombstone")
 
 
 class Resync:
     """A resync from the peer's snapshot (its feed answered 410: this exchange was away longer
-    than its tombstone retention): every snapshot line applied, then every mirror entry the
-    snapshot did not hold tombstoned, and the cursor set to the snapshot's, all in one
-    transaction, so the mirror ends with exactly the origin's active entries. Use as a context
-    manager around ``add`` calls, then ``finish``."""
+    than its tombstone retention), so that the mirror ends with exactly the origin's active
+    entries. Use as a context manager around ``add`` calls, then ``finish``.
+
+    Chunked: each ``add`` applies its lines in a transaction of its own and marks their
+    signals seen (``ResyncSeen``), so a snapshot of millions is never one huge transaction.
+    Nothing is lost meanwhile: a chunk only adds or updates entries. Only ``finish``, once the
+    snapshot has been applied to its end, tombstones the mirror entries it did not hold and
+    moves the cursor, in one transaction. A resync cut short leaves the cursor where it was, so
+    the next pull is answered 410 again and starts over (what was applied changes nothing
+    the second time; the marks are dropped first: they belonged to another snapshot)."""
 
     def __init__(self, mirror: MirroredSet, *, peer_exchange: str, own_exchange: str) -> None:
         self.mirror = mirror
         self.peer_exchange, self.own_exchange = peer_exchange, own_exchange
         self.outcome = Outcome()
         self.now = timezone.now()
-        self._atomic = transaction.atomic()
 
     def __enter__(self) -> "Resync":
-        self._atomic.__enter__()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                'CREATE TEMP TABLE IF NOT EXISTS federation_seen (type text COLLATE "C",'
-                ' value text COLLATE "C") ON COMMIT DELETE ROWS'
-            )
+        ResyncSeen.objects.filter(mirror=self.mirror).delete()
         return self
 
-    def __exit__(self, *exc: Any) -> Any:
-        return self._atomic.__exit__(*exc)
+    def __exit__(self, *exc: Any) -> None:
+        return None
 
     def add(self, changes: list[Any]) -> None:
         rows = []
@@ -336,29 +414,46 @@ class Resync:
             except Refusal as exc:
                 self.outcome.refuse(str(exc))
         rows = [row for row in rows if row["state"] == "active"]
-        self.outcome.add(apply_rows(self.mirror, rows, self.now))
-        if rows:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "INSERT INTO federation_seen SELECT * FROM unnest(%s::text[], %s::text[])",
-                    [[r["type"] for r in rows], [r["value"] for r in rows]],
-                )
+        with transaction.atomic():
+            self.outcome.add(
+                apply_rows(self.mirror, rows, self.now, peer_exchange=self.peer_exchange,
+                           seen=True)
+            )  # fmt: skip
 
     def finish(self, cursor: str) -> Outcome:
-        with connection.cursor() as db:
-            lock_set(db, self.mirror.hash_set_id)
-            db.execute(_SQL_STALE, {"set": self.mirror.hash_set_id, "now": self.now})
-            stale = db.rowcount
-        if stale:
-            wake()
+        with transaction.atomic(), connection.cursor() as db:
+            stale = path_gone(db, self.mirror, self.peer_exchange, self.now, _SQL_STALE)
+            ResyncSeen.objects.filter(mirror=self.mirror).delete()
+            MirroredSet.objects.filter(pk=self.mirror.pk).update(
+                cursor=cursor, last_pulled_at=self.now, resyncs=_plus("resyncs", 1),
+                applied=_plus("applied", self.outcome.applied),
+                refused=_plus("refused", self.outcome.refused),
+            )  # fmt: skip
         self.outcome.tombstoned += stale
-        MirroredSet.objects.filter(pk=self.mirror.pk).update(
-            cursor=cursor, last_pulled_at=self.now, resyncs=_plus("resyncs", 1),
-            applied=_plus("applied", self.outcome.applied),
-            refused=_plus("refused", self.outcome.refused),
-        )  # fmt: skip
         self.mirror.cursor = cursor
         return self.outcome
+
+
+def do_withdraw_mirror(mirror: MirroredSet, reason: str) -> int:
+    """The peer no longer serves this set (it is unlisted: unshared, no longer federated or
+    no longer CLEAR/GREEN, deleted), or serves it refused: every active entry of the mirror
+    that no other peer serves is tombstoned (the tombstones travel on like any), and this
+    path's cursor is forgotten, so a set that comes back is read from its start again. Locks
+    the mirror set's slots; audits ``federation.mirror.withdrawn``. Returns the entries
+    tombstoned; a mirror already withdrawn changes nothing."""
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        tombstoned = path_gone(cursor, mirror, mirror.peer.exchange_id, now)
+        forgot = MirroredSet.objects.filter(pk=mirror.pk).exclude(cursor="").update(cursor="")
+        if tombstoned or forgot:
+            record(
+                "federation.mirror.withdrawn",
+                obj=mirror,
+                details={"remote_set": mirror.remote_slug, "reason": reason,
+                         "tombstoned": tombstoned},
+            )  # fmt: skip
+    mirror.cursor = ""
+    return tombstoned
 
 
 def _plus(name: str, amount: int) -> Any:

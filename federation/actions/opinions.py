@@ -1,15 +1,38 @@
 """Opinions flow back: what this exchange's members think of mirrored entries is forwarded to
 the exchange the mirror is pulled from, signed by this exchange's key, as the opinion of this
-exchange (its organisation there); the origin aggregates it like any other member's."""
+exchange (its organisation there); the origin aggregates it like any other member's.
+
+What has been forwarded is marked by the peer's ``opinions_cursor``: an opinion position
+(``signals.feed.positions``, stamped on every change of an opinion), read below the visible
+horizon like the change feed. A timestamp watermark would not do: an opinion written by a
+transaction that commits after a later one has been forwarded carries an older time, and
+would be passed for ever; an opinion's position is final once it is below the horizon."""
 
 from collections.abc import Callable
+from itertools import groupby
 from typing import Any
 
-from federation.models import MirroredSet, Peer
-from signals.models import Opinion
+from django.db import connection
+
+from federation.models import Peer
+from signals.feed.positions import START, Position, cursor_params, sql_after_cursor, visible_horizon
 
 # Opinions forwarded per request (the API takes up to 10,000 items).
 BATCH = 1_000
+
+_SQL_OPINIONS = f"""
+SELECT m.remote_slug, g.type, g.value, o.category, o.tags, o.position_xid::text, o.position_seq
+FROM signals_opinion o
+JOIN signals_setentry e ON e.id = o.entry_id
+JOIN federation_mirroredset m ON m.hash_set_id = e.hash_set_id
+JOIN signals_signal g ON g.id = e.signal_id
+WHERE m.peer_id = %(peer)s AND o.organisation_id <> %(peer_org)s AND {sql_after_cursor("o")}
+  -- A mirror reached through several peers forwards along its oldest path only: the origin
+  -- counts this exchange's opinion once.
+  AND m.id = (SELECT min(p.id) FROM federation_mirroredset p WHERE p.hash_set_id = m.hash_set_id)
+ORDER BY o.position_xid, o.position_seq
+LIMIT %(limit)s
+"""  # noqa: S608 - only constants are interpolated
 
 
 def do_forward_opinions(
@@ -17,36 +40,36 @@ def do_forward_opinions(
     post: Callable[[str, dict[str, Any]], Any],
     failure: Callable[[Any, str], Exception],
 ) -> int:
-    """Forward the opinions given here on ``peer``'s mirrors since the last forwarding (not the
-    peer's own: it has them), per remote set, oldest first; the peer's watermark moves after
-    each accepted request, so a failure resends from there (an opinion is one per organisation
-    and entry, the latest counts: a resent one changes nothing). Returns how many were sent.
+    """Forward the opinions given or changed here on ``peer``'s mirrors since the peer's
+    opinions cursor (not the peer's own: it has them), in position order, a batch at a time,
+    each batch's opinions per remote set; the cursor moves after each batch the peer accepted,
+    so a failure resends from there (an opinion is one per organisation and entry, the latest
+    counts: a resent one changes nothing). Returns how many were sent.
     ``post(path, body)`` sends a signed request; ``failure(response, what)`` is raised for an
     error answer."""
-    sent, latest = 0, peer.opinions_forwarded_at
-    mirrors = MirroredSet.objects.filter(peer=peer).values_list("hash_set_id", "remote_slug")
-    for set_id, slug in mirrors:
-        opinions = Opinion.objects.filter(entry__hash_set_id=set_id).exclude(
-            organisation_id=peer.organisation_id
-        )
-        if peer.opinions_forwarded_at is not None:
-            opinions = opinions.filter(updated_at__gt=peer.opinions_forwarded_at)
-        rows = list(
-            opinions.order_by("updated_at").values_list(
-                "entry__signal__type", "entry__signal__value", "category", "tags", "updated_at"
-            )
-        )
-        path = f"/api/v1/sets/{slug}/opinions"
-        for start in range(0, len(rows), BATCH):
-            chunk = rows[start : start + BATCH]
+    sent = 0
+    after = Position.from_cursor(peer.opinions_cursor) if peer.opinions_cursor else START
+    horizon = visible_horizon()
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _SQL_OPINIONS,
+                {**cursor_params(after, horizon), "peer": peer.pk,
+                 "peer_org": peer.organisation_id, "limit": BATCH},
+            )  # fmt: skip
+            rows = cursor.fetchall()
+        if not rows:
+            return sent
+        for slug, group in groupby(sorted(rows, key=lambda row: row[0]), key=lambda row: row[0]):
+            path = f"/api/v1/sets/{slug}/opinions"
             body = {"signals": [{"type": t, "value": v, "category": c, "tags": tags}
-                                for t, v, c, tags, _ in chunk]}  # fmt: skip
+                                for _, t, v, c, tags, _, _ in group]}  # fmt: skip
             response = post(path, body)
             if response.status_code != 200:
                 raise failure(response, f"POST {path}")
-            sent += len(chunk)
-            latest = max(filter(None, [latest, chunk[-1][4]]))
-    if latest != peer.opinions_forwarded_at:
-        Peer.objects.filter(pk=peer.pk).update(opinions_forwarded_at=latest)
-        peer.opinions_forwarded_at = latest
-    return sent
+            sent += len(body["signals"])
+        after = Position(int(rows[-1][5]), rows[-1][6])
+        peer.opinions_cursor = after.cursor()
+        Peer.objects.filter(pk=peer.pk).update(opinions_cursor=peer.opinions_cursor)
+        if len(rows) < BATCH:
+            return sent

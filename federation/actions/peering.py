@@ -15,14 +15,12 @@ from audit.actions import record
 from exchange.actions.identity import get_identity, get_signing_key, key_change_statement
 from exchange.outbound import Refused, check_destination
 from exchange.problems import Problem
+from federation.actions.apply import path_gone
 from federation.models import MirroredSet, Peer
 from hashx.keys import b64url_decode, jwk_thumbprint
 from members.actions.keys import do_add_key, do_retire_key
 from members.actions.organisations import do_change_status, do_create_organisation
 from members.models import Organisation, SigningKey
-from signals.feed.locks import lock_set
-from signals.feed.positions import NEW_POSITION
-from signals.feed.wakeups import wake
 
 _FINGERPRINT = re.compile(r"^SHA256:([A-Za-z0-9_-]{43})$")
 # /.well-known/hashx is a small document; anything bigger is not one.
@@ -173,12 +171,6 @@ _VERB: dict[str, str] = {
 }
 
 
-_SQL_DROP_MIRROR = f"""
-UPDATE signals_setentry SET state = 'tombstone', updated_at = now(), {NEW_POSITION}
-WHERE hash_set_id = %s AND state = 'active'
-"""  # noqa: S608 - only constants are interpolated
-
-
 def do_remove_peer(peer: Peer, *, drop_mirrors: bool, actor: Any = None, reason: str = "") -> int:
     """End the peering: the peer's organisation is suspended (it reads nothing here any more)
     and the link and cursors are deleted. Its mirror sets stay, read-only: with
@@ -187,23 +179,20 @@ def do_remove_peer(peer: Peer, *, drop_mirrors: bool, actor: Any = None, reason:
 
     One transaction; locks each mirror set as every writer of its entries does."""
     dropped = 0
+    now = timezone.now()
     with transaction.atomic():
-        set_ids = list(MirroredSet.objects.filter(peer=peer).values_list("hash_set_id", flat=True))
+        mirrors = list(MirroredSet.objects.filter(peer=peer))
         if drop_mirrors:
             with connection.cursor() as cursor:
-                for set_id in set_ids:
-                    lock_set(cursor, set_id)
-                    cursor.execute(_SQL_DROP_MIRROR, [set_id])
-                    dropped += cursor.rowcount
-            if dropped:
-                wake()
+                for mirror in mirrors:
+                    dropped += path_gone(cursor, mirror, peer.exchange_id, now)
         do_change_status(peer.organisation, "suspend", f"peering ended: {reason}", actor=actor)
         record(
             "federation.peer.removed",
             obj=peer,
             actor_user=actor,
             details={"name": peer.name, "exchange": peer.exchange_id, "reason": reason,
-                     "mirrors": len(set_ids), "dropped": dropped, "kept": not drop_mirrors},
+                     "mirrors": len(mirrors), "dropped": dropped, "kept": not drop_mirrors},
         )  # fmt: skip
         peer.delete()
     return dropped

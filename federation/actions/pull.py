@@ -28,7 +28,14 @@ from exchange import generation
 from exchange.actions.identity import get_identity, get_signing_key
 from exchange.outbound import Refused, check_destination
 from exchange.problems import Problem
-from federation.actions.apply import MAX_HOPS, Outcome, Refusal, Resync, do_apply_page
+from federation.actions.apply import (
+    MAX_HOPS,
+    Outcome,
+    Refusal,
+    Resync,
+    do_apply_page,
+    do_withdraw_mirror,
+)
 from federation.actions.opinions import do_forward_opinions
 from federation.actions.peering import do_follow_key, fetch_identity
 from federation.actions.push import do_ensure_push
@@ -63,6 +70,8 @@ class Report:
     skipped: str = ""
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     refused_sets: dict[str, str] = field(default_factory=dict)
+    # Mirrors of sets the peer no longer serves: entries tombstoned here, per remote set.
+    withdrawn: dict[str, int] = field(default_factory=dict)
     opinions_forwarded: int = 0
     push_error: str = ""
     error: str = ""
@@ -184,36 +193,65 @@ def _refusal(remote: dict[str, Any], path: list[str], own: str) -> str:
     return ""
 
 
+def root_set(remote: dict[str, Any], path: list[str]) -> str:
+    """The listed set's slug at its exchange of origin (``path[0]``): its own slug when it is
+    the peer's own, else what the peer names as its root ("" when it does not say)."""
+    origin = remote.get("origin")
+    if not isinstance(origin, dict):
+        return str(remote["slug"])[:64]
+    root = origin.get("root_set")
+    if root is None and len(path) == 2:  # the peer pulls it from its origin: its slug there
+        root = origin.get("set")
+    return root[:64] if isinstance(root, str) else ""
+
+
 def ensure_mirror(peer: Peer, remote: dict[str, Any], path: list[str]) -> MirroredSet:
-    """The local mirror of a peer's set, created on first sight (owned by the peer's
-    organisation, federated, with the remote set's marking, attribution and types). A new set
-    changes what members may read: it renews the access generation (``exchange.generation``)."""
+    """The peer's set as a path into a local mirror, created on first sight. The mirror is one
+    per origin set: reached already through another peer, the set gets a second path (its own
+    cursor) into that mirror, so each value stays one entry here. A new mirror set (owned by
+    the peer's organisation, federated, with the remote set's marking, attribution and types)
+    changes what members may read: it renews the access generation (``exchange.generation``).
+    Locks the origin set's name (two peers' pulls cannot make two mirrors of it)."""
     slug = str(remote["slug"])[:64]
     mirror = MirroredSet.objects.filter(peer=peer, remote_slug=slug).first()
     if mirror is not None:
         return mirror
-    local_slug = f"{peer.name}--{slug}"[:64]
+    root = root_set(remote, path)
     with transaction.atomic():
-        hash_set = HashSet.objects.create(
-            slug=local_slug,
-            name=f"{str(remote.get('name') or slug)[:150]} (from {peer.name})",
-            owner_id=peer.organisation_id,
-            tlp=remote["tlp"],
-            attribution=remote.get("attribution") or HashSet.Attribution.ANONYMOUS,
-            distribution=HashSet.Distribution.FEDERATED,
-            signal_types=[t for t in remote.get("signal_types") or [] if isinstance(t, str)],
-            origin_exchange=peer.exchange_id,
-            origin_set=slug,
-            origin_url=peer.url,
-            origin_path=path,
-        )
+        hash_set = None
+        if root:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(%s)",
+                    [advisory_key(f"federation.mirror:{path[0]}/{root}")],
+                )
+            hash_set = HashSet.objects.filter(origin_path__0=path[0], origin_root_set=root).first()
+        if hash_set is None:
+            hash_set = HashSet.objects.create(
+                slug=f"{peer.name}--{slug}"[:64],
+                name=f"{str(remote.get('name') or slug)[:150]} (from {peer.name})",
+                owner_id=peer.organisation_id,
+                tlp=remote["tlp"],
+                attribution=remote.get("attribution") or HashSet.Attribution.ANONYMOUS,
+                distribution=HashSet.Distribution.FEDERATED,
+                signal_types=[t for t in remote.get("signal_types") or [] if isinstance(t, str)],
+                origin_exchange=peer.exchange_id,
+                origin_set=slug,
+                origin_url=peer.url,
+                origin_path=path,
+                origin_root_set=root,
+            )
+            generation.invalidate_on_commit()
+            action = "federation.mirror.created"
+        else:
+            action = "federation.mirror.path_added"
         mirror = MirroredSet.objects.create(peer=peer, remote_slug=slug, hash_set=hash_set)
-        generation.invalidate_on_commit()
         record(
-            "federation.mirror.created",
+            action,
             obj=mirror,
-            details={"peer": peer.name, "remote_set": slug, "set": local_slug},
-        )
+            details={"peer": peer.name, "remote_set": slug, "set": hash_set.slug,
+                     "origin": f"{path[0]}/{root}", "path": path},
+        )  # fmt: skip
     return mirror
 
 
@@ -223,14 +261,18 @@ def _lines(response: requests.Response) -> Iterator[bytes | None]:
     skipping = False
     for chunk in response.iter_content(1 << 16):
         buffer += chunk
-        while (end := buffer.find(b"\n")) >= 0:
-            line, buffer = buffer[:end], buffer[end + 1 :]
+        # Walk the lines by offset: cutting each off the front would copy the rest of the
+        # buffer once per line.
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line, start = buffer[start:end], end + 1
             if skipping:
                 skipping = False
             elif len(line) > MAX_LINE_BYTES:
                 yield None
             elif line:
                 yield line
+        buffer = buffer[start:]
         if len(buffer) > MAX_LINE_BYTES:
             if not skipping:
                 yield None
@@ -289,7 +331,8 @@ def pull_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outc
 
 
 def resync_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outcome:
-    """The set's snapshot, applied as one resync (``federation.actions.apply.Resync``)."""
+    """The set's snapshot, applied as a resync, chunk by chunk
+    (``federation.actions.apply.Resync``)."""
     path = f"/api/v1/sets/{mirror.remote_slug}/snapshot"
     response = remote.get(path, stream=True)
     if response.status_code != 200:
@@ -368,6 +411,13 @@ def _pull(peer: Peer, report: Report) -> None:
                 "applied": outcome.applied, "new": outcome.new, "tombstoned": outcome.tombstoned,
                 "refused": outcome.refused, "refusals": outcome.reasons, "cursor": mirror.cursor,
             }  # fmt: skip
+        # A mirror the peer no longer serves keeps no stale entries: the listing is complete
+        # (every page was read), so a set missing from it, or refused, is gone for this side.
+        for mirror in MirroredSet.objects.filter(peer=peer).exclude(remote_slug__in=report.sets):
+            why = report.refused_sets.get(mirror.remote_slug, "no longer listed by the peer")
+            tombstoned = do_withdraw_mirror(mirror, why)
+            if tombstoned:
+                report.withdrawn[mirror.remote_slug] = tombstoned
         report.opinions_forwarded = do_forward_opinions(peer, remote.post, failure)
         try:
             report.push_error = do_ensure_push(peer, list(report.sets), own, remote.send)
@@ -411,6 +461,7 @@ def _details(report: Report) -> dict[str, Any]:
         "peer": report.peer,
         "sets": report.sets,
         "refused_sets": report.refused_sets,
+        "withdrawn": report.withdrawn,
         "opinions_forwarded": report.opinions_forwarded,
         "push_error": report.push_error,
     }

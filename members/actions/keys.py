@@ -13,7 +13,7 @@ from django.utils import timezone
 from audit.actions import record
 from exchange import generation
 from exchange.kv import redis_client
-from exchange.problems import Problem
+from exchange.problems import Problem, invalid
 from hashx.keys import (
     KeyFormatError,
     b64url_decode,
@@ -32,9 +32,7 @@ def check_public_key(text: str, field: str = "public_key") -> bytes:
     try:
         return parse_public_key(text)
     except KeyFormatError as exc:
-        raise Problem(
-            "validation", f"{field}: {exc}", errors=[{"field": field, "message": str(exc)}]
-        ) from None
+        raise invalid(field, str(exc)) from None
 
 
 def issue_challenge(org: Organisation) -> str:
@@ -137,11 +135,7 @@ def do_retire_key(key: SigningKey, not_after: datetime, *, request: Any = None) 
     """
     now = timezone.now()
     if not now < not_after <= now + MAX_RETIRE_OVERLAP:
-        raise Problem(
-            "validation",
-            "not_after must lie in the future and within 90 days",
-            errors=[{"field": "not_after", "message": "must be in the future and within 90 days"}],
-        )
+        raise invalid("not_after", "must be in the future and within 90 days")
     with transaction.atomic():
         # Lock the organisation's keys: two retirements at once must not retire both keys.
         keys = list(

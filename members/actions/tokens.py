@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actions import record
-from exchange.problems import Problem
+from exchange.problems import Problem, invalid
 from members.models import FeedToken, Organisation
 
 PREFIX = "hxft_"
@@ -36,11 +36,7 @@ def check_expiry(expires_at: datetime | None, now: datetime) -> datetime:
         return now + DEFAULT_LIFETIME
     if not now < expires_at <= now + MAX_LIFETIME:
         message = "must lie in the future, at most 366 days ahead"
-        raise Problem(
-            "validation",
-            f"expires_at: {message}",
-            errors=[{"field": "expires_at", "message": message}],
-        )
+        raise invalid("expires_at", message)
     return expires_at
 
 

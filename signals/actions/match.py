@@ -1,24 +1,33 @@
 """Matching: which entries the caller may read match each of a batch of signals (DESIGN.md
 "Matching"). Exact types are answered by the database, one set-based query per type; ``pdq``
-by the shared index (signals.matching.index), exact within the radius."""
+by the shared index (signals.matching.index), exact within the radius; ``vpdq`` (videos) as
+python-threatexchange's vPDQ matcher and HMA do, over the same index: each distinct query frame
+(quality 50 or more) is searched among the indexed frames within the PDQ distance; a video
+whose frames it hits matches when the share of the query's frames matched reaches the set's
+``vpdq_query_match_percent`` and the share of its own frames matched (each compared with every
+query frame) reaches ``vpdq_compared_match_percent`` (80 and 0 by default, the reference's).
+An answer gives both percentages."""
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from django.db import connection, transaction
 
 from audit.actions import record
 from exchange import metrics
-from exchange.problems import Problem
+from exchange.problems import Problem, invalid
 from members.models import Organisation
 from signals.access import MAX_SETS, access_readable_sets
 from signals.feed.positions import Position
-from signals.matching.index import shared_index
-from signals.matching.mih import MAX_RADIUS, parse_hex
+from signals.matching.index import View, shared_index
+from signals.matching.mih import MAX_RADIUS, U64, parse_hex
 from signals.models import HashSet
-from signals.types import SIGNAL_TYPES, SignalTypeError
+from signals.types import SIGNAL_TYPES, SignalTypeError, vpdq_frames
+from signals.warninglist import PDQ_MIN_QUALITY
 
 MAX_QUERIES = 10_000
 
@@ -36,6 +45,9 @@ class Match:
     entry_id: int
     set_id: int
     distance: int
+    # vpdq: the share (%) of the query's frames matched, and of the video's own.
+    query_match_percent: float | None = None
+    compared_match_percent: float | None = None
 
 
 def check_queries(org: Organisation, raw: Any) -> tuple[list[Query], dict[int, HashSet]]:
@@ -43,11 +55,7 @@ def check_queries(org: Organisation, raw: Any) -> tuple[list[Query], dict[int, H
     read (by id). Every malformed query is named in one 400; a set the caller may not read is a
     404, as everywhere (existence does not leak)."""
     if not isinstance(raw, list) or not raw:
-        raise Problem(
-            "validation",
-            "signals: expected a non-empty list",
-            errors=[{"field": "signals", "message": "expected a non-empty list"}],
-        )
+        raise invalid("signals", "expected a non-empty list")
     if len(raw) > MAX_QUERIES:
         raise Problem(
             "payload-too-large", f"{len(raw)} signals in one request; send at most {MAX_QUERIES}"
@@ -135,8 +143,11 @@ def find_matches(
         by_type[query.type].append(number)
     position = None
     for kind, numbers in by_type.items():
-        if SIGNAL_TYPES[kind].comparison == "hamming":
+        if kind == "pdq":
             position = _pdq_matches(queries, numbers, readable, found)
+            continue
+        if kind == "vpdq":
+            position = _vpdq_matches(queries, numbers, readable, found)
             continue
         with connection.cursor() as cursor:
             cursor.execute(
@@ -177,6 +188,110 @@ def _pdq_matches(
     return view.position
 
 
+def video_hashes(value: str) -> U64:
+    """The distinct frame hashes of a vPDQ value that are matched on (quality 50 or more), in
+    first-seen order, as parsed hashes; what the index holds of a video, too."""
+    seen: dict[str, None] = {}
+    for frame in vpdq_frames(value):
+        if frame.quality >= PDQ_MIN_QUALITY:
+            seen.setdefault(frame.pdq)
+    return parse_hex(list(seen)) if seen else np.empty((0, 4), np.uint64)
+
+
+def _within(a: U64, b: U64, radius: int) -> Any:
+    """For each hash of ``a``, whether any hash of ``b`` is within ``radius`` bits."""
+    if not len(a) or not len(b):
+        return np.zeros(len(a), np.bool_)
+    distances = np.bitwise_count(a[:, None, :] ^ b[None, :, :]).sum(axis=2)
+    return (distances <= radius).any(axis=1)
+
+
+_SQL_VALUES = """
+SELECT e.id, g.value FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+WHERE e.id = ANY(%(ids)s)
+"""
+
+
+def _vpdq_matches(
+    queries: list[Query],
+    numbers: list[int],
+    readable: dict[int, HashSet],
+    found: list[list[Match]],
+) -> Position:
+    view = shared_index().view()
+    asked = [queries[n] for n in numbers]
+    for number, matches in zip(
+        numbers, video_matches(view, asked, readable, video_frames), strict=True
+    ):
+        found[number].extend(matches)
+    return view.position
+
+
+def video_frames(entry_ids: list[int]) -> dict[int, U64]:
+    """The distinct frame hashes matched on (``video_hashes``) of each of these video entries."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_VALUES, {"ids": entry_ids})
+        return {entry: video_hashes(value) for entry, value in cursor.fetchall()}
+
+
+def video_matches(
+    view: View,
+    queries: list[Query],
+    readable: dict[int, HashSet],
+    frames_of: Callable[[list[int]], dict[int, U64]],
+) -> list[list[Match]]:
+    """The videos each vpdq query matches (the module's header): its distinct frames searched
+    in ``view`` at once, frame hits gathered per video, and for the videos whose share of the
+    query's frames reaches their set's threshold, their own frames (``frames_of``: entry id to
+    its distinct frame hashes) compared with the query's for the other share."""
+    frames = [video_hashes(query.value) for query in queries]
+    # Row r of the search is frame r - starts[k] of query k.
+    starts = np.cumsum([0] + [len(f) for f in frames])
+    owner = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
+    radius = max(query.max_distance for query in queries)
+    # (query k, entry) -> its set, the query frames it matched, the nearest frame distance.
+    hits: dict[tuple[int, int], tuple[int, set[int], int]] = {}
+    if len(owner):
+        for hit in view.search(np.concatenate(frames), radius):
+            set_id = -hit.set_id  # a video's frames are indexed under the negated set id
+            k = int(owner[hit.query])
+            query, hash_set = queries[k], readable.get(set_id)
+            if (
+                hit.set_id >= 0
+                or hash_set is None
+                or not _allowed(query, set_id)
+                or hit.distance > min(query.max_distance, hash_set.pdq_threshold)
+            ):
+                continue
+            _, matched, nearest = hits.setdefault((k, hit.entry_id), (set_id, set(), hit.distance))
+            matched.add(hit.query - int(starts[k]))
+            hits[k, hit.entry_id] = (set_id, matched, min(nearest, hit.distance))
+    # Only the videos whose query share reaches their set's threshold are read and compared.
+    shares = {
+        key: 100.0 * len(matched) / len(frames[key[0]]) for key, (_, matched, _) in hits.items()
+    }
+    wanted = [
+        key
+        for key, share in shares.items()
+        if share >= readable[hits[key][0]].vpdq_query_match_percent
+    ]
+    targets = frames_of(sorted({entry for _, entry in wanted})) if wanted else {}
+    found: list[list[Match]] = [[] for _ in queries]
+    for k, entry in wanted:
+        set_id, _, nearest = hits[k, entry]
+        hash_set = readable[set_id]
+        if entry not in targets:
+            continue
+        target = targets[entry]
+        radius = min(queries[k].max_distance, hash_set.pdq_threshold)
+        compared = 100.0 * int(_within(target, frames[k], radius).sum()) / max(len(target), 1)
+        if compared >= hash_set.vpdq_compared_match_percent:
+            found[k].append(
+                Match(entry, set_id, nearest, round(shares[k, entry], 2), round(compared, 2))
+            )
+    return found
+
+
 def do_match(
     org: Organisation, queries: list[Query], readable: dict[int, HashSet], *, request: Any = None
 ) -> dict[str, Any]:
@@ -192,7 +307,7 @@ def do_match(
     results, hits = [], 0
     for query, matches in zip(queries, found, strict=True):
         shown = [
-            _shape(entries[m.entry_id], readable[m.set_id], m.distance)
+            _shape(entries[m.entry_id], readable[m.set_id], m)
             for m in sorted(matches, key=lambda m: (m.distance, m.entry_id))
             if m.entry_id in entries and entries[m.entry_id][9] == "active"
         ]
@@ -210,13 +325,22 @@ def do_match(
     return {"results": results, "position": position.cursor() if position else None}
 
 
-def _shape(row: tuple[Any, ...], hash_set: HashSet, distance: int) -> dict[str, Any]:
+def _shape(row: tuple[Any, ...], hash_set: HashSet, match: Match) -> dict[str, Any]:
     _, _, value, labels, contributors, positive, negative, investigation, near, _ = row
+    video = (
+        {
+            "query_match_percent": match.query_match_percent,
+            "compared_match_percent": match.compared_match_percent,
+        }
+        if match.query_match_percent is not None
+        else {}
+    )
     return {
         "set": hash_set.slug,
         "entry": row[0],
         "value": value,
-        "distance": distance,
+        "distance": match.distance,
+        **video,
         "labels": labels,
         "contributors": contributors,
         "opinions": {

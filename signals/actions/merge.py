@@ -97,7 +97,7 @@ FROM merge_chunk WHERE new_entry ORDER BY entry_id
 """
 
 _SQL_NEW_PDQ_RANGE = """
-SELECT min(entry_id), max(entry_id) FROM merge_chunk WHERE new_entry AND type = 'pdq'
+SELECT min(entry_id), max(entry_id) FROM merge_chunk WHERE new_entry AND type IN ('pdq', 'vpdq')
 """
 
 # Only entries that change: a new contributor (or one back from a retraction), a revival, new

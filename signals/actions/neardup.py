@@ -8,17 +8,23 @@ merge's path: the merge keeps the id ranges of each chunk's new PDQ entries in
 linked entry gets a new position (its ``near_duplicate_of`` is a change like any other). "Older"
 is by entry id: an entry is linked to entries merged before it, in earlier batches or earlier in
 its own. A batch that brings a set its first PDQ hashes (a bulk load) is not searched.
+
+Videos (``vpdq``) too: a new video is linked to the older video of its set that it matches as
+a query would (``signals.actions.match.video_matches``, the set's thresholds), the one with the
+most of its frames matched (then of the other's, then the nearest frame, then the oldest), so a
+re-encoded copy is linked to its original.
 """
 
 from collections.abc import Callable
 
 from django.db import connection, transaction
 
+from signals.actions.match import Query, video_frames, video_matches
 from signals.feed.locks import advisory_key, held_keys, in_part, lock_set
 from signals.feed.positions import NEW_POSITION
 from signals.matching.index import View, shared_index
 from signals.matching.mih import parse_hex
-from signals.models import Batch
+from signals.models import Batch, HashSet
 
 # Queries per index search: bounds the memory of one search.
 SEARCH_SLICE = 20_000
@@ -26,15 +32,15 @@ SEARCH_SLICE = 20_000
 # A chunk's new entries: the set's part is locked while a chunk merges, so the set's entries of
 # that part with ids in the chunk's range are the chunk's.
 _SQL_RANGE = """
-SELECT e.id, g.value
+SELECT e.id, g.value, g.type
 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE e.id BETWEEN %s AND %s AND e.hash_set_id = %s AND g.type = 'pdq' AND {part}
+WHERE e.id BETWEEN %s AND %s AND e.hash_set_id = %s AND g.type IN ('pdq', 'vpdq') AND {part}
 ORDER BY e.id
 """
 
 _SQL_HAD_PDQ = """
 SELECT 1 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE e.hash_set_id = %s AND e.id < %s AND g.type = 'pdq'
+WHERE e.hash_set_id = %s AND e.id < %s AND g.type IN ('pdq', 'vpdq')
 LIMIT 1
 """
 
@@ -66,6 +72,27 @@ def nearest_older(
                 continue
             if entry_id not in best or (hit.distance, hit.entry_id) < best[entry_id][::-1]:
                 best[entry_id] = (hit.entry_id, hit.distance)
+    return best
+
+
+def nearest_older_videos(
+    view: View, hash_set: HashSet, threshold: int, new: list[tuple[int, str]]
+) -> dict[int, tuple[int, int]]:
+    """For each (entry id, vPDQ value) that matches an older video of ``hash_set`` in
+    ``view``: (that entry id, its nearest frame distance), the best match first by the share
+    of the new video's frames matched, then of the older one's, then distance, then age."""
+    best: dict[int, tuple[int, int]] = {}
+    for start in range(0, len(new), SEARCH_SLICE // 100):
+        part = new[start : start + SEARCH_SLICE // 100]
+        queries = [Query("vpdq", value, frozenset({hash_set.pk}), threshold) for _, value in part]
+        found = video_matches(view, queries, {hash_set.pk: hash_set}, video_frames)
+        for (entry_id, _), matches in zip(part, found, strict=True):
+            older = [m for m in matches if m.entry_id < entry_id]
+            if older:
+                m = min(older, key=lambda m: (-(m.query_match_percent or 0),
+                                              -(m.compared_match_percent or 0),
+                                              m.distance, m.entry_id))  # fmt: skip
+                best[entry_id] = (m.entry_id, m.distance)
     return best
 
 
@@ -136,7 +163,11 @@ def _link_batch(batch_id: str, view_of: Callable[[], View]) -> Batch | None:
                     view = view_of()
                     if view.position.xid <= newest:
                         return batch  # some of the batch's entries are not in the view: later
-                nearest = nearest_older(view, batch.hash_set_id, threshold, new)
+                images = [(i, value) for i, value, kind in new if kind == "pdq"]
+                videos = [(i, value) for i, value, kind in new if kind == "vpdq"]
+                nearest = nearest_older(view, batch.hash_set_id, threshold, images)
+                if videos:
+                    nearest |= nearest_older_videos(view, batch.hash_set, threshold, videos)
         with transaction.atomic():
             locked = Batch.objects.select_for_update(of=("self",)).filter(pk=batch_id).first()
             if locked is None or todo not in locked.link_ranges:

@@ -18,14 +18,15 @@ from signals.types import storable
 
 MAX_TAGS = 20
 
-_SQL_OPINIONS = """
+_SQL_OPINIONS = f"""
 INSERT INTO signals_opinion (entry_id, organisation_id, category, tags, created_at, updated_at)
 SELECT u.entry_id, %(org)s, u.category, ARRAY(SELECT json_array_elements_text(u.tags::json)),
        now(), now()
 FROM unnest(%(ids)s::bigint[], %(cats)s::text[], %(tags)s::text[]) AS u(entry_id, category, tags)
 ON CONFLICT (entry_id, organisation_id)
-DO UPDATE SET category = EXCLUDED.category, tags = EXCLUDED.tags, updated_at = now()
-"""
+DO UPDATE SET category = EXCLUDED.category, tags = EXCLUDED.tags, updated_at = now(),
+    {NEW_POSITION}
+"""  # noqa: S608 - only constants are interpolated
 
 _SQL_OPINION_COUNTS = f"""
 UPDATE signals_setentry e SET

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.actions import record
 from exchange import outbound
-from exchange.problems import Problem
+from exchange.problems import invalid
 from members.models import Organisation
 from signals.feed.positions import Position, visible_horizon
 from signals.feed.reads import check_cursor, held_cursor
@@ -24,11 +24,7 @@ def check_subscription_url(url: str) -> None:
     try:
         outbound.check_destination(url)
     except outbound.Refused as exc:
-        raise Problem(
-            "validation",
-            f"url: {exc}",
-            errors=[{"field": "url", "message": str(exc)}],
-        ) from None
+        raise invalid("url", str(exc)) from None
 
 
 def _start_position(cursor: str | None) -> Position:

@@ -40,13 +40,21 @@ class SetSerializer(serializers.Serializer):
         choices=HashSet.Distribution.choices, default=HashSet.Distribution.GRANTED
     )
     pdq_threshold = serializers.IntegerField(min_value=0, max_value=31, default=31)
+    vpdq_query_match_percent = serializers.IntegerField(
+        min_value=0, max_value=100, default=80,
+        help_text="vpdq: share (%) of a query video's frames that must match",
+    )  # fmt: skip
+    vpdq_compared_match_percent = serializers.IntegerField(
+        min_value=0, max_value=100, default=0,
+        help_text="vpdq: share (%) of the matched video's own frames that must match",
+    )  # fmt: skip
     federation_hops = serializers.IntegerField(
         min_value=1, max_value=3, default=1,
         help_text="federated sets: how many exchanges an entry may pass through",
     )  # fmt: skip
     origin = serializers.SerializerMethodField(
         help_text="a mirror of a peer exchange's set: that exchange, its slug there, its URL,"
-        " and the exchanges its content passed through (origin first)"
+        " the exchanges its content passed through (origin first), and its slug at the origin"
     )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
@@ -59,6 +67,7 @@ class SetSerializer(serializers.Serializer):
             "set": hash_set.origin_set,
             "url": hash_set.origin_url,
             "path": hash_set.origin_path,
+            "root_set": hash_set.origin_root_set or hash_set.origin_set,
         }
 
 
@@ -296,7 +305,8 @@ class MatchAnswerSerializer(serializers.Serializer):
     results = serializers.ListField(
         child=serializers.JSONField(),
         help_text="one per query, in order: type, value and matches (set, entry, value, "
-        "distance, labels, contributors, opinions, disputed, near_duplicate_of)",
+        "distance, labels, contributors, opinions, disputed, near_duplicate_of; for vpdq also "
+        "query_match_percent and compared_match_percent)",
     )
     position = serializers.CharField(
         allow_null=True, help_text="feed cursor the PDQ index answered as of (null: no PDQ)"

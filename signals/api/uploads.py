@@ -17,7 +17,7 @@ import orjson
 from django.http import HttpRequest
 
 from exchange.bodies import MAX_DEPTH, TooDeep, check_nesting
-from exchange.problems import Problem
+from exchange.problems import Problem, invalid
 from members.auth import check_digest
 from members.principal import MemberPrincipal
 from signals.actions.publish import Source, Unparsable
@@ -85,11 +85,7 @@ def idempotency_key_of(request: Any) -> str:
     key: str = request.headers.get("Idempotency-Key", "")
     if key and not _IDEMPOTENCY_KEY.fullmatch(key):
         message = "1 to 200 printable ASCII characters"
-        raise Problem(
-            "validation",
-            f"Idempotency-Key: {message}",
-            errors=[{"field": "Idempotency-Key", "message": message}],
-        )
+        raise invalid("Idempotency-Key", message)
     return key
 
 

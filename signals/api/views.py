@@ -553,8 +553,10 @@ class MatchView(APIView):
     )
     def post(self, request: Request) -> Response:
         """Which entries of the sets you may read match each signal: exact types exactly, pdq
-        within Hamming distance (default 31; never more than a set allows). ``position`` is the
-        change-feed cursor the PDQ index answered as of."""
+        within Hamming distance (default 31; never more than a set allows), vpdq videos frame by
+        frame within that distance and by the shares of frames matched (each set's thresholds;
+        the answer gives both). ``position`` is the change-feed cursor the PDQ index answered
+        as of."""
         org = organisation_of(request)
         serializer = MatchRequestSerializer(data=body_of(request))
         serializer.is_valid(raise_exception=True)

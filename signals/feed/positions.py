@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import connection
 
-from exchange.problems import Problem
+from exchange.problems import invalid
 
 # base64url of "<xid>.<seq>", each at most 20 digits: 55 characters.
 MAX_CURSOR = 64
@@ -51,11 +51,7 @@ class Position:
             or position.cursor() != cursor.rstrip("=")
             or not (0 <= position.xid < 2**64 and 0 <= position.seq < 2**63)
         ):
-            raise Problem(
-                "validation",
-                "cursor: not a cursor this exchange issued",
-                errors=[{"field": "cursor", "message": "not a cursor this exchange issued"}],
-            )
+            raise invalid("cursor", "not a cursor this exchange issued")
         return position
 
 

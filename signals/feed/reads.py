@@ -31,13 +31,15 @@ from signals.feed.positions import (
     visible_horizon,
 )
 from signals.models import FeedHorizon
+from signals.warninglist import PDQ_MIN_QUALITY
 
 # One change as the feed, snapshots and webhooks serve it, rendered by Postgres: a full sync
 # serves millions, and building them in Python would cost more than reading them. Contributor
-# names appear only where the set names its contributors.
-_RECORD = """concat(
+# names appear only where the set names its contributors. ``{state}``: the entry's state as
+# this reader is told it (``_STATE_FOR_READER``).
+_RECORD_AS = """concat(
     '{"entry":', e.id, ',"set":', to_json(h.slug), ',"type":', to_json(g.type),
-    ',"value":', to_json(g.value), ',"state":"', e.state, '","labels":', to_json(e.labels),
+    ',"value":', to_json(g.value), ',"state":"', {state}, '","labels":', to_json(e.labels),
     ',"contributors":', e.contributor_count,
     ',"opinions":{"positive":', e.positive_count, ',"negative":', e.negative_count,
     ',"investigation_seed":', e.investigation_count,
@@ -53,6 +55,13 @@ _RECORD = """concat(
         'exchange', e.path[1], 'set', e.origin_set, 'entry', e.origin_entry,
         'first_seen', e.origin_first_seen)::text END,
     '}')"""
+# A mirrored entry that a peer exchange serves here (``via`` names it) is served back to that
+# peer as a tombstone, never as active ("poisoned reverse"): two exchanges can then never hold
+# a value up for each other once its origin has retracted it. Only with the ``%(peer)s``
+# parameter (every read that applies ``sql_for_reader``).
+_STATE_FOR_READER = "CASE WHEN %(peer)s::varchar = ANY(e.via) THEN 'tombstone' ELSE e.state END"
+_RECORD = _RECORD_AS.replace("{state}", "e.state")
+_RECORD_FOR_READER = _RECORD_AS.replace("{state}", _STATE_FOR_READER)
 
 
 def sql_for_reader(row: str = "e") -> str:
@@ -68,6 +77,9 @@ def sql_for_reader(row: str = "e") -> str:
 
 
 _RENDERED_COLUMNS = f"e.hash_set_id, e.position_xid::text, e.position_seq, {_RECORD}"
+_RENDERED_COLUMNS_FOR_READER = (
+    f"e.hash_set_id, e.position_xid::text, e.position_seq, {_RECORD_FOR_READER}"
+)
 
 
 class Rendered(NamedTuple):
@@ -100,7 +112,7 @@ ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
 """  # noqa: S608 - only constants are interpolated
 
 
-_SQL_RENDERED = _sql_after(_RENDERED_COLUMNS)
+_SQL_RENDERED = _sql_after(_RENDERED_COLUMNS_FOR_READER)
 
 
 def rendered_after(
@@ -128,7 +140,7 @@ def _fetch_after(
 
 # As _SQL_RENDERED, of the changes made after a time only (TAXII's added_after): the index
 # walk in position order is the same, the older rows are passed over in it.
-_SQL_RENDERED_SINCE = _sql_after(_RENDERED_COLUMNS, "x.updated_at > %(since)s")
+_SQL_RENDERED_SINCE = _sql_after(_RENDERED_COLUMNS_FOR_READER, "x.updated_at > %(since)s")
 
 
 def rendered_since(
@@ -180,7 +192,7 @@ def entry_ids_of(set_id: int) -> Iterator[int]:
 # the planner can walk in (set, position) order.
 _SQL_STREAM = f"""
 COPY (
-    SELECT e.hash_set_id, e.position_xid, e.position_seq, {_RECORD}
+    SELECT e.hash_set_id, e.position_xid, e.position_seq, {_RECORD_FOR_READER}
     FROM signals_setentry e
     JOIN signals_signal g ON g.id = e.signal_id
     JOIN signals_hashset h ON h.id = e.hash_set_id
@@ -369,6 +381,7 @@ COPY (
     FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
     JOIN signals_hashset h ON h.id = e.hash_set_id
     WHERE e.hash_set_id = %(set)s AND e.state = 'active' AND {sql_for_reader()}
+      AND NOT (%(peer)s::varchar = ANY(e.via))
     ORDER BY e.id
 ) TO STDOUT
 """  # noqa: S608 - only constants are interpolated
@@ -404,10 +417,25 @@ def check_cursor(after: Position) -> None:
 # a burst of ingest: 4.2 s of a 200,000-entry burst's 4.7 s). The redundant ``position_xid >=``
 # is a range the planner can estimate: without it, the row comparison's default selectivity
 # made it scan the whole table (0.29 s at 2.4M entries for 10 changes).
+# The PDQ hashes of a PDQ or vPDQ signal ``g`` of entry ``e``, as (set id, hash) rows: a PDQ
+# entry's one hash under its set; a video's frames (each distinct hash of quality >= 50 once)
+# under its set's id negated, so that image and video queries tell them apart in one index.
+SQL_INDEXED_HASHES = f"""
+CROSS JOIN LATERAL (
+    SELECT e.hash_set_id AS set_id, g.value AS hash WHERE g.type = 'pdq'
+    UNION ALL
+    SELECT DISTINCT -e.hash_set_id, split_part(frame, ',', 1)
+    FROM json_array_elements_text(
+        CASE WHEN g.type = 'vpdq' THEN g.value ELSE '[]' END::json) AS frame
+    WHERE split_part(frame, ',', 2)::int >= {PDQ_MIN_QUALITY}
+) f"""  # noqa: S608 - only constants are interpolated
+
 _SQL_PDQ_CHANGES_TO_HORIZON = f"""
-SELECT e.id, e.hash_set_id, g.value, e.state
+SELECT e.id, f.set_id, f.hash, e.state
 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE {sql_after_cursor()} AND e.position_xid >= %(xid)s::text::xid8 AND g.type = 'pdq'
+{SQL_INDEXED_HASHES}
+WHERE {sql_after_cursor()} AND e.position_xid >= %(xid)s::text::xid8
+  AND g.type IN ('pdq', 'vpdq')
 """  # noqa: S608 - only constants are interpolated
 
 
@@ -415,6 +443,8 @@ def pdq_changes_to_horizon(
     after: Position, page: int, apply: Callable[[list[tuple[int, int, str, str]]], None]
 ) -> Position:
     """Every PDQ entry of every set changed after ``after`` (entry id, set id, value, state),
+    and every vPDQ entry's frames (one row per frame: entry id, minus its set id, frame hash,
+    state; ``SQL_INDEXED_HASHES``),
     handed to ``apply`` ``page`` rows at a time from one statement (a server-side cursor), in
     no particular order; returns the position to continue from: the visible horizon read
     first (a change that statement could not see is positioned at or above it). ``apply`` may

@@ -25,6 +25,12 @@ that follows the change feed (DESIGN.md "Matching").
   an entry is one row at its latest state); a delta of up to ``DELTA_SCAN`` entries is
   scanned by a numba kernel (``mih.scan``), a bigger one gets a multi-index of its own.
 
+**Videos** (``vpdq``) share the index: each distinct frame hash of quality 50 or more is a row
+under its video's entry id and its set's id *negated* (``reads.SQL_INDEXED_HASHES``), so one
+entry may have many rows (retracting it kills them all) and a PDQ image query, which only reads
+the sets it may read by their ids, never meets a video frame. ``signals.actions.match`` turns
+frame hits into video matches.
+
 Memory budget, per hash: 32 bytes (hash) + 48 (12 chunk tables of int32 row numbers) + 8 (entry
 id) + 4 (set id) = 92 bytes, plus bucket directories that grow with the hashes (mih.py: 80 MiB
 at 1M, 128 MiB from a few million on): about 172 MiB at 1M hashes, 1.05 GB at 10M, shared by
@@ -52,7 +58,7 @@ from django.db import connection, transaction
 
 from exchange.enqueue import enqueue
 from signals.feed.positions import Position, visible_horizon
-from signals.feed.reads import pdq_changes_to_horizon, purge_horizon
+from signals.feed.reads import SQL_INDEXED_HASHES, pdq_changes_to_horizon, purge_horizon
 from signals.matching.mih import LAYOUT, MAX_RADIUS, MIH, U64, parse_hex, scan
 
 I64 = npt.NDArray[np.int64]
@@ -78,7 +84,8 @@ BURST_WAIT_SECONDS = 30.0
 @dataclass(frozen=True)
 class Generation:
     """The active PDQ entries as of ``position``: row ``i`` is entry ``entries[i]`` (ascending)
-    of set ``sets[i]`` with hash ``mih.hashes[i]``."""
+    of set ``sets[i]`` with hash ``mih.hashes[i]`` (a video's frames: several rows of one entry,
+    under its set's id negated)."""
 
     name: str
     position: Position
@@ -420,12 +427,13 @@ def _no_delta() -> tuple[I64, I32, U64]:
     return np.empty(0, np.int64), np.empty(0, np.int32), np.empty((0, 4), np.uint64)
 
 
-_SQL_ACTIVE_PDQ = """
-SELECT e.id, e.hash_set_id, g.value
+_SQL_ACTIVE_PDQ = f"""
+SELECT e.id, f.set_id, f.hash
 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE g.type = 'pdq' AND e.state = 'active'
+{SQL_INDEXED_HASHES}
+WHERE g.type IN ('pdq', 'vpdq') AND e.state = 'active'
 ORDER BY e.id
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 
 def build_from_database(

@@ -207,6 +207,17 @@ def _popcount(x: np.uint64) -> np.int64:
 
 
 @numba.njit(inline="always")
+def _distance(hashes, row, q0, q1, q2, q3):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Hamming distance between the hash in ``row`` and the query's four words."""
+    return (
+        _popcount(hashes[row, 0] ^ q0)
+        + _popcount(hashes[row, 1] ^ q1)
+        + _popcount(hashes[row, 2] ^ q2)
+        + _popcount(hashes[row, 3] ^ q3)
+    )
+
+
+@numba.njit(inline="always")
 def _chunk(words, start, width):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     """Bits [start, start + width) of a 256-bit hash (bit i: word i // 64, bit i % 64)."""
     word, shift = start // 64, start % 64
@@ -285,12 +296,7 @@ def _search(hashes, rows, offsets, low, layout, queries, radius, radii):  # type
                         if apart:
                             continue
                     row = rows[k, j]
-                    d = (
-                        _popcount(hashes[row, 0] ^ q0)
-                        + _popcount(hashes[row, 1] ^ q1)
-                        + _popcount(hashes[row, 2] ^ q2)
-                        + _popcount(hashes[row, 3] ^ q3)
-                    )
+                    d = _distance(hashes, row, q0, q1, q2, q3)
                     if d <= radius:
                         if found == cap:
                             cap *= 2
@@ -338,12 +344,7 @@ def _scan(hashes, queries, radius):  # type: ignore[no-untyped-def]  # pragma: n
     for qi in range(queries.shape[0]):
         q0, q1, q2, q3 = queries[qi, 0], queries[qi, 1], queries[qi, 2], queries[qi, 3]
         for row in range(hashes.shape[0]):
-            d = (
-                _popcount(hashes[row, 0] ^ q0)
-                + _popcount(hashes[row, 1] ^ q1)
-                + _popcount(hashes[row, 2] ^ q2)
-                + _popcount(hashes[row, 3] ^ q3)
-            )
+            d = _distance(hashes, row, q0, q1, q2, q3)
             if d <= radius:
                 if found == cap:
                     cap *= 2

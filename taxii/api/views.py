@@ -14,7 +14,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from exchange.problems import Problem
+from exchange.problems import Problem, invalid
 from members.principal import organisation_of, scope_of
 from members.tokens import FEED_AUTHENTICATION
 from signals.feed.positions import START
@@ -141,11 +141,7 @@ def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or int(raw) < 1:
-        raise Problem(
-            "validation",
-            "limit: a whole number from 1",
-            errors=[{"field": "limit", "message": "a whole number from 1"}],
-        )
+        raise invalid("limit", "a whole number from 1")
     return min(int(raw), MAX_LIMIT)
 
 
@@ -158,11 +154,7 @@ def _added_after(raw: str | None) -> datetime | None:
         moment = None
     if moment is None or moment.tzinfo is None:
         message = "a timestamp with a zone, e.g. 2026-01-01T00:00:00.000Z"
-        raise Problem(
-            "validation",
-            f"added_after: {message}",
-            errors=[{"field": "added_after", "message": message}],
-        )
+        raise invalid("added_after", message)
     return moment
 
 

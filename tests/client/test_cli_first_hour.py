@@ -88,6 +88,10 @@ def test_sets_update_changes_only_what_is_given_and_revoke_takes_a_grant_back(
     assert (acme_set.tlp, acme_set.description, acme_set.name) == ("green", "checked", "Acme CSAM")
     nothing = cli("sets", "update", "acme-csam", check=False)
     assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+    text = cli("sets", "update", "acme-csam", "--distribution", "federated", "--hops", "2").stdout
+    assert "federation_hops:" in text
+    acme_set.refresh_from_db()
+    assert (acme_set.distribution, acme_set.federation_hops) == ("federated", 2)
 
     do_grant(acme_set, subscriber.org, can_read=True, can_publish=True)
     text = cli("sets", "revoke", "acme-csam", subscriber.org.slug).stdout

@@ -15,6 +15,7 @@ import time_machine
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.utils import timezone
 from threatexchange.exchanges.fetch_state import SignalOpinion, SignalOpinionCategory
+from threatexchange.extensions.vpdq.vpdq import VPDQSignal
 from threatexchange.signal_type.md5 import VideoMD5Signal
 from threatexchange.signal_type.pdq.signal import PdqSignal
 from threatexchange.utils import dataclass_json
@@ -442,3 +443,20 @@ def test_sha1_domain_and_url_signals_reach_the_cli(exchange, owner, tx, tmp_path
     owner.retract("acme-csam", [{"type": s["type"], "value": s["value"]} for s in signals])
     tx("fetch")
     assert stored_state(tx).updates == {}
+
+
+def test_a_vpdq_signal_reaches_the_cli_through_its_vpdq_extension(exchange, owner, tx):
+    # python-threatexchange's vpdq extension imports Meta's vpdq package (the client's [video]
+    # extra, a dev dependency built against ffmpeg's development libraries).
+
+    [video] = VPDQSignal.get_examples()
+    batch = owner.publish("acme-csam", [{"type": "vpdq", "value": video, "labels": ["csam"]}])
+    assert owner.wait_for_batch(batch["batch"], poll=0.2)["state"] == "done"
+    tx("config", "extensions", "add", "threatexchange.extensions.vpdq.manifest")
+    set_up_collab(tx, exchange)
+    tx("fetch")
+    # The value fetched is the one published (the extension's own serialisation, unchanged),
+    # handed to its vpdq signal type, whose index matches the video.
+    [fetched] = stored_state(tx).updates.values()
+    assert (fetched.type, fetched.value) == ("vpdq", video)
+    assert "(acme)" in tx("match", "-S", "vpdq", "-H", "video", "--", video).stdout

@@ -11,12 +11,9 @@ free port, so ``http://127.0.0.1:8000`` becomes its address.
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -88,9 +85,9 @@ def member_folder(tmp_path):
 
 
 @pytest.mark.worker
-def test_the_readme_getting_started_commands_work_as_written(tmp_path):
+def test_the_readme_getting_started_commands_work_as_written(tmp_path, exchange_var):
     blocks = [b for b in getting_started_blocks(README.read_text()) if b.skipped is None]
-    var = exchange_var_dir()
+    var = exchange_var
     launcher = Launcher(var, free_port())
     try:
         launcher.wait_for(launcher.ready, "/readyz 200", timeout=240)
@@ -130,13 +127,3 @@ def test_the_readme_getting_started_commands_work_as_written(tmp_path):
                 launcher.process.wait(60)
             except subprocess.TimeoutExpired:
                 launcher.process.kill()
-        shutil.rmtree(var, ignore_errors=True)
-
-
-def exchange_var_dir() -> Path:
-    """The exchange's var directory, outside pytest's temporary tree: as root, the embedded
-    PostgreSQL runs as the ``pgserver`` user, and a pytest session starting beside this one
-    resets that tree's base to mode 0700, locking the server out of its own data."""
-    base = REPO_ROOT / "var"
-    base.mkdir(exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="readme-", dir=base))

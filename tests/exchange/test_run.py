@@ -73,8 +73,8 @@ def processes_using(path):
 
 
 @pytest.mark.worker
-def test_make_run_serves_recovers_and_stops_cleanly(tmp_path):
-    launcher = Launcher(tmp_path, free_port())
+def test_make_run_serves_recovers_and_stops_cleanly(exchange_var):
+    launcher = Launcher(exchange_var, free_port())
     try:
         launcher.wait_for(launcher.ready, "/readyz 200")
 
@@ -88,7 +88,7 @@ def test_make_run_serves_recovers_and_stops_cleanly(tmp_path):
         script = re.search(r'src="(/static/drf_spectacular_sidecar/[^"]+\.js)"', docs.text).group(1)
         assert launcher.get(script).status_code == 200
 
-        credentials = tmp_path / "admin-credentials"
+        credentials = exchange_var / "admin-credentials"
         assert credentials.stat().st_mode & 0o777 == 0o600
         password = credentials.read_text().split("password=")[1].strip()
         assert password in launcher.output and str(credentials) in launcher.output
@@ -115,7 +115,7 @@ def test_make_run_serves_recovers_and_stops_cleanly(tmp_path):
 
     # Embedded Postgres and Redis were stopped too: nothing runs from the var directory.
     def none_left():
-        assert processes_using(tmp_path) == []
+        assert processes_using(exchange_var) == []
         return True
 
     eventually(none_left, timeout=10, interval=0.2, what="no process running from var")

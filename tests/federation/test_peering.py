@@ -2,14 +2,19 @@
 pulls that fail and back off, and what staff see and do in admin."""
 
 import json
+import re
+from datetime import timedelta
 
 import pytest
+import time_machine
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
 from audit.models import AuditEvent
 from exchange.actions.identity import get_identity
+from exchange.metrics import exposition
 from federation.actions.apply import do_apply_page
 from federation.actions.peering import check_fingerprint, own_fingerprint
 from federation.actions.pull import do_pull_peer
@@ -214,3 +219,81 @@ def test_a_peer_answering_503_backs_off_and_stays_active(peer, peer_link, hostil
     assert report.error.startswith("GET /api/v1/sets answered 503")
     assert (peer_link.state, peer_link.failures) == ("active", 1)
     assert peer_link.next_attempt_at > timezone.now()
+
+
+# The push-assist subscription the first pull asks the peer for.
+PUSH = Answer(status=201, body=b'{"id": "push-1"}')
+
+
+def test_a_set_the_peer_stops_serving_has_its_mirror_tombstoned_and_read_afresh_if_it_returns(
+    peer, peer_link, hostile_peer
+):
+    values = md5s(2)
+    feed = "\n".join([*(json.dumps(change(v, path=[OTHER])) for v in values),
+                      json.dumps({"cursor": "c1", "end": True})]).encode() + b"\n"  # fmt: skip
+    unlisted = json.dumps({"next": None, "results": []}).encode()
+    hostile_peer.script = [Answer(body=_identity(peer)), Answer(body=SETS), Answer(body=feed),
+                           PUSH, Answer(body=_identity(peer)), Answer(body=unlisted),
+                           Answer(body=_identity(peer)), Answer(body=unlisted)]  # fmt: skip
+    do_pull_peer(peer_link.pk, force=True)
+
+    report = do_pull_peer(peer_link.pk, force=True)
+    again = do_pull_peer(peer_link.pk, force=True)
+
+    assert report.error == "", report.error
+    assert report.withdrawn == {"their-set": 2} and again.withdrawn == {}
+    assert set(SetEntry.objects.values_list("state", flat=True)) == {"tombstone"}
+    assert MirroredSet.objects.get().cursor == ""  # listed again, it is read from its start
+    withdrawn = AuditEvent.objects.filter(action="federation.mirror.withdrawn")
+    assert [e.details["reason"] for e in withdrawn] == ["no longer listed by the peer"]
+
+
+def test_a_set_the_peer_serves_under_a_marking_that_may_not_leave_is_withdrawn(
+    peer, peer_link, hostile_peer
+):
+    feed = "\n".join([json.dumps(change(md5s(1)[0], path=[OTHER])),
+                      json.dumps({"cursor": "c1", "end": True})]).encode() + b"\n"  # fmt: skip
+    amber = SETS.replace(b'"tlp": "green"', b'"tlp": "amber"')
+    hostile_peer.script = [Answer(body=_identity(peer)), Answer(body=SETS), Answer(body=feed),
+                           PUSH, Answer(body=_identity(peer)), Answer(body=amber)]  # fmt: skip
+    do_pull_peer(peer_link.pk, force=True)
+
+    report = do_pull_peer(peer_link.pk, force=True)
+
+    assert report.withdrawn == {"their-set": 1}
+    assert not SetEntry.objects.filter(state="active").exists()
+
+
+def test_peers_lag_and_last_error_are_scraped_and_shown_on_the_dashboard(
+    staff, peer, peer_link, hostile_peer
+):
+    feed = "\n".join([json.dumps(change(md5s(1)[0], path=[OTHER])),
+                      json.dumps({"cursor": "c1", "end": True})]).encode() + b"\n"  # fmt: skip
+    hostile_peer.script = [Answer(body=_identity(peer)), Answer(body=SETS), Answer(body=feed),
+                           PUSH, Answer(body=_identity(peer)),
+                           Answer(status=503, body=b"busy")]  # fmt: skip
+    do_pull_peer(peer_link.pk, force=True)
+    peer_link.refresh_from_db()
+    pulled_at = peer_link.last_success_at
+
+    with time_machine.travel(pulled_at + timedelta(seconds=90), tick=False):
+        failed = do_pull_peer(peer_link.pk, force=True)
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(exposition().decode())
+            for s in family.samples
+        }
+        page = staff.get("/admin/ops/").content.decode()
+
+    assert failed.error.startswith("GET /api/v1/sets answered 503")
+    lag = ("hashx_federation_peer_lag_seconds", (("peer", "eu"), ("state", "active")))
+    assert samples[lag] == 90
+    assert samples[("hashx_federation_peer_failures", (("peer", "eu"),))] == 1
+    applied = ("hashx_federation_mirror_changes_applied", (("peer", "eu"), ("set", "their-set")))
+    assert samples[applied] == 1
+    (row,) = re.findall(r'<tr class="peer">(.*?)</tr>', page)
+    cells = re.findall(r"<td>(.*?)</td>", row)
+    assert cells[:3] == ["eu", "active", "90"] and cells[4:6] == ["1", "1"]
+    assert cells[6].startswith("GET /api/v1/sets answered 503")
+    assert "their-set &rarr; eu--their-set" in page and "position c1" in page
+    assert re.search(r'<rect class="segment" data-series="lag" data-value="90"', page)

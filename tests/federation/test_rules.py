@@ -7,7 +7,7 @@ import pytest
 
 from federation.actions.apply import Refusal, Resync, check_change, do_apply_page
 from federation.actions.pull import ensure_mirror
-from federation.models import Peer
+from federation.models import Peer, ResyncSeen
 from signals.models import HashSet, SetEntry
 from tests.conftest import make_member
 from tests.federation.conftest import OTHER, THIRD, change, md5s, publish
@@ -70,6 +70,7 @@ def test_a_mirror_is_read_only_and_lists_its_origin(subscriber, peer, mirror):
         "set": "their-set",
         "url": "http://127.0.0.1:9",
         "path": [OTHER],
+        "root_set": "their-set",
     }
     item = {"signals": [{"type": "md5", "value": md5s(1)[0]}]}
     for action in ("signals", "retractions"):
@@ -199,6 +200,34 @@ def test_a_resync_ends_with_exactly_the_origin_active_entries(mirror, own_id):
     assert outcome.tombstoned == 1
     mirror.refresh_from_db()
     assert (mirror.cursor, mirror.resyncs) == ("snap", 1)
+
+
+def test_a_resync_cut_short_loses_nothing_and_the_next_one_ends_exact(mirror, own_id):
+    stays, stale, new = md5s(3)
+    do_apply_page(mirror, [change(stays, path=[OTHER]), change(stale, path=[OTHER])], "c1",
+                  peer_exchange=OTHER, own_exchange=own_id)  # fmt: skip
+    snapshot = [change(stays, path=[OTHER]), change(new, path=[OTHER])]
+
+    with pytest.raises(ConnectionError), Resync(mirror, peer_exchange=OTHER,
+                                                own_exchange=own_id) as resync:  # fmt: skip
+        resync.add(snapshot[:1])
+        resync.add(snapshot[1:])
+        raise ConnectionError("the peer went away before the snapshot's end")
+
+    # Each chunk was applied; nothing was tombstoned, the cursor did not move.
+    states = dict(SetEntry.objects.values_list("signal__value", "state"))
+    assert states == {stays: "active", stale: "active", new: "active"}
+    mirror.refresh_from_db()
+    assert (mirror.cursor, mirror.resyncs) == ("c1", 0)
+
+    with Resync(mirror, peer_exchange=OTHER, own_exchange=own_id) as resync:
+        resync.add(snapshot[1:])  # a new snapshot: the first attempt's marks count for nothing
+        resync.add(snapshot[:1])
+        outcome = resync.finish("snap")
+
+    states = dict(SetEntry.objects.values_list("signal__value", "state"))
+    assert states == {stays: "active", stale: "tombstone", new: "active"}
+    assert outcome.tombstoned == 1 and not ResyncSeen.objects.exists()
 
 
 def test_labels_and_names_holding_quotes_commas_and_backslashes_arrive_as_sent(mirror, own_id):

@@ -82,6 +82,7 @@ def test_a_publish_at_a_is_visible_to_b_members_after_one_pull(ring: Ring) -> No
         "set": "shared",
         "url": ring.a.base,
         "path": [ring.ids["a"]],
+        "root_set": "shared",
     }
     changes = ring.globex.changes(sets=["a--shared"])["changes"]
     assert sorted(c["value"] for c in changes) == sorted(SHARED)
@@ -312,6 +313,39 @@ def test_a_push_not_signed_by_the_peer_pinned_key_is_refused(ring: Ring) -> None
     assert (refused.status_code, refused.json()["type"].rsplit("/", 1)[1]) == (
         401, "signature-invalid")  # fmt: skip
     assert unknown.status_code == 404
+
+
+def test_a_set_reached_from_its_origin_and_through_b_is_one_mirror_at_c(ring: Ring) -> None:
+    values = md5s(2)
+    ring.publish("shared", values)
+    # B's worker also pulls A on its webhooks (push-assist): a pull of ours may step aside.
+    eventually(lambda: ring.b.pull("a") and ring.b.active_entries(values) == dict.fromkeys(
+        values, 1), timeout=60, interval=1, what="the values at B")  # fmt: skip
+    ring.c.pull("b")
+
+    ring.c.pull("a")  # C now reads A's set from its origin too: a second path
+
+    assert ring.c.active_entries(values) == dict.fromkeys(values, 1)
+    ((paths, mirrors),) = ring.c.sql(
+        "SELECT count(*), count(DISTINCT hash_set_id) FROM federation_mirroredset"
+        " WHERE remote_slug IN ('shared', 'a--shared')"
+    )
+    assert (paths, mirrors) == (2, 1)
+    ((via,),) = ring.c.sql(
+        "SELECT e.via FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id"
+        " WHERE g.value = %s",
+        [values[0]],
+    )
+    assert sorted(via) == sorted([ring.ids["a"], ring.ids["b"]])
+
+    ring.acme.retract("shared", signals(values[:1]))
+    ring.c.pull("a")
+    # The origin's tombstone came one way; through B (not pulled since) it is still served.
+    assert ring.c.active_entries(values) == dict.fromkeys(values, 1)
+    eventually(lambda: ring.b.pull("a") and ring.b.active_entries(values) == {values[1]: 1},
+               timeout=60, interval=1, what="the retraction at B")  # fmt: skip
+    ring.c.pull("b")
+    assert ring.c.active_entries(values) == {values[1]: 1}
 
 
 def _pinned(exchange: Exchange, peer: str) -> tuple[str, str, str]:

@@ -165,7 +165,7 @@ def test_staff_onboard_a_member_and_watch_it_on_the_dashboard(browser, exchange_
     # The dashboard draws it.
     browser.get(f"{base}/admin/ops/")
     charts = browser.find_elements(By.CSS_SELECTOR, "svg.chart")
-    assert len(charts) == 5
+    assert len(charts) == 6
     columns = browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar[data-series='acme-video']")
     assert [column.get_attribute("data-value") for column in columns] == ["3"]
     assert float(columns[0].get_attribute("height") or 0) > 0

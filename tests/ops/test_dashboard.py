@@ -61,7 +61,7 @@ def test_staff_see_charts_drawn_from_the_data_with_no_external_source(staff, pub
     policy = answer["Content-Security-Policy"]
     assert "default-src 'self'" in policy and "script-src 'self'" in policy
     html = answer.content.decode()
-    assert html.count('<svg class="chart"') == 5
+    assert html.count('<svg class="chart"') == 6
     # Today's columns: three signals published (two, then one), one batch failed.
     assert bars(html) == {"acme-video": 3.0, "failed": 1.0}
     assert "the disk filled up" in html

@@ -152,9 +152,8 @@ def test_it_refuses_a_malformed_value_with_its_reason(type_name, given, reason):
 @pytest.mark.parametrize("type_name", SIGNAL_TYPES)
 def test_it_refuses_an_oversized_value_before_parsing_it(type_name):
     # Spaces would be a format error for most types: the size is what must be named.
-    assert refusal(type_name, " " * (MAX_VALUE_BYTES + 1)) == (
-        f"{type_name}: longer than {MAX_VALUE_BYTES} bytes"
-    )
+    bound = SIGNAL_TYPES[type_name].max_bytes  # MAX_VALUE_BYTES but for vpdq's videos
+    assert refusal(type_name, " " * (bound + 1)) == f"{type_name}: longer than {bound} bytes"
 
 
 def test_the_size_bound_counts_bytes_not_characters():
@@ -166,7 +165,7 @@ def test_it_refuses_an_unknown_type_and_names_the_known_ones():
     reason = refusal("sha512", SHA256)
     assert reason == (
         "unknown signal type 'sha512'; known types: "
-        "pdq, md5, sha1, sha256, video_md5, photodna, url, domain, raw_text"
+        "pdq, md5, sha1, sha256, video_md5, photodna, url, domain, raw_text, vpdq"
     )
 
 
@@ -251,6 +250,7 @@ def test_the_types_are_published_in_a_stable_order():
         "url",
         "domain",
         "raw_text",
+        "vpdq",
     ]
     assert list(SIGNAL_TYPES) == [entry["name"] for entry in describe_types()]
 
@@ -267,7 +267,7 @@ def test_only_pdq_is_compared_by_hamming_distance_never_above_31():
     for name, entry in published.items():
         assert entry.keys() == published["pdq"].keys()
         assert isinstance(entry["description"], str) and entry["description"]
-        if name != "pdq":
+        if name not in ("pdq", "vpdq"):
             assert entry["comparison"] == "exact"
             assert entry["default_threshold"] is None and entry["max_threshold"] is None
 

@@ -1,10 +1,13 @@
 """The STIX forms of entries, without a database."""
 
+import json
 import uuid
 
 import stix2
 from stix2validator import ValidationOptions, validate_instance
 
+from signals.types import SIGNAL_TYPES
+from taxii.misp import ATTRIBUTE_TYPES
 from taxii.stix import _NAMESPACE, indicator, pattern, timestamp, uuid5
 
 
@@ -34,7 +37,9 @@ def test_every_signal_type_is_a_valid_indicator_and_values_are_escaped():
         "pdq": "f" * 64, "md5": "a" * 32, "video_md5": "b" * 32, "sha1": "c" * 40,
         "sha256": "d" * 64, "photodna": "AAAA" * 36, "url": "https://x.example/it's\\a",
         "domain": "x.example", "raw_text": "say 'hi'",
+        "vpdq": json.dumps([f"{'e' * 64},100,0.0", f"{'e' * 64},90,1.0"]),
     }  # fmt: skip
+    assert values.keys() == SIGNAL_TYPES.keys()
     for kind, value in values.items():
         obj = indicator("ex", record(type=kind, value=value), "amber+strict")
         stix2.parse(obj, allow_custom=True)
@@ -43,6 +48,10 @@ def test_every_signal_type_is_a_valid_indicator_and_values_are_escaped():
     assert pattern("url", "https://x.example/it's\\a") == (
         "[url:value = 'https://x.example/it\\'s\\\\a']"
     )
+
+
+def test_every_signal_type_has_a_misp_attribute_type():
+    assert ATTRIBUTE_TYPES.keys() == SIGNAL_TYPES.keys()
 
 
 def test_a_tombstone_is_revoked_and_expiry_bounds_validity():

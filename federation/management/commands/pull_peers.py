@@ -36,6 +36,10 @@ class Command(BaseCommand):
                     )
                 for slug, reason in report.refused_sets.items():
                     self.stdout.write(f"{peer.name}/{slug}: refused: {reason}")
+                for slug, count in report.withdrawn.items():
+                    self.stdout.write(
+                        f"{peer.name}/{slug}: no longer served: {count} mirrored entries tombstoned"
+                    )
                 if report.push_error:
                     self.stdout.write(f"{peer.name}: push-assist not set up: {report.push_error}")
                 if report.opinions_forwarded:

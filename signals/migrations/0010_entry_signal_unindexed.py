@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("signals", "0007_federation"),
+        ("signals", "0009_federation_paths_and_opinion_positions"),
     ]
 
     operations = [
