@@ -13,7 +13,9 @@ from tests.conftest import REPO_ROOT
 
 def without_services(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    # As `make test` runs it, the suite is inside a make: a nested one would say "make[1]".
     env.pop("MAKEFLAGS", None)
+    env.pop("MAKELEVEL", None)
     return {**env, **extra}
 
 
