@@ -551,14 +551,12 @@ def cmd_token_create(args: argparse.Namespace) -> None:
 
 def cmd_token_list(args: argparse.Namespace) -> None:
     tokens = _client(args).feed_tokens()
-    lines = [f"{'ID':<36} {'HINT':<10} {'STATE':<8} {'EXPIRES':<26} {'SETS':<24} NAME"]
-    for t in tokens:
-        state = "revoked" if t["revoked_at"] else "active"
-        lines.append(
-            f"{t['id']:<36} {t['hint']:<10} {state:<8} {t['expires_at']:<26}"
-            f" {','.join(t['sets']):<24} {t['name']}"
-        )
-    _print(args, tokens, "\n".join(lines))
+    rows = [
+        [t["id"], t["hint"], "revoked" if t["revoked_at"] else "active", t["expires_at"],
+         t["sets"], t["name"]]
+        for t in tokens
+    ]  # fmt: skip
+    _print(args, tokens, _table(["ID", "HINT", "STATE", "EXPIRES", "SETS", "NAME"], rows))
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> None:
