@@ -2,13 +2,14 @@ from typing import Any
 
 from rest_framework import serializers
 
+from exchange.fields import BoundedList
 from members.models import FeedToken
 from signals.access import MAX_SETS
 
 
 class CreateFeedTokenSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    sets = serializers.ListField(
+    sets = BoundedList(
         child=serializers.SlugField(max_length=64),
         min_length=1,
         max_length=MAX_SETS,

@@ -138,6 +138,10 @@ def test_a_token_is_made_only_for_sets_the_member_reads_and_a_sane_expiry(
         assert (answer.status_code, kind(answer)) == (400, "validation"), bad
     unsigned = api.post("/api/v1/feed-tokens", {"name": "x", "sets": ["acme-csam"]}, format="json")
     assert unsigned.status_code == 401
+    # A list past its bound is one error, counted before any item is checked.
+    answer = subscriber.api.post("/api/v1/feed-tokens", {"name": "x", "sets": ["!"] * 100_000})
+    assert (answer.status_code, kind(answer)) == (400, "validation")
+    assert [e["field"] for e in answer.json()["errors"]] == ["sets"]
 
 
 def test_every_use_of_a_token_is_audited_with_the_token_as_actor(subscriber, shared, token_of):
