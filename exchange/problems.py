@@ -35,9 +35,6 @@ from exchange.logs import current_request_id
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 ACCEPT_SIGNATURE = 'hashx=("@method" "@target-uri" "content-digest");alg="ed25519";tag="hashx"'
 
-# Refusals that a repeat of the same request soon may not get: how many seconds to wait.
-RETRY_SOON: dict[str, int] = {"idempotency-key-in-flight": 1}
-
 # slug -> (status, title): the catalogue of problem types, documented at /problems/<slug>.
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "validation": (400, "The request is not valid"),
@@ -165,14 +162,16 @@ def with_retry_after[R: HttpResponse](response: R) -> R:
 class Problem(exceptions.APIException):
     """A domain error with a problem type; raise it from ``check_…`` actions."""
 
-    # Sent with the answer (a 429's Retry-After and RateLimit headers).
-    headers: dict[str, str] = {}
-
-    def __init__(self, slug: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, slug: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         status, title = PROBLEM_TYPES[slug]
         self.slug = slug
         self.status_code = status
         self.title = title
+        # Sent with the answer (a Retry-After, a 429's RateLimit headers); ``extra`` goes into
+        # the problem document.
+        self.headers = headers or {}
         self.extra = extra
         super().__init__(detail)
 
@@ -260,8 +259,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
     if isinstance(exc, Problem):
         body = problem_body(exc.slug, str(exc.detail), **exc.extra)
-        if exc.slug in RETRY_SOON:
-            response["Retry-After"] = str(RETRY_SOON[exc.slug])
     else:
         slug = next((s for cls, s in _DRF_SLUGS if isinstance(exc, cls)), "server-error")
         if isinstance(exc, exceptions.ValidationError):
@@ -282,7 +279,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # RFC 9421 section 5.1: tell the client what to sign.
         response["WWW-Authenticate"] = 'Signature realm="hashx"'
         response["Accept-Signature"] = ACCEPT_SIGNATURE
-    for name, value in getattr(exc, "headers", {}).items():
+    for name, value in (exc.headers if isinstance(exc, Problem) else {}).items():
         response[name] = value
     return with_retry_after(response)
 

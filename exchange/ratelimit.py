@@ -145,9 +145,8 @@ def refuse_unless_allowed(decision: Decision, what: str) -> None:
             f"Your organisation's quota of {quota.limit} {what} per {quota.window} s is used "
             f"up; retry in {decision.retry_after} s."
         )
-    problem = Problem("rate-limited", detail, quota=quota.name)
-    problem.headers = {"Retry-After": str(decision.retry_after), **ratelimit_headers([decision])}
-    raise problem
+    headers = {"Retry-After": str(decision.retry_after), **ratelimit_headers([decision])}
+    raise Problem("rate-limited", detail, headers=headers, quota=quota.name)
 
 
 def ratelimit_headers(decisions: Iterable[Decision]) -> dict[str, str]:

@@ -296,6 +296,7 @@ def _check_idempotency_key(org: Organisation, key: str, fingerprint: str) -> Bat
             "idempotency-key-in-flight",
             f"A request with Idempotency-Key {key!r} is still in flight: retry once it has"
             " been answered",
+            headers={"Retry-After": "1"},
         )
     first = Batch.objects.filter(organisation=org, idempotency_key=key).first()
     # A batch from before fingerprints were kept ("") replays as it always did.
