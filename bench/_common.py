@@ -9,10 +9,12 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import psutil
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from exchange.embedded import free_port
+from exchange.embedded import free_port, var_dir
+from exchange.kv import redis_client
 from exchange.run import children
 from hashx.keys import raw_public_bytes
 from members.actions.keys import do_add_key
@@ -80,3 +82,31 @@ def fill_pdq(hash_set: HashSet, rng: np.random.Generator, count: int) -> list[st
     for batch_id in Batch.objects.filter(hash_set=hash_set).values_list("pk", flat=True):
         do_merge_batch(str(batch_id))
     return values
+
+
+def cpu_seconds(web_pid: int) -> dict[str, float]:
+    """CPU seconds so far (user and system) of this process (the client), of the web server
+    ``web_pid`` and its workers, of the embedded Postgres cluster (every backend: None when
+    Postgres runs elsewhere) and of Redis (``INFO cpu``): where a run's cores went."""
+    client = psutil.Process().cpu_times()
+
+    def tree(pid: int) -> float:
+        total = 0.0
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            pass  # a worker that ended between the listing and the reading
+        return total
+
+    seconds = {"client": client.user + client.system, "web": tree(web_pid)}
+    try:
+        lock = (var_dir() / "postgres" / "postmaster.pid").read_text()
+        seconds["postgres"] = tree(int(lock.split()[0]))
+    except (OSError, ValueError, IndexError):
+        pass
+    info = redis_client().info("cpu")
+    seconds["redis"] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return seconds

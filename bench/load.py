@@ -42,7 +42,7 @@ import orjson  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from bench._common import bench_member, fill_pdq, random_pdq, start_web  # noqa: E402
+from bench._common import bench_member, cpu_seconds, fill_pdq, random_pdq, start_web  # noqa: E402
 from hashx.auth import sign_headers  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", "30"))
@@ -66,6 +66,8 @@ class Request:
 class Tally:
     latencies: dict[str, list[float]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
+    # CPU seconds each process group used during the phase (bench._common.cpu_seconds).
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def ok(self, kind: str, seconds: float) -> None:
         self.latencies.setdefault(kind, []).append(seconds)
@@ -189,12 +191,13 @@ async def client(
 
 
 async def phase(
-    base: str, requests: Iterator[Request], idle: int, seconds: float = SECONDS
+    base: str, requests: Iterator[Request], idle: int, web_pid: int, seconds: float = SECONDS
 ) -> tuple[Tally, float]:
     parts = urlsplit(base)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     held = [socket.create_connection((host, port), timeout=5) for _ in range(idle)]
     tally = Tally()
+    cpu_before = cpu_seconds(web_pid)
     started = time.monotonic()
     try:
         await asyncio.gather(
@@ -203,7 +206,10 @@ async def phase(
     finally:
         for sock in held:
             sock.close()
-    return tally, time.monotonic() - started
+    elapsed = time.monotonic() - started
+    cpu_after = cpu_seconds(web_pid)
+    tally.cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
+    return tally, elapsed
 
 
 def report(label: str, tally: Tally, seconds: float) -> None:
@@ -219,6 +225,14 @@ def report(label: str, tally: Tally, seconds: float) -> None:
                   f"  p95 {p95:7.1f} ms  p99 {p99:7.1f} ms")  # fmt: skip
     for kind, count in tally.errors.most_common():
         print(f"  error: {kind} x {count}")
+    if every:
+        # Where the cores went: CPU ms per answered request of each process group, and the
+        # cores they kept busy on average (the machine's are shared with whatever else runs).
+        shares = "  ".join(
+            f"{name} {used / len(every) * 1000:.2f}" for name, used in tally.cpu.items()
+        )
+        busy = sum(tally.cpu.values()) / seconds
+        print(f"  CPU ms per request: {shares}; {busy:.2f} cores busy (of {os.cpu_count()})")
 
 
 def main() -> None:
@@ -231,12 +245,12 @@ def main() -> None:
     try:
         requests = Requests(base, key, hash_set.slug, indexed)
         # Every worker opens the match index and warms its connections before the clock runs.
-        asyncio.run(phase(base, requests.pool(0), 0, seconds=3))
+        asyncio.run(phase(base, requests.pool(0), 0, web.pid, seconds=3))
         started = time.perf_counter()
         pool = requests.pool(int(SECONDS * 2 * POOL_RATE))
         print(f"warmed up; signed the requests in {time.perf_counter() - started:.1f} s")
         for label, idle in [("alone", 0), (f"beside {IDLE} idle sockets", IDLE)]:
-            tally, seconds = asyncio.run(phase(base, pool, idle))
+            tally, seconds = asyncio.run(phase(base, pool, idle, web.pid))
             report(f"{CLIENTS} clients {label}", tally, seconds)
     finally:
         web.terminate()
