@@ -61,14 +61,15 @@ def breakdown(key: Ed25519PrivateKey) -> dict[str, float]:
         factory.get("/api/v1/whoami", headers=sign_headers(key, "GET", url))
         for _ in range(REQUESTS)
     ]
-    components, params = auth._select(requests_[0])  # type: ignore[misc]
-    key_id = params["keyid"]
+    signature = auth._select(requests_[0])
+    assert signature is not None
+    key_id = signature.params["keyid"]
     public = keys.get(key_id, reload=True).public
     steps = {
         "parse and check parameters": lambda r: auth._select(r),
         "key lookup, database": lambda r: keys.get(key_id, reload=True),
         "key lookup, process cache": lambda r: keys.get(key_id),
-        "Ed25519 / RFC 9421 verify": lambda r: auth._check_signature(r, components, key_id, public),
+        "Ed25519 / RFC 9421 verify": lambda r: auth._check_signature(r, signature, key_id, public),
         "nonce + generation (Redis)": lambda r: auth._spend_nonce(key_id, uuid.uuid4().hex),
     }
     result = {}
