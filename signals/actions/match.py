@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import connection
 
 from audit.actions import record
 from exchange import metrics
@@ -313,13 +313,10 @@ def do_match(
         ]
         hits += len(shown)
         results.append({"type": query.type, "value": query.value, "matches": shown})
-    with transaction.atomic():
-        record(
-            "signals.matched",
-            obj=org,
-            request=request,
-            details={"queries": len(queries), "hits": hits},
-        )
+    # One INSERT, atomic on its own: no transaction around it (two round trips more).
+    record(
+        "signals.matched", obj=org, request=request, details={"queries": len(queries), "hits": hits}
+    )
     metrics.MATCH_QUERIES.inc(len(queries))
     metrics.MATCH_SECONDS.observe(time.perf_counter() - started)
     return {"results": results, "position": position.cursor() if position else None}

@@ -77,3 +77,21 @@ def test_an_admin_deletion_is_recorded(staff):
     assert AuditEvent.objects.filter(
         action="admin.auth.user.deleted", object_id=str(target.pk)
     ).exists()
+
+
+def test_the_event_record_returns_is_the_row_it_wrote(publisher):
+    """record() writes one plain INSERT: what it hands back is the stored row, field by field
+    (the transaction id and the bounded details too)."""
+    with transaction.atomic():
+        event = record(
+            "signals.published",
+            obj=publisher.org,
+            actor_key=publisher.key,
+            actor_org=publisher.org,
+            details={"set": "acme-csam", "accepted": 5, "names": ["ü", None, 1.5]},
+        )
+    stored = AuditEvent.objects.get(pk=event.pk)
+    fields = [f.attname for f in AuditEvent._meta.concrete_fields]
+    assert [getattr(event, f) for f in fields] == [getattr(stored, f) for f in fields]
+    assert stored.xid > 0 and stored.actor_key_id == publisher.key.key_id
+    assert not event._state.adding
