@@ -34,6 +34,7 @@ limit_request_field_size = 8190
 # One line per request comes from the exchange itself (exchange/observe.py, with the request id,
 # organisation, key and duration), and gunicorn's own lines go through the same formatter.
 accesslog = None
+logger_class = "exchange.gunicorn_worker.ExchangeLogger"
 logconfig_dict = logging_config(
     env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}),
     env_choice("HASHX_LOG_FORMAT", "text", {"TEXT", "JSON"}).lower(),

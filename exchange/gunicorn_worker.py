@@ -101,6 +101,16 @@ class _Connection(TConn):
             self.head = bytearray()
 
 
+class ExchangeLogger(Logger):
+    """gunicorn's logger (gunicorn_conf.logger_class) without its access log: the exchange's
+    request log (exchange/observe.py) has a line per request with more in it, and gunicorn
+    built each access line only for no handler to write it."""
+
+    @property
+    def access_log_enabled(self) -> bool:
+        return False
+
+
 class ExchangeWorker(ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -13,14 +13,16 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
+from gunicorn.util import load_class
 
-from exchange import run
+from exchange import gunicorn_conf, run
 from exchange.embedded import free_port
 from exchange.problems import MAX_DETAIL_CHARS, PROBLEM_CONTENT_TYPE
 from hashx.auth import sign_headers
@@ -302,3 +304,15 @@ REFUSED = {
 @pytest.mark.parametrize(("raw", "status", "slug"), REFUSED.values(), ids=REFUSED.keys())
 def test_what_is_refused_before_a_view_is_a_bounded_problem_document(server, raw, status, slug):
     assert_raw_problem(server.exchange(raw), status, slug)
+
+
+def test_gunicorn_builds_no_access_line_beside_the_exchanges_request_log():
+    logger_class = load_class(gunicorn_conf.logger_class)
+    logger = object.__new__(logger_class)  # no logging set-up in this process
+
+    def built(*args: object) -> dict:
+        raise AssertionError("gunicorn built an access log line")
+
+    logger.atoms = built
+    assert not logger.access_log_enabled
+    logger.access(None, None, {}, timedelta(0))
