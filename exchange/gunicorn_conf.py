@@ -51,3 +51,6 @@ HEADER_TIMEOUT_SECONDS = env_int("HASHX_HEADER_TIMEOUT_SECONDS", 10, minimum=1)
 BODY_READ_TIMEOUT_SECONDS = env_int("HASHX_BODY_READ_TIMEOUT_SECONDS", 30, minimum=1)
 # A head larger than this answers 431 (header fields are at most 8190 bytes each).
 MAX_HEAD_BYTES = 64 * 1024
+# A kept-alive connection serves this many requests, then is closed after its answer (nginx's
+# keepalive_requests): clients come back through accept and spread over the workers again.
+REQUESTS_PER_CONNECTION = env_int("HASHX_REQUESTS_PER_CONNECTION", 20, minimum=1)

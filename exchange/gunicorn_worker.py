@@ -90,6 +90,7 @@ class _Connection(TConn):
         super().__init__(cfg, sock, client, server)
         self.head = bytearray()
         self.deadline = 0.0
+        self.served = 0  # requests answered on this connection
 
     def init(self) -> None:
         """In the request's thread, before parsing: the parser gets the head the event loop
@@ -249,6 +250,16 @@ class ExchangeWorker(ThreadWorker):
         conn.close()
 
     # -- in the request's thread ---------------------------------------------------------------
+
+    def handle_request(self, req: Any, conn: _Connection) -> Any:
+        # Kept-alive connections stay with the worker that accepted them, and a burst of new
+        # ones lands mostly on one worker: the last request of each connection answers
+        # "Connection: close", so that busy clients come back through accept, where the least
+        # busy worker is the quickest to take them.
+        conn.served += 1
+        if conn.served >= gunicorn_conf.REQUESTS_PER_CONNECTION:
+            req.force_close()
+        return super().handle_request(req, conn)
 
     def _keepalive_after(self, conn: _Connection, keepalive: bool) -> bool:
         # The answer is sent; a rest of body that cannot be read past (a malformed chunk, a

@@ -83,13 +83,20 @@ _RENDERED_COLUMNS_FOR_READER = (
 
 
 class Rendered(NamedTuple):
+    """A change as Postgres rendered it: its set, its position (``xid`` as text) and its JSON.
+    The row is kept as it came; a page needs the position of its last change only."""
+
     set_id: int
-    position: Position
+    xid: str
+    seq: int
     json: str
 
+    @property
+    def position(self) -> Position:
+        return Position(int(self.xid), self.seq)
 
-def _rendered(row: tuple[Any, ...]) -> Rendered:
-    return Rendered(row[0], Position(int(row[1]), row[2]), row[3])
+
+_rendered = Rendered._make
 
 
 def _sql_after(columns: str, condition: str = "TRUE") -> str:
@@ -122,7 +129,7 @@ def rendered_after(
     each as the JSON the API serves, and the position to continue from. Only rows of finished
     transactions are served; to a ``peer`` exchange only what ``sql_for_reader`` lets leave."""
     rows = _fetch_after(_SQL_RENDERED, after, set_ids, limit, peer)
-    changes = [_rendered(row) for row in rows]
+    changes = list(map(_rendered, rows))
     return changes, (changes[-1].position if changes else after)
 
 
@@ -148,7 +155,7 @@ def rendered_since(
 ) -> tuple[list[Rendered], Position]:
     """``rendered_after``, only the changes made after ``since`` (their ``updated`` time)."""
     rows = _fetch_after(_SQL_RENDERED_SINCE, after, set_ids, limit, peer, since=since)
-    changes = [_rendered(row) for row in rows]
+    changes = list(map(_rendered, rows))
     return changes, (changes[-1].position if changes else after)
 
 
@@ -172,7 +179,7 @@ def rendered_entries(set_id: int, entry_ids: list[int]) -> list[Rendered]:
             _SQL_RENDERED_ENTRIES,
             {"set": set_id, "entries": entry_ids, "horizon": str(visible_horizon())},
         )
-        return [_rendered(row) for row in cursor.fetchall()]
+        return list(map(_rendered, cursor.fetchall()))
 
 
 def entry_ids_of(set_id: int) -> Iterator[int]:
@@ -528,4 +535,4 @@ def rendered_month(set_id: int, start: datetime) -> list[Rendered]:
             _SQL_RENDERED_MONTH,
             {"set": set_id, "start": start, "horizon": str(visible_horizon())},
         )
-        return [_rendered(row) for row in cursor.fetchall()]
+        return list(map(_rendered, cursor.fetchall()))

@@ -215,6 +215,22 @@ def test_a_kept_alive_connection_waits_for_its_next_head_without_a_thread(server
         assert read_answer(sock, PROMPTLY)[0] == 200
 
 
+def test_a_kept_alive_connection_is_closed_after_its_last_request_so_clients_spread(server):
+    """A connection stays with the worker that accepted it: after REQUESTS_PER_CONNECTION
+    answers it is closed (said in the last answer), and the client comes back through accept,
+    where the least busy worker takes it."""
+    last = gunicorn_conf.REQUESTS_PER_CONNECTION
+    with server.connect() as sock:
+        for _ in range(last - 1):
+            sock.sendall(raw_request("GET", "/healthz", {}))
+            status, headers, _ = read_answer(sock, PROMPTLY)
+            assert status == 200 and headers.get("connection", "").lower() != "close"
+        sock.sendall(raw_request("GET", "/healthz", {}))
+        status, headers, _ = read_answer(sock, PROMPTLY)
+        assert status == 200 and headers["connection"].lower() == "close"
+        assert is_closed(sock)
+
+
 def test_an_upload_may_take_longer_than_any_deadline_while_it_keeps_sending(server, publisher):
     do_create_set(publisher.org, {"slug": "slow-upload", "name": "Slow upload"})
     lines = [json.dumps({"type": "md5", "value": f"{n:032x}"}) for n in range(2000)]
