@@ -307,10 +307,20 @@ def _plain_signature_base(request: HttpRequest, signature: _Signature) -> bytes 
         else:
             return None
         lines.append(f'"{component}": {value}')
-    covered = [(component, {}) for component in signature.components]
-    params = http_sf.ser({"s": (covered, signature.params)})[2:]
-    lines.append(f'"@signature-params": {params}')
+    # Serialised as RFC 8941 does (components and keys need no escaping here; strings were
+    # parsed from the field, so they are printable ASCII already).
+    covered = " ".join(f'"{component}"' for component in signature.components)
+    params = "".join(
+        f";{name}={value}" if type(value) is int else f";{name}={_sf_string(value)}"
+        for name, value in signature.params.items()
+    )
+    lines.append(f'"@signature-params": ({covered}){params}')
     return "\n".join(lines).encode()
+
+
+def _sf_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def _why_not_verified(request: HttpRequest) -> str:

@@ -64,14 +64,19 @@ def plain_verifies(base, signature, public) -> bool:
     query=SPELLINGS,
     body=st.binary(max_size=16),
     encode=st.booleans(),
+    key_id=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1),
+    nonce=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1),
 )
-def test_it_decides_as_the_library_for_any_path_query_and_body(method, path, query, body, encode):
+def test_it_decides_as_the_library_for_any_path_query_and_body(
+    method, path, query, body, encode, key_id, nonce
+):
     key = Ed25519PrivateKey.generate()
     target = "/api/" + (quote(path, safe="/") if encode else path)
     if query:
         target += "?" + (quote(query, safe="=&") if encode else query)
+    url = settings.HASHX_PUBLIC_URL + target
     try:
-        signed = sign_headers(key, method, settings.HASHX_PUBLIC_URL + target, body or None)
+        signed = sign_headers(key, method, url, body or None, key_id=key_id, nonce=nonce)
     except HTTPMessageSignaturesException:
         return  # not a URL the client signs
     request = RequestFactory().generic(method, target, data=body, headers=signed)
