@@ -5,6 +5,7 @@ the parsers in ``signals.api.uploads``; a line a parser could not read is an ``U
 (its reason), rejected here like any invalid item.
 """
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -187,6 +188,15 @@ def _copy_rows(batch: Batch, hash_set: HashSet, source: Source, outcome: Outcome
         outcome.received, outcome.accepted = received, accepted
 
 
+# What staging decided, in one plain UPDATE: batch.save() wrote every column through the ORM,
+# a tenth of the CPU of a publish of 5 signals.
+_SQL_STAGED = """
+UPDATE signals_batch SET received = %s, accepted = %s, rejected = %s,
+    first_rejections = %s::jsonb, state = %s, finished_at = %s, answer = %s::jsonb
+WHERE id = %s
+"""
+
+
 def do_publish(
     hash_set: HashSet,
     org: Organisation,
@@ -249,7 +259,13 @@ def do_publish(
             if not outcome.accepted:
                 batch.state, batch.finished_at = Batch.State.DONE, timezone.now()
             batch.answer = batch_answer(batch, outcome.rejections)
-            batch.save()
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    _SQL_STAGED,
+                    [batch.received, batch.accepted, batch.rejected,
+                     json.dumps(batch.first_rejections), batch.state, batch.finished_at,
+                     json.dumps(batch.answer), batch.pk],
+                )  # fmt: skip
             record(
                 "signals.published",
                 obj=batch,
