@@ -46,8 +46,9 @@ def _actor_from(request: Any) -> tuple[Any, str, Any]:
 # AuditEvent.objects.create() took three times as long in Python for the same statement, and
 # every request that reads or changes shared data writes one event.
 _FIELDS = [f.attname for f in AuditEvent._meta.concrete_fields]
-_WRITTEN = [name for name in _FIELDS if name not in {"id", "xid"}]
-_COLUMNS = ", ".join(AuditEvent._meta.get_field(name).column for name in _WRITTEN)
+_WRITTEN_FIELDS = [f for f in AuditEvent._meta.concrete_fields if f.attname not in {"id", "xid"}]
+_WRITTEN = [f.attname for f in _WRITTEN_FIELDS]
+_COLUMNS = ", ".join(str(f.column) for f in _WRITTEN_FIELDS)
 _VALUES = ", ".join("%s::jsonb" if name == "details" else "%s" for name in _WRITTEN)
 _TABLE = AuditEvent._meta.db_table
 _INSERT = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES ({_VALUES}) RETURNING id, xid::text"  # noqa: S608
