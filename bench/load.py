@@ -1,7 +1,9 @@
 """A bounded load test: 50 concurrent clients of mixed signed reads and writes against gunicorn
 started as ``make run`` starts it (the command is read from exchange/run.py), first alone and
 then beside 20 idle sockets held open; for each phase, requests/s, p50/p95/p99 latency and
-errors by kind.
+errors by kind, and where the cores went: the CPU ms per answered request of this client, of the
+gunicorn workers, of the embedded Postgres (every backend) and of Redis, and how many cores
+they kept busy (on a shared machine, less than the machine has).
 
     .venv/bin/python -m exchange.embedded --var var/bench -- .venv/bin/python bench/load.py
 
