@@ -7,7 +7,7 @@ misconfigured deployment fails at start-up with a message an operator can act on
 import ipaddress
 import os
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -146,7 +146,11 @@ def parse_redis_url(name: str, raw: str) -> str:
 
 
 def celery_broker_url(redis_url: str) -> str:
-    """Kombu spells a Redis Unix socket ``redis+socket://``; redis-py spells it ``unix://``."""
+    """The Redis of ``redis_url`` as kombu spells it: a Unix socket is ``redis+socket://`` (redis-py
+    says ``unix://``), and its database number ``virtual_host`` (kombu ignores ``db`` there and
+    used database 0, whatever ``REDIS_URL`` named: queues and the rest of Redis parted)."""
     if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url.removeprefix("unix://")
+        path, _, query = redis_url.removeprefix("unix://").partition("?")
+        params = [("virtual_host" if k == "db" else k, v) for k, v in parse_qsl(query)]
+        return "redis+socket://" + path + (f"?{urlencode(params)}" if params else "")
     return redis_url

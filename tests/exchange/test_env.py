@@ -5,7 +5,10 @@ import subprocess
 import sys
 
 import pytest
+import redis
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Connection
+from kombu.transport import redis as kombu_redis
 
 from exchange import env
 from tests.conftest import REPO_ROOT
@@ -66,8 +69,20 @@ def test_it_refuses_a_bad_url_by_name(name, value):
 
 
 def test_kombu_gets_the_socket_spelling_of_a_unix_redis_url():
-    assert env.celery_broker_url("unix:///tmp/r.sock?db=0") == "redis+socket:///tmp/r.sock?db=0"
+    assert env.celery_broker_url("unix:///tmp/r.sock") == "redis+socket:///tmp/r.sock"
     assert env.celery_broker_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("url", "db"), [("unix:///tmp/r.sock?db=3", 3), ("unix:///tmp/r.sock", 0), ("redis://h/5", 5)]
+)
+def test_celery_queues_in_the_redis_database_the_rest_of_the_exchange_uses(url, db):
+    # kombu ignores db= on a socket URL: it queued in database 0 while REDIS_URL named 3.
+    connection = Connection(env.celery_broker_url(url))
+    channel = kombu_redis.Channel.__new__(kombu_redis.Channel)
+    channel.connection = connection.transport
+    assert channel._connparams()["db"] == db
+    assert redis.Redis.from_url(url).connection_pool.connection_kwargs.get("db", 0) == db
 
 
 @pytest.mark.parametrize(
