@@ -1,12 +1,15 @@
 """Sets, entries and batches in Django admin: staff see everything, change sets and grants
 (audited), and look up which sets hold a hash and who contributed it."""
 
+import hashlib
+import uuid
 from typing import Any
 
 from django.contrib import admin
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, UUIDField
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import MD5, Cast
 from django.http import HttpRequest
 
 from audit.admin import AuditedAdminMixin
@@ -24,6 +27,7 @@ from signals.models import (
     Opinion,
     SetEntry,
     SetGrant,
+    Signal,
     Subscription,
 )
 from signals.types import SIGNAL_TYPES, SignalTypeError
@@ -118,7 +122,13 @@ class SetEntryAdmin(ReadOnlyAdmin):
                 spellings.add(signal_type.canonical(term))
             except SignalTypeError:
                 continue
-        return queryset.filter(signal__value__in=spellings), False
+        # Through the signals' unique (type, MD5 of the value) index.
+        signals = Signal.objects.alias(key=Cast(MD5("value"), UUIDField())).filter(
+            type__in=list(SIGNAL_TYPES),
+            key__in=[uuid.UUID(hashlib.md5(s.encode()).hexdigest()) for s in spellings],
+            value__in=spellings,
+        )
+        return queryset.filter(signal__in=signals.values("pk")), False
 
 
 @admin.register(Batch)

@@ -12,6 +12,8 @@ import uuid
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models import F
+from django.db.models.functions import MD5, Cast
 from django.utils import timezone
 
 from audit.fields import CurrentXactId, XID8Field
@@ -143,18 +145,41 @@ class SetGrant(models.Model):
 
 
 class Signal(models.Model):
-    """A canonical (type, value): stored once however many sets hold it."""
+    """A canonical (type, value): stored once however many sets hold it.
 
-    # Byte order ("C"): canonical values need no linguistic collation, and the unique index on
-    # them is the merge's hottest structure.
+    Unique by (type, MD5 of the value as a uuid), not by (type, value): a b-tree row holds at
+    most 2,704 bytes and a vpdq value of an hour's frames is a hundred times that; 16 bytes a
+    key also make the index the merge probes and grows on every new signal a third of the size
+    it was for 64-hex values. Every lookup by value goes through that index with
+    ``signal_lookup`` (the MD5 to find the row, the value itself to be exact)."""
+
+    # Byte order ("C"): canonical values need no linguistic collation.
     type = models.CharField(max_length=32, db_collation="C")
     value = models.TextField(db_collation="C")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["type", "value"], name="signal_type_value")]
+        constraints = [
+            models.UniqueConstraint(
+                F("type"), Cast(MD5("value"), models.UUIDField()), name="signal_type_value_md5"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.type}:{self.value[:40]}"
+
+
+# ``INSERT INTO signals_signal … ON CONFLICT {SIGNAL_CONFLICT}``: the unique index's columns.
+SIGNAL_CONFLICT = "(type, (md5(value)::uuid))"
+
+
+def signal_lookup(signal: str, type_sql: str, value_sql: str) -> str:
+    """SQL: the row ``signal`` (an alias of signals_signal) is the signal of this type and
+    value (SQL expressions), probed through the unique (type, MD5) index and then compared by
+    value, so two values of one MD5 (only a forged pair has one) are never taken for one."""
+    return (
+        f"{signal}.type = {type_sql} AND md5({signal}.value)::uuid = md5({value_sql})::uuid"
+        f" AND {signal}.value = {value_sql}"
+    )
 
 
 class SetEntry(models.Model):

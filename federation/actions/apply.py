@@ -24,6 +24,7 @@ from federation.models import MirroredSet, ResyncSeen
 from signals.feed.locks import lock_set
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
+from signals.models import SIGNAL_CONFLICT, signal_lookup
 from signals.types import SignalTypeError, canonicalise
 
 MAX_HOPS = 3
@@ -171,11 +172,11 @@ CREATE TEMP TABLE IF NOT EXISTS federation_chunk (
 ) ON COMMIT DELETE ROWS
 """
 
-_SQL_SIGNALS = """
+_SQL_SIGNALS = f"""
 INSERT INTO signals_signal (type, value)
 SELECT DISTINCT type, value FROM federation_chunk WHERE state = 'active' ORDER BY type, value
-ON CONFLICT (type, value) DO NOTHING;
-"""
+ON CONFLICT {SIGNAL_CONFLICT} DO NOTHING;
+"""  # noqa: S608 - only constants are interpolated
 
 # What this path (the peer, ``%(peer)s``) says and what the entry holds, column by column.
 # ``via`` lists the peers that serve the entry active now: an active change adds the peer, a
@@ -219,7 +220,7 @@ SELECT %(set)s, g.id, c.state, c.labels, c.contributors, c.names, c.positive, c.
 FROM (
     SELECT DISTINCT ON (type, value) * FROM federation_chunk ORDER BY type, value, ord DESC
 ) c
-JOIN signals_signal g ON g.type = c.type AND g.value = c.value
+JOIN signals_signal g ON {signal_lookup("g", "c.type", "c.value")}
 WHERE c.state = 'active' OR EXISTS (
     SELECT 1 FROM signals_setentry x WHERE x.hash_set_id = %(set)s AND x.signal_id = g.id)
 ORDER BY g.id
@@ -268,13 +269,13 @@ def _copy_text(rows: list[dict[str, Any]]) -> str:
     return "".join(lines)
 
 
-_SQL_SEEN = """
+_SQL_SEEN = f"""
 INSERT INTO federation_resyncseen (mirror_id, signal_id)
 SELECT %(mirror)s, g.id FROM federation_chunk c
-JOIN signals_signal g ON g.type = c.type AND g.value = c.value
+JOIN signals_signal g ON {signal_lookup("g", "c.type", "c.value")}
 WHERE c.state = 'active'
 ON CONFLICT DO NOTHING
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 
 def apply_rows(
