@@ -1,15 +1,12 @@
 """Sets, entries and batches in Django admin: staff see everything, change sets and grants
 (audited), and look up which sets hold a hash and who contributed it."""
 
-import hashlib
-import uuid
 from typing import Any
 
 from django.contrib import admin
 from django.db import transaction
-from django.db.models import QuerySet, UUIDField
+from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import MD5, Cast
 from django.http import HttpRequest
 
 from audit.admin import AuditedAdminMixin
@@ -29,6 +26,8 @@ from signals.models import (
     SetGrant,
     Signal,
     Subscription,
+    signal_key,
+    signal_key_of,
 )
 from signals.types import SIGNAL_TYPES, SignalTypeError
 
@@ -122,10 +121,10 @@ class SetEntryAdmin(ReadOnlyAdmin):
                 spellings.add(signal_type.canonical(term))
             except SignalTypeError:
                 continue
-        # Through the signals' unique (type, MD5 of the value) index.
-        signals = Signal.objects.alias(key=Cast(MD5("value"), UUIDField())).filter(
+        # Through the signals' unique (type, key) index.
+        signals = Signal.objects.alias(key=signal_key()).filter(
             type__in=list(SIGNAL_TYPES),
-            key__in=[uuid.UUID(hashlib.md5(s.encode()).hexdigest()) for s in spellings],
+            key__in=[signal_key_of(spelling) for spelling in spellings],
             value__in=spellings,
         )
         return queryset.filter(signal__in=signals.values("pk")), False

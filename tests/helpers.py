@@ -1,12 +1,14 @@
 """What many tests need and no fixture gives: waiting for another thread or process, stopping
-one, and reading the exchange's problem documents."""
+one, reading the exchange's problem documents, and making long videos' vpdq values."""
 
+import random
 import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 from exchange.problems import PROBLEM_CONTENT_TYPE
+from hashx.media import vpdq_value
 
 
 def stop(process: subprocess.Popen[Any], grace: float = 30) -> None:
@@ -63,3 +65,10 @@ def assert_problem(response: Any, status: int, slug: str) -> Any:
     assert body["type"].endswith(f"/problems/{slug}"), body
     assert body["title"] and body["detail"], body
     return body
+
+
+def long_video(frames: int, seed: int) -> str:
+    """A vpdq value of ``frames`` frames one second apart, each a random PDQ hash of quality
+    100, spelled as python-threatexchange writes it (so canonical)."""
+    rng = random.Random(seed)
+    return vpdq_value([(f"{rng.getrandbits(256):064x}", 100, float(t)) for t in range(frames)])

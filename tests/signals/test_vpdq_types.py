@@ -13,7 +13,6 @@ from signals.types import (
     SIGNAL_TYPES,
     SignalTypeError,
     canonicalise,
-    vpdq_frames,
 )
 from signals.warninglist import BLANK_IMAGE_PDQ, WHITE_IMAGE_PDQ
 from tests.signals.test_types import HAYSTACK
