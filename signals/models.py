@@ -223,11 +223,14 @@ SIGNAL_CONFLICT = f"(type, ({signal_key_sql('value')}))"
 def signal_lookup(signal: str, type_sql: str, value_sql: str) -> str:
     """SQL: the row ``signal`` (an alias of signals_signal) is the signal of this type and
     value (SQL expressions), probed through the unique (type, key) index and then compared by
-    value, so two long values of one MD5 (only a forged pair has one) are never taken for one."""
+    value, so two long values of one MD5 (only a forged pair has one) are never taken for one.
+    The type and value are compared in the index's collation ("C"): compared in another (a
+    parameter's, an ``unnest``'s default), the index could not serve the comparison."""
+    kind, value = f'({type_sql}) COLLATE "C"', f'({value_sql}) COLLATE "C"'
     return (
-        f"{signal}.type = {type_sql}"
-        f" AND {signal_key_sql(signal + '.value')} = {signal_key_sql(value_sql)}"
-        f" AND {signal}.value = {value_sql}"
+        f"{signal}.type = {kind}"
+        f" AND {signal_key_sql(signal + '.value')} = {signal_key_sql(value)}"
+        f" AND {signal}.value = {value}"
     )
 
 
