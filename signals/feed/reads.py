@@ -133,18 +133,23 @@ def _source(needs: Position, *, replica: bool = True) -> _Source:
     for a read that names none): the replica once it has caught up with the reader, else the
     primary. Counted in ``hashx_replica_reads`` when a replica is configured.
 
-    The freshness rule. A reader that holds a cursor is served by the replica once the
-    replica's visible horizon is above the cursor's transaction id. Everything the reader was
-    served is then there: a feed page serves only changes at or below the cursor it hands out;
-    a snapshot's cursor is its xmin, the horizon when it was taken, and a horizon only grows,
-    so a replica whose horizon has passed it replayed past the snapshot's moment. So no entry
-    comes back to the reader in an older state than one it was served, and the cursor it is
-    handed on is never below the one it sent (changes after it, or the same cursor). A read
-    that names no cursor (a first page, a snapshot, MISP pages, TAXII objects by id) holds
-    nothing to compare, yet its reader may know of a change (its own batch, merged): it is
-    served by the replica only once the replica's horizon has reached the primary's, read
-    here, so it sees every change final on the primary when it asked. ``replica=False``: this
-    read stays on the primary whatever the replica holds."""
+    The freshness rule. A read serves only changes below the visible horizon of the database
+    it reads, so a lagging replica can never serve a change out of order: it can only be
+    stale. The rule keeps from a reader the staleness that would mislead it.
+    A read after a cursor goes to the replica once the replica's horizon is above the cursor's
+    transaction id. Every transaction up to the cursor's has then ended there, so everything
+    the reader was served is there (a page serves only changes at or below the cursor it hands
+    out; a snapshot's cursor is the horizon when it was taken, and a horizon only grows, so
+    the replica replayed past the snapshot's moment): no entry comes back to it in an older
+    state, and the changes right after its cursor can be served. A replica at or below the
+    cursor could only answer "nothing new" while the primary may have news.
+    A read that names no cursor (a first page, a snapshot, MISP pages, TAXII objects by id)
+    has nothing to compare, yet its reader may know of a change (its own batch or retraction,
+    done): it goes to the replica only once the replica's horizon has reached the primary's,
+    read here. It then sees every change final on the primary when it asked, and a snapshot's
+    cursor is at or past any cursor the reader held before.
+    Either way the cursor handed back is never below the one sent.
+    ``replica=False``: the read stays on the primary whatever the replica holds."""
     global _replica_down_until
     if not replica or REPLICA not in connections.settings:
         return _Source(DEFAULT_DB_ALIAS)

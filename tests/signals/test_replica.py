@@ -298,14 +298,21 @@ def test_snapshots_taxii_and_misp_pages_come_from_the_replica_once_it_has_caught
 def test_a_reader_never_sees_its_cursor_go_backwards_while_the_replica_stalls_and_resumes(
     replica, publisher, subscriber, shared_set
 ):
-    # A snapshot taken while the replica lags (the primary serves it), then the feed after it,
-    # while the replica stalls and catches up between writes: every cursor handed back is at
-    # or past the one sent, no entry comes back in an older state, and the copy ends equal to
-    # the primary.
     merged(publish(publisher, "acme-csam", [pdq(n) for n in range(5)]))
     replica.pause()
-    publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(0)]})
+    retracted = publisher.api.post("/api/v1/sets/acme-csam/retractions", {"signals": [pdq(0)]})
+    assert retracted.status_code == 200, retracted.content
+    # Told its retraction is done, a reader starting over sees it, and the snapshot it takes
+    # next hands it a cursor at or past the one it held: the paused replica could give
+    # neither (it still holds the entry active, and its horizon is older).
+    first = page(subscriber)
+    assert {c["value"]: c["state"] for c in first["changes"]}[PDQ[0]] == "tombstone"
     *entries, end = stream(subscriber, "/api/v1/sets/acme-csam/snapshot")
+    assert Position.from_cursor(end["cursor"]) >= Position.from_cursor(first["cursor"])
+    assert values(entries) == set(PDQ[1:5])
+    # Then the feed after the snapshot, while the replica stalls and catches up between writes:
+    # every cursor handed back is at or past the one sent, no entry comes back in an older
+    # state, and the copy ends equal to the primary.
     copy = {e["entry"]: e for e in entries}
     seen = {e["entry"]: e["updated"] for e in entries}
     cursor, outcomes = end["cursor"], counts()
