@@ -3,7 +3,9 @@ one, and reading the exchange's problem documents."""
 
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from exchange.problems import PROBLEM_CONTENT_TYPE
@@ -63,3 +65,14 @@ def assert_problem(response: Any, status: int, slug: str) -> Any:
     assert body["type"].endswith(f"/problems/{slug}"), body
     assert body["title"] and body["detail"], body
     return body
+
+
+def postgres_bin() -> Path:
+    """The directory of the embedded PostgreSQL's programs (pg_ctl, pg_basebackup, psql, …), for
+    tests that run a server of their own beside it."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver only uses it for a lock.
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)

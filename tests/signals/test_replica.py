@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from signals.feed.positions import Position, visible_horizon
 from signals.feed.reads import REPLICA
 from signals.models import SetEntry
 from tests.conftest import REPO_ROOT
-from tests.helpers import eventually
+from tests.helpers import eventually, postgres_bin
 from tests.signals.conftest import PDQ, merged, pdq, publish
 
 # The replica alias is one more database of these tests (the standby fixture configures it).
@@ -37,15 +36,6 @@ pytestmark = pytest.mark.django_db(transaction=True, databases=[DEFAULT_DB_ALIAS
 NDJSON = {"Accept": "application/x-ndjson"}
 TAXII = {"Accept": "application/taxii+json;version=2.1"}
 OUTCOMES = ("served", "behind", "down")
-
-
-def _postgres_bin() -> Path:
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver only uses it for a lock.
-        warnings.simplefilter("ignore")
-        from pgserver._commands import POSTGRES_BIN_PATH  # the embedded primary's binaries
-
-    return Path(POSTGRES_BIN_PATH)
 
 
 @dataclass
@@ -59,7 +49,7 @@ class Standby:
 
     def _run(self, program: str, *args: str) -> None:
         subprocess.run(
-            [str(_postgres_bin() / program), *args],
+            [str(postgres_bin() / program), *args],
             check=True, capture_output=True, timeout=60, user=self.user,
         )  # fmt: skip
 
