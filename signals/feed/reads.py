@@ -108,7 +108,8 @@ def _rendered(row: tuple[Any, ...]) -> Rendered:
 # The DATABASES alias of the read replica (DATABASE_REPLICA_URL): a hot standby streaming from
 # the primary.
 REPLICA = "replica"
-# Until this (time.monotonic()), this process does not try the replica: it could not be reached.
+# Until this (time.time(): the clock tests travel), this process does not try the replica: it
+# could not be reached.
 _replica_down_until = 0.0
 # What a replica that went away, or cancelled a query that its replay conflicted with, raises.
 _LOST = (OperationalError, InterfaceError)
@@ -150,11 +151,10 @@ def _source(needs: Position, *, replica: bool = True) -> _Source:
     cursor is at or past any cursor the reader held before.
     Either way the cursor handed back is never below the one sent.
     ``replica=False``: the read stays on the primary whatever the replica holds."""
-    global _replica_down_until
     if not replica or REPLICA not in connections.settings:
         return _Source(DEFAULT_DB_ALIAS)
     primary = visible_horizon() if needs == START else None
-    if time.monotonic() < _replica_down_until:
+    if time.time() < _replica_down_until:
         REPLICA_READS.labels(outcome="down").inc()
     else:
         try:
@@ -174,7 +174,7 @@ def _replica_lost() -> None:
     the connection and leave reads to the primary for ``HASHX_REPLICA_RETRY_SECONDS``."""
     global _replica_down_until
     REPLICA_READS.labels(outcome="down").inc()
-    _replica_down_until = time.monotonic() + settings.HASHX_REPLICA_RETRY_SECONDS
+    _replica_down_until = time.time() + settings.HASHX_REPLICA_RETRY_SECONDS
     connections[REPLICA].close()
 
 
@@ -294,15 +294,12 @@ def rendered_entries(set_id: int, entry_ids: list[int]) -> list[Rendered]:
     return _read(START, read)
 
 
-def entry_ids_of(set_id: int) -> list[int]:
+def entry_ids_of(set_id: int) -> Iterator[int]:
     """Every entry id of a set, active or not (for lookups by a name derived from the id)."""
-
-    def read(source: _Source) -> list[int]:
-        with connections[source.using].cursor() as cursor:
-            cursor.execute("SELECT id FROM signals_setentry WHERE hash_set_id = %s", [set_id])
-            return [row[0] for row in cursor.fetchall()]
-
-    return _read(START, read)
+    with connections[_source(START).using].cursor() as cursor:
+        cursor.execute("SELECT id FROM signals_setentry WHERE hash_set_id = %s", [set_id])
+        while rows := cursor.fetchmany(10_000):
+            yield from (row[0] for row in rows)
 
 
 # Every change after the cursor, rendered by Postgres and written by it (COPY), one row per

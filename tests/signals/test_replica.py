@@ -13,11 +13,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
+import time_machine
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from exchange.embedded import free_port
@@ -338,9 +340,10 @@ def test_a_reader_never_sees_its_cursor_go_backwards_while_the_replica_stalls_an
     assert active == final == set(PDQ[1:6]) | set(PDQ[7:11])
 
 
-def test_a_dead_replica_leaves_reads_to_the_primary_without_an_error(
-    replica, publisher, subscriber, shared_set
+def test_a_dead_replica_leaves_reads_to_the_primary_without_an_error_until_it_is_back(
+    replica, publisher, subscriber, shared_set, settings
 ):
+    settings.HASHX_REPLICA_RETRY_SECONDS = 60
     merged(publish(publisher, "acme-csam", [pdq(n) for n in range(3)]))
     caught_up()
     page(subscriber)  # the replica's connection is open when it dies
@@ -350,6 +353,7 @@ def test_a_dead_replica_leaves_reads_to_the_primary_without_an_error(
             one = page(subscriber)
             streamed = stream(subscriber, f"/api/v1/changes?sets=acme-csam&cursor={one['cursor']}")
             snapshot = stream(subscriber, "/api/v1/sets/acme-csam/snapshot")
+        # The first read finds it gone; the next ones, within the retry time, do not try it.
         assert dead.outcomes == {"down": 3}
         assert values(one["changes"]) == set(PDQ[:3])
         assert streamed == [{"cursor": one["cursor"], "end": True}]
@@ -357,6 +361,9 @@ def test_a_dead_replica_leaves_reads_to_the_primary_without_an_error(
     finally:
         replica.start()
     caught_up()
-    with Reads() as back:
+    with Reads() as waiting:
+        page(subscriber)
+    assert waiting.outcomes == {"down": 1}
+    with time_machine.travel(datetime.now(UTC) + timedelta(seconds=61)), Reads() as back:
         page(subscriber)
     assert back.outcomes == {"served": 1}
