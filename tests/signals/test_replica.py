@@ -7,30 +7,22 @@ cursor never goes backwards; a dead replica leaves every read to the primary, wi
 
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from contextlib import suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 import time_machine
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from exchange.embedded import free_port
 from exchange.metrics import REPLICA_READS
 from signals.feed import reads
 from signals.feed.positions import Position, visible_horizon
 from signals.feed.reads import REPLICA
 from signals.models import SetEntry
-from tests.conftest import REPO_ROOT
-from tests.helpers import eventually, postgres_bin
+from tests.helpers import eventually
 from tests.signals.conftest import PDQ, merged, pdq, publish
+from tests.standby import Standby, conninfo_of, standby_of
 
 # The replica alias is one more database of these tests (the standby fixture configures it).
 pytestmark = pytest.mark.django_db(transaction=True, databases=[DEFAULT_DB_ALIAS, REPLICA])
@@ -40,108 +32,29 @@ TAXII = {"Accept": "application/taxii+json;version=2.1"}
 OUTCOMES = ("served", "behind", "down")
 
 
-@dataclass
-class Standby:
-    """A hot standby of the embedded primary, streaming through its own replication slot."""
-
-    data: Path
-    port: int
-    slot: str
-    user: str | None  # as root, PostgreSQL runs as pgserver's user (as the primary does)
-
-    def _run(self, program: str, *args: str) -> None:
-        subprocess.run(
-            [str(postgres_bin() / program), *args],
-            check=True, capture_output=True, timeout=60, user=self.user,
-        )  # fmt: skip
-
-    def start(self) -> None:
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.data / "standby.log"), "-w", "-t", "60",
-            "-o", f"-p {self.port} -h 127.0.0.1 -k '' -c hot_standby_feedback=on", "start",
-        )  # fmt: skip
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
-
-    def sql(self, statement: str) -> Any:
-        return _one(f"host=127.0.0.1 port={self.port} user=postgres", statement)
-
-    def pause(self) -> None:
-        """Stop replaying WAL (it keeps arriving): the standby holds still at this point."""
-        self.sql("SELECT pg_wal_replay_pause()")
-        eventually(
-            lambda: self.sql("SELECT pg_get_wal_replay_pause_state()") == "paused",
-            what="replay paused",
-        )
-
-    def resume(self) -> None:
-        self.sql("SELECT pg_wal_replay_resume()")
-
-
-def _primary_conninfo() -> str:
-    primary = connections[DEFAULT_DB_ALIAS].settings_dict
-    return f"host={primary['HOST']} port={primary['PORT'] or 5432} user={primary['USER']}"
-
-
-def _one(conninfo: str, statement: str, params: list[Any] | None = None) -> Any:
-    """The first value ``statement`` answers, on a connection of its own (autocommit)."""
-    conn = psycopg2.connect(f"{conninfo} dbname=postgres connect_timeout=5")
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(statement, params)
-            row = cursor.fetchone()
-            return row[0] if row else None
-    finally:
-        conn.close()
-
-
-def _drop_slot(slot: str) -> None:
-    _one(
-        _primary_conninfo(),
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-        " WHERE slot_name = %s AND NOT active",
-        [slot],
-    )
-
-
 @pytest.fixture(scope="module")
 def standby(django_db_setup: None) -> Iterator[Standby]:
     """A streaming replica of the test database's cluster, for the module's tests, configured
     as the exchange's read replica (as DATABASE_REPLICA_URL does: the test database on it; a
     mirror of the primary's for the test machinery, which then never flushes it)."""
-    base = REPO_ROOT / "var"
-    base.mkdir(exist_ok=True)
-    # Outside pytest's temporary tree, as ``exchange_var`` (and the primary's own directory).
-    data = Path(tempfile.mkdtemp(prefix="replica-", dir=base))
-    user = "pgserver" if os.geteuid() == 0 else None
-    if user is not None:
-        shutil.chown(data, user, user)
-    standby = Standby(data, free_port(), f"hashx_test_replica_{os.getpid()}", user)
-    _drop_slot(standby.slot)  # one a crashed run of this process id left
-    standby._run(
-        "pg_basebackup", "-d", _primary_conninfo(), "-D", str(data), "-R", "-X", "stream",
-        "-C", "-S", standby.slot, "-c", "fast",
-    )  # fmt: skip
-    standby.start()
-    connections.settings[REPLICA] = {
-        **connections[DEFAULT_DB_ALIAS].settings_dict,
-        "HOST": "127.0.0.1",
-        "PORT": str(standby.port),
-        "OPTIONS": {"connect_timeout": "5"},
-        "TEST": {**connections[DEFAULT_DB_ALIAS].settings_dict["TEST"], "MIRROR": DEFAULT_DB_ALIAS},
-    }
-    try:
-        yield standby
-    finally:
-        connections[REPLICA].close()
-        del connections[REPLICA]
-        del connections.settings[REPLICA]
-        with suppress(subprocess.CalledProcessError):  # stopped already
-            standby.stop("immediate")
-        _drop_slot(standby.slot)
-        shutil.rmtree(data, ignore_errors=True)
+    primary = conninfo_of(connections[DEFAULT_DB_ALIAS].settings_dict)
+    with standby_of(primary, f"hashx_test_replica_{os.getpid()}") as standby:
+        connections.settings[REPLICA] = {
+            **connections[DEFAULT_DB_ALIAS].settings_dict,
+            "HOST": "127.0.0.1",
+            "PORT": str(standby.port),
+            "OPTIONS": {"connect_timeout": "5"},
+            "TEST": {
+                **connections[DEFAULT_DB_ALIAS].settings_dict["TEST"],
+                "MIRROR": DEFAULT_DB_ALIAS,
+            },
+        }
+        try:
+            yield standby
+        finally:
+            connections[REPLICA].close()
+            del connections[REPLICA]
+            del connections.settings[REPLICA]
 
 
 @pytest.fixture
