@@ -129,10 +129,11 @@ class _Source:
         return self.known_horizon
 
 
-def _source(needs: Position, *, replica: bool = True) -> _Source:
-    """The database that serves a read for a reader holding the cursor ``needs`` (``START``
-    for a read that names none): the replica once it has caught up with the reader, else the
-    primary. Counted in ``hashx_replica_reads`` when a replica is configured.
+def _source(needs: Position, set_ids: list[int], *, replica: bool = True) -> _Source:
+    """The database that serves a read of ``set_ids`` for a reader holding the cursor
+    ``needs`` (``START`` for a read that names none): the replica once it has caught up with
+    the reader, else the primary. Counted in ``hashx_replica_reads`` when a replica is
+    configured.
 
     The freshness rule. A read serves only changes below the visible horizon of the database
     it reads, so a lagging replica can never serve a change out of order: it can only be
@@ -146,27 +147,54 @@ def _source(needs: Position, *, replica: bool = True) -> _Source:
     cursor could only answer "nothing new" while the primary may have news.
     A read that names no cursor (a first page, a snapshot, MISP pages, TAXII objects by id)
     has nothing to compare, yet its reader may know of a change (its own batch or retraction,
-    done): it goes to the replica only once the replica's horizon has reached the primary's,
-    read here. It then sees every change final on the primary when it asked, and a snapshot's
-    cursor is at or past any cursor the reader held before.
+    done): it needs the newest change of its sets final on the primary now (one index lookup
+    per set there), and goes to the replica once the replica's horizon has passed that
+    change's transaction. It then sees every change of its sets the primary would serve, and
+    a snapshot's cursor is past all of them. (Against the primary's horizon instead, any
+    write there, the audit event of the reader's previous pull included, would send it to
+    the primary until the replica replayed that write.)
     Either way the cursor handed back is never below the one sent.
     ``replica=False``: the read stays on the primary whatever the replica holds."""
     if not replica or REPLICA not in connections.settings:
         return _Source(DEFAULT_DB_ALIAS)
-    primary = visible_horizon() if needs == START else None
     if time.time() < _replica_down_until:
         REPLICA_READS.labels(outcome="down").inc()
-    else:
-        try:
-            horizon = visible_horizon(REPLICA)
-        except _LOST:
-            _replica_lost()
-        else:
-            if horizon >= (primary if primary is not None else needs.xid + 1):
-                REPLICA_READS.labels(outcome="served").inc()
-                return _Source(REPLICA, horizon)
-            REPLICA_READS.labels(outcome="behind").inc()
-    return _Source(DEFAULT_DB_ALIAS, primary)
+        return _Source(DEFAULT_DB_ALIAS)
+    try:
+        horizon = visible_horizon(REPLICA)
+    except _LOST:
+        _replica_lost()
+        return _Source(DEFAULT_DB_ALIAS)
+    if needs == START:
+        needs = _newest_final(set_ids)
+    if horizon > needs.xid:
+        REPLICA_READS.labels(outcome="served").inc()
+        return _Source(REPLICA, horizon)
+    REPLICA_READS.labels(outcome="behind").inc()
+    return _Source(DEFAULT_DB_ALIAS)
+
+
+# The newest change of the sets that is final on the primary (the index on (set, position),
+# walked backwards from the horizon, once per set).
+_SQL_NEWEST_FINAL = """
+SELECT e.position_xid::text, e.position_seq
+FROM unnest(%(sets)s::bigint[]) AS s(id)
+CROSS JOIN LATERAL (
+    SELECT x.position_xid, x.position_seq FROM signals_setentry x
+    WHERE x.hash_set_id = s.id AND x.position_xid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY x.position_xid DESC, x.position_seq DESC LIMIT 1
+) e
+ORDER BY e.position_xid DESC, e.position_seq DESC LIMIT 1
+"""
+
+
+def _newest_final(set_ids: list[int]) -> Position:
+    """The position of the newest change of ``set_ids`` final on the primary (``START`` when
+    they have none)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_NEWEST_FINAL, {"sets": set_ids})
+        row = cursor.fetchone()
+    return Position(int(row[0]), row[1]) if row else START
 
 
 def _replica_lost() -> None:
@@ -178,10 +206,12 @@ def _replica_lost() -> None:
     connections[REPLICA].close()
 
 
-def _read[T](needs: Position, read: Callable[[_Source], T], *, replica: bool = True) -> T:
+def _read[T](
+    needs: Position, set_ids: list[int], read: Callable[[_Source], T], *, replica: bool = True
+) -> T:
     """``read`` on the database ``_source`` picks; a read the replica fails midway is read
     again on the primary (a whole answer is built before anything is sent)."""
-    source = _source(needs, replica=replica)
+    source = _source(needs, set_ids, replica=replica)
     if source.using == REPLICA:
         try:
             return read(source)
@@ -250,7 +280,7 @@ def _fetch_after(
             )  # fmt: skip
             return cursor.fetchall()
 
-    return _read(after, read, replica=replica)
+    return _read(after, set_ids, read, replica=replica)
 
 
 # As _SQL_RENDERED, of the changes made after a time only (TAXII's added_after): the index
@@ -291,12 +321,12 @@ def rendered_entries(set_id: int, entry_ids: list[int]) -> list[Rendered]:
             )
             return [_rendered(row) for row in cursor.fetchall()]
 
-    return _read(START, read)
+    return _read(START, [set_id], read)
 
 
 def entry_ids_of(set_id: int) -> Iterator[int]:
     """Every entry id of a set, active or not (for lookups by a name derived from the id)."""
-    with connections[_source(START).using].cursor() as cursor:
+    with connections[_source(START, [set_id]).using].cursor() as cursor:
         cursor.execute("SELECT id FROM signals_setentry WHERE hash_set_id = %s", [set_id])
         while rows := cursor.fetchmany(10_000):
             yield from (row[0] for row in rows)
@@ -385,7 +415,7 @@ def stream_after(
     exchange only what ``sql_for_reader`` lets leave. From the replica when it has caught up
     with ``after``; one that fails midway fails the stream (as the primary's would): the client
     resumes from its last checkpoint."""
-    source = _source(after)
+    source = _source(after, set_ids)
     params = {"sets": set_ids, "peer": peer, **cursor_params(after, source.horizon())}
     single = set_ids[0] if len(set_ids) == 1 else None
     with connections[source.using].cursor() as cursor:
@@ -484,10 +514,10 @@ def stream_snapshot(hash_set: Any, result: Streamed, *, peer: str = "") -> Itera
     cursor, never in neither.
 
     Opens its own REPEATABLE READ transaction: call it outside any other. From the replica
-    once it has caught up with the primary (it names no cursor).
+    once it has passed the set's newest change final on the primary (it names no cursor).
     """
     count, horizon = 0, START
-    using = _source(START).using
+    using = _source(START, [hash_set.pk]).using
     try:
         with transaction.atomic(using=using):
             with connections[using].cursor() as cursor:
@@ -648,7 +678,7 @@ def months_of(set_id: int) -> list[Month]:
             cursor.execute(_SQL_MONTHS, {"set": set_id, "horizon": str(source.horizon())})
             return [Month(*row) for row in cursor.fetchall()]
 
-    return _read(START, read)
+    return _read(START, [set_id], read)
 
 
 def rendered_month(set_id: int, start: datetime) -> list[Rendered]:
@@ -663,4 +693,4 @@ def rendered_month(set_id: int, start: datetime) -> list[Rendered]:
             )
             return [_rendered(row) for row in cursor.fetchall()]
 
-    return _read(START, read)
+    return _read(START, [set_id], read)
