@@ -21,6 +21,7 @@ from django.utils import timezone
 from audit.actions import record
 from exchange.times import parse_when
 from federation.models import MirroredSet, ResyncSeen
+from signals.actions.merge import PROBE_ONLY
 from signals.feed.locks import lock_set
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
@@ -224,7 +225,8 @@ _COMPARED = [c for c in _NEW if c not in ("origin_set", "origin_first_seen")]
 
 # The latest change of each value wins (a page holds one change per entry; the peer may hold
 # two entries of one value in two of its sets only if they come from two origins, and then
-# they are two mirrors here). A tombstone for an entry never seen here is nothing to apply.
+# they are two mirrors here). A tombstone for an entry never seen here is nothing to apply
+# (a join that probes the entry, not EXISTS: its plan hashed every entry of the set).
 _SQL_UPSERT = f"""
 INSERT INTO signals_setentry AS e (hash_set_id, signal_id, state, labels, contributor_count,
     contributor_names, positive_count, negative_count, investigation_count, first_seen,
@@ -236,8 +238,8 @@ FROM (
     SELECT DISTINCT ON (type, value) * FROM federation_chunk ORDER BY type, value, ord DESC
 ) c
 JOIN signals_signal g ON g.type = c.type AND g.value = c.value
-WHERE c.state = 'active' OR EXISTS (
-    SELECT 1 FROM signals_setentry x WHERE x.hash_set_id = %(set)s AND x.signal_id = g.id)
+LEFT JOIN signals_setentry x ON x.hash_set_id = %(set)s AND x.signal_id = g.id
+WHERE c.state = 'active' OR x.id IS NOT NULL
 ORDER BY g.id
 ON CONFLICT (hash_set_id, signal_id) DO UPDATE SET
     {", ".join(f"{column} = {expression}" for column, expression in _NEW.items())},
@@ -331,6 +333,10 @@ def apply_checked(
         return outcome
     with connection.cursor() as cursor:
         lock_set(cursor, mirror.hash_set_id)
+        # Every join of a chunk row probes an index (as in the merge): with no statistics on
+        # the chunk, a hash join read every signal (a million) once per page of 5,000, and the
+        # tombstone check planned a scan of all of the set's entries per row.
+        cursor.execute(PROBE_ONLY)
         cursor.execute(_SQL_CHUNK)
         cursor.copy_expert("COPY federation_chunk FROM STDIN", io.StringIO(checked.text))
         cursor.execute(_SQL_SIGNALS)
