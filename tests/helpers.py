@@ -5,6 +5,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from exchange.problems import PROBLEM_CONTENT_TYPE
 
@@ -63,3 +64,14 @@ def assert_problem(response: Any, status: int, slug: str) -> Any:
     assert body["type"].endswith(f"/problems/{slug}"), body
     assert body["title"] and body["detail"], body
     return body
+
+
+def every_page(member, path, limit):
+    """The items of every page, following ``next``, and how many pages there were."""
+    items, pages, url = [], 0, f"{path}?limit={limit}"
+    while url:
+        page = member.api.get(url).json()
+        items += page["results"]
+        pages += 1
+        url = page["next"] and urlsplit(page["next"])._replace(scheme="", netloc="").geturl()
+    return items, pages
