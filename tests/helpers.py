@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from exchange.problems import PROBLEM_CONTENT_TYPE
 
@@ -76,3 +77,14 @@ def postgres_bin() -> Path:
         from pgserver._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
+
+
+def every_page(member, path, limit):
+    """The items of every page, following ``next``, and how many pages there were."""
+    items, pages, url = [], 0, f"{path}?limit={limit}"
+    while url:
+        page = member.api.get(url).json()
+        items += page["results"]
+        pages += 1
+        url = page["next"] and urlsplit(page["next"])._replace(scheme="", netloc="").geturl()
+    return items, pages

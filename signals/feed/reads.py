@@ -324,14 +324,6 @@ def rendered_entries(set_id: int, entry_ids: list[int]) -> list[Rendered]:
     return _read(START, [set_id], read)
 
 
-def entry_ids_of(set_id: int) -> Iterator[int]:
-    """Every entry id of a set, active or not (for lookups by a name derived from the id)."""
-    with connections[_source(START, [set_id]).using].cursor() as cursor:
-        cursor.execute("SELECT id FROM signals_setentry WHERE hash_set_id = %s", [set_id])
-        while rows := cursor.fetchmany(10_000):
-            yield from (row[0] for row in rows)
-
-
 # Every change after the cursor, rendered by Postgres and written by it (COPY), one row per
 # change in position order. Each row starts with the change's set id and position,
 # tab-separated (COPY's text format escapes tabs in the record), for the stream to count, strip
