@@ -4,8 +4,11 @@ one, reading the exchange's problem documents, and making long videos' vpdq valu
 import random
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from exchange.problems import PROBLEM_CONTENT_TYPE
 from hashx.media import vpdq_value
@@ -72,3 +75,25 @@ def long_video(frames: int, seed: int) -> str:
     100, spelled as python-threatexchange writes it (so canonical)."""
     rng = random.Random(seed)
     return vpdq_value([(f"{rng.getrandbits(256):064x}", 100, float(t)) for t in range(frames)])
+
+
+def postgres_bin() -> Path:
+    """The directory of the embedded PostgreSQL's programs (pg_ctl, pg_basebackup, psql, …), for
+    tests that run a server of their own beside it."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver only uses it for a lock.
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def every_page(member, path, limit):
+    """The items of every page, following ``next``, and how many pages there were."""
+    items, pages, url = [], 0, f"{path}?limit={limit}"
+    while url:
+        page = member.api.get(url).json()
+        items += page["results"]
+        pages += 1
+        url = page["next"] and urlsplit(page["next"])._replace(scheme="", netloc="").geturl()
+    return items, pages

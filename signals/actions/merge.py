@@ -37,12 +37,14 @@ CHUNK = 100_000
 # materialize a set's entries: for a set the statistics still think empty (its first large
 # batch), the planner read them all into memory and filtered them once per chunk row (a chunk
 # of 100,000 into a set of 100,000 ran for ten minutes); the entry is probed by (set, signal).
-_SQL_SETUP = """
+# For every writer that joins a chunk of rows to the signals and a set's entries (the mirror
+# of a peer's set too: federation.actions.apply), for the rest of its transaction.
+PROBE_ONLY = """
 SET LOCAL enable_hashjoin = off;
 SET LOCAL enable_mergejoin = off;
 SET LOCAL enable_material = off;
-SET LOCAL work_mem = '128MB';
 """
+_SQL_SETUP = PROBE_ONLY + "SET LOCAL work_mem = '128MB';"
 
 # The chunk: one row per distinct signal (the first line wins), with what exists of it (signal,
 # this set's entry, this organisation's contribution) probed in one pass, and ids drawn for what

@@ -128,8 +128,8 @@ class Exchange:
                 assert process.poll() is None, self.log("web")[-3000:]
             try:
                 return requests.get(self.base + "/healthz", timeout=5).status_code == 200
-            except requests.ConnectionError:
-                return False
+            except (requests.ConnectionError, requests.Timeout):
+                return False  # not listening yet, or a busy machine still importing Django
 
         eventually(up, timeout=90, what=f"exchange {self.name} answering /healthz")
 
