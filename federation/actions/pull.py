@@ -9,11 +9,12 @@ lock goes with the connection of a killed process), and its failure is recorded 
 (``last_error``) and in the audit log, both sides keeping a record of every pull.
 """
 
+import gc
 import logging
 import random
 import threading
 from collections.abc import Generator, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from queue import Full, Queue
@@ -339,6 +340,21 @@ def _read_ahead[T](items: Iterator[T], depth: int = 2) -> Generator[T]:
         stop.set()
 
 
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile (reference counting still frees everything a pull
+    drops: its pages hold no cycles). A page is 5,000 parsed changes, dicts and lists that the
+    collector kept re-scanning: it took 3 of the 4.5 µs that parsing and keeping a change cost,
+    measured on 100,000 feed lines."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _feed_pages(response: requests.Response, slug: str) -> Iterator[tuple[list[Any], str]]:
     """A streamed change feed cut at its checkpoints: each page of changes with the cursor that
     covers it, up to the end line."""
@@ -375,7 +391,7 @@ def pull_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outc
         (check_page(page, peer_exchange=peer.exchange_id, own_exchange=own), cursor)
         for page, cursor in _feed_pages(response, mirror.remote_slug)
     )
-    with response, closing(_read_ahead(checked)) as pages:
+    with response, _no_cyclic_gc(), closing(_read_ahead(checked)) as pages:
         for page, cursor in pages:
             outcome.add(do_apply_checked(mirror, page, cursor, peer_exchange=peer.exchange_id))
     return outcome
@@ -414,6 +430,7 @@ def resync_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Ou
     )  # fmt: skip
     with (
         response,
+        _no_cyclic_gc(),
         Resync(mirror, peer_exchange=peer.exchange_id, own_exchange=own) as resync,
         closing(_read_ahead(checked)) as chunks,
     ):
