@@ -52,7 +52,7 @@ def start_web(
         try:
             requests.get(f"{base}/healthz", timeout=5).raise_for_status()
             return web, base, env
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow to answer
             if time.monotonic() > deadline:
                 web.terminate()
                 raise

@@ -73,7 +73,7 @@ def ceiling(values: list[str]) -> tuple[float, float]:
     data = binary_copy(values)
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS bench_scratch, bench_again")
-        # Byte-order collation, as signals_signal has: the same unique index.
+        # Byte-order collation, as signals_signal has: the same unique index for hash values.
         cursor.execute(
             "CREATE TABLE bench_scratch (id bigserial PRIMARY KEY,"
             ' type varchar(32) COLLATE "C", value text COLLATE "C")'

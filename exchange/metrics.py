@@ -97,6 +97,13 @@ MATCH_SECONDS = Histogram(
     "Time to answer one POST /api/v1/match (all of its queries).",
     buckets=_FAST,
 )
+REPLICA_READS = Counter(
+    "hashx_replica_reads",
+    "Feed reads (pages, NDJSON streams, snapshots, TAXII and MISP pages) while a read replica is"
+    " configured, by outcome: served (by the replica), behind (it had not replayed past what the"
+    " reader needs: the primary served), down (unreachable or lost mid-read: the primary served).",
+    ["outcome"],
+)
 
 
 # --- scrape-time gauges ------------------------------------------------------------------------
@@ -189,4 +196,5 @@ _ALL = [
     WEBHOOK_SECONDS,
     MATCH_QUERIES,
     MATCH_SECONDS,
+    REPLICA_READS,
 ]

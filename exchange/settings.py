@@ -87,6 +87,20 @@ def _service_url(name: str) -> str:
 DATABASES = {"default": parse_database_url("DATABASE_URL", _service_url("DATABASE_URL"))}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# An optional streaming replica of DATABASE_URL's cluster (hot standby) that serves feed reads
+# once it has replayed past what the reader needs (signals/feed/reads.py, README "Past one
+# machine"). Run as a test database, it is the test database itself (MIRROR).
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = {
+        **parse_database_url("DATABASE_REPLICA_URL", DATABASE_REPLICA_URL),
+        "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"MIRROR": "default"},
+    }
+# After the replica could not be reached, this process leaves feed reads to the primary for
+# this long before it tries the replica again (a dead host costs a connect timeout per try).
+HASHX_REPLICA_RETRY_SECONDS = env_int("HASHX_REPLICA_RETRY_SECONDS", 10, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = parse_redis_url("REDIS_URL", _service_url("REDIS_URL"))

@@ -18,7 +18,15 @@ from exchange import generation
 from exchange.access import one_by_uuid
 from exchange.problems import Problem, echo, invalid
 from members.models import Organisation
-from signals.models import Batch, Delivery, HashSet, SetEntry, SetGrant, Subscription
+from signals.models import (
+    Batch,
+    Delivery,
+    HashSet,
+    SetEntry,
+    SetGrant,
+    Subscription,
+    signal_lookup,
+)
 from signals.types import SIGNAL_TYPES, SignalTypeError
 
 Distribution = HashSet.Distribution
@@ -227,13 +235,12 @@ def set_slugs(set_ids: set[int]) -> dict[int, str]:
 
 # -- entries -----------------------------------------------------------------------------------
 
-_SQL_RESOLVE = """
+_SQL_RESOLVE = f"""
 SELECT g.type, g.value, e.id
-FROM signals_setentry e
-JOIN signals_signal g ON g.id = e.signal_id
-JOIN unnest(%s::text[], %s::text[]) AS q(type, value) ON g.type = q.type AND g.value = q.value
-WHERE e.hash_set_id = %s
-"""
+FROM unnest(%s::text[], %s::text[]) AS q(type, value)
+JOIN signals_signal g ON {signal_lookup("g", "q.type", "q.value")}
+JOIN signals_setentry e ON e.hash_set_id = %s AND e.signal_id = g.id
+"""  # noqa: S608 - only constants are interpolated
 
 
 @dataclass

@@ -24,7 +24,10 @@ from signals.models import (
     Opinion,
     SetEntry,
     SetGrant,
+    Signal,
     Subscription,
+    signal_key,
+    signal_key_of,
 )
 from signals.types import SIGNAL_TYPES, SignalTypeError
 
@@ -118,7 +121,13 @@ class SetEntryAdmin(ReadOnlyAdmin):
                 spellings.add(signal_type.canonical(term))
             except SignalTypeError:
                 continue
-        return queryset.filter(signal__value__in=spellings), False
+        # Through the signals' unique (type, key) index.
+        signals = Signal.objects.alias(key=signal_key()).filter(
+            type__in=list(SIGNAL_TYPES),
+            key__in=[signal_key_of(spelling) for spelling in spellings],
+            value__in=spellings,
+        )
+        return queryset.filter(signal__in=signals.values("pk")), False
 
 
 @admin.register(Batch)

@@ -7,11 +7,15 @@ that pair and serve only rows whose transaction is older than the oldest one sti
 has already passed (DESIGN.md "Change feed", the xid8 design). See ``signals.feed.positions``.
 """
 
+import hashlib
 import uuid
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models import Case, F, When
+from django.db.models.functions import MD5
+from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
 from audit.fields import CurrentXactId, XID8Field
@@ -142,8 +146,47 @@ class SetGrant(models.Model):
         return self.hash_set.owner_id
 
 
+# Values up to this many bytes are their own key in the signals' unique index (far below the
+# 2,704 bytes a b-tree row holds, above every hash type's length); a longer value's key is its
+# MD5 (hex) padded with spaces to one byte more, so never the key of a value up to this long:
+# no value can be chosen to take a longer one's place.
+SIGNAL_KEY_BYTES = 256
+
+
+class OctetLength(models.Func):
+    """``octet_length(text)``: bytes, read from the header (a long value is not decompressed)."""
+
+    function = "octet_length"
+    output_field = models.IntegerField()
+
+
+class Rpad(models.Func):
+    """``rpad(text, length)``: padded with spaces to ``length`` characters."""
+
+    function = "rpad"
+    output_field = models.TextField()
+
+
+def signal_key() -> Case:
+    """The unique index's key of a signal's value: the value up to ``SIGNAL_KEY_BYTES``, its
+    padded MD5 (hex) beyond."""
+    return Case(
+        When(
+            GreaterThan(OctetLength("value"), SIGNAL_KEY_BYTES),
+            then=Rpad(MD5("value"), SIGNAL_KEY_BYTES + 1),
+        ),
+        default=F("value"),
+    )
+
+
 class Signal(models.Model):
-    """A canonical (type, value): stored once however many sets hold it."""
+    """A canonical (type, value): stored once however many sets hold it.
+
+    Unique by (type, key), the key being the value itself up to ``SIGNAL_KEY_BYTES`` (every
+    hash type) and its padded MD5 beyond: a b-tree row holds at most 2,704 bytes, and a vpdq
+    value of an hour's frames is a hundred times that (a long URL or text did not fit either).
+    Every lookup by value goes through that index with ``signal_lookup``; a key costs a hash
+    value nothing (an MD5 for every value made the merge's CPU a quarter higher)."""
 
     # Byte order ("C"): canonical values need no linguistic collation, and the unique index on
     # them is the merge's hottest structure.
@@ -151,10 +194,44 @@ class Signal(models.Model):
     value = models.TextField(db_collation="C")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["type", "value"], name="signal_type_value")]
+        constraints = [models.UniqueConstraint(F("type"), signal_key(), name="signal_type_key")]
 
     def __str__(self) -> str:
         return f"{self.type}:{self.value[:40]}"
+
+
+def signal_key_sql(value_sql: str) -> str:
+    """SQL: the unique index's key of a value (an SQL expression), as ``signal_key``."""
+    return (
+        f"CASE WHEN octet_length({value_sql}) > {SIGNAL_KEY_BYTES}"
+        f" THEN rpad(md5({value_sql}), {SIGNAL_KEY_BYTES + 1}) ELSE {value_sql} END"
+    )
+
+
+def signal_key_of(value: str) -> str:
+    """The unique index's key of ``value``, computed here (to look a value up by its key)."""
+    raw = value.encode()
+    if len(raw) <= SIGNAL_KEY_BYTES:
+        return value
+    return hashlib.md5(raw, usedforsecurity=False).hexdigest().ljust(SIGNAL_KEY_BYTES + 1)
+
+
+# ``INSERT INTO signals_signal … ON CONFLICT {SIGNAL_CONFLICT}``: the unique index's columns.
+SIGNAL_CONFLICT = f"(type, ({signal_key_sql('value')}))"
+
+
+def signal_lookup(signal: str, type_sql: str, value_sql: str) -> str:
+    """SQL: the row ``signal`` (an alias of signals_signal) is the signal of this type and
+    value (SQL expressions), probed through the unique (type, key) index and then compared by
+    value, so two long values of one MD5 (only a forged pair has one) are never taken for one.
+    The type and value are compared in the index's collation ("C"): compared in another (a
+    parameter's, an ``unnest``'s default), the index could not serve the comparison."""
+    kind, value = f'({type_sql}) COLLATE "C"', f'({value_sql}) COLLATE "C"'
+    return (
+        f"{signal}.type = {kind}"
+        f" AND {signal_key_sql(signal + '.value')} = {signal_key_sql(value)}"
+        f" AND {signal}.value = {value}"
+    )
 
 
 class SetEntry(models.Model):

@@ -50,12 +50,13 @@ MAX_RAW_TEXT_CHARS = 4096
 # above 31 bits false positives climb quickly, so no set may allow more.
 PDQ_THRESHOLD = 31
 PHOTODNA_BYTES = 144
-# vpdq: one PDQ hash per sampled frame. A query may be a long video; a stored signal holds at
-# most MAX_VPDQ_FRAMES frames, what the unique (type, value) index of signals can hold (a
-# b-tree row is at most 2,704 bytes, and 32 frames take at most 2,594).
-MAX_VPDQ_QUERY_FRAMES = 600
-MAX_VPDQ_FRAMES = 32
-MAX_VPDQ_BYTES = 64 * 1024
+# vpdq: one PDQ hash per sampled frame, stored or queried: at most an hour at one frame a
+# second. A canonical frame takes at most 82 bytes ("<64 hex>,100,1.23e-310" quoted, and the
+# separator), so a canonical value at most 295,200; the value as sent may be spelled more
+# loosely (more digits, spaces), up to MAX_VPDQ_BYTES. Signals are unique by their value's MD5
+# (signals.models.Signal), so no index caps a value's length.
+MAX_VPDQ_FRAMES = 3600
+MAX_VPDQ_BYTES = 512 * 1024
 # python-threatexchange's VPDQ_TIMESTAMP_PRECISION: a timestamp is written f"{t:.3}".
 VPDQ_TIMESTAMP_DIGITS = 3
 _DIGITS = re.compile(r"[0-9]{1,3}")
@@ -285,7 +286,7 @@ class VpdqFrame:
 
 def vpdq_frames(value: str) -> list[VpdqFrame]:
     """The frames of a vPDQ value in python-threatexchange's serialisation (a JSON list of
-    "pdq hex,quality,timestamp" strings), validated: 1 to MAX_VPDQ_QUERY_FRAMES frames, each
+    "pdq hex,quality,timestamp" strings), validated: 1 to MAX_VPDQ_FRAMES frames, each
     64 hex digits, quality 0-100, timestamps finite, not negative and non-decreasing."""
     try:
         items = json.loads(value)
@@ -293,8 +294,11 @@ def vpdq_frames(value: str) -> list[VpdqFrame]:
         raise SignalTypeError('expected a JSON list of "pdq,quality,timestamp" strings') from None
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
         raise SignalTypeError('expected a JSON list of "pdq,quality,timestamp" strings')
-    if not 0 < len(items) <= MAX_VPDQ_QUERY_FRAMES:
-        raise SignalTypeError(f"expected 1 to {MAX_VPDQ_QUERY_FRAMES} frames, got {len(items)}")
+    if not 0 < len(items) <= MAX_VPDQ_FRAMES:
+        raise SignalTypeError(
+            f"expected 1 to {MAX_VPDQ_FRAMES} frames (an hour at one frame a second),"
+            f" got {len(items)}"
+        )
     frames: list[VpdqFrame] = []
     for number, item in enumerate(items):
         parts = item.split(",")
@@ -397,11 +401,6 @@ def canonicalise(type_name: str, value: str, *, quality: int | None = None) -> s
             f"unknown signal type {type_name!r:.40}; known types: {', '.join(SIGNAL_TYPES)}"
         )
     canonical = signal_type.canonical(value)
-    if signal_type.name == "vpdq" and (frames := len(vpdq_frames(canonical))) > MAX_VPDQ_FRAMES:
-        raise SignalTypeError(
-            f"vpdq: at most {MAX_VPDQ_FRAMES} frames can be stored, got {frames}"
-            " (hash one frame every few seconds)"
-        )
     if quality is not None:
         if signal_type.name != "pdq":
             raise SignalTypeError(f"{type_name}: quality applies to pdq only")

@@ -21,7 +21,6 @@ from signals.actions.pulls import do_record_pull, tally
 from signals.feed.positions import Position
 from signals.feed.reads import (
     Rendered,
-    entry_ids_of,
     months_of,
     rendered_after,
     rendered_entries,
@@ -31,7 +30,7 @@ from signals.feed.reads import (
 from signals.models import HashSet
 from taxii.misp import event as misp_event
 from taxii.misp import event_uuid, hashes_line, manifest_entry
-from taxii.stix import indicator, indicator_id, timestamp
+from taxii.stix import entry_of_indicator, indicator, timestamp
 
 
 @dataclass
@@ -89,15 +88,8 @@ def do_read_objects(
     request: Any,
 ) -> Page:
     """The indicators ``stix_ids`` of ``hash_set`` (those it holds), latest versions; audited.
-
-    Indicator ids are name-based (UUIDv5 of the entry id), so finding them walks the set's
-    entry ids once, stopping when every id asked for is found."""
-    wanted, entries = set(stix_ids), []
-    for entry_id in entry_ids_of(hash_set.pk):
-        if indicator_id(exchange, entry_id) in wanted:
-            entries.append(entry_id)
-            if len(entries) == len(wanted):
-                break
+    An indicator id holds its entry's id (``entry_of_indicator``): no search."""
+    entries = sorted({e for i in stix_ids if (e := entry_of_indicator(exchange, i)) is not None})
     changes = rendered_entries(hash_set.pk, entries) if entries else []
     if added_after is not None:
         since = timestamp(added_after)

@@ -5,8 +5,8 @@ event JSON per set and UTC month), without touching the database.
   the UUIDv5 of the exchange's id, the set's slug and the month, so it never changes and MISP
   updates it rather than adding another. Its ``timestamp`` is the newest change among its
   entries: a retraction moves it, and MISP fetches the event again.
-- One attribute per entry, its uuid the UUIDv5 of the exchange's id and the entry's id (the
-  indicator's UUID in TAXII). A retracted or expired entry stays in its event with
+- One attribute per entry, its uuid the indicator's UUID in TAXII (``indicator_id``: it
+  holds the entry's id). A retracted or expired entry stays in its event with
   ``"deleted": true`` (MISP soft-deletes the attribute it holds) until its tombstone is purged,
   and leaves ``hashes.csv`` at once.
 - Types, from MISP's describeTypes: ``md5`` (and ``video_md5``, an MD5 of a video file's

@@ -1,12 +1,17 @@
 """What many tests need and no fixture gives: waiting for another thread or process, stopping
-one, and reading the exchange's problem documents."""
+one, reading the exchange's problem documents, and making long videos' vpdq values."""
 
+import random
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from exchange.problems import PROBLEM_CONTENT_TYPE
+from hashx.media import vpdq_value
 
 
 def stop(process: subprocess.Popen[Any], grace: float = 30) -> None:
@@ -63,3 +68,32 @@ def assert_problem(response: Any, status: int, slug: str) -> Any:
     assert body["type"].endswith(f"/problems/{slug}"), body
     assert body["title"] and body["detail"], body
     return body
+
+
+def long_video(frames: int, seed: int) -> str:
+    """A vpdq value of ``frames`` frames one second apart, each a random PDQ hash of quality
+    100, spelled as python-threatexchange writes it (so canonical)."""
+    rng = random.Random(seed)
+    return vpdq_value([(f"{rng.getrandbits(256):064x}", 100, float(t)) for t in range(frames)])
+
+
+def postgres_bin() -> Path:
+    """The directory of the embedded PostgreSQL's programs (pg_ctl, pg_basebackup, psql, …), for
+    tests that run a server of their own beside it."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver only uses it for a lock.
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def every_page(member, path, limit):
+    """The items of every page, following ``next``, and how many pages there were."""
+    items, pages, url = [], 0, f"{path}?limit={limit}"
+    while url:
+        page = member.api.get(url).json()
+        items += page["results"]
+        pages += 1
+        url = page["next"] and urlsplit(page["next"])._replace(scheme="", netloc="").geturl()
+    return items, pages

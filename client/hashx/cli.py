@@ -44,7 +44,7 @@ from hashx.keys import (
     raw_public_bytes,
     write_private_key,
 )
-from hashx.media import MAX_STORED_VPDQ_FRAMES, FileHash, MediaExtraMissing, file_hashes
+from hashx.media import MAX_VPDQ_FRAMES, FileHash, MediaExtraMissing, file_hashes
 from hashx.store import LocalStore, OtherSets, sync
 from hashx.webhooks import WebhookVerificationError, verify
 
@@ -634,9 +634,9 @@ def cmd_hash(args: argparse.Namespace) -> None:
         if item.type == "pdq" and item.quality is not None and item.quality < 50:
             print(f"hashx: {item.path}: PDQ quality {item.quality} is too low to match on",
                   file=sys.stderr)  # fmt: skip
-        if item.type == "vpdq" and len(json.loads(item.value)) > MAX_STORED_VPDQ_FRAMES:
-            print(f"hashx: {item.path}: {len(json.loads(item.value))} frames: it can be matched"
-                  f" on, but an exchange stores at most {MAX_STORED_VPDQ_FRAMES}",
+        if item.type == "vpdq" and len(json.loads(item.value)) > MAX_VPDQ_FRAMES:
+            print(f"hashx: {item.path}: {len(json.loads(item.value))} frames: an exchange takes"
+                  f" at most {MAX_VPDQ_FRAMES} (an hour at one frame a second)",
                   file=sys.stderr)  # fmt: skip
     current = None
     for item in found:

@@ -52,9 +52,9 @@ def file_hashes(path: str | Path) -> list[FileHash]:
     return found
 
 
-# The most frames of a vpdq signal an exchange stores (signals.types.MAX_VPDQ_FRAMES); a
-# query may have more.
-MAX_STORED_VPDQ_FRAMES = 32
+# The most frames of a vpdq signal an exchange stores or matches (signals.types.MAX_VPDQ_FRAMES):
+# an hour at one frame a second.
+MAX_VPDQ_FRAMES = 3600
 # python-threatexchange's VPDQ_TIMESTAMP_PRECISION.
 _TIMESTAMP_DIGITS = 3
 

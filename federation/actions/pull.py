@@ -9,11 +9,15 @@ lock goes with the connection of a killed process), and its failure is recorded 
 (``last_error``) and in the audit log, both sides keeping a record of every pull.
 """
 
+import gc
 import logging
 import random
-from collections.abc import Iterator
+import threading
+from collections.abc import Generator, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from queue import Full, Queue
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -33,7 +37,8 @@ from federation.actions.apply import (
     Outcome,
     Refusal,
     Resync,
-    do_apply_page,
+    check_page,
+    do_apply_checked,
     do_withdraw_mirror,
 )
 from federation.actions.opinions import do_forward_opinions
@@ -295,9 +300,83 @@ def _is_checkpoint(item: Any) -> bool:
     return isinstance(item, dict) and "cursor" in item and set(item) <= {"cursor", "end"}
 
 
+def _read_ahead[T](items: Iterator[T], depth: int = 2) -> Generator[T]:
+    """``items``, produced by a thread of their own up to ``depth`` ahead of the consumer, so
+    that reading, parsing and checking the peer's next page (Python, and the peer rendering it)
+    overlap with the database applying this one. What the producer raises is raised here, in
+    order; a consumer that stops early stops the producer at its next item (the caller closes
+    the response it reads, which ends a read that waits)."""
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((False, item)):
+                    return
+            put((True, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((True, exc))
+
+    threading.Thread(target=produce, name="federation-read-ahead", daemon=True).start()
+    try:
+        while True:
+            done, item = queue.get()
+            if done:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile (reference counting still frees everything a pull
+    drops: its pages hold no cycles). A page is 5,000 parsed changes, dicts and lists that the
+    collector kept re-scanning: it took 3 of the 4.5 µs that parsing and keeping a change cost,
+    measured on 100,000 feed lines."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _feed_pages(response: requests.Response, slug: str) -> Iterator[tuple[list[Any], str]]:
+    """A streamed change feed cut at its checkpoints: each page of changes with the cursor that
+    covers it, up to the end line."""
+    page: list[Any] = []
+    for line in _lines(response):
+        item = _parse(line)
+        if _is_checkpoint(item) and isinstance(item["cursor"], str):
+            yield page, item["cursor"]
+            if item.get("end"):
+                return
+            page = []
+        else:
+            page.append(item)
+            if len(page) > MAX_PAGE:
+                raise PullFailed(f"{slug}: no checkpoint in {MAX_PAGE} changes")
+    raise PullFailed(f"{slug}: the feed stream ended before its end line")
+
+
 def pull_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outcome:
     """The peer's feed of one set from the mirror's cursor to its end, each checkpoint applied
-    with its cursor; a 410 resyncs from the snapshot."""
+    with its cursor; a 410 resyncs from the snapshot. The next page is read and checked while
+    this one is applied (``_read_ahead``)."""
     params = {"sets": mirror.remote_slug}
     if mirror.cursor:
         params["cursor"] = mirror.cursor
@@ -307,48 +386,59 @@ def pull_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outc
         return resync_set(remote, peer, mirror, own)
     if response.status_code != 200:
         raise failure(response, f"GET /api/v1/changes?sets={mirror.remote_slug}")
-    outcome, ended = Outcome(), False
-    page: list[Any] = []
-    with response:
-        for line in _lines(response):
-            item = _parse(line)
-            if _is_checkpoint(item) and isinstance(item["cursor"], str):
-                outcome.add(
-                    do_apply_page(mirror, page, item["cursor"], peer_exchange=peer.exchange_id,
-                                  own_exchange=own)
-                )  # fmt: skip
-                page = []
-                if item.get("end"):
-                    ended = True
-                    break
-            else:
-                page.append(item)
-                if len(page) > MAX_PAGE:
-                    raise PullFailed(f"{mirror.remote_slug}: no checkpoint in {MAX_PAGE} changes")
-    if not ended:
-        raise PullFailed(f"{mirror.remote_slug}: the feed stream ended before its end line")
+    outcome = Outcome()
+    checked = (
+        (check_page(page, peer_exchange=peer.exchange_id, own_exchange=own), cursor)
+        for page, cursor in _feed_pages(response, mirror.remote_slug)
+    )
+    with response, _no_cyclic_gc(), closing(_read_ahead(checked)) as pages:
+        for page, cursor in pages:
+            outcome.add(do_apply_checked(mirror, page, cursor, peer_exchange=peer.exchange_id))
     return outcome
+
+
+def _snapshot_chunks(
+    response: requests.Response, path: str
+) -> Iterator[tuple[list[Any], str | None]]:
+    """A streamed snapshot cut into chunks of 5,000 lines; the last comes with the end line's
+    cursor."""
+    page: list[Any] = []
+    for line in _lines(response):
+        item = _parse(line)
+        if _is_checkpoint(item) and item.get("end") and isinstance(item["cursor"], str):
+            yield page, item["cursor"]
+            return
+        page.append(item)
+        if len(page) >= 5_000:
+            yield page, None
+            page = []
+    raise PullFailed(f"{path}: the snapshot ended before its end line")
 
 
 def resync_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outcome:
     """The set's snapshot, applied as a resync, chunk by chunk
-    (``federation.actions.apply.Resync``)."""
+    (``federation.actions.apply.Resync``), the next chunk read and checked while this one is
+    applied."""
     path = f"/api/v1/sets/{mirror.remote_slug}/snapshot"
     response = remote.get(path, stream=True)
     if response.status_code != 200:
         raise failure(response, f"GET {path}")
-    with response, Resync(mirror, peer_exchange=peer.exchange_id, own_exchange=own) as resync:
-        page: list[Any] = []
-        for line in _lines(response):
-            item = _parse(line)
-            if _is_checkpoint(item) and item.get("end") and isinstance(item["cursor"], str):
-                resync.add(page)
-                return resync.finish(item["cursor"])
-            page.append(item)
-            if len(page) >= 5_000:
-                resync.add(page)
-                page = []
-        raise PullFailed(f"{path}: the snapshot ended before its end line")
+    checked = (
+        (check_page(chunk, peer_exchange=peer.exchange_id, own_exchange=own, active_only=True),
+         end)
+        for chunk, end in _snapshot_chunks(response, path)
+    )  # fmt: skip
+    with (
+        response,
+        _no_cyclic_gc(),
+        Resync(mirror, peer_exchange=peer.exchange_id, own_exchange=own) as resync,
+        closing(_read_ahead(checked)) as chunks,
+    ):
+        for chunk, end in chunks:
+            resync.add_checked(chunk)
+            if end is not None:
+                return resync.finish(end)
+    raise PullFailed(f"{path}: the snapshot ended before its end line")  # not reached
 
 
 def backoff(failures: int) -> timedelta:

@@ -25,7 +25,7 @@ from signals.access import MAX_SETS, access_readable_sets
 from signals.feed.positions import Position
 from signals.matching.index import View, shared_index
 from signals.matching.mih import MAX_RADIUS, U64, parse_hex
-from signals.models import HashSet
+from signals.models import HashSet, signal_lookup
 from signals.types import SIGNAL_TYPES, SignalTypeError, vpdq_frames
 from signals.warninglist import PDQ_MIN_QUALITY
 
@@ -116,13 +116,13 @@ def _check_query(item: Any, by_slug: dict[str, HashSet]) -> Query:
     return Query(kind, canonical, set_ids, max_distance)
 
 
-_SQL_EXACT = """
+_SQL_EXACT = f"""
 SELECT q.i, e.id, e.hash_set_id
 FROM unnest(%(values)s::text[]) WITH ORDINALITY AS q(value, i)
-JOIN signals_signal g ON g.type = %(type)s AND g.value = q.value
+JOIN signals_signal g ON {signal_lookup("g", "%(type)s", "q.value")}
 JOIN signals_setentry e ON e.signal_id = g.id
 WHERE e.state = 'active' AND e.hash_set_id = ANY(%(sets)s)
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 _SQL_ENTRIES = """
 SELECT e.id, e.hash_set_id, g.value, e.labels, e.contributor_count, e.positive_count,

@@ -26,7 +26,7 @@ from exchange.enqueue import enqueue_on_commit
 from signals.feed.locks import advisory_key, held_keys, in_part, lock_slots, part_slots
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
-from signals.models import Batch
+from signals.models import SIGNAL_CONFLICT, Batch, signal_lookup
 
 CHUNK = 100_000
 
@@ -37,17 +37,19 @@ CHUNK = 100_000
 # materialize a set's entries: for a set the statistics still think empty (its first large
 # batch), the planner read them all into memory and filtered them once per chunk row (a chunk
 # of 100,000 into a set of 100,000 ran for ten minutes); the entry is probed by (set, signal).
-_SQL_SETUP = """
+# For every writer that joins a chunk of rows to the signals and a set's entries (the mirror
+# of a peer's set too: federation.actions.apply), for the rest of its transaction.
+PROBE_ONLY = """
 SET LOCAL enable_hashjoin = off;
 SET LOCAL enable_mergejoin = off;
 SET LOCAL enable_material = off;
-SET LOCAL work_mem = '128MB';
 """
+_SQL_SETUP = PROBE_ONLY + "SET LOCAL work_mem = '128MB';"
 
 # The chunk: one row per distinct signal (the first line wins), with what exists of it (signal,
 # this set's entry, this organisation's contribution) probed in one pass, and ids drawn for what
 # does not exist yet, so the inserts below need neither RETURNING nor a join.
-_SQL_CHUNK = """
+_SQL_CHUNK = f"""
 DROP TABLE IF EXISTS merge_chunk;
 CREATE TEMP TABLE merge_chunk ON COMMIT DROP AS
 SELECT s.type, s.value, s.labels, s.quality, s.expires_at,
@@ -61,14 +63,14 @@ SELECT s.type, s.value, s.labels, s.quality, s.expires_at,
 FROM (
     SELECT DISTINCT ON (type, value) type, value, labels, quality, expires_at
     FROM signals_stagedsignal
-    WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s AND {part}
+    WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s AND {{part}}
     ORDER BY type, value, line
 ) s
-LEFT JOIN signals_signal g ON g.type = s.type AND g.value = s.value
+LEFT JOIN signals_signal g ON {signal_lookup("g", "s.type", "s.value")}
 LEFT JOIN signals_setentry e ON e.hash_set_id = %(set)s AND e.signal_id = g.id
 LEFT JOIN signals_contribution k ON k.entry_id = e.id AND k.organisation_id = %(org)s
 ORDER BY s.type, s.value
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 _SQL_NEW_SIGNALS = """
 INSERT INTO signals_signal (id, type, value)
@@ -76,15 +78,19 @@ SELECT signal_id, type, value FROM merge_chunk WHERE new_signal ORDER BY signal_
 """
 
 # Another merge (into another set) committed some of the same new values after the chunk was
-# probed: insert what is still missing and point the chunk at the signals that won.
-_SQL_NEW_SIGNALS_RACED = """
+# probed: insert what is still missing and point the chunk at the signals that won. A value
+# that is in neither (its MD5 is another value's of its type: only a forged pair can do that)
+# is dropped from the chunk, never linked to a signal that does not exist.
+_SQL_NEW_SIGNALS_RACED = f"""
 INSERT INTO signals_signal (id, type, value)
 SELECT signal_id, type, value FROM merge_chunk WHERE new_signal ORDER BY signal_id
-ON CONFLICT (type, value) DO NOTHING;
+ON CONFLICT {SIGNAL_CONFLICT} DO NOTHING;
 UPDATE merge_chunk c SET signal_id = g.id
 FROM signals_signal g
-WHERE c.new_signal AND g.type = c.type AND g.value = c.value AND g.id <> c.signal_id;
-"""
+WHERE c.new_signal AND {signal_lookup("g", "c.type", "c.value")} AND g.id <> c.signal_id;
+DELETE FROM merge_chunk c
+WHERE c.new_signal AND NOT EXISTS (SELECT 1 FROM signals_signal g WHERE g.id = c.signal_id);
+"""  # noqa: S608 - only constants are interpolated
 
 # The set is locked and its entries were probed under the lock: none of these exists.
 _SQL_NEW_ENTRIES = """

@@ -186,9 +186,15 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
             peer = peer_exchange_of(org)
             for _ in range(_MAX_EMPTY_PAGES):
                 if (sets, after, peer) not in pages:
+                    # On the primary: the news that woke this cut was read there, and a page a
+                    # lagging replica found empty would end the cut with the news unsent.
                     pages[sets, after, peer] = _Page(
                         *rendered_after(
-                            after, list(sets), limit=settings.HASHX_WEBHOOK_PAGE_SIZE, peer=peer
+                            after,
+                            list(sets),
+                            limit=settings.HASHX_WEBHOOK_PAGE_SIZE,
+                            peer=peer,
+                            replica=False,
                         )
                     )
                 page = pages[sets, after, peer]

@@ -5,6 +5,7 @@ from signals.api import views
 urlpatterns = [
     path("sets", views.SetListView.as_view(), name="sets"),
     path("sets/<slug:slug>", views.SetDetailView.as_view(), name="set"),
+    path("sets/<slug:slug>/grants", views.GrantListView.as_view(), name="set-grants"),
     path("sets/<slug:slug>/grants/<slug:org_slug>", views.GrantView.as_view(), name="set-grant"),
     path("sets/<slug:slug>/signals", views.PublishView.as_view(), name="set-publish"),
     path("sets/<slug:slug>/retractions", views.RetractView.as_view(), name="set-retract"),

@@ -114,13 +114,21 @@ class SetListView(ListAPIView):
         return Response(SetSerializer(hash_set).data, status=201)
 
 
+# Grants shown in a set's own answer; the rest are paged at its ``grants_url``.
+GRANTS_SHOWN = 100
+
+
 class SetDetailView(APIView):
     @extend_schema(operation_id="sets_get", tags=["sets"], responses=SetSerializer)
     def get(self, request: Request, slug: str) -> Response:
         hash_set = access_set(organisation_of(request), slug)
         data = SetSerializer(hash_set).data
         if hash_set.owner_id == organisation_of(request).pk:
-            data["grants"] = GrantListSerializer(grants_of(hash_set), many=True).data
+            # The first grants only, oldest first: the whole list is paged at ``grants_url``.
+            grants = list(grants_of(hash_set).order_by("created_at", "pk")[: GRANTS_SHOWN + 1])
+            data["grants"] = GrantListSerializer(grants[:GRANTS_SHOWN], many=True).data
+            data["grants_complete"] = len(grants) <= GRANTS_SHOWN
+            data["grants_url"] = f"/api/v1/sets/{hash_set.slug}/grants"
         return Response(data)
 
     @extend_schema(
@@ -136,6 +144,24 @@ class SetDetailView(APIView):
         serializer.is_valid(raise_exception=True)
         hash_set = do_update_set(hash_set, dict(serializer.validated_data), request=request)
         return Response(SetSerializer(hash_set).data)
+
+
+class GrantListView(ListAPIView):
+    serializer_class = GrantListSerializer
+    pagination_class = OldestFirst
+
+    @extend_schema(
+        operation_id="grants_list",
+        tags=["sets"],
+        parameters=[OpenApiParameter("limit", OpenApiTypes.INT, description="up to 500")],
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        """The grants on a set you own, oldest first; paged by opaque cursor."""
+        return self.list(request)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        hash_set = access_set(organisation_of(self.request), self.kwargs["slug"], need="own")
+        return grants_of(hash_set)
 
 
 class GrantView(APIView):

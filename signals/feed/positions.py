@@ -13,7 +13,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from exchange.problems import invalid
 
@@ -87,8 +87,10 @@ def cursor_params(after: Position, horizon: int) -> dict[str, Any]:
     return {"horizon": str(horizon), "xid": str(after.xid), "seq": after.seq}
 
 
-def visible_horizon() -> int:
-    """The oldest transaction id still running (as of now); rows below it are final."""
-    with connection.cursor() as cursor:
+def visible_horizon(using: str = DEFAULT_DB_ALIAS) -> int:
+    """The oldest transaction id still running (as of now); rows below it are final. On a hot
+    standby (``using`` the read replica) it is the oldest the standby knows running, as of the
+    WAL it has replayed: its rows below that are final, and the primary's too."""
+    with connections[using].cursor() as cursor:
         cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
         return int(cursor.fetchone()[0])

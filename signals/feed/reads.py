@@ -8,20 +8,31 @@ match index's follower (``pdq_changes_to_horizon``), and the subscriptions' news
 ``rendered_entries``) and the MISP feed (``months_of``, ``rendered_month``) too. A change is
 rendered once, by Postgres, as the JSON every consumer serves; what "after the cursor" means is
 ``positions.sql_after_cursor`` everywhere, and what a peer exchange may be served is
-``sql_for_reader`` everywhere (federation).
+``sql_for_reader`` everywhere (federation). Every read that serves a reader goes to a database
+through one door, ``_source``: the read replica once it has replayed past what the reader needs,
+else the primary (README "Past one machine").
 """
 
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 
+from exchange.metrics import REPLICA_READS
 from exchange.problems import Problem
 from signals.feed.positions import (
     START,
@@ -99,6 +110,124 @@ class Rendered(NamedTuple):
 _rendered = Rendered._make
 
 
+# --- the one door: which database serves a read -----------------------------------------------
+
+# The DATABASES alias of the read replica (DATABASE_REPLICA_URL): a hot standby streaming from
+# the primary.
+REPLICA = "replica"
+# Until this (time.time(): the clock tests travel), this process does not try the replica: it
+# could not be reached.
+_replica_down_until = 0.0
+# What a replica that went away, or cancelled a query that its replay conflicted with, raises.
+_LOST = (OperationalError, InterfaceError)
+
+
+@dataclass
+class _Source:
+    """Where one read runs: a DATABASES alias, and that database's visible horizon (rows below
+    it are final there; a read serves no other), read once, by the door or when first asked."""
+
+    using: str
+    known_horizon: int | None = None
+
+    def horizon(self) -> int:
+        if self.known_horizon is None:
+            self.known_horizon = visible_horizon(self.using)
+        return self.known_horizon
+
+
+def _source(needs: Position, set_ids: list[int], *, replica: bool = True) -> _Source:
+    """The database that serves a read of ``set_ids`` for a reader holding the cursor
+    ``needs`` (``START`` for a read that names none): the replica once it has caught up with
+    the reader, else the primary. Counted in ``hashx_replica_reads`` when a replica is
+    configured.
+
+    The freshness rule. A read serves only changes below the visible horizon of the database
+    it reads, so a lagging replica can never serve a change out of order: it can only be
+    stale. The rule keeps from a reader the staleness that would mislead it.
+    A read after a cursor goes to the replica once the replica's horizon is above the cursor's
+    transaction id. Every transaction up to the cursor's has then ended there, so everything
+    the reader was served is there (a page serves only changes at or below the cursor it hands
+    out; a snapshot's cursor is the horizon when it was taken, and a horizon only grows, so
+    the replica replayed past the snapshot's moment): no entry comes back to it in an older
+    state, and the changes right after its cursor can be served. A replica at or below the
+    cursor could only answer "nothing new" while the primary may have news.
+    A read that names no cursor (a first page, a snapshot, MISP pages, TAXII objects by id)
+    has nothing to compare, yet its reader may know of a change (its own batch or retraction,
+    done): it needs the newest change of its sets final on the primary now (one index lookup
+    per set there), and goes to the replica once the replica's horizon has passed that
+    change's transaction. It then sees every change of its sets the primary would serve, and
+    a snapshot's cursor is past all of them. (Against the primary's horizon instead, any
+    write there, the audit event of the reader's previous pull included, would send it to
+    the primary until the replica replayed that write.)
+    Either way the cursor handed back is never below the one sent.
+    ``replica=False``: the read stays on the primary whatever the replica holds."""
+    if not replica or REPLICA not in connections.settings:
+        return _Source(DEFAULT_DB_ALIAS)
+    if time.time() < _replica_down_until:
+        REPLICA_READS.labels(outcome="down").inc()
+        return _Source(DEFAULT_DB_ALIAS)
+    try:
+        horizon = visible_horizon(REPLICA)
+    except _LOST:
+        _replica_lost()
+        return _Source(DEFAULT_DB_ALIAS)
+    if needs == START:
+        needs = _newest_final(set_ids)
+    if horizon > needs.xid:
+        REPLICA_READS.labels(outcome="served").inc()
+        return _Source(REPLICA, horizon)
+    REPLICA_READS.labels(outcome="behind").inc()
+    return _Source(DEFAULT_DB_ALIAS)
+
+
+# The newest change of the sets that is final on the primary (the index on (set, position),
+# walked backwards from the horizon, once per set).
+_SQL_NEWEST_FINAL = """
+SELECT e.position_xid::text, e.position_seq
+FROM unnest(%(sets)s::bigint[]) AS s(id)
+CROSS JOIN LATERAL (
+    SELECT x.position_xid, x.position_seq FROM signals_setentry x
+    WHERE x.hash_set_id = s.id AND x.position_xid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY x.position_xid DESC, x.position_seq DESC LIMIT 1
+) e
+ORDER BY e.position_xid DESC, e.position_seq DESC LIMIT 1
+"""
+
+
+def _newest_final(set_ids: list[int]) -> Position:
+    """The position of the newest change of ``set_ids`` final on the primary (``START`` when
+    they have none)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_NEWEST_FINAL, {"sets": set_ids})
+        row = cursor.fetchone()
+    return Position(int(row[0]), row[1]) if row else START
+
+
+def _replica_lost() -> None:
+    """The replica failed a read (down, restarting, or a query cancelled by its replay): drop
+    the connection and leave reads to the primary for ``HASHX_REPLICA_RETRY_SECONDS``."""
+    global _replica_down_until
+    REPLICA_READS.labels(outcome="down").inc()
+    _replica_down_until = time.time() + settings.HASHX_REPLICA_RETRY_SECONDS
+    connections[REPLICA].close()
+
+
+def _read[T](
+    needs: Position, set_ids: list[int], read: Callable[[_Source], T], *, replica: bool = True
+) -> T:
+    """``read`` on the database ``_source`` picks; a read the replica fails midway is read
+    again on the primary (a whole answer is built before anything is sent)."""
+    source = _source(needs, set_ids, replica=replica)
+    if source.using == REPLICA:
+        try:
+            return read(source)
+        except _LOST:
+            _replica_lost()
+            source = _Source(DEFAULT_DB_ALIAS)
+    return read(source)
+
+
 def _sql_after(columns: str, condition: str = "TRUE") -> str:
     """Per set, the next ``limit`` rows (that meet ``condition``, SQL over the entry ``x``)
     straight off the (set, position) index in order; then the first ``limit`` of their union.
@@ -123,26 +252,42 @@ _SQL_RENDERED = _sql_after(_RENDERED_COLUMNS_FOR_READER)
 
 
 def rendered_after(
-    after: Position, set_ids: list[int], limit: int = 1000, *, peer: str = ""
+    after: Position,
+    set_ids: list[int],
+    limit: int = 1000,
+    *,
+    peer: str = "",
+    replica: bool = True,
 ) -> tuple[list[Rendered], Position]:
     """The latest state of entries of ``set_ids`` changed after ``after``, in position order,
     each as the JSON the API serves, and the position to continue from. Only rows of finished
-    transactions are served; to a ``peer`` exchange only what ``sql_for_reader`` lets leave."""
-    rows = _fetch_after(_SQL_RENDERED, after, set_ids, limit, peer)
-    changes = list(map(_rendered, rows))
+    transactions are served; to a ``peer`` exchange only what ``sql_for_reader`` lets leave.
+    From the replica when it has caught up with ``after``, unless ``replica`` is false."""
+    rows = _fetch_after(_SQL_RENDERED, after, set_ids, limit, peer, replica=replica)
+    changes = [_rendered(row) for row in rows]
     return changes, (changes[-1].position if changes else after)
 
 
 def _fetch_after(
-    sql: str, after: Position, set_ids: list[int], limit: int, peer: str, **extra: Any
+    sql: str,
+    after: Position,
+    set_ids: list[int],
+    limit: int,
+    peer: str,
+    *,
+    replica: bool = True,
+    **extra: Any,
 ) -> list[Any]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            sql,
-            {"sets": set_ids, "limit": limit, "peer": peer,
-             **cursor_params(after, visible_horizon()), **extra},
-        )  # fmt: skip
-        return cursor.fetchall()
+    def read(source: _Source) -> list[Any]:
+        with connections[source.using].cursor() as cursor:
+            cursor.execute(
+                sql,
+                {"sets": set_ids, "limit": limit, "peer": peer,
+                 **cursor_params(after, source.horizon()), **extra},
+            )  # fmt: skip
+            return cursor.fetchall()
+
+    return _read(after, set_ids, read, replica=replica)
 
 
 # As _SQL_RENDERED, of the changes made after a time only (TAXII's added_after): the index
@@ -174,20 +319,16 @@ def rendered_entries(set_id: int, entry_ids: list[int]) -> list[Rendered]:
     """The latest final state of the entries ``entry_ids`` of the set ``set_id``, in position
     order, each as the JSON the API serves (one that changed in a transaction still running
     is left out until it is final, as the feed would)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SQL_RENDERED_ENTRIES,
-            {"set": set_id, "entries": entry_ids, "horizon": str(visible_horizon())},
-        )
-        return list(map(_rendered, cursor.fetchall()))
 
+    def read(source: _Source) -> list[Rendered]:
+        with connections[source.using].cursor() as cursor:
+            cursor.execute(
+                _SQL_RENDERED_ENTRIES,
+                {"set": set_id, "entries": entry_ids, "horizon": str(source.horizon())},
+            )
+            return [_rendered(row) for row in cursor.fetchall()]
 
-def entry_ids_of(set_id: int) -> Iterator[int]:
-    """Every entry id of a set, active or not (for lookups by a name derived from the id)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM signals_setentry WHERE hash_set_id = %s", [set_id])
-        while rows := cursor.fetchmany(10_000):
-            yield from (row[0] for row in rows)
+    return _read(START, [set_id], read)
 
 
 # Every change after the cursor, rendered by Postgres and written by it (COPY), one row per
@@ -270,14 +411,17 @@ def stream_after(
     Postgres (COPY), with a checkpoint after every ``every`` changes; then fills ``result``
     with the changes served per set and the position of the last one, tallied from the rows
     as they pass (one statement, so exactly the rows served; no second read). To a ``peer``
-    exchange only what ``sql_for_reader`` lets leave."""
-    params = {"sets": set_ids, "peer": peer, **cursor_params(after, visible_horizon())}
+    exchange only what ``sql_for_reader`` lets leave. From the replica when it has caught up
+    with ``after``; one that fails midway fails the stream (as the primary's would): the client
+    resumes from its last checkpoint."""
+    source = _source(after, set_ids)
+    params = {"sets": set_ids, "peer": peer, **cursor_params(after, source.horizon())}
     single = set_ids[0] if len(set_ids) == 1 else None
-    with connection.cursor() as cursor:
+    with connections[source.using].cursor() as cursor:
         sql = cursor.mogrify(_SQL_STREAM_SET if single else _SQL_STREAM_SETS, params).decode()
     served = _Served(every, single)
     try:
-        yield from _copy_out(sql, served)
+        yield from _copy_out(source.using, sql, served)
     finally:  # also when the client went away: what was read so far
         result.counts = served.counts
         result.until = Position(int(served.last[0]), int(served.last[1])) if served.last else after
@@ -305,13 +449,16 @@ def _joined(rows: list[bytes]) -> bytes:
 _CHUNK_ROWS = 128
 
 
-def _copy_out(sql: str, chunk: Callable[[list[bytes]], bytes] = _joined) -> Iterator[bytes]:
-    """COPY … TO STDOUT as a stream of byte chunks, each ``chunk`` of a list of whole rows
+def _copy_out(
+    using: str, sql: str, chunk: Callable[[list[bytes]], bytes] = _joined
+) -> Iterator[bytes]:
+    """COPY … TO STDOUT on the database ``using`` (connected already) as a stream of byte
+    chunks, each ``chunk`` of a list of whole rows
     (``_CHUNK_ROWS`` of them, fewer last). psycopg2 only writes COPY output into a file, one
     row per call, so a thread copies into a bounded queue that this generator drains; per row
     it only appends. Closing the generator early (the client went away) cancels the query on
     the server; the caller's transaction then rolls back as usual."""
-    raw = connection.connection
+    raw = connections[using].connection
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
     stop = threading.Event()
 
@@ -365,17 +512,19 @@ def stream_snapshot(hash_set: Any, result: Streamed, *, peer: str = "") -> Itera
     xmin, so it sorts after ``(xmin, 0)``: an entry can be both in the snapshot and after the
     cursor, never in neither.
 
-    Opens its own REPEATABLE READ transaction: call it outside any other.
+    Opens its own REPEATABLE READ transaction: call it outside any other. From the replica
+    once it has passed the set's newest change final on the primary (it names no cursor).
     """
     count, horizon = 0, START
+    using = _source(START, [hash_set.pk]).using
     try:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
+        with transaction.atomic(using=using):
+            with connections[using].cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
                 horizon = Position(int(cursor.fetchone()[0]), 0)
                 sql = cursor.mogrify(_SQL_SNAPSHOT, {"set": hash_set.pk, "peer": peer}).decode()
-            for chunk in _copy_out(sql):
+            for chunk in _copy_out(using, sql):
                 count += chunk.count(b"\n")
                 yield chunk
     finally:  # also when the client went away: what was read so far
@@ -522,17 +671,25 @@ ORDER BY e.id
 def months_of(set_id: int) -> list[Month]:
     """The set's final entries (every state) grouped by the UTC month they were first seen in,
     oldest first (the MISP feed's events)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL_MONTHS, {"set": set_id, "horizon": str(visible_horizon())})
-        return [Month(*row) for row in cursor.fetchall()]
+
+    def read(source: _Source) -> list[Month]:
+        with connections[source.using].cursor() as cursor:
+            cursor.execute(_SQL_MONTHS, {"set": set_id, "horizon": str(source.horizon())})
+            return [Month(*row) for row in cursor.fetchall()]
+
+    return _read(START, [set_id], read)
 
 
 def rendered_month(set_id: int, start: datetime) -> list[Rendered]:
     """The latest final state of every entry of the set first seen in the UTC month starting at
     ``start``, tombstones included, by entry id."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SQL_RENDERED_MONTH,
-            {"set": set_id, "start": start, "horizon": str(visible_horizon())},
-        )
-        return list(map(_rendered, cursor.fetchall()))
+
+    def read(source: _Source) -> list[Rendered]:
+        with connections[source.using].cursor() as cursor:
+            cursor.execute(
+                _SQL_RENDERED_MONTH,
+                {"set": set_id, "start": start, "horizon": str(source.horizon())},
+            )
+            return [_rendered(row) for row in cursor.fetchall()]
+
+    return _read(START, [set_id], read)

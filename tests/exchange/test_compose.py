@@ -2,13 +2,17 @@
 can run without one: every service is there, every command names a settings module, gunicorn
 configuration, Celery app or manage.py command that exists in this project, the settings the
 compose environment gives serve the public URL, and each healthcheck's command expands as the
-engine would run it. The image and the repository keep private keys out."""
+engine would run it. The image and the repository keep private keys out. The profile "replica"
+is checked the same way, and its two PostgreSQL scripts are run for real: they make a streaming
+hot standby of a primary, as the postgres image would run them."""
 
 import importlib
 import json
 import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 from fnmatch import fnmatch
@@ -20,11 +24,15 @@ from django.core.management import get_commands
 from django.http.request import validate_host
 
 from exchange import run
+from exchange.embedded import free_port
 from tests.conftest import REPO_ROOT
+from tests.helpers import eventually, postgres_bin
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_SERVICES = ["migrate", "web", "worker", "beat"]
+APP_SERVICES = ["migrate", "web", "worker", "beat", "web-pool", "worker-pool"]
+# The profile "replica" (README "Past one machine"): only with --profile replica.
+REPLICA_PROFILE = ["postgres-replica", "web-pool", "worker-pool", "lb"]
 CONFIG = "exchange.gunicorn_conf"
 GUNICORN = ["gunicorn", "-c", f"python:{CONFIG}"]
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
@@ -70,7 +78,9 @@ def test_every_command_refers_to_something_that_exists(service):
         pytest.fail(f"{service}: unrecognised command {argv}")
 
 
-@pytest.mark.parametrize("service", ["postgres", "redis", "web", "worker", "beat"])
+@pytest.mark.parametrize(
+    "service", ["postgres", "redis", "web", "worker", "beat", *REPLICA_PROFILE]
+)
 def test_long_running_services_have_healthchecks(service):
     assert SERVICES[service]["healthcheck"]["test"]
 
@@ -139,18 +149,22 @@ def container_environment(service, given):
     return env
 
 
-def allowed_hosts(service, given, tmp_path):
-    """ALLOWED_HOSTS as the settings compute them in that container (imported for real)."""
+def container_setting(service, given, tmp_path, expression):
+    """A Python expression over the settings (``s``) as that container computes them
+    (imported for real), as JSON."""
     env = {**container_environment(service, given), "HASHX_VAR_DIR": str(tmp_path)}
     env["PATH"] = os.environ["PATH"]
-    script = (
-        "import json; from django.conf import settings as s; print(json.dumps(s.ALLOWED_HOSTS))"
-    )
+    script = f"import json; from django.conf import settings as s; print(json.dumps({expression}))"
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def allowed_hosts(service, given, tmp_path):
+    """ALLOWED_HOSTS as the settings compute them in that container."""
+    return container_setting(service, given, tmp_path, "s.ALLOWED_HOSTS")
 
 
 @pytest.mark.parametrize("extra", [None, "proxy.internal"])
@@ -174,7 +188,7 @@ HEALTHCHECKED = [name for name, spec in SERVICES.items() if "healthcheck" in spe
 @pytest.fixture
 def shims(tmp_path):
     """Stand-ins for the programs healthchecks call: each prints the arguments it was given."""
-    for program in ("celery", "curl", "pg_isready", "redis-cli"):
+    for program in ("celery", "curl", "pg_isready", "redis-cli", "wget"):
         shim = tmp_path / program
         shim.write_text('#!/bin/sh\nfor arg in "$@"; do echo "$arg"; done\n')
         shim.chmod(0o755)
@@ -198,9 +212,10 @@ def test_no_healthcheck_passes_a_variable_unexpanded(service, shims):
     assert not [arg for arg in run_healthcheck(service, shims) if "$" in arg]
 
 
-def test_the_worker_healthcheck_pings_the_worker_by_its_node_name(shims):
-    args = run_healthcheck("worker", shims, hostname="c0ffee123456")
-    command = command_of("worker")
+@pytest.mark.parametrize("service", ["worker", "worker-pool"])
+def test_the_worker_healthcheck_pings_the_worker_by_its_node_name(service, shims):
+    args = run_healthcheck(service, shims, hostname="c0ffee123456")
+    command = command_of(service)
     node = command[command.index("--hostname") + 1] if "--hostname" in command else "celery@%h"
     assert args[args.index("--destination") + 1] == node.replace("%h", "c0ffee123456")
 
@@ -252,3 +267,141 @@ def test_the_ignore_rules_keep_the_code():
     for path in ["exchange/settings.py", "manage.py", "client/hashx/auth.py"]:
         assert not git_ignores(path, patterns(".gitignore"))
         assert not docker_ignores(path, patterns(".dockerignore"))
+
+
+# -- the profile "replica" ----------------------------------------------------------------------
+
+GIVEN = {"SECRET_KEY": "s" * 50, "HASHX_PUBLIC_URL": "https://hashx.example.org"}
+
+
+def test_the_replica_profile_adds_its_services_and_leaves_the_default_deployment_as_it_was():
+    profiled = {name for name, spec in SERVICES.items() if spec.get("profiles")}
+    assert profiled == set(REPLICA_PROFILE)
+    assert all(SERVICES[name]["profiles"] == ["replica"] for name in REPLICA_PROFILE)
+    # Nothing the default deployment starts waits for a service of the profile.
+    for name, spec in SERVICES.items():
+        if name not in profiled:
+            assert not set(spec.get("depends_on", {})) & profiled, name
+
+
+def test_the_replica_is_a_standby_of_postgres_bootstrapped_by_the_script_in_the_repository():
+    replica, primary = SERVICES["postgres-replica"], SERVICES["postgres"]
+    assert replica["image"] == primary["image"] == "postgres:16"
+    assert replica["environment"]["PRIMARY_HOST"] == "postgres"
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in replica["volumes"] if m.startswith(".")}
+    (script,) = [part for part in replica["entrypoint"] if part.endswith(".sh")]
+    assert (REPO_ROOT / mounts[script]).is_file()
+    init = {m.split(":")[1]: m.split(":")[0] for m in primary["volumes"] if m.startswith(".")}
+    (path,) = [t for t in init if t.startswith("/docker-entrypoint-initdb.d/")]
+    assert (REPO_ROOT / init[path]).is_file()
+    # Both sides use the one password the operator gives.
+    assert "HASHX_REPLICATION_PASSWORD" in primary["environment"]
+    assert "HASHX_REPLICATION_PASSWORD" in replica["environment"]
+
+
+def test_the_web_pool_reads_the_feed_from_the_replica_and_the_rest_from_the_primary(tmp_path):
+    pool = container_setting(
+        "web-pool", GIVEN, tmp_path, "{a: d['HOST'] for a, d in s.DATABASES.items()}"
+    )
+    assert pool == {"default": "postgres", "replica": "postgres-replica"}
+    assert container_setting("web", GIVEN, tmp_path, "sorted(s.DATABASES)") == ["default"]
+    assert container_setting("web-pool", GIVEN, tmp_path, "s.HASHX_TRUSTED_PROXIES") == 1
+
+
+@pytest.mark.parametrize("service", ["web-pool", "worker-pool"])
+def test_the_pools_run_several_containers(service):
+    replicas = int(interpolate(SERVICES[service]["deploy"]["replicas"], {}))
+    assert replicas >= 2
+    assert "ports" not in SERVICES[service], "several containers cannot publish one host port"
+
+
+def test_the_load_balancer_sends_every_request_to_the_web_pool():
+    lb = SERVICES["lb"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in lb["volumes"]}
+    config = (REPO_ROOT / mounts["/etc/nginx/conf.d/default.conf"]).read_text()
+    assert re.search(r"server web-pool:8000 resolve;", config)
+    assert "proxy_pass http://hashx_web;" in config
+    (port,) = re.findall(r"listen (\d+);", config)
+    assert interpolate(lb["ports"][0], {}).endswith(f":{port}")
+    # The pool serves where the upstream looks: the image's gunicorn on 0.0.0.0, port 8000.
+    assert image_environment()["HASHX_BIND"] == "0.0.0.0"  # noqa: S104 - in its container
+    assert command_of("web-pool") == GUNICORN
+    assert not set(SERVICES["web-pool"]["environment"]) & {"PORT", "HASHX_BIND"}
+
+
+def test_the_profiles_scripts_make_a_streaming_hot_standby_of_the_primary(exchange_var):
+    """primary-replication.sh as the postgres image runs it on a new primary, then replica.sh
+    on an empty data directory, as the replica's entrypoint: a hot standby streaming from the
+    primary through its slot, that sees what the primary writes."""
+    bin_dir, base = postgres_bin(), exchange_var
+    user = "pgserver" if os.geteuid() == 0 else None
+    if user is not None:
+        shutil.chown(base, user, user)
+    primary, replica, shim = base / "primary", base / "replica", base / "shim"
+    ports = {"primary": free_port(), "replica": free_port()}
+    # The image's postgres listens on the compose network; here, each on its own loopback port.
+    shim.mkdir()
+    (shim / "postgres").write_text(
+        f'#!/bin/sh\nexec {bin_dir}/postgres -p {ports["replica"]} -k "" -h 127.0.0.1 "$@"\n'
+    )
+    (shim / "postgres").chmod(0o755)
+    env = {
+        "PATH": f"{shim}:{bin_dir}:{os.environ['PATH']}",
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(ports["primary"]),
+        "HASHX_REPLICATION_PASSWORD": "a replication secret",
+    }
+
+    def run(*argv, check=True, **extra):
+        return subprocess.run(
+            argv, env={**env, **extra}, user=user, check=check, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+
+    run("initdb", "-D", str(primary), "-U", "hashx", "--auth-local=trust", "--auth-host=trust")
+    script = str(REPO_ROOT / "ops" / "compose" / "primary-replication.sh")
+    options = f"-p {ports['primary']} -k '' -h 127.0.0.1"
+    run("pg_ctl", "-D", str(primary), "-l", str(base / "primary.log"), "-o", options, "-w", "start")
+    standby = None
+    try:
+        run("sh", script, PGDATA=str(primary), POSTGRES_USER="hashx", POSTGRES_DB="postgres")
+        run("pg_ctl", "-D", str(primary), "reload")
+        replica.mkdir(mode=0o700)
+        if user is not None:
+            shutil.chown(replica, user, user)
+        with (base / "replica.log").open("w") as log:
+            standby = subprocess.Popen(
+                ["sh", str(REPO_ROOT / "ops" / "compose" / "replica.sh")],
+                env={**env, "PGDATA": str(replica), "PRIMARY_HOST": "127.0.0.1"},
+                user=user, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+        def on(server, sql):
+            """What psql prints for ``sql`` on ``server``; not yet when it cannot."""
+            argv = ["psql", "-p", str(ports[server]), "-U", "hashx", "-d", "postgres", "-Atc"]
+            answer = run(*argv, sql, check=False)
+            assert answer.returncode == 0, answer.stderr
+            return answer.stdout.strip()
+
+        def streaming():
+            assert standby.poll() is None, (base / "replica.log").read_text()[-2000:]
+            return on("replica", "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+
+        eventually(streaming, timeout=60, what="the replica to stream from the primary")
+        assert on("replica", "SELECT pg_is_in_recovery()") == "t"
+        assert (
+            on("primary", "SELECT slot_name, active FROM pg_replication_slots") == "hashx_replica|t"
+        )
+        on("primary", "CREATE TABLE written_on_the_primary AS SELECT 42 AS answer")
+        eventually(
+            lambda: (
+                on("replica", "SELECT to_regclass('written_on_the_primary') IS NOT NULL") == "t"
+            ),
+            what="the primary's write on the replica",
+        )
+    finally:
+        if standby is not None:  # replica.sh execs postgres: a fast shutdown
+            standby.send_signal(signal.SIGINT)
+            standby.wait(60)
+        run("pg_ctl", "-D", str(primary), "-m", "immediate", "-w", "stop")

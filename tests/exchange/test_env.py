@@ -1,5 +1,6 @@
 """The settings readers refuse bad values by naming the variable."""
 
+import json
 import os
 import subprocess
 import sys
@@ -93,6 +94,8 @@ def test_celery_queues_in_the_redis_database_the_rest_of_the_exchange_uses(url, 
         ("DATABASE_URL", "sqlite:///x.db"),
         ("PORT", "-1"),
         ("HASHX_MERGE_PARTS", "3"),
+        ("DATABASE_REPLICA_URL", "mysql://replica/hashx"),
+        ("HASHX_REPLICA_RETRY_SECONDS", "-5"),
     ],
 )
 def test_the_exchange_refuses_to_start_with_a_bad_setting(name, value):
@@ -107,3 +110,26 @@ def test_the_exchange_refuses_to_start_with_a_bad_setting(name, value):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert name in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_replica_url_configures_the_replica_database_and_none_leaves_it_out():
+    show = (
+        "import django, json; django.setup(); from django.conf import settings;"
+        " print(json.dumps(settings.DATABASES.get('replica')))"
+    )
+
+    def replica(**env: str) -> object:
+        environ = {k: v for k, v in os.environ.items() if k != "DATABASE_REPLICA_URL"}
+        result = subprocess.run(
+            [sys.executable, "-c", show],
+            cwd=REPO_ROOT, env={**environ, **env}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert replica() is None
+    db = replica(DATABASE_REPLICA_URL="postgres://hashx:pw@replica:5432/hashx")
+    assert isinstance(db, dict)
+    assert (db["HOST"], db["PORT"], db["NAME"], db["USER"]) == ("replica", "5432", "hashx", "hashx")
+    # A test run against it reads the test database itself (never one it would create).
+    assert db["TEST"]["MIRROR"] == "default"

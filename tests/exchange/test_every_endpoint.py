@@ -31,6 +31,7 @@ MEMBER_ENDPOINTS = [
     ("POST", "/api/v1/sets"),
     ("GET", "/api/v1/sets/acme-csam"),
     ("PATCH", "/api/v1/sets/acme-csam"),
+    ("GET", "/api/v1/sets/acme-csam/grants"),
     ("PUT", "/api/v1/sets/acme-csam/grants/globex-social"),
     ("DELETE", "/api/v1/sets/acme-csam/grants/globex-social"),
     ("POST", "/api/v1/sets/acme-csam/signals"),

@@ -4,7 +4,7 @@ every list, and the hashx client and CLI follow every page."""
 
 import base64
 import json
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 from drf_spectacular.generators import SchemaGenerator
@@ -13,6 +13,7 @@ from hashx.client import Client
 from signals.actions.sets import do_create_set
 from signals.actions.subscriptions import do_create_subscription
 from tests.cli import hashx
+from tests.helpers import every_page
 
 pytestmark = pytest.mark.django_db
 
@@ -33,17 +34,6 @@ def make_subscriptions(org, hash_set, count):
         )
         for n in range(count)
     ]
-
-
-def every_page(member, path, limit):
-    """The items of every page, following ``next``, and how many pages there were."""
-    items, pages, url = [], 0, f"{path}?limit={limit}"
-    while url:
-        page = member.api.get(url).json()
-        items += page["results"]
-        pages += 1
-        url = page["next"] and urlsplit(page["next"])._replace(scheme="", netloc="").geturl()
-    return items, pages
 
 
 def test_sets_keys_and_subscriptions_are_paged_in_a_stable_order(publisher, subscriber):

@@ -17,7 +17,7 @@ from exchange.actions.identity import get_identity
 from exchange.metrics import exposition
 from federation.actions.apply import do_apply_page
 from federation.actions.peering import check_fingerprint, own_fingerprint
-from federation.actions.pull import do_pull_peer
+from federation.actions.pull import MAX_PAGE, do_pull_peer
 from federation.models import MirroredSet, Peer
 from federation.tasks import pull_due
 from hashx.keys import public_jwk
@@ -208,6 +208,44 @@ def test_a_peer_sending_malformed_oversized_and_forbidden_entries_gets_only_the_
     changes_request = hostile_peer.received[2]
     assert changes_request.path == "/api/v1/changes?sets=their-set"
     assert "signature-input" in changes_request.headers  # signed with this exchange's key
+
+
+def test_a_feed_cut_short_keeps_the_pages_before_the_cut_and_says_so(peer, peer_link, hostile_peer):
+    # The next page is read while this one is applied: what the reading side meets (here the
+    # stream ending with no end line) still reaches the pull, after the pages before it.
+    first, second, cut = md5s(2), md5s(2), md5s(1)
+    lines = [
+        *(json.dumps(change(v, path=[OTHER])) for v in first), json.dumps({"cursor": "c1"}),
+        *(json.dumps(change(v, path=[OTHER])) for v in second), json.dumps({"cursor": "c2"}),
+        *(json.dumps(change(v, path=[OTHER])) for v in cut),
+    ]  # fmt: skip
+    hostile_peer.script = [
+        Answer(body=_identity(peer)), Answer(body=SETS),
+        Answer(body="\n".join(lines).encode() + b"\n"),
+    ]  # fmt: skip
+
+    report = do_pull_peer(peer_link.pk, force=True)
+
+    assert report.error == "their-set: the feed stream ended before its end line"
+    assert set(SetEntry.objects.values_list("signal__value", flat=True)) == {*first, *second}
+    assert MirroredSet.objects.get().cursor == "c2"
+    peer_link.refresh_from_db()
+    assert (peer_link.state, peer_link.failures) == ("active", 1)
+
+
+def test_a_feed_with_no_checkpoint_for_too_long_is_refused_before_it_fills_memory(
+    peer, peer_link, hostile_peer
+):
+    line = json.dumps(change(md5s(1)[0], path=[OTHER])).encode() + b"\n"
+    hostile_peer.script = [
+        Answer(body=_identity(peer)), Answer(body=SETS), Answer(body=line * (MAX_PAGE + 1)),
+    ]  # fmt: skip
+
+    report = do_pull_peer(peer_link.pk, force=True)
+
+    assert report.error == f"their-set: no checkpoint in {MAX_PAGE} changes"
+    assert not SetEntry.objects.exists()
+    assert MirroredSet.objects.get().cursor == ""
 
 
 def test_a_peer_answering_503_backs_off_and_stays_active(peer, peer_link, hostile_peer):

@@ -2,6 +2,8 @@
 
 import hashlib
 import os
+import random
+import string
 import subprocess
 import sys
 from datetime import timedelta
@@ -45,6 +47,28 @@ def test_the_same_hash_from_two_members_is_one_entry_with_two_contributions(
     assert first.labels == ["csam", "sextortion"]
     assert Contribution.objects.filter(entry=first).count() == 2
     assert Signal.objects.count() == 3
+
+
+def test_values_longer_than_a_b_tree_row_holds_are_stored_once_and_matched(
+    publisher, subscriber, shared_set
+):
+    rng = random.Random(5)
+    url = "https://example.com/" + "".join(rng.choices(string.ascii_letters, k=8000))
+    text = "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(2700))  # 8,100 bytes
+    # A value up to 256 bytes is its own key in the unique index, a longer one its MD5 padded
+    # past 256 bytes: a short value spelling a long one's MD5 takes nothing from it.
+    items = [{"type": "url", "value": url}, {"type": "raw_text", "value": text}]
+    items += [{"type": "raw_text", "value": "x" * 256}, {"type": "raw_text", "value": "x" * 257}]
+    items += [
+        {"type": "raw_text", "value": hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()}
+    ]
+    assert merged(publish(publisher, "acme-csam", items)).new == 5
+    assert merged(publish(subscriber, "acme-csam", items)).updated == 5
+    assert Signal.objects.count() == 5
+    assert set(SetEntry.objects.values_list("contributor_count", flat=True)) == {2}
+    answer = subscriber.api.post("/api/v1/match", {"signals": items})
+    found = [[m["value"] for m in r["matches"]] for r in answer.json()["results"]]
+    assert found == [[item["value"]] for item in items]
 
 
 def test_republishing_is_a_duplicate_and_does_not_move_the_entry(publisher, csam_set):

@@ -2,7 +2,10 @@
 
 import pytest
 
-from signals.actions.sets import do_create_set
+from members.models import Organisation
+from signals.actions.sets import do_create_set, do_grant
+from signals.api.views import GRANTS_SHOWN
+from tests.helpers import every_page
 
 pytestmark = pytest.mark.django_db
 
@@ -84,9 +87,43 @@ def test_the_owner_changes_the_set_and_sees_its_grants(publisher, subscriber, sh
     )
     assert response.status_code == 200
     assert (response.json()["tlp"], response.json()["pdq_threshold"]) == ("amber+strict", 20)
-    grants = publisher.api.get("/api/v1/sets/acme-csam").json()["grants"]
-    assert grants == [{"organisation": "globex-social", "can_read": True, "can_publish": True}]
+    detail = publisher.api.get("/api/v1/sets/acme-csam").json()
+    assert detail["grants"] == [
+        {"organisation": "globex-social", "can_read": True, "can_publish": True}
+    ]
+    assert detail["grants_complete"] is True
     assert "grants" not in subscriber.api.get("/api/v1/sets/acme-csam").json()
+
+
+def test_the_set_shows_its_first_grants_and_pages_them_all_at_grants_url(
+    publisher, subscriber, outsider, csam_set, django_assert_max_num_queries
+):
+    others = [
+        Organisation.objects.create(slug=f"member-{n:03}", name=f"Member {n}", status="active")
+        for n in range(GRANTS_SHOWN + 1)
+    ]
+    for org in others:
+        do_grant(csam_set, org, can_read=True, can_publish=False)
+
+    detail = publisher.api.get("/api/v1/sets/acme-csam").json()
+    assert [g["organisation"] for g in detail["grants"]] == [o.slug for o in others[:GRANTS_SHOWN]]
+    assert (detail["grants_complete"], detail["grants_url"]) == (
+        False, "/api/v1/sets/acme-csam/grants")  # fmt: skip
+
+    with django_assert_max_num_queries(3):  # key, last-used stamp, the page with its orgs
+        assert len(publisher.api.get(detail["grants_url"]).json()["results"]) == 50
+    listed, pages = every_page(publisher, detail["grants_url"], 40)
+    assert [g["organisation"] for g in listed] == [o.slug for o in others] and pages == 3
+    assert publisher.api.get("/api/v1/sets/acme-csam/grants?limit=0").status_code == 400
+    assert outsider.api.get("/api/v1/sets/acme-csam/grants").status_code == 404
+
+
+def test_only_the_owner_lists_grants(publisher, subscriber, shared_set):
+    assert publisher.api.get("/api/v1/sets/acme-csam/grants").json()["results"] == [
+        {"organisation": "globex-social", "can_read": True, "can_publish": True}
+    ]
+    assert subscriber.api.get("/api/v1/sets/acme-csam/grants").status_code == 403
+    assert publisher.api.get("/api/v1/sets/nope/grants").status_code == 404
 
 
 def test_a_reader_may_not_change_the_set(subscriber, shared_set):

@@ -160,12 +160,14 @@ def test_the_cli_hashes_and_matches_a_video(
     line = rf"^{re.escape(str(videos['scaled']))}\s+vpdq\s+acme-csam\s+\d+\s+\d+ \(100%/100%\)"
     assert re.search(line, text, re.M), text
     assert "1 of 1 source matched" in text
-    # A video longer than an exchange stores: hashed for matching, and the member is told.
+    # A video longer than an exchange takes (an hour and a second): hashed, and the member told.
     long = tmp_path / "long.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc=duration=34:size=160x120:rate=5", *X264, str(long))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=duration=3601:size=64x48:rate=1", *X264, str(long))
     done = hashx("hash", str(long))
-    assert len(json.loads(done.stdout.splitlines()[1].partition(" ")[2])) == 34
-    assert "34 frames: it can be matched on, but an exchange stores at most 32" in done.stderr
+    assert len(json.loads(done.stdout.splitlines()[1].partition(" ")[2])) == 3601
+    assert "3601 frames: an exchange takes at most 3600 (an hour at one frame a second)" in (
+        done.stderr
+    )
 
 
 def test_a_reencoded_copy_published_later_is_linked_to_its_original(

@@ -8,12 +8,11 @@ import pytest
 from threatexchange.signal_type.pdq.signal import PdqSignal
 
 from signals.types import (
+    MAX_VPDQ_BYTES,
     MAX_VPDQ_FRAMES,
-    MAX_VPDQ_QUERY_FRAMES,
     SIGNAL_TYPES,
     SignalTypeError,
     canonicalise,
-    vpdq_frames,
 )
 from signals.warninglist import BLANK_IMAGE_PDQ, WHITE_IMAGE_PDQ
 from tests.signals.test_types import HAYSTACK
@@ -61,7 +60,7 @@ def test_the_canonical_spelling_is_threatexchanges_lowercase_and_timestamps_to_3
         ("not json", 'expected a JSON list of "pdq,quality,timestamp" strings'),
         ('{"0": {}}', 'expected a JSON list of "pdq,quality,timestamp" strings'),
         ("[1, 2]", 'expected a JSON list of "pdq,quality,timestamp" strings'),
-        ("[]", f"expected 1 to {MAX_VPDQ_QUERY_FRAMES} frames, got 0"),
+        ("[]", f"expected 1 to {MAX_VPDQ_FRAMES} frames (an hour at one frame a second), got 0"),
         (video((HAYSTACK[0][:63], 100, 0)), "frame 0: expected 64 hex digits"),
         (video((HAYSTACK[0][:63] + "g", 100, 0)), "frame 0: expected 64 hex digits"),
         (json.dumps([f"{HAYSTACK[0]},100"]), 'frame 0: expected "pdq,quality,timestamp"'),
@@ -79,17 +78,21 @@ def test_it_refuses_a_malformed_video_with_its_reason(value, reason):
     assert refusal(value) == f"vpdq: {reason}"
 
 
-def test_frame_count_bounds_for_stored_signals_and_for_queries():
-    frames = [(HAYSTACK[n], 100, n) for n in range(MAX_VPDQ_QUERY_FRAMES + 1)]
-    stored = video(*frames[:MAX_VPDQ_FRAMES])
-    assert len(vpdq_frames(canonicalise("vpdq", stored))) == MAX_VPDQ_FRAMES
-    # A query may be a long video; what is stored has to fit the signals' unique index.
-    longer = video(*frames[: MAX_VPDQ_FRAMES + 1])
-    assert len(vpdq_frames(VPDQ.canonical(longer))) == MAX_VPDQ_FRAMES + 1
-    assert refusal(longer).startswith(f"vpdq: at most {MAX_VPDQ_FRAMES} frames can be stored")
-    too_long = video(*frames)
-    with pytest.raises(SignalTypeError, match=f"expected 1 to {MAX_VPDQ_QUERY_FRAMES} frames"):
-        VPDQ.canonical(too_long)
+def test_a_video_holds_up_to_an_hour_of_frames_in_at_most_the_byte_bound():
+    assert MAX_VPDQ_FRAMES == 3600
+    hashes = [f"{n:064x}" for n in range(MAX_VPDQ_FRAMES + 1)]
+    # The longest canonical spelling of a frame: quality 100, the longest timestamp.
+    longest = json.dumps([f"{h},100,1.23e-310" for h in hashes[:MAX_VPDQ_FRAMES]])
+    assert canonicalise("vpdq", longest) == longest and len(longest) == 295_200
+    assert len(longest) < MAX_VPDQ_BYTES
+    one_more = json.dumps([f"{h},100,1.23e-310" for h in hashes])
+    assert refusal(one_more) == (
+        f"vpdq: expected 1 to {MAX_VPDQ_FRAMES} frames (an hour at one frame a second),"
+        f" got {MAX_VPDQ_FRAMES + 1}"
+    )
+    # The bytes are bounded before the value is parsed at all.
+    padded = json.dumps([f"{h},100,{'0' * 140}1" for h in hashes[:MAX_VPDQ_FRAMES]])
+    assert refusal(padded) == f"vpdq: longer than {MAX_VPDQ_BYTES} bytes"
 
 
 def test_a_video_of_only_blank_or_low_quality_frames_is_warninglisted():

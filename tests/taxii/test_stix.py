@@ -8,7 +8,15 @@ from stix2validator import ValidationOptions, validate_instance
 
 from signals.types import SIGNAL_TYPES
 from taxii.misp import ATTRIBUTE_TYPES
-from taxii.stix import _NAMESPACE, indicator, pattern, timestamp, uuid5
+from taxii.stix import (
+    _NAMESPACE,
+    entry_of_indicator,
+    indicator,
+    indicator_id,
+    pattern,
+    timestamp,
+    uuid5,
+)
 
 
 def record(**changes):
@@ -61,3 +69,28 @@ def test_a_tombstone_is_revoked_and_expiry_bounds_validity():
     assert obj["object_marking_refs"] == [
         "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1"
     ]
+
+
+def test_an_indicator_id_names_its_entry_and_nothing_else_reads_as_one():
+    for entry_id in (1, 7, 123_456_789, 2**62 - 1):
+        stix_id = indicator_id("hx-one", entry_id)
+        parsed = uuid.UUID(stix_id.removeprefix("indicator--"))
+        # STIX 2.1 asks for an RFC 4122 UUID, and its schema for versions 1 to 5.
+        assert (parsed.variant, parsed.version) == (uuid.RFC_4122, 4)
+        assert entry_of_indicator("hx-one", stix_id) == entry_id
+        assert entry_of_indicator("hx-one", stix_id.upper().replace("INDICATOR", "indicator"))
+        assert entry_of_indicator("hx-two", stix_id) is None  # another exchange's
+    assert indicator_id("hx-one", 7) != indicator_id("hx-two", 7)
+    made_up = indicator_id("hx-one", 7)[:-1] + (
+        "0" if indicator_id("hx-one", 7)[-1] != "0" else "1"
+    )
+    for other in (
+        made_up,
+        "indicator--not-a-uuid",
+        f"malware--{uuid.uuid4()}",
+        "",
+        "x" * 47,
+        f"indicator--{uuid.uuid4()}",
+        f"indicator--{uuid.UUID(int=0)}",
+    ):
+        assert entry_of_indicator("hx-one", other) is None, other
