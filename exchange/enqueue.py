@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from celery import current_app
 from django.db import connection, transaction
+from kombu.utils import json as kombu_json
 
 from exchange.kv import redis_client
 from exchange.logs import REQUEST_ID_HEADER, current_request_id
@@ -112,7 +113,9 @@ def _send(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], request_id: 
         headers[REQUEST_ID_HEADER] = request_id
     queue = app.amqp.router.route({}, name, args, kwargs)["queue"].name
     envelope = {
-        "body": base64.b64encode(json.dumps(body).encode()).decode(),
+        # kombu's JSON, as Celery's own serializer: a UUID or a datetime among the arguments is
+        # written as Celery would write it, not refused.
+        "body": base64.b64encode(kombu_json.dumps(body).encode()).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": headers,

@@ -3,6 +3,8 @@ same message Celery's own send_task queues, but for its ids."""
 
 import base64
 import json
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 from celery import current_app
@@ -41,6 +43,15 @@ def test_a_queued_task_is_the_message_celery_itself_queues(ingest_queue):
     assert message["headers"]["task"] == MERGE
     assert message["headers"]["root_id"] == message["headers"]["id"]
     assert message["properties"]["correlation_id"] == message["headers"]["id"]
+
+
+def test_arguments_are_written_as_celery_writes_them(ingest_queue):
+    # A UUID or a datetime among the arguments: kombu's JSON, not a TypeError in the request.
+    args = (uuid.UUID(int=5), datetime(2026, 12, 4, 12, 0, tzinfo=UTC))
+    current_app.send_task(MERGE, args=args)
+    _send(MERGE, args, {})
+    ours, celerys = ingest_queue.lrange("ingest", 0, -1)
+    assert comparable(ours)["body"] == comparable(celerys)["body"]
 
 
 def test_a_task_goes_to_the_queue_celery_routes_it_to(ingest_queue):
