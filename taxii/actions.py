@@ -65,10 +65,10 @@ def do_read_page(
     ``added_after``), in change order; audited as a pull of the set (``feed.pulled``) unless
     nothing was new."""
     if added_after is None:
-        changes, _ = rendered_after(after, [hash_set.pk], limit=limit + 1)
+        changes, _, cut = rendered_after(after, [hash_set.pk], limit=limit + 1)
     else:
-        changes, _ = rendered_since(after, [hash_set.pk], added_after, limit=limit + 1)
-    more = len(changes) > limit
+        changes, _, cut = rendered_since(after, [hash_set.pk], added_after, limit=limit + 1)
+    more = len(changes) > limit or cut
     changes = changes[:limit]
     page = _page_of(exchange, hash_set, changes)
     page.more = more

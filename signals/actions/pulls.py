@@ -38,8 +38,8 @@ def do_pull_page(
     ``after``, in change order, with the cursor to continue from and whether there is more;
     audited as a pull unless nothing was new (an idle poll asked again gets 304: same sets,
     same cursor, nothing new)."""
-    changes, _ = rendered_after(after, list(sets), limit=limit + 1, peer=peer)
-    more = len(changes) > limit
+    changes, _, cut = rendered_after(after, list(sets), limit=limit + 1, peer=peer)
+    more = len(changes) > limit or cut
     changes = changes[:limit]
     cursor = changes[-1].position if changes else after
     state = f"{sorted(sets)}|{after.cursor()}|{cursor.cursor()}|{more}|{peer}"

@@ -188,15 +188,16 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
                 if (sets, after, peer) not in pages:
                     # On the primary: the news that woke this cut was read there, and a page a
                     # lagging replica found empty would end the cut with the news unsent.
-                    pages[sets, after, peer] = _Page(
-                        *rendered_after(
-                            after,
-                            list(sets),
-                            limit=settings.HASHX_WEBHOOK_PAGE_SIZE,
-                            peer=peer,
-                            replica=False,
-                        )
+                    # A page cut short by its bytes is delivered as it is: the next one
+                    # follows from its end.
+                    changes, until, _ = rendered_after(
+                        after,
+                        list(sets),
+                        limit=settings.HASHX_WEBHOOK_PAGE_SIZE,
+                        peer=peer,
+                        replica=False,
                     )
+                    pages[sets, after, peer] = _Page(changes, until)
                 page = pages[sets, after, peer]
                 wanted = page.wanted_by(subscription)
                 if wanted:

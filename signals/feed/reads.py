@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import takewhile
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -248,7 +249,17 @@ ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
 """  # noqa: S608 - only constants are interpolated
 
 
-_SQL_RENDERED = _sql_after(_RENDERED_COLUMNS_FOR_READER)
+# A page (``rendered_after``, ``rendered_since``) ends early, before the change whose value
+# would take the values served past this many bytes (long values, say hour-long videos: a
+# page of 1,000 of them was 295 MB); it always holds one change. Past the budget a row comes
+# back without its record, unrendered, so that the page knows it was cut.
+PAGE_BYTES = 8 << 20
+_PAGE_COLUMNS_FOR_READER = f"""e.hash_set_id, e.position_xid::text, e.position_seq,
+    CASE WHEN coalesce(sum(octet_length(g.value)) OVER (
+        ORDER BY e.position_xid, e.position_seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+    ), 0) < %(page_bytes)s THEN {_RECORD_FOR_READER} END"""
+
+_SQL_RENDERED = _sql_after(_PAGE_COLUMNS_FOR_READER)
 
 
 def rendered_after(
@@ -258,14 +269,21 @@ def rendered_after(
     *,
     peer: str = "",
     replica: bool = True,
-) -> tuple[list[Rendered], Position]:
+) -> tuple[list[Rendered], Position, bool]:
     """The latest state of entries of ``set_ids`` changed after ``after``, in position order,
-    each as the JSON the API serves, and the position to continue from. Only rows of finished
-    transactions are served; to a ``peer`` exchange only what ``sql_for_reader`` lets leave.
-    From the replica when it has caught up with ``after``, unless ``replica`` is false."""
+    each as the JSON the API serves, the position to continue from, and whether the page was
+    cut short by ``PAGE_BYTES`` (there is more, however few changes it holds). Only rows of
+    finished transactions are served; to a ``peer`` exchange only what ``sql_for_reader`` lets
+    leave. From the replica when it has caught up with ``after``, unless ``replica`` is
+    false."""
     rows = _fetch_after(_SQL_RENDERED, after, set_ids, limit, peer, replica=replica)
-    changes = [_rendered(row) for row in rows]
-    return changes, (changes[-1].position if changes else after)
+    return _page(rows, after)
+
+
+def _page(rows: list[Any], after: Position) -> tuple[list[Rendered], Position, bool]:
+    """A page's rows up to the first one left unrendered (past ``PAGE_BYTES``)."""
+    changes = list(map(_rendered, takewhile(lambda row: row[3] is not None, rows)))
+    return changes, (changes[-1].position if changes else after), len(changes) < len(rows)
 
 
 def _fetch_after(
@@ -282,7 +300,7 @@ def _fetch_after(
         with connections[source.using].cursor() as cursor:
             cursor.execute(
                 sql,
-                {"sets": set_ids, "limit": limit, "peer": peer,
+                {"sets": set_ids, "limit": limit, "peer": peer, "page_bytes": PAGE_BYTES,
                  **cursor_params(after, source.horizon()), **extra},
             )  # fmt: skip
             return cursor.fetchall()
@@ -292,16 +310,15 @@ def _fetch_after(
 
 # As _SQL_RENDERED, of the changes made after a time only (TAXII's added_after): the index
 # walk in position order is the same, the older rows are passed over in it.
-_SQL_RENDERED_SINCE = _sql_after(_RENDERED_COLUMNS_FOR_READER, "x.updated_at > %(since)s")
+_SQL_RENDERED_SINCE = _sql_after(_PAGE_COLUMNS_FOR_READER, "x.updated_at > %(since)s")
 
 
 def rendered_since(
     after: Position, set_ids: list[int], since: datetime, limit: int = 1000, *, peer: str = ""
-) -> tuple[list[Rendered], Position]:
+) -> tuple[list[Rendered], Position, bool]:
     """``rendered_after``, only the changes made after ``since`` (their ``updated`` time)."""
     rows = _fetch_after(_SQL_RENDERED_SINCE, after, set_ids, limit, peer, since=since)
-    changes = list(map(_rendered, rows))
-    return changes, (changes[-1].position if changes else after)
+    return _page(rows, after)
 
 
 _SQL_RENDERED_ENTRIES = f"""
@@ -362,10 +379,12 @@ class Streamed:
 
 class _Served:
     """Turns chunks of ``_SQL_STREAM`` rows into NDJSON: strips each row's leading columns,
-    puts a ``{"cursor": …}`` line after every ``every`` changes, and counts the rows per set
-    and keeps the last one's position as they pass. Per chunk of rows: the rows are sliced in
-    one list comprehension (a multi-line regular expression took 4 µs a row, the slice 0.24),
-    and only a checkpoint's or a chunk's last row is split."""
+    puts a ``{"cursor": …}`` line after every ``every`` changes, and after the chunk in which
+    ``CHECKPOINT_BYTES`` have passed since the last one (long values, say hour-long videos:
+    what a reader holds between two checkpoints stays bounded in bytes too), and counts the
+    rows per set and keeps the last one's position as they pass. Per chunk of rows: the rows
+    are sliced in one list comprehension (a multi-line regular expression took 4 µs a row, the
+    slice 0.24), and only a checkpoint's or a chunk's last row is split."""
 
     def __init__(self, every: int, single: int | None) -> None:
         self.every = every
@@ -373,6 +392,7 @@ class _Served:
         self.served = 0
         self.tally: dict[bytes, int] = {}
         self.last: tuple[bytes, bytes] | None = None
+        self.pending = 0  # bytes of rows served since the last checkpoint
 
     def __call__(self, rows: list[bytes]) -> bytes:
         out: list[bytes] = []
@@ -388,11 +408,15 @@ class _Served:
                     self.tally[set_id] = self.tally.get(set_id, 0) + 1
             out.append(b"".join([row[row.index(b"{") :] for row in part]))
             self.served += upto - done
+            self.pending += sum(map(len, part))
             _, xid, seq, _ = rows[upto - 1].split(b"\t", 3)
             self.last = (xid, seq)
-            if self.served % self.every == 0:
+            if self.served % self.every == 0 or (
+                upto == len(rows) and self.pending >= CHECKPOINT_BYTES
+            ):
                 cursor = Position(int(xid), int(seq)).cursor()
                 out.append(b'{"cursor":"' + cursor.encode() + b'"}\n')
+                self.pending = 0
             done = upto
         return _unescaped(b"".join(out))
 
@@ -447,6 +471,12 @@ def _joined(rows: list[bytes]) -> bytes:
 # Rows per chunk handed on: about 64 KiB of NDJSON, written to the socket in one go (per chunk,
 # the queue and the socket cost some 20 µs: 0.15 µs a row).
 _CHUNK_ROWS = 128
+# Or fewer, when they come to this many bytes (rows of long values: the queue of 16 chunks then
+# holds at most some 16 MiB, not 16 chunks of 128 hour-long videos).
+_CHUNK_BYTES = 1 << 20
+# A stream puts a checkpoint after the chunk in which this many bytes have passed since the last
+# one, however few changes that was (a federation pull holds a page between two in memory).
+CHECKPOINT_BYTES = 8 << 20
 
 
 def _copy_out(
@@ -471,13 +501,17 @@ def _copy_out(
                 continue
 
     rows: list[bytes] = []
+    size = 0
 
     class Sink:
         def write(self, data: bytes) -> None:
+            nonlocal size
             rows.append(data)
-            if len(rows) >= _CHUNK_ROWS:
+            size += len(data)
+            if len(rows) >= _CHUNK_ROWS or size >= _CHUNK_BYTES:
                 hand_over(chunk(rows))
                 rows.clear()
+                size = 0
 
     def run() -> None:
         try:

@@ -7,10 +7,12 @@ import json
 
 import pytest
 
+from signals.feed import reads
 from signals.models import SetEntry, Signal
 from signals.types import MAX_VPDQ_FRAMES
 from tests.helpers import assert_problem, long_video
 from tests.signals.conftest import merged, publish
+from tests.signals.test_feed_api import stream
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_index")]
 
@@ -97,3 +99,51 @@ def test_a_video_over_an_hour_is_refused_naming_the_bound_and_the_rest_is_kept(
     # Nor is it a query.
     query = subscriber.api.post("/api/v1/match", {"signals": videos(too_long)})
     assert BOUND in assert_problem(query, 400, "validation")["errors"][0]["message"]
+
+
+def test_a_stream_of_long_videos_is_checkpointed_by_bytes_as_well_as_by_changes(
+    publisher, subscriber, shared_set, monkeypatch
+):
+    # What a reader holds between two checkpoints (a federation pull: a page in memory) stays
+    # bounded in bytes, however few changes that is. Scaled down here: chunks of 128 KiB (3 of
+    # these videos), a checkpoint past 512 KiB (some 11; 8 MiB and 1 MiB in production).
+    monkeypatch.setattr(reads, "_CHUNK_BYTES", 128 << 10)
+    monkeypatch.setattr(reads, "CHECKPOINT_BYTES", 512 << 10)
+    values = [long_video(600, seed=100 + n) for n in range(24)]
+    assert merged(publish(publisher, "acme-csam", videos(*values))).new == 24
+
+    lines = stream(subscriber, sets="acme-csam")
+    cursors = [n for n, line in enumerate(lines) if "cursor" in line]
+    # A checkpoint at the end of the chunk that passes the budget, then the end line.
+    assert cursors[-1] == len(lines) - 1 and lines[-1].get("end") is True
+    assert len(cursors) >= 3, cursors
+    assert max(b - a for a, b in zip([-1, *cursors], cursors, strict=False)) <= 13
+    served = [line["value"] for line in lines if "value" in line]
+    assert sorted(served) == sorted(values)
+    # Resuming from a checkpoint in the middle serves exactly the rest.
+    middle = lines[cursors[0]]["cursor"]
+    rest = [line["value"] for line in stream(subscriber, sets="acme-csam", cursor=middle)
+            if "value" in line]  # fmt: skip
+    assert rest == served[cursors[0] :]
+
+
+def test_a_page_of_long_videos_ends_at_its_byte_budget_and_says_there_is_more(
+    publisher, subscriber, shared_set, monkeypatch
+):
+    # A page of 1,000 hour-long videos would be 295 MB; scaled down: 512 KiB, some 11 of these.
+    monkeypatch.setattr(reads, "PAGE_BYTES", 512 << 10)
+    values = [long_video(600, seed=200 + n) for n in range(24)]
+    assert merged(publish(publisher, "acme-csam", videos(*values))).new == 24
+
+    served, cursor, pages = [], None, []
+    while True:
+        query = "?sets=acme-csam" + (f"&cursor={cursor}" if cursor else "")
+        page = subscriber.api.get("/api/v1/changes" + query).json()
+        served += [change["value"] for change in page["changes"]]
+        pages.append((len(page["changes"]), page["more"]))
+        cursor = page["cursor"]
+        if not page["more"]:
+            break
+    assert sorted(served) == sorted(values)  # each once
+    assert all(0 < count <= 11 and more for count, more in pages[:-1]), pages
+    assert len(pages) == 3, pages

@@ -135,7 +135,7 @@ def test_a_worker_killed_mid_batch_is_finished_by_the_next_exactly_once(publishe
 def test_a_real_worker_merges_after_commit(celery_worker, publisher, csam_set):
     answer = publish(publisher, "acme-csam", [pdq(n) for n in range(5)]).json()
     merged_by_a_worker(answer["batch"])
-    changes, _ = rendered_after(START, [csam_set.pk])
+    changes, _, _ = rendered_after(START, [csam_set.pk])
     assert len(changes) == 5
 
 

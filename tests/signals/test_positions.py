@@ -19,7 +19,7 @@ def test_a_continuous_reader_misses_nothing_while_writers_race(publisher, subscr
     cursor, reads, last = START, 0, Position(-1, -1)
     while True:
         running = any(w.poll() is None for w in writers)
-        changes, cursor = rendered_after(cursor, [shared_set.pk], limit=37)
+        changes, cursor, _ = rendered_after(cursor, [shared_set.pk], limit=37)
         reads += 1
         for change in changes:
             assert change.position > last, "positions must only ever grow"
