@@ -52,8 +52,12 @@ from signals.models import HashSet
 
 # A feed line longer than this is no change this exchange would store: refused, skipped.
 MAX_LINE_BYTES = 1 << 20
-# Changes applied per transaction at most (the peer checkpoints every 5,000).
+# Changes applied per transaction at most (the peer checkpoints every 5,000), and their bytes
+# (it checkpoints every 8 MiB too: long values, such as hour-long videos).
 MAX_PAGE = 20_000
+MAX_PAGE_BYTES = 32 << 20
+# A resync applies a snapshot in chunks of 5,000 lines, or fewer of this many bytes.
+RESYNC_CHUNK_BYTES = 8 << 20
 CONNECT_TIMEOUT, READ_TIMEOUT = 10, 60
 BACKOFF_MAX_SECONDS = 3600
 logger = logging.getLogger(__name__)
@@ -359,17 +363,21 @@ def _feed_pages(response: requests.Response, slug: str) -> Iterator[tuple[list[A
     """A streamed change feed cut at its checkpoints: each page of changes with the cursor that
     covers it, up to the end line."""
     page: list[Any] = []
+    size = 0
     for line in _lines(response):
         item = _parse(line)
         if _is_checkpoint(item) and isinstance(item["cursor"], str):
             yield page, item["cursor"]
             if item.get("end"):
                 return
-            page = []
+            page, size = [], 0
         else:
             page.append(item)
+            size += len(line) if line else 0
             if len(page) > MAX_PAGE:
                 raise PullFailed(f"{slug}: no checkpoint in {MAX_PAGE} changes")
+            if size > MAX_PAGE_BYTES:
+                raise PullFailed(f"{slug}: no checkpoint in {MAX_PAGE_BYTES:,} bytes")
     raise PullFailed(f"{slug}: the feed stream ended before its end line")
 
 
@@ -400,18 +408,20 @@ def pull_set(remote: _Remote, peer: Peer, mirror: MirroredSet, own: str) -> Outc
 def _snapshot_chunks(
     response: requests.Response, path: str
 ) -> Iterator[tuple[list[Any], str | None]]:
-    """A streamed snapshot cut into chunks of 5,000 lines; the last comes with the end line's
-    cursor."""
+    """A streamed snapshot cut into chunks of 5,000 lines, or fewer that come to
+    ``RESYNC_CHUNK_BYTES``; the last comes with the end line's cursor."""
     page: list[Any] = []
+    size = 0
     for line in _lines(response):
         item = _parse(line)
         if _is_checkpoint(item) and item.get("end") and isinstance(item["cursor"], str):
             yield page, item["cursor"]
             return
         page.append(item)
-        if len(page) >= 5_000:
+        size += len(line) if line else 0
+        if len(page) >= 5_000 or size >= RESYNC_CHUNK_BYTES:
             yield page, None
-            page = []
+            page, size = [], 0
     raise PullFailed(f"{path}: the snapshot ended before its end line")
 
 

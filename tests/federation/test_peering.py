@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from audit.models import AuditEvent
 from exchange.actions.identity import get_identity
 from exchange.metrics import exposition
+from federation.actions import pull
 from federation.actions.apply import do_apply_page
 from federation.actions.peering import check_fingerprint, own_fingerprint
 from federation.actions.pull import MAX_PAGE, do_pull_peer
@@ -246,6 +247,24 @@ def test_a_feed_with_no_checkpoint_for_too_long_is_refused_before_it_fills_memor
     assert report.error == f"their-set: no checkpoint in {MAX_PAGE} changes"
     assert not SetEntry.objects.exists()
     assert MirroredSet.objects.get().cursor == ""
+
+
+def test_a_feed_with_no_checkpoint_for_too_many_bytes_is_refused(
+    peer, peer_link, hostile_peer, monkeypatch
+):
+    # Scaled down: the exchange checkpoints every 8 MiB of values; a peer that never does is
+    # refused before its page fills memory, however few changes that is.
+    monkeypatch.setattr(pull, "MAX_PAGE_BYTES", 16 << 10)
+    lines = b"".join(
+        json.dumps(change(v, path=[OTHER], labels=["x" * 100] * 10)).encode() + b"\n"
+        for v in md5s(30)
+    )
+    hostile_peer.script = [Answer(body=_identity(peer)), Answer(body=SETS), Answer(body=lines)]
+
+    report = do_pull_peer(peer_link.pk, force=True)
+
+    assert report.error == "their-set: no checkpoint in 16,384 bytes"
+    assert not SetEntry.objects.exists()
 
 
 def test_a_peer_answering_503_backs_off_and_stays_active(peer, peer_link, hostile_peer):
