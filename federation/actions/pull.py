@@ -17,7 +17,6 @@ from collections.abc import Generator, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from queue import Full, Queue
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,6 +29,7 @@ from django.utils import timezone
 from audit.actions import record
 from exchange import generation
 from exchange.actions.identity import get_identity, get_signing_key
+from exchange.handover import Handover
 from exchange.outbound import Refused, check_destination
 from exchange.problems import Problem
 from federation.actions.apply import (
@@ -310,38 +310,23 @@ def _read_ahead[T](items: Iterator[T], depth: int = 2) -> Generator[T]:
     overlap with the database applying this one. What the producer raises is raised here, in
     order; a consumer that stops early stops the producer at its next item (the caller closes
     the response it reads, which ends a read that waits)."""
-    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                queue.put(item, timeout=0.1)
-                return True
-            except Full:
-                continue
-        return False
+    handover: Handover[T] = Handover(depth)
 
     def produce() -> None:
         try:
             for item in items:
-                if not put((False, item)):
+                if not handover.put(item):
                     return
-            put((True, None))
         except BaseException as exc:  # handed to the consumer, raised there
-            put((True, exc))
+            handover.finish(exc)
+        else:
+            handover.finish()
 
     threading.Thread(target=produce, name="federation-read-ahead", daemon=True).start()
     try:
-        while True:
-            done, item = queue.get()
-            if done:
-                if item is not None:
-                    raise item
-                return
-            yield item
+        yield from handover
     finally:
-        stop.set()
+        handover.stop()
 
 
 @contextmanager

@@ -13,7 +13,6 @@ through one door, ``_source``: the read replica once it has replayed past what t
 else the primary (README "Past one machine").
 """
 
-import queue
 import re
 import threading
 import time
@@ -33,6 +32,7 @@ from django.db import (
     transaction,
 )
 
+from exchange.handover import Handover
 from exchange.metrics import REPLICA_READS
 from exchange.problems import Problem
 from signals.feed.positions import (
@@ -483,23 +483,13 @@ def _copy_out(
     using: str, sql: str, chunk: Callable[[list[bytes]], bytes] = _joined
 ) -> Iterator[bytes]:
     """COPY … TO STDOUT on the database ``using`` (connected already) as a stream of byte
-    chunks, each ``chunk`` of a list of whole rows
-    (``_CHUNK_ROWS`` of them, fewer last). psycopg2 only writes COPY output into a file, one
-    row per call, so a thread copies into a bounded queue that this generator drains; per row
+    chunks, each ``chunk`` of a list of whole rows (``_CHUNK_ROWS`` of them or ``_CHUNK_BYTES``,
+    fewer last). psycopg2 only writes COPY output into a file, one row per call, so a thread
+    copies into a bounded hand-over (``exchange.handover``) that this generator drains; per row
     it only appends. Closing the generator early (the client went away) cancels the query on
     the server; the caller's transaction then rolls back as usual."""
     raw = connections[using].connection
-    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
-    stop = threading.Event()
-
-    def hand_over(item: bytes | BaseException | None) -> None:
-        while not stop.is_set():
-            try:
-                chunks.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
+    chunks: Handover[bytes] = Handover(16)
     rows: list[bytes] = []
     size = 0
 
@@ -509,7 +499,7 @@ def _copy_out(
             rows.append(data)
             size += len(data)
             if len(rows) >= _CHUNK_ROWS or size >= _CHUNK_BYTES:
-                hand_over(chunk(rows))
+                chunks.put(chunk(rows))
                 rows.clear()
                 size = 0
 
@@ -518,22 +508,20 @@ def _copy_out(
             with raw.cursor() as cursor:
                 cursor.copy_expert(sql, Sink())
             if rows:
-                hand_over(chunk(rows))
-            hand_over(None)
+                chunks.put(chunk(rows))
         except BaseException as exc:
-            hand_over(exc)
+            chunks.finish(exc)
+        else:
+            chunks.finish()
 
     worker = threading.Thread(target=run, name="copy-out", daemon=True)
     worker.start()
     finished = False
     try:
-        while (item := chunks.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        yield from chunks
         finished = True
     finally:
-        stop.set()
+        chunks.stop()
         if not finished and worker.is_alive():
             raw.cancel()  # the COPY ends with QueryCanceled in the thread, which nobody reads
         worker.join()
