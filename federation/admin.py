@@ -98,21 +98,19 @@ class PeerAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Pause pulling from the selected peers")
     def pause(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
-        def apply(peer: Peer, reason: str) -> bool:
-            return do_set_peer_state(peer, Peer.State.PAUSED, actor=request.user, reason=reason)
-
-        return confirm_with_reason(
-            self, request, queryset, action="pause", title="Pause pulling", apply=apply
-        )
+        return self._set_state(request, queryset, Peer.State.PAUSED, "pause", "Pause pulling")
 
     @admin.action(description="Resume pulling from the selected peers (clears the error)")
     def resume(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
-        def apply(peer: Peer, reason: str) -> bool:
-            return do_set_peer_state(peer, Peer.State.ACTIVE, actor=request.user, reason=reason)
+        return self._set_state(request, queryset, Peer.State.ACTIVE, "resume", "Resume pulling")
 
-        return confirm_with_reason(
-            self, request, queryset, action="resume", title="Resume pulling", apply=apply
-        )
+    def _set_state(
+        self, request: HttpRequest, queryset: QuerySet[Peer], state: str, action: str, title: str
+    ) -> Any:
+        def apply(peer: Peer, reason: str) -> bool:
+            return do_set_peer_state(peer, state, actor=request.user, reason=reason)
+
+        return confirm_with_reason(self, request, queryset, action=action, title=title, apply=apply)
 
     @admin.action(description="Remove the selected peers and drop their mirrored entries")
     def remove_dropping_mirrors(self, request: HttpRequest, queryset: QuerySet[Peer]) -> Any:
