@@ -6,9 +6,9 @@ one after another; the time from a batch's publish until each subscription's rec
 
 The worker and beat run beside this process exactly as ``make run`` starts them
 (exchange/run.py); publishing goes through the publish and merge actions exactly as the API
-does (the merge on the worker). Bounded: the batches take BATCHES × 0.5 s, then at most a minute
-for the last deliveries. Prints p50, p95, p99 and the maximum over every (batch, subscription)
-pair against issue 20's goal (p99 < 500 ms), and the worker's CPU time per delivery.
+does (the merge on the worker). Bounded: half a second a batch, then at most a minute for the
+last deliveries. Prints p50, p95, p99 and the maximum over every (batch, subscription) pair
+against issue 20's goal (p99 < 500 ms), and the worker's CPU time per delivery.
 """
 
 import os
