@@ -266,6 +266,9 @@ HASHX_WEBHOOK_RETRY_MAX_SECONDS = env_int("HASHX_WEBHOOK_RETRY_MAX_SECONDS", 360
 # A claimed delivery whose worker died is claimed again after this long; one send may take half
 # of it in all (signals.actions.webhooks.send_deadline).
 HASHX_WEBHOOK_LEASE_SECONDS = env_int("HASHX_WEBHOOK_LEASE_SECONDS", 60, minimum=3)
+# Deliveries one send task sends at once, a thread each (the dispatch hands out claimed
+# deliveries in tasks of this many).
+HASHX_WEBHOOK_SEND_BATCH = env_int("HASHX_WEBHOOK_SEND_BATCH", 50, minimum=1)
 # An endpoint failing this long is disabled, and its organisation and staff see why.
 HASHX_WEBHOOK_DISABLE_AFTER_HOURS = env_int("HASHX_WEBHOOK_DISABLE_AFTER_HOURS", 72, minimum=1)
 # Finished deliveries (and their bodies) are kept this long for the deliveries list.

@@ -3,17 +3,17 @@
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.db import OperationalError
 
 from exchange.enqueue import clear_once, enqueue_once
 from signals.actions.expiry import do_expire_entries, do_purge_tombstones
 from signals.actions.merge import do_fail_batch, do_merge_batch, stalled_merges
 from signals.actions.neardup import do_link_batch, stalled_links
-from signals.actions.webhooks import do_dispatch, do_purge_deliveries, do_send
+from signals.actions.webhooks import do_dispatch, do_purge_deliveries, do_send_many
 from signals.feed.wakeups import clear_wake
 from signals.matching.index import shared_index
 
-SEND_CHUNK = 5
 MERGE = "signals.ingest.merge_batch"
 LINK = "signals.match.link_near_duplicates"
 # A batch queued again is not queued a third time while this copy may still wait in the queue.
@@ -70,23 +70,21 @@ def expire_entries() -> None:
 
 @shared_task(name="signals.webhooks.dispatch", ignore_result=True)
 def dispatch_webhooks() -> None:
-    """Woken after commits that move positions, and on beat: cut pages, claim, send (a few
-    deliveries per task: fewer messages, and still spread over the worker's processes)."""
+    """Woken after commits that move positions, and on beat: cut pages, claim, send
+    (``HASHX_WEBHOOK_SEND_BATCH`` deliveries per task, sent at once: few messages, and still
+    spread over the worker's processes)."""
     clear_wake()
     claimed = do_dispatch()
-    for start in range(0, len(claimed), SEND_CHUNK):
-        send_webhooks.delay(claimed[start : start + SEND_CHUNK])
+    chunk = settings.HASHX_WEBHOOK_SEND_BATCH
+    for start in range(0, len(claimed), chunk):
+        send_webhooks.delay(claimed[start : start + chunk])
 
 
 @shared_task(name="signals.webhooks.send", ignore_result=True)
 def send_webhooks(claimed: list[tuple[str, str]]) -> None:
-    for delivery_id, claim in claimed:
-        try:
-            do_send(delivery_id, claim)
-        except Exception:
-            # One delivery's bug must not strand the others of the chunk until their leases
-            # expire; this one is claimed again when its own lease does.
-            logger.exception("sending delivery %s failed", delivery_id)
+    # A failure here (the database gone) leaves the deliveries to be claimed again when their
+    # leases run out; a receiver's misbehaviour is an outcome, not an exception.
+    do_send_many(claimed)
 
 
 @shared_task(name="signals.webhooks.purge_deliveries", ignore_result=True)

@@ -13,10 +13,13 @@ backoff and jitter, ``Retry-After`` honoured, and an endpoint failing for
 ``HASHX_WEBHOOK_DISABLE_AFTER_HOURS`` (or answering 410) is disabled.
 """
 
+import functools
 import json
+import operator
 import random
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -26,7 +29,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
-from django.db.models import BooleanField, Exists, F, Func, OuterRef
+from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q
 from django.utils import timezone
 
 from audit.actions import record
@@ -34,7 +37,7 @@ from exchange import metrics, outbound
 from exchange.actions.identity import get_signing_key
 from hashx.webhooks import sign
 from members.models import Organisation
-from signals.access import peer_exchange_of, readable_by, visible_sets
+from signals.access import peer_exchange_of, readable_by, visible_sets_of
 from signals.feed.positions import Position, visible_horizon
 from signals.feed.reads import SQL_HAS_NEWS, Rendered, purge_horizon, rendered_after
 from signals.feed.wakeups import wake
@@ -95,7 +98,7 @@ RETURNING id
 """
 
 
-def do_dispatch(limit: int = 200) -> list[tuple[str, str]]:
+def do_dispatch(limit: int = 1000) -> list[tuple[str, str]]:
     """Cut pages where there is news, then claim up to ``limit`` due deliveries; returns the
     claimed ``(delivery id, claim)`` pairs for the caller to send."""
     waiting = _waiting()
@@ -162,7 +165,10 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
             ).values_list("subscription_id", flat=True)
         )
         purged = purge_horizon()
-        readable_by_org: dict[int, dict[int, HashSet]] = {}
+        readable_by_org = visible_sets_of(
+            list({s.organisation_id: s.organisation for s in subscriptions}.values()),
+            Q(pk__in={i for s in subscriptions for i in s.set_ids}),
+        )
         pages: dict[tuple[tuple[int, ...], Position, str], _Page] = {}
         created = []
         for subscription in subscriptions:
@@ -173,13 +179,6 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
                 _disable(subscription, "its cursor is older than tombstone retention: rewind it")
                 continue
             org = subscription.organisation
-            if org.pk not in readable_by_org:
-                all_ids = {
-                    i for s in subscriptions if s.organisation_id == org.pk for i in s.set_ids
-                }
-                readable_by_org[org.pk] = {
-                    s.pk: s for s in visible_sets(org).filter(pk__in=all_ids)
-                }
             readable = readable_by_org[org.pk]
             sets = tuple(sorted(i for i in subscription.set_ids if i in readable))
             after, cut = start, False
@@ -253,10 +252,12 @@ def _new_delivery(
     )
 
 
-def signed_headers(delivery: Delivery) -> dict[str, str]:
+def signed_headers(
+    delivery: Delivery, signing_key: tuple[str, Any] | None = None
+) -> dict[str, str]:
     """Standard Webhooks headers for one attempt: a fresh timestamp, the same ``webhook-id``."""
     timestamp = int(time.time())
-    kid, key = get_signing_key()
+    kid, key = signing_key or get_signing_key()
     return {
         "content-type": "application/json",
         "user-agent": "hash-exchange-webhooks/1",
@@ -275,100 +276,168 @@ def send_deadline() -> float:
 
 
 def do_send(delivery_id: str, claim: str) -> str:
-    """Send a claimed delivery once and record the outcome; returns it ("delivered",
-    "retry", "disabled", "cancelled" when its organisation can no longer read a set in it, or
-    "stale" when the claim was lost), and counts it in the metrics."""
-    outcome = _send(delivery_id, claim)
-    metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
+    """Send one claimed delivery (``do_send_many``) and return its outcome."""
+    (outcome,) = do_send_many([(delivery_id, claim)])
     return outcome
 
 
-def _send(delivery_id: str, claim: str) -> str:
-    """``do_send``'s work.
+def do_send_many(claimed: list[tuple[str, str]]) -> list[str]:
+    """Send claimed deliveries, all at once (one thread each), and record the outcomes; returns
+    each one's, in order ("delivered", "retry", "disabled", "cancelled" when its organisation
+    can no longer read a set in it, or "stale" when the claim was lost), and counts them in the
+    metrics. The database work is done here, for all of them together: renewing the leases,
+    checking what each organisation may read, and recording the deliveries; only the requests
+    run in the threads."""
+    outcomes = _send_many(claimed)
+    for outcome in outcomes:
+        metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
+    return outcomes
 
-    Renews the lease first (a conditional update on the claim): the send may start long after
-    the claim, behind others of its chunk, and must end, deadline included, inside the lease,
-    or a dispatch could claim the delivery again while it is in flight."""
-    claimed = Delivery.objects.filter(pk=delivery_id, claim=claim, state=Delivery.State.PENDING)
+
+def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
+    """``do_send_many``'s work.
+
+    Renews the leases first (a conditional update on each claim): the sends may start long after
+    the claim, behind other tasks, and each must end, deadline included, inside its lease, or a
+    dispatch could claim the delivery again while it is in flight. All of them start together
+    after the renewal, so each ends within its deadline of it."""
+    ours = Delivery.objects.filter(
+        functools.reduce(operator.or_, (Q(pk=pk, claim=claim) for pk, claim in claimed)),
+        state=Delivery.State.PENDING,
+    )
+    outcomes = {pk: "stale" for pk, _ in claimed}  # unless found under its claim below
     lease = timedelta(seconds=settings.HASHX_WEBHOOK_LEASE_SECONDS)
-    if not claimed.update(next_attempt_at=timezone.now() + lease):
-        return "stale"
-    delivery = claimed.select_related("subscription__organisation").first()
-    if delivery is None:  # cancelled or deleted since
-        return "stale"
-    organisation = delivery.subscription.organisation
-    if visible_sets(organisation).filter(slug__in=delivery.set_counts).count() < len(
-        delivery.set_counts
-    ):
+    if not ours.update(next_attempt_at=timezone.now() + lease):
+        return list(outcomes.values())
+    deliveries = list(ours.select_related("subscription__organisation"))
+    readable = visible_sets_of(
+        list({d.subscription.organisation_id: d.subscription.organisation for d in deliveries}
+             .values()),
+        Q(slug__in={slug for d in deliveries for slug in d.set_counts}),
+    )  # fmt: skip
+    sending, cancelled = [], []
+    for delivery in deliveries:
+        slugs = {s.slug for s in readable[delivery.subscription.organisation_id].values()}
+        (sending if set(delivery.set_counts) <= slugs else cancelled).append(delivery)
+    if cancelled:
         # Cut while its organisation could read every set in it, and no longer can: never sent.
         # The next page is cut afresh from the cursor, over the sets it reads now.
-        claimed.update(state=Delivery.State.CANCELLED, claim=None)
+        ours.filter(pk__in=[d.pk for d in cancelled]).update(
+            state=Delivery.State.CANCELLED, claim=None
+        )
+        outcomes.update({str(d.pk): "cancelled" for d in cancelled})
         wake()
-        return "cancelled"
+    signing_key = get_signing_key()
+    with ThreadPoolExecutor(max_workers=max(len(sending), 1)) as pool:
+        results = list(pool.map(lambda d: _post(d, signing_key), sending))
+    now = timezone.now()
+    claims = dict(claimed)
+    delivered = []
+    for delivery, (answer, error) in zip(sending, results, strict=True):
+        claim = claims[str(delivery.pk)]
+        if answer is not None and 200 <= answer.status < 300:
+            delivered.append((delivery, claim, answer))
+            continue
+        if answer is not None:
+            error = f"HTTP {answer.status}"
+        outcomes[str(delivery.pk)] = _failed(delivery, claim, answer, error, now)
+    outcomes.update(_delivered(delivered, now))
+    return list(outcomes.values())
+
+
+def _post(delivery: Delivery, signing_key: tuple[str, Any]) -> tuple[outbound.Answer | None, str]:
+    """One attempt at sending ``delivery`` (in a thread of its own): the answer, or why none."""
     try:
-        answer: outbound.Answer | None = outbound.post(
+        answer = outbound.post(
             delivery.subscription.url,
             delivery.body.encode(),
-            signed_headers(delivery),
+            signed_headers(delivery, signing_key),
             deadline=send_deadline(),
         )
-        error = ""
+        return answer, ""
     except (outbound.Refused, outbound.SendFailed) as exc:
-        answer, error = None, str(exc)
-    now = timezone.now()
-    if answer is not None and 200 <= answer.status < 300:
-        return _delivered(delivery, claim, answer, now)
-    if answer is not None:
-        error = f"HTTP {answer.status}"
-    return _failed(delivery, claim, answer, error, now)
+        return None, str(exc)
 
 
-def _delivered(delivery: Delivery, claim: str, answer: outbound.Answer, now: datetime) -> str:
-    with transaction.atomic():
-        done = Delivery.objects.filter(
-            pk=delivery.pk, claim=claim, state=Delivery.State.PENDING
-        ).update(
-            state=Delivery.State.DELIVERED,
-            delivered_at=now,
-            attempts=F("attempts") + 1,
-            last_status=answer.status,
-            last_error="",
-            response_excerpt=answer.excerpt,
-            claim=None,
-        )
-        if not done:  # cancelled by a rewind or a filter change while we sent
-            return "stale"
-        # Advance only from where this page started: a rewind meanwhile keeps its cursor.
-        Subscription.objects.filter(
-            pk=delivery.subscription_id, cursor_xid=delivery.from_xid, cursor_seq=delivery.from_seq
-        ).update(
-            cursor_xid=delivery.to_xid,
-            cursor_seq=delivery.to_seq,
-            failing_since=None,
-            last_error="",
-            last_delivered_at=now,
-        )
-        _record_push(delivery)
-        wake()
-    metrics.WEBHOOK_SECONDS.observe((now - delivery.created_at).total_seconds())
-    return "delivered"
+_SQL_DELIVERED = """
+UPDATE signals_delivery d SET state = 'delivered', delivered_at = %(now)s,
+    attempts = d.attempts + 1, last_status = a.status, last_error = '',
+    response_excerpt = a.excerpt, claim = NULL
+FROM unnest(%(ids)s::uuid[], %(claims)s::uuid[], %(statuses)s::int[], %(excerpts)s::text[])
+    AS a(id, claim, status, excerpt)
+WHERE d.id = a.id AND d.claim = a.claim AND d.state = 'pending'
+RETURNING d.id
+"""
+
+# Advance only from where each page started: a rewind meanwhile keeps its cursor.
+_SQL_ADVANCE = """
+UPDATE signals_subscription s SET cursor_xid = a.to_xid, cursor_seq = a.to_seq,
+    failing_since = NULL, last_error = '', last_delivered_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(from_xids)s::text[]::xid8[], %(from_seqs)s::bigint[],
+            %(to_xids)s::text[]::xid8[], %(to_seqs)s::bigint[])
+    AS a(id, from_xid, from_seq, to_xid, to_seq)
+WHERE s.id = a.id AND s.cursor_xid = a.from_xid AND s.cursor_seq = a.from_seq
+"""
 
 
-def _record_push(delivery: Delivery) -> None:
-    """Audit what was pushed, one event per set, like a pull."""
-    sets = {s.slug: s for s in HashSet.objects.filter(slug__in=delivery.set_counts)}
-    for slug, count in delivery.set_counts.items():
-        record(
-            "feed.pushed",
-            obj=sets[slug],
-            actor_org=delivery.subscription.organisation,
-            details={
-                "set": slug,
-                "subscription": str(delivery.subscription_id),
-                "delivery": delivery.webhook_id,
-                "count": count,
+def _delivered(
+    delivered: list[tuple[Delivery, str, outbound.Answer]], now: datetime
+) -> dict[str, str]:
+    """Record answered deliveries in one transaction: each still under its claim becomes
+    delivered, moves its subscription's cursor and is audited; one cancelled by a rewind or a
+    filter change while it was sent is "stale"."""
+    if not delivered:
+        return {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _SQL_DELIVERED,
+            {
+                "now": now,
+                "ids": [str(d.pk) for d, _, _ in delivered],
+                "claims": [claim for _, claim, _ in delivered],
+                "statuses": [answer.status for _, _, answer in delivered],
+                "excerpts": [answer.excerpt for _, _, answer in delivered],
             },
         )
+        done = {str(row[0]) for row in cursor.fetchall()}
+        ours = [d for d, _, _ in delivered if str(d.pk) in done]
+        if ours:
+            cursor.execute(
+                _SQL_ADVANCE,
+                {
+                    "now": now,
+                    "ids": [str(d.subscription_id) for d in ours],
+                    "from_xids": [str(d.from_xid) for d in ours],
+                    "from_seqs": [d.from_seq for d in ours],
+                    "to_xids": [str(d.to_xid) for d in ours],
+                    "to_seqs": [d.to_seq for d in ours],
+                },
+            )
+            _record_pushes(ours)
+            wake()
+    for delivery in ours:
+        metrics.WEBHOOK_SECONDS.observe((now - delivery.created_at).total_seconds())
+    return {str(d.pk): "delivered" if str(d.pk) in done else "stale" for d, _, _ in delivered}
+
+
+def _record_pushes(deliveries: list[Delivery]) -> None:
+    """Audit what was pushed, one event per set of each delivery, like a pull."""
+    sets = HashSet.objects.in_bulk(
+        {slug for d in deliveries for slug in d.set_counts}, field_name="slug"
+    )
+    for delivery in deliveries:
+        for slug, count in delivery.set_counts.items():
+            record(
+                "feed.pushed",
+                obj=sets[slug],
+                actor_org=delivery.subscription.organisation,
+                details={
+                    "set": slug,
+                    "subscription": str(delivery.subscription_id),
+                    "delivery": delivery.webhook_id,
+                    "count": count,
+                },
+            )
 
 
 def retry_delay(attempts: int, answer: outbound.Answer | None, now: datetime) -> float:
