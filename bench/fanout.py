@@ -11,14 +11,19 @@ last deliveries. Prints p50, p95, p99 and the maximum over every (batch, subscri
 against issue 20's goal (p99 < 500 ms), and the worker's CPU time per delivery.
 """
 
+import asyncio
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,12 +48,62 @@ from signals.actions.subscriptions import do_create_subscription  # noqa: E402
 from signals.api.uploads import json_items  # noqa: E402
 from signals.feed.positions import Position, visible_horizon  # noqa: E402
 from signals.models import Batch, Delivery  # noqa: E402
-from tests.receiver import Receiver  # noqa: E402
 
 SUBSCRIPTIONS = int(os.environ.get("BENCH_FANOUT_SUBSCRIPTIONS", "500"))
 BATCHES = int(os.environ.get("BENCH_FANOUT_BATCHES", "30"))
 PER_BATCH = 20
 GOAL_P99 = 0.5  # seconds (issue 20)
+
+
+@dataclass
+class Received:
+    path: str
+    body: bytes
+    at: float
+
+    @property
+    def payload(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """Every subscription's endpoint, on one loopback port: HTTP/1.1 with keep-alive, each
+    request answered 200 at once and recorded with the time it arrived. Lean (asyncio, in a
+    thread of this process) so that what is measured is the exchange, not a Python web server:
+    tests/receiver.py's threaded server costs more than a millisecond a request."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def serve() -> None:
+            self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=1024)
+            ready.set()
+            await self.server.serve_forever()
+
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(serve(),), daemon=True
+        )
+        self.thread.start()
+        ready.wait()
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook"
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                lines = head.decode("latin-1").split("\r\n")
+                headers = dict(line.lower().split(": ", 1) for line in lines[1:] if line)
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.received.append(Received(lines[0].split(" ")[1], body, time.monotonic()))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
 
 
 class Arrivals:
@@ -78,7 +133,7 @@ def main() -> None:
     hash_set = do_create_set(
         owner, {"slug": f"fanout-{run}", "name": "Fan-out", "distribution": "coalition"}
     )
-    receiver = Receiver(keep_alive=True)
+    receiver = Receiver()
     start = Position(visible_horizon(), 0).cursor()
     for n in range(SUBSCRIPTIONS):
         member = do_create_organisation(f"sub-{run}-{n}", f"Subscriber {n}", active=True)

@@ -5,12 +5,18 @@ must resolve only to public addresses (not loopback, private, link-local, CGNAT,
 multicast ones) unless ``HASHX_OUTBOUND_ALLOWED_NETWORKS`` admits them, and cloud metadata
 addresses are refused always. The check runs when the URL is registered and again at every
 send, and the request connects to the very address that was checked, so a DNS answer that
-changes in between (rebinding) gains nothing. Redirects are never followed.
+changes in between (rebinding) gains nothing. Redirects are never followed. A connection that
+ended with a whole answer is kept open a few seconds for the next request to the same checked
+address (``_Kept``).
 """
 
 import contextlib
+import heapq
 import http.client
 import ipaddress
+import itertools
+import os
+import select
 import socket
 import ssl
 import threading
@@ -205,12 +211,28 @@ class _Connection(http.client.HTTPConnection):
 
     response_class = _Response
 
-    def __init__(self, address: str, port: int, tls_host: str | None, deadline: float) -> None:
+    def __init__(self, address: str, port: int, tls_host: str | None) -> None:
         super().__init__(address, port)
         self._tls_host = tls_host
-        self._deadline = deadline  # on the monotonic clock
+        self._deadline = 0.0  # on the monotonic clock
         self._lock = threading.Lock()
         self.expired = threading.Event()
+
+    def arm(self, deadline: float) -> None:
+        """Set the deadline of the next request (a kept connection serves several)."""
+        self._deadline = deadline
+        self.expired.clear()
+        if self.sock is not None:
+            self.sock.settimeout(
+                min(settings.HASHX_WEBHOOK_TIMEOUT_SECONDS, max(self.left(), 0.001))
+            )
+
+    def dropped(self) -> bool:
+        """Whether the peer closed the kept connection (or sent what no request asked for)."""
+        try:
+            return self.sock is None or bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def left(self) -> float:
         return self._deadline - time.monotonic()
@@ -250,6 +272,96 @@ class _Connection(http.client.HTTPConnection):
                     socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
 
+class _Kept:
+    """Connections kept open after a whole answer, by the address (checked), port and TLS host
+    they reach, for the next request there: a fan-out to many subscriptions of one receiver, or
+    one subscription's pages one after another, skip the connect and the TLS handshake. Kept
+    ``KEEP_SECONDS`` at most (under the idle timeout of common servers: one that closes first is
+    seen closed and not used), ``KEEP_PER_DESTINATION`` per destination."""
+
+    KEEP_SECONDS = 4.0
+    KEEP_PER_DESTINATION = 64
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[str, int, str | None], list[tuple[float, _Connection]]] = {}
+        self._swept = 0.0
+
+    def take(self, key: tuple[str, int, str | None]) -> "_Connection | None":
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                kept = self._kept.get(key)
+                if not kept:
+                    return None
+                since, connection = kept.pop()
+            if now - since < self.KEEP_SECONDS and not connection.dropped():
+                return connection
+            connection.close()
+
+    def give(self, key: tuple[str, int, str | None], connection: "_Connection") -> None:
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.setdefault(key, [])
+            kept.append((now, connection))
+            if len(kept) > self.KEEP_PER_DESTINATION:
+                kept.pop(0)[1].close()
+            if now - self._swept > self.KEEP_SECONDS:  # close what no request came back for
+                self._swept = now
+                for each, here in list(self._kept.items()):
+                    for since, connection in here:
+                        if now - since >= self.KEEP_SECONDS:
+                            connection.close()
+                    here[:] = [(t, c) for t, c in here if now - t < self.KEEP_SECONDS]
+                    if not here:
+                        del self._kept[each]
+
+
+_kept = _Kept()
+
+
+class _Deadlines:
+    """One thread that cuts each request's connection at its deadline (a timer thread per
+    request cost more than the request itself on a fan-out to a nearby receiver)."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._due: list[tuple[float, int, _Connection]] = []  # a heap
+        self._forgotten: set[int] = set()
+        self._numbers = itertools.count()
+        self._pid = 0
+
+    def watch(self, deadline: float, connection: _Connection) -> int:
+        """Cut ``connection`` at ``deadline`` (monotonic clock) unless ``forget`` comes first."""
+        with self._wake:
+            if self._pid != os.getpid():  # first use, or a forked child: it has no thread
+                self._pid, self._due, self._forgotten = os.getpid(), [], set()
+                threading.Thread(target=self._run, name="outbound-deadlines", daemon=True).start()
+            number = next(self._numbers)
+            heapq.heappush(self._due, (deadline, number, connection))
+            self._wake.notify()
+            return number
+
+    def forget(self, number: int) -> None:
+        with self._wake:
+            self._forgotten.add(number)
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                while self._due and (self._due[0][1] in self._forgotten or self._due[0][0] <= now):
+                    _, number, connection = heapq.heappop(self._due)
+                    if number in self._forgotten:
+                        self._forgotten.discard(number)
+                    else:
+                        connection.cut()
+                self._wake.wait(self._due[0][0] - now if self._due else None)
+
+
+_deadlines = _Deadlines()
+
+
 def _storable(text: str) -> str:
     """``text`` without NUL characters, which a Postgres text column refuses: what a receiver
     answers is recorded, and must not make recording the attempt fail (the delivery would be
@@ -275,18 +387,23 @@ def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> 
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
     tls_host = (parts.hostname or "") if https else None
-    connection = _Connection(address, port, tls_host, started + deadline)
+    # Only a connection to the very address just checked is used again.
+    key = (address, port, tls_host)
+    connection = _kept.take(key) or _Connection(address, port, tls_host)
+    connection.arm(started + deadline)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    timer = threading.Timer(left, connection.cut)
-    timer.start()
+    watch = _deadlines.watch(started + deadline, connection)
+    keep = False
     try:
-        connection.connect()
+        if connection.sock is None:
+            connection.connect()
         connection.request("POST", path, body=body, headers={**headers, "Host": parts.netloc})
         response = connection.getresponse()
         assert isinstance(response, _Response)
         excerpt = _storable(response.read_whole().decode("utf-8", "replace"))
         if connection.expired.is_set():  # the cut may have ended the answer where it was
             raise TimeoutError
+        keep = not response.will_close
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, excerpt)
     except (OSError, http.client.HTTPException) as exc:
         # A socket timeout near the deadline is the deadline too: the same message either way.
@@ -294,6 +411,8 @@ def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> 
             raise SendFailed(f"no complete answer within {deadline:g} s") from None
         raise SendFailed(_storable(f"{type(exc).__name__}: {exc}")[:EXCERPT_CHARS]) from None
     finally:
-        timer.cancel()
-        timer.join()
-        connection.close()
+        _deadlines.forget(watch)  # once it returns, no cut can come
+        if keep and not connection.expired.is_set():
+            _kept.give(key, connection)
+        else:
+            connection.close()

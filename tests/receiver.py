@@ -104,9 +104,9 @@ WELL_FORMED = {
 
 class Receiver:
     """``script`` answers requests in order, then ``otherwise`` (a 200); ``received`` keeps
-    them all. With ``keep_alive`` it speaks HTTP/1.1 and keeps connections open."""
+    them all."""
 
-    def __init__(self, *, keep_alive: bool = False) -> None:
+    def __init__(self) -> None:
         self.received: list[Received] = []
         self.script: list[Answer] = []
         self.otherwise = Answer()
@@ -164,9 +164,6 @@ class Receiver:
 
             def log_message(self, *args: Any) -> None:
                 pass
-
-        if keep_alive:  # HTTP/1.1: connections stay open between requests
-            Handler.protocol_version = "HTTP/1.1"
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -1,3 +1,3 @@
-from audit.actions.record import record
+from audit.actions.record import record, record_many
 
-__all__ = ["record"]
+__all__ = ["record", "record_many"]

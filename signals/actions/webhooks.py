@@ -32,7 +32,7 @@ from django.db import connection, transaction
 from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q
 from django.utils import timezone
 
-from audit.actions import record
+from audit.actions import record, record_many
 from exchange import metrics, outbound
 from exchange.actions.identity import get_signing_key
 from hashx.webhooks import sign
@@ -288,7 +288,10 @@ def do_send_many(claimed: list[tuple[str, str]]) -> list[str]:
     metrics. The database work is done here, for all of them together: renewing the leases,
     checking what each organisation may read, and recording the deliveries; only the requests
     run in the threads."""
-    outcomes = _send_many(claimed)
+    batch = settings.HASHX_WEBHOOK_SEND_BATCH
+    outcomes = [
+        o for at in range(0, len(claimed), batch) for o in _send_many(claimed[at : at + batch])
+    ]
     for outcome in outcomes:
         metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
     return outcomes
@@ -328,8 +331,9 @@ def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
         outcomes.update({str(d.pk): "cancelled" for d in cancelled})
         wake()
     signing_key = get_signing_key()
-    with ThreadPoolExecutor(max_workers=max(len(sending), 1)) as pool:
-        results = list(pool.map(lambda d: _post(d, signing_key), sending))
+    results = list(_senders(settings.HASHX_WEBHOOK_SEND_BATCH).map(
+        lambda d: _post(d, signing_key), sending
+    ))  # fmt: skip
     now = timezone.now()
     claims = dict(claimed)
     delivered = []
@@ -343,6 +347,13 @@ def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
         outcomes[str(delivery.pk)] = _failed(delivery, claim, answer, error, now)
     outcomes.update(_delivered(delivered, now))
     return list(outcomes.values())
+
+
+@functools.cache
+def _senders(threads: int) -> ThreadPoolExecutor:
+    """The threads that send a batch's requests, kept for the life of the process (a worker
+    process runs one task at a time, so a batch has them all)."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="webhook-send")
 
 
 def _post(delivery: Delivery, signing_key: tuple[str, Any]) -> tuple[outbound.Answer | None, str]:
@@ -425,19 +436,23 @@ def _record_pushes(deliveries: list[Delivery]) -> None:
     sets = HashSet.objects.in_bulk(
         {slug for d in deliveries for slug in d.set_counts}, field_name="slug"
     )
-    for delivery in deliveries:
-        for slug, count in delivery.set_counts.items():
-            record(
-                "feed.pushed",
-                obj=sets[slug],
-                actor_org=delivery.subscription.organisation,
-                details={
+    record_many(
+        "feed.pushed",
+        [
+            {
+                "obj": sets[slug],
+                "actor_org": delivery.subscription.organisation,
+                "details": {
                     "set": slug,
                     "subscription": str(delivery.subscription_id),
                     "delivery": delivery.webhook_id,
                     "count": count,
                 },
-            )
+            }
+            for delivery in deliveries
+            for slug, count in delivery.set_counts.items()
+        ],
+    )
 
 
 def retry_delay(attempts: int, answer: outbound.Answer | None, now: datetime) -> float:
