@@ -538,6 +538,23 @@ class Subscription(models.Model):
         return self.organisation_id
 
 
+# Where a delivery's envelope takes its page's changes.
+EMPTY_CHANGES = '"changes":[]'
+
+
+class DeliveryPage(models.Model):
+    """The change records of a feed page as cut for delivery, stored once however many
+    subscriptions' deliveries carry them (a publish fans out to hundreds): the elements of a
+    JSON array, comma-joined. Purged with the last delivery that refers to it."""
+
+    id = models.BigAutoField(primary_key=True)
+    changes = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"delivery page {self.pk}"
+
+
 class Delivery(models.Model):
     """One feed page for a subscription: its body is fixed when the page is cut, so every retry
     sends the same bytes under the same ``webhook-id``. At most one is pending per
@@ -559,7 +576,10 @@ class Delivery(models.Model):
     to_seq = models.BigIntegerField()
     count = models.PositiveIntegerField()
     set_counts = models.JSONField(default=dict, help_text="changes per set slug (for the audit)")
+    # The envelope (subscription, cursors, timestamp), its "changes" empty when ``page`` holds
+    # them (``payload`` joins the two); the whole body in deliveries cut before pages were shared.
     body = models.TextField()
+    page = models.ForeignKey(DeliveryPage, null=True, blank=True, on_delete=models.PROTECT)
     attempts = models.PositiveIntegerField(default=0)
     # When the next attempt is due; a claimed delivery has it pushed out by the lease, so a
     # worker that dies mid-send leaves it to be claimed again once the lease runs out.
@@ -596,6 +616,13 @@ class Delivery(models.Model):
     @property
     def webhook_id(self) -> str:
         return f"msg_{self.id.hex}"
+
+    @property
+    def payload(self) -> bytes:
+        """The bytes every attempt sends."""
+        if self.page is None:
+            return self.body.encode()
+        return self.body.replace(EMPTY_CHANGES, f'"changes":[{self.page.changes}]', 1).encode()
 
     @property
     def audit_owner_org_id(self) -> int:

@@ -41,7 +41,7 @@ from signals.access import peer_exchange_of, readable_by, visible_sets_of
 from signals.feed.positions import Position, visible_horizon
 from signals.feed.reads import SQL_HAS_NEWS, Rendered, purge_horizon, rendered_after
 from signals.feed.wakeups import wake
-from signals.models import Delivery, HashSet, Subscription
+from signals.models import Delivery, DeliveryPage, HashSet, Subscription
 
 # Pages a dispatch may skip for one subscription when its filters leave them empty.
 _MAX_EMPTY_PAGES = 20
@@ -170,6 +170,7 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
             Q(pk__in={i for s in subscriptions for i in s.set_ids}),
         )
         pages: dict[tuple[tuple[int, ...], Position, str], _Page] = {}
+        stored: dict[tuple[Any, ...], tuple[DeliveryPage, dict[str, int]]] = {}
         created = []
         for subscription in subscriptions:
             if subscription.pk in busy:
@@ -200,9 +201,17 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
                 page = pages[sets, after, peer]
                 wanted = page.wanted_by(subscription)
                 if wanted:
+                    # Stored once for every subscription that takes the same changes from it.
+                    filters = (frozenset(subscription.signal_types), frozenset(subscription.labels))
+                    if (sets, after, peer, filters) not in stored:
+                        stored[sets, after, peer, filters] = _stored(wanted, readable)
                     # It spans the pages skipped before it (from ``start``): the cursor moves
                     # when it is delivered, not now.
-                    created.append(_new_delivery(subscription, readable, wanted, start, page.until))
+                    created.append(
+                        _new_delivery(
+                            subscription, stored[sets, after, peer, filters], start, page.until
+                        )
+                    )
                     cut = True
                     break
                 if not page.changes:
@@ -211,16 +220,29 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
             if not cut and after != start:  # only filtered-out pages: skip past them
                 subscription.cursor_xid, subscription.cursor_seq = after.xid, after.seq
                 subscription.save(update_fields=["cursor_xid", "cursor_seq", "updated_at"])
+        DeliveryPage.objects.bulk_create([page for page, _ in stored.values()])
         return Delivery.objects.bulk_create(created)
+
+
+def _stored(
+    changes: list[Rendered], readable: dict[int, HashSet]
+) -> tuple[DeliveryPage, dict[str, int]]:
+    """The changes as a page to store, and how many of them each set holds (for the audit)."""
+    per_set: dict[str, int] = {}
+    for change in changes:
+        slug = readable[change.set_id].slug
+        per_set[slug] = per_set.get(slug, 0) + 1
+    # The records are JSON already (rendered by Postgres): joined, not re-encoded.
+    return DeliveryPage(changes=",".join(c.json for c in changes)), per_set
 
 
 def _new_delivery(
     subscription: Subscription,
-    readable: dict[int, HashSet],
-    changes: list[Rendered],
+    stored: tuple[DeliveryPage, dict[str, int]],
     start: Position,
     until: Position,
 ) -> Delivery:
+    page, per_set = stored
     envelope = json.dumps(
         {
             "type": "hashx.changes",
@@ -234,36 +256,32 @@ def _new_delivery(
         },
         separators=(",", ":"),
     )
-    # The records are JSON already (rendered by Postgres): spliced in, not re-encoded.
-    body = envelope.replace('"changes":[]', f'"changes":[{",".join(c.json for c in changes)}]')
-    per_set: dict[str, int] = {}
-    for change in changes:
-        slug = readable[change.set_id].slug
-        per_set[slug] = per_set.get(slug, 0) + 1
     return Delivery(
         subscription=subscription,
         from_xid=start.xid,
         from_seq=start.seq,
         to_xid=until.xid,
         to_seq=until.seq,
-        count=len(changes),
+        count=sum(per_set.values()),
         set_counts=per_set,
-        body=body,
+        body=envelope,
+        page=page,
     )
 
 
 def signed_headers(
-    delivery: Delivery, signing_key: tuple[str, Any] | None = None
+    delivery: Delivery, signing_key: tuple[str, Any], payload: bytes
 ) -> dict[str, str]:
-    """Standard Webhooks headers for one attempt: a fresh timestamp, the same ``webhook-id``."""
+    """Standard Webhooks headers for one attempt of ``payload``: a fresh timestamp, the same
+    ``webhook-id``."""
     timestamp = int(time.time())
-    kid, key = signing_key or get_signing_key()
+    kid, key = signing_key
     return {
         "content-type": "application/json",
         "user-agent": "hash-exchange-webhooks/1",
         "webhook-id": delivery.webhook_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(key, delivery.webhook_id, timestamp, delivery.body.encode()),
+        "webhook-signature": sign(key, delivery.webhook_id, timestamp, payload),
         "hashx-key-id": kid,
     }
 
@@ -313,6 +331,9 @@ def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
     if not ours.update(next_attempt_at=timezone.now() + lease):
         return list(outcomes.values())
     deliveries = list(ours.select_related("subscription__organisation"))
+    pages = DeliveryPage.objects.in_bulk({d.page_id for d in deliveries} - {None})
+    for delivery in deliveries:  # one read of each page, however many deliveries share it
+        delivery.page = pages.get(delivery.page_id)
     readable = visible_sets_of(
         list({d.subscription.organisation_id: d.subscription.organisation for d in deliveries}
              .values()),
@@ -358,11 +379,12 @@ def _senders(threads: int) -> ThreadPoolExecutor:
 
 def _post(delivery: Delivery, signing_key: tuple[str, Any]) -> tuple[outbound.Answer | None, str]:
     """One attempt at sending ``delivery`` (in a thread of its own): the answer, or why none."""
+    payload = delivery.payload
     try:
         answer = outbound.post(
             delivery.subscription.url,
-            delivery.body.encode(),
-            signed_headers(delivery, signing_key),
+            payload,
+            signed_headers(delivery, signing_key, payload),
             deadline=send_deadline(),
         )
         return answer, ""
@@ -530,10 +552,14 @@ def _disable(subscription: Subscription, reason: str) -> None:
 
 
 def do_purge_deliveries(now: datetime | None = None) -> int:
-    """Forget finished deliveries older than ``HASHX_WEBHOOK_HISTORY_DAYS`` (their bodies are
-    whole pages); the pending one of each subscription always stays. Returns how many."""
+    """Forget finished deliveries older than ``HASHX_WEBHOOK_HISTORY_DAYS``, and the pages no
+    delivery carries any more (a page is stored with its deliveries, in one transaction); the
+    pending one of each subscription always stays. Returns how many deliveries."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.HASHX_WEBHOOK_HISTORY_DAYS)
     deleted, _ = Delivery.objects.filter(
         state__in=[Delivery.State.DELIVERED, Delivery.State.CANCELLED], created_at__lt=cutoff
+    ).delete()
+    DeliveryPage.objects.filter(
+        ~Exists(Delivery.objects.filter(page=OuterRef("pk"))), created_at__lt=cutoff
     ).delete()
     return deleted
