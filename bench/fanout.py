@@ -47,7 +47,7 @@ from signals.actions.sets import do_create_set  # noqa: E402
 from signals.actions.subscriptions import do_create_subscription  # noqa: E402
 from signals.api.uploads import json_items  # noqa: E402
 from signals.feed.positions import Position, visible_horizon  # noqa: E402
-from signals.models import Batch, Delivery  # noqa: E402
+from signals.models import Batch, Delivery, Subscription  # noqa: E402
 
 SUBSCRIPTIONS = int(os.environ.get("BENCH_FANOUT_SUBSCRIPTIONS", "500"))
 BATCHES = int(os.environ.get("BENCH_FANOUT_BATCHES", "30"))
@@ -190,6 +190,8 @@ def main() -> None:
         .values_list("took", flat=True)
     ]
     p99 = pct(0.99)
+    # Gone, so that the next run on the same var/ does not cut pages past them.
+    Subscription.objects.filter(organisation__slug__startswith=f"sub-{run}-").delete()
     print(f"subscriptions                   {SUBSCRIPTIONS} (one loopback receiver, keep-alive)")
     print(f"batches                         {BATCHES} of {PER_BATCH} new PDQ, 0.5 s apart")
     print(f"deliveries made                 {delivered} ({len(receiver.received)} requests)")
