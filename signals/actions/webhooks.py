@@ -221,7 +221,52 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
                 subscription.cursor_xid, subscription.cursor_seq = after.xid, after.seq
                 subscription.save(update_fields=["cursor_xid", "cursor_seq", "updated_at"])
         DeliveryPage.objects.bulk_create([page for page, _ in stored.values()])
-        return Delivery.objects.bulk_create(created)
+        _insert(created)
+        return created
+
+
+# One set-based INSERT of a fan-out's deliveries (bulk_create spent longer preparing its
+# parameters in Python than Postgres spent inserting them).
+_SQL_INSERT = """
+INSERT INTO signals_delivery (id, subscription_id, state, from_xid, from_seq, to_xid, to_seq,
+    count, set_counts, body, page_id, attempts, next_attempt_at, last_error, response_excerpt,
+    created_at)
+SELECT d.id, d.subscription_id, 'pending', d.from_xid, d.from_seq, d.to_xid, d.to_seq, d.count,
+    d.set_counts, d.body, d.page_id, 0, %(now)s, '', '', %(now)s
+FROM unnest(%(ids)s::uuid[], %(subscriptions)s::uuid[], %(from_xids)s::text[]::xid8[],
+    %(from_seqs)s::bigint[], %(to_xids)s::text[]::xid8[], %(to_seqs)s::bigint[],
+    %(counts)s::int[], %(set_counts)s::jsonb[], %(bodies)s::text[], %(pages)s::bigint[])
+    AS d(id, subscription_id, from_xid, from_seq, to_xid, to_seq, count, set_counts, body,
+         page_id)
+"""
+
+
+def _insert(deliveries: list[Delivery]) -> None:
+    if not deliveries:
+        return
+    now = timezone.now()
+    for delivery in deliveries:
+        delivery.page_id = delivery.page.pk if delivery.page else None
+        delivery.next_attempt_at = delivery.created_at = now
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SQL_INSERT,
+            {
+                "now": now,
+                "ids": [str(d.pk) for d in deliveries],
+                "subscriptions": [str(d.subscription_id) for d in deliveries],
+                "from_xids": [str(d.from_xid) for d in deliveries],
+                "from_seqs": [d.from_seq for d in deliveries],
+                "to_xids": [str(d.to_xid) for d in deliveries],
+                "to_seqs": [d.to_seq for d in deliveries],
+                "counts": [d.count for d in deliveries],
+                "set_counts": [json.dumps(d.set_counts) for d in deliveries],
+                "bodies": [d.body for d in deliveries],
+                "pages": [d.page_id for d in deliveries],
+            },
+        )
+    for delivery in deliveries:
+        delivery._state.adding = False
 
 
 def _stored(
