@@ -104,10 +104,12 @@ WELL_FORMED = {
 
 class Receiver:
     """``script`` answers requests in order, then ``otherwise`` (a 200); ``received`` keeps
-    them all."""
+    them all. With ``keep_alive`` it speaks HTTP/1.1 and keeps connections open between
+    requests; ``connections`` counts those it accepted."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
         self.received: list[Received] = []
+        self.connections = 0
         self.script: list[Answer] = []
         self.otherwise = Answer()
         self.lock = threading.Lock()
@@ -115,6 +117,13 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver.lock:
+                    receiver.connections += 1
+
             def answer(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver.lock:
