@@ -379,12 +379,14 @@ def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
     pages = DeliveryPage.objects.in_bulk({d.page_id for d in deliveries} - {None})
     for delivery in deliveries:  # one read of each page, however many deliveries share it
         delivery.page = pages.get(delivery.page_id)
+    organisations = {
+        d.subscription.organisation_id: d.subscription.organisation for d in deliveries
+    }
     readable = visible_sets_of(
-        list({d.subscription.organisation_id: d.subscription.organisation for d in deliveries}
-             .values()),
-        Q(slug__in={slug for d in deliveries for slug in d.set_counts}),
-    )  # fmt: skip
-    sending, cancelled = [], []
+        list(organisations.values()), Q(slug__in={s for d in deliveries for s in d.set_counts})
+    )
+    sending: list[Delivery] = []
+    cancelled: list[Delivery] = []
     for delivery in deliveries:
         slugs = {s.slug for s in readable[delivery.subscription.organisation_id].values()}
         (sending if set(delivery.set_counts) <= slugs else cancelled).append(delivery)
@@ -397,9 +399,8 @@ def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
         outcomes.update({str(d.pk): "cancelled" for d in cancelled})
         wake()
     signing_key = get_signing_key()
-    results = list(_senders(settings.HASHX_WEBHOOK_SEND_BATCH).map(
-        lambda d: _post(d, signing_key), sending
-    ))  # fmt: skip
+    senders = _senders(settings.HASHX_WEBHOOK_SEND_BATCH)
+    results = list(senders.map(lambda d: _post(d, signing_key), sending))
     now = timezone.now()
     claims = dict(claimed)
     delivered = []
