@@ -15,6 +15,7 @@ backoff and jitter, ``Retry-After`` honoured, and an endpoint failing for
 
 import functools
 import json
+import logging
 import operator
 import random
 import time
@@ -42,6 +43,8 @@ from signals.feed.positions import Position, visible_horizon
 from signals.feed.reads import SQL_HAS_NEWS, Rendered, purge_horizon, rendered_after
 from signals.feed.wakeups import wake
 from signals.models import Delivery, DeliveryPage, HashSet, Subscription
+
+logger = logging.getLogger(__name__)
 
 # Pages a dispatch may skip for one subscription when its filters leave them empty.
 _MAX_EMPTY_PAGES = 20
@@ -436,6 +439,11 @@ def _post(delivery: Delivery, signing_key: tuple[str, Any]) -> tuple[outbound.An
         return answer, ""
     except (outbound.Refused, outbound.SendFailed) as exc:
         return None, str(exc)
+    except Exception:
+        # A bug of ours in one send must not strand the others of the batch until their leases
+        # run out: this one is a failed attempt, retried with backoff like any other.
+        logger.exception("sending delivery %s failed", delivery.pk)
+        return None, "the exchange failed to send it; its staff can see why in the log"
 
 
 _SQL_DELIVERED = """

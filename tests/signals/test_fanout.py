@@ -11,7 +11,7 @@ from exchange.actions.identity import published_jwks
 from hashx.webhooks import verify
 from signals.actions.sets import do_create_set, do_grant
 from signals.actions.subscriptions import do_create_subscription
-from signals.actions.webhooks import do_cut_pages, do_purge_deliveries
+from signals.actions.webhooks import do_cut_pages, do_dispatch, do_purge_deliveries, do_send_many
 from signals.feed.positions import Position
 from signals.models import Delivery, DeliveryPage, Subscription
 from tests.conftest import make_member
@@ -122,3 +122,29 @@ def test_requests_to_one_address_go_over_one_kept_connection(monkeypatch):
         for n in range(2):
             assert outbound.post(f"{closing.url}/{n}", b"{}", {}, deadline=10).status == 200
         assert closing.connections == 2
+
+
+def test_a_send_that_fails_on_our_side_is_retried_and_spares_the_rest_of_its_batch(
+    publisher, subscriber, outsider, monkeypatch
+):
+    coalition = do_create_set(
+        publisher.org, {"slug": "acme-csam", "name": "CSAM", "distribution": "coalition"}
+    )
+    with Receiver() as receiver:
+        broken, fine = subscribe_all([subscriber, outsider], receiver.url, [coalition])
+        merged(publish(publisher, "acme-csam", [pdq(0)]))
+        post = outbound.post
+
+        def bug_for_the_first(url, *args, **kwargs):
+            if url.endswith("/0"):
+                raise RuntimeError("a bug of ours")
+            return post(url, *args, **kwargs)
+
+        monkeypatch.setattr(outbound, "post", bug_for_the_first)
+        claimed = sorted(do_dispatch(), key=lambda c: c[0])
+        outcomes = dict(zip([c[0] for c in claimed], do_send_many(claimed), strict=True))
+        by_subscription = {str(d.subscription_id): d for d in Delivery.objects.all()}
+        assert outcomes[str(by_subscription[broken].pk)] == "retry"
+        assert outcomes[str(by_subscription[fine].pk)] == "delivered"
+        assert "failed to send it" in Delivery.objects.get(pk=by_subscription[broken].pk).last_error
+        assert [r.path for r in receiver.received] == ["/hook/1"]
