@@ -275,6 +275,9 @@ def _search(hashes, rows, offsets, layout, row_bits, queries, radius, radii):  #
     per_query = layout.shape[1] * (1 + 22 + 231)
     block = min(QUERY_BLOCK, queries.shape[0])
     probes = np.empty(block * per_query, dtype=np.int64)
+    firsts = np.empty(block * per_query, dtype=np.int64)
+    lasts = np.empty(block * per_query, dtype=np.int64)
+    n = rows.shape[1]
     pairs = np.empty(block * 1024, dtype=np.int64)
     row_mask = np.uint64((1 << row_bits) - 1)
     slots = offsets.shape[0]
@@ -307,12 +310,20 @@ def _search(hashes, rows, offsets, layout, row_bits, queries, radius, radii):  #
         if not alone:
             slot_bits = max(0, _bits(slots) - SORT_BINS_BITS)
             ordered = _sort_by(probes, count, 24 + slot_bits, (slots >> slot_bits) + 1)
+        # Where each probe's members lie (and, for queries read alone, the first of them), read
+        # in one pass of steps that do not wait on each other: the next pass finds them cached
+        # (sorted probes read them in order: there it costs more than it saves).
+        touched = np.uint32(0)
+        for p in range(count):
+            at = ordered[p] >> 24
+            firsts[p], lasts[p] = offsets[at], offsets[at + 1]
+            if alone:
+                touched |= rows[(ordered[p] >> 20) & 15, min(firsts[p], n - 1)]
         gathered = 0
         for p in range(count):
-            probe = ordered[p]
-            at, k, budget = probe >> 24, (probe >> 20) & 15, (probe >> 18) & 3
+            probe, first, last = ordered[p], firsts[p], lasts[p]
+            k, budget = (probe >> 20) & 15, (probe >> 18) & 3
             low_value, qi = np.uint64((probe >> 10) & 255), probe & 1023
-            first, last = offsets[at], offsets[at + 1]
             if gathered + last - first > pairs.shape[0]:
                 pairs = _grow(pairs, 2 * (gathered + last - first))
             for j in range(first, last):
@@ -338,6 +349,8 @@ def _search(hashes, rows, offsets, layout, row_bits, queries, radius, radii):  #
                 out_d[found] = d
                 found += 1
         out = (out_q, out_r, out_d)
+        if touched == np.uint32(0xFFFFFFFF) and found < 0:  # keeps the reads: never true
+            found = 0
     return out[0][:found], out[1][:found], out[2][:found]
 
 
