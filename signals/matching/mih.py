@@ -317,7 +317,7 @@ def _search(hashes, rows, offsets, layout, row_bits, queries, radius, radii):  #
         for p in range(count):
             at = ordered[p] >> 24
             firsts[p], lasts[p] = offsets[at], offsets[at + 1]
-            if alone:
+            if alone and n:
                 touched |= rows[(ordered[p] >> 20) & 15, min(firsts[p], n - 1)]
         gathered = 0
         for p in range(count):
@@ -363,7 +363,7 @@ def _bits(n):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     return bits
 
 
-@numba.njit(nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _sort_by(values, count, shift, bins):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     """``values[:count]`` sorted (stable) by ``value >> shift``, which is below ``bins``: one
     counting sort."""
