@@ -313,12 +313,12 @@ def test_while_postgres_is_down_requests_answer_503_and_all_is_well_once_it_is_b
 
 
 @contextmanager
-def frozen(private: PrivateExchange) -> Iterator[None]:
-    """PostgreSQL stopped with SIGSTOP, postmaster and every backend: its kernel still accepts
-    and acknowledges, nothing answers. Always thawed with SIGCONT, whatever the test did."""
-    pid = int((private.base / "postgres" / "postmaster.pid").read_text().split("\n", 1)[0])
-    postmaster = psutil.Process(pid)
-    processes = [postmaster, *postmaster.children(recursive=True)]
+def frozen(pid: int) -> Iterator[None]:
+    """A service stopped with SIGSTOP, its process and every child (PostgreSQL's backends): the
+    kernel still accepts and acknowledges, nothing answers. Always thawed with SIGCONT, whatever
+    the test did."""
+    parent = psutil.Process(pid)
+    processes = [parent, *parent.children(recursive=True)]
     try:
         for process in processes:
             process.send_signal(signal.SIGSTOP)
@@ -345,7 +345,7 @@ def test_while_postgres_is_frozen_requests_answer_503_and_a_new_connection_serve
     before = backends(private)
     assert len(before) == 1, before
 
-    with frozen(private):
+    with frozen(service_pid(private.base, "postgres")):
         # The kept connection's call is cut after DATABASE_TIMEOUT; a new one finds the server
         # silent too (connect_timeout): each answers 503 rather than wait (ANSWER_WITHIN).
         assert_unavailable(private.call("GET", "/api/v1/sets/pg-frozen"))
@@ -355,6 +355,18 @@ def test_while_postgres_is_frozen_requests_answer_503_and_a_new_connection_serve
     assert answer.status_code == 200, answer.text
     # The connection that was cut was discarded, not used again: its backend found it closed.
     eventually(lambda: not backends(private) & before, what="the cut connection's backend gone")
+
+
+def test_while_redis_is_frozen_requests_answer_503_and_serve_again_once_it_thaws(private):
+    private.new_set("redis-frozen")
+    assert private.call("GET", "/api/v1/sets/redis-frozen").status_code == 200
+    with frozen(service_pid(private.base, "redis")):
+        # The pooled connection times out (socket_timeout), and so does a new one.
+        assert_unavailable(
+            private.call("GET", "/api/v1/sets/redis-frozen"), "replay-check-unavailable"
+        )
+    answer = private.call("GET", "/api/v1/sets/redis-frozen")
+    assert answer.status_code == 200, answer.text
 
 
 def test_while_redis_is_down_requests_answer_503_and_the_worker_reconnects_after(
