@@ -33,6 +33,7 @@ import psycopg2.extensions
 
 logger = logging.getLogger(__name__)
 
+_monotonic = time.monotonic
 # How often the watchdog looks: a silent call is cut between `bound` and `bound` + TICK seconds.
 TICK = 0.25
 
@@ -140,21 +141,22 @@ class _PausingFile:
         self.file = file
         self.watch = watch
 
-    def _paused(self, method: str, *args: Any) -> Any:
-        self.watch.deadline = math.inf
+    # Two flat copies rather than one helper: write is called once per row of a COPY out.
+    def read(self, size: int) -> Any:
+        watch = self.watch
+        watch.deadline = math.inf
         try:
-            return getattr(self.file, method)(*args)
+            return self.file.read(size)
         finally:
-            self.watch.deadline = time.monotonic() + self.watch.bound
-
-    def read(self, *args: Any) -> Any:
-        return self._paused("read", *args)
-
-    def readline(self, *args: Any) -> Any:
-        return self._paused("readline", *args)
+            watch.deadline = _monotonic() + watch.bound
 
     def write(self, data: Any) -> Any:
-        return self._paused("write", data)
+        watch = self.watch
+        watch.deadline = math.inf
+        try:
+            return self.file.write(data)
+        finally:
+            watch.deadline = _monotonic() + watch.bound
 
 
 class _PausingTextFile(_PausingFile, io.TextIOBase):
