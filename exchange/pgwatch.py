@@ -142,7 +142,7 @@ class _PausingFile:
         self.watch = watch
 
     # Two flat copies rather than one helper: write is called once per row of a COPY out.
-    def read(self, size: int) -> Any:
+    def read(self, size: int | None = -1, /) -> Any:
         watch = self.watch
         watch.deadline = math.inf
         try:
@@ -150,7 +150,7 @@ class _PausingFile:
         finally:
             watch.deadline = _monotonic() + watch.bound
 
-    def write(self, data: Any) -> Any:
+    def write(self, data: Any, /) -> Any:
         watch = self.watch
         watch.deadline = math.inf
         try:
