@@ -26,8 +26,8 @@ app.autodiscover_tasks()
 
 @worker_init.connect
 def watch_database(**kwargs: Any) -> None:
-    """A task's call to a frozen PostgreSQL fails after a while (the task is retried as after any
-    lost connection) instead of holding its worker for ever; before the pool forks."""
+    """A task's call to a frozen PostgreSQL fails after a while, as on a lost connection, instead
+    of holding its worker for ever. Turned on before the pool forks its processes."""
     pgwatch.enable(settings.HASHX_TASK_DATABASE_TIMEOUT_SECONDS)
 
 
