@@ -75,12 +75,13 @@ def test_a_copy_out_runs_past_the_bound_while_rows_keep_coming(watched):
 
 def test_a_copy_is_not_cut_while_its_own_file_keeps_it_waiting(watched):
     class SlowSource:
-        """An upload whose client pauses longer than the bound between parts."""
+        """An upload whose client pauses longer than the bound before its second part."""
 
         parts = ["1\n", "2\n", ""]
 
         def read(self, size: int) -> str:
-            time.sleep(BOUND * 1.5)
+            if len(self.parts) == 2:
+                time.sleep(BOUND * 1.5)
             return self.parts.pop(0)
 
     class SlowSink(io.TextIOBase):
@@ -89,7 +90,8 @@ def test_a_copy_is_not_cut_while_its_own_file_keeps_it_waiting(watched):
         rows: list[str] = []
 
         def write(self, data: str) -> int:
-            time.sleep(BOUND * 1.5)
+            if self.rows:
+                time.sleep(BOUND * 1.5)
             self.rows.append(data)
             return len(data)
 
