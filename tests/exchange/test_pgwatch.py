@@ -66,11 +66,11 @@ def test_a_copy_out_runs_past_the_bound_while_rows_keep_coming(watched):
     rows = io.BytesIO()
     with watched().cursor() as cursor:
         cursor.copy_expert(
-            f"COPY (SELECT repeat('x', 9000), pg_sleep(0.25) FROM generate_series(1, {4 * BOUND}))"
+            f"COPY (SELECT repeat('x', 9000), pg_sleep(0.25) FROM generate_series(1, {8 * BOUND}))"
             " TO STDOUT",
             rows,
         )
-    assert rows.getvalue().count(b"\n") == 4 * BOUND
+    assert rows.getvalue().count(b"\n") == 8 * BOUND
 
 
 def test_a_copy_is_not_cut_while_its_own_file_keeps_it_waiting(watched):
