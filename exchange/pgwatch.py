@@ -9,10 +9,10 @@ thread shuts the connection's socket down: libpq fails the call ("server closed 
 unexpectedly"), psycopg2 marks the connection closed, Django discards it (the next request
 connects afresh, within libpq's connect_timeout), and the request answers 503 with Retry-After
 (exchange/problems.py). What counts is silence, not a call's total: each row of a COPY stream
-starts the count again (the server sends them as its 8 KiB output buffer fills), and time in the COPY's own file (reading an upload from its client,
-writing rows towards a slow reader) is the exchange's, never counted. A single statement that
-legitimately runs longer than the bound without a row is cut as well: the bound is a query
-budget.
+starts the count again (the server sends them as its 8 KiB output buffer fills), and time in
+the COPY's own file (reading an upload from its client, writing rows towards a slow reader) is
+the exchange's, never counted. A single statement that legitimately runs longer than the bound
+without a row is cut as well: the bound is a query budget.
 
 Off until a process turns it on: the web serves with HASHX_DATABASE_TIMEOUT_SECONDS, Celery
 workers with HASHX_TASK_DATABASE_TIMEOUT_SECONDS; management commands (a migration may build an
