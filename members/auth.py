@@ -40,6 +40,7 @@ from rest_framework.request import Request
 from exchange.generation import GENERATION
 from exchange.kv import redis_client
 from exchange.problems import Problem, echo
+from hashx.auth import PLAIN_METHOD, PLAIN_TARGET
 from members.keycache import CachedKey, keys
 from members.models import Organisation, SigningKey
 from members.principal import MemberPrincipal
@@ -274,11 +275,7 @@ def _check_signature(
 # host and port, RFC 3986 path and query characters; no user info, IPv6 literal or fragment).
 # Anything else is verified by the library, which decides as it always did.
 _PARAM_TYPES = {"alg": str, "created": int, "expires": int, "keyid": str, "nonce": str, "tag": str}
-_PLAIN_METHOD = re.compile(r"[A-Z]+")
 _PLAIN_FIELD = re.compile(r"[a-z0-9-]+")
-_PLAIN_TARGET = re.compile(
-    r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?/(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*"
-)
 
 
 def _plain_signature_base(request: HttpRequest, signature: _Signature) -> bytes | None:
@@ -287,8 +284,8 @@ def _plain_signature_base(request: HttpRequest, signature: _Signature) -> bytes 
     method, url = request.method or "", _target_uri(request)
     if (
         not signature.alone
-        or not _PLAIN_METHOD.fullmatch(method)
-        or not _PLAIN_TARGET.fullmatch(url)
+        or not PLAIN_METHOD.fullmatch(method)
+        or not PLAIN_TARGET.fullmatch(url)
         or any(type(v) is not _PARAM_TYPES.get(k) for k, v in signature.params.items())
         or len(set(signature.components)) != len(signature.components)
     ):
