@@ -119,9 +119,11 @@ def server(django_db_setup, tmp_path_factory) -> Iterator[Server]:
         except requests.ConnectionError:
             return False
 
-    eventually(up, timeout=60, what="gunicorn answering /healthz")
-    yield served
-    stop(process)
+    try:
+        eventually(up, timeout=60, what="gunicorn answering /healthz")
+        yield served
+    finally:  # a server that never answered is stopped too
+        stop(process)
 
 
 def signed(member, server: Server, method: str, path: str, body: bytes | None = None) -> dict:
