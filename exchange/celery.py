@@ -5,11 +5,12 @@ import socket
 from typing import Any
 
 from celery import Celery, bootsteps
+from celery.signals import worker_init
 from django.conf import settings
 
-# Connects the handlers that keep Django's logging in the worker and run each task under the
-# request id of the request that queued it.
-from exchange import logs  # noqa: F401
+# `logs` connects the handlers that keep Django's logging in the worker and run each task under
+# the request id of the request that queued it.
+from exchange import logs, pgwatch  # noqa: F401
 from exchange.health import (
     beat_worker_heartbeat,
     clear_worker_heartbeat,
@@ -21,6 +22,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange.settings")
 app = Celery("exchange")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+def watch_database(**kwargs: Any) -> None:
+    """A task's call to a frozen PostgreSQL fails after a while, as on a lost connection, instead
+    of holding its worker for ever. Turned on before the pool forks its processes."""
+    pgwatch.enable(settings.HASHX_TASK_DATABASE_TIMEOUT_SECONDS)
 
 
 @app.on_after_configure.connect

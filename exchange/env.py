@@ -122,7 +122,7 @@ def parse_database_url(name: str, raw: str) -> dict[str, object]:
         raise ImproperlyConfigured(f"{name}: the URL names no database")
     options.setdefault("connect_timeout", "5")
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "exchange.postgres",
         "NAME": db_name,
         "USER": unquote(parts.username or ""),
         "PASSWORD": unquote(parts.password or ""),

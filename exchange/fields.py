@@ -28,3 +28,12 @@ class BoundedList(serializers.ListField):
             raise serializers.ValidationError(f"at most {limit:,} items; {len(data):,} were given")
         values: list[Any] = super().to_internal_value(data)
         return values
+
+
+class ParsedJSON(serializers.JSONField):
+    """A value of a parsed JSON body, taken as it is: DRF's JSONField dumps every value back to
+    JSON to check that it could be, which a parser's output always can (the 1,000 items of a
+    match spent 10 ms there, a tenth of the request's CPU)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data

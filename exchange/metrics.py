@@ -104,6 +104,13 @@ REPLICA_READS = Counter(
     " reader needs: the primary served), down (unreachable or lost mid-read: the primary served).",
     ["outcome"],
 )
+GC_PAUSE_SECONDS = Histogram(
+    "hashx_gc_pause_seconds",
+    "Pauses of a web worker for Python's cyclic garbage collection, by generation (every thread"
+    " of the worker waits them out).",
+    ["generation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+)
 
 
 # --- scrape-time gauges ------------------------------------------------------------------------
@@ -197,4 +204,5 @@ _ALL = [
     MATCH_QUERIES,
     MATCH_SECONDS,
     REPLICA_READS,
+    GC_PAUSE_SECONDS,
 ]

@@ -5,7 +5,11 @@ from collections.abc import Callable
 from http import HTTPStatus
 
 from django.conf import settings
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
+from django.utils.deprecation import MiddlewareMixin
 
 from exchange.logs import bind_request, unbind_request
 from exchange.problems import (
@@ -131,3 +135,34 @@ def client_ip(request: HttpRequest) -> str | None:
         if len(forwarded) >= hops:
             return forwarded[-hops]
     return request.META.get("REMOTE_ADDR") or None
+
+
+# Paths that machines reach, each request authenticated by its own signature or token: no
+# cookie, session, logged-in user or flash message ever serves them.
+_MACHINE_PATHS = (
+    "/api/", "/taxii2/", "/feeds/misp/", "/federation/", "/.well-known/", "/problems/",
+    "/healthz", "/readyz", "/metrics",
+)  # fmt: skip
+
+
+class _BrowserOnly(MiddlewareMixin):
+    """Django's middleware of the same name for the pages people use (the admin, the staff
+    dashboards), passed by on the machine paths: on every signed request, three middleware
+    that nothing there uses. (CSRF's stays whole: DRF's views exempt themselves.)"""
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(_MACHINE_PATHS):
+            return self.get_response(request)  # type: ignore[no-any-return]
+        return super().__call__(request)  # type: ignore[no-any-return]
+
+
+class SessionMiddleware(_BrowserOnly, sessions.SessionMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(_BrowserOnly, auth.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(_BrowserOnly, messages.MessageMiddleware):
+    pass

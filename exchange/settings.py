@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from exchange import embedded, logs
+from exchange import embedded, logs, pgwatch
 from exchange.env import (
     celery_broker_url,
     env_bool,
@@ -98,6 +98,13 @@ if DATABASE_REPLICA_URL:
         "CONN_HEALTH_CHECKS": True,
         "TEST": {"MIRROR": "default"},
     }
+# The longest a web request (a Celery task) waits for PostgreSQL to answer one call, or to send
+# the next row of a COPY, before its connection is cut and discarded: a frozen server answers
+# 503 instead of hanging the request (exchange/pgwatch.py). 0 waits for ever.
+HASHX_DATABASE_TIMEOUT_SECONDS = env_int("HASHX_DATABASE_TIMEOUT_SECONDS", 10, minimum=0)
+HASHX_TASK_DATABASE_TIMEOUT_SECONDS = env_int("HASHX_TASK_DATABASE_TIMEOUT_SECONDS", 300, minimum=0)
+for _database in DATABASES.values():
+    _database["OPTIONS"].update(pgwatch.FACTORIES)  # type: ignore[attr-defined]
 # After the replica could not be reached, this process leaves feed reads to the primary for
 # this long before it tries the replica again (a dead host costs a connect timeout per try).
 HASHX_REPLICA_RETRY_SECONDS = env_int("HASHX_REPLICA_RETRY_SECONDS", 10, minimum=0)
@@ -181,11 +188,12 @@ MIDDLEWARE = [
     "exchange.middleware.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's own, passed by on the paths machines reach (signed API, feeds, federation).
+    "exchange.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "exchange.middleware.AuthenticationMiddleware",
+    "exchange.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

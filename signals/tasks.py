@@ -10,12 +10,14 @@ from exchange.enqueue import clear_once, enqueue_once
 from signals.actions.expiry import do_expire_entries, do_purge_tombstones
 from signals.actions.merge import do_fail_batch, do_merge_batch, stalled_merges
 from signals.actions.neardup import do_link_batch, stalled_links
+from signals.actions.statistics import do_analyze_stale_tables
 from signals.actions.webhooks import do_dispatch, do_purge_deliveries, do_send_many
 from signals.feed.wakeups import clear_wake
 from signals.matching.index import shared_index
 
 MERGE = "signals.ingest.merge_batch"
 LINK = "signals.match.link_near_duplicates"
+ANALYZE = "signals.analyze_tables"
 # A batch queued again is not queued a third time while this copy may still wait in the queue.
 REQUEUE_TTL = 120
 logger = logging.getLogger(__name__)
@@ -37,6 +39,17 @@ def merge_batch(batch_id: str) -> None:
         raise
     if batch is not None and batch.link_ranges:
         enqueue_once(LINK, batch_id, ttl=REQUEUE_TTL)
+    if batch is not None and batch.new:
+        enqueue_once(ANALYZE, ttl=REQUEUE_TTL)
+
+
+# On the default queue: ANALYZE is not the next batch's merge's business.
+@shared_task(name=ANALYZE, ignore_result=True)
+def analyze_tables() -> None:
+    clear_once(ANALYZE)
+    analyzed = do_analyze_stale_tables()
+    if analyzed:
+        logger.info("analyzed %s after a bulk merge", ", ".join(analyzed))
 
 
 # Not on the ingest queue: a long search must not hold up the next batch's merge.

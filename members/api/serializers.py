@@ -35,6 +35,40 @@ class KeySerializer(serializers.Serializer):
         return public_jwk(bytes(key.public_key))
 
 
+_MOMENT = serializers.DateTimeField()  # stateless: its to_representation formats a datetime
+
+
+def _moment(value: Any) -> str | None:
+    return None if value is None else _MOMENT.to_representation(value)
+
+
+def whoami_document(organisation: Organisation, key: SigningKey) -> dict[str, Any]:
+    """What ``WhoamiSerializer`` makes of them (the schema's source, and the test's measure),
+    built directly: a signed whoami is the cheapest signed request there is, and DRF deep-copies
+    every field of every serializer it instantiates (a third of the request's CPU)."""
+    return {
+        "organisation": {
+            "slug": organisation.slug,
+            "name": organisation.name,
+            "kind": organisation.kind,
+            "status": organisation.status,
+        },
+        "key": {
+            "key_id": key.key_id,
+            "label": key.label,
+            "state": key.state,
+            "read_only": key.read_only,
+            "public_key": public_jwk(bytes(key.public_key)),
+            "created_at": _moment(key.created_at),
+            "last_used_at": _moment(key.last_used_at),
+            "not_after": _moment(key.not_after),
+            "revoked_at": _moment(key.revoked_at),
+            "revoked_reason": key.revoked_reason,
+        },
+        "permissions": ["read"] if key.read_only else ["read", "write"],
+    }
+
+
 class WhoamiSerializer(serializers.Serializer):
     organisation = OrganisationSerializer()
     key = KeySerializer()

@@ -21,12 +21,11 @@ from members.api.serializers import (
     AddKeySerializer,
     ChallengeSerializer,
     KeySerializer,
-    OrganisationSerializer,
     RetireSerializer,
     RevokeSerializer,
     WhoamiSerializer,
+    whoami_document,
 )
-from members.models import SigningKey
 from members.principal import MemberPrincipal, organisation_of
 
 
@@ -36,14 +35,7 @@ class WhoamiView(APIView):
         """Who the signature on this request speaks for: organisation, key, permissions."""
         principal = request.user
         assert isinstance(principal, MemberPrincipal)
-        key: SigningKey = principal.key
-        return Response(
-            {
-                "organisation": OrganisationSerializer(principal.organisation).data,
-                "key": KeySerializer(key).data,
-                "permissions": ["read"] if key.read_only else ["read", "write"],
-            }
-        )
+        return Response(whoami_document(principal.organisation, principal.key))
 
 
 class KeyListView(ListAPIView):

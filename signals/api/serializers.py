@@ -3,7 +3,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from exchange.fields import BoundedList
+from exchange.fields import BoundedList, ParsedJSON
 from signals.access import MAX_SETS
 from signals.feed.positions import Position
 from signals.models import Batch, Delivery, HashSet, Subscription
@@ -90,7 +90,7 @@ class GrantListSerializer(serializers.Serializer):
 
 class PublishSerializer(serializers.Serializer):
     signals = BoundedList(
-        child=serializers.JSONField(), max_length=MAX_ITEMS,
+        child=ParsedJSON(), max_length=MAX_ITEMS,
         too_large=f"send at most {MAX_ITEMS:,} or stream NDJSON",
         help_text=f"up to {MAX_ITEMS:,} items: type, value, labels, expires_at, quality",
     )  # fmt: skip
@@ -132,7 +132,7 @@ class BatchSerializer(serializers.Serializer):
 
 class ItemsSerializer(serializers.Serializer):
     signals = BoundedList(
-        child=serializers.JSONField(), max_length=MAX_ITEMS,
+        child=ParsedJSON(), max_length=MAX_ITEMS,
         help_text='each {"entry": id} or {"type": …, "value": …}; opinions add category and tags',
     )  # fmt: skip
 
@@ -295,7 +295,7 @@ class RedeliverSerializer(serializers.Serializer):
 
 class MatchRequestSerializer(serializers.Serializer):
     signals = BoundedList(
-        child=serializers.JSONField(), max_length=MAX_ITEMS,
+        child=ParsedJSON(), max_length=MAX_ITEMS,
         too_large=f"send at most {MAX_ITEMS:,}",
         help_text="up to 10,000 queries: type, value, optional sets (slugs) and max_distance",
     )  # fmt: skip

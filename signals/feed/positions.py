@@ -81,10 +81,14 @@ def sql_after_cursor(
     )
 
 
-def cursor_params(after: Position, horizon: int) -> dict[str, Any]:
+def cursor_params(after: Position, horizon: int | None) -> dict[str, Any]:
     """The parameters of ``sql_after_cursor``: the rows after ``after``, final below
-    ``horizon`` (a ``visible_horizon()``)."""
-    return {"horizon": str(horizon), "xid": str(after.xid), "seq": after.seq}
+    ``horizon`` (a ``visible_horizon()``; None where the SQL takes its statement's own)."""
+    return {
+        "horizon": None if horizon is None else str(horizon),
+        "xid": str(after.xid),
+        "seq": after.seq,
+    }
 
 
 def visible_horizon(using: str = DEFAULT_DB_ALIAS) -> int:

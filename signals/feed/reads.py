@@ -229,17 +229,26 @@ def _read[T](
     return read(source)
 
 
+# The visible horizon of a page: the ``%(horizon)s`` parameter when the read already knows it
+# (the replica's, read to choose the replica), else the statement's own snapshot's, taken in
+# the same statement rather than by a round trip of its own before it. Rows below the xmin of
+# the snapshot a statement reads with are final and, committed, visible to it.
+_HORIZON_OR_NOW = "coalesce(%(horizon)s::text, pg_snapshot_xmin(pg_current_snapshot())::text)"
+
+
 def _sql_after(columns: str, condition: str = "TRUE") -> str:
     """Per set, the next ``limit`` rows (that meet ``condition``, SQL over the entry ``x``)
     straight off the (set, position) index in order; then the first ``limit`` of their union.
     (``hash_set_id = ANY(…)`` would read and sort every row after the cursor: Postgres 16
-    cannot walk one ordered index range per array element.)"""
+    cannot walk one ordered index range per array element.) The horizon is
+    ``_HORIZON_OR_NOW``."""
     return f"""
 SELECT {columns}
 FROM unnest(%(sets)s::bigint[]) AS s(id)
 CROSS JOIN LATERAL (
     SELECT * FROM signals_setentry x
-    WHERE x.hash_set_id = s.id AND {sql_after_cursor("x")} AND {sql_for_reader("x")}
+    WHERE x.hash_set_id = s.id AND {sql_after_cursor("x", horizon=_HORIZON_OR_NOW)}
+      AND {sql_for_reader("x")}
       AND {condition}
     ORDER BY x.position_xid, x.position_seq LIMIT %(limit)s
 ) e
@@ -301,7 +310,7 @@ def _fetch_after(
             cursor.execute(
                 sql,
                 {"sets": set_ids, "limit": limit, "peer": peer, "page_bytes": PAGE_BYTES,
-                 **cursor_params(after, source.horizon()), **extra},
+                 **cursor_params(after, source.known_horizon), **extra},
             )  # fmt: skip
             return cursor.fetchall()
 

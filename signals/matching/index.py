@@ -31,10 +31,10 @@ entry may have many rows (retracting it kills them all) and a PDQ image query, w
 the sets it may read by their ids, never meets a video frame. ``signals.actions.match`` turns
 frame hits into video matches.
 
-Memory budget, per hash: 32 bytes (hash) + 48 (12 chunk tables of int32 row numbers) + 8 (entry
-id) + 4 (set id) = 92 bytes, plus bucket directories that grow with the hashes (mih.py: 80 MiB
-at 1M, 128 MiB from a few million on): about 172 MiB at 1M hashes, 1.05 GB at 10M, shared by
-every process of the host through the page cache. Opening a generation maps its files and
+Memory budget, per hash: 32 bytes (hash) + 48 (12 chunk tables of uint32 row numbers, with the
+low bits their buckets leave out) + 8 (entry id) + 4 (set id) = 92 bytes, plus bucket directories
+of at most 8 bytes per hash (mih.py ``choose_shifts``): 98 bytes per hash at 1M, 97 at 10M, shared
+by every process of the host through the page cache. Opening a generation maps its files and
 builds nothing. Per process, the delta costs about 200 bytes per entry changed since the
 generation (numpy arrays, plus a multi-index of its own past ``DELTA_SCAN`` entries, sized to
 the delta), bounded by compaction; bench/memory.py measures the web workers. The compacting

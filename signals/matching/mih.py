@@ -20,23 +20,27 @@ Layout (``MIH``), all plain arrays so a generation can live in ``.npy`` files an
 read-only by every process, with nothing built when it is opened:
 
 - ``hashes``  uint64[n, 4]: the hashes, row ``i`` is hash ``i``;
-- ``rows``    int32[12, n]: per chunk, row numbers grouped by that chunk's bucket (counting sort);
+- ``rows``    uint32[12, n]: per chunk, row numbers grouped by that chunk's bucket (counting
+  sort), each with the low bits of its chunk value that its bucket leaves out above the row
+  number's ``row_bits(n)`` bits;
 - ``offsets`` int32: per chunk, one after the other, where each bucket starts in ``rows``;
-- ``low``     uint8[chunks with a shift, n]: beside ``rows``, the low bits of each row's chunk value
-  that its bucket leaves out;
 - ``shifts``  int64[12]: per chunk, how many low bits of the chunk value a bucket leaves out.
 
 A chunk's bucket is its value without its ``shift`` low bits, so its directory has
 ``2^(width - shift) + 1`` entries. Dense directories (no shift) cost 128 MiB for the 12 chunks
-whatever the number of hashes, nearly all empty buckets below a few million hashes, and a
-process that indexed a delta of its own held those 128 MiB privately. ``choose_shifts`` leaves
-out as many low bits as leave about one hash per bucket (up to 8: a byte of ``low`` per hash and
-chunk) where that at least halves the chunk's cost. A query reads once each bucket within the
-chunk's radius of its own (in the high bits), and verifies those members whose low bits lie
-within what the radius leaves.
+whatever the number of hashes. ``choose_shifts`` leaves out as many low bits as keep the 12
+directories within 8 bytes per hash (about 4 to 8 hashes per bucket). A query reads once each
+bucket within the chunk's radius of its own (in the high bits), and verifies those members
+whose low bits lie within what the radius leaves.
 
-Memory: 32 (hash) + 48 (rows) bytes per hash, plus the directories and ``low``: 160 MiB at 1M
-hashes (dense: 204), 15 MiB at 100,000 (dense: 136), 0.9 GB at 10M (dense).
+Speed: a query alone waits on memory at every step (the bucket, its members, each candidate's
+hash: all at random in arrays much larger than the caches). A batch is searched 512 queries at
+a time, each step over all of them sorted by the memory it reads (``_search``): measured at 1M
+on one core, 1,000 queries in 65 ms (dense directories: 84; one query after the other, as
+before: 100 dense, 220 with these directories).
+
+Memory: 32 (hash) + 48 (rows) bytes per hash, plus at most 8 of directories: 86 bytes per hash at
+1M (the generation adds 12 of entry and set ids).
 """
 
 import os
@@ -54,8 +58,8 @@ STARTS = np.concatenate([[0], np.cumsum(WIDTHS)[:-1]]).astype(np.int64)
 CHUNKS = len(WIDTHS)
 MAX_RADIUS = 31
 # Named in every generation written: one of another layout is never read with this code.
-LAYOUT = "mih-4x22-8x21-shifted"
-# The most low bits a bucket may leave out: what one byte of ``low`` holds.
+LAYOUT = "mih-4x22-8x21-packed"
+# The most low bits a bucket may leave out (a byte's: what a probe holds of the query's).
 MAX_SHIFT = 8
 # Batches of at least this many queries per core are split across cores (up to _THREADS).
 PARALLEL_FROM = 64
@@ -72,13 +76,20 @@ def _pool() -> ThreadPoolExecutor:
         return _executor
 
 
+# Queries searched together (``_search``; at most 1,024: a probe holds 10 bits of query), whose
+# steps are each sorted by the memory they read into 2**SORT_BINS_BITS blocks at most (of 16
+# rows, 512 bytes of hashes, up to 2**20 hashes), when they are at least SORT_FROM (fewer read
+# too little to share memory: sorting would cost more than it saves).
+QUERY_BLOCK = 512
+SORT_FROM = 16
+SORT_BINS_BITS = 16
 # Pairs compared per block by brute_force: bounds its temporary arrays.
 BLOCK_CANDIDATES = 2_000_000
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
-U8 = npt.NDArray[np.uint8]
+U32 = npt.NDArray[np.uint32]
 
 
 def parse_hex(values: list[str]) -> U64:
@@ -104,39 +115,38 @@ def chunk_radii(radius: int) -> npt.NDArray[np.int64]:
 
 def choose_shifts(n: int) -> I64:
     """Per chunk, how many low bits of its value its buckets leave out for ``n`` hashes: as many
-    as leave about one hash per bucket, up to ``MAX_SHIFT``, where that at least halves what
-    the chunk's directory costs (with ``low``'s byte per hash); else none. Dense directories
-    stay where they are full enough to be worth their size (at 10M every chunk's, at 1M the
-    21-bit chunks', whose 232 probes a query reads fastest without ``low``)."""
-    bits = (max(n, 1) - 1).bit_length()  # 2**bits buckets: about one hash each
-    shifts = np.zeros(CHUNKS, dtype=np.int64)
-    for k, width in enumerate(WIDTHS.tolist()):
-        shift = min(MAX_SHIFT, max(0, width - bits))
-        if shift and 2 * (4 * (1 << (width - shift)) + n) <= 4 * (1 << width):
-            shifts[k] = shift
-    return shifts
+    as keep its directory within ``n / 6`` buckets (4 bytes each: the 12 directories cost at
+    most 8 bytes per hash), up to ``MAX_SHIFT`` and what a ``rows`` entry leaves above the row
+    number; about 4 to 8 hashes per bucket. A query then reads fewer, fuller buckets and filters
+    their members by their low bits (measured at 1M: faster than dense directories too)."""
+    bucket_bits = max(0, (n // 6).bit_length() - 1)
+    most = min(MAX_SHIFT, 32 - row_bits(n))
+    return np.clip(WIDTHS - bucket_bits, 0, most).astype(np.int64)
 
 
 def _layout(shifts: I64) -> tuple[I64, int]:
-    """What the kernels need to find each chunk, as one int64[5, CHUNKS] array: its first bit,
-    its width, its shift, where its directory begins in ``offsets``, and its row in ``low`` (-1
-    for none); and the size of ``offsets``."""
+    """What the kernels need to find each chunk, as one int64[4, CHUNKS] array: its first bit,
+    its width, its shift and where its directory begins in ``offsets``; and the size of
+    ``offsets``."""
     sizes = (1 << (WIDTHS - shifts)) + 1
     bases = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    lows = np.where(shifts > 0, np.cumsum(shifts > 0) - 1, -1)
-    return np.stack([STARTS, WIDTHS, shifts, bases, lows]).astype(np.int64), int(sizes.sum())
+    return np.stack([STARTS, WIDTHS, shifts, bases]).astype(np.int64), int(sizes.sum())
+
+
+def row_bits(n: int) -> int:
+    """Bits of a row number among ``n`` hashes; the rest of a ``rows`` entry's 32 hold low bits."""
+    return max(1, (n - 1).bit_length())
 
 
 @dataclass(frozen=True)
 class MIH:
     hashes: U64
-    rows: I32
+    rows: U32
     offsets: I32
-    low: U8
     shifts: I64
 
     # The arrays a query reads, by field name: what a generation holds.
-    ARRAYS = ("hashes", "rows", "offsets", "low", "shifts")
+    ARRAYS = ("hashes", "rows", "offsets", "shifts")
 
     @classmethod
     def build(cls, hashes: U64, shifts: I64 | None = None) -> "MIH":
@@ -148,14 +158,14 @@ class MIH:
         if shifts is None:
             shifts = choose_shifts(len(hashes))
         shifts = np.asarray(shifts, dtype=np.int64)
-        if shifts.shape != (CHUNKS,) or shifts.min() < 0 or shifts.max() > MAX_SHIFT:
-            raise ValueError(f"shifts: {CHUNKS} numbers from 0 to {MAX_SHIFT}")
+        most = min(MAX_SHIFT, 32 - row_bits(len(hashes)))
+        if shifts.shape != (CHUNKS,) or shifts.min() < 0 or shifts.max() > most:
+            raise ValueError(f"shifts: {CHUNKS} numbers from 0 to {most}")
         layout, size = _layout(shifts)
-        rows = np.empty((CHUNKS, len(hashes)), dtype=np.int32)
+        rows = np.empty((CHUNKS, len(hashes)), dtype=np.uint32)
         offsets = np.zeros(size, dtype=np.int32)
-        low = np.empty((int((shifts > 0).sum()), len(hashes)), dtype=np.uint8)
-        _build(hashes, rows, offsets, low, layout)
-        return cls(hashes, rows, offsets, low, shifts)
+        _build(hashes, rows, offsets, layout, row_bits(len(hashes)))
+        return cls(hashes, rows, offsets, shifts)
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -178,8 +188,8 @@ class MIH:
         layout = self.layout
 
         def scan(block: U64) -> tuple[I64, I64, I64]:
-            return _search(self.hashes, self.rows, self.offsets, self.low, layout, block, radius,
-                           radii)  # fmt: skip
+            return _search(self.hashes, self.rows, self.offsets, layout, row_bits(len(self)),
+                           block, radius, radii)  # fmt: skip
 
         threads = min(_THREADS, len(queries) // PARALLEL_FROM)
         if threads > 1:
@@ -228,15 +238,14 @@ def _chunk(words, start, width):  # type: ignore[no-untyped-def]  # pragma: no c
 
 
 @numba.njit(cache=True, nogil=True)
-def _build(hashes, rows, offsets, low, layout):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+def _build(hashes, rows, offsets, layout, row_bits):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     """Counting sort of the rows by each chunk's bucket (its value without its ``shift`` low
-    bits, which go to ``low``); offsets[base + b] is where bucket b starts (stable: rows stay in
-    order within a bucket)."""
+    bits, which are kept above the row number); offsets[base + b] is where bucket b starts
+    (stable: rows stay in order within a bucket)."""
     n = hashes.shape[0]
     values = np.empty(n, dtype=np.int64)
     for k in range(layout.shape[1]):
-        start, width, shift = layout[0, k], layout[1, k], layout[2, k]
-        base, at_low = layout[3, k], layout[4, k]
+        start, width, shift, base = layout[0, k], layout[1, k], layout[2, k], layout[3, k]
         size = (1 << (width - shift)) + 1
         for i in range(n):
             values[i] = _chunk(hashes[i], start, width)
@@ -247,67 +256,128 @@ def _build(hashes, rows, offsets, low, layout):  # type: ignore[no-untyped-def] 
         mask = (1 << shift) - 1
         for i in range(n):
             bucket = values[i] >> shift
-            rows[k, fill[bucket]] = i
-            if shift > 0:
-                low[at_low, fill[bucket]] = np.uint8(values[i] & mask)
+            rows[k, fill[bucket]] = np.uint32(((values[i] & mask) << row_bits) | i)
             fill[bucket] += 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _search(hashes, rows, offsets, low, layout, queries, radius, radii):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    """The scan: for each query and each chunk, every bucket whose high bits lie within the
-    chunk's radius of the query's, once; of its members, those whose low bits lie within what
-    the radius leaves, verified by popcount."""
-    cap = 1024
-    out_q = np.empty(cap, dtype=np.int64)
-    out_r = np.empty(cap, dtype=np.int64)
-    out_d = np.empty(cap, dtype=np.int64)
-    buckets = np.empty(1 + 22 + 231, dtype=np.int64)
-    budgets = np.empty(1 + 22 + 231, dtype=np.int64)
+def _search(hashes, rows, offsets, layout, row_bits, queries, radius, radii):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """The scan, ``QUERY_BLOCK`` queries at a time, each step over all of them in the order of
+    the memory it reads (what a query reads alone is scattered at random over the directories,
+    ``rows`` and ``hashes``: one wait on memory after another). For each query, every bucket of
+    every chunk whose high bits lie within the chunk's radius of the query's (a *probe*); the
+    probes of the block sorted by bucket; each bucket's members whose low bits (kept above the
+    row number) lie within what the radius leaves gathered as (row, query) candidates without a
+    branch (a dense chunk's members have no low bits: all are); the candidates sorted by row
+    and verified by popcount."""
+    out = (np.empty(1024, np.int64), np.empty(1024, np.int64), np.empty(1024, np.int64))
     found = 0
-    for qi in range(queries.shape[0]):
-        q0, q1, q2, q3 = queries[qi, 0], queries[qi, 1], queries[qi, 2], queries[qi, 3]
-        for k in range(layout.shape[1]):
-            start, width, shift = layout[0, k], layout[1, k], layout[2, k]
-            base, at_low = layout[3, k], layout[4, k]
-            value, radius_k = _chunk(queries[qi], start, width), radii[k]
-            high, high_bits, low_value = value >> shift, width - shift, value & ((1 << shift) - 1)
-            # The query's bucket and every bucket within radius_k (<= 2) bits of it; what is
-            # left of radius_k for the low bits of their members.
-            count = 1
-            buckets[0], budgets[0] = high, radius_k
-            if radius_k >= 1:
-                for a in range(high_bits):
-                    buckets[count], budgets[count] = high ^ (1 << a), radius_k - 1
-                    count += 1
-                    if radius_k >= 2:
-                        for b in range(a + 1, high_bits):
-                            buckets[count] = high ^ (1 << a) ^ (1 << b)
-                            budgets[count] = 0
-                            count += 1
-            for p in range(count):
-                at, budget = base + buckets[p], budgets[p]
-                for j in range(offsets[at], offsets[at + 1]):
-                    if shift > 0:
-                        # Past the budget if bits remain once ``budget`` of them are cleared.
-                        apart = np.int64(low[at_low, j]) ^ low_value
-                        for _ in range(budget):
-                            apart &= apart - 1
-                        if apart:
-                            continue
-                    row = rows[k, j]
-                    d = _distance(hashes, row, q0, q1, q2, q3)
-                    if d <= radius:
-                        if found == cap:
-                            cap *= 2
-                            out_q = _grow(out_q, cap)
-                            out_r = _grow(out_r, cap)
-                            out_d = _grow(out_d, cap)
-                        out_q[found] = qi
-                        out_r[found] = row
-                        out_d[found] = d
-                        found += 1
-    return out_q[:found], out_r[:found], out_d[:found]
+    per_query = layout.shape[1] * (1 + 22 + 231)
+    block = min(QUERY_BLOCK, queries.shape[0])
+    probes = np.empty(block * per_query, dtype=np.int64)
+    firsts = np.empty(block * per_query, dtype=np.int64)
+    lasts = np.empty(block * per_query, dtype=np.int64)
+    n = rows.shape[1]
+    pairs = np.empty(block * 1024, dtype=np.int64)
+    row_mask = np.uint64((1 << row_bits) - 1)
+    slots = offsets.shape[0]
+    for low_query in range(0, queries.shape[0], QUERY_BLOCK):
+        high_query = min(queries.shape[0], low_query + QUERY_BLOCK)
+        count = 0
+        for qi in range(low_query, high_query):
+            for k in range(layout.shape[1]):
+                start, width, shift, base = layout[0, k], layout[1, k], layout[2, k], layout[3, k]
+                value, radius_k = _chunk(queries[qi], start, width), radii[k]
+                high, high_bits = value >> shift, width - shift
+                # A probe, in bits from the top: its bucket's place in ``offsets`` (39), the
+                # chunk (4), what is left of radius_k for its members' low bits (2), the
+                # query's low bits (8), the query in the block (10).
+                fixed = (k << 20) | ((value & ((1 << shift) - 1)) << 10) | (qi - low_query)
+                probes[count] = ((base + high) << 24) | (radius_k << 18) | fixed
+                count += 1
+                if radius_k >= 1:
+                    for a in range(high_bits):
+                        bucket = base + (high ^ (1 << a))
+                        probes[count] = (bucket << 24) | ((radius_k - 1) << 18) | fixed
+                        count += 1
+                        if radius_k >= 2:
+                            for b in range(a + 1, high_bits):
+                                bucket = base + (high ^ (1 << a) ^ (1 << b))
+                                probes[count] = (bucket << 24) | fixed
+                                count += 1
+        alone = high_query - low_query < SORT_FROM
+        ordered = probes
+        if not alone:
+            slot_bits = max(0, _bits(slots) - SORT_BINS_BITS)
+            ordered = _sort_by(probes, count, 24 + slot_bits, (slots >> slot_bits) + 1)
+        # Where each probe's members lie (and, for queries read alone, the first of them), read
+        # in one pass of steps that do not wait on each other: the next pass finds them cached
+        # (sorted probes read them in order: there it costs more than it saves).
+        touched = np.uint32(0)
+        for p in range(count):
+            at = ordered[p] >> 24
+            firsts[p], lasts[p] = offsets[at], offsets[at + 1]
+            if alone and n:
+                touched |= rows[(ordered[p] >> 20) & 15, min(firsts[p], n - 1)]
+        gathered = 0
+        for p in range(count):
+            probe, first, last = ordered[p], firsts[p], lasts[p]
+            k, budget = (probe >> 20) & 15, (probe >> 18) & 3
+            low_value, qi = np.uint64((probe >> 10) & 255), probe & 1023
+            if gathered + last - first > pairs.shape[0]:
+                pairs = _grow(pairs, 2 * (gathered + last - first))
+            for j in range(first, last):
+                member = np.uint64(rows[k, j])
+                pairs[gathered] = (np.int64(member & row_mask) << 32) | qi
+                gathered += _popcount((member >> np.uint64(row_bits)) ^ low_value) <= budget
+        ordered = pairs
+        if not alone:
+            block_bits = max(4, row_bits - SORT_BINS_BITS)
+            ordered = _sort_by(pairs, gathered, 32 + block_bits, (rows.shape[1] >> block_bits) + 1)
+        out_q, out_r, out_d = out
+        for c in range(gathered):
+            row, qi = ordered[c] >> 32, low_query + (ordered[c] & 0xFFFFFFFF)
+            d = _distance(hashes, row, queries[qi, 0], queries[qi, 1], queries[qi, 2],
+                          queries[qi, 3])  # fmt: skip
+            if d <= radius:
+                if found == out_q.shape[0]:
+                    out_q = _grow(out_q, 2 * found)
+                    out_r = _grow(out_r, 2 * found)
+                    out_d = _grow(out_d, 2 * found)
+                out_q[found] = qi
+                out_r[found] = row
+                out_d[found] = d
+                found += 1
+        out = (out_q, out_r, out_d)
+        if touched == np.uint32(0xFFFFFFFF) and found < 0:  # keeps the reads: never true
+            found = 0
+    return out[0][:found], out[1][:found], out[2][:found]
+
+
+@numba.njit(inline="always")
+def _bits(n):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """How many bits ``n - 1`` needs (at least 1)."""
+    bits = 1
+    while (1 << bits) < n:
+        bits += 1
+    return bits
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_by(values, count, shift, bins):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """``values[:count]`` sorted (stable) by ``value >> shift``, which is below ``bins``: one
+    counting sort."""
+    starts = np.zeros(bins + 1, dtype=np.int64)
+    for c in range(count):
+        starts[(values[c] >> shift) + 1] += 1
+    for b in range(1, bins + 1):
+        starts[b] += starts[b - 1]
+    ordered = np.empty(count, dtype=np.int64)
+    for c in range(count):
+        b = values[c] >> shift
+        ordered[starts[b]] = values[c]
+        starts[b] += 1
+    return ordered
 
 
 @numba.njit(inline="always")

@@ -96,6 +96,7 @@ def test_celery_queues_in_the_redis_database_the_rest_of_the_exchange_uses(url, 
         ("HASHX_MERGE_PARTS", "3"),
         ("DATABASE_REPLICA_URL", "mysql://replica/hashx"),
         ("HASHX_REPLICA_RETRY_SECONDS", "-5"),
+        ("HASHX_DATABASE_TIMEOUT_SECONDS", "soon"),
     ],
 )
 def test_the_exchange_refuses_to_start_with_a_bad_setting(name, value):
@@ -115,7 +116,7 @@ def test_the_exchange_refuses_to_start_with_a_bad_setting(name, value):
 def test_a_replica_url_configures_the_replica_database_and_none_leaves_it_out():
     show = (
         "import django, json; django.setup(); from django.conf import settings;"
-        " print(json.dumps(settings.DATABASES.get('replica')))"
+        " print(json.dumps(settings.DATABASES.get('replica'), default=repr))"
     )
 
     def replica(**env: str) -> object:

@@ -46,6 +46,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.worker]
 # How long any request may take to be answered, a service down or not: the connect timeouts
 # (PostgreSQL 5 s, Redis 1 s, twice) and then some.
 ANSWER_WITHIN = 15
+# How long this module's gunicorn waits for a frozen PostgreSQL (HASHX_DATABASE_TIMEOUT_SECONDS).
+DATABASE_TIMEOUT = 2
 # The promise of issue 17 for a worker killed mid-merge: the batch is finished within this.
 RESUMED_WITHIN = 30
 
@@ -75,6 +77,7 @@ class PrivateExchange:
             HASHX_VAR_DIR=str(self.base),
             HASHX_PUBLIC_URL=self.url,
             HASHX_WORKER_HEARTBEAT_SECONDS="1",
+            HASHX_DATABASE_TIMEOUT_SECONDS=str(DATABASE_TIMEOUT),
         )
         self.env = env
         self.manage("migrate", "--verbosity", "0")
@@ -307,6 +310,63 @@ def test_while_postgres_is_down_requests_answer_503_and_all_is_well_once_it_is_b
     second = private.publish("pg-outage", FAR[10:15])
     private.merged(second)
     private.assert_exact("pg-outage", {first: 10, second: 5})
+
+
+@contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """A service stopped with SIGSTOP, its process and every child (PostgreSQL's backends): the
+    kernel still accepts and acknowledges, nothing answers. Always thawed with SIGCONT, whatever
+    the test did."""
+    parent = psutil.Process(pid)
+    processes = [parent, *parent.children(recursive=True)]
+    try:
+        for process in processes:
+            process.send_signal(signal.SIGSTOP)
+        yield
+    finally:
+        for process in processes:
+            with suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGCONT)
+
+
+def backends(private: PrivateExchange) -> set[int]:
+    """The client backends of the exchange's database but the one asking."""
+    rows = private.sql(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
+    return {pid for (pid,) in rows}
+
+
+def test_while_postgres_is_frozen_requests_answer_503_and_a_new_connection_serves_after(private):
+    private.new_set("pg-frozen")
+    assert private.call("GET", "/api/v1/sets/pg-frozen").status_code == 200
+    # gunicorn's one worker keeps its connection between requests.
+    before = backends(private)
+    assert len(before) == 1, before
+
+    with frozen(service_pid(private.base, "postgres")):
+        # The kept connection's call is cut after DATABASE_TIMEOUT; a new one finds the server
+        # silent too (connect_timeout): each answers 503 rather than wait (ANSWER_WITHIN).
+        assert_unavailable(private.call("GET", "/api/v1/sets/pg-frozen"))
+        assert_unavailable(private.call("GET", "/api/v1/sets/pg-frozen"))
+
+    answer = private.call("GET", "/api/v1/sets/pg-frozen")
+    assert answer.status_code == 200, answer.text
+    # The connection that was cut was discarded, not used again: its backend found it closed.
+    eventually(lambda: not backends(private) & before, what="the cut connection's backend gone")
+
+
+def test_while_redis_is_frozen_requests_answer_503_and_serve_again_once_it_thaws(private):
+    private.new_set("redis-frozen")
+    assert private.call("GET", "/api/v1/sets/redis-frozen").status_code == 200
+    with frozen(service_pid(private.base, "redis")):
+        # The pooled connection times out (socket_timeout), and so does a new one.
+        assert_unavailable(
+            private.call("GET", "/api/v1/sets/redis-frozen"), "replay-check-unavailable"
+        )
+    answer = private.call("GET", "/api/v1/sets/redis-frozen")
+    assert answer.status_code == 200, answer.text
 
 
 def test_while_redis_is_down_requests_answer_503_and_the_worker_reconnects_after(

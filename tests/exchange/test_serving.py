@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -37,6 +38,7 @@ BODY_READ_TIMEOUT = 2
 # "It answered at all", not a performance figure: far above an idle exchange's answer, far
 # below the minutes a request held up behind blocked workers would wait.
 PROMPTLY = 5
+METRICS_TOKEN = "serving-test-metrics-token"
 
 
 @dataclass
@@ -96,6 +98,8 @@ def server(django_db_setup, tmp_path_factory) -> Iterator[Server]:
         "HASHX_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
         "HASHX_BODY_READ_TIMEOUT_SECONDS": str(BODY_READ_TIMEOUT),
         "HASHX_BIND": "127.0.0.1",
+        "HASHX_METRICS_TOKEN": METRICS_TOKEN,
+        "LOG_LEVEL": "INFO",
     }
     for name in ("WEB_CONCURRENCY", "HASHX_WEB_THREADS"):
         env.pop(name, None)  # the defaults of `make run`
@@ -115,9 +119,11 @@ def server(django_db_setup, tmp_path_factory) -> Iterator[Server]:
         except requests.ConnectionError:
             return False
 
-    eventually(up, timeout=60, what="gunicorn answering /healthz")
-    yield served
-    stop(process)
+    try:
+        eventually(up, timeout=60, what="gunicorn answering /healthz")
+        yield served
+    finally:  # a server that never answered is stopped too
+        stop(process)
 
 
 def signed(member, server: Server, method: str, path: str, body: bytes | None = None) -> dict:
@@ -320,6 +326,43 @@ REFUSED = {
 @pytest.mark.parametrize(("raw", "status", "slug"), REFUSED.values(), ids=REFUSED.keys())
 def test_what_is_refused_before_a_view_is_a_bounded_problem_document(server, raw, status, slug):
     assert_raw_problem(server.exchange(raw), status, slug)
+
+
+def frozen_by_worker(server: Server, when: str) -> dict[int, int]:
+    """What each worker logged it froze out of garbage collection ``when``."""
+    pattern = re.compile(
+        rf"Worker (\d+) froze (\d+) long-lived objects out of garbage collection {when}"
+    )
+    return {
+        int(pid): int(count) for pid, count in pattern.findall((server.var / "web.log").read_text())
+    }
+
+
+def test_each_worker_freezes_what_it_keeps_out_of_garbage_collection(server):
+    """Loaded, and again after its first requests: a full collection then walks only what
+    requests made since, not Django, numba and the index (seconds of pauses a minute)."""
+    workers = 2  # `make run`'s default
+    loaded = frozen_by_worker(server, "once the application was loaded")
+    assert len(loaded) == workers and min(loaded.values()) > 10_000, loaded
+    session = requests.Session()
+    for _ in range(50):  # at most 5,000 requests; each connection closes after 20
+        if len(frozen_by_worker(server, "after 200 requests")) == workers:
+            break
+        for _ in range(100):
+            assert session.get(server.base + "/healthz", timeout=PROMPTLY).status_code == 200
+    warmed = frozen_by_worker(server, "after 200 requests")
+    assert warmed.keys() == loaded.keys(), (loaded, warmed)
+    assert all(warmed[pid] >= loaded[pid] for pid in loaded), (loaded, warmed)
+    metrics = requests.get(
+        server.base + "/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=PROMPTLY,
+    )
+    assert metrics.status_code == 200, metrics.text
+    pauses = re.findall(
+        r'^hashx_gc_pause_seconds_count\{generation="(\d)"\} (\S+)$', metrics.text, re.M
+    )
+    assert dict(pauses).get("0") and float(dict(pauses)["0"]) > 0, pauses
 
 
 def test_gunicorn_builds_no_access_line_beside_the_exchanges_request_log():

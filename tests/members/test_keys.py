@@ -13,6 +13,7 @@ from hashx.keys import (
     public_pem,
     raw_public_bytes,
 )
+from members.api.serializers import WhoamiSerializer, whoami_document
 from members.models import SigningKey
 from tests.conftest import SignedClient
 
@@ -186,3 +187,41 @@ def test_not_after_must_be_soon_and_in_the_future(publisher, days):
     )
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "not_after"
+
+
+def test_whoami_answers_what_its_serializers_say_for_keys_in_every_state(publisher):
+    """whoami builds its answer without DRF's serializers (for speed); the serializers stay the
+    schema, so the two must not drift apart: compared here, field by field, for an active, a
+    read-only, a retiring (not_after) and a used key, and for the answer over HTTP."""
+    read_only = publisher.add_key(read_only=True)
+    retiring = publisher.add_key()
+    SigningKey.objects.filter(pk=retiring.key.pk).update(
+        state=SigningKey.State.RETIRING,
+        not_after=timezone.now() + timezone.timedelta(hours=3),
+        last_used_at=timezone.now().replace(microsecond=123456),
+        label="old laptop",
+    )
+    for member in (publisher, read_only, retiring):
+        key = SigningKey.objects.get(pk=member.key.pk)
+        expected = WhoamiSerializer(
+            {
+                "organisation": member.org,
+                "key": key,
+                "permissions": ["read"] if key.read_only else ["read", "write"],
+            }
+        ).data
+        assert whoami_document(member.org, key) == expected
+        answer = member.api.get("/api/v1/whoami")
+        assert answer.status_code == 200
+        assert answer.json()["key"]["key_id"] == key.key_id
+        assert answer.json().keys() == expected.keys()
+        assert answer.json()["key"].keys() == expected["key"].keys()
+    revoked = SigningKey.objects.get(pk=read_only.key.pk)
+    SigningKey.objects.filter(pk=revoked.pk).update(
+        state=SigningKey.State.REVOKED, revoked_at=timezone.now(), revoked_reason="lost laptop"
+    )
+    revoked.refresh_from_db()
+    expected = WhoamiSerializer(
+        {"organisation": publisher.org, "key": revoked, "permissions": ["read"]}
+    ).data
+    assert whoami_document(publisher.org, revoked) == expected

@@ -97,8 +97,8 @@ def exchange(tmp_path_factory, start_worker) -> Iterator[Exchange]:
         except requests.ConnectionError:
             return False
 
-    eventually(up, timeout=60, what="gunicorn answering /healthz")
     try:
+        eventually(up, timeout=60, what="gunicorn answering /healthz")
         yield Exchange(base, web_log, worker.log_path)
     finally:
         stop(process)

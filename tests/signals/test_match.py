@@ -303,13 +303,16 @@ def test_with_a_real_worker_a_publish_matches_and_a_retraction_stops_within_seco
     assert matches_of(match(subscriber, query)) == []
 
 
+# The layout before this one kept the low bits in an array of their own beside rows of int32.
+@pytest.mark.parametrize("layout", ["mih-16x16", "mih-4x22-8x21-shifted"])
 def test_a_generation_of_another_layout_is_rebuilt_from_the_database(
-    publisher, match_index_dir, shared_set
+    publisher, match_index_dir, shared_set, layout
 ):
     merged(publish(publisher, "acme-csam", [pdq(0)]))
     old = match_index_dir / "gen-old"
     old.mkdir(parents=True, exist_ok=True)
-    (old / "meta.json").write_text('{"xid": 1, "seq": 0, "count": 0, "layout": "mih-16x16"}')
+    meta = {"xid": 1, "seq": 0, "count": 0, "layout": layout}
+    (old / "meta.json").write_text(json.dumps(meta))
     (match_index_dir / "CURRENT").write_text("gen-old")
     view = Index(match_index_dir).view()
     assert view.generation.name != "gen-old" and len(view.generation.entries) == 1

@@ -1,0 +1,2 @@
+"""The exchange's database backend (``ENGINE``): Django's PostgreSQL backend with a health check
+that costs no round trip (``base.DatabaseWrapper.is_usable``)."""
