@@ -117,7 +117,9 @@ def plain_dictionary(name: str, value: str) -> dict[str, Any] | None:
     match = _PLAIN_INPUT.fullmatch(value)
     if match is None:
         return None
-    components = [(c[1:-1], {}) for c in match[2].split(" ")] if match[2] else []
+    components: list[tuple[str, dict[str, Any]]] = (
+        [(c[1:-1], {}) for c in match[2].split(" ")] if match[2] else []
+    )
     params: dict[str, Any] = {}
     for key, number, string in _PLAIN_PARAM.findall(match[3]):
         params[key] = int(number) if number else string
