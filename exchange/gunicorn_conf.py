@@ -18,7 +18,10 @@ bind = [f"{env_str('HASHX_BIND', '127.0.0.1')}:{env_int('PORT', 8000, minimum=1)
 # worker_connections of them), never in a thread.
 worker_class = "exchange.gunicorn_worker.ExchangeWorker"
 workers = env_int("WEB_CONCURRENCY", 2, minimum=1)
-threads = env_int("HASHX_WEB_THREADS", 8, minimum=1)
+# 4, not 8: with 8 threads a worker spent some 9% more CPU per request under load (the GIL
+# changing hands: 75 futex calls a request), measured in bench/load.py against the client's
+# own CPU per request, which sets the machine's speed of the moment (README, "Benchmarks").
+threads = env_int("HASHX_WEB_THREADS", 4, minimum=1)
 worker_connections = 1000
 keepalive = 5
 # A worker's event loop reports to the arbiter whatever its threads do (a streamed upload may
