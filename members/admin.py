@@ -94,6 +94,8 @@ class OrganisationAdmin(AuditedAdminMixin, admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(n_active_keys=Count("keys", filter=Q(keys__state=SigningKey.State.ACTIVE)))
+            # An aggregate drops Meta.ordering: pages (the admin's, its autocomplete's) need one.
+            .order_by("slug")
         )
 
     @admin.display(description="active keys", ordering="n_active_keys")
