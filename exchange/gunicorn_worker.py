@@ -56,6 +56,7 @@ from gunicorn.http.errors import (
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from exchange import gunicorn_conf
+from exchange.metrics import GC_PAUSE_SECONDS
 from exchange.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPES, echo, problem_body
 
 _RECV_BYTES = 64 * 1024
@@ -134,10 +135,7 @@ def _time_collections() -> Callable[[str, dict[str, int]], None]:
 
 
 def _report_pauses() -> None:
-    """The pauses timed so far into ``hashx_gc_pause_seconds`` (imported once the application
-    is loaded: its settings say where every process writes its metrics)."""
-    from exchange.metrics import GC_PAUSE_SECONDS
-
+    """The pauses timed so far into ``hashx_gc_pause_seconds``."""
     while _PAUSES:
         generation, seconds = _PAUSES.popleft()
         GC_PAUSE_SECONDS.labels(generation=str(generation)).observe(seconds)

@@ -2,12 +2,12 @@
 
 Counters and histograms are written by whichever process does the work (gunicorn workers,
 Celery workers and beat) into ``PROMETHEUS_MULTIPROC_DIR`` (``$HASHX_VAR_DIR/metrics`` unless
-set; ``exchange/settings.py`` sets it before anything imports ``prometheus_client``, and
-``manage.py bootstrap`` empties it before the processes start), and ``/metrics`` adds them up
-across processes at scrape time. What is a state of the data rather than an event (queue
-depth, audit seal lag, index age, feed lag) is read at scrape time by the *scrape gauges* the
-apps register with ``scrape_gauge`` (the floor plan keeps this module below them), which is
-also the hook for federation's peers' lag.
+set: this module chooses it as it is imported, since its series are made then, whichever code
+imports it first; ``manage.py bootstrap`` empties it before the processes start), and
+``/metrics`` adds them up across processes at scrape time. What is a state of the data rather
+than an event (queue depth, audit seal lag, index age, feed lag) is read at scrape time by the
+*scrape gauges* the apps register with ``scrape_gauge`` (the floor plan keeps this module below
+them), which is also the hook for federation's peers' lag.
 """
 
 import logging
@@ -30,6 +30,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exchange import embedded
+
 log = logging.getLogger(__name__)
 
 
@@ -39,7 +41,9 @@ def _process_identifier() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(embedded.var_dir() / "metrics"))
+if os.environ["PROMETHEUS_MULTIPROC_DIR"]:
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -2,7 +2,6 @@
 through the typed readers in ``exchange.env``; a bad value stops start-up with the variable's name.
 """
 
-import os
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -326,11 +325,9 @@ logs.configure()
 LOGGING = logs.logging_config(LOG_LEVEL, HASHX_LOG_FORMAT)
 
 # Prometheus /metrics (exchange/metrics.py) answers only `Authorization: Bearer <token>`; without
-# a token it is off (404). Every process writes its samples under PROMETHEUS_MULTIPROC_DIR, set
-# here before anything imports prometheus_client.
+# a token it is off (404). Every process writes its samples under PROMETHEUS_MULTIPROC_DIR
+# ($HASHX_VAR_DIR/metrics unless set; exchange/metrics.py chooses it).
 HASHX_METRICS_TOKEN = env_secret("HASHX_METRICS_TOKEN")
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics"))
-Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 # Federation (federation/): how often beat pulls each peer (failures back off from there).
 HASHX_FEDERATION_PULL_SECONDS = env_int("HASHX_FEDERATION_PULL_SECONDS", 60, minimum=1)
