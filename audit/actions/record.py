@@ -2,7 +2,7 @@
 
 import json
 from datetime import UTC
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from django.conf import settings
 from django.db import connection, models
@@ -55,17 +55,19 @@ _INSERT = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES "  # noqa: S608
 _RETURNING = f"({_VALUES}) RETURNING id, xid::text"
 
 
-def record(
-    action: str,
-    *,
-    actor_org: Any = None,
-    actor_key: Any = None,
-    actor_user: Any = None,
-    obj: models.Model | None = None,
-    owner_org: Any = None,
-    details: dict[str, Any] | None = None,
-    request: HttpRequest | Any = None,
-) -> AuditEvent:
+class Event(TypedDict, total=False):
+    """Who did what to what: ``record``'s keyword arguments, each optional (see ``record``)."""
+
+    actor_org: Any
+    actor_key: Any
+    actor_user: Any
+    obj: models.Model | None
+    owner_org: Any
+    details: dict[str, Any] | None
+    request: HttpRequest | Any
+
+
+def record(action: str, **event: Unpack[Event]) -> AuditEvent:
     """Write one audit event in the caller's transaction, and have it sealed after commit.
 
     Call it inside the ``atomic()`` block of the change it describes: a rolled-back change
@@ -74,57 +76,42 @@ def record(
     defaults to ``obj.audit_owner_org_id`` when the model defines it; the owner can read the
     event (e.g. who pulled my set).
     """
-    row = _row(
-        action,
-        actor_org=actor_org,
-        actor_key=actor_key,
-        actor_user=actor_user,
-        obj=obj,
-        owner_org=owner_org,
-        details=details,
-        request=request,
-    )
+    row = _row(action, event)
     with connection.cursor() as cursor:
         cursor.execute(_INSERT + _RETURNING, _params(row))
         row["id"], xid = cursor.fetchone()
     row["xid"] = int(xid)
-    event = AuditEvent.from_db(connection.alias, _FIELDS, [row[n] for n in _FIELDS])
+    created = AuditEvent.from_db(connection.alias, _FIELDS, [row[n] for n in _FIELDS])
     # One seal request per transaction, however many events it records; a Redis outage only
     # delays sealing until beat's next run.
     enqueue_once_on_commit("audit.seal")
-    return event
+    return created
 
 
-def record_many(action: str, events: list[dict[str, Any]]) -> None:
+def record_many(action: str, events: list[Event]) -> None:
     """``record`` for many events of one action, in one statement (a webhook fan-out audits
-    hundreds of pushes at once): each of ``events`` holds ``record``'s keyword arguments."""
+    hundreds of pushes at once)."""
     if not events:
         return
-    rows = [_row(action, **event) for event in events]
+    rows = [_row(action, event) for event in events]
     values = ", ".join([f"({_VALUES})"] * len(rows))
     with connection.cursor() as cursor:
         cursor.execute(_INSERT + values, [p for row in rows for p in _params(row)])
     enqueue_once_on_commit("audit.seal")
 
 
-def _row(
-    action: str,
-    *,
-    actor_org: Any = None,
-    actor_key: Any = None,
-    actor_user: Any = None,
-    obj: models.Model | None = None,
-    owner_org: Any = None,
-    details: dict[str, Any] | None = None,
-    request: HttpRequest | Any = None,
-) -> dict[str, Any]:
+def _row(action: str, event: Event) -> dict[str, Any]:
     """The event's written columns, by attribute name."""
+    request, obj = event.get("request"), event.get("obj")
+    actor_org, actor_user = event.get("actor_org"), event.get("actor_user")
     if request is not None and actor_org is None and actor_user is None:
         actor_org, key_id, actor_user = _actor_from(request)
     else:
         key_id = ""
+    actor_key = event.get("actor_key")
     if actor_key is not None:
         key_id = getattr(actor_key, "key_id", str(actor_key))
+    owner_org = event.get("owner_org")
     owner_org_id = getattr(owner_org, "pk", owner_org)
     if owner_org_id is None and obj is not None:
         owner_org_id = getattr(obj, "audit_owner_org_id", None)
@@ -143,7 +130,7 @@ def _row(
         "object_type": obj._meta.label_lower if obj is not None else "",
         "object_id": str(obj.pk) if obj is not None else "",
         "owner_org_id": owner_org_id,
-        "details": _bounded(details or {}),
+        "details": _bounded(event.get("details") or {}),
     }
 
 
