@@ -327,7 +327,8 @@ class _Deadlines:
     def __init__(self) -> None:
         self._wake = threading.Condition()
         self._due: list[tuple[float, int, _Connection]] = []  # a heap
-        self._forgotten: set[int] = set()
+        self._pending: set[int] = set()  # the numbers in the heap
+        self._forgotten: set[int] = set()  # of those, the ones not to cut
         self._numbers = itertools.count()
         self._pid = 0
 
@@ -335,16 +336,19 @@ class _Deadlines:
         """Cut ``connection`` at ``deadline`` (monotonic clock) unless ``forget`` comes first."""
         with self._wake:
             if self._pid != os.getpid():  # first use, or a forked child: it has no thread
-                self._pid, self._due, self._forgotten = os.getpid(), [], set()
+                self._pid, self._due = os.getpid(), []
+                self._pending, self._forgotten = set(), set()
                 threading.Thread(target=self._run, name="outbound-deadlines", daemon=True).start()
             number = next(self._numbers)
             heapq.heappush(self._due, (deadline, number, connection))
+            self._pending.add(number)
             self._wake.notify()
             return number
 
     def forget(self, number: int) -> None:
         with self._wake:
-            self._forgotten.add(number)
+            if number in self._pending:  # not cut already (nor remembered for ever)
+                self._forgotten.add(number)
 
     def _run(self) -> None:
         with self._wake:
@@ -352,6 +356,7 @@ class _Deadlines:
                 now = time.monotonic()
                 while self._due and (self._due[0][1] in self._forgotten or self._due[0][0] <= now):
                     _, number, connection = heapq.heappop(self._due)
+                    self._pending.discard(number)
                     if number in self._forgotten:
                         self._forgotten.discard(number)
                     else:
