@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.contrib.auth.models import User
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -50,14 +51,43 @@ def _binary(*names: str) -> str:
     )
 
 
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
+LAUNCHES = 3
+
+
+def _launch() -> WebDriver:
     options = webdriver.ChromeOptions()
     options.binary_location = _binary("chromium", "chromium-browser")
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--disable-gpu", "--window-size=1400,1800"):  # fmt: skip
         options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(_binary("chromedriver")))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    service = Service(_binary("chromedriver"), log_output=str(SCREENSHOTS / "chromedriver.log"))
+    return webdriver.Chrome(options=options, service=service)
+
+
+def _ready(driver: WebDriver) -> bool:
+    """Whether a page renders at all: a renderer that dies on the first page (seen once in CI,
+    "Unable to receive message from renderer") is the browser's start failing, not the
+    exchange."""
+    try:
+        driver.get("data:text/html,<p id=ready>ready</p>")
+        return driver.find_element(By.ID, "ready").text == "ready"
+    except WebDriverException:
+        return False
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    """A browser whose renderer has shown one page. Launched afresh up to LAUNCHES times when
+    the first blank page fails; a failure after that is the test's."""
+    for _ in range(LAUNCHES):
+        driver = _launch()
+        if _ready(driver):
+            break
+        driver.quit()
+    else:
+        pytest.fail(f"headless chromium failed to render a blank page in {LAUNCHES} launches; "
+                    f"see {SCREENSHOTS / 'chromedriver.log'}")  # fmt: skip
     driver.implicitly_wait(5)
     try:
         yield driver
