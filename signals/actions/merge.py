@@ -2,7 +2,9 @@
 
 Set-based SQL, one chunk of staged lines per transaction: a crash rolls back the chunk being
 merged and the next worker resumes where the batch says it stopped, so every line is merged
-exactly once.
+exactly once. Staging is UNLOGGED (``signals.models.StagedSignal``): a batch whose staged lines
+a PostgreSQL crash took is failed as such, and its Idempotency-Key freed for the client to send
+it again.
 
 A batch is merged in ``len(batch.parts_merged)`` parts (``HASHX_MERGE_PARTS`` when it was
 published), each a slice of the value space (by the first byte of the value's MD5), merged in
@@ -157,6 +159,14 @@ WHERE p.contribution_id IS NOT NULL AND k.id = p.contribution_id AND (
 )
 """
 
+# Still staged: a crash of PostgreSQL empties the UNLOGGED staging tables (signals.models).
+_SQL_STAGED = "SELECT 1 FROM signals_stagedbatch WHERE batch_id = %s"
+
+STAGING_LOST = (
+    "its staged signals were lost when PostgreSQL restarted after a crash, before they were"
+    " merged: publish them again (the batch's Idempotency-Key is free for that)"
+)
+
 _SQL_DONE = """
 DELETE FROM signals_stagedsignal
 WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s AND {part}
@@ -294,6 +304,9 @@ def _merge_part(batch_id: str, part: int, chunk: int) -> None:
                 )
                 if batch is None or batch.parts_merged[part] >= batch.accepted:
                     return
+                cursor.execute(_SQL_STAGED, [batch_id])
+                if cursor.fetchone() is None:
+                    break
                 lo = batch.parts_merged[part]
                 hi = min(lo + chunk, batch.accepted)
                 parts = len(batch.parts_merged)
@@ -302,6 +315,7 @@ def _merge_part(batch_id: str, part: int, chunk: int) -> None:
             if new or updated:
                 wake()
             _record_chunk(batch_id, part, hi, lines, new, updated, pdq_range)
+    do_fail_batch(batch_id, STAGING_LOST, release_idempotency_key=True)
 
 
 def _record_chunk(
@@ -323,6 +337,8 @@ def _record_chunk(
         batch.state = Batch.State.DONE if batch.merged >= batch.accepted else Batch.State.MERGING
     if batch.state == Batch.State.DONE:
         batch.finished_at = timezone.now()
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM signals_stagedbatch WHERE batch_id = %s", [batch_id])
         _count_finished(batch)
         record(
             "signals.batch.merged",
@@ -379,10 +395,14 @@ def _count_finished(batch: Batch) -> None:
     transaction.on_commit(count)
 
 
-def do_fail_batch(batch_id: str, error: str) -> bool:
+def do_fail_batch(batch_id: str, error: str, *, release_idempotency_key: bool = False) -> bool:
     """Give up on a batch whose merge raised an error that retrying will not cure: it is
     reported failed (its staged lines are kept, so staff can merge it again once the cause is
-    fixed). Chunks merged before stay merged. Returns whether the batch was still open."""
+    fixed). Chunks merged before stay merged. Returns whether the batch was still open.
+
+    ``release_idempotency_key``: the batch gives up its Idempotency-Key (kept in the audit
+    event), so that the same request sent again is published anew rather than answered with
+    this batch: for a batch whose staged lines are lost, which nobody can merge again."""
     with transaction.atomic():
         batch = (
             Batch.objects.select_for_update(of=("self",))
@@ -392,15 +412,19 @@ def do_fail_batch(batch_id: str, error: str) -> bool:
         )
         if batch is None:
             return False
+        details = {"set": batch.hash_set.slug, "merged": batch.merged, "error": error}
         batch.state, batch.error, batch.finished_at = Batch.State.FAILED, error, timezone.now()
-        batch.save(update_fields=["state", "error", "finished_at"])
+        if release_idempotency_key and batch.idempotency_key:
+            details["released_idempotency_key"] = batch.idempotency_key
+            batch.idempotency_key = ""
+        batch.save(update_fields=["state", "error", "finished_at", "idempotency_key"])
         _count_finished(batch)
         record(
             "signals.batch.failed",
             obj=batch,
             actor_org=batch.organisation_id,
             owner_org=batch.hash_set.owner_id,
-            details={"set": batch.hash_set.slug, "merged": batch.merged, "error": error},
+            details=details,
         )
     return True
 

@@ -12,12 +12,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from signals.actions.merge import do_merge_batch
+from signals.actions.merge import STAGING_LOST, do_merge_batch
 from signals.actions.publish import do_publish
 from signals.api.uploads import json_items
 from signals.feed.positions import START
 from signals.feed.reads import rendered_after
-from signals.models import Batch, Contribution, SetEntry, Signal, StagedSignal
+from signals.models import Batch, Contribution, SetEntry, Signal, StagedBatch, StagedSignal
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
 from tests.helpers import eventually
 from tests.signals.conftest import PDQ, REWIND_ENTRY_IDS, entry, merged, pdq, publish
@@ -91,8 +91,42 @@ def test_a_new_label_updates_the_entry_and_moves_it(publisher, csam_set):
 
 def test_a_batch_merges_in_chunks_with_progress(publisher, csam_set):
     answer = publish(publisher, "acme-csam", [pdq(n) for n in range(25)]).json()
+    assert StagedBatch.objects.filter(batch_id=answer["batch"]).exists()
     batch = do_merge_batch(answer["batch"], chunk=10)
     assert (batch.state, batch.merged, batch.new) == ("done", 25, 25)
+    assert not StagedBatch.objects.exists() and not StagedSignal.objects.exists()
+
+
+def test_staging_is_unlogged(db):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, relpersistence FROM pg_class"
+            " WHERE relname IN ('signals_stagedsignal', 'signals_stagedbatch')"
+        )
+        assert dict(cursor.fetchall()) == {"signals_stagedsignal": "u", "signals_stagedbatch": "u"}
+
+
+def test_a_batch_whose_staged_lines_a_crash_took_fails_and_frees_its_idempotency_key(
+    publisher, csam_set
+):
+    signals = [pdq(n) for n in range(5)]
+    key = {"Idempotency-Key": "daily-list"}
+    first = publisher.api.post("/api/v1/sets/acme-csam/signals", {"signals": signals}, headers=key)
+    # What crash recovery does to UNLOGGED tables: it empties them.
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE signals_stagedsignal, signals_stagedbatch")
+    batch = do_merge_batch(first.json()["batch"])
+    assert (batch.state, batch.error, batch.new, batch.idempotency_key) == (
+        "failed", STAGING_LOST, 0, ""
+    )  # fmt: skip
+    assert not SetEntry.objects.exists()
+    report = publisher.api.get(f"/api/v1/batches/{batch.pk}").json()
+    assert (report["state"], report["error"]) == ("failed", STAGING_LOST)
+
+    again = publisher.api.post("/api/v1/sets/acme-csam/signals", {"signals": signals}, headers=key)
+    assert again.status_code == 202 and again.json()["batch"] != str(batch.pk)
+    assert "Idempotent-Replayed" not in again
+    assert merged(again).new == 5
 
 
 def test_merging_a_done_batch_again_changes_nothing(publisher, csam_set):
