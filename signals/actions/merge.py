@@ -28,7 +28,7 @@ from exchange.enqueue import enqueue_on_commit
 from signals.feed.locks import advisory_key, held_keys, in_part, lock_slots, part_slots
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
-from signals.models import SIGNAL_CONFLICT, Batch, signal_lookup
+from signals.models import SIGNAL_CONFLICT, WRITE_CONTRIBUTOR, Batch, signal_lookup
 
 CHUNK = 100_000
 
@@ -50,7 +50,9 @@ _SQL_SETUP = PROBE_ONLY + "SET LOCAL work_mem = '128MB';"
 
 # The chunk: one row per distinct signal (the first line wins), with what exists of it (signal,
 # this set's entry, this organisation's contribution) probed in one pass, and ids drawn for what
-# does not exist yet, so the inserts below need neither RETURNING nor a join.
+# does not exist yet, so the inserts below need neither RETURNING nor a join. The organisation's
+# contribution is the entry's implied one (``SetEntry.contributor``, no row to probe for) or its
+# row; ``contributed`` says it has either.
 _SQL_CHUNK = f"""
 DROP TABLE IF EXISTS merge_chunk;
 CREATE TEMP TABLE merge_chunk ON COMMIT DROP AS
@@ -60,8 +62,11 @@ SELECT s.type, s.value, s.labels, s.quality, s.expires_at,
        e.id IS NULL AS new_entry,
        CASE WHEN e.id IS NULL THEN nextval(%(entry_seq)s::regclass) ELSE e.id END AS entry_id,
        e.state AS entry_state, e.labels AS entry_labels, e.expires_at AS entry_expires_at,
-       k.id AS contribution_id, k.labels AS old_labels, k.retracted_at AS old_retracted,
-       k.last_seen AS old_last_seen
+       e.contributor_id AS implied,
+       k.id IS NOT NULL OR e.contributor_id IS NOT DISTINCT FROM %(org)s AS contributed,
+       CASE WHEN k.id IS NULL THEN e.labels ELSE k.labels END AS old_labels,
+       k.retracted_at AS old_retracted,
+       CASE WHEN k.id IS NULL THEN e.first_seen ELSE k.last_seen END AS old_last_seen
 FROM (
     SELECT DISTINCT ON (type, value) type, value, labels, quality, expires_at
     FROM signals_stagedsignal
@@ -70,7 +75,9 @@ FROM (
 ) s
 LEFT JOIN signals_signal g ON {signal_lookup("g", "s.type", "s.value")}
 LEFT JOIN signals_setentry e ON e.hash_set_id = %(set)s AND e.signal_id = g.id
-LEFT JOIN signals_contribution k ON k.entry_id = e.id AND k.organisation_id = %(org)s
+-- No probe (a NULL key) where the contribution is the entry's implied one.
+LEFT JOIN signals_contribution k ON k.organisation_id = %(org)s
+    AND k.entry_id = CASE WHEN e.contributor_id = %(org)s THEN NULL ELSE e.id END
 ORDER BY s.type, s.value
 """  # noqa: S608 - only constants are interpolated
 
@@ -94,15 +101,32 @@ DELETE FROM merge_chunk c
 WHERE c.new_signal AND NOT EXISTS (SELECT 1 FROM signals_signal g WHERE g.id = c.signal_id);
 """  # noqa: S608 - only constants are interpolated
 
-# The set is locked and its entries were probed under the lock: none of these exists.
+# The set is locked and its entries were probed under the lock: none of these exists. The
+# organisation's contribution is implied (``contributor``), not a row.
 _SQL_NEW_ENTRIES = """
 INSERT INTO signals_setentry (id, hash_set_id, signal_id, state, labels, quality,
-    contributor_count, contributor_names, positive_count, negative_count, investigation_count,
-    first_seen, updated_at, expires_at)
+    contributor_count, contributor_names, contributor_id, positive_count, negative_count,
+    investigation_count, first_seen, updated_at, expires_at)
 SELECT entry_id, %(set)s, signal_id, 'active', labels, quality, 1, ARRAY[%(org_slug)s::varchar],
-    0, 0, 0, %(now)s, %(now)s, expires_at
+    %(org)s, 0, 0, 0, %(now)s, %(now)s, expires_at
 FROM merge_chunk WHERE new_entry ORDER BY entry_id
 """
+
+# When the organisation's contribution changes: revived, relabelled, or last seen more than a
+# day ago (re-publishing the same list daily refreshes last_seen without rewriting a million rows
+# on every retry).
+_CONTRIBUTION_CHANGES = """(
+    old_retracted IS NOT NULL OR NOT old_labels @> labels
+    OR old_last_seen < %(now)s - interval '1 day'
+)"""
+
+# An implied contribution becomes a row before another organisation contributes to its entry
+# or before it changes itself.
+_CONTRIBUTORS_TO_WRITE = f"""(
+    SELECT entry_id FROM merge_chunk
+    WHERE implied IS NOT NULL AND (implied <> %(org)s OR {_CONTRIBUTION_CHANGES})
+) x"""  # noqa: S608 - only constants are interpolated
+_SQL_WRITE_CONTRIBUTORS = WRITE_CONTRIBUTOR.format(entries=_CONTRIBUTORS_TO_WRITE)
 
 _SQL_NEW_PDQ_RANGE = """
 SELECT min(entry_id), max(entry_id) FROM merge_chunk WHERE new_entry AND type IN ('pdq', 'vpdq')
@@ -125,7 +149,7 @@ FROM (
     SELECT entry_id, labels, added, expires_at
     FROM (
         SELECT entry_id, labels, entry_state, entry_labels, entry_expires_at,
-               CASE WHEN contribution_id IS NULL OR old_retracted IS NOT NULL THEN 1 ELSE 0
+               CASE WHEN NOT contributed OR old_retracted IS NOT NULL THEN 1 ELSE 0
                END AS added,
                CASE WHEN expires_at IS NULL OR entry_expires_at IS NULL THEN NULL
                     ELSE greatest(expires_at, entry_expires_at) END AS expires_at
@@ -138,26 +162,24 @@ FROM (
 WHERE e.id = p.entry_id
 """  # noqa: S608 - only constants are interpolated
 
+# A contribution to an existing entry (a new entry's is implied).
 _SQL_NEW_CONTRIBUTIONS = """
 INSERT INTO signals_contribution
     (entry_id, organisation_id, labels, first_seen, last_seen, retracted_at)
 SELECT entry_id, %(org)s, labels, %(now)s, %(now)s, NULL
-FROM merge_chunk WHERE contribution_id IS NULL ORDER BY entry_id
+FROM merge_chunk WHERE NOT new_entry AND NOT contributed ORDER BY entry_id
 """
 
-# Revived, relabelled, or last seen more than a day ago (re-publishing the same list daily
-# refreshes last_seen without rewriting a million rows on every retry).
-_SQL_CHANGED_CONTRIBUTIONS = """
+# By then a row, written by _SQL_WRITE_CONTRIBUTORS if it was implied.
+_SQL_CHANGED_CONTRIBUTIONS = f"""
 UPDATE signals_contribution k SET
     labels = ARRAY(SELECT DISTINCT x FROM unnest(k.labels || p.labels) x ORDER BY x),
     retracted_at = NULL,
     last_seen = %(now)s
-FROM merge_chunk p
-WHERE p.contribution_id IS NOT NULL AND k.id = p.contribution_id AND (
-    p.old_retracted IS NOT NULL OR NOT p.old_labels @> p.labels
-    OR p.old_last_seen < %(now)s - interval '1 day'
-)
-"""
+FROM (SELECT entry_id, labels FROM merge_chunk
+      WHERE contributed AND NOT new_entry AND {_CONTRIBUTION_CHANGES}) p
+WHERE k.entry_id = p.entry_id AND k.organisation_id = %(org)s
+"""  # noqa: S608 - only constants are interpolated
 
 # Still staged: a crash of PostgreSQL empties the UNLOGGED staging tables (signals.models).
 _SQL_STAGED = "SELECT 1 FROM signals_stagedbatch WHERE batch_id = %s"
@@ -218,6 +240,7 @@ def _merge_chunk(
     new = cursor.rowcount
     cursor.execute(_SQL_NEW_PDQ_RANGE)
     first, last = cursor.fetchone()
+    cursor.execute(_SQL_WRITE_CONTRIBUTORS, params)
     cursor.execute(_SQL_CHANGED_ENTRIES, params)
     updated = cursor.rowcount
     cursor.execute(_SQL_NEW_CONTRIBUTIONS, params)

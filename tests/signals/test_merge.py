@@ -9,6 +9,7 @@ import sys
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.db import connection
 from django.utils import timezone
 
@@ -47,6 +48,43 @@ def test_the_same_hash_from_two_members_is_one_entry_with_two_contributions(
     assert first.labels == ["csam", "sextortion"]
     assert Contribution.objects.filter(entry=first).count() == 2
     assert Signal.objects.count() == 3
+
+
+def test_an_only_contributor_is_written_on_the_entry_and_as_a_row_once_another_comes(
+    publisher, subscriber, shared_set
+):
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["csam"])]))
+    assert entry(0).contributor_id == publisher.org.pk and not Contribution.objects.exists()
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["csam"])]))  # no change
+    assert entry(0).contributor_id == publisher.org.pk and not Contribution.objects.exists()
+    first_seen = entry(0).first_seen
+
+    merged(publish(subscriber, "acme-csam", [pdq(0, labels=["sextortion"])]))
+    assert entry(0).contributor_id is None
+    assert Contribution.objects.count() == 2
+    first = Contribution.objects.get(organisation=publisher.org)
+    assert (first.labels, first.first_seen, first.last_seen) == (["csam"], first_seen, first_seen)
+    assert Contribution.objects.get(organisation=subscriber.org).labels == ["sextortion"]
+    assert (entry(0).contributor_count, entry(0).labels) == (2, ["csam", "sextortion"])
+
+
+def test_an_only_contributors_changed_contribution_is_written_as_a_row(publisher, csam_set):
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["csam"]), pdq(1)]))
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["grooming"])]))
+    (row,) = Contribution.objects.all()
+    assert (row.entry_id, row.organisation_id, row.labels) == (
+        entry(0).pk, publisher.org.pk, ["csam", "grooming"]
+    )  # fmt: skip
+    assert entry(0).contributor_id is None and entry(1).contributor_id == publisher.org.pk
+    # Re-published a day later: last seen then (the same list daily does not rewrite rows
+    # more than once a day).
+    later = timezone.now() + timedelta(days=2)
+    with time_machine.travel(later):
+        batch = merged(publish(publisher, "acme-csam", [pdq(1)]))
+    assert batch.duplicate == 1
+    row = Contribution.objects.get(entry=entry(1))
+    assert row.first_seen == entry(1).first_seen and row.last_seen >= later
+    assert entry(1).contributor_id is None
 
 
 def test_values_longer_than_a_b_tree_row_holds_are_stored_once_and_matched(
