@@ -128,8 +128,22 @@ _CONTRIBUTORS_TO_WRITE = f"""(
 ) x"""  # noqa: S608 - only constants are interpolated
 _SQL_WRITE_CONTRIBUTORS = WRITE_CONTRIBUTOR.format(entries=_CONTRIBUTORS_TO_WRITE)
 
-_SQL_NEW_PDQ_RANGE = """
-SELECT min(entry_id), max(entry_id) FROM merge_chunk WHERE new_entry AND type IN ('pdq', 'vpdq')
+# What the statements below have to write, read in one pass over the chunk so that those with
+# nothing to write are not run (a chunk of duplicates scanned it once per statement for
+# nothing): new signals, new entries (and the id range of the new PDQ ones), and whether any
+# existing entry may change: a superset of the rows of _SQL_WRITE_CONTRIBUTORS,
+# _SQL_CHANGED_ENTRIES, _SQL_NEW_CONTRIBUTIONS and _SQL_CHANGED_CONTRIBUTIONS (an entry that
+# expires at all may get a later expiry).
+_SQL_SUMMARY = """
+SELECT bool_or(new_signal), bool_or(new_entry),
+    min(entry_id) FILTER (WHERE new_entry AND type IN ('pdq', 'vpdq')),
+    max(entry_id) FILTER (WHERE new_entry AND type IN ('pdq', 'vpdq')),
+    coalesce(bool_or(NOT new_entry AND (
+        NOT contributed OR implied <> %(org)s OR old_retracted IS NOT NULL
+        OR NOT old_labels @> labels OR old_last_seen < %(now)s - interval '1 day'
+        OR entry_state <> 'active' OR NOT entry_labels @> labels OR entry_expires_at IS NOT NULL
+    )), false)
+FROM merge_chunk
 """
 
 # Only entries that change: a new contributor (or one back from a retraction), a revival, new
@@ -235,16 +249,20 @@ def _merge_chunk(
     where = in_part("value", len(batch.parts_merged), part)
     cursor.execute(_SQL_SETUP)
     cursor.execute(_SQL_CHUNK.format(part=where), params)
-    _insert_new_signals(cursor)
-    cursor.execute(_SQL_NEW_ENTRIES, params)
-    new = cursor.rowcount
-    cursor.execute(_SQL_NEW_PDQ_RANGE)
-    first, last = cursor.fetchone()
-    cursor.execute(_SQL_WRITE_CONTRIBUTORS, params)
-    cursor.execute(_SQL_CHANGED_ENTRIES, params)
-    updated = cursor.rowcount
-    cursor.execute(_SQL_NEW_CONTRIBUTIONS, params)
-    cursor.execute(_SQL_CHANGED_CONTRIBUTIONS, params)
+    cursor.execute(_SQL_SUMMARY, params)
+    new_signals, new_entries, first, last, changes = cursor.fetchone()
+    if new_signals:
+        _insert_new_signals(cursor)
+    new = updated = 0
+    if new_entries:
+        cursor.execute(_SQL_NEW_ENTRIES, params)
+        new = cursor.rowcount
+    if changes:
+        cursor.execute(_SQL_WRITE_CONTRIBUTORS, params)
+        cursor.execute(_SQL_CHANGED_ENTRIES, params)
+        updated = cursor.rowcount
+        cursor.execute(_SQL_NEW_CONTRIBUTIONS, params)
+        cursor.execute(_SQL_CHANGED_CONTRIBUTIONS, params)
     cursor.execute(_SQL_DONE.format(part=where), params)
     lines = cursor.rowcount
     return lines, new, updated, None if first is None else [first, last]

@@ -127,6 +127,17 @@ def test_a_new_label_updates_the_entry_and_moves_it(publisher, csam_set):
     assert (new.position_xid, new.position_seq) > (old.position_xid, old.position_seq)
 
 
+def test_a_later_expiry_or_none_is_a_change_of_its_own(publisher, csam_set):
+    soon, later = (timezone.now() + timedelta(hours=h) for h in (1, 2))
+    merged(publish(publisher, "acme-csam", [pdq(0, expires_at=soon.isoformat())]))
+    batch = merged(publish(publisher, "acme-csam", [pdq(0, expires_at=later.isoformat())]))
+    assert (batch.updated, entry(0).expires_at) == (1, later)
+    batch = merged(publish(publisher, "acme-csam", [pdq(0, expires_at=soon.isoformat())]))
+    assert (batch.updated, batch.duplicate, entry(0).expires_at) == (0, 1, later)
+    batch = merged(publish(publisher, "acme-csam", [pdq(0)]))  # published to stay
+    assert (batch.updated, entry(0).expires_at) == (1, None)
+
+
 def test_a_batch_merges_in_chunks_with_progress(publisher, csam_set):
     answer = publish(publisher, "acme-csam", [pdq(n) for n in range(25)]).json()
     assert StagedBatch.objects.filter(batch_id=answer["batch"]).exists()
