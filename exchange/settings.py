@@ -149,11 +149,14 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One queue per kind of work (DESIGN.md "Scale-out"); a worker consumes all of them unless
 # started with -Q.
 CELERY_TASK_QUEUES = [Queue("default"), Queue("audit"), Queue("ingest"), Queue("webhooks")]
-CELERY_TASK_QUEUES.append(Queue("federation"))
+CELERY_TASK_QUEUES += [Queue("federation"), Queue("fanout")]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     # Exact names win over patterns: beat's check for stalled batches must not wait behind them.
     "signals.ingest.resume_batches": {"queue": "default"},
+    # Nor the dispatch behind the sends of the fan-out before (a worker takes from its queues in
+    # turn): a merge's wake-up cuts and starts its pages within a task or two, not after them all.
+    "signals.webhooks.dispatch": {"queue": "fanout"},
     "audit.*": {"queue": "audit"},
     "signals.ingest.*": {"queue": "ingest"},
     "signals.webhooks.*": {"queue": "webhooks"},

@@ -41,7 +41,7 @@ from members.models import Organisation
 from signals.access import peer_exchange_of, readable_by, visible_sets_of
 from signals.feed.positions import Position, visible_horizon
 from signals.feed.reads import SQL_HAS_NEWS, Rendered, purge_horizon, rendered_after
-from signals.feed.wakeups import wake
+from signals.feed.wakeups import wake, wake_after_sends
 from signals.models import Delivery, DeliveryPage, HashSet, Subscription
 
 logger = logging.getLogger(__name__)
@@ -501,7 +501,7 @@ def _delivered(
                 },
             )
             _record_pushes(ours)
-            wake()
+            wake_after_sends()
     for delivery in ours:
         metrics.WEBHOOK_SECONDS.observe((now - delivery.created_at).total_seconds())
     return {str(d.pk): "delivered" if str(d.pk) in done else "stale" for d, _, _ in delivered}
