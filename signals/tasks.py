@@ -11,7 +11,7 @@ from signals.actions.expiry import do_expire_entries, do_purge_tombstones
 from signals.actions.merge import do_fail_batch, do_merge_batch, stalled_merges
 from signals.actions.neardup import do_link_batch, stalled_links
 from signals.actions.statistics import do_analyze_stale_tables
-from signals.actions.webhooks import do_dispatch, do_purge_deliveries, do_send_many
+from signals.actions.webhooks import dispatch_in_parts, do_purge_deliveries, do_send_many
 from signals.feed.wakeups import DISPATCH, DISPATCH_AFTER_SENDS, clear_wake
 from signals.matching.index import shared_index
 
@@ -98,11 +98,11 @@ def dispatch_after_sends() -> None:
 
 def _dispatch() -> None:
     """``HASHX_WEBHOOK_SEND_BATCH`` deliveries per send task, sent at once: few messages, and
-    still spread over the worker's processes."""
-    claimed = do_dispatch()
+    still spread over the worker's processes; each part's as soon as it is claimed."""
     chunk = settings.HASHX_WEBHOOK_SEND_BATCH
-    for start in range(0, len(claimed), chunk):
-        enqueue("signals.webhooks.send", claimed=claimed[start : start + chunk])
+    for claimed in dispatch_in_parts():
+        for start in range(0, len(claimed), chunk):
+            enqueue("signals.webhooks.send", claimed=claimed[start : start + chunk])
 
 
 @shared_task(name="signals.webhooks.send", ignore_result=True)

@@ -12,7 +12,13 @@ from exchange.kv import redis_client
 from hashx.webhooks import verify
 from signals.actions.sets import do_create_set, do_grant
 from signals.actions.subscriptions import do_create_subscription
-from signals.actions.webhooks import do_cut_pages, do_dispatch, do_purge_deliveries, do_send_many
+from signals.actions.webhooks import (
+    dispatch_in_parts,
+    do_cut_pages,
+    do_dispatch,
+    do_purge_deliveries,
+    do_send_many,
+)
 from signals.feed.positions import Position
 from signals.feed.wakeups import DISPATCH, DISPATCH_AFTER_SENDS
 from signals.models import Delivery, DeliveryPage, Subscription
@@ -119,6 +125,25 @@ def test_news_is_dispatched_from_a_queue_of_its_own_and_a_delivery_behind_the_se
         assert do_send_many([claimed]) == ["delivered"]
     assert queued_tasks(queues) == {"fanout": [DISPATCH], "webhooks": [DISPATCH_AFTER_SENDS]}
     redis_client().delete(*queues)
+
+
+def test_a_dispatch_claims_its_first_pages_before_it_cuts_the_rest(publisher, settings):
+    """So that the first sends start while the later pages are cut: parts of one send batch,
+    then twice as many each time, sharing one stored page."""
+    settings.HASHX_WEBHOOK_SEND_BATCH = 2
+    coalition = do_create_set(
+        publisher.org, {"slug": "acme-csam", "name": "CSAM", "distribution": "coalition"}
+    )
+    subscribe_all(
+        [make_member(f"member-{n}") for n in range(5)], "http://127.0.0.1/hook", [coalition]
+    )
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    cut = []
+    for claimed in dispatch_in_parts():
+        cut.append((len(claimed), Delivery.objects.count()))
+    assert cut == [(2, 2), (3, 5)]
+    assert DeliveryPage.objects.count() == 1
+    assert do_dispatch() == []  # each is claimed once
 
 
 def test_a_page_is_purged_with_the_last_delivery_that_carries_it(publisher, subscriber, outsider):
