@@ -98,12 +98,15 @@ def cpu_seconds(web_pid: int) -> dict[str, float]:
     client = psutil.Process().cpu_times()
 
     def tree(pid: int) -> float:
+        # With what the processes' reaped children used: a Postgres backend (or a gunicorn
+        # worker) that ended during a phase counts, where it would otherwise take its CPU time
+        # away from the total and a phase could show less than nothing.
         total = 0.0
         try:
             root = psutil.Process(pid)
             for process in [root, *root.children(recursive=True)]:
                 times = process.cpu_times()
-                total += times.user + times.system
+                total += times.user + times.system + times.children_user + times.children_system
         except psutil.Error:
             pass  # a worker that ended between the listing and the reading
         return total

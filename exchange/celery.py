@@ -5,8 +5,9 @@ import socket
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import worker_init
+from celery.signals import task_postrun, task_prerun, worker_init
 from django.conf import settings
+from django.db import close_old_connections
 
 # `logs` connects the handlers that keep Django's logging in the worker and run each task under
 # the request id of the request that queued it.
@@ -29,6 +30,15 @@ def watch_database(**kwargs: Any) -> None:
     """A task's call to a frozen PostgreSQL fails after a while, as on a lost connection, instead
     of holding its worker for ever. Turned on before the pool forks its processes."""
     pgwatch.enable(settings.HASHX_TASK_DATABASE_TIMEOUT_SECONDS)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def recycle_database_connections(**kwargs: Any) -> None:
+    """Around each task, what Django does around each request: a connection past
+    ``CONN_MAX_AGE``, or unusable after an error, is closed; any other is kept for the next task
+    (``CELERY_DB_REUSE_MAX`` stops Celery from closing them all)."""
+    close_old_connections()
 
 
 @app.on_after_configure.connect

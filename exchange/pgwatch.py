@@ -85,7 +85,7 @@ def _run() -> None:
             late = [watch for watch in _watched if watch.deadline <= now]
             for watch in late:
                 _watched.discard(watch)
-                _cut(watch.fd)
+                cut(watch.fd)
         for watch in late:
             logger.warning(
                 "PostgreSQL sent nothing for %s s: its connection is shut down and discarded",
@@ -93,7 +93,7 @@ def _run() -> None:
             )
 
 
-def _cut(fd: int) -> None:
+def cut(fd: int) -> None:
     """Shut the socket down for both directions: the call blocked on it in another thread wakes
     up to an end of file, as from a server that went away. Through a duplicate of the fd, so
     that only the connection's own close ever closes it."""

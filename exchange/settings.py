@@ -125,6 +125,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every database connection after each task unless this is set, and
+# a fresh PostgreSQL backend costs milliseconds of both sides' CPU (a fan-out runs dozens of short
+# tasks). Set so it never does: exchange/celery.py applies Django's own rule around each task
+# instead (CONN_MAX_AGE, and a health check of a connection that saw an error).
+CELERY_DB_REUSE_MAX = 2**62
 # A worker outlives any Redis outage: it reconnects for as long as it takes (Celery's default
 # gives up after 100 attempts, about 45 minutes, and the worker exits), and a Redis error on a
 # channel (loading its data after a restart, say) reconnects too instead of stopping it.
@@ -144,11 +149,14 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # One queue per kind of work (DESIGN.md "Scale-out"); a worker consumes all of them unless
 # started with -Q.
 CELERY_TASK_QUEUES = [Queue("default"), Queue("audit"), Queue("ingest"), Queue("webhooks")]
-CELERY_TASK_QUEUES.append(Queue("federation"))
+CELERY_TASK_QUEUES += [Queue("federation"), Queue("fanout")]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     # Exact names win over patterns: beat's check for stalled batches must not wait behind them.
     "signals.ingest.resume_batches": {"queue": "default"},
+    # Nor the dispatch behind the sends of the fan-out before (a worker takes from its queues in
+    # turn): a merge's wake-up cuts and starts its pages within a task or two, not after them all.
+    "signals.webhooks.dispatch": {"queue": "fanout"},
     "audit.*": {"queue": "audit"},
     "signals.ingest.*": {"queue": "ingest"},
     "signals.webhooks.*": {"queue": "webhooks"},

@@ -6,13 +6,13 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
-from exchange.enqueue import clear_once, enqueue_once
+from exchange.enqueue import clear_once, enqueue, enqueue_once
 from signals.actions.expiry import do_expire_entries, do_purge_tombstones
 from signals.actions.merge import do_fail_batch, do_merge_batch, stalled_merges
 from signals.actions.neardup import do_link_batch, stalled_links
 from signals.actions.statistics import do_analyze_stale_tables
-from signals.actions.webhooks import do_dispatch, do_purge_deliveries, do_send_many
-from signals.feed.wakeups import clear_wake
+from signals.actions.webhooks import dispatch_in_parts, do_purge_deliveries, do_send_many
+from signals.feed.wakeups import DISPATCH, DISPATCH_AFTER_SENDS, clear_wake
 from signals.matching.index import shared_index
 
 MERGE = "signals.ingest.merge_batch"
@@ -81,16 +81,28 @@ def expire_entries() -> None:
     do_expire_entries()
 
 
-@shared_task(name="signals.webhooks.dispatch", ignore_result=True)
+@shared_task(name=DISPATCH, ignore_result=True)
 def dispatch_webhooks() -> None:
-    """Woken after commits that move positions, and on beat: cut pages, claim, send
-    (``HASHX_WEBHOOK_SEND_BATCH`` deliveries per task, sent at once: few messages, and still
-    spread over the worker's processes)."""
+    """Woken after commits that move positions (on the ``fanout`` queue), and on beat: cut
+    pages, claim, send."""
     clear_wake()
-    claimed = do_dispatch()
+    _dispatch()
+
+
+@shared_task(name=DISPATCH_AFTER_SENDS, ignore_result=True)
+def dispatch_after_sends() -> None:
+    """Woken by deliveries, behind the sends queued before it (``signals.feed.wakeups``)."""
+    clear_wake(DISPATCH_AFTER_SENDS)
+    _dispatch()
+
+
+def _dispatch() -> None:
+    """``HASHX_WEBHOOK_SEND_BATCH`` deliveries per send task, sent at once: few messages, and
+    still spread over the worker's processes; each part's as soon as it is claimed."""
     chunk = settings.HASHX_WEBHOOK_SEND_BATCH
-    for start in range(0, len(claimed), chunk):
-        send_webhooks.delay(claimed[start : start + chunk])
+    for claimed in dispatch_in_parts():
+        for start in range(0, len(claimed), chunk):
+            enqueue("signals.webhooks.send", claimed=claimed[start : start + chunk])
 
 
 @shared_task(name="signals.webhooks.send", ignore_result=True)

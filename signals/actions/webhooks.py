@@ -20,8 +20,9 @@ import operator
 import random
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import cached_property
@@ -41,7 +42,7 @@ from members.models import Organisation
 from signals.access import peer_exchange_of, readable_by, visible_sets_of
 from signals.feed.positions import Position, visible_horizon
 from signals.feed.reads import SQL_HAS_NEWS, Rendered, purge_horizon, rendered_after
-from signals.feed.wakeups import wake
+from signals.feed.wakeups import wake, wake_after_sends
 from signals.models import Delivery, DeliveryPage, HashSet, Subscription
 
 logger = logging.getLogger(__name__)
@@ -104,9 +105,27 @@ RETURNING id
 def do_dispatch(limit: int = 1000) -> list[tuple[str, str]]:
     """Cut pages where there is news, then claim up to ``limit`` due deliveries; returns the
     claimed ``(delivery id, claim)`` pairs for the caller to send."""
+    return [pair for claimed in dispatch_in_parts(limit) for pair in claimed]
+
+
+def dispatch_in_parts(limit: int = 1000) -> Iterator[list[tuple[str, str]]]:
+    """``do_dispatch`` a part at a time, for the caller to send each part's claims as it comes:
+    the first ``HASHX_WEBHOOK_SEND_BATCH`` subscriptions waiting, then twice as many each time,
+    each part's pages cut and committed, then claimed (with any retry due), so that a fan-out's
+    first sends start while the later pages are still cut. The parts share their reads of the
+    feed and the pages they store, as one cut would."""
     waiting = _waiting()
-    if waiting:
-        do_cut_pages(waiting)
+    shared = _Shared()
+    part, start = settings.HASHX_WEBHOOK_SEND_BATCH, 0
+    while start < len(waiting):
+        do_cut_pages(waiting[start : start + part], shared)
+        start, part = start + part, part * 2
+        yield _claim(limit)
+    if not waiting:
+        yield _claim(limit)
+
+
+def _claim(limit: int) -> list[tuple[str, str]]:
     now = timezone.now()
     claim = uuid.uuid4()
     with transaction.atomic(), connection.cursor() as cursor:
@@ -147,7 +166,16 @@ class _Page:
         ]
 
 
-def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
+@dataclass
+class _Shared:
+    """What the parts of one dispatch share: each read of the feed (by sets, cursor and peer),
+    and each page stored (by the same and the filters), with the changes of each set in it."""
+
+    reads: dict[tuple[tuple[int, ...], Position, str], _Page] = field(default_factory=dict)
+    stored: dict[tuple[Any, ...], tuple[DeliveryPage, dict[str, int]]] = field(default_factory=dict)
+
+
+def do_cut_pages(subscription_ids: list[Any], shared: _Shared | None = None) -> list[Delivery]:
     """Make the next page after each subscription's cursor its pending delivery (body fixed
     now: every retry sends the same bytes). Pages its filters leave empty only move the
     cursor. Only sets the organisation may still read are served. Subscriptions at the same
@@ -172,8 +200,8 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
             list({s.organisation_id: s.organisation for s in subscriptions}.values()),
             Q(pk__in={i for s in subscriptions for i in s.set_ids}),
         )
-        pages: dict[tuple[tuple[int, ...], Position, str], _Page] = {}
-        stored: dict[tuple[Any, ...], tuple[DeliveryPage, dict[str, int]]] = {}
+        shared = shared or _Shared()
+        pages, stored = shared.reads, shared.stored
         created = []
         for subscription in subscriptions:
             if subscription.pk in busy:
@@ -223,7 +251,8 @@ def do_cut_pages(subscription_ids: list[Any]) -> list[Delivery]:
             if not cut and after != start:  # only filtered-out pages: skip past them
                 subscription.cursor_xid, subscription.cursor_seq = after.xid, after.seq
                 subscription.save(update_fields=["cursor_xid", "cursor_seq", "updated_at"])
-        DeliveryPage.objects.bulk_create([page for page, _ in stored.values()])
+        # Only the pages this part stored first (an earlier part's are committed already).
+        DeliveryPage.objects.bulk_create([page for page, _ in stored.values() if page.pk is None])
         _insert(created)
         return created
 
@@ -363,6 +392,17 @@ def do_send_many(claimed: list[tuple[str, str]]) -> list[str]:
     return outcomes
 
 
+# Renews the lease of each delivery still pending under its claim (the others are "stale"): one
+# statement, where a filter of as many (id, claim) pairs took the ORM longer to build than
+# Postgres to run.
+_SQL_RENEW = """
+UPDATE signals_delivery d SET next_attempt_at = %(lease)s
+FROM unnest(%(ids)s::uuid[], %(claims)s::uuid[]) AS c(id, claim)
+WHERE d.id = c.id AND d.claim = c.claim AND d.state = 'pending'
+RETURNING d.id
+"""
+
+
 def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
     """``do_send_many``'s work.
 
@@ -370,15 +410,23 @@ def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
     the claim, behind other tasks, and each must end, deadline included, inside its lease, or a
     dispatch could claim the delivery again while it is in flight. All of them start together
     after the renewal, so each ends within its deadline of it."""
-    ours = Delivery.objects.filter(
-        functools.reduce(operator.or_, (Q(pk=pk, claim=claim) for pk, claim in claimed)),
-        state=Delivery.State.PENDING,
-    )
     outcomes = {pk: "stale" for pk, _ in claimed}  # unless found under its claim below
     lease = timedelta(seconds=settings.HASHX_WEBHOOK_LEASE_SECONDS)
-    if not ours.update(next_attempt_at=timezone.now() + lease):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SQL_RENEW,
+            {
+                "lease": timezone.now() + lease,
+                "ids": [pk for pk, _ in claimed],
+                "claims": [claim for _, claim in claimed],
+            },
+        )
+        renewed = [row[0] for row in cursor.fetchall()]
+    if not renewed:
         return list(outcomes.values())
-    deliveries = list(ours.select_related("subscription__organisation"))
+    deliveries = list(
+        Delivery.objects.filter(pk__in=renewed).select_related("subscription__organisation")
+    )
     pages = DeliveryPage.objects.in_bulk({d.page_id for d in deliveries} - {None})
     for delivery in deliveries:  # one read of each page, however many deliveries share it
         delivery.page = pages.get(delivery.page_id)
@@ -396,9 +444,10 @@ def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
     if cancelled:
         # Cut while its organisation could read every set in it, and no longer can: never sent.
         # The next page is cut afresh from the cursor, over the sets it reads now.
-        ours.filter(pk__in=[d.pk for d in cancelled]).update(
-            state=Delivery.State.CANCELLED, claim=None
-        )
+        Delivery.objects.filter(
+            functools.reduce(operator.or_, (Q(pk=d.pk, claim=d.claim) for d in cancelled)),
+            state=Delivery.State.PENDING,
+        ).update(state=Delivery.State.CANCELLED, claim=None)
         outcomes.update({str(d.pk): "cancelled" for d in cancelled})
         wake()
     signing_key = get_signing_key()
@@ -501,7 +550,7 @@ def _delivered(
                 },
             )
             _record_pushes(ours)
-            wake()
+            wake_after_sends()
     for delivery in ours:
         metrics.WEBHOOK_SECONDS.observe((now - delivery.created_at).total_seconds())
     return {str(d.pk): "delivered" if str(d.pk) in done else "stale" for d, _, _ in delivered}

@@ -13,15 +13,18 @@ through one door, ``_source``: the read replica once it has replayed past what t
 else the primary (README "Past one machine").
 """
 
+import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import takewhile
 from typing import Any, NamedTuple
 
+import psycopg2
 from django.conf import settings
 from django.db import (
     DEFAULT_DB_ALIAS,
@@ -32,6 +35,7 @@ from django.db import (
     transaction,
 )
 
+from exchange import pgwatch
 from exchange.handover import Handover
 from exchange.metrics import REPLICA_READS
 from exchange.problems import Problem
@@ -44,6 +48,8 @@ from signals.feed.positions import (
 )
 from signals.models import FeedHorizon
 from signals.warninglist import PDQ_MIN_QUALITY
+
+logger = logging.getLogger(__name__)
 
 # One change as the feed, snapshots and webhooks serve it, rendered by Postgres: a full sync
 # serves millions, and building them in Python would cost more than reading them. Contributor
@@ -531,9 +537,39 @@ def _copy_out(
         finished = True
     finally:
         chunks.stop()
+        canceller = None
         if not finished and worker.is_alive():
-            raw.cancel()  # the COPY ends with QueryCanceled in the thread, which nobody reads
+            # The COPY ends with QueryCanceled in the thread, which nobody reads.
+            canceller = threading.Thread(
+                target=_cancel,
+                args=(connections[using].get_connection_params(), raw.get_backend_pid()),
+                name="copy-cancel",
+                daemon=True,
+            )
+            canceller.start()
         worker.join()
+        if canceller is not None:
+            canceller.join(_CANCEL_WAIT_SECONDS)
+            if canceller.is_alive() and not raw.closed:
+                # Taken late, the cancel would end whatever the connection runs next: it is cut
+                # (and discarded) instead.
+                pgwatch.cut(raw.fileno())
+
+
+# How long the cancel of a COPY whose reader left may take before its connection is cut.
+_CANCEL_WAIT_SECONDS = 1.0
+
+
+def _cancel(params: dict[str, Any], backend_pid: int) -> None:
+    """``pg_cancel_backend`` from a connection of its own. Not psycopg2's ``cancel()``: it
+    keeps the GIL while libpq waits, without a bound, for the server to take the request, and a
+    frozen server stopped every thread of the process with it (tests/exchange/test_faults.py).
+    Connecting and the call are bounded (connect_timeout, exchange/pgwatch.py)."""
+    try:
+        with closing(psycopg2.connect(**params)) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT pg_cancel_backend(%s)", [backend_pid])
+    except (psycopg2.Error, OSError) as exc:  # the server is gone: the COPY ends all the same
+        logger.warning("Could not cancel a COPY whose reader left: %s", exc)
 
 
 def stream_snapshot(hash_set: Any, result: Streamed, *, peer: str = "") -> Iterator[bytes]:

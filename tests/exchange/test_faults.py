@@ -13,11 +13,13 @@ import base64
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -389,6 +391,38 @@ def test_while_postgres_is_frozen_requests_answer_503_and_a_new_connection_serve
     assert answer.status_code == 200, answer.text
     # The connection that was cut was discarded, not used again: its backend found it closed.
     eventually(lambda: not backends(private) & before, what="the cut connection's backend gone")
+
+
+def test_a_stream_left_while_postgres_is_frozen_frees_the_worker(private, stopped_after):
+    # More than the hand-over, the sockets and the server's buffers hold between them: the
+    # COPY is still running when its reader leaves.
+    private.new_set("pg-frozen-stream")
+    stopped_after.append(private.worker("stream-worker"))
+    batches = [
+        private.publish("pg-frozen-stream", [secrets.token_hex(32) for _ in range(10_000)])
+        for _ in range(15)
+    ]
+    for batch in batches:
+        private.merged(batch)
+    stream = requests.get(
+        private.url + "/api/v1/sets/pg-frozen-stream/snapshot", auth=private.auth, stream=True,
+        timeout=ANSWER_WITHIN,
+    )  # fmt: skip
+    assert stream.status_code == 200, stream.text[:500]
+    # Kept: a generator of requests' collected half-read closes the connection at once.
+    chunks = stream.iter_content(64 * 1024)
+    assert next(chunks)
+    time.sleep(0.5)  # the buffers fill: the server's thread waits on the client
+
+    with frozen(service_pid(private.base, "postgres")):
+        stream.close()
+        # gunicorn's one sync worker cancels the COPY, which a frozen server never takes:
+        # psycopg2's cancel() waited for the thaw holding the GIL, and every request with it.
+        answer = requests.get(private.url + "/healthz", timeout=ANSWER_WITHIN)
+        assert answer.status_code in (200, 503), answer.text
+
+    answer = private.call("GET", "/api/v1/sets/pg-frozen-stream")
+    assert answer.status_code == 200, answer.text
 
 
 def test_while_redis_is_frozen_requests_answer_503_and_serve_again_once_it_thaws(private):

@@ -8,11 +8,19 @@ import pytest
 from audit.models import AuditEvent
 from exchange import outbound
 from exchange.actions.identity import published_jwks
+from exchange.kv import redis_client
 from hashx.webhooks import verify
 from signals.actions.sets import do_create_set, do_grant
 from signals.actions.subscriptions import do_create_subscription
-from signals.actions.webhooks import do_cut_pages, do_dispatch, do_purge_deliveries, do_send_many
+from signals.actions.webhooks import (
+    dispatch_in_parts,
+    do_cut_pages,
+    do_dispatch,
+    do_purge_deliveries,
+    do_send_many,
+)
 from signals.feed.positions import Position
+from signals.feed.wakeups import DISPATCH, DISPATCH_AFTER_SENDS
 from signals.models import Delivery, DeliveryPage, Subscription
 from tests.conftest import make_member
 from tests.helpers import eventually
@@ -91,6 +99,51 @@ def test_subscribers_at_one_cursor_are_served_only_the_sets_each_may_read(
     assert seen == {allowed: {PDQ[0], PDQ[1]}, revoked: {PDQ[0]}}
     assert deliveries[revoked].set_counts == {"acme-csam": 1}
     assert DeliveryPage.objects.count() == 2  # one page per reader's rights, never shared
+
+
+def queued_tasks(queues):
+    kv = redis_client()
+    return {q: [json.loads(m)["headers"]["task"] for m in kv.lrange(q, 0, -1)] for q in queues}
+
+
+def test_news_is_dispatched_from_a_queue_of_its_own_and_a_delivery_behind_the_sends(
+    publisher, subscriber
+):
+    """A worker takes from its queues in turn: the dispatch of a merge's news is not queued
+    behind the sends of the fan-out before; the one a delivery wakes is, so that one dispatch
+    follows a whole fan-out's deliveries."""
+    queues = ["fanout", "webhooks"]
+    redis_client().delete(*queues, *(f"hashx:queued:{n}" for n in (DISPATCH, DISPATCH_AFTER_SENDS)))
+    coalition = do_create_set(
+        publisher.org, {"slug": "acme-csam", "name": "CSAM", "distribution": "coalition"}
+    )
+    with Receiver(keep_alive=True) as receiver:
+        subscribe_all([subscriber], receiver.url, [coalition])
+        merged(publish(publisher, "acme-csam", [pdq(0)]))
+        assert queued_tasks(queues) == {"fanout": [DISPATCH], "webhooks": []}
+        (claimed,) = do_dispatch()
+        assert do_send_many([claimed]) == ["delivered"]
+    assert queued_tasks(queues) == {"fanout": [DISPATCH], "webhooks": [DISPATCH_AFTER_SENDS]}
+    redis_client().delete(*queues)
+
+
+def test_a_dispatch_claims_its_first_pages_before_it_cuts_the_rest(publisher, settings):
+    """So that the first sends start while the later pages are cut: parts of one send batch,
+    then twice as many each time, sharing one stored page."""
+    settings.HASHX_WEBHOOK_SEND_BATCH = 2
+    coalition = do_create_set(
+        publisher.org, {"slug": "acme-csam", "name": "CSAM", "distribution": "coalition"}
+    )
+    subscribe_all(
+        [make_member(f"member-{n}") for n in range(5)], "http://127.0.0.1/hook", [coalition]
+    )
+    merged(publish(publisher, "acme-csam", [pdq(0)]))
+    cut = []
+    for claimed in dispatch_in_parts():
+        cut.append((len(claimed), Delivery.objects.count()))
+    assert cut == [(2, 2), (3, 5)]
+    assert DeliveryPage.objects.count() == 1
+    assert do_dispatch() == []  # each is claimed once
 
 
 def test_a_page_is_purged_with_the_last_delivery_that_carries_it(publisher, subscriber, outsider):

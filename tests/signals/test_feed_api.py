@@ -2,10 +2,12 @@
 
 import base64
 import json
+import secrets
 from urllib.parse import urlencode
 
 import pytest
 import time_machine
+from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -261,6 +263,30 @@ def test_a_snapshot_holds_the_active_entries_and_the_feed_continues_after_it(
     }
     assert {(PDQ[0], "tombstone"), (PDQ[10], "active")} <= after
     assert AuditEvent.objects.filter(action="feed.pulled", details__count=9).exists()
+
+
+def test_a_stream_left_midway_has_its_copy_cancelled_and_keeps_its_connection(
+    publisher, subscriber, shared_set, caplog
+):
+    # More rows than the hand-over and the database socket hold: the COPY still runs when its
+    # reader leaves, and is cancelled (from a connection of its own: signals/feed/reads.py).
+    for _ in range(2):
+        signals = [{"type": "pdq", "value": secrets.token_hex(32)} for _ in range(10_000)]
+        merged(publish(publisher, "acme-csam", signals))
+    backend = connection.cursor().connection.get_backend_pid()
+    response = subscriber.api.get(
+        "/api/v1/sets/acme-csam/snapshot", HTTP_ACCEPT="application/x-ndjson"
+    )
+    assert next(iter(response.streaming_content))
+    response.close()
+    (event,) = AuditEvent.objects.filter(action="feed.pulled")
+    assert event.details["complete"] is False and 0 < event.details["count"] < 20_000
+    # The same connection serves on: it was neither cut nor left in its COPY.
+    assert connection.cursor().connection.get_backend_pid() == backend
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%%'")
+        assert cursor.fetchone() == (0,)
+    assert not [r for r in caplog.records if r.name == "signals.feed.reads"], caplog.text
 
 
 @pytest.mark.parametrize("path", ["/api/v1/changes", "/api/v1/sets/acme-csam/snapshot"])
