@@ -264,6 +264,22 @@ class SetEntry(models.Model):
     labels = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     quality = models.PositiveSmallIntegerField(null=True, blank=True)
     contributor_count = models.PositiveIntegerField(default=0)
+    # The only contributor while its contribution is the only one: a new signal's merge writes
+    # it here rather than as a Contribution row (a row and two index entries less on every new
+    # entry). Its contribution is then implied: the entry's labels, first and last seen at the
+    # entry's first_seen, not retracted. Whoever needs it as a row writes it first
+    # (``WRITE_CONTRIBUTOR``: the merge, when another member contributes or this one's
+    # contribution changes; a retraction) and clears this.
+    contributor = models.ForeignKey(
+        Organisation,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+        help_text="the only contributor, while its contribution is not written as a row",
+    )
     # Slugs of the organisations with a live contribution, sorted: kept by the merge and by
     # retractions, so that serving a named set's feed never looks them up row by row.
     contributor_names = ArrayField(models.CharField(max_length=64), default=list, blank=True)
@@ -328,8 +344,24 @@ class SetEntry(models.Model):
         return self.hash_set.owner_id
 
 
+# SQL: write the implied contribution (``SetEntry.contributor``) of the entries ``{entries}``
+# lists (a FROM item ``x(entry_id)``) as a row, and clear it from the entry.
+WRITE_CONTRIBUTOR = """
+WITH written AS (
+    INSERT INTO signals_contribution
+        (entry_id, organisation_id, labels, first_seen, last_seen, retracted_at)
+    SELECT e.id, e.contributor_id, e.labels, e.first_seen, e.first_seen, NULL
+    FROM {entries} JOIN signals_setentry e ON e.id = x.entry_id
+    WHERE e.contributor_id IS NOT NULL
+    RETURNING entry_id
+)
+UPDATE signals_setentry e SET contributor_id = NULL FROM written w WHERE e.id = w.entry_id
+"""
+
+
 class Contribution(models.Model):
-    """One organisation's say that a signal belongs in a set."""
+    """One organisation's say that a signal belongs in a set; an entry's only contributor's is
+    implied by ``SetEntry.contributor`` until it must be a row."""
 
     # See SetEntry: no FK constraints on the merge's hot tables; (entry, organisation) is unique.
     entry = models.ForeignKey(
@@ -466,7 +498,11 @@ class Batch(models.Model):
 
 class StagedSignal(models.Model):
     """A validated line of a batch waiting for the merge (COPY target; deleted once merged).
-    Keyed by (batch, line) alone: a serial id would cost every COPY a third of its time."""
+    Keyed by (batch, line) alone: a serial id would cost every COPY a third of its time.
+
+    UNLOGGED (migration 0013), as ``StagedBatch``: staging and unstaging a line wrote it to the
+    WAL twice for a row that lives a few seconds. A crash of PostgreSQL (or a failover to a
+    standby) empties both tables; ``StagedBatch`` tells the merge that it happened."""
 
     pk = models.CompositePrimaryKey("batch", "line")
     batch = models.ForeignKey(
@@ -481,6 +517,19 @@ class StagedSignal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}:{self.line}"
+
+
+class StagedBatch(models.Model):
+    """A batch whose lines are in ``StagedSignal``: written with them, deleted once the batch is
+    merged. An open batch without one lost its lines when PostgreSQL crashed (both tables are
+    UNLOGGED): the merge fails it rather than report it merged with nothing in it."""
+
+    batch = models.OneToOneField(
+        Batch, primary_key=True, on_delete=models.CASCADE, db_constraint=False, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} staged"
 
 
 class FeedHorizon(models.Model):

@@ -2,7 +2,9 @@
 
 Set-based SQL, one chunk of staged lines per transaction: a crash rolls back the chunk being
 merged and the next worker resumes where the batch says it stopped, so every line is merged
-exactly once.
+exactly once. Staging is UNLOGGED (``signals.models.StagedSignal``): a batch whose staged lines
+a PostgreSQL crash took is failed as such, and its Idempotency-Key freed for the client to send
+it again.
 
 A batch is merged in ``len(batch.parts_merged)`` parts (``HASHX_MERGE_PARTS`` when it was
 published), each a slice of the value space (by the first byte of the value's MD5), merged in
@@ -26,7 +28,7 @@ from exchange.enqueue import enqueue_on_commit
 from signals.feed.locks import advisory_key, held_keys, in_part, lock_slots, part_slots
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
-from signals.models import SIGNAL_CONFLICT, Batch, signal_lookup
+from signals.models import SIGNAL_CONFLICT, WRITE_CONTRIBUTOR, Batch, signal_lookup
 
 CHUNK = 100_000
 
@@ -48,7 +50,9 @@ _SQL_SETUP = PROBE_ONLY + "SET LOCAL work_mem = '128MB';"
 
 # The chunk: one row per distinct signal (the first line wins), with what exists of it (signal,
 # this set's entry, this organisation's contribution) probed in one pass, and ids drawn for what
-# does not exist yet, so the inserts below need neither RETURNING nor a join.
+# does not exist yet, so the inserts below need neither RETURNING nor a join. The organisation's
+# contribution is the entry's implied one (``SetEntry.contributor``, no row to probe for) or its
+# row; ``contributed`` says it has either.
 _SQL_CHUNK = f"""
 DROP TABLE IF EXISTS merge_chunk;
 CREATE TEMP TABLE merge_chunk ON COMMIT DROP AS
@@ -58,8 +62,11 @@ SELECT s.type, s.value, s.labels, s.quality, s.expires_at,
        e.id IS NULL AS new_entry,
        CASE WHEN e.id IS NULL THEN nextval(%(entry_seq)s::regclass) ELSE e.id END AS entry_id,
        e.state AS entry_state, e.labels AS entry_labels, e.expires_at AS entry_expires_at,
-       k.id AS contribution_id, k.labels AS old_labels, k.retracted_at AS old_retracted,
-       k.last_seen AS old_last_seen
+       e.contributor_id AS implied,
+       k.id IS NOT NULL OR e.contributor_id IS NOT DISTINCT FROM %(org)s AS contributed,
+       CASE WHEN k.id IS NULL THEN e.labels ELSE k.labels END AS old_labels,
+       k.retracted_at AS old_retracted,
+       CASE WHEN k.id IS NULL THEN e.first_seen ELSE k.last_seen END AS old_last_seen
 FROM (
     SELECT DISTINCT ON (type, value) type, value, labels, quality, expires_at
     FROM signals_stagedsignal
@@ -68,7 +75,9 @@ FROM (
 ) s
 LEFT JOIN signals_signal g ON {signal_lookup("g", "s.type", "s.value")}
 LEFT JOIN signals_setentry e ON e.hash_set_id = %(set)s AND e.signal_id = g.id
-LEFT JOIN signals_contribution k ON k.entry_id = e.id AND k.organisation_id = %(org)s
+-- No probe (a NULL key) where the contribution is the entry's implied one.
+LEFT JOIN signals_contribution k ON k.organisation_id = %(org)s
+    AND k.entry_id = CASE WHEN e.contributor_id = %(org)s THEN NULL ELSE e.id END
 ORDER BY s.type, s.value
 """  # noqa: S608 - only constants are interpolated
 
@@ -92,18 +101,49 @@ DELETE FROM merge_chunk c
 WHERE c.new_signal AND NOT EXISTS (SELECT 1 FROM signals_signal g WHERE g.id = c.signal_id);
 """  # noqa: S608 - only constants are interpolated
 
-# The set is locked and its entries were probed under the lock: none of these exists.
+# The set is locked and its entries were probed under the lock: none of these exists. The
+# organisation's contribution is implied (``contributor``), not a row.
 _SQL_NEW_ENTRIES = """
 INSERT INTO signals_setentry (id, hash_set_id, signal_id, state, labels, quality,
-    contributor_count, contributor_names, positive_count, negative_count, investigation_count,
-    first_seen, updated_at, expires_at)
+    contributor_count, contributor_names, contributor_id, positive_count, negative_count,
+    investigation_count, first_seen, updated_at, expires_at)
 SELECT entry_id, %(set)s, signal_id, 'active', labels, quality, 1, ARRAY[%(org_slug)s::varchar],
-    0, 0, 0, %(now)s, %(now)s, expires_at
+    %(org)s, 0, 0, 0, %(now)s, %(now)s, expires_at
 FROM merge_chunk WHERE new_entry ORDER BY entry_id
 """
 
-_SQL_NEW_PDQ_RANGE = """
-SELECT min(entry_id), max(entry_id) FROM merge_chunk WHERE new_entry AND type IN ('pdq', 'vpdq')
+# When the organisation's contribution changes: revived, relabelled, or last seen more than a
+# day ago (re-publishing the same list daily refreshes last_seen without rewriting a million rows
+# on every retry).
+_CONTRIBUTION_CHANGES = """(
+    old_retracted IS NOT NULL OR NOT old_labels @> labels
+    OR old_last_seen < %(now)s - interval '1 day'
+)"""
+
+# An implied contribution becomes a row before another organisation contributes to its entry
+# or before it changes itself.
+_CONTRIBUTORS_TO_WRITE = f"""(
+    SELECT entry_id FROM merge_chunk
+    WHERE implied IS NOT NULL AND (implied <> %(org)s OR {_CONTRIBUTION_CHANGES})
+) x"""  # noqa: S608 - only constants are interpolated
+_SQL_WRITE_CONTRIBUTORS = WRITE_CONTRIBUTOR.format(entries=_CONTRIBUTORS_TO_WRITE)
+
+# What the statements below have to write, read in one pass over the chunk so that those with
+# nothing to write are not run (a chunk of duplicates scanned it once per statement for
+# nothing): new signals, new entries (and the id range of the new PDQ ones), and whether any
+# existing entry may change: a superset of the rows of _SQL_WRITE_CONTRIBUTORS,
+# _SQL_CHANGED_ENTRIES, _SQL_NEW_CONTRIBUTIONS and _SQL_CHANGED_CONTRIBUTIONS (an entry that
+# expires at all may get a later expiry).
+_SQL_SUMMARY = """
+SELECT bool_or(new_signal), bool_or(new_entry),
+    min(entry_id) FILTER (WHERE new_entry AND type IN ('pdq', 'vpdq')),
+    max(entry_id) FILTER (WHERE new_entry AND type IN ('pdq', 'vpdq')),
+    coalesce(bool_or(NOT new_entry AND (
+        NOT contributed OR implied <> %(org)s OR old_retracted IS NOT NULL
+        OR NOT old_labels @> labels OR old_last_seen < %(now)s - interval '1 day'
+        OR entry_state <> 'active' OR NOT entry_labels @> labels OR entry_expires_at IS NOT NULL
+    )), false)
+FROM merge_chunk
 """
 
 # Only entries that change: a new contributor (or one back from a retraction), a revival, new
@@ -123,7 +163,7 @@ FROM (
     SELECT entry_id, labels, added, expires_at
     FROM (
         SELECT entry_id, labels, entry_state, entry_labels, entry_expires_at,
-               CASE WHEN contribution_id IS NULL OR old_retracted IS NOT NULL THEN 1 ELSE 0
+               CASE WHEN NOT contributed OR old_retracted IS NOT NULL THEN 1 ELSE 0
                END AS added,
                CASE WHEN expires_at IS NULL OR entry_expires_at IS NULL THEN NULL
                     ELSE greatest(expires_at, entry_expires_at) END AS expires_at
@@ -136,26 +176,32 @@ FROM (
 WHERE e.id = p.entry_id
 """  # noqa: S608 - only constants are interpolated
 
+# A contribution to an existing entry (a new entry's is implied).
 _SQL_NEW_CONTRIBUTIONS = """
 INSERT INTO signals_contribution
     (entry_id, organisation_id, labels, first_seen, last_seen, retracted_at)
 SELECT entry_id, %(org)s, labels, %(now)s, %(now)s, NULL
-FROM merge_chunk WHERE contribution_id IS NULL ORDER BY entry_id
+FROM merge_chunk WHERE NOT new_entry AND NOT contributed ORDER BY entry_id
 """
 
-# Revived, relabelled, or last seen more than a day ago (re-publishing the same list daily
-# refreshes last_seen without rewriting a million rows on every retry).
-_SQL_CHANGED_CONTRIBUTIONS = """
+# By then a row, written by _SQL_WRITE_CONTRIBUTORS if it was implied.
+_SQL_CHANGED_CONTRIBUTIONS = f"""
 UPDATE signals_contribution k SET
     labels = ARRAY(SELECT DISTINCT x FROM unnest(k.labels || p.labels) x ORDER BY x),
     retracted_at = NULL,
     last_seen = %(now)s
-FROM merge_chunk p
-WHERE p.contribution_id IS NOT NULL AND k.id = p.contribution_id AND (
-    p.old_retracted IS NOT NULL OR NOT p.old_labels @> p.labels
-    OR p.old_last_seen < %(now)s - interval '1 day'
+FROM (SELECT entry_id, labels FROM merge_chunk
+      WHERE contributed AND NOT new_entry AND {_CONTRIBUTION_CHANGES}) p
+WHERE k.entry_id = p.entry_id AND k.organisation_id = %(org)s
+"""  # noqa: S608 - only constants are interpolated
+
+# Still staged: a crash of PostgreSQL empties the UNLOGGED staging tables (signals.models).
+_SQL_STAGED = "SELECT 1 FROM signals_stagedbatch WHERE batch_id = %s"
+
+STAGING_LOST = (
+    "its staged signals were lost when PostgreSQL restarted after a crash, before they were"
+    " merged: publish them again (the batch's Idempotency-Key is free for that)"
 )
-"""
 
 _SQL_DONE = """
 DELETE FROM signals_stagedsignal
@@ -203,15 +249,20 @@ def _merge_chunk(
     where = in_part("value", len(batch.parts_merged), part)
     cursor.execute(_SQL_SETUP)
     cursor.execute(_SQL_CHUNK.format(part=where), params)
-    _insert_new_signals(cursor)
-    cursor.execute(_SQL_NEW_ENTRIES, params)
-    new = cursor.rowcount
-    cursor.execute(_SQL_NEW_PDQ_RANGE)
-    first, last = cursor.fetchone()
-    cursor.execute(_SQL_CHANGED_ENTRIES, params)
-    updated = cursor.rowcount
-    cursor.execute(_SQL_NEW_CONTRIBUTIONS, params)
-    cursor.execute(_SQL_CHANGED_CONTRIBUTIONS, params)
+    cursor.execute(_SQL_SUMMARY, params)
+    new_signals, new_entries, first, last, changes = cursor.fetchone()
+    if new_signals:
+        _insert_new_signals(cursor)
+    new = updated = 0
+    if new_entries:
+        cursor.execute(_SQL_NEW_ENTRIES, params)
+        new = cursor.rowcount
+    if changes:
+        cursor.execute(_SQL_WRITE_CONTRIBUTORS, params)
+        cursor.execute(_SQL_CHANGED_ENTRIES, params)
+        updated = cursor.rowcount
+        cursor.execute(_SQL_NEW_CONTRIBUTIONS, params)
+        cursor.execute(_SQL_CHANGED_CONTRIBUTIONS, params)
     cursor.execute(_SQL_DONE.format(part=where), params)
     lines = cursor.rowcount
     return lines, new, updated, None if first is None else [first, last]
@@ -294,6 +345,9 @@ def _merge_part(batch_id: str, part: int, chunk: int) -> None:
                 )
                 if batch is None or batch.parts_merged[part] >= batch.accepted:
                     return
+                cursor.execute(_SQL_STAGED, [batch_id])
+                if cursor.fetchone() is None:
+                    break
                 lo = batch.parts_merged[part]
                 hi = min(lo + chunk, batch.accepted)
                 parts = len(batch.parts_merged)
@@ -302,6 +356,7 @@ def _merge_part(batch_id: str, part: int, chunk: int) -> None:
             if new or updated:
                 wake()
             _record_chunk(batch_id, part, hi, lines, new, updated, pdq_range)
+    do_fail_batch(batch_id, STAGING_LOST, release_idempotency_key=True)
 
 
 def _record_chunk(
@@ -323,6 +378,8 @@ def _record_chunk(
         batch.state = Batch.State.DONE if batch.merged >= batch.accepted else Batch.State.MERGING
     if batch.state == Batch.State.DONE:
         batch.finished_at = timezone.now()
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM signals_stagedbatch WHERE batch_id = %s", [batch_id])
         _count_finished(batch)
         record(
             "signals.batch.merged",
@@ -379,10 +436,14 @@ def _count_finished(batch: Batch) -> None:
     transaction.on_commit(count)
 
 
-def do_fail_batch(batch_id: str, error: str) -> bool:
+def do_fail_batch(batch_id: str, error: str, *, release_idempotency_key: bool = False) -> bool:
     """Give up on a batch whose merge raised an error that retrying will not cure: it is
     reported failed (its staged lines are kept, so staff can merge it again once the cause is
-    fixed). Chunks merged before stay merged. Returns whether the batch was still open."""
+    fixed). Chunks merged before stay merged. Returns whether the batch was still open.
+
+    ``release_idempotency_key``: the batch gives up its Idempotency-Key (kept in the audit
+    event), so that the same request sent again is published anew rather than answered with
+    this batch: for a batch whose staged lines are lost, which nobody can merge again."""
     with transaction.atomic():
         batch = (
             Batch.objects.select_for_update(of=("self",))
@@ -392,15 +453,19 @@ def do_fail_batch(batch_id: str, error: str) -> bool:
         )
         if batch is None:
             return False
+        details = {"set": batch.hash_set.slug, "merged": batch.merged, "error": error}
         batch.state, batch.error, batch.finished_at = Batch.State.FAILED, error, timezone.now()
-        batch.save(update_fields=["state", "error", "finished_at"])
+        if release_idempotency_key and batch.idempotency_key:
+            details["released_idempotency_key"] = batch.idempotency_key
+            batch.idempotency_key = ""
+        batch.save(update_fields=["state", "error", "finished_at", "idempotency_key"])
         _count_finished(batch)
         record(
             "signals.batch.failed",
             obj=batch,
             actor_org=batch.organisation_id,
             owner_org=batch.hash_set.owner_id,
-            details={"set": batch.hash_set.slug, "merged": batch.merged, "error": error},
+            details=details,
         )
     return True
 

@@ -202,8 +202,9 @@ def do_publish(
 ) -> tuple[Batch, bool]:
     """Stage a batch and queue its merge; returns ``(batch, replayed)``.
 
-    One transaction: the batch row, the COPY of every valid item into staging, the audit
-    event. ``atomic`` refuses the whole batch (422, nothing staged) if any item is rejected.
+    One transaction: the batch row, the COPY of every valid item into staging (with the
+    ``StagedBatch`` that says they are there), the audit event. ``atomic`` refuses the whole
+    batch (422, nothing staged) if any item is rejected.
     With an ``idempotency_key`` (see ``_check_idempotency_key``, which locks it for the whole
     transaction) already used by the organisation for the same request (``fingerprint``),
     nothing is read or staged and the first batch is returned (``replayed``).
@@ -238,6 +239,10 @@ def do_publish(
                     if copy.error is not None:
                         raise copy.error from None
                     raise
+                if outcome.accepted:
+                    cursor.execute(
+                        "INSERT INTO signals_stagedbatch (batch_id) VALUES (%s)", [batch.pk]
+                    )
             if before_commit is not None:
                 before_commit()
             if atomic and outcome.rejected:

@@ -13,7 +13,10 @@ from signals.access import resolve_entries
 from signals.feed.locks import lock_set
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
-from signals.models import HashSet, SetEntry
+from signals.models import WRITE_CONTRIBUTOR, HashSet, SetEntry
+
+# What is retracted is a row: an implied contribution is written as one first.
+_SQL_WRITE_CONTRIBUTORS = WRITE_CONTRIBUTOR.format(entries="unnest(%(ids)s::bigint[]) x(entry_id)")
 
 _SQL_RETRACT_CONTRIBUTIONS = """
 UPDATE signals_contribution SET retracted_at = %(now)s
@@ -54,6 +57,7 @@ def do_retract(
     with transaction.atomic(), connection.cursor() as cursor:
         lock_set(cursor, hash_set.pk)
         params: dict[str, Any] = {"now": now, "ids": entry_ids, "owner": owner, "org": org.pk}
+        cursor.execute(_SQL_WRITE_CONTRIBUTORS, params)
         cursor.execute(_SQL_RETRACT_CONTRIBUTIONS, params)
         touched = sorted({row[0] for row in cursor.fetchall()})
         not_contributed = [i for i, e in resolved.entries.items() if e not in touched]

@@ -24,7 +24,7 @@ from django.core.management import get_commands
 from django.http.request import validate_host
 
 from exchange import run
-from exchange.embedded import free_port
+from exchange.embedded import SERVER_SETTINGS, free_port
 from tests.conftest import REPO_ROOT
 from tests.helpers import eventually, postgres_bin
 
@@ -83,6 +83,13 @@ def test_every_command_refers_to_something_that_exists(service):
 )
 def test_long_running_services_have_healthchecks(service):
     assert SERVICES[service]["healthcheck"]["test"]
+
+
+def test_postgres_runs_with_the_embedded_clusters_server_settings():
+    argv = command_of("postgres")
+    for name, value in SERVER_SETTINGS.items():
+        assert f"{name}={value}" in argv
+        assert argv[argv.index(f"{name}={value}") - 1] == "-c"
 
 
 def test_every_named_volume_is_declared():

@@ -4,7 +4,7 @@ stops, leaves them running for the first (`make manage` beside `make run`)."""
 import psycopg2
 import redis
 
-from exchange.embedded import EmbeddedPostgres, EmbeddedRedis
+from exchange.embedded import SERVER_SETTINGS, EmbeddedPostgres, EmbeddedRedis
 
 
 def answers(pg_url, redis_url):
@@ -33,3 +33,16 @@ def test_a_second_user_shares_the_services_and_leaves_them_running(tmp_path):
         first_redis.stop()
         first_pg.stop()
     assert not answers(*urls)
+
+
+def test_postgres_runs_with_the_server_settings(tmp_path):
+    postgres = EmbeddedPostgres(tmp_path)
+    url = postgres.start()
+    try:
+        with psycopg2.connect(url) as conn, conn.cursor() as cursor:
+            for name, value in SERVER_SETTINGS.items():
+                cursor.execute(f"SHOW {name}")
+                assert cursor.fetchone() == (value,)
+        conn.close()
+    finally:
+        postgres.stop()

@@ -38,6 +38,7 @@ from exchange.health import HEARTBEAT_PREFIX
 from exchange.problems import PROBLEM_CONTENT_TYPE
 from hashx.auth import HashxAuth
 from hashx.keys import raw_public_bytes
+from signals.actions.merge import STAGING_LOST
 from tests.conftest import REPO_ROOT
 from tests.exchange.test_run import Launcher
 from tests.helpers import eventually, stop
@@ -163,9 +164,13 @@ class PrivateExchange:
         except requests.ConnectionError:
             return False
 
-    def call(self, method: str, path: str, body: Any = None) -> requests.Response:
+    def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> requests.Response:
         data = None if body is None else json.dumps(body).encode()
-        headers = {} if data is None else {"Content-Type": "application/json"}
+        headers = dict(headers or {})
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         return requests.request(
             method, self.url + path, data=data, headers=headers, auth=self.auth,
             timeout=ANSWER_WITHIN,
@@ -182,9 +187,10 @@ class PrivateExchange:
         answer = self.call("POST", "/api/v1/sets", {"slug": slug, "name": slug})
         assert answer.status_code == 201, answer.text
 
-    def publish(self, slug: str, values: list[str]) -> str:
+    def publish(self, slug: str, values: list[str], idempotency_key: str = "") -> str:
         signals = [{"type": "pdq", "value": v} for v in values]
-        answer = self.call("POST", f"/api/v1/sets/{slug}/signals", {"signals": signals})
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        answer = self.call("POST", f"/api/v1/sets/{slug}/signals", {"signals": signals}, headers)
         assert answer.status_code == 202, answer.text
         return str(answer.json()["batch"])
 
@@ -222,6 +228,7 @@ class PrivateExchange:
         total = sum(batches.values())
         assert counts == [(total, total)]
         assert self.sql("SELECT count(*) FROM signals_stagedsignal") == [(0,)]
+        assert self.sql("SELECT count(*) FROM signals_stagedbatch") == [(0,)]
 
         def verified() -> bool:
             report = self.manage("verify_audit")
@@ -312,6 +319,33 @@ def test_while_postgres_is_down_requests_answer_503_and_all_is_well_once_it_is_b
     second = private.publish("pg-outage", FAR[10:15])
     private.merged(second)
     private.assert_exact("pg-outage", {first: 10, second: 5})
+
+
+def test_a_batch_whose_staged_lines_postgres_lost_in_a_crash_fails_and_is_published_again(
+    private, stopped_after
+):
+    private.new_set("pg-crash")
+    # No worker yet: the batch is staged, not merged, when PostgreSQL crashes.
+    lost = private.publish("pg-crash", FAR[15:20], idempotency_key="crash-1")
+    kill_postgres(private)
+    private.postgres.restart()  # crash recovery: UNLOGGED staging comes back empty
+    eventually(
+        lambda: private.call("GET", "/api/v1/sets/pg-crash").status_code == 200,
+        what="the API back once PostgreSQL is",
+    )
+    stopped_after.append(private.worker("crash-worker"))
+
+    def failed() -> dict[str, Any]:
+        batch = private.batch(lost)
+        assert batch["state"] == "failed", batch
+        return batch
+
+    assert eventually(failed, what=f"batch {lost} failed")["error"] == STAGING_LOST
+    # The same request with the same key: published anew, not answered with the lost batch.
+    again = private.publish("pg-crash", FAR[15:20], idempotency_key="crash-1")
+    assert again != lost
+    private.merged(again)
+    private.assert_exact("pg-crash", {again: 5})
 
 
 @contextmanager

@@ -5,7 +5,7 @@ import time_machine
 from django.utils import timezone
 
 from signals.actions.expiry import do_expire_entries
-from signals.models import Opinion
+from signals.models import Contribution, Opinion
 from tests.signals.conftest import entry, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db
@@ -38,6 +38,17 @@ def test_the_last_contribution_retracted_makes_a_tombstone(publisher, subscriber
     answer = retract(publisher, [pdq(0)]).json()
     assert answer["tombstoned"] == 1
     assert entry(0).state == "tombstone"
+
+
+def test_an_only_contributor_retracting_makes_a_tombstone(publisher, both_published):
+    assert entry(1).contributor_id == publisher.org.pk  # implied: no row yet
+    answer = retract(publisher, [pdq(1)]).json()
+    assert (answer["retracted"], answer["tombstoned"]) == (1, 1)
+    assert (entry(1).state, entry(1).contributor_count, entry(1).contributor_id) == (
+        "tombstone", 0, None
+    )  # fmt: skip
+    (row,) = Contribution.objects.filter(entry=entry(1))
+    assert row.organisation_id == publisher.org.pk and row.retracted_at is not None
 
 
 def test_the_owner_removes_an_entry_outright(publisher, both_published):

@@ -9,15 +9,16 @@ import sys
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.db import connection
 from django.utils import timezone
 
-from signals.actions.merge import do_merge_batch
+from signals.actions.merge import STAGING_LOST, do_merge_batch
 from signals.actions.publish import do_publish
 from signals.api.uploads import json_items
 from signals.feed.positions import START
 from signals.feed.reads import rendered_after
-from signals.models import Batch, Contribution, SetEntry, Signal, StagedSignal
+from signals.models import Batch, Contribution, SetEntry, Signal, StagedBatch, StagedSignal
 from tests.conftest import REPO_ROOT, db_url_for_subprocesses
 from tests.helpers import eventually
 from tests.signals.conftest import PDQ, REWIND_ENTRY_IDS, entry, merged, pdq, publish
@@ -47,6 +48,43 @@ def test_the_same_hash_from_two_members_is_one_entry_with_two_contributions(
     assert first.labels == ["csam", "sextortion"]
     assert Contribution.objects.filter(entry=first).count() == 2
     assert Signal.objects.count() == 3
+
+
+def test_an_only_contributor_is_written_on_the_entry_and_as_a_row_once_another_comes(
+    publisher, subscriber, shared_set
+):
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["csam"])]))
+    assert entry(0).contributor_id == publisher.org.pk and not Contribution.objects.exists()
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["csam"])]))  # no change
+    assert entry(0).contributor_id == publisher.org.pk and not Contribution.objects.exists()
+    first_seen = entry(0).first_seen
+
+    merged(publish(subscriber, "acme-csam", [pdq(0, labels=["sextortion"])]))
+    assert entry(0).contributor_id is None
+    assert Contribution.objects.count() == 2
+    first = Contribution.objects.get(organisation=publisher.org)
+    assert (first.labels, first.first_seen, first.last_seen) == (["csam"], first_seen, first_seen)
+    assert Contribution.objects.get(organisation=subscriber.org).labels == ["sextortion"]
+    assert (entry(0).contributor_count, entry(0).labels) == (2, ["csam", "sextortion"])
+
+
+def test_an_only_contributors_changed_contribution_is_written_as_a_row(publisher, csam_set):
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["csam"]), pdq(1)]))
+    merged(publish(publisher, "acme-csam", [pdq(0, labels=["grooming"])]))
+    (row,) = Contribution.objects.all()
+    assert (row.entry_id, row.organisation_id, row.labels) == (
+        entry(0).pk, publisher.org.pk, ["csam", "grooming"]
+    )  # fmt: skip
+    assert entry(0).contributor_id is None and entry(1).contributor_id == publisher.org.pk
+    # Re-published a day later: last seen then (the same list daily does not rewrite rows
+    # more than once a day).
+    later = timezone.now() + timedelta(days=2)
+    with time_machine.travel(later):
+        batch = merged(publish(publisher, "acme-csam", [pdq(1)]))
+    assert batch.duplicate == 1
+    row = Contribution.objects.get(entry=entry(1))
+    assert row.first_seen == entry(1).first_seen and row.last_seen >= later
+    assert entry(1).contributor_id is None
 
 
 def test_values_longer_than_a_b_tree_row_holds_are_stored_once_and_matched(
@@ -89,10 +127,55 @@ def test_a_new_label_updates_the_entry_and_moves_it(publisher, csam_set):
     assert (new.position_xid, new.position_seq) > (old.position_xid, old.position_seq)
 
 
+def test_a_later_expiry_or_none_is_a_change_of_its_own(publisher, csam_set):
+    soon, later = (timezone.now() + timedelta(hours=h) for h in (1, 2))
+    merged(publish(publisher, "acme-csam", [pdq(0, expires_at=soon.isoformat())]))
+    batch = merged(publish(publisher, "acme-csam", [pdq(0, expires_at=later.isoformat())]))
+    assert (batch.updated, entry(0).expires_at) == (1, later)
+    batch = merged(publish(publisher, "acme-csam", [pdq(0, expires_at=soon.isoformat())]))
+    assert (batch.updated, batch.duplicate, entry(0).expires_at) == (0, 1, later)
+    batch = merged(publish(publisher, "acme-csam", [pdq(0)]))  # published to stay
+    assert (batch.updated, entry(0).expires_at) == (1, None)
+
+
 def test_a_batch_merges_in_chunks_with_progress(publisher, csam_set):
     answer = publish(publisher, "acme-csam", [pdq(n) for n in range(25)]).json()
+    assert StagedBatch.objects.filter(batch_id=answer["batch"]).exists()
     batch = do_merge_batch(answer["batch"], chunk=10)
     assert (batch.state, batch.merged, batch.new) == ("done", 25, 25)
+    assert not StagedBatch.objects.exists() and not StagedSignal.objects.exists()
+
+
+def test_staging_is_unlogged(db):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, relpersistence FROM pg_class"
+            " WHERE relname IN ('signals_stagedsignal', 'signals_stagedbatch')"
+        )
+        assert dict(cursor.fetchall()) == {"signals_stagedsignal": "u", "signals_stagedbatch": "u"}
+
+
+def test_a_batch_whose_staged_lines_a_crash_took_fails_and_frees_its_idempotency_key(
+    publisher, csam_set
+):
+    signals = [pdq(n) for n in range(5)]
+    key = {"Idempotency-Key": "daily-list"}
+    first = publisher.api.post("/api/v1/sets/acme-csam/signals", {"signals": signals}, headers=key)
+    # What crash recovery does to UNLOGGED tables: it empties them.
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE signals_stagedsignal, signals_stagedbatch")
+    batch = do_merge_batch(first.json()["batch"])
+    assert (batch.state, batch.error, batch.new, batch.idempotency_key) == (
+        "failed", STAGING_LOST, 0, ""
+    )  # fmt: skip
+    assert not SetEntry.objects.exists()
+    report = publisher.api.get(f"/api/v1/batches/{batch.pk}").json()
+    assert (report["state"], report["error"]) == ("failed", STAGING_LOST)
+
+    again = publisher.api.post("/api/v1/sets/acme-csam/signals", {"signals": signals}, headers=key)
+    assert again.status_code == 202 and again.json()["batch"] != str(batch.pk)
+    assert "Idempotent-Replayed" not in again
+    assert merged(again).new == 5
 
 
 def test_merging_a_done_batch_again_changes_nothing(publisher, csam_set):
