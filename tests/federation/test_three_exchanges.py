@@ -54,8 +54,9 @@ class Ring:
 @pytest.fixture(scope="module")
 def ring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ring]:
     tmp = tmp_path_factory.mktemp("federation")
-    # A merges what its members publish, and sends webhooks (push-assist wakes B's pulls).
-    workers = {"a": "ingest,default,webhooks"}
+    # A merges what its members publish, and dispatches and sends webhooks (push-assist wakes
+    # B's pulls).
+    workers = {"a": "ingest,default,fanout,webhooks"}
     with exchanges(["a", "b", "c"], tmp, workers=workers) as found:
         members = {"a": found["a"].member("acme", tmp), "b": found["b"].member("globex", tmp)}
         # Peering is mutual: each side pins the other (each may then read the other's sets).
