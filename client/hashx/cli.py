@@ -345,10 +345,51 @@ def cmd_sets_revoke(args: argparse.Namespace) -> None:
     )
 
 
+# How many times ``hashx publish`` sends again a batch that the exchange lost before its merge.
+RESENDS = 3
+
+
 def cmd_publish(args: argparse.Namespace) -> None:
     client = _client(args)
     path = args.inputs.path(args.file)
     progress = _Progress()
+    answer, report = _publish_once(client, args, path, progress)
+    for _ in range(RESENDS):
+        if not (report["state"] == "failed" and report.get("resend")):
+            break
+        # Staged and lost before its merge (a crash of the exchange's database): the batch gave
+        # up its Idempotency-Key, so the same request with the same key is published anew.
+        progress.done()
+        print(f"hashx: batch {answer['batch']} was lost before it was merged; sending it again",
+              file=sys.stderr)  # fmt: skip
+        answer, report = _publish_once(client, args, path, progress)
+    progress.done()
+    if report["state"] == "failed":
+        if args.json:  # scripts get the report (its error) as well as exit 1
+            _print(args, {"answer": answer, "report": report}, "")
+        raise BatchFailed(f"batch {answer['batch']} could not be merged: {report.get('error')}")
+    text = [
+        f"{shown(args.file)} into {args.set}: batch {answer['batch']}: {answer['accepted']:,}"
+        f" accepted, {answer['rejected']:,} rejected of {answer['received']:,}"
+    ]
+    if "new" in report:
+        text.append(
+            f"merged: {report['new']:,} new, {report['updated']:,} updated,"
+            f" {report['duplicate']:,} duplicate"
+        )
+        if report.get("near_duplicates") or report.get("near_duplicates_pending"):
+            pending = " (still being linked)" if report.get("near_duplicates_pending") else ""
+            text.append(f"near-duplicates of older entries: {report['near_duplicates']:,}{pending}")
+    text += [f"  {r.get('line', r.get('index'))}: {r['reason']}" for r in answer["rejections"][:20]]
+    if answer["rejected"] > 20:
+        text.append(f"  … {answer['rejected'] - 20:,} more rejections (--json lists them)")
+    _print(args, {"answer": answer, "report": report}, "\n".join(text))
+
+
+def _publish_once(
+    client: Client, args: argparse.Namespace, path: str, progress: "_Progress"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Upload ``path`` and, unless ``--no-wait``, wait for its merge: (answer, report)."""
     size = max(Path(path).stat().st_size, 1)
     answer = client.publish_file(
         args.set,
@@ -376,27 +417,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
             progress.done()
             print(f"hashx: stopped waiting for batch {answer['batch']}; {later}", file=sys.stderr)
             raise
-    progress.done()
-    if report["state"] == "failed":
-        if args.json:  # scripts get the report (its error) as well as exit 1
-            _print(args, {"answer": answer, "report": report}, "")
-        raise BatchFailed(f"batch {answer['batch']} could not be merged: {report.get('error')}")
-    text = [
-        f"{shown(args.file)} into {args.set}: batch {answer['batch']}: {answer['accepted']:,}"
-        f" accepted, {answer['rejected']:,} rejected of {answer['received']:,}"
-    ]
-    if "new" in report:
-        text.append(
-            f"merged: {report['new']:,} new, {report['updated']:,} updated,"
-            f" {report['duplicate']:,} duplicate"
-        )
-        if report.get("near_duplicates") or report.get("near_duplicates_pending"):
-            pending = " (still being linked)" if report.get("near_duplicates_pending") else ""
-            text.append(f"near-duplicates of older entries: {report['near_duplicates']:,}{pending}")
-    text += [f"  {r.get('line', r.get('index'))}: {r['reason']}" for r in answer["rejections"][:20]]
-    if answer["rejected"] > 20:
-        text.append(f"  … {answer['rejected'] - 20:,} more rejections (--json lists them)")
-    _print(args, {"answer": answer, "report": report}, "\n".join(text))
+    return answer, report
 
 
 def _type_value_lines(text: str) -> list[tuple[int, dict[str, Any]]]:

@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from exchange.fields import BoundedList, ParsedJSON
 from signals.access import MAX_SETS
+from signals.actions.merge import STAGING_LOST
 from signals.feed.positions import Position
 from signals.models import Batch, Delivery, HashSet, Subscription
 from signals.types import SIGNAL_TYPES
@@ -120,11 +121,19 @@ class BatchSerializer(serializers.Serializer):
     updated = serializers.IntegerField()
     first_rejections = serializers.ListField(child=serializers.DictField())
     error = serializers.CharField(help_text="why a failed batch could not be merged")
+    resend = serializers.SerializerMethodField(
+        help_text="true for a failed batch whose staged signals were lost before their merge (a"
+        " crash of the exchange's database): send the same request again, with the same"
+        " Idempotency-Key (the batch gave it up); hashx publish does"
+    )
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
 
     def get_near_duplicates_pending(self, batch: Batch) -> bool:
         return bool(batch.link_ranges)
+
+    def get_resend(self, batch: Batch) -> bool:
+        return batch.state == Batch.State.FAILED and batch.error == STAGING_LOST
 
     def get_progress(self, batch: Batch) -> float:
         return 1.0 if not batch.accepted else round(batch.merged / batch.accepted, 4)

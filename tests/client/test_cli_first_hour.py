@@ -12,13 +12,15 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.db import connection
 
 from audit.models import AuditEvent
 from hashx.cli import EXIT_CODES, client_version, completion_script
 from signals.actions.merge import do_merge_batch
 from signals.actions.sets import do_create_set, do_grant
-from signals.models import SetEntry, SetGrant
+from signals.models import Batch, SetEntry, SetGrant, StagedBatch, StagedSignal
 from tests.cli import HASHX, hashx
+from tests.helpers import eventually
 from tests.signals.conftest import PDQ
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,6 +57,37 @@ def test_publish_reads_standard_input_and_tells_its_format_from_the_first_line(c
     lines = f"# from a tool\npdq {PDQ[3]}\nmd5 {'a' * 31}\n"
     text = cli("publish", "--set", "acme-csam", "-", "--no-wait", stdin=lines).stdout
     assert "1 accepted, 1 rejected of 2" in text and "  3: " in text
+
+
+def test_publish_sends_again_a_batch_the_exchange_lost_before_its_merge(cli, acme_set):
+    ndjson = "".join(json.dumps({"type": "pdq", "value": v}) + "\n" for v in PDQ[:3])
+    batches = []
+
+    def exchange_side():
+        # The first batch meets what a crash of PostgreSQL does to its UNLOGGED staging (it
+        # empties it) before a worker merges it; the one sent again is merged.
+        try:
+            first = eventually(lambda: Batch.objects.filter(hash_set=acme_set).first())
+            StagedSignal.objects.filter(batch=first).delete()
+            StagedBatch.objects.filter(batch=first).delete()
+            batches.append(do_merge_batch(first.pk))
+            second = eventually(lambda: Batch.objects.exclude(pk=first.pk).first())
+            batches.append(do_merge_batch(second.pk))
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=exchange_side)
+    worker.start()
+    try:
+        result = cli("publish", "--set", "acme-csam", "-", "--idempotency-key", "daily",
+                     stdin=ndjson)  # fmt: skip
+    finally:
+        worker.join()
+    first, second = batches
+    assert "was lost before it was merged; sending it again" in result.stderr
+    assert f"batch {second.pk}: 3 accepted" in result.stdout and "merged: 3 new" in result.stdout
+    assert (first.state, first.idempotency_key) == ("failed", "")
+    assert (second.state, second.idempotency_key) == ("done", "daily")
 
 
 def test_standard_input_is_read_once_per_command(cli):

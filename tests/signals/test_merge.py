@@ -170,7 +170,7 @@ def test_a_batch_whose_staged_lines_a_crash_took_fails_and_frees_its_idempotency
     )  # fmt: skip
     assert not SetEntry.objects.exists()
     report = publisher.api.get(f"/api/v1/batches/{batch.pk}").json()
-    assert (report["state"], report["error"]) == ("failed", STAGING_LOST)
+    assert (report["state"], report["error"], report["resend"]) == ("failed", STAGING_LOST, True)
 
     again = publisher.api.post("/api/v1/sets/acme-csam/signals", {"signals": signals}, headers=key)
     assert again.status_code == 202 and again.json()["batch"] != str(batch.pk)
