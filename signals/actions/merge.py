@@ -134,17 +134,16 @@ _SQL_WRITE_CONTRIBUTORS = WRITE_CONTRIBUTOR.format(entries=_CONTRIBUTORS_TO_WRIT
 # existing entry may change: a superset of the rows of _SQL_WRITE_CONTRIBUTORS,
 # _SQL_CHANGED_ENTRIES, _SQL_NEW_CONTRIBUTIONS and _SQL_CHANGED_CONTRIBUTIONS (an entry that
 # expires at all may get a later expiry).
-_SQL_SUMMARY = """
+_SQL_SUMMARY = f"""
 SELECT bool_or(new_signal), bool_or(new_entry),
     min(entry_id) FILTER (WHERE new_entry AND type IN ('pdq', 'vpdq')),
     max(entry_id) FILTER (WHERE new_entry AND type IN ('pdq', 'vpdq')),
     coalesce(bool_or(NOT new_entry AND (
-        NOT contributed OR implied <> %(org)s OR old_retracted IS NOT NULL
-        OR NOT old_labels @> labels OR old_last_seen < %(now)s - interval '1 day'
+        NOT contributed OR implied <> %(org)s OR {_CONTRIBUTION_CHANGES}
         OR entry_state <> 'active' OR NOT entry_labels @> labels OR entry_expires_at IS NOT NULL
     )), false)
 FROM merge_chunk
-"""
+"""  # noqa: S608 - only constants are interpolated
 
 # Only entries that change: a new contributor (or one back from a retraction), a revival, new
 # labels or a later expiry. The set is locked, so the entry is as the chunk probed it.
