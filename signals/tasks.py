@@ -39,7 +39,7 @@ def merge_batch(batch_id: str) -> None:
         raise
     if batch is not None and batch.link_ranges:
         enqueue_once(LINK, batch_id, ttl=REQUEUE_TTL)
-    if batch is not None and batch.new:
+    if batch is not None and (batch.new or batch.updated):  # a relabel rewrites contributions
         enqueue_once(ANALYZE, ttl=REQUEUE_TTL)
 
 

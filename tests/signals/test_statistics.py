@@ -7,6 +7,7 @@ from django.db import connection
 
 from exchange.kv import redis_client
 from signals import tasks
+from signals.models import Contribution
 from signals.actions.statistics import TABLES, stale_tables
 from tests.helpers import eventually
 
@@ -29,13 +30,18 @@ def last_analyzed(table):
 
 
 def test_a_bulk_merge_queues_the_analysis_and_it_analyzes_what_it_made_stale(publisher, csam_set):
-    redis_client().delete(f"hashx:queued:{tasks.ANALYZE}")
-    signals = [{"type": "pdq", "value": value} for value in random_pdq(3000)]
-    answer = publisher.api.post(f"/api/v1/sets/{csam_set.slug}/signals", {"signals": signals})
-    assert answer.status_code == 202
-    tasks.merge_batch(answer.json()["batch"])  # the task's body, as the worker runs it
-    # Queued once, on the default queue (the flag its task clears as it starts).
-    assert redis_client().get(f"hashx:queued:{tasks.ANALYZE}") == b"1"
+    values = random_pdq(3000)
+    # A merge of new entries writes signals and entries; an only contributor is written on the
+    # entry, so the same merge again with labels is what writes 3,000 contribution rows.
+    for labels in ([], ["csam"]):
+        redis_client().delete(f"hashx:queued:{tasks.ANALYZE}")
+        signals = [{"type": "pdq", "value": value, "labels": labels} for value in values]
+        answer = publisher.api.post(f"/api/v1/sets/{csam_set.slug}/signals", {"signals": signals})
+        assert answer.status_code == 202
+        tasks.merge_batch(answer.json()["batch"])  # the task's body, as the worker runs it
+        # Queued once, on the default queue (the flag its task clears as it starts).
+        assert redis_client().get(f"hashx:queued:{tasks.ANALYZE}") == b"1"
+    assert Contribution.objects.filter(labels=["csam"]).count() == 3000
     # Backends report their counts within a second or so.
     eventually(lambda: set(TABLES) <= set(stale_tables()), timeout=15, what="the counts")
     tasks.analyze_tables()
