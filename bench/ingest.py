@@ -66,14 +66,15 @@ def binary_copy(values: list[str]) -> bytes:
 
 
 def ceiling(values: list[str]) -> tuple[float, float]:
-    """Binary COPY into a scratch table with the same unique index as signals_signal: new
-    values; then the same values again through COPY + INSERT … ON CONFLICT DO NOTHING."""
+    """Binary COPY into a scratch table of (type, value) rows with one unique (type, value)
+    index (issue 20's ceiling): new values; then the same values again through COPY + INSERT …
+    ON CONFLICT DO NOTHING."""
     import io
 
     data = binary_copy(values)
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS bench_scratch, bench_again")
-        # Byte-order collation, as signals_signal has: the same unique index for hash values.
+        # Byte-order collation, as the entries' values have.
         cursor.execute(
             "CREATE TABLE bench_scratch (id bigserial PRIMARY KEY,"
             ' type varchar(32) COLLATE "C", value text COLLATE "C")'

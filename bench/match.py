@@ -150,7 +150,7 @@ def http_batch(entries: int) -> list[float]:
     ):
         do_merge_batch(str(batch_id))  # also finishes a merge an interrupted run left
     do_add_key(hash_set.owner, raw_public_bytes(key.public_key()))
-    values = list(hash_set.entries.values_list("signal__value", flat=True)[:500])
+    values = list(hash_set.entries.values_list("value", flat=True)[:500])
     near = [v[:-2] + ("00" if v[-2:] != "00" else "ff") for v in values]  # a few bits off
     far = to_hex(fresh.integers(0, 2**64, (1000 - len(near), 4), dtype=np.uint64))
     body = {"signals": [{"type": "pdq", "value": v} for v in near + far]}

@@ -1,5 +1,6 @@
 """CPU time of the merge, which a shared machine's wall clock cannot give: a batch of new PDQ
-values merged in process (one part) into a signals table filled to 1,000,000 rows, then the
+values merged in process (one part) into an entries table filled to 1,000,000 rows (of
+another set), then the
 same values again (all duplicates), ``BENCH_MERGE_ROUNDS`` times.
 
     .venv/bin/python -m exchange.embedded --var var/bench -- .venv/bin/python bench/merge_cpu.py
@@ -31,7 +32,7 @@ from django.db import connection  # noqa: E402
 from bench._common import bench_member, random_pdq  # noqa: E402
 from signals.actions.merge import do_merge_batch  # noqa: E402
 from signals.actions.publish import Source, do_publish  # noqa: E402
-from signals.models import Batch  # noqa: E402
+from signals.models import Batch, HashSet  # noqa: E402
 
 SIGNALS = int(os.environ.get("BENCH_MERGE_SIGNALS", "200000"))
 ROUNDS = int(os.environ.get("BENCH_MERGE_ROUNDS", "3"))
@@ -47,20 +48,26 @@ def backend_seconds(pid: int) -> float:
 def main() -> None:
     call_command("migrate", verbosity=0)
     settings.HASHX_MERGE_PARTS = 1  # one part: the merge on this connection's backend
+    _, hash_set = bench_member()
+    filler, _ = HashSet.objects.get_or_create(
+        slug="bench-merge-filler", defaults={"name": "Filler", "owner": hash_set.owner}
+    )
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM signals_signal")
+        cursor.execute("SELECT count(*) FROM signals_setentry WHERE hash_set_id = %s", [filler.pk])
         missing = TABLE - cursor.fetchone()[0]
         if missing > 0:
             cursor.execute(
-                "INSERT INTO signals_signal (type, value) SELECT 'pdq',"
-                " encode(sha256(('x' || i)::bytea), 'hex') FROM generate_series(1, %s) i"
+                "INSERT INTO signals_setentry (hash_set_id, type, value, state, labels,"
+                " contributor_count, contributor_names, positive_count, negative_count,"
+                " investigation_count, first_seen, updated_at)"
+                " SELECT %s, 'pdq', encode(sha256(('x' || i)::bytea), 'hex'), 'active', '{}',"
+                " 0, '{}', 0, 0, 0, now(), now() FROM generate_series(1, %s) i"
                 " ON CONFLICT DO NOTHING",
-                [missing],
+                [filler.pk, missing],
             )
-        cursor.execute("VACUUM ANALYZE signals_signal")
+        cursor.execute("VACUUM ANALYZE signals_setentry")
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
-    _, hash_set = bench_member()
     rng = np.random.default_rng()
     for round_ in range(ROUNDS):
         values = random_pdq(rng, SIGNALS)

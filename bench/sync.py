@@ -44,19 +44,16 @@ def fill(hash_set_id: int, org_id: int, count: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            WITH new AS (
-                INSERT INTO signals_signal (type, value)
-                SELECT 'pdq', md5(random()::text) || md5(random()::text)
-                FROM generate_series(1, %(count)s)
-                ON CONFLICT DO NOTHING RETURNING id
-            ), entries AS (
-                INSERT INTO signals_setentry (hash_set_id, signal_id, state, labels,
+            WITH entries AS (
+                INSERT INTO signals_setentry (hash_set_id, type, value, state, labels,
                     contributor_count, contributor_names, positive_count, negative_count,
                     investigation_count, first_seen, updated_at)
-                SELECT %(set)s, id, 'active', ARRAY['csam'], 1,
+                SELECT %(set)s, 'pdq', md5(random()::text) || md5(random()::text), 'active',
+                    ARRAY['csam'], 1,
                     ARRAY[(SELECT slug FROM members_organisation WHERE id = %(org)s)],
                     0, 0, 0, now(), now()
-                FROM new
+                FROM generate_series(1, %(count)s)
+                ON CONFLICT DO NOTHING
                 RETURNING id
             )
             INSERT INTO signals_contribution (entry_id, organisation_id, labels, first_seen,
@@ -66,7 +63,7 @@ def fill(hash_set_id: int, org_id: int, count: int) -> None:
             {"count": count, "set": hash_set_id, "org": org_id},
         )
         # What autovacuum would do after a bulk load; the planner needs the row counts.
-        cursor.execute("ANALYZE signals_signal, signals_setentry, signals_contribution")
+        cursor.execute("ANALYZE signals_setentry, signals_contribution")
 
 
 class Sink(io.RawIOBase):
@@ -87,10 +84,10 @@ def ceiling(hash_set_id: int) -> tuple[float, int]:
     started = time.perf_counter()
     with connection.cursor() as cursor:
         query = cursor.mogrify(
-            "COPY (SELECT e.id, e.hash_set_id, g.type, g.value, e.state, e.labels,"
+            "COPY (SELECT e.id, e.hash_set_id, e.type, e.value, e.state, e.labels,"
             " e.contributor_count, e.positive_count, e.negative_count, e.investigation_count,"
             " e.first_seen, e.updated_at, e.expires_at, e.position_xid, e.position_seq"
-            " FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id"
+            " FROM signals_setentry e"
             " WHERE e.hash_set_id = %s ORDER BY e.position_xid, e.position_seq) TO STDOUT",
             [hash_set_id],
         )

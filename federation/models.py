@@ -106,14 +106,15 @@ class MirroredSet(models.Model):
 
 
 class ResyncSeen(models.Model):
-    """A signal a resync of ``mirror`` has applied from the peer's snapshot so far. A resync
-    commits chunk by chunk (millions of entries are not one transaction); what the snapshot
-    did not hold is tombstoned only once it has been applied to its end, against these rows,
-    which are then dropped (and dropped when a resync starts over)."""
+    """An entry of the mirror's set that a resync of ``mirror`` has applied from the peer's
+    snapshot so far. A resync commits chunk by chunk (millions of entries are not one
+    transaction); what the snapshot did not hold is tombstoned only once it has been applied to
+    its end, against these rows, which are then dropped (and dropped when a resync starts
+    over)."""
 
-    pk = models.CompositePrimaryKey("mirror", "signal_id")
+    pk = models.CompositePrimaryKey("mirror", "entry_id")
     mirror = models.ForeignKey(MirroredSet, on_delete=models.CASCADE, related_name="+")
-    signal_id = models.BigIntegerField()
+    entry_id = models.BigIntegerField()
 
     def __str__(self) -> str:
-        return f"{self.mirror_id}: {self.signal_id}"
+        return f"{self.mirror_id}: {self.entry_id}"

@@ -26,7 +26,7 @@ from signals.models import (
     SetEntry,
     SetGrant,
     Subscription,
-    signal_lookup,
+    entry_lookup,
 )
 from signals.types import SIGNAL_TYPES, SignalTypeError
 
@@ -265,10 +265,9 @@ def set_slugs(set_ids: set[int]) -> dict[int, str]:
 # -- entries -----------------------------------------------------------------------------------
 
 _SQL_RESOLVE = f"""
-SELECT g.type, g.value, e.id
+SELECT e.type, e.value, e.id
 FROM unnest(%s::text[], %s::text[]) AS q(type, value)
-JOIN signals_signal g ON {signal_lookup("g", "q.type", "q.value")}
-JOIN signals_setentry e ON e.hash_set_id = %s AND e.signal_id = g.id
+JOIN signals_setentry e ON {entry_lookup("e", "q.type", "q.value")} AND e.hash_set_id = %s
 """  # noqa: S608 - only constants are interpolated
 
 

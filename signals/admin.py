@@ -24,10 +24,9 @@ from signals.models import (
     Opinion,
     SetEntry,
     SetGrant,
-    Signal,
     Subscription,
-    signal_key,
-    signal_key_of,
+    value_key,
+    value_key_of,
 )
 from signals.types import SIGNAL_TYPES, SignalTypeError
 
@@ -93,19 +92,19 @@ class SetEntryAdmin(ReadOnlyAdmin):
         "signal_type", "signal_value", "hash_set", "state", "contributor_count", "updated_at",
     ]  # fmt: skip
     list_filter = ["state", "hash_set"]
-    search_fields = ["=signal__value"]
+    search_fields = ["=value"]
     search_help_text = "An exact value of any signal type (hex in any case, URL as given)."
-    list_select_related = ["signal", "hash_set"]
+    list_select_related = ["hash_set"]
     inlines = [ContributionInline, OpinionInline]
     show_full_result_count = False
 
-    @admin.display(description="type", ordering="signal__type")
+    @admin.display(description="type", ordering="type")
     def signal_type(self, entry: SetEntry) -> str:
-        return entry.signal.type
+        return entry.type
 
     @admin.display(description="value")
     def signal_value(self, entry: SetEntry) -> str:
-        value = entry.signal.value
+        value = entry.value
         return value if len(value) <= 80 else value[:77] + "…"
 
     def get_search_results(
@@ -121,13 +120,13 @@ class SetEntryAdmin(ReadOnlyAdmin):
                 spellings.add(signal_type.canonical(term))
             except SignalTypeError:
                 continue
-        # Through the signals' unique (type, key) index.
-        signals = Signal.objects.alias(key=signal_key()).filter(
+        # Through the (type, key) prefix of the entries' unique (type, key, set) index.
+        found = queryset.alias(key=value_key()).filter(
             type__in=list(SIGNAL_TYPES),
-            key__in=[signal_key_of(spelling) for spelling in spellings],
+            key__in=[value_key_of(spelling) for spelling in spellings],
             value__in=spellings,
         )
-        return queryset.filter(signal__in=signals.values("pk")), False
+        return found, False
 
 
 @admin.register(Batch)

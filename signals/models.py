@@ -146,11 +146,11 @@ class SetGrant(models.Model):
         return self.hash_set.owner_id
 
 
-# Values up to this many bytes are their own key in the signals' unique index (far below the
+# Values up to this many bytes are their own key in the entries' unique index (far below the
 # 2,704 bytes a b-tree row holds, above every hash type's length); a longer value's key is its
 # MD5 (hex) padded with spaces to one byte more, so never the key of a value up to this long:
 # no value can be chosen to take a longer one's place.
-SIGNAL_KEY_BYTES = 256
+VALUE_KEY_BYTES = 256
 
 
 class OctetLength(models.Func):
@@ -167,75 +167,58 @@ class Rpad(models.Func):
     output_field = models.TextField()
 
 
-def signal_key() -> Case:
-    """The unique index's key of a signal's value: the value up to ``SIGNAL_KEY_BYTES``, its
+def value_key() -> Case:
+    """The unique index's key of an entry's value: the value up to ``VALUE_KEY_BYTES``, its
     padded MD5 (hex) beyond."""
     return Case(
         When(
-            GreaterThan(OctetLength("value"), SIGNAL_KEY_BYTES),
-            then=Rpad(MD5("value"), SIGNAL_KEY_BYTES + 1),
+            GreaterThan(OctetLength("value"), VALUE_KEY_BYTES),
+            then=Rpad(MD5("value"), VALUE_KEY_BYTES + 1),
         ),
         default=F("value"),
     )
 
 
-class Signal(models.Model):
-    """A canonical (type, value): stored once however many sets hold it.
-
-    Unique by (type, key), the key being the value itself up to ``SIGNAL_KEY_BYTES`` (every
-    hash type) and its padded MD5 beyond: a b-tree row holds at most 2,704 bytes, and a vpdq
-    value of an hour's frames is a hundred times that (a long URL or text did not fit either).
-    Every lookup by value goes through that index with ``signal_lookup``; a key costs a hash
-    value nothing (an MD5 for every value made the merge's CPU a quarter higher)."""
-
-    # Byte order ("C"): canonical values need no linguistic collation, and the unique index on
-    # them is the merge's hottest structure.
-    type = models.CharField(max_length=32, db_collation="C")
-    value = models.TextField(db_collation="C")
-
-    class Meta:
-        constraints = [models.UniqueConstraint(F("type"), signal_key(), name="signal_type_key")]
-
-    def __str__(self) -> str:
-        return f"{self.type}:{self.value[:40]}"
-
-
-def signal_key_sql(value_sql: str) -> str:
-    """SQL: the unique index's key of a value (an SQL expression), as ``signal_key``."""
+def value_key_sql(value_sql: str) -> str:
+    """SQL: the unique index's key of a value (an SQL expression), as ``value_key``."""
     return (
-        f"CASE WHEN octet_length({value_sql}) > {SIGNAL_KEY_BYTES}"
-        f" THEN rpad(md5({value_sql}), {SIGNAL_KEY_BYTES + 1}) ELSE {value_sql} END"
+        f"CASE WHEN octet_length({value_sql}) > {VALUE_KEY_BYTES}"
+        f" THEN rpad(md5({value_sql}), {VALUE_KEY_BYTES + 1}) ELSE {value_sql} END"
     )
 
 
-def signal_key_of(value: str) -> str:
+def value_key_of(value: str) -> str:
     """The unique index's key of ``value``, computed here (to look a value up by its key)."""
     raw = value.encode()
-    if len(raw) <= SIGNAL_KEY_BYTES:
+    if len(raw) <= VALUE_KEY_BYTES:
         return value
-    return hashlib.md5(raw, usedforsecurity=False).hexdigest().ljust(SIGNAL_KEY_BYTES + 1)
+    return hashlib.md5(raw, usedforsecurity=False).hexdigest().ljust(VALUE_KEY_BYTES + 1)
 
 
-# ``INSERT INTO signals_signal … ON CONFLICT {SIGNAL_CONFLICT}``: the unique index's columns.
-SIGNAL_CONFLICT = f"(type, ({signal_key_sql('value')}))"
+# ``INSERT INTO signals_setentry … ON CONFLICT {ENTRY_CONFLICT}``: the unique index's columns.
+ENTRY_CONFLICT = f"(type, ({value_key_sql('value')}), hash_set_id)"
 
 
-def signal_lookup(signal: str, type_sql: str, value_sql: str) -> str:
-    """SQL: the row ``signal`` (an alias of signals_signal) is the signal of this type and
-    value (SQL expressions), probed through the unique (type, key) index and then compared by
-    value, so two long values of one MD5 (only a forged pair has one) are never taken for one.
-    The type and value are compared in the index's collation ("C"): compared in another (a
-    parameter's, an ``unnest``'s default), the index could not serve the comparison."""
+def entry_lookup(entry: str, type_sql: str, value_sql: str) -> str:
+    """SQL: the row ``entry`` (an alias of signals_setentry) holds the signal of this type and
+    value (SQL expressions), probed through the unique (type, key, set) index and then compared
+    by value, so two long values of one MD5 (only a forged pair has one) are never taken for
+    one. Without a condition on ``entry.hash_set_id`` it finds the value's entries in every set
+    (the index's (type, key) prefix); with one, that set's entry. The type and value are
+    compared in the index's collation ("C"): compared in another (a parameter's, an
+    ``unnest``'s default), the index could not serve the comparison."""
     kind, value = f'({type_sql}) COLLATE "C"', f'({value_sql}) COLLATE "C"'
     return (
-        f"{signal}.type = {kind}"
-        f" AND {signal_key_sql(signal + '.value')} = {signal_key_sql(value)}"
-        f" AND {signal}.value = {value}"
+        f"{entry}.type = {kind}"
+        f" AND {value_key_sql(entry + '.value')} = {value_key_sql(value)}"
+        f" AND {entry}.value = {value}"
     )
 
 
 class SetEntry(models.Model):
-    """A signal in a set, with what the exchange knows about it there."""
+    """A signal, a canonical (type, value), in a set, with what the exchange knows about it
+    there. There is no table of signals apart from the entries (migration 0016 folded it in):
+    the merge writes one row per new signal in a set, and probes one index per line."""
 
     class State(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -243,7 +226,7 @@ class SetEntry(models.Model):
 
     # No database FK constraints on the merge's hot tables: checking them at commit costs as much
     # as the merge itself, and the merge only ever links rows it has just read or written under
-    # the set's lock; entries, signals and sets are never deleted.
+    # the set's lock; entries and sets are never deleted.
     hash_set = models.ForeignKey(
         HashSet,
         on_delete=models.PROTECT,
@@ -251,15 +234,12 @@ class SetEntry(models.Model):
         db_constraint=False,
         db_index=False,
     )
-    # Not indexed on its own: ingest paid for it on every new entry (a third of the entry
-    # INSERT's time) and every read by signal names the set too, which (set, signal) serves.
-    signal = models.ForeignKey(
-        Signal,
-        on_delete=models.PROTECT,
-        related_name="entries",
-        db_constraint=False,
-        db_index=False,
-    )
+    # The signal: a canonical (type, value) (signals.types). Byte order ("C"): canonical values
+    # need no linguistic collation, and the unique index on them is the merge's hottest
+    # structure. The same signal in several sets is one entry in each, found across sets
+    # through the unique index's (type, key) prefix (``entry_lookup``).
+    type = models.CharField(max_length=32, db_collation="C")
+    value = models.TextField(db_collation="C")
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
     labels = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     quality = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -321,7 +301,16 @@ class SetEntry(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["hash_set", "signal"], name="one_entry_per_set_signal")
+            # One entry per signal and set. Keyed (type, key, set), the key being the value
+            # itself up to ``VALUE_KEY_BYTES`` (every hash type) and its padded MD5 beyond: a
+            # b-tree row holds at most 2,704 bytes, and a vpdq value of an hour's frames is a
+            # hundred times that. Every lookup by value goes through it with ``entry_lookup``:
+            # the merge's probe of a set's entry (the whole key) and every lookup across sets
+            # (its prefix). A key costs a hash value nothing (an MD5 for every value made the
+            # merge's CPU a quarter higher).
+            models.UniqueConstraint(
+                F("type"), value_key(), F("hash_set"), name="one_entry_per_set_value"
+            )
         ]
         indexes = [
             models.Index(
@@ -337,7 +326,7 @@ class SetEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.hash_set_id}/{self.signal_id}"
+        return f"{self.hash_set_id}/{self.type}:{self.value[:40]}"
 
     @property
     def audit_owner_org_id(self) -> int:

@@ -2,7 +2,7 @@
 are compared.
 
 Every value is canonicalised before it is stored, deduplicated or looked up, so two spellings
-of one signal (upper- and lowercase hex, say) are one ``Signal``. Pure Python: no database.
+of one signal (upper- and lowercase hex, say) are one entry of a set. Pure Python: no database.
 
 Names follow python-threatexchange's ``SignalType.get_name()`` where it has the type, so the
 ``hashx`` extension and HMA map types one to one: ``pdq`` (PdqSignal), ``video_md5``
@@ -53,8 +53,8 @@ PHOTODNA_BYTES = 144
 # vpdq: one PDQ hash per sampled frame, stored or queried: at most an hour at one frame a
 # second. A canonical frame takes at most 82 bytes ("<64 hex>,100,1.23e-310" quoted, and the
 # separator), so a canonical value at most 295,200; the value as sent may be spelled more
-# loosely (more digits, spaces), up to MAX_VPDQ_BYTES. Signals are unique by their value's MD5
-# (signals.models.Signal), so no index caps a value's length.
+# loosely (more digits, spaces), up to MAX_VPDQ_BYTES. A long value's entry is unique by its
+# value's MD5 (signals.models.SetEntry), so no index caps a value's length.
 MAX_VPDQ_FRAMES = 3600
 MAX_VPDQ_BYTES = 512 * 1024
 # python-threatexchange's VPDQ_TIMESTAMP_PRECISION: a timestamp is written f"{t:.3}".

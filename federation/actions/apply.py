@@ -25,7 +25,7 @@ from signals.actions.merge import PROBE_ONLY
 from signals.feed.locks import lock_set
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
-from signals.models import SIGNAL_CONFLICT, signal_lookup
+from signals.models import ENTRY_CONFLICT, VALUE_KEY_BYTES, entry_lookup, value_key_sql
 from signals.types import SignalTypeError, canonicalise
 
 MAX_HOPS = 3
@@ -189,12 +189,6 @@ CREATE TEMP TABLE IF NOT EXISTS federation_chunk (
 ) ON COMMIT DELETE ROWS
 """
 
-_SQL_SIGNALS = f"""
-INSERT INTO signals_signal (type, value)
-SELECT DISTINCT type, value FROM federation_chunk WHERE state = 'active' ORDER BY type, value
-ON CONFLICT {SIGNAL_CONFLICT} DO NOTHING;
-"""  # noqa: S608 - only constants are interpolated
-
 # What this path (the peer, ``%(peer)s``) says and what the entry holds, column by column.
 # ``via`` lists the peers that serve the entry active now: an active change adds the peer, a
 # tombstone removes it, and the entry is tombstoned only when no peer serves it any more;
@@ -227,22 +221,28 @@ _COMPARED = [c for c in _NEW if c not in ("origin_set", "origin_first_seen")]
 # The latest change of each value wins (a page holds one change per entry; the peer may hold
 # two entries of one value in two of its sets only if they come from two origins, and then
 # they are two mirrors here). A tombstone for an entry never seen here is nothing to apply
-# (a join that probes the entry, not EXISTS: its plan hashed every entry of the set).
+# (a join that probes the entry, not EXISTS: its plan hashed every entry of the set). A long
+# value whose key (its MD5) another value of its type holds, in the page or in the set (only a
+# forged pair can), is not applied: the conflict must never update the other value's entry.
 _SQL_UPSERT = f"""
-INSERT INTO signals_setentry AS e (hash_set_id, signal_id, state, labels, contributor_count,
+INSERT INTO signals_setentry AS e (hash_set_id, type, value, state, labels, contributor_count,
     contributor_names, positive_count, negative_count, investigation_count, first_seen,
     updated_at, expires_at, origin_set, origin_entry, origin_first_seen, hops_left, path, via)
-SELECT %(set)s, g.id, c.state, c.labels, c.contributors, c.names, c.positive, c.negative,
-    c.investigation, %(now)s, %(now)s, c.expires_at, c.origin_set, c.origin_entry,
+SELECT %(set)s, c.type, c.value, c.state, c.labels, c.contributors, c.names, c.positive,
+    c.negative, c.investigation, %(now)s, %(now)s, c.expires_at, c.origin_set, c.origin_entry,
     c.origin_first_seen, c.hops_left, c.path, ARRAY[%(peer)s]::varchar[]
 FROM (
-    SELECT DISTINCT ON (type, value) * FROM federation_chunk ORDER BY type, value, ord DESC
+    SELECT DISTINCT ON (type, {value_key_sql("value")}) * FROM federation_chunk
+    ORDER BY type, {value_key_sql("value")}, ord DESC
 ) c
-JOIN signals_signal g ON {signal_lookup("g", "c.type", "c.value")}
-LEFT JOIN signals_setentry x ON x.hash_set_id = %(set)s AND x.signal_id = g.id
-WHERE c.state = 'active' OR x.id IS NOT NULL
-ORDER BY g.id
-ON CONFLICT (hash_set_id, signal_id) DO UPDATE SET
+LEFT JOIN signals_setentry x ON {entry_lookup("x", "c.type", "c.value")} AND x.hash_set_id = %(set)s
+WHERE (c.state = 'active' OR x.id IS NOT NULL)
+  AND NOT (octet_length(c.value) > {VALUE_KEY_BYTES} AND EXISTS (
+    SELECT 1 FROM signals_setentry y
+    WHERE y.type = c.type AND {value_key_sql("y.value")} = {value_key_sql("c.value")}
+      AND y.hash_set_id = %(set)s AND y.value <> c.value))
+ORDER BY c.type, c.value
+ON CONFLICT {ENTRY_CONFLICT} DO UPDATE SET
     {", ".join(f"{column} = {expression}" for column, expression in _NEW.items())},
     updated_at = EXCLUDED.updated_at, {NEW_POSITION}
 WHERE ({", ".join(f"e.{column}" for column in _COMPARED)})
@@ -284,9 +284,9 @@ def _copy_text(rows: list[dict[str, Any]]) -> str:
 
 
 _SQL_SEEN = f"""
-INSERT INTO federation_resyncseen (mirror_id, signal_id)
-SELECT %(mirror)s, g.id FROM federation_chunk c
-JOIN signals_signal g ON {signal_lookup("g", "c.type", "c.value")}
+INSERT INTO federation_resyncseen (mirror_id, entry_id)
+SELECT %(mirror)s, e.id FROM federation_chunk c
+JOIN signals_setentry e ON {entry_lookup("e", "c.type", "c.value")} AND e.hash_set_id = %(set)s
 WHERE c.state = 'active'
 ON CONFLICT DO NOTHING
 """  # noqa: S608 - only constants are interpolated
@@ -325,7 +325,7 @@ def apply_checked(
     mirror: MirroredSet, checked: Checked, now: datetime, *, peer_exchange: str, seen: bool = False
 ) -> Outcome:
     """Apply checked rows, served by ``peer_exchange``, to the mirror set, set-based, in the
-    caller's transaction (``seen``: and mark their signals seen by the mirror's resync). Locks
+    caller's transaction (``seen``: and mark their entries seen by the mirror's resync). Locks
     every slot of the mirror set (``signals.feed.locks.lock_set``), as every writer of a set's
     entries does; emits a webhook wake-up when entries changed. Counts what was applied; the
     refusals are the caller's to add."""
@@ -335,7 +335,7 @@ def apply_checked(
     with connection.cursor() as cursor:
         lock_set(cursor, mirror.hash_set_id)
         # Every join of a chunk row probes an index (as in the merge): with no statistics on
-        # the chunk, a hash join read every signal (a million) once per page of 5,000, and the
+        # the chunk, a hash join read every entry (a million) once per page of 5,000, and the
         # tombstone check planned a scan of all of the set's entries per row.
         cursor.execute(PROBE_ONLY)
         cursor.execute(_SQL_CHUNK)
@@ -343,11 +343,10 @@ def apply_checked(
         # GIL from the read-ahead thread (3.4 s of a 300,000-entry pull went there).
         text = io.StringIO(checked.text)
         cursor.copy_expert("COPY federation_chunk FROM STDIN", text, size=len(checked.text) + 1)
-        cursor.execute(_SQL_SIGNALS)
         cursor.execute(_SQL_UPSERT, {"set": mirror.hash_set_id, "now": now, "peer": peer_exchange})
         changed = cursor.fetchall()
         if seen:
-            cursor.execute(_SQL_SEEN, {"mirror": mirror.pk})
+            cursor.execute(_SQL_SEEN, {"mirror": mirror.pk, "set": mirror.hash_set_id})
         cursor.execute("TRUNCATE federation_chunk")
     outcome.applied = len(changed)
     outcome.new = sum(1 for inserted, _ in changed if inserted)
@@ -408,7 +407,7 @@ RETURNING e.state
 
 _SQL_STALE = _sql_path_gone(
     "NOT EXISTS (SELECT 1 FROM federation_resyncseen s"
-    " WHERE s.mirror_id = %(mirror)s AND s.signal_id = e.signal_id)"
+    " WHERE s.mirror_id = %(mirror)s AND s.entry_id = e.id)"
 )
 _SQL_WITHDRAW = _sql_path_gone("TRUE")
 
@@ -434,7 +433,7 @@ class Resync:
     entries. Use as a context manager around ``add`` calls, then ``finish``.
 
     Chunked: each ``add`` applies its lines in a transaction of its own and marks their
-    signals seen (``ResyncSeen``), so a snapshot of millions is never one huge transaction.
+    entries seen (``ResyncSeen``), so a snapshot of millions is never one huge transaction.
     Nothing is lost meanwhile: a chunk only adds or updates entries. Only ``finish``, once the
     snapshot has been applied to its end, tombstones the mirror entries it did not hold and
     moves the cursor, in one transaction. A resync cut short leaves the cursor where it was, so

@@ -21,11 +21,10 @@ from signals.feed.positions import START, Position, cursor_params, sql_after_cur
 BATCH = 1_000
 
 _SQL_OPINIONS = f"""
-SELECT m.remote_slug, g.type, g.value, o.category, o.tags, o.position_xid::text, o.position_seq
+SELECT m.remote_slug, e.type, e.value, o.category, o.tags, o.position_xid::text, o.position_seq
 FROM signals_opinion o
 JOIN signals_setentry e ON e.id = o.entry_id
 JOIN federation_mirroredset m ON m.hash_set_id = e.hash_set_id
-JOIN signals_signal g ON g.id = e.signal_id
 WHERE m.peer_id = %(peer)s AND o.organisation_id <> %(peer_org)s AND {sql_after_cursor("o")}
   -- A mirror reached through several peers forwards along its oldest path only: the origin
   -- counts this exchange's opinion once.

@@ -25,7 +25,7 @@ from signals.access import MAX_SETS, access_readable_sets
 from signals.feed.positions import Position
 from signals.matching.index import View, shared_index
 from signals.matching.mih import MAX_RADIUS, U64, parse_hex
-from signals.models import HashSet, signal_lookup
+from signals.models import HashSet, entry_lookup
 from signals.types import SIGNAL_TYPES, SignalTypeError, vpdq_frames
 from signals.warninglist import PDQ_MIN_QUALITY
 
@@ -119,15 +119,14 @@ def _check_query(item: Any, by_slug: dict[str, HashSet]) -> Query:
 _SQL_EXACT = f"""
 SELECT q.i, e.id, e.hash_set_id
 FROM unnest(%(values)s::text[]) WITH ORDINALITY AS q(value, i)
-JOIN signals_signal g ON {signal_lookup("g", "%(type)s", "q.value")}
-JOIN signals_setentry e ON e.signal_id = g.id
+JOIN signals_setentry e ON {entry_lookup("e", "%(type)s", "q.value")}
 WHERE e.state = 'active' AND e.hash_set_id = ANY(%(sets)s)
 """  # noqa: S608 - only constants are interpolated
 
 _SQL_ENTRIES = """
-SELECT e.id, e.hash_set_id, g.value, e.labels, e.contributor_count, e.positive_count,
+SELECT e.id, e.hash_set_id, e.value, e.labels, e.contributor_count, e.positive_count,
        e.negative_count, e.investigation_count, e.near_duplicate_of_id, e.state
-FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+FROM signals_setentry e
 WHERE e.id = ANY(%(ids)s)
 """
 
@@ -207,7 +206,7 @@ def _within(a: U64, b: U64, radius: int) -> Any:
 
 
 _SQL_VALUES = """
-SELECT e.id, g.value FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+SELECT e.id, e.value FROM signals_setentry e
 WHERE e.id = ANY(%(ids)s)
 """
 

@@ -1,4 +1,4 @@
-"""The merge: a worker moves a staged batch into signals, entries and contributions.
+"""The merge: a worker moves a staged batch into entries and contributions.
 
 Set-based SQL, one chunk of staged lines per transaction: a crash rolls back the chunk being
 merged and the next worker resumes where the batch says it stopped, so every line is merged
@@ -9,7 +9,7 @@ it again.
 A batch is merged in ``len(batch.parts_merged)`` parts (``HASHX_MERGE_PARTS`` when it was
 published), each a slice of the value space (by the first byte of the value's MD5), merged in
 parallel on its own connection and keeping its own progress. Parts never share a value, so
-they never share a signal, an entry or a contribution. A part holds the (set, slot) locks of
+they never share an entry or a contribution. A part holds the (set, slot) locks of
 its values (``signals.feed.locks``) while it writes the set's entries.
 """
 
@@ -28,19 +28,19 @@ from exchange.enqueue import enqueue_on_commit
 from signals.feed.locks import advisory_key, held_keys, in_part, lock_slots, part_slots
 from signals.feed.positions import NEW_POSITION
 from signals.feed.wakeups import wake
-from signals.models import SIGNAL_CONFLICT, WRITE_CONTRIBUTOR, Batch, signal_lookup
+from signals.models import ENTRY_CONFLICT, WRITE_CONTRIBUTOR, Batch, entry_lookup
 
 CHUNK = 100_000
 
 
-# Hash and merge joins would read a whole table (every signal, every entry) for a chunk of
-# 100,000 rows; every join of the merge is "a chunk row probes an index", so nested loops are
-# forced. The chunk is sorted by (type, value) for DISTINCT ON and in memory. Nor may a join
-# materialize a set's entries: for a set the statistics still think empty (its first large
-# batch), the planner read them all into memory and filtered them once per chunk row (a chunk
-# of 100,000 into a set of 100,000 ran for ten minutes); the entry is probed by (set, signal).
-# For every writer that joins a chunk of rows to the signals and a set's entries (the mirror
-# of a peer's set too: federation.actions.apply), for the rest of its transaction.
+# Hash and merge joins would read a whole table (every entry) for a chunk of 100,000 rows;
+# every join of the merge is "a chunk row probes an index", so nested loops are forced. The
+# chunk is sorted by (type, value) for DISTINCT ON and in memory. Nor may a join materialize a
+# set's entries: for a set the statistics still think empty (its first large batch), the
+# planner read them all into memory and filtered them once per chunk row (a chunk of 100,000
+# into a set of 100,000 ran for ten minutes); the entry is probed by (type, key, set). For
+# every writer that joins a chunk of rows to a set's entries (the mirror of a peer's set too:
+# federation.actions.apply), for the rest of its transaction.
 PROBE_ONLY = """
 SET LOCAL enable_hashjoin = off;
 SET LOCAL enable_mergejoin = off;
@@ -48,17 +48,16 @@ SET LOCAL enable_material = off;
 """
 _SQL_SETUP = PROBE_ONLY + "SET LOCAL work_mem = '128MB';"
 
-# The chunk: one row per distinct signal (the first line wins), with what exists of it (signal,
-# this set's entry, this organisation's contribution) probed in one pass, and ids drawn for what
-# does not exist yet, so the inserts below need neither RETURNING nor a join. The organisation's
-# contribution is the entry's implied one (``SetEntry.contributor``, no row to probe for) or its
-# row; ``contributed`` says it has either.
+# The chunk: one row per distinct signal (the first line wins), with what exists of it (this
+# set's entry, this organisation's contribution) probed in one pass (one probe of the entries'
+# unique index per line), and ids drawn for new entries, so the inserts below need neither
+# RETURNING nor a join. The organisation's contribution is the entry's implied one
+# (``SetEntry.contributor``, no row to probe for) or its row; ``contributed`` says it has
+# either.
 _SQL_CHUNK = f"""
 DROP TABLE IF EXISTS merge_chunk;
 CREATE TEMP TABLE merge_chunk ON COMMIT DROP AS
 SELECT s.type, s.value, s.labels, s.quality, s.expires_at,
-       g.id IS NULL AS new_signal,
-       CASE WHEN g.id IS NULL THEN nextval(%(signal_seq)s::regclass) ELSE g.id END AS signal_id,
        e.id IS NULL AS new_entry,
        CASE WHEN e.id IS NULL THEN nextval(%(entry_seq)s::regclass) ELSE e.id END AS entry_id,
        e.state AS entry_state, e.labels AS entry_labels, e.expires_at AS entry_expires_at,
@@ -73,44 +72,34 @@ FROM (
     WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s AND {{part}}
     ORDER BY type, value, line
 ) s
-LEFT JOIN signals_signal g ON {signal_lookup("g", "s.type", "s.value")}
-LEFT JOIN signals_setentry e ON e.hash_set_id = %(set)s AND e.signal_id = g.id
+LEFT JOIN signals_setentry e
+    ON {entry_lookup("e", "s.type", "s.value")} AND e.hash_set_id = %(set)s
 -- No probe (a NULL key) where the contribution is the entry's implied one.
 LEFT JOIN signals_contribution k ON k.organisation_id = %(org)s
     AND k.entry_id = CASE WHEN e.contributor_id = %(org)s THEN NULL ELSE e.id END
 ORDER BY s.type, s.value
 """  # noqa: S608 - only constants are interpolated
 
-_SQL_NEW_SIGNALS = """
-INSERT INTO signals_signal (id, type, value)
-SELECT signal_id, type, value FROM merge_chunk WHERE new_signal ORDER BY signal_id
-"""
-
-# Another merge (into another set) committed some of the same new values after the chunk was
-# probed: insert what is still missing and point the chunk at the signals that won. A value
-# that is in neither (its MD5 is another value's of its type: only a forged pair can do that)
-# is dropped from the chunk, never linked to a signal that does not exist.
-_SQL_NEW_SIGNALS_RACED = f"""
-INSERT INTO signals_signal (id, type, value)
-SELECT signal_id, type, value FROM merge_chunk WHERE new_signal ORDER BY signal_id
-ON CONFLICT {SIGNAL_CONFLICT} DO NOTHING;
-UPDATE merge_chunk c SET signal_id = g.id
-FROM signals_signal g
-WHERE c.new_signal AND {signal_lookup("g", "c.type", "c.value")} AND g.id <> c.signal_id;
-DELETE FROM merge_chunk c
-WHERE c.new_signal AND NOT EXISTS (SELECT 1 FROM signals_signal g WHERE g.id = c.signal_id);
-"""  # noqa: S608 - only constants are interpolated
-
-# The set is locked and its entries were probed under the lock: none of these exists. The
-# organisation's contribution is implied (``contributor``), not a row.
+# The set is locked and its entries were probed under the lock: none of these exists, unless two
+# long values of the chunk, or one and an entry's, share an MD5 (only a forged pair does):
+# then _SQL_NEW_ENTRIES_COLLIDED. The organisation's contribution is implied (``contributor``),
+# not a row.
 _SQL_NEW_ENTRIES = """
-INSERT INTO signals_setentry (id, hash_set_id, signal_id, state, labels, quality,
+INSERT INTO signals_setentry (id, hash_set_id, type, value, state, labels, quality,
     contributor_count, contributor_names, contributor_id, positive_count, negative_count,
     investigation_count, first_seen, updated_at, expires_at)
-SELECT entry_id, %(set)s, signal_id, 'active', labels, quality, 1, ARRAY[%(org_slug)s::varchar],
-    %(org)s, 0, 0, 0, %(now)s, %(now)s, expires_at
+SELECT entry_id, %(set)s, type, value, 'active', labels, quality, 1,
+    ARRAY[%(org_slug)s::varchar], %(org)s, 0, 0, 0, %(now)s, %(now)s, expires_at
 FROM merge_chunk WHERE new_entry ORDER BY entry_id
 """
+
+# A value whose key (its MD5) another value of its type in the set already holds is dropped
+# from the chunk (counted a duplicate), never taken for that other value.
+_SQL_NEW_ENTRIES_COLLIDED = f"""
+{_SQL_NEW_ENTRIES} ON CONFLICT {ENTRY_CONFLICT} DO NOTHING;
+DELETE FROM merge_chunk c
+WHERE c.new_entry AND NOT EXISTS (SELECT 1 FROM signals_setentry e WHERE e.id = c.entry_id);
+"""  # noqa: S608 - only constants are interpolated
 
 # When the organisation's contribution changes: revived, relabelled, or last seen more than a
 # day ago (re-publishing the same list daily refreshes last_seen without rewriting a million rows
@@ -130,12 +119,12 @@ _SQL_WRITE_CONTRIBUTORS = WRITE_CONTRIBUTOR.format(entries=_CONTRIBUTORS_TO_WRIT
 
 # What the statements below have to write, read in one pass over the chunk so that those with
 # nothing to write are not run (a chunk of duplicates scanned it once per statement for
-# nothing): new signals, new entries (and the id range of the new PDQ ones), and whether any
+# nothing): new entries (and the id range of the new PDQ ones), and whether any
 # existing entry may change: a superset of the rows of _SQL_WRITE_CONTRIBUTORS,
 # _SQL_CHANGED_ENTRIES, _SQL_NEW_CONTRIBUTIONS and _SQL_CHANGED_CONTRIBUTIONS (an entry that
 # expires at all may get a later expiry).
 _SQL_SUMMARY = f"""
-SELECT bool_or(new_signal), bool_or(new_entry),
+SELECT bool_or(new_entry),
     min(entry_id) FILTER (WHERE new_entry AND type IN ('pdq', 'vpdq')),
     max(entry_id) FILTER (WHERE new_entry AND type IN ('pdq', 'vpdq')),
     coalesce(bool_or(NOT new_entry AND (
@@ -212,29 +201,30 @@ _SEQUENCES: dict[str, str] | None = None
 
 
 def _sequences(cursor: Any) -> dict[str, str]:
-    """The id sequences the chunk draws from (looked up once per process)."""
+    """The id sequence the chunk draws from (looked up once per process)."""
     global _SEQUENCES
     sequences = _SEQUENCES
     if sequences is None:
-        cursor.execute(
-            "SELECT pg_get_serial_sequence('signals_signal', 'id'),"
-            " pg_get_serial_sequence('signals_setentry', 'id')"
-        )
-        signal_seq, entry_seq = cursor.fetchone()
+        cursor.execute("SELECT pg_get_serial_sequence('signals_setentry', 'id')")
         # Built whole, then published in one assignment: part threads look it up at the same
         # time, and one must never see it half filled.
-        sequences = _SEQUENCES = {"signal_seq": signal_seq, "entry_seq": entry_seq}
+        sequences = _SEQUENCES = {"entry_seq": cursor.fetchone()[0]}
     return sequences
 
 
-def _insert_new_signals(cursor: Any) -> None:
-    cursor.execute("SAVEPOINT merge_signals")
+def _insert_new_entries(cursor: Any, params: dict[str, Any]) -> int:
+    """Insert the chunk's new entries; returns how many."""
+    cursor.execute("SAVEPOINT merge_entries")
     try:
-        cursor.execute(_SQL_NEW_SIGNALS)
+        cursor.execute(_SQL_NEW_ENTRIES, params)
+        new = cursor.rowcount
     except IntegrityError:
-        cursor.execute("ROLLBACK TO SAVEPOINT merge_signals")
-        cursor.execute(_SQL_NEW_SIGNALS_RACED)
-    cursor.execute("RELEASE SAVEPOINT merge_signals")
+        cursor.execute("ROLLBACK TO SAVEPOINT merge_entries")
+        cursor.execute(_SQL_NEW_ENTRIES_COLLIDED, params)
+        cursor.execute("SELECT count(*) FROM merge_chunk WHERE new_entry")
+        new = cursor.fetchone()[0]
+    cursor.execute("RELEASE SAVEPOINT merge_entries")
+    return new
 
 
 def _merge_chunk(
@@ -249,13 +239,10 @@ def _merge_chunk(
     cursor.execute(_SQL_SETUP)
     cursor.execute(_SQL_CHUNK.format(part=where), params)
     cursor.execute(_SQL_SUMMARY, params)
-    new_signals, new_entries, first, last, changes = cursor.fetchone()
-    if new_signals:
-        _insert_new_signals(cursor)
+    new_entries, first, last, changes = cursor.fetchone()
     new = updated = 0
     if new_entries:
-        cursor.execute(_SQL_NEW_ENTRIES, params)
-        new = cursor.rowcount
+        new = _insert_new_entries(cursor, params)
     if changes:
         cursor.execute(_SQL_WRITE_CONTRIBUTORS, params)
         cursor.execute(_SQL_CHANGED_ENTRIES, params)

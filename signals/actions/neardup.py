@@ -32,15 +32,15 @@ SEARCH_SLICE = 20_000
 # A chunk's new entries: the set's part is locked while a chunk merges, so the set's entries of
 # that part with ids in the chunk's range are the chunk's.
 _SQL_RANGE = """
-SELECT e.id, g.value, g.type
-FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE e.id BETWEEN %s AND %s AND e.hash_set_id = %s AND g.type IN ('pdq', 'vpdq') AND {part}
+SELECT e.id, e.value, e.type
+FROM signals_setentry e
+WHERE e.id BETWEEN %s AND %s AND e.hash_set_id = %s AND e.type IN ('pdq', 'vpdq') AND {part}
 ORDER BY e.id
 """
 
 _SQL_HAD_PDQ = """
-SELECT 1 FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
-WHERE e.hash_set_id = %s AND e.id < %s AND g.type IN ('pdq', 'vpdq')
+SELECT 1 FROM signals_setentry e
+WHERE e.hash_set_id = %s AND e.id < %s AND e.type IN ('pdq', 'vpdq')
 LIMIT 1
 """
 
@@ -152,7 +152,7 @@ def _link_batch(batch_id: str, view_of: Callable[[], View]) -> Batch | None:
             first_load = cursor.fetchone() is None
             nearest: dict[int, tuple[int, int]] = {}
             if not first_load:
-                where = in_part("g.value", parts, part)
+                where = in_part("e.value", parts, part)
                 cursor.execute(_SQL_RANGE.format(part=where), [first, last, batch.hash_set_id])
                 new = cursor.fetchall()
                 threshold = batch.hash_set.pdq_threshold

@@ -10,7 +10,7 @@ the merge's path)."""
 from django.db import connection
 
 # What a merge writes, and every read of the feed joins.
-TABLES = ("signals_signal", "signals_setentry", "signals_contribution")
+TABLES = ("signals_setentry", "signals_contribution")
 # Analyzed once this many rows changed since the last analysis, and more than the table's
 # live rows divided by ``_SHARE`` (autovacuum's own threshold is a tenth of them, plus 50).
 _AT_LEAST = 1000

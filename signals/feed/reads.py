@@ -56,8 +56,8 @@ logger = logging.getLogger(__name__)
 # names appear only where the set names its contributors. ``{state}``: the entry's state as
 # this reader is told it (``_STATE_FOR_READER``).
 _RECORD_AS = """concat(
-    '{"entry":', e.id, ',"set":', to_json(h.slug), ',"type":', to_json(g.type),
-    ',"value":', to_json(g.value), ',"state":"', {state}, '","labels":', to_json(e.labels),
+    '{"entry":', e.id, ',"set":', to_json(h.slug), ',"type":', to_json(e.type),
+    ',"value":', to_json(e.value), ',"state":"', {state}, '","labels":', to_json(e.labels),
     ',"contributors":', e.contributor_count,
     ',"opinions":{"positive":', e.positive_count, ',"negative":', e.negative_count,
     ',"investigation_seed":', e.investigation_count,
@@ -258,7 +258,6 @@ CROSS JOIN LATERAL (
       AND {condition}
     ORDER BY x.position_xid, x.position_seq LIMIT %(limit)s
 ) e
-JOIN signals_signal g ON g.id = e.signal_id
 JOIN signals_hashset h ON h.id = e.hash_set_id
 ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
 """  # noqa: S608 - only constants are interpolated
@@ -270,7 +269,7 @@ ORDER BY e.position_xid, e.position_seq LIMIT %(limit)s
 # back without its record, unrendered, so that the page knows it was cut.
 PAGE_BYTES = 8 << 20
 _PAGE_COLUMNS_FOR_READER = f"""e.hash_set_id, e.position_xid::text, e.position_seq,
-    CASE WHEN coalesce(sum(octet_length(g.value)) OVER (
+    CASE WHEN coalesce(sum(octet_length(e.value)) OVER (
         ORDER BY e.position_xid, e.position_seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
     ), 0) < %(page_bytes)s THEN {_RECORD_FOR_READER} END"""
 
@@ -339,7 +338,6 @@ def rendered_since(
 _SQL_RENDERED_ENTRIES = f"""
 SELECT {_RENDERED_COLUMNS}
 FROM signals_setentry e
-JOIN signals_signal g ON g.id = e.signal_id
 JOIN signals_hashset h ON h.id = e.hash_set_id
 WHERE e.hash_set_id = %(set)s AND e.id = ANY(%(entries)s::bigint[])
   AND e.position_xid < %(horizon)s::text::xid8
@@ -374,7 +372,6 @@ _SQL_STREAM = f"""
 COPY (
     SELECT e.hash_set_id, e.position_xid, e.position_seq, {_RECORD_FOR_READER}
     FROM signals_setentry e
-    JOIN signals_signal g ON g.id = e.signal_id
     JOIN signals_hashset h ON h.id = e.hash_set_id
     WHERE {{sets}} AND {sql_after_cursor()} AND {sql_for_reader()}
     ORDER BY e.position_xid, e.position_seq
@@ -601,7 +598,7 @@ def stream_snapshot(hash_set: Any, result: Streamed, *, peer: str = "") -> Itera
 _SQL_SNAPSHOT = f"""
 COPY (
     SELECT {_RECORD}
-    FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+    FROM signals_setentry e
     JOIN signals_hashset h ON h.id = e.hash_set_id
     WHERE e.hash_set_id = %(set)s AND e.state = 'active' AND {sql_for_reader()}
       AND NOT (%(peer)s::varchar = ANY(e.via))
@@ -640,25 +637,25 @@ def check_cursor(after: Position) -> None:
 # a burst of ingest: 4.2 s of a 200,000-entry burst's 4.7 s). The redundant ``position_xid >=``
 # is a range the planner can estimate: without it, the row comparison's default selectivity
 # made it scan the whole table (0.29 s at 2.4M entries for 10 changes).
-# The PDQ hashes of a PDQ or vPDQ signal ``g`` of entry ``e``, as (set id, hash) rows: a PDQ
+# The PDQ hashes of a PDQ or vPDQ entry ``e``, as (set id, hash) rows: a PDQ
 # entry's one hash under its set; a video's frames (each distinct hash of quality >= 50 once)
 # under its set's id negated, so that image and video queries tell them apart in one index.
 SQL_INDEXED_HASHES = f"""
 CROSS JOIN LATERAL (
-    SELECT e.hash_set_id AS set_id, g.value AS hash WHERE g.type = 'pdq'
+    SELECT e.hash_set_id AS set_id, e.value AS hash WHERE e.type = 'pdq'
     UNION ALL
     SELECT DISTINCT -e.hash_set_id, split_part(frame, ',', 1)
     FROM json_array_elements_text(
-        CASE WHEN g.type = 'vpdq' THEN g.value ELSE '[]' END::json) AS frame
+        CASE WHEN e.type = 'vpdq' THEN e.value ELSE '[]' END::json) AS frame
     WHERE split_part(frame, ',', 2)::int >= {PDQ_MIN_QUALITY}
 ) f"""  # noqa: S608 - only constants are interpolated
 
 _SQL_PDQ_CHANGES_TO_HORIZON = f"""
 SELECT e.id, f.set_id, f.hash, e.state
-FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+FROM signals_setentry e
 {SQL_INDEXED_HASHES}
 WHERE {sql_after_cursor()} AND e.position_xid >= %(xid)s::text::xid8
-  AND g.type IN ('pdq', 'vpdq')
+  AND e.type IN ('pdq', 'vpdq')
 """  # noqa: S608 - only constants are interpolated
 
 
@@ -725,7 +722,6 @@ GROUP BY 1 ORDER BY 1
 _SQL_RENDERED_MONTH = f"""
 SELECT {_RENDERED_COLUMNS}
 FROM signals_setentry e
-JOIN signals_signal g ON g.id = e.signal_id
 JOIN signals_hashset h ON h.id = e.hash_set_id
 WHERE e.hash_set_id = %(set)s AND e.position_xid < %(horizon)s::text::xid8
   AND e.first_seen >= %(start)s

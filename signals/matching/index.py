@@ -429,9 +429,9 @@ def _no_delta() -> tuple[I64, I32, U64]:
 
 _SQL_ACTIVE_PDQ = f"""
 SELECT e.id, f.set_id, f.hash
-FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id
+FROM signals_setentry e
 {SQL_INDEXED_HASHES}
-WHERE g.type IN ('pdq', 'vpdq') AND e.state = 'active'
+WHERE e.type IN ('pdq', 'vpdq') AND e.state = 'active'
 ORDER BY e.id
 """  # noqa: S608 - only constants are interpolated
 

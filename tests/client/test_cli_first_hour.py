@@ -175,7 +175,7 @@ def test_match_names_the_file_each_match_came_from(cli, tmp_path):
     answer = json.loads(cli("publish", "--set", "acme-csam", "-", "--no-wait", "--json",
                             stdin=f"md5 {value}\n").stdout)["answer"]  # fmt: skip
     do_merge_batch(answer["batch"])
-    assert SetEntry.objects.filter(signal__value=value).exists()
+    assert SetEntry.objects.filter(value=value).exists()
     text = cli("match", str(known), str(unknown)).stdout.splitlines()
     assert text[0].split() == ["SOURCE", "TYPE", "SET", "ENTRY", "DISTANCE", "LABELS"]
     assert text[1].split()[:3] == [str(known), "md5", "acme-csam"]

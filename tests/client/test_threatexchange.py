@@ -166,7 +166,7 @@ def test_an_opinion_given_with_the_cli_reaches_the_exchange(exchange, owner, tx,
 
     opinion = Opinion.objects.get(organisation=subscriber.org)
     assert (opinion.category, opinion.tags) == ("positive", ["seen-elsewhere"])
-    assert SetEntry.objects.get(signal__value=HASHES[0]).positive_count == 1
+    assert SetEntry.objects.get(value=HASHES[0]).positive_count == 1
 
 
 def test_the_cli_says_how_to_give_the_key(exchange, tx, tmp_path, key_file):
@@ -437,7 +437,7 @@ def test_sha1_domain_and_url_signals_reach_the_cli(exchange, owner, tx, tmp_path
 
     tx("label", "-H", "sha1", "-l", "seen", "acme", "photo", "--", sha1)
     opinion = Opinion.objects.get(organisation=subscriber.org)
-    assert opinion.entry.signal.value == sha1
+    assert opinion.entry.value == sha1
 
     # Retracted, they leave as the others do.
     owner.retract("acme-csam", [{"type": s["type"], "value": s["value"]} for s in signals])

@@ -532,10 +532,9 @@ def test_a_worker_killed_mid_link_has_its_batch_linked_by_beat_within_30_s(priva
 
     eventually(linked, timeout=RESUMED_WITHIN, interval=0.25, what="the batch linked")
     links = private.sql(
-        "SELECT g.value, o.value, e.near_duplicate_distance FROM signals_setentry e"
-        " JOIN signals_signal g ON g.id = e.signal_id"
+        "SELECT e.value, n.value, e.near_duplicate_distance FROM signals_setentry e"
         " JOIN signals_setentry n ON n.id = e.near_duplicate_of_id"
-        " JOIN signals_signal o ON o.id = n.signal_id ORDER BY e.near_duplicate_distance"
+        " ORDER BY e.near_duplicate_distance"
     )
     assert links == [(variants[0], FAR[80], 5), (variants[1], FAR[81], 7)]
     assert private.sql("SELECT link_ranges::text FROM signals_batch WHERE id = %s", second) == [

@@ -23,7 +23,7 @@ from exchange import run
 from exchange.embedded import free_port
 from hashx.client import Client
 from hashx.keys import public_pem, raw_public_bytes
-from signals.models import signal_lookup
+from signals.models import entry_lookup
 from signals.types import SIGNAL_TYPES
 from tests.helpers import eventually, stop
 
@@ -213,14 +213,14 @@ class Exchange:
 
     def active_entries(self, values: list[str]) -> dict[str, int]:
         """Active entries holding each of ``values``, in all sets (absent: none). Probed through
-        the signals' unique (type, key) index: by value alone, Postgres read every signal (a
-        second a probe at a million, which bench/federation.py took for push-assist lag)."""
+        the (type, key) prefix of the entries' unique index: by value alone, Postgres read every
+        entry (a second a probe at a million, which bench/federation.py took for push-assist
+        lag)."""
         rows = self.sql(
-            "SELECT g.value, count(*) FROM unnest(%s::text[]) AS v(value)"
+            "SELECT e.value, count(*) FROM unnest(%s::text[]) AS v(value)"
             " CROSS JOIN unnest(%s::text[]) AS t(type)"
-            f" JOIN signals_signal g ON {signal_lookup('g', 't.type', 'v.value')}"
-            " JOIN signals_setentry e ON e.signal_id = g.id"
-            " WHERE e.state = 'active' GROUP BY g.value",
+            f" JOIN signals_setentry e ON {entry_lookup('e', 't.type', 'v.value')}"
+            " WHERE e.state = 'active' GROUP BY e.value",
             [values, list(SIGNAL_TYPES)],
         )
         return dict(rows)

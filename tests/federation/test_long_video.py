@@ -38,7 +38,7 @@ def test_a_long_video_is_mirrored_unchanged_by_a_peer_and_matched_there(pair) ->
     pulled = b.pull("a")
 
     assert "a/videos: 2 applied (2 new, 0 tombstones), 0 refused" in pulled.stdout, pulled.stdout
-    stored = b.sql("SELECT value FROM signals_signal WHERE type = 'vpdq'")
+    stored = b.sql("SELECT value FROM signals_setentry WHERE type = 'vpdq'")
     assert sorted(value for (value,) in stored) == sorted([TEN_MINUTES, AN_HOUR])
     changes = globex.changes(sets=["a--videos"])["changes"]
     assert sorted(c["value"] for c in changes) == sorted([TEN_MINUTES, AN_HOUR])

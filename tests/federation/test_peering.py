@@ -204,7 +204,7 @@ def test_a_peer_sending_malformed_oversized_and_forbidden_entries_gets_only_the_
     assert report.sets["their-set"]["refusals"] == {
         "line longer than 1 MiB": 1, "not JSON": 1, "path holds this exchange (an echo)": 1,
     }  # fmt: skip
-    assert set(SetEntry.objects.values_list("signal__value", flat=True)) == set(good)
+    assert set(SetEntry.objects.values_list("value", flat=True)) == set(good)
     assert MirroredSet.objects.get().cursor == "c2"
     changes_request = hostile_peer.received[2]
     assert changes_request.path == "/api/v1/changes?sets=their-set"
@@ -228,7 +228,7 @@ def test_a_feed_cut_short_keeps_the_pages_before_the_cut_and_says_so(peer, peer_
     report = do_pull_peer(peer_link.pk, force=True)
 
     assert report.error == "their-set: the feed stream ended before its end line"
-    assert set(SetEntry.objects.values_list("signal__value", flat=True)) == {*first, *second}
+    assert set(SetEntry.objects.values_list("value", flat=True)) == {*first, *second}
     assert MirroredSet.objects.get().cursor == "c2"
     peer_link.refresh_from_db()
     assert (peer_link.state, peer_link.failures) == ("active", 1)

@@ -140,7 +140,7 @@ def test_the_pulling_side_refuses_what_should_not_have_been_sent_and_applies_the
         "not an object": 1,
     }  # fmt: skip
     entry = SetEntry.objects.get(hash_set=mirror.hash_set)
-    assert (entry.signal.value, entry.hops_left, entry.path) == (good, 2, [THIRD, OTHER])
+    assert (entry.value, entry.hops_left, entry.path) == (good, 2, [THIRD, OTHER])
     assert (entry.origin_set, entry.origin_entry) == ("their-set", 7)
     assert entry.contributor_names == [f"acme@{THIRD}"]
     mirror.refresh_from_db()
@@ -182,7 +182,7 @@ def test_a_tombstone_travels_and_an_unknown_one_is_nothing(mirror, own_id):
     )  # fmt: skip
 
     assert (outcome.applied, outcome.tombstoned) == (1, 1)
-    states = dict(SetEntry.objects.values_list("signal__value", "state"))
+    states = dict(SetEntry.objects.values_list("value", "state"))
     assert states == {kept: "active", gone: "tombstone"}
 
 
@@ -195,7 +195,7 @@ def test_a_resync_ends_with_exactly_the_origin_active_entries(mirror, own_id):
         resync.add([change(stays, path=[OTHER]), change(new, path=[OTHER])])
         outcome = resync.finish("snap")
 
-    active = set(SetEntry.objects.filter(state="active").values_list("signal__value", flat=True))
+    active = set(SetEntry.objects.filter(state="active").values_list("value", flat=True))
     assert active == {stays, new}
     assert outcome.tombstoned == 1
     mirror.refresh_from_db()
@@ -215,7 +215,7 @@ def test_a_resync_cut_short_loses_nothing_and_the_next_one_ends_exact(mirror, ow
         raise ConnectionError("the peer went away before the snapshot's end")
 
     # Each chunk was applied; nothing was tombstoned, the cursor did not move.
-    states = dict(SetEntry.objects.values_list("signal__value", "state"))
+    states = dict(SetEntry.objects.values_list("value", "state"))
     assert states == {stays: "active", stale: "active", new: "active"}
     mirror.refresh_from_db()
     assert (mirror.cursor, mirror.resyncs) == ("c1", 0)
@@ -225,7 +225,7 @@ def test_a_resync_cut_short_loses_nothing_and_the_next_one_ends_exact(mirror, ow
         resync.add(snapshot[:1])
         outcome = resync.finish("snap")
 
-    states = dict(SetEntry.objects.values_list("signal__value", "state"))
+    states = dict(SetEntry.objects.values_list("value", "state"))
     assert states == {stays: "active", stale: "tombstone", new: "active"}
     assert outcome.tombstoned == 1 and not ResyncSeen.objects.exists()
 

@@ -149,8 +149,7 @@ def test_a_retraction_at_a_is_gone_from_b_and_c(ring: Ring) -> None:
     for exchange in (ring.a, ring.b, ring.c):
         assert exchange.active_entries(SHARED) == dict.fromkeys(SHARED[1:], 1), exchange.name
     states = ring.c.sql(
-        "SELECT e.state FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id"
-        " WHERE g.value = %s",
+        "SELECT e.state FROM signals_setentry e WHERE e.value = %s",
         [SHARED[0]],
     )
     assert states == [("tombstone",)]
@@ -219,19 +218,28 @@ def _mirror_count(exchange: Exchange, slug: str) -> int:
 
 def test_a_pull_killed_midway_resumes_with_nothing_lost_or_doubled(ring: Ring) -> None:
     ring.acme.create_set("bulk", "Bulk", tlp="green", distribution="federated")
+    ring.b.pull("a")  # the mirror set, empty
     values = md5s(6_000)
     ring.publish("bulk", values)
     # A value the second checkpoint of A's feed brings (A checkpoints every 5,000 changes): B
     # holds it in an open transaction, so the pull applies the first checkpoint, then waits.
     (held,) = ring.a.sql(
-        "SELECT g.value FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id"
+        "SELECT e.value FROM signals_setentry e"
         " JOIN signals_hashset h ON h.id = e.hash_set_id WHERE h.slug = 'bulk'"
         " ORDER BY e.position_xid, e.position_seq OFFSET 5500 LIMIT 1"
     )[0]
     blocker = psycopg2.connect(ring.b.database_url)
     try:
         with blocker.cursor() as cursor:
-            cursor.execute("INSERT INTO signals_signal (type, value) VALUES ('md5', %s)", [held])
+            cursor.execute(
+                "INSERT INTO signals_setentry (hash_set_id, type, value, state, labels,"
+                " contributor_count, contributor_names, positive_count, negative_count,"
+                " investigation_count, first_seen, updated_at)"
+                " SELECT h.id, 'md5', %s, 'active', '{}', 0, '{}', 0, 0, 0, now(), now()"
+                " FROM signals_hashset h WHERE h.slug = 'a--bulk'",
+                [held],
+            )
+            assert cursor.rowcount == 1
         pull = ring.b.popen_manage("pull_peers", "a")
 
         def waiting_on_the_blocker() -> bool:
@@ -333,8 +341,7 @@ def test_a_set_reached_from_its_origin_and_through_b_is_one_mirror_at_c(ring: Ri
     )
     assert (paths, mirrors) == (2, 1)
     ((via,),) = ring.c.sql(
-        "SELECT e.via FROM signals_setentry e JOIN signals_signal g ON g.id = e.signal_id"
-        " WHERE g.value = %s",
+        "SELECT e.via FROM signals_setentry e WHERE e.value = %s",
         [values[0]],
     )
     assert sorted(via) == sorted([ring.ids["a"], ring.ids["b"]])

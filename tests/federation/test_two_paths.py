@@ -64,7 +64,7 @@ def _page(mirror: MirroredSet, values: list[str], *, state: str = "active") -> N
 
 def _states() -> dict[str, tuple[str, list[str]]]:
     return {v: (s, sorted(via)) for v, s, via in
-            SetEntry.objects.values_list("signal__value", "state", "via")}  # fmt: skip
+            SetEntry.objects.values_list("value", "state", "via")}  # fmt: skip
 
 
 def test_the_same_origin_set_through_two_peers_is_one_mirror_and_one_entry_per_value(paths):

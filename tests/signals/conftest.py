@@ -87,7 +87,7 @@ def pdq(n, **extra):
 
 def entry(n):
     """The set entry of ``PDQ[n]`` (in the one set a test publishes it to)."""
-    return SetEntry.objects.get(signal__value=PDQ[n])
+    return SetEntry.objects.get(value=PDQ[n])
 
 
 def cut(subscription_id):

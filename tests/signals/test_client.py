@@ -62,9 +62,9 @@ def test_threatexchange_format_retract_and_opinion(cli, tmp_path):
         "retracted 1, of which 1 are now tombstones"
         in cli("retract", "--set", "acme-csam", "--value", PDQ[1]).stdout
     )
-    states = dict(SetEntry.objects.values_list("signal__value", "state"))
+    states = dict(SetEntry.objects.values_list("value", "state"))
     assert states[PDQ[1]] == "tombstone" and states[PDQ[0]] == "active"
-    assert SetEntry.objects.get(signal__value=PDQ[0]).negative_count == 1
+    assert SetEntry.objects.get(value=PDQ[0]).negative_count == 1
 
 
 def test_publishing_to_a_missing_set_fails_with_the_servers_reason(cli, tmp_path):

@@ -336,7 +336,7 @@ def test_a_cursor_older_than_purged_tombstones_is_410(publisher, subscriber, sha
     assert do_purge_tombstones() == 0  # not old enough yet
     with time_machine.travel(timezone.now() + timezone.timedelta(days=91)):
         assert do_purge_tombstones() == 1
-    assert list(SetEntry.objects.values_list("signal__value", flat=True)) == [PDQ[1]]
+    assert list(SetEntry.objects.values_list("value", flat=True)) == [PDQ[1]]
     # pdq(0)'s contribution (written as a row to be retracted) went with it; pdq(1)'s is its
     # entry's implied one.
     assert not Contribution.objects.exists()
@@ -389,13 +389,13 @@ def test_purging_tombstones_waits_for_the_set_lock_a_merge_holds(publisher, shar
                 return cursor.fetchone()[0]
 
         eventually(purge_waits, timeout=10, interval=0.01, what="the purge waiting for the slot")
-        assert SetEntry.objects.filter(signal__value=PDQ[0]).exists()
+        assert SetEntry.objects.filter(value=PDQ[0]).exists()
         merge.commit()
         purger.join(timeout=10)
     finally:
         merge.close()
     assert purged == [1]
-    assert list(SetEntry.objects.values_list("signal__value", flat=True)) == [PDQ[1]]
+    assert list(SetEntry.objects.values_list("value", flat=True)) == [PDQ[1]]
 
 
 def test_the_stream_carries_backslashes_quotes_and_unicode_intact(

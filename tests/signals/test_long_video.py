@@ -8,7 +8,7 @@ import json
 import pytest
 
 from signals.feed import reads
-from signals.models import SetEntry, Signal
+from signals.models import SetEntry
 from signals.types import MAX_VPDQ_FRAMES
 from tests.helpers import assert_problem, long_video
 from tests.signals.conftest import merged, publish
@@ -72,9 +72,9 @@ def test_the_same_long_video_published_twice_is_one_entry(publisher, subscriber,
     assert respelled != AN_HOUR
     batch = merged(publish(subscriber, "acme-csam", videos(respelled, AN_HOUR)))
     assert (batch.new, batch.duplicate, batch.updated) == (0, 1, 1)
-    entry = SetEntry.objects.select_related("signal").get(hash_set=shared_set)
-    assert entry.signal.value == AN_HOUR and entry.contributor_count == 2
-    assert Signal.objects.filter(type="vpdq").count() == 1
+    entry = SetEntry.objects.get(hash_set=shared_set)
+    assert entry.value == AN_HOUR and entry.contributor_count == 2
+    assert SetEntry.objects.filter(type="vpdq").count() == 1
 
 
 def test_a_video_over_an_hour_is_refused_naming_the_bound_and_the_rest_is_kept(
@@ -89,7 +89,7 @@ def test_a_video_over_an_hour_is_refused_naming_the_bound_and_the_rest_is_kept(
         {"index": 0, "reason": f"vpdq: {BOUND}, got {MAX_VPDQ_FRAMES + 1}"}
     ]
     assert merged(answer).new == 1
-    assert SetEntry.objects.get(hash_set=shared_set).signal.value == TEN_MINUTES
+    assert SetEntry.objects.get(hash_set=shared_set).value == TEN_MINUTES
     # All or nothing: a 400 problem naming the bound, nothing staged.
     refused = publish(publisher, "acme-csam", videos(TEN_MINUTES, too_long), atomic=True)
     problem = assert_problem(refused, 400, "validation")

@@ -22,7 +22,7 @@ def signals(*values):
 
 
 def entry_of(value):
-    return SetEntry.objects.get(signal__type="pdq", signal__value=value)
+    return SetEntry.objects.get(type="pdq", value=value)
 
 
 def test_a_new_hash_near_an_existing_entry_is_counted_and_linked_to_the_nearest(

@@ -174,8 +174,8 @@ def test_ndjson_lines_are_numbered_as_sent_whatever_their_shape(publisher, csam_
     ]
     merged = do_merge(answer)
     assert merged.new == 3
-    assert SetEntry.objects.get(signal__value=PDQ[1]).signal.value == PDQ[1].lower()
-    assert SetEntry.objects.get(signal__value=PDQ[2]).labels == ["csam"]
+    assert SetEntry.objects.get(value=PDQ[1]).value == PDQ[1].lower()
+    assert SetEntry.objects.get(value=PDQ[2]).labels == ["csam"]
     body = json.dumps({"type": "pdq", "value": PDQ[3]}).encode()
     answer = stream(publisher, "md5-only", body, "application/x-ndjson").json()
     assert answer["rejections"] == [
@@ -193,7 +193,7 @@ def test_a_csv_upload_with_labels_and_quality(publisher, csam_set):
     assert (answer["accepted"], answer["rejected"]) == (5, 1)
     assert answer["rejections"][0]["line"] == 7
     do_merge(answer)
-    entry = SetEntry.objects.get(hash_set=csam_set, signal__value=PDQ[0])
+    entry = SetEntry.objects.get(hash_set=csam_set, value=PDQ[0])
     assert (entry.labels, entry.quality) == (["csam", "priority"], 90)
 
 
@@ -264,7 +264,7 @@ def test_a_broken_csv_header_is_a_problem_not_a_crash(publisher, csam_set):
 
 def test_a_label_spelled_null_stays_a_label(publisher, csam_set):
     do_merge(publish(publisher, "acme-csam", [pdq(0, labels=["null", "csam"])]).json())
-    assert SetEntry.objects.get(signal__value=PDQ[0]).labels == ["csam", "null"]
+    assert SetEntry.objects.get(value=PDQ[0]).labels == ["csam", "null"]
 
 
 def test_a_value_with_a_nul_byte_is_a_rejected_item(publisher, csam_set):

@@ -7,8 +7,8 @@ from django.db import connection
 
 from exchange.kv import redis_client
 from signals import tasks
-from signals.models import Contribution
 from signals.actions.statistics import TABLES, stale_tables
+from signals.models import Contribution
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,7 +31,7 @@ def last_analyzed(table):
 
 def test_a_bulk_merge_queues_the_analysis_and_it_analyzes_what_it_made_stale(publisher, csam_set):
     values = random_pdq(3000)
-    # A merge of new entries writes signals and entries; an only contributor is written on the
+    # A merge of new entries writes entries; an only contributor is written on the
     # entry, so the same merge again with labels is what writes 3,000 contribution rows.
     for labels in ([], ["csam"]):
         redis_client().delete(f"hashx:queued:{tasks.ANALYZE}")

@@ -29,8 +29,8 @@ def store(tmp_path):
 
 def server_state(hash_set):
     return {
-        (hash_set.slug, e.signal.type, e.signal.value)
-        for e in SetEntry.objects.filter(hash_set=hash_set, state="active").select_related("signal")
+        (hash_set.slug, e.type, e.value)
+        for e in SetEntry.objects.filter(hash_set=hash_set, state="active")
     }
 
 

@@ -237,9 +237,7 @@ def test_a_client_polling_with_next_ends_with_exactly_the_active_set_while_write
     poll()
     active = {o["x_hashx_value"] for o in held.values() if not o.get("revoked")}
     assert active == set(
-        SetEntry.objects.filter(hash_set=shared, state="active").values_list(
-            "signal__value", flat=True
-        )
+        SetEntry.objects.filter(hash_set=shared, state="active").values_list("value", flat=True)
     )
 
 
