@@ -3,10 +3,19 @@ signal, and the table of signals goes. Nothing needs it: every lookup of a value
 goes through the entries' (type, key, set) index, and the resync bookkeeping of federation
 names entries since federation 0005.
 
-Not reversible: the signals would have to be rebuilt from the entries.
+Reversible: unapplied, the signals are rebuilt from the entries' (type, value) and every entry
+points to its own again.
 """
 
-from django.db import migrations
+import django.db.models.deletion
+from django.db import migrations, models
+
+REBUILD_SIGNALS = """
+INSERT INTO signals_signal (type, value)
+SELECT DISTINCT type, value FROM signals_setentry ORDER BY type, value;
+UPDATE signals_setentry e SET signal_id = g.id
+FROM signals_signal g WHERE g.type = e.type AND g.value = e.value;
+"""
 
 
 class Migration(migrations.Migration):
@@ -16,8 +25,21 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        # No reverse: unapplying this migration stops here, before anything is undone.
-        migrations.RunSQL("SELECT 1"),
+        # Nullable first, so that unapplied, the column comes back empty and is filled before it
+        # is NOT NULL again.
+        migrations.AlterField(
+            model_name="setentry",
+            name="signal",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="entries",
+                to="signals.signal",
+            ),
+        ),
+        migrations.RunSQL(migrations.RunSQL.noop, reverse_sql=REBUILD_SIGNALS),
         migrations.RemoveField(
             model_name="setentry",
             name="signal",
