@@ -267,7 +267,7 @@ def set_slugs(set_ids: set[int]) -> dict[int, str]:
 _SQL_RESOLVE = f"""
 SELECT e.type, e.value, e.id
 FROM unnest(%s::text[], %s::text[]) AS q(type, value)
-JOIN signals_setentry e ON {entry_lookup("e", "q.type", "q.value")} AND e.hash_set_id = %s
+JOIN signals_setentry e ON {entry_lookup("e", "q.type", "q.value", "= %s")}
 """  # noqa: S608 - only constants are interpolated
 
 

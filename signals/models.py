@@ -199,20 +199,27 @@ def value_key_of(value: str) -> str:
 ENTRY_CONFLICT = f"(type, ({value_key_sql('value')}), hash_set_id)"
 
 
-def entry_lookup(entry: str, type_sql: str, value_sql: str) -> str:
+def entry_lookup(entry: str, type_sql: str, value_sql: str, in_sets: str = "") -> str:
     """SQL: the row ``entry`` (an alias of signals_setentry) holds the signal of this type and
-    value (SQL expressions), probed through the unique (type, key, set) index and then compared
-    by value, so two long values of one MD5 (only a forged pair has one) are never taken for
-    one. Without a condition on ``entry.hash_set_id`` it finds the value's entries in every set
-    (the index's (type, key) prefix); with one, that set's entry. The type and value are
-    compared in the index's collation ("C"): compared in another (a parameter's, an
-    ``unnest``'s default), the index could not serve the comparison."""
+    value (SQL expressions), probed through the (type, key) prefix of the unique
+    (type, key, set) index and then compared by value, so two long values of one MD5 (only a
+    forged pair has one) are never taken for one. The type and value are compared in the
+    index's collation ("C"): compared in another (a parameter's, an ``unnest``'s default), the
+    index could not serve the comparison.
+
+    ``in_sets``: and the entry's set meets this condition (``"= %(set)s"``, ``"= ANY(…)"``),
+    compared on ``hash_set_id + 0`` so that no index can take it alone. On the column itself,
+    with a set's statistics older than its entries (its first large batch, before the analysis
+    it queues), the planner took the (set, position) index for a row or two a probe and read
+    every entry of the set once per staged line: 20,000 duplicates took 99 s of CPU
+    (bench/merge_cpu.py) against 0.5 s. A value is in few sets: the prefix reads them all."""
     kind, value = f'({type_sql}) COLLATE "C"', f'({value_sql}) COLLATE "C"'
-    return (
+    sql = (
         f"{entry}.type = {kind}"
         f" AND {value_key_sql(entry + '.value')} = {value_key_sql(value)}"
         f" AND {entry}.value = {value}"
     )
+    return f"{sql} AND {entry}.hash_set_id + 0 {in_sets}" if in_sets else sql
 
 
 class SetEntry(models.Model):
@@ -304,10 +311,10 @@ class SetEntry(models.Model):
             # One entry per signal and set. Keyed (type, key, set), the key being the value
             # itself up to ``VALUE_KEY_BYTES`` (every hash type) and its padded MD5 beyond: a
             # b-tree row holds at most 2,704 bytes, and a vpdq value of an hour's frames is a
-            # hundred times that. Every lookup by value goes through it with ``entry_lookup``:
-            # the merge's probe of a set's entry (the whole key) and every lookup across sets
-            # (its prefix). A key costs a hash value nothing (an MD5 for every value made the
-            # merge's CPU a quarter higher).
+            # hundred times that. Every lookup by value goes through its (type, key) prefix with
+            # ``entry_lookup`` (the merge's probe of a set's entry compares the set after it);
+            # ``ON CONFLICT`` names the whole key. A key costs a hash value nothing (an MD5 for
+            # every value made the merge's CPU a quarter higher).
             models.UniqueConstraint(
                 F("type"), value_key(), F("hash_set"), name="one_entry_per_set_value"
             )

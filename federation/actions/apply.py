@@ -235,12 +235,12 @@ FROM (
     SELECT DISTINCT ON (type, {value_key_sql("value")}) * FROM federation_chunk
     ORDER BY type, {value_key_sql("value")}, ord DESC
 ) c
-LEFT JOIN signals_setentry x ON {entry_lookup("x", "c.type", "c.value")} AND x.hash_set_id = %(set)s
+LEFT JOIN signals_setentry x ON {entry_lookup("x", "c.type", "c.value", "= %(set)s")}
 WHERE (c.state = 'active' OR x.id IS NOT NULL)
   AND NOT (octet_length(c.value) > {VALUE_KEY_BYTES} AND EXISTS (
     SELECT 1 FROM signals_setentry y
     WHERE y.type = c.type AND {value_key_sql("y.value")} = {value_key_sql("c.value")}
-      AND y.hash_set_id = %(set)s AND y.value <> c.value))
+      AND y.hash_set_id + 0 = %(set)s AND y.value <> c.value))
 ORDER BY c.type, c.value
 ON CONFLICT {ENTRY_CONFLICT} DO UPDATE SET
     {", ".join(f"{column} = {expression}" for column, expression in _NEW.items())},
@@ -286,7 +286,7 @@ def _copy_text(rows: list[dict[str, Any]]) -> str:
 _SQL_SEEN = f"""
 INSERT INTO federation_resyncseen (mirror_id, entry_id)
 SELECT %(mirror)s, e.id FROM federation_chunk c
-JOIN signals_setentry e ON {entry_lookup("e", "c.type", "c.value")} AND e.hash_set_id = %(set)s
+JOIN signals_setentry e ON {entry_lookup("e", "c.type", "c.value", "= %(set)s")}
 WHERE c.state = 'active'
 ON CONFLICT DO NOTHING
 """  # noqa: S608 - only constants are interpolated

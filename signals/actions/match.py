@@ -119,8 +119,8 @@ def _check_query(item: Any, by_slug: dict[str, HashSet]) -> Query:
 _SQL_EXACT = f"""
 SELECT q.i, e.id, e.hash_set_id
 FROM unnest(%(values)s::text[]) WITH ORDINALITY AS q(value, i)
-JOIN signals_setentry e ON {entry_lookup("e", "%(type)s", "q.value")}
-WHERE e.state = 'active' AND e.hash_set_id = ANY(%(sets)s)
+JOIN signals_setentry e ON {entry_lookup("e", "%(type)s", "q.value", "= ANY(%(sets)s)")}
+WHERE e.state = 'active'
 """  # noqa: S608 - only constants are interpolated
 
 _SQL_ENTRIES = """

@@ -38,7 +38,8 @@ CHUNK = 100_000
 # chunk is sorted by (type, value) for DISTINCT ON and in memory. Nor may a join materialize a
 # set's entries: for a set the statistics still think empty (its first large batch), the
 # planner read them all into memory and filtered them once per chunk row (a chunk of 100,000
-# into a set of 100,000 ran for ten minutes); the entry is probed by (type, key, set). For
+# into a set of 100,000 ran for ten minutes); the entry is probed by (type, key) and its set
+# compared (``entry_lookup``: on the set alone the planner took the (set, position) index). For
 # every writer that joins a chunk of rows to a set's entries (the mirror of a peer's set too:
 # federation.actions.apply), for the rest of its transaction.
 PROBE_ONLY = """
@@ -72,8 +73,7 @@ FROM (
     WHERE batch_id = %(batch)s AND line >= %(lo)s AND line < %(hi)s AND {{part}}
     ORDER BY type, value, line
 ) s
-LEFT JOIN signals_setentry e
-    ON {entry_lookup("e", "s.type", "s.value")} AND e.hash_set_id = %(set)s
+LEFT JOIN signals_setentry e ON {entry_lookup("e", "s.type", "s.value", "= %(set)s")}
 -- No probe (a NULL key) where the contribution is the entry's implied one.
 LEFT JOIN signals_contribution k ON k.organisation_id = %(org)s
     AND k.entry_id = CASE WHEN e.contributor_id = %(org)s THEN NULL ELSE e.id END

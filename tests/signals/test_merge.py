@@ -13,6 +13,7 @@ import time_machine
 from django.db import connection
 from django.utils import timezone
 
+from signals.actions import merge
 from signals.actions.merge import STAGING_LOST, do_merge_batch
 from signals.actions.publish import do_publish
 from signals.api.uploads import json_items
@@ -414,3 +415,34 @@ def test_batches_merged_in_different_part_counts_share_values_safely(
     assert one.new + two.new == 150 and one.updated + two.updated == 150
     assert SetEntry.objects.count() == 150 and Contribution.objects.count() == 300
     assert set(SetEntry.objects.values_list("contributor_count", flat=True)) == {2}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_probe_takes_the_unique_index_when_a_sets_statistics_are_older_than_its_entries(
+    publisher, csam_set
+):
+    """Analyzed while the set was empty, the statistics say it has no entries: on its set id
+    alone, the planner probed the (set, position) index for each staged line and read every
+    entry of the set (20,000 duplicates: 99 s of CPU, bench/merge_cpu.py)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO signals_setentry (hash_set_id, type, value, state, labels,"
+            " contributor_count, contributor_names, positive_count, negative_count,"
+            " investigation_count, first_seen, updated_at)"
+            " SELECT %s + 1000, 'pdq', md5('x' || i) || md5('y' || i), 'active', '{}', 0, '{}',"
+            " 0, 0, 0, now(), now() FROM generate_series(1, 20000) i",
+            [csam_set.pk],
+        )
+        cursor.execute("ANALYZE signals_setentry")
+    merged(publish(publisher, "acme-csam", [pdq(n) for n in range(20)]))
+    batch, _ = do_publish(csam_set, publisher.org, json_items([pdq(0)]), queue=False)
+    sql = merge._SQL_CHUNK.format(part="TRUE")
+    params = {"batch": str(batch.pk), "lo": 0, "hi": 1, "set": csam_set.pk,
+              "org": publisher.org.pk, "entry_seq": "signals_setentry_id_seq"}  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute(merge._SQL_SETUP)
+        cursor.execute("EXPLAIN " + sql[sql.index("SELECT s.type") :], params)
+        plan = "\n".join(row for (row,) in cursor.fetchall())
+        cursor.execute("ROLLBACK")
+    assert "one_entry_per_set_value" in plan and "entry_set_position_idx" not in plan, plan
