@@ -15,6 +15,7 @@ import contextlib
 import functools
 import ipaddress
 import os
+import re
 import select
 import socket
 import ssl
@@ -53,9 +54,13 @@ class Answer:
     excerpt: str
 
 
+# In ASCII, every space and control character (what str.isspace() or a code below 32 says).
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20]")
+
+
 def check_url(url: str) -> SplitResult:
     """The URL's parts if its form is acceptable (scheme, host, no credentials)."""
-    if not url.isascii() or any(char.isspace() or ord(char) < 32 for char in url):
+    if not url.isascii() or _SPACE_OR_CONTROL.search(url):
         raise Refused(
             "the URL must be plain ASCII without spaces: percent-encode the path and give the"
             " host in its xn-- form"
@@ -103,18 +108,23 @@ def carried_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
 
 
 def check_address(address: IPAddress) -> None:
+    refusal = _refusal(address, tuple(settings.HASHX_OUTBOUND_ALLOWED_NETWORKS))
+    if refusal:
+        raise Refused(refusal)
+
+
+@functools.lru_cache(maxsize=4096)
+def _refusal(address: IPAddress, allowed: tuple[str, ...]) -> str:
+    """Why ``address`` may not be called with ``allowed`` admitted, or "" if it may: a function
+    of the two alone, so remembered (a fan-out checks the same few addresses at every send)."""
     address = carried_ipv4(address) or address
     if address in METADATA_ADDRESSES:
-        raise Refused(f"{address} is a cloud metadata address")
+        return f"{address} is a cloud metadata address"
     if address.is_global and not address.is_multicast:
-        return
-    if any(address in ipaddress.ip_network(n, strict=False) for n in _allowed()):
-        return
-    raise Refused(f"{address} is {_kind(address)} address, not a public one")
-
-
-def _allowed() -> list[str]:
-    return list(settings.HASHX_OUTBOUND_ALLOWED_NETWORKS)
+        return ""
+    if any(address in ipaddress.ip_network(n, strict=False) for n in allowed):
+        return ""
+    return f"{address} is {_kind(address)} address, not a public one"
 
 
 def _kind(address: IPAddress) -> str:
