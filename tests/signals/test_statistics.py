@@ -7,8 +7,8 @@ from django.db import connection
 
 from exchange.kv import redis_client
 from signals import tasks
-from signals.models import Contribution
 from signals.actions.statistics import TABLES, stale_tables
+from signals.models import Contribution
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
