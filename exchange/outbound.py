@@ -7,20 +7,22 @@ addresses are refused always. The check runs when the URL is registered and agai
 send, and the request connects to the very address that was checked, so a DNS answer that
 changes in between (rebinding) gains nothing. Redirects are never followed. A connection that
 ended with a whole answer is kept open a few seconds for the next request to the same checked
-address (``_Kept``).
+address (``_Kept``). Requests are coroutines (``send``), many at once on one event loop per
+thread (``run``): a thread and ``http.client`` per request cost several times the CPU.
 """
 
+import asyncio
 import contextlib
-import heapq
-import http.client
+import functools
 import ipaddress
-import itertools
 import os
+import re
 import select
 import socket
 import ssl
 import threading
 import time
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -53,9 +55,13 @@ class Answer:
     excerpt: str
 
 
+# In ASCII, every space and control character (what str.isspace() or a code below 32 says).
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20]")
+
+
 def check_url(url: str) -> SplitResult:
     """The URL's parts if its form is acceptable (scheme, host, no credentials)."""
-    if not url.isascii() or any(char.isspace() or ord(char) < 32 for char in url):
+    if not url.isascii() or _SPACE_OR_CONTROL.search(url):
         raise Refused(
             "the URL must be plain ASCII without spaces: percent-encode the path and give the"
             " host in its xn-- form"
@@ -103,18 +109,23 @@ def carried_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
 
 
 def check_address(address: IPAddress) -> None:
+    refusal = _refusal(address, tuple(settings.HASHX_OUTBOUND_ALLOWED_NETWORKS))
+    if refusal:
+        raise Refused(refusal)
+
+
+@functools.lru_cache(maxsize=4096)
+def _refusal(address: IPAddress, allowed: tuple[str, ...]) -> str:
+    """Why ``address`` may not be called with ``allowed`` admitted, or "" if it may: a function
+    of the two alone, so remembered (a fan-out checks the same few addresses at every send)."""
     address = carried_ipv4(address) or address
     if address in METADATA_ADDRESSES:
-        raise Refused(f"{address} is a cloud metadata address")
+        return f"{address} is a cloud metadata address"
     if address.is_global and not address.is_multicast:
-        return
-    if any(address in ipaddress.ip_network(n, strict=False) for n in _allowed()):
-        return
-    raise Refused(f"{address} is {_kind(address)} address, not a public one")
-
-
-def _allowed() -> list[str]:
-    return list(settings.HASHX_OUTBOUND_ALLOWED_NETWORKS)
+        return ""
+    if any(address in ipaddress.ip_network(n, strict=False) for n in allowed):
+        return ""
+    return f"{address} is {_kind(address)} address, not a public one"
 
 
 def _kind(address: IPAddress) -> str:
@@ -153,123 +164,347 @@ def check_destination(url: str) -> None:
     resolve(check_url(url))
 
 
-class Incomplete(http.client.HTTPException):
+class Incomplete(Exception):
     """An answer cut short or malformed: not an answer at all, whatever its status line said."""
 
 
-class _LineWatch:
-    """The response's stream, remembering the last line read: http.client takes the end of the
-    stream for the blank line that ends a header section (or a chunked body's trailer), so a
-    status line followed by a hang-up, or headers cut off mid-way, would pass as complete."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self.last_line = b""
-
-    def readline(self, limit: int = -1) -> bytes:
-        self.last_line = self._stream.readline(limit)
-        return self.last_line
-
-    def ended_section(self) -> bool:
-        return self.last_line in (b"\r\n", b"\n")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
+def _socket_timeout() -> float:
+    return float(settings.HASHX_WEBHOOK_TIMEOUT_SECONDS)
 
 
-class _Response(http.client.HTTPResponse):
-    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
-        super().__init__(sock, *args, **kwargs)
-        self.fp = self.watch = _LineWatch(self.fp)  # type: ignore[assignment]
-
-    def begin(self) -> None:
-        super().begin()
-        if not self.watch.ended_section():
-            raise Incomplete("the answer ended before its header section did")
-        if self.length is None and not self.chunked and "content-length" in self.headers:
-            raise Incomplete(f"Content-Length: {self.headers['content-length'][:50]!r}")
-
-    def read_whole(self) -> bytes:
-        """The body read to its end (its Content-Length, its last chunk, or a clean close),
-        of which the first ``EXCERPT_CHARS`` bytes are kept."""
-        kept = b""
-        while chunk := self.read(65536):
-            kept += chunk[: EXCERPT_CHARS - len(kept)]
-        if self.length:  # http.client lets a short body pass for a whole one
-            raise Incomplete(f"the body ended {self.length} bytes short of its Content-Length")
-        if self.chunked and not self.watch.ended_section():
-            raise Incomplete("the chunked body ended before its final blank line")
-        return kept
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Certificates checked against the system's authorities, and the host name against them."""
+    return ssl.create_default_context()
 
 
-class _Connection(http.client.HTTPConnection):
-    """HTTP, or HTTPS with SNI and certificate checks for ``tls_host``, to an address already
-    checked, that ``cut()`` ends at any step: connecting, the TLS handshake, sending, or
-    reading any part of the answer. A socket timeout bounds each read or write, not their
-    sum: a peer that trickles a byte at a time (a handshake, a status line, headers that never
-    end, a body that never ends) trips none of them, so the caller cuts at its deadline."""
+class _Connection(asyncio.Protocol):
+    """One connection to a checked address, as the bytes of the answers it brings (``recv``)
+    and of the requests it takes (``send``): plain TCP, or TLS (certificate and host name
+    checked) run by an ``ssl.SSLObject`` over it, so that an answer closed by a bare hang-up is
+    told from one closed by TLS's close. Each connect, read and write gives up after the socket
+    timeout; the whole request's deadline is its caller's to keep."""
 
-    response_class = _Response
+    _HIGH_WATER = 1 << 18  # bytes come in faster than they are read: stop reading the socket
 
-    def __init__(self, address: str, port: int, tls_host: str | None) -> None:
-        super().__init__(address, port)
-        self._tls_host = tls_host
-        self._deadline = 0.0  # on the monotonic clock
-        self._lock = threading.Lock()
-        self.expired = threading.Event()
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._incoming = bytearray()
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None  # while the send buffer is full
+        self._tls: ssl.SSLObject | None = None
+        self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
 
-    def arm(self, deadline: float) -> None:
-        """Set the deadline of the next request (a kept connection serves several)."""
-        self._deadline = deadline
-        self.expired.clear()
-        if self.sock is not None:
-            self.sock.settimeout(
-                min(settings.HASHX_WEBHOOK_TIMEOUT_SECONDS, max(self.left(), 0.001))
-            )
-
-    def dropped(self) -> bool:
-        """Whether the peer closed the kept connection (or sent what no request asked for)."""
+    @classmethod
+    async def open(cls, address: str, port: int, tls_host: str | None) -> "_Connection":
+        loop = asyncio.get_running_loop()
+        async with _within(_socket_timeout()):
+            _, connection = await loop.create_connection(cls, address, port)
         try:
-            return self.sock is None or bool(select.select([self.sock], [], [], 0)[0])
-        except (OSError, ValueError):
-            return True
+            if tls_host is not None:
+                await connection._handshake(tls_host)
+        except BaseException:  # a cut at the deadline too: the socket is not left behind
+            connection.close()
+            raise
+        return connection
 
-    def left(self) -> float:
-        return self._deadline - time.monotonic()
+    # What asyncio calls as the socket's events come.
 
-    def connect(self) -> None:
-        timeout = min(settings.HASHX_WEBHOOK_TIMEOUT_SECONDS, max(self.left(), 0.001))
-        sock = socket.create_connection((self.host, self.port), timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._expose(sock)
-        if self._tls_host is not None:
-            # No handshake while wrapping: it runs on a socket cut() can already reach.
-            self._expose(
-                ssl.create_default_context().wrap_socket(
-                    sock,
-                    server_hostname=self._tls_host,
-                    do_handshake_on_connect=False,
-                    # A close-delimited body must end with the TLS close, not a bare hang-up.
-                    suppress_ragged_eofs=False,
-                )
-            )
-            assert isinstance(self.sock, ssl.SSLSocket)
-            self.sock.do_handshake()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
 
-    def _expose(self, sock: socket.socket) -> None:
-        with self._lock:
-            self.sock = sock
-            if self.expired.is_set():
-                raise TimeoutError
+    def data_received(self, data: bytes) -> None:
+        self._incoming += data
+        if len(self._incoming) > self._HIGH_WATER and self._transport is not None:
+            self._transport.pause_reading()
+        self._wake()
 
-    def cut(self) -> None:
-        with self._lock:
-            self.expired.set()
-            if self.sock is not None:
-                # The plain socket's shutdown: the blocked read returns at once (the TLS
-                # layer's own shutdown would tear its state down under the reading thread).
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+    def eof_received(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # What a request calls.
+
+    async def _raw(self) -> bytes:
+        """The bytes come in, once there are some; b"" once the peer has ended."""
+        while not self._incoming and not self._ended:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with _within(_socket_timeout()):
+                    await self._waiter
+            finally:
+                self._waiter = None
+        data = bytes(self._incoming)
+        self._incoming.clear()
+        if self._transport is not None and not self._ended:
+            self._transport.resume_reading()
+        return data
+
+    async def _feed(self) -> None:
+        """Hand what came in to TLS (an end without TLS's close makes it raise SSLEOFError)."""
+        assert self._tls is not None
+        data = await self._raw()
+        if data:
+            self._tls_in.write(data)
+        elif not self._tls_in.eof:
+            self._tls_in.write_eof()
+
+    def _flush(self) -> None:
+        if self._transport is not None and (out := self._tls_out.read()):
+            self._transport.write(out)
+
+    async def _handshake(self, tls_host: str) -> None:
+        self._tls = _tls_context().wrap_bio(self._tls_in, self._tls_out, server_hostname=tls_host)
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                await self._feed()
+        self._flush()
+
+    async def recv(self) -> bytes:
+        """The next bytes of the answer; b"" at a clean end: the peer's close (over TLS, its
+        close_notify: a bare hang-up raises ``ssl.SSLEOFError``)."""
+        if self._tls is None:
+            return await self._raw()
+        while True:
+            try:
+                return self._tls.read(65536)
+            except ssl.SSLWantReadError:
+                self._flush()
+                await self._feed()
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    async def send(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        if self._tls is not None:
+            self._tls.write(data)
+            data = self._tls_out.read()
+        self._transport.write(data)
+        if self._writable is not None:
+            async with _within(_socket_timeout()):
+                await self._writable
+
+    def idle(self) -> bool:
+        """Open, and nothing came since its last answer: a peer that closed the connection, or
+        sent what no request asked for, did send something (seen here, or still in the
+        socket)."""
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._incoming or self._ended:
+            return False
+        if self._tls is not None and (self._tls.pending() or self._tls_in.pending):
+            return False
+        try:
+            return not select.select([transport.get_extra_info("socket")], [], [], 0)[0]
+        except (OSError, ValueError, TypeError):
+            return False
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def _within(seconds: float) -> AsyncIterator[None]:
+    """A socket timeout: the step (connect, one read, one write) gives up after ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise TimeoutError(f"timed out after {seconds:g} s") from None
+
+
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+
+
+class _Reader:
+    """An answer's bytes, a line or a few at a time."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+        self._buffer = bytearray()
+
+    async def line(self) -> bytes:
+        """One line with its ending, or what came before the stream ended without one."""
+        while (end := self._buffer.find(b"\n")) < 0:
+            if len(self._buffer) > _MAX_LINE:
+                raise Incomplete(f"a line longer than {_MAX_LINE} bytes")
+            data = await self._connection.recv()
+            if not data:
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line
+            self._buffer += data
+        if end >= _MAX_LINE:
+            raise Incomplete(f"a line longer than {_MAX_LINE} bytes")
+        line = bytes(self._buffer[: end + 1])
+        del self._buffer[: end + 1]
+        return line
+
+    async def some(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes; b"" once the stream has ended."""
+        if not self._buffer:
+            data = await self._connection.recv()
+            if not data:
+                return b""
+            self._buffer += data
+        chunk = bytes(self._buffer[:limit])
+        del self._buffer[:limit]
+        return chunk
+
+    def drained(self) -> bool:
+        """Whether nothing is left past the answer (a receiver that sent more is not used
+        again)."""
+        return not self._buffer
+
+
+def _ends(line: bytes) -> bool:
+    return line in (b"\r\n", b"\n")
+
+
+async def _header_section(reader: _Reader) -> dict[str, str]:
+    """Header lines up to the blank line that ends them, by lower-case name (a repeated one's
+    values joined by commas, as HTTP combines them)."""
+    headers: dict[str, str] = {}
+    name = ""
+    for _ in range(_MAX_HEADERS + 1):
+        line = await reader.line()
+        if _ends(line):
+            return headers
+        if not line.endswith(b"\n"):
+            raise Incomplete("the answer ended before its header section did")
+        text = line.decode("latin-1").rstrip("\r\n")
+        if text[:1] in (" ", "\t"):  # an obsolete folded line: the last header goes on
+            if name:
+                headers[name] += " " + text.strip()
+            continue
+        field_name, colon, value = text.partition(":")
+        if not colon:
+            continue  # not a header line; ignored, as http.client's parser did
+        name = field_name.strip().lower()
+        headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
+    raise Incomplete(f"more than {_MAX_HEADERS} header lines")
+
+
+async def _status(reader: _Reader) -> tuple[str, int]:
+    line = await reader.line()
+    if not line:
+        raise Incomplete("the connection ended without an answer")
+    if not line.endswith(b"\n"):
+        raise Incomplete("the answer ended in its status line")
+    version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+    code = rest[:3]
+    if not version.startswith("HTTP/1.") or not (code.isascii() and code.isdigit()):
+        raise Incomplete(f"not an HTTP status line: {line[:50]!r}")
+    if rest[3:4] not in ("", " "):
+        raise Incomplete(f"not an HTTP status line: {line[:50]!r}")
+    return version, int(code)
+
+
+async def _answer(reader: _Reader) -> tuple[Answer, bool]:
+    """The answer read whole (the first ``EXCERPT_CHARS`` bytes of its body kept), and whether
+    the connection may carry another request."""
+    version, status = await _status(reader)
+    headers = await _header_section(reader)
+    while status == 100:  # "continue", then the answer
+        version, status = await _status(reader)
+        headers = await _header_section(reader)
+    chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+    length: int | None = None
+    if status in (204, 304) or 100 <= status < 200:
+        length = 0
+    elif not chunked and "content-length" in headers:
+        value = headers["content-length"]
+        if not (value.isascii() and value.isdigit()):
+            raise Incomplete(f"Content-Length: {value[:50]!r}")
+        length = int(value)
+    connection = headers.get("connection", "").lower()
+    if version == "HTTP/1.0":
+        reused = "keep-alive" in connection or "keep-alive" in headers
+    else:
+        reused = "close" not in connection
+    kept = bytearray()
+    if chunked:
+        await _chunks(reader, kept)
+    elif length is not None:
+        left = length
+        while left:
+            chunk = await reader.some(min(left, 65536))
+            if not chunk:
+                raise Incomplete(f"the body ended {left} bytes short of its Content-Length")
+            left -= len(chunk)
+            kept += chunk[: EXCERPT_CHARS - len(kept)]
+    else:  # the body ends where the connection does: cleanly, or it is not whole
+        reused = False
+        while chunk := await reader.some(65536):
+            kept += chunk[: EXCERPT_CHARS - len(kept)]
+    excerpt = _storable(bytes(kept).decode("utf-8", "replace"))
+    return Answer(status, headers, excerpt), reused and reader.drained()
+
+
+async def _chunks(reader: _Reader, kept: bytearray) -> None:
+    """A chunked body, to its last chunk and the blank line after its trailer."""
+    while True:
+        line = await reader.line()
+        size = line.split(b";", 1)[0].strip()
+        if (
+            not line.endswith(b"\n")
+            or not size
+            or any(c not in b"0123456789abcdefABCDEF" for c in size)
+        ):
+            raise Incomplete("the chunked body was cut off or malformed")
+        left = int(size, 16)
+        if not left:
+            break
+        while left:
+            chunk = await reader.some(left)
+            if not chunk:
+                raise Incomplete("the chunked body was cut off")
+            left -= len(chunk)
+            kept += chunk[: EXCERPT_CHARS - len(kept)]
+        if not _ends(await reader.line()):
+            raise Incomplete("a chunk did not end with its line break")
+    for _ in range(_MAX_HEADERS + 1):  # the trailer
+        line = await reader.line()
+        if _ends(line):
+            return
+        if not line.endswith(b"\n"):
+            raise Incomplete("the chunked body ended before its final blank line")
+    raise Incomplete(f"more than {_MAX_HEADERS} trailer lines")
+
+
+def _request(path: str, host: str, headers: dict[str, str], body: bytes) -> bytes:
+    fields = {"Host": host, "Accept-Encoding": "identity", **headers}
+    fields["Content-Length"] = str(len(body))
+    lines = [f"POST {path} HTTP/1.1", *(f"{name}: {value}" for name, value in fields.items())]
+    head = "\r\n".join(lines)
+    if "\n" in head.replace("\r\n", "") or "\r" in head.replace("\r\n", ""):
+        raise ValueError("a header name or value holds a line break")
+    return (head + "\r\n\r\n").encode("latin-1") + body
 
 
 class _Kept:
@@ -277,94 +512,64 @@ class _Kept:
     they reach, for the next request there: a fan-out to many subscriptions of one receiver, or
     one subscription's pages one after another, skip the connect and the TLS handshake. Kept
     ``KEEP_SECONDS`` at most (under the idle timeout of common servers: one that closes first is
-    seen closed and not used), ``KEEP_PER_DESTINATION`` per destination."""
+    seen closed and not used), ``KEEP_PER_DESTINATION`` per destination. One per event loop:
+    a connection belongs to the loop that opened it."""
 
     KEEP_SECONDS = 4.0
     KEEP_PER_DESTINATION = 64
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._kept: dict[tuple[str, int, str | None], list[tuple[float, _Connection]]] = {}
         self._swept = 0.0
 
-    def take(self, key: tuple[str, int, str | None]) -> "_Connection | None":
+    def take(self, key: tuple[str, int, str | None]) -> _Connection | None:
         now = time.monotonic()
-        while True:
-            with self._lock:
-                kept = self._kept.get(key)
-                if not kept:
-                    return None
-                since, connection = kept.pop()
-            if now - since < self.KEEP_SECONDS and not connection.dropped():
+        kept = self._kept.get(key)
+        while kept:
+            since, connection = kept.pop()
+            if now - since < self.KEEP_SECONDS and connection.idle():
                 return connection
             connection.close()
+        return None
 
-    def give(self, key: tuple[str, int, str | None], connection: "_Connection") -> None:
+    def give(self, key: tuple[str, int, str | None], connection: _Connection) -> None:
         now = time.monotonic()
-        with self._lock:
-            kept = self._kept.setdefault(key, [])
-            kept.append((now, connection))
-            if len(kept) > self.KEEP_PER_DESTINATION:
-                kept.pop(0)[1].close()
-            if now - self._swept > self.KEEP_SECONDS:  # close what no request came back for
-                self._swept = now
-                for each, here in list(self._kept.items()):
-                    for since, connection in here:
-                        if now - since >= self.KEEP_SECONDS:
-                            connection.close()
-                    here[:] = [(t, c) for t, c in here if now - t < self.KEEP_SECONDS]
-                    if not here:
-                        del self._kept[each]
+        kept = self._kept.setdefault(key, [])
+        kept.append((now, connection))
+        if len(kept) > self.KEEP_PER_DESTINATION:
+            kept.pop(0)[1].close()
+        if now - self._swept > self.KEEP_SECONDS:  # close what no request came back for
+            self._swept = now
+            for each, here in list(self._kept.items()):
+                for since, old in here:
+                    if now - since >= self.KEEP_SECONDS:
+                        old.close()
+                here[:] = [(t, c) for t, c in here if now - t < self.KEEP_SECONDS]
+                if not here:
+                    del self._kept[each]
 
 
-_kept = _Kept()
+class _Loop(threading.local):
+    """This thread's event loop and the connections kept on it; a forked child (a worker's
+    pool process) makes its own, as the parent's belong to the parent."""
+
+    pid = 0
+    loop: asyncio.AbstractEventLoop
+    kept: _Kept
+
+    def here(self) -> asyncio.AbstractEventLoop:
+        if self.pid != os.getpid():
+            self.pid, self.loop, self.kept = os.getpid(), asyncio.new_event_loop(), _Kept()
+        return self.loop
 
 
-class _Deadlines:
-    """One thread that cuts each request's connection at its deadline (a timer thread per
-    request cost more than the request itself on a fan-out to a nearby receiver)."""
-
-    def __init__(self) -> None:
-        self._wake = threading.Condition()
-        self._due: list[tuple[float, int, _Connection]] = []  # a heap
-        self._pending: set[int] = set()  # the numbers in the heap
-        self._forgotten: set[int] = set()  # of those, the ones not to cut
-        self._numbers = itertools.count()
-        self._pid = 0
-
-    def watch(self, deadline: float, connection: _Connection) -> int:
-        """Cut ``connection`` at ``deadline`` (monotonic clock) unless ``forget`` comes first."""
-        with self._wake:
-            if self._pid != os.getpid():  # first use, or a forked child: it has no thread
-                self._pid, self._due = os.getpid(), []
-                self._pending, self._forgotten = set(), set()
-                threading.Thread(target=self._run, name="outbound-deadlines", daemon=True).start()
-            number = next(self._numbers)
-            heapq.heappush(self._due, (deadline, number, connection))
-            self._pending.add(number)
-            self._wake.notify()
-            return number
-
-    def forget(self, number: int) -> None:
-        with self._wake:
-            if number in self._pending:  # not cut already (nor remembered for ever)
-                self._forgotten.add(number)
-
-    def _run(self) -> None:
-        with self._wake:
-            while True:
-                now = time.monotonic()
-                while self._due and (self._due[0][1] in self._forgotten or self._due[0][0] <= now):
-                    _, number, connection = heapq.heappop(self._due)
-                    self._pending.discard(number)
-                    if number in self._forgotten:
-                        self._forgotten.discard(number)
-                    else:
-                        connection.cut()
-                self._wake.wait(self._due[0][0] - now if self._due else None)
+_loop = _Loop()
 
 
-_deadlines = _Deadlines()
+def run[T](coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` (``send``s, gathered) to its end on this thread's event loop, where
+    the connections kept from earlier requests are."""
+    return _loop.here().run_until_complete(coroutine)
 
 
 def _storable(text: str) -> str:
@@ -374,18 +579,19 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> Answer:
+async def send(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> Answer:
     """POST ``body`` to ``url`` after checking it; no redirects, and only a short excerpt of the
     answer is kept. An answer counts only whole and well formed: a status line, a header section
     ended by its blank line, and the body read to its end (Content-Length, last chunk, or a
-    clean close). Bounded time: each socket operation by ``HASHX_WEBHOOK_TIMEOUT_SECONDS``, and
-    everything together (name lookup, connect, TLS handshake, sending, status line, headers and
-    body) by ``deadline`` seconds: past it the connection is cut and ``SendFailed`` raised,
-    however much of the answer had come."""
+    clean close). Bounded time: each connect, read and write by
+    ``HASHX_WEBHOOK_TIMEOUT_SECONDS``, and everything together (name lookup, connect, TLS
+    handshake, sending, status line, headers and body) by ``deadline`` seconds: past it the
+    connection is cut and ``SendFailed`` raised, however much of the answer had come. Many run
+    at once on one event loop (``run``), over the connections it keeps."""
     started = time.monotonic()
     parts = check_url(url)
-    address = str(resolve(parts)[0])
-    # A lookup cannot be interrupted, but what it took comes off the time left.
+    address = str((await _resolve(parts, deadline))[0])
+    # A lookup in this thread cannot be interrupted, but what it took comes off the time left.
     left = deadline - (time.monotonic() - started)
     if left <= 0:
         raise SendFailed(f"no complete answer within {deadline:g} s (the name lookup took it)")
@@ -394,30 +600,51 @@ def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> 
     tls_host = (parts.hostname or "") if https else None
     # Only a connection to the very address just checked is used again.
     key = (address, port, tls_host)
-    connection = _kept.take(key) or _Connection(address, port, tls_host)
-    connection.arm(started + deadline)
+    kept = _loop.kept if _loop.pid == os.getpid() and _loop.loop is _running() else _Kept()
+    connection = kept.take(key)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    watch = _deadlines.watch(started + deadline, connection)
-    keep = False
+    request = _request(path, parts.netloc, headers, body)
+    reused = False
     try:
-        if connection.sock is None:
-            connection.connect()
-        connection.request("POST", path, body=body, headers={**headers, "Host": parts.netloc})
-        response = connection.getresponse()
-        assert isinstance(response, _Response)
-        excerpt = _storable(response.read_whole().decode("utf-8", "replace"))
-        if connection.expired.is_set():  # the cut may have ended the answer where it was
-            raise TimeoutError
-        keep = not response.will_close
-        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, excerpt)
-    except (OSError, http.client.HTTPException) as exc:
-        # A socket timeout near the deadline is the deadline too: the same message either way.
-        if connection.expired.is_set() or connection.left() <= 0:
+        async with asyncio.timeout(left) as cut:
+            if connection is None:
+                connection = await _Connection.open(address, port, tls_host)
+            await connection.send(request)
+            answer, reused = await _answer(_Reader(connection))
+            return answer
+    except (OSError, Incomplete) as exc:  # TimeoutError, ssl.SSLError and the like are OSErrors
+        if cut.expired():
             raise SendFailed(f"no complete answer within {deadline:g} s") from None
         raise SendFailed(_storable(f"{type(exc).__name__}: {exc}")[:EXCERPT_CHARS]) from None
     finally:
-        _deadlines.forget(watch)  # once it returns, no cut can come
-        if keep and not connection.expired.is_set():
-            _kept.give(key, connection)
-        else:
-            connection.close()
+        if connection is not None:
+            if reused:
+                kept.give(key, connection)
+            else:
+                connection.close()
+
+
+def _running() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+async def _resolve(parts: SplitResult, deadline: float) -> list[IPAddress]:
+    """``resolve``: at once for an address (nothing to look up), else in a thread of the
+    loop's, given up at ``deadline`` (a lookup cannot be interrupted; its thread finishes
+    alone)."""
+    try:
+        ipaddress.ip_address(parts.hostname or "")
+    except ValueError:
+        try:
+            async with asyncio.timeout(deadline):
+                return await _running().run_in_executor(None, resolve, parts)
+        except TimeoutError:
+            raise SendFailed(
+                f"no complete answer within {deadline:g} s (the name lookup took it)"
+            ) from None
+    return resolve(parts)
+
+
+def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float) -> Answer:
+    """``send`` one request from code that does not run an event loop."""
+    return run(send(url, body, headers, deadline=deadline))

@@ -1,15 +1,26 @@
 """An HTTP server on loopback that records every request and answers from a script: a webhook
 receiver (well-behaved, or hostile: ``HOSTILE``), or an exchange that is overloaded on cue
-(tests/client/test_retries.py). ``Silent`` never answers at all."""
+(tests/client/test_retries.py); over TLS with a certificate from an ``Authority``. ``Silent``
+never answers at all."""
 
 import contextlib
+import datetime
+import ipaddress
 import json
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 @dataclass
@@ -46,6 +57,9 @@ class Answer:
     raw: bytes | None = None
     forever: bytes = b""
     hold: bool = False
+    # Over TLS, end a connection closed after ``raw`` with TLS's close (close_notify), or, with
+    # False, with a bare hang-up that no TLS record announces.
+    tls_close: bool = True
 
     def wire(self) -> bytes:
         """The bytes of this answer as written on the wire."""
@@ -107,7 +121,7 @@ class Receiver:
     them all. With ``keep_alive`` it speaks HTTP/1.1 and keeps connections open between
     requests; ``connections`` counts those it accepted."""
 
-    def __init__(self, *, keep_alive: bool = False) -> None:
+    def __init__(self, *, keep_alive: bool = False, tls: ssl.SSLContext | None = None) -> None:
         self.received: list[Received] = []
         self.connections = 0
         self.script: list[Answer] = []
@@ -146,6 +160,8 @@ class Receiver:
                     self.close_connection = True
                     with contextlib.suppress(OSError):  # the exchange may hang up first
                         self.misbehave(answer)
+                        if isinstance(self.connection, ssl.SSLSocket) and answer.tls_close:
+                            self.connection.unwrap()
                     return
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
@@ -176,12 +192,16 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     @property
     def url(self) -> str:
@@ -246,3 +266,81 @@ class Silent:
     def __exit__(self, *exc: object) -> None:
         self.listener.close()
         self.thread.join()
+
+
+class Authority:
+    """A certificate authority of the test's own: ``server`` makes a TLS server context with a
+    certificate it issued for the given names, ``client`` a client context that trusts it (and
+    checks host names) as the system's authorities are trusted in production."""
+
+    def __init__(self) -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test authority")])
+        self._name = name
+        self._cert = (
+            self._builder(name, self._key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                    crl_sign=True, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
+            )
+            .sign(self._key, hashes.SHA256())
+        )  # fmt: skip
+        self._dir = Path(tempfile.mkdtemp())
+
+    def _builder(self, subject: x509.Name, public_key: Any) -> x509.CertificateBuilder:
+        now = datetime.datetime.now(datetime.UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self._name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    def server(self, *names: str) -> ssl.SSLContext:
+        key = ec.generate_private_key(ec.SECP256R1())
+        alternatives: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                alternatives.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alternatives.append(x509.DNSName(name))
+        cert = (
+            self._builder(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]), key.public_key()
+            )
+            .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        chain = self._dir / f"{cert.serial_number}.pem"
+        chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        private = self._dir / f"{cert.serial_number}.key"
+        private.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(chain, private)
+        return context
+
+    def client(self) -> ssl.SSLContext:
+        return ssl.create_default_context(
+            cadata=self._cert.public_bytes(serialization.Encoding.PEM).decode()
+        )

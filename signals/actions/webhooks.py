@@ -13,6 +13,7 @@ backoff and jitter, ``Retry-After`` honoured, and an endpoint failing for
 ``HASHX_WEBHOOK_DISABLE_AFTER_HOURS`` (or answering 410) is disabled.
 """
 
+import asyncio
 import functools
 import json
 import logging
@@ -21,7 +22,6 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -377,12 +377,12 @@ def do_send(delivery_id: str, claim: str) -> str:
 
 
 def do_send_many(claimed: list[tuple[str, str]]) -> list[str]:
-    """Send claimed deliveries, all at once (one thread each), and record the outcomes; returns
+    """Send claimed deliveries, all at once (on one event loop), and record the outcomes; returns
     each one's, in order ("delivered", "retry", "disabled", "cancelled" when its organisation
     can no longer read a set in it, or "stale" when the claim was lost), and counts them in the
     metrics. The database work is done here, for all of them together: renewing the leases,
-    checking what each organisation may read, and recording the deliveries; only the requests
-    run in the threads."""
+    checking what each organisation may read, and recording the deliveries; the requests run
+    together between them."""
     batch = settings.HASHX_WEBHOOK_SEND_BATCH
     outcomes = [
         o for at in range(0, len(claimed), batch) for o in _send_many(claimed[at : at + batch])
@@ -451,8 +451,7 @@ def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
         outcomes.update({str(d.pk): "cancelled" for d in cancelled})
         wake()
     signing_key = get_signing_key()
-    senders = _senders(settings.HASHX_WEBHOOK_SEND_BATCH)
-    results = list(senders.map(lambda d: _post(d, signing_key), sending))
+    results = outbound.run(_attempts(sending, signing_key))
     now = timezone.now()
     claims = dict(claimed)
     delivered = []
@@ -468,18 +467,20 @@ def _send_many(claimed: list[tuple[str, str]]) -> list[str]:
     return list(outcomes.values())
 
 
-@functools.cache
-def _senders(threads: int) -> ThreadPoolExecutor:
-    """The threads that send a batch's requests, kept for the life of the process (a worker
-    process runs one task at a time, so a batch has them all)."""
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="webhook-send")
+async def _attempts(
+    deliveries: list[Delivery], signing_key: tuple[str, Any]
+) -> list[tuple[outbound.Answer | None, str]]:
+    """One attempt at each delivery, all at once on one event loop."""
+    return await asyncio.gather(*(_attempt(d, signing_key) for d in deliveries))
 
 
-def _post(delivery: Delivery, signing_key: tuple[str, Any]) -> tuple[outbound.Answer | None, str]:
-    """One attempt at sending ``delivery`` (in a thread of its own): the answer, or why none."""
+async def _attempt(
+    delivery: Delivery, signing_key: tuple[str, Any]
+) -> tuple[outbound.Answer | None, str]:
+    """One attempt at sending ``delivery``: the answer, or why none."""
     payload = delivery.payload
     try:
-        answer = outbound.post(
+        answer = await outbound.send(
             delivery.subscription.url,
             payload,
             signed_headers(delivery, signing_key, payload),

@@ -23,7 +23,6 @@ from signals.feed.positions import Position
 from signals.feed.wakeups import DISPATCH, DISPATCH_AFTER_SENDS
 from signals.models import Delivery, DeliveryPage, Subscription
 from tests.conftest import make_member
-from tests.helpers import eventually
 from tests.receiver import Receiver
 from tests.signals.conftest import PDQ, merged, pdq, publish
 from tests.signals.test_webhooks import beat_until, changes_of
@@ -187,14 +186,14 @@ def test_a_send_that_fails_on_our_side_is_retried_and_spares_the_rest_of_its_bat
     with Receiver() as receiver:
         broken, fine = subscribe_all([subscriber, outsider], receiver.url, [coalition])
         merged(publish(publisher, "acme-csam", [pdq(0)]))
-        post = outbound.post
+        send = outbound.send
 
-        def bug_for_the_first(url, *args, **kwargs):
+        async def bug_for_the_first(url, *args, **kwargs):
             if url.endswith("/0"):
                 raise RuntimeError("a bug of ours")
-            return post(url, *args, **kwargs)
+            return await send(url, *args, **kwargs)
 
-        monkeypatch.setattr(outbound, "post", bug_for_the_first)
+        monkeypatch.setattr(outbound, "send", bug_for_the_first)
         claimed = sorted(do_dispatch(), key=lambda c: c[0])
         outcomes = dict(zip([c[0] for c in claimed], do_send_many(claimed), strict=True))
         by_subscription = {str(d.subscription_id): d for d in Delivery.objects.all()}
@@ -202,25 +201,3 @@ def test_a_send_that_fails_on_our_side_is_retried_and_spares_the_rest_of_its_bat
         assert outcomes[str(by_subscription[fine].pk)] == "delivered"
         assert "failed to send it" in Delivery.objects.get(pk=by_subscription[broken].pk).last_error
         assert [r.path for r in receiver.received] == ["/hook/1"]
-
-
-def test_a_send_cut_at_its_deadline_leaves_nothing_behind_in_the_deadline_thread():
-    """Every send is watched by one thread and forgotten when it ends: one cut at its deadline
-    first (a receiver that never answers) must not stay remembered for the life of the
-    worker, nor one forgotten in time stay cuttable."""
-    deadlines = outbound._Deadlines()
-
-    class Connection:
-        cuts = 0
-
-        def cut(self):
-            self.cuts += 1
-
-    late, prompt = Connection(), Connection()
-    number = deadlines.watch(0.0, late)  # due at once: the thread cuts it
-    eventually(lambda: late.cuts == 1, timeout=5, what="the cut")
-    deadlines.forget(number)
-    kept = deadlines.watch(10**9, prompt)
-    deadlines.forget(kept)
-    assert deadlines._forgotten == {kept} and deadlines._pending == {kept}
-    assert prompt.cuts == 0

@@ -15,6 +15,7 @@ from django.db import connections
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from exchange import outbound
 from exchange.actions.identity import published_jwks
 from hashx.webhooks import WebhookVerificationError, verify
 from signals.actions.webhooks import do_dispatch, do_send, retry_delay
@@ -22,7 +23,7 @@ from signals.feed.positions import Position
 from signals.models import Delivery, Subscription
 from signals.tasks import dispatch_webhooks
 from tests.helpers import eventually
-from tests.receiver import HOSTILE, WELL_FORMED, Answer, Receiver, Silent
+from tests.receiver import HOSTILE, WELL_FORMED, Answer, Authority, Receiver, Silent
 from tests.signals.conftest import PDQ, merged, pdq, publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -400,6 +401,56 @@ def test_a_tls_handshake_that_never_ends_is_cut_off_at_the_send_deadline(
         assert do_send(*claimed) == "retry"
         eventually(silent.hung_up.is_set, timeout=5, what="the exchange to hang up")
     assert Delivery.objects.get().last_error == "no complete answer within 0.5 s"
+
+
+@pytest.fixture
+def authority(monkeypatch) -> Authority:
+    """A certificate authority the exchange trusts, as it trusts the system's in production."""
+    authority = Authority()
+    monkeypatch.setattr(outbound, "_tls_context", authority.client)
+    return authority
+
+
+def test_pages_go_over_tls_with_a_checked_certificate_and_one_kept_connection(
+    publisher, subscriber, shared_set, authority
+):
+    with Receiver(keep_alive=True, tls=authority.server("127.0.0.1")) as receiver:
+        subscribe(subscriber, receiver.url)
+        for batch in range(2):
+            merged(publish(publisher, "acme-csam", [pdq(batch)]))
+            (claimed,) = do_dispatch()
+            assert do_send(*claimed) == "delivered"
+        assert (len(receiver.received), receiver.connections) == (2, 1)
+        assert changes_of(receiver.received)[0]["value"] == PDQ[0]
+
+
+def test_a_certificate_for_another_name_is_refused(publisher, subscriber, shared_set, authority):
+    with Receiver(tls=authority.server("hooks.example.org")) as receiver:
+        subscribe(subscriber, receiver.url)
+        merged(publish(publisher, "acme-csam", [pdq(0)]))
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == "retry"
+        assert receiver.received == []
+    assert "certificate verify failed" in Delivery.objects.get().last_error
+
+
+@pytest.mark.parametrize("tls_close", [True, False], ids=["TLS's close", "a bare hang-up"])
+def test_over_tls_a_body_ended_by_closing_counts_only_with_tls_close(
+    tls_close, publisher, subscriber, shared_set, authority
+):
+    """A body without length or chunks ends where the connection does; over TLS only TLS's own
+    close says it ended there, where a bare hang-up may have cut it short."""
+    with Receiver(tls=authority.server("127.0.0.1")) as receiver:
+        receiver.script = [Answer(raw=b"HTTP/1.1 200 OK\r\n\r\nall of it", tls_close=tls_close)]
+        subscribe(subscriber, receiver.url)
+        merged(publish(publisher, "acme-csam", [pdq(0)]))
+        (claimed,) = do_dispatch()
+        assert do_send(*claimed) == ("delivered" if tls_close else "retry")
+    delivery = Delivery.objects.get()
+    if tls_close:
+        assert delivery.response_excerpt == "all of it"
+    else:
+        assert "EOF" in delivery.last_error, delivery.last_error
 
 
 def test_a_slow_name_lookup_counts_against_the_send_deadline(
